@@ -1,0 +1,268 @@
+import { readFile, access } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import os from 'node:os';
+import { z } from 'zod';
+import { ConfigError } from './errors.js';
+
+// @pushcorn/hocon-parser is CommonJS; its default export carries `parse`.
+const require = createRequire(import.meta.url);
+const hocon = require('@pushcorn/hocon-parser') as {
+  parse(opts: { url?: string; text?: string; strict?: boolean }): Promise<unknown>;
+};
+
+const hostPort = z
+  .string()
+  .regex(/^[^\s:]+(:\d{1,5})?$/, 'expected "host" or "host:port"');
+
+const sizeBytes = z.coerce.number().int().nonnegative();
+const millis = z.coerce.number().int().positive();
+
+/**
+ * The `rabbitmq` block is the original snf-vmcatcher's, key for key; everything else is new
+ * and has a default, so an original application.conf loads unchanged.
+ */
+export const RabbitConfigSchema = z.object({
+  servers: z.array(hostPort).min(1).default(['localhost:5672']),
+  username: z.string().default('guest'),
+  password: z.string().default('guest'),
+  queue: z.string().min(1).default('vmcatcher'),
+  exchange: z.string().min(1).default('vmcatcher'),
+  routingKey: z.string().min(1).default('vmcatcher'),
+  vhost: z.string().default('/'),
+  /** Dead-letter queue for messages that are not valid events; defaults to `<queue>.dead`. */
+  deadLetterQueue: z.string().min(1).optional(),
+  prefetch: z.coerce.number().int().positive().default(16),
+  heartbeatSeconds: z.coerce.number().int().nonnegative().default(30),
+  connectTimeoutMs: millis.default(5000),
+  confirmTimeoutMs: millis.default(10000),
+});
+
+export const TemporalConfigSchema = z.object({
+  address: hostPort.default('127.0.0.1:7233'),
+  namespace: z.string().min(1).default('default'),
+  taskQueue: z.string().min(1).default('snf-vmcatcher'),
+  /** Base URL of the Web UI, used to print links to workflows. */
+  webUiUrl: z.string().url().default('http://localhost:8233'),
+  apiKey: z.string().optional(),
+  tls: z.boolean().default(false),
+});
+
+export const WorkerConfigSchema = z.object({
+  /** Downloads, unpacked archives and converted images live here while a workflow runs. */
+  workingFolder: z.string().min(1).default('/var/tmp/snf-vmcatcher'),
+  /** Name of this host's own task queue; defaults to `<taskQueue>-<hostname>`. */
+  hostTaskQueue: z.string().min(1).optional(),
+  maxConcurrentActivities: z.coerce.number().int().positive().default(8),
+  /** File-bound steps (download, convert, prepare, upload) are disk and CPU heavy. */
+  maxConcurrentFileSteps: z.coerce.number().int().positive().default(2),
+  maxConcurrentWorkflowTasks: z.coerce.number().int().positive().default(40),
+  shutdownGraceMs: millis.default(30000),
+  metricsPort: z.coerce.number().int().nonnegative().default(0),
+  /** Step timeouts; long defaults because real images are GBs and sysprep boots a VM. */
+  downloadTimeoutMs: millis.default(2 * 60 * 60 * 1000),
+  toolTimeoutMs: millis.default(60 * 60 * 1000),
+});
+
+export const SynnefoConfigSchema = z.object({
+  kamaki: z.string().min(1).default('kamaki'),
+  snfMkimage: z.string().min(1).default('snf-mkimage'),
+  /** Command prefix for snf-mkimage, which needs root. An empty list runs it directly. */
+  sudo: z.array(z.string()).default(['sudo', '-n']),
+  /** Run snf-mkimage (sysprep, shrink, metadata). Off uploads the raw image as converted. */
+  prepare: z.boolean().default(true),
+  /** Default kamaki cloud name (from ~/.kamakirc) when an event or command names none. */
+  cloud: z.string().min(1).optional(),
+  container: z.string().min(1).default('images'),
+  public: z.boolean().default(true),
+  /** What an ExpirePostfix event does to the registered image. */
+  expireAction: z.enum(['make-private', 'unregister']).default('make-private'),
+  osfamily: z.string().default('linux'),
+  users: z.string().default('root'),
+});
+
+export const SignaturePolicySchema = z.enum(['require', 'warn', 'accept']);
+
+export const SecurityConfigSchema = z.object({
+  /** CA directory (hashed, like /etc/grid-security/certificates) or a single CA file. */
+  caPath: z.string().min(1).default('/etc/grid-security/certificates'),
+  /** Unsigned or unverifiable lists: refuse (`require`), accept with a warning, or accept. */
+  signaturePolicy: SignaturePolicySchema.default('require'),
+  /** The signer must equal the list's declared hv:endorser (DN and CA). */
+  pinEndorser: z.boolean().default(true),
+  /** Folders `file:` URLs may read from. Empty: no `file:` URLs at all. */
+  allowedFileFolders: z.array(z.string()).default([]),
+  /** Folders vmcatcher cache events may point into. Empty: every VMCATCHER_CACHE_DIR_CACHE. */
+  vmcatcherCacheFolders: z.array(z.string()).default(['/var/lib/vmcatcher/cache', '/var/cache/vmimages/endorsed']),
+  maxImageListBytes: sizeBytes.default(16 * 1024 * 1024),
+  maxImageBytes: sizeBytes.default(64 * 1024 ** 3),
+  maxUnpackedBytes: sizeBytes.default(256 * 1024 ** 3),
+  maxVirtualBytes: sizeBytes.default(2 * 1024 ** 4),
+  maxArchiveEntries: z.coerce.number().int().positive().default(64),
+  maxRedirects: z.coerce.number().int().nonnegative().default(5),
+  connectTimeoutMs: millis.default(30000),
+  readTimeoutMs: millis.default(120000),
+  /** Named credentials (e.g. AppDB tokens). Workflows carry the name; workers resolve it here. */
+  credentials: z.record(z.string(), z.string()).default({}),
+});
+
+export const SpoolConfigSchema = z.object({
+  folder: z.string().min(1).default('/var/spool/snf-vmcatcher'),
+});
+
+export const BridgeConfigSchema = z.object({
+  metricsPort: z.coerce.number().int().nonnegative().default(0),
+  /** Pause between messages in server mode (the original -sleepMillis). */
+  sleepMillis: z.coerce.number().int().nonnegative().default(0),
+});
+
+export const ConfigSchema = z.object({
+  rabbitmq: RabbitConfigSchema.prefault({}),
+  temporal: TemporalConfigSchema.prefault({}),
+  worker: WorkerConfigSchema.prefault({}),
+  synnefo: SynnefoConfigSchema.prefault({}),
+  security: SecurityConfigSchema.prefault({}),
+  spool: SpoolConfigSchema.prefault({}),
+  bridge: BridgeConfigSchema.prefault({}),
+});
+
+export type Config = z.infer<typeof ConfigSchema>;
+export type RabbitConfig = Config['rabbitmq'];
+export type TemporalConfig = Config['temporal'];
+export type SignaturePolicy = z.infer<typeof SignaturePolicySchema>;
+
+/** Environment variables that override the file, for deployment. Temporal's keep Temporal's names. */
+export const ENV_OVERRIDES: ReadonlyArray<{ env: string; key: string; list?: boolean }> = [
+  { env: 'TEMPORAL_ADDRESS', key: 'temporal.address' },
+  { env: 'TEMPORAL_NAMESPACE', key: 'temporal.namespace' },
+  { env: 'TEMPORAL_API_KEY', key: 'temporal.apiKey' },
+  { env: 'TEMPORAL_TASK_QUEUE', key: 'temporal.taskQueue' },
+  { env: 'SNF_VMCATCHER_RABBITMQ_SERVERS', key: 'rabbitmq.servers', list: true },
+  { env: 'SNF_VMCATCHER_RABBITMQ_USERNAME', key: 'rabbitmq.username' },
+  { env: 'SNF_VMCATCHER_RABBITMQ_PASSWORD', key: 'rabbitmq.password' },
+  { env: 'SNF_VMCATCHER_RABBITMQ_VHOST', key: 'rabbitmq.vhost' },
+  { env: 'SNF_VMCATCHER_RABBITMQ_QUEUE', key: 'rabbitmq.queue' },
+  { env: 'SNF_VMCATCHER_RABBITMQ_EXCHANGE', key: 'rabbitmq.exchange' },
+  { env: 'SNF_VMCATCHER_RABBITMQ_ROUTING_KEY', key: 'rabbitmq.routingKey' },
+  { env: 'SNF_VMCATCHER_WORKING_FOLDER', key: 'worker.workingFolder' },
+  { env: 'SNF_VMCATCHER_SPOOL_FOLDER', key: 'spool.folder' },
+  { env: 'SNF_VMCATCHER_KAMAKI', key: 'synnefo.kamaki' },
+  { env: 'SNF_VMCATCHER_SNF_MKIMAGE', key: 'synnefo.snfMkimage' },
+  { env: 'SNF_VMCATCHER_WORKER_METRICS_PORT', key: 'worker.metricsPort' },
+  { env: 'SNF_VMCATCHER_BRIDGE_METRICS_PORT', key: 'bridge.metricsPort' },
+];
+
+/** Keys whose values are secrets: redacted wherever a config is shown or logged. */
+export const SECRET_KEYS = ['rabbitmq.password', 'temporal.apiKey', 'security.credentials'] as const;
+export const REDACTED = '***redacted***';
+
+export interface LoadOptions {
+  /** Path given with -conf; when absent, SNF_VMCATCHER_CONF or built-in defaults. */
+  file?: string;
+  env?: NodeJS.ProcessEnv;
+  /** Overrides from the command line (e.g. -working-folder), applied last. */
+  overrides?: Record<string, unknown>;
+}
+
+export interface LoadedConfig {
+  config: Config;
+  /** The file the configuration came from, if any. */
+  source?: string;
+}
+
+export async function loadConfig(opts: LoadOptions = {}): Promise<LoadedConfig> {
+  const env = opts.env ?? process.env;
+  const file = opts.file ?? env.SNF_VMCATCHER_CONF;
+  let raw: Record<string, unknown> = {};
+  let source: string | undefined;
+  if (file) {
+    source = path.resolve(file);
+    raw = await readConfigFile(source);
+  }
+  for (const { env: name, key, list } of ENV_OVERRIDES) {
+    const value = env[name];
+    if (value !== undefined && value !== '') {
+      setPath(raw, key, list ? value.split(',').map((s) => s.trim()).filter(Boolean) : value);
+    }
+  }
+  for (const [key, value] of Object.entries(opts.overrides ?? {})) {
+    if (value !== undefined) setPath(raw, key, value);
+  }
+  return { config: parseConfig(raw, source ?? '(defaults and environment)'), source };
+}
+
+/** Validates an already-read configuration tree; errors name the key and where it came from. */
+export function parseConfig(raw: unknown, origin: string): Config {
+  const result = ConfigSchema.safeParse(raw);
+  if (!result.success) {
+    const first = result.error.issues[0];
+    const key = first.path.join('.') || '(root)';
+    throw new ConfigError(`${origin}: invalid configuration key '${key}': ${first.message}`, { key, file: origin });
+  }
+  return result.data;
+}
+
+async function readConfigFile(file: string): Promise<Record<string, unknown>> {
+  try {
+    await access(file);
+  } catch {
+    throw new ConfigError(`${file}: configuration file not found`, { file });
+  }
+  let parsed: unknown;
+  try {
+    if (file.endsWith('.json')) {
+      parsed = JSON.parse(await readFile(file, 'utf8'));
+    } else {
+      // Strict mode keeps HOCON values as written (no guessing "1.0" into a number).
+      parsed = await hocon.parse({ url: file, strict: true });
+    }
+  } catch (err) {
+    throw new ConfigError(`${file}: cannot parse configuration: ${(err as Error).message}`, { file });
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw new ConfigError(`${file}: configuration must be an object`, { file });
+  }
+  return parsed as Record<string, unknown>;
+}
+
+function setPath(target: Record<string, unknown>, key: string, value: unknown): void {
+  const parts = key.split('.');
+  let node = target;
+  for (const part of parts.slice(0, -1)) {
+    const next = node[part];
+    if (next === null || typeof next !== 'object' || Array.isArray(next)) node[part] = {};
+    node = node[part] as Record<string, unknown>;
+  }
+  node[parts[parts.length - 1]] = value;
+}
+
+/** A deep copy of the configuration with every secret replaced, for show-conf and logs. */
+export function redactConfig(config: Config): Config {
+  const copy = structuredClone(config) as unknown as Record<string, Record<string, unknown>>;
+  for (const key of SECRET_KEYS) {
+    const [section, name] = key.split('.');
+    const value = copy[section]?.[name];
+    if (value === undefined) continue;
+    if (typeof value === 'object' && value !== null) {
+      copy[section][name] = Object.fromEntries(Object.keys(value).map((k) => [k, REDACTED]));
+    } else {
+      copy[section][name] = REDACTED;
+    }
+  }
+  return copy as unknown as Config;
+}
+
+/** Values that must never appear in output: used by the logger and error formatting. */
+export function secretValues(config: Config): string[] {
+  const values = [config.rabbitmq.password, config.temporal.apiKey, ...Object.values(config.security.credentials)];
+  // Very short secrets (like the default "guest") would redact ordinary words; they are not secret anyway.
+  return values.filter((v): v is string => typeof v === 'string' && v.length >= 6);
+}
+
+export function hostTaskQueue(config: Config): string {
+  return config.worker.hostTaskQueue ?? `${config.temporal.taskQueue}-${os.hostname()}`;
+}
+
+export function deadLetterQueue(rabbit: RabbitConfig): string {
+  return rabbit.deadLetterQueue ?? `${rabbit.queue}.dead`;
+}

@@ -1,0 +1,67 @@
+/**
+ * One error type per failure a person can act on. The CLI maps them to exit codes once
+ * (cli/base-command.ts); activities map them to retryable or non-retryable Temporal
+ * failures once (activities/failures.ts).
+ */
+export class SnfVmcatcherError extends Error {
+  /** True when retrying the same operation cannot succeed (bad input, 404, checksum mismatch). */
+  readonly permanent: boolean;
+  constructor(message: string, opts: { permanent?: boolean; cause?: unknown } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = new.target.name;
+    this.permanent = opts.permanent ?? false;
+  }
+}
+
+/** The configuration file or an environment override is wrong. */
+export class ConfigError extends SnfVmcatcherError {
+  readonly key?: string;
+  readonly file?: string;
+  constructor(message: string, where: { key?: string; file?: string } = {}) {
+    super(message, { permanent: true });
+    this.key = where.key;
+    this.file = where.file;
+  }
+}
+
+/** An input (message, event, image list, option value) is not what it must be. */
+export class InvalidInputError extends SnfVmcatcherError {
+  constructor(message: string, opts: { cause?: unknown } = {}) {
+    super(message, { permanent: true, ...opts });
+  }
+}
+
+/** The broker cannot be reached or refused us. Transient by nature. */
+export class BrokerError extends SnfVmcatcherError {}
+
+/** A network fetch failed: HTTP status, TLS, timeout, too large. `permanent` says whether to retry. */
+export class FetchError extends SnfVmcatcherError {
+  readonly status?: number;
+  constructor(message: string, opts: { permanent?: boolean; status?: number; cause?: unknown } = {}) {
+    super(message, opts);
+    this.status = opts.status;
+  }
+}
+
+/** An image list failed signature or endorser verification, or its policy refused it. */
+export class SignatureError extends SnfVmcatcherError {
+  constructor(message: string, opts: { cause?: unknown } = {}) {
+    super(message, { permanent: true, ...opts });
+  }
+}
+
+/** The image file is not what the event promised: checksum or size mismatch, bad format. */
+export class ImageIntegrityError extends SnfVmcatcherError {
+  constructor(message: string) {
+    super(message, { permanent: true });
+  }
+}
+
+/** An external program (qemu-img, kamaki, snf-mkimage) failed. */
+export class ToolError extends SnfVmcatcherError {
+  readonly exitCode?: number;
+  constructor(message: string, opts: { permanent?: boolean; exitCode?: number; cause?: unknown } = {}) {
+    super(message, opts);
+    this.exitCode = opts.exitCode;
+  }
+}

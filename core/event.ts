@@ -1,0 +1,225 @@
+import { z } from 'zod';
+
+/**
+ * The image event: one model for vmcatcher's cache-hook events and for images read from an
+ * image list. On the queue it travels as the original flat JSON object of `VMCATCHER_*`
+ * names to string values (DESIGN.md §4.3), so old and new producers and consumers mix.
+ *
+ * This module is dependency-free apart from zod so workflows can import its types.
+ */
+
+/** Event types exactly as vmcatcher emits them (launch.py). */
+export const EVENT_TYPES = [
+  'ProcessPrefix',
+  'ExpirePrefix',
+  'ExpirePostfix',
+  'AvailablePrefix',
+  'AvailablePostfix',
+  'ProcessPostfix',
+  'SubscriptionImageNew',
+] as const;
+export type EventType = (typeof EVENT_TYPES)[number];
+
+/** vmcatcher's README spells it `ExpirePosfix`; accept that too. */
+const EVENT_TYPE_ALIASES: Record<string, EventType> = { ExpirePosfix: 'ExpirePostfix' };
+
+/** Field name in the model → the flat `VMCATCHER_*` key. */
+export const EVENT_FIELDS = {
+  type: 'VMCATCHER_EVENT_TYPE',
+  sessionUuid: 'VMCATCHER_EVENT_UUID_SESSION',
+  cacheDir: 'VMCATCHER_CACHE_DIR_CACHE',
+  downloadDir: 'VMCATCHER_CACHE_DIR_DOWNLOAD',
+  expireDir: 'VMCATCHER_CACHE_DIR_EXPIRE',
+  filename: 'VMCATCHER_EVENT_FILENAME',
+  vo: 'VMCATCHER_EVENT_VO',
+  imageListId: 'VMCATCHER_EVENT_IL_DC_IDENTIFIER',
+  imageId: 'VMCATCHER_EVENT_DC_IDENTIFIER',
+  title: 'VMCATCHER_EVENT_DC_TITLE',
+  description: 'VMCATCHER_EVENT_DC_DESCRIPTION',
+  uri: 'VMCATCHER_EVENT_HV_URI',
+  size: 'VMCATCHER_EVENT_HV_SIZE',
+  version: 'VMCATCHER_EVENT_HV_VERSION',
+  hypervisor: 'VMCATCHER_EVENT_HV_HYPERVISOR',
+  format: 'VMCATCHER_EVENT_HV_FORMAT',
+  arch: 'VMCATCHER_EVENT_SL_ARCH',
+  checksumSha512: 'VMCATCHER_EVENT_SL_CHECKSUM_SHA512',
+  comments: 'VMCATCHER_EVENT_SL_COMMENTS',
+  os: 'VMCATCHER_EVENT_SL_OS',
+  osName: 'VMCATCHER_EVENT_SL_OSNAME',
+  osVersion: 'VMCATCHER_EVENT_SL_OSVERSION',
+  mpUri: 'VMCATCHER_EVENT_AD_MPURI',
+} as const;
+
+export type EventField = keyof typeof EVENT_FIELDS;
+
+/** Every variable enqueue-from-env copies from the environment. */
+export const VMCATCHER_VARIABLES: readonly string[] = Object.values(EVENT_FIELDS);
+
+/** Where an event came from. Not serialised (as in the original). */
+export type EventOrigin = 'vmcatcher' | 'image-list' | 'message';
+
+const text = z.string().min(1);
+const sha512Hex = z
+  .string()
+  .regex(/^[0-9a-fA-F]{128}$/, 'must be 128 hexadecimal digits (a sha512)')
+  .transform((s) => s.toLowerCase());
+
+export const ImageEventSchema = z.object({
+  origin: z.enum(['vmcatcher', 'image-list', 'message']),
+  type: z.enum(EVENT_TYPES).optional(),
+  sessionUuid: text.optional(),
+  cacheDir: text.optional(),
+  downloadDir: text.optional(),
+  expireDir: text.optional(),
+  filename: text.optional(),
+  vo: text.optional(),
+  imageListId: text.optional(),
+  imageId: text.optional(),
+  title: text.optional(),
+  description: text.optional(),
+  uri: text.optional(),
+  size: z.number().int().nonnegative().optional(),
+  version: text.optional(),
+  hypervisor: text.optional(),
+  format: text.optional(),
+  arch: text.optional(),
+  checksumSha512: sha512Hex.optional(),
+  comments: text.optional(),
+  os: text.optional(),
+  osName: text.optional(),
+  osVersion: text.optional(),
+  mpUri: text.optional(),
+  /** Keys of the flat message this model does not know; kept so a round trip is exact. */
+  extra: z.record(z.string(), z.string()).default({}),
+});
+
+export type ImageEvent = z.infer<typeof ImageEventSchema>;
+export type ImageEventInput = z.input<typeof ImageEventSchema>;
+
+export class InvalidEventError extends Error {
+  constructor(
+    message: string,
+    /** The flat key that was wrong, for the dead-letter header. */
+    readonly key?: string,
+  ) {
+    super(message);
+    this.name = 'InvalidEventError';
+  }
+}
+
+const KEY_TO_FIELD = new Map<string, EventField>(
+  Object.entries(EVENT_FIELDS).map(([field, key]) => [key, field as EventField]),
+);
+
+export function parseEventType(value: string): EventType {
+  const type = EVENT_TYPE_ALIASES[value] ?? value;
+  if (!(EVENT_TYPES as readonly string[]).includes(type)) {
+    throw new InvalidEventError(
+      `VMCATCHER_EVENT_TYPE '${value}' is not a vmcatcher event type (expected one of ${EVENT_TYPES.join(', ')})`,
+      EVENT_FIELDS.type,
+    );
+  }
+  return type as EventType;
+}
+
+/**
+ * Flat `VMCATCHER_*` map → typed event. Empty values count as absent (vmcatcher never sets
+ * an empty variable; the original producer could). Unknown keys are kept in `extra`.
+ */
+export function eventFromFlat(flat: Record<string, unknown>, origin: EventOrigin): ImageEvent {
+  const candidate: Record<string, unknown> = { origin, extra: {} };
+  const extra: Record<string, string> = {};
+  for (const [key, rawValue] of Object.entries(flat)) {
+    if (rawValue === null || rawValue === undefined) continue;
+    if (typeof rawValue === 'object') {
+      throw new InvalidEventError(`${key} must be a string, not a nested ${Array.isArray(rawValue) ? 'array' : 'object'}`, key);
+    }
+    const value = String(rawValue);
+    const field = KEY_TO_FIELD.get(key);
+    if (!field) {
+      extra[key] = value;
+      continue;
+    }
+    if (value === '') continue;
+    if (field === 'type') candidate.type = parseEventType(value);
+    else if (field === 'size') {
+      if (!/^\d+$/.test(value.trim())) throw new InvalidEventError(`${key} '${value}' is not a size in bytes`, key);
+      candidate.size = Number(value.trim());
+    } else candidate[field] = value;
+  }
+  candidate.extra = extra;
+  const result = ImageEventSchema.safeParse(candidate);
+  if (!result.success) {
+    const issue = result.error.issues[0];
+    const field = String(issue.path[0] ?? '');
+    const key = (EVENT_FIELDS as Record<string, string>)[field] ?? field;
+    throw new InvalidEventError(`${key}: ${issue.message}`, key);
+  }
+  return result.data;
+}
+
+/** Typed event → the flat message the original consumers understand. */
+export function eventToFlat(event: ImageEvent): Record<string, string> {
+  const flat: Record<string, string> = {};
+  for (const [field, key] of Object.entries(EVENT_FIELDS) as Array<[EventField, string]>) {
+    const value = event[field];
+    if (value !== undefined) flat[key] = String(value);
+  }
+  for (const [key, value] of Object.entries(event.extra)) {
+    if (!(key in flat)) flat[key] = value;
+  }
+  return flat;
+}
+
+/** Parses a queue message body (UTF-8 JSON object). */
+export function eventFromMessageBody(body: Buffer | string): ImageEvent {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(typeof body === 'string' ? body : body.toString('utf8'));
+  } catch (err) {
+    throw new InvalidEventError(`message body is not JSON: ${(err as Error).message}`);
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw new InvalidEventError('message body must be a JSON object of VMCATCHER_* names to strings');
+  }
+  return eventFromFlat(parsed as Record<string, unknown>, 'message');
+}
+
+/** Builds the event of a vmcatcher cache hook from the environment it runs in. */
+export function eventFromEnvironment(env: NodeJS.ProcessEnv): ImageEvent {
+  const flat: Record<string, string> = {};
+  for (const key of VMCATCHER_VARIABLES) {
+    const value = env[key];
+    if (value !== undefined) flat[key] = value;
+  }
+  return eventFromFlat(flat, 'vmcatcher');
+}
+
+export type EventAction = 'register' | 'expire' | 'ignore';
+
+/**
+ * What the service does with an event. Image-list events carry no type and mean "register";
+ * vmcatcher's `AvailablePostfix` means the image sits verified in its cache; `ExpirePostfix`
+ * means it was expired. Every other vmcatcher event needs no action.
+ */
+export function eventAction(event: Pick<ImageEvent, 'type'>): EventAction {
+  if (event.type === undefined || event.type === 'AvailablePostfix') return 'register';
+  if (event.type === 'ExpirePostfix') return 'expire';
+  return 'ignore';
+}
+
+/** Checks that an event carries what its action needs; throws InvalidEventError naming the key. */
+export function assertActionable(event: ImageEvent): void {
+  const action = eventAction(event);
+  if (action === 'ignore') return;
+  if (!event.imageId) throw new InvalidEventError(`${EVENT_FIELDS.imageId} is required`, EVENT_FIELDS.imageId);
+  if (action === 'register') {
+    const fromCache = event.type === 'AvailablePostfix' && event.cacheDir && event.filename;
+    if (!fromCache && !event.uri) {
+      throw new InvalidEventError(
+        `${EVENT_FIELDS.uri} is required (or ${EVENT_FIELDS.cacheDir} and ${EVENT_FIELDS.filename} for a vmcatcher event)`,
+        EVENT_FIELDS.uri,
+      );
+    }
+  }
+}

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Sets up everything the stack and the tests need, from the project's own files.
+# Idempotent, and quick when everything is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+say() { printf '[setup] %s\n' "$*" >&2; }
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi; }
+
+# 1. npm dependencies (npm ci when the lock file changed since the last install).
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  say "installing npm dependencies"
+  npm ci --no-audit --no-fund >&2
+fi
+
+# 2. The Temporal CLI (dev server + Web UI), built once into a project-local folder.
+#    Later tags than v1.5.1 carry a replace directive that `go install` refuses.
+TEMPORAL_CLI=${SNF_VMCATCHER_TEMPORAL_CLI:-$ROOT/.tools/bin/temporal}
+if [ ! -x "$TEMPORAL_CLI" ]; then
+  command -v go >/dev/null || { say "Go is needed to build the Temporal CLI"; exit 1; }
+  say "building the Temporal CLI v1.5.1 into $(dirname "$TEMPORAL_CLI") (a few minutes, once)"
+  mkdir -p "$(dirname "$TEMPORAL_CLI")"
+  CGO_ENABLED=0 GOBIN="$(cd "$(dirname "$TEMPORAL_CLI")" && pwd)" \
+    go install -ldflags "-X github.com/temporalio/cli/temporalcli.Version=1.5.1" \
+    github.com/temporalio/cli/cmd/temporal@v1.5.1 >&2
+  if [ "$(basename "$TEMPORAL_CLI")" != temporal ]; then mv "$(dirname "$TEMPORAL_CLI")/temporal" "$TEMPORAL_CLI"; fi
+fi
+
+# 3. System tools the pipeline runs: qemu-img, and the unpackers.
+missing=()
+command -v qemu-img >/dev/null || missing+=(qemu-utils)
+command -v xz >/dev/null || missing+=(xz-utils)
+command -v bzip2 >/dev/null || missing+=(bzip2)
+command -v openssl >/dev/null || missing+=(openssl)
+command -v curl >/dev/null || missing+=(curl)
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]} from Debian"
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get install -y --no-install-recommends "${missing[@]}" >&2 \
+    || { as_root apt-get update >&2 && as_root apt-get install -y --no-install-recommends "${missing[@]}" >&2; }
+fi
+
+# 4. RabbitMQ on 127.0.0.1:5672.
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+if ! port_open 5672; then
+  command -v rabbitmq-server >/dev/null || {
+    say "installing rabbitmq-server from Debian"
+    as_root apt-get install -y --no-install-recommends rabbitmq-server >&2 \
+      || { as_root apt-get update >&2 && as_root apt-get install -y --no-install-recommends rabbitmq-server >&2; }
+  }
+  say "starting RabbitMQ"
+  as_root rabbitmq-server -detached >&2 || true
+  for _ in $(seq 1 90); do port_open 5672 && break; sleep 1; done
+  port_open 5672 || { say "RabbitMQ did not come up on 127.0.0.1:5672"; exit 1; }
+  # The port opens before the broker accepts logins; wait until it does.
+  for _ in $(seq 1 60); do as_root rabbitmqctl -q await_startup >/dev/null 2>&1 && break; sleep 1; done
+fi
+
+# 5. The compiled CLI (bin/snf-vmcatcher.js runs dist/).
+if [ -z "$(find dist -name main.js -newer package.json 2>/dev/null | head -1)" ] \
+   || [ -n "$(find core cli workflows activities worker bridge -name '*.ts' -newer dist/cli/main.js 2>/dev/null | head -1)" ]; then
+  say "building"
+  npm run --silent build >&2
+fi
+say "ready (Temporal CLI: $TEMPORAL_CLI, qemu-img: $(command -v qemu-img))"
