@@ -1,0 +1,20 @@
+import { Client, Connection } from '@temporalio/client';
+import type { TemporalConfig } from './config.js';
+
+/** Opens a client connection to the configured Temporal frontend. The caller closes it. */
+export async function connectTemporal(temporal: TemporalConfig): Promise<{ client: Client; connection: Connection }> {
+  const connection = await Connection.connect({
+    address: temporal.address,
+    tls: temporal.tls || undefined,
+    apiKey: temporal.apiKey,
+  });
+  const client = new Client({ connection, namespace: temporal.namespace });
+  return { client, connection };
+}
+
+/** A link to a workflow in the Web UI. */
+export function workflowUiLink(temporal: TemporalConfig, workflowId: string, runId?: string): string {
+  const base = temporal.webUiUrl.replace(/\/+$/, '');
+  const path = `${base}/namespaces/${encodeURIComponent(temporal.namespace)}/workflows/${encodeURIComponent(workflowId)}`;
+  return runId ? `${path}/${encodeURIComponent(runId)}` : path;
+}
