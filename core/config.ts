@@ -62,6 +62,13 @@ export const WorkerConfigSchema = z.object({
   /** Step timeouts; long defaults because real images are GBs and sysprep boots a VM. */
   downloadTimeoutMs: millis.default(2 * 60 * 60 * 1000),
   toolTimeoutMs: millis.default(60 * 60 * 1000),
+  /** A running step that has not heartbeated for this long is retried (its worker died). */
+  heartbeatTimeoutMs: millis.default(60 * 1000),
+  /** A file-bound step not picked up by its host in this time moves the registration to another host. */
+  hostScheduleToStartTimeoutMs: millis.default(10 * 60 * 1000),
+  retryInitialIntervalMs: millis.default(10 * 1000),
+  retryMaximumIntervalMs: millis.default(10 * 60 * 1000),
+  retryMaximumAttempts: z.coerce.number().int().positive().default(8),
 });
 
 export const SynnefoConfigSchema = z.object({

@@ -56,7 +56,7 @@ export type EventField = keyof typeof EVENT_FIELDS;
 export const VMCATCHER_VARIABLES: readonly string[] = Object.values(EVENT_FIELDS);
 
 /** Where an event came from. Not serialised (as in the original). */
-export type EventOrigin = 'vmcatcher' | 'image-list' | 'message';
+export type EventOrigin = 'vmcatcher' | 'image-list' | 'message' | 'command';
 
 const text = z.string().min(1);
 const sha512Hex = z
@@ -65,7 +65,7 @@ const sha512Hex = z
   .transform((s) => s.toLowerCase());
 
 export const ImageEventSchema = z.object({
-  origin: z.enum(['vmcatcher', 'image-list', 'message']),
+  origin: z.enum(['vmcatcher', 'image-list', 'message', 'command']),
   type: z.enum(EVENT_TYPES).optional(),
   sessionUuid: text.optional(),
   cacheDir: text.optional(),

@@ -1,0 +1,128 @@
+import path from 'node:path';
+import { Command, Option } from 'clipanion';
+import * as t from 'typanion';
+import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
+import { startWorkflowForEvent } from '../../core/starter.js';
+import { connectTemporal, workflowUiLink } from '../../core/temporal-client.js';
+import { ImageEventSchema, type ImageEvent } from '../../core/event.js';
+import { InvalidInputError } from '../../core/errors.js';
+import type { RegisterImageResult } from '../../core/workflow-contract.js';
+import { ConfiguredCommand, EXIT } from '../base-command.js';
+import { followProgress } from '../progress.js';
+
+export class RegisterNowCommand extends ConfiguredCommand {
+  static override paths = [['register-now']];
+  static override usage = Command.Usage({
+    description: 'Register one image now: start the registerImage workflow and follow it',
+    details:
+      'Starts `registerImage` on the Temporal server for the image at `--url` (http, https, or a file: URL inside `security.allowedFileFolders`), prints the workflow id and its Web UI link, follows its progress, and exits 0 only when the image is registered. The workflow id derives from the image identity, so running the same command again joins the running workflow or finds the finished one and registers nothing twice.',
+    examples: [
+      ['Register a qcow2 image', '$0 register-now --url https://example.org/debian.qcow2 --kamaki-cloud mycloud'],
+      ['The original spelling', '$0 register-now -url https://example.org/x.ova -kamaki-cloud occi-test -osfamily linux -users root'],
+      ['Start and return at once', '$0 register-now --url https://example.org/x.img --no-wait'],
+    ],
+  });
+
+  url = Option.String('--url', { required: true, description: 'Where the image is (http, https or file URL)' });
+  kamakiCloud = Option.String('--kamaki-cloud', { description: 'kamaki cloud name from ~/.kamakirc (default: synnefo.cloud)' });
+  osfamily = Option.String('--osfamily', { description: 'OSFAMILY property (default: synnefo.osfamily, "linux")' });
+  users = Option.String('--users', { description: 'USERS property (default: synnefo.users, "root")' });
+  format = Option.String('--format', { description: 'Format hint, used only when the content cannot tell' });
+  insecureSsl = Option.Boolean('--insecure-ssl', false, { description: 'Do not verify the TLS certificate of the download' });
+  sha512 = Option.String('--sha512', { description: 'Expected sha512 of the file at --url (checked while downloading)' });
+  size = Option.String('--size', { validator: t.isNumber(), description: 'Expected size in bytes of the file at --url' });
+  imageIdentifier = Option.String('--image-identifier', { description: 'Identifier of the image (default: the file name in --url)' });
+  noWait = Option.Boolean('--no-wait', false, { description: 'Print the workflow id and return without waiting' });
+  json = Option.Boolean('--json', false, { description: 'Print the result as JSON' });
+
+  async run(): Promise<number> {
+    const config = await this.config();
+    const event = this.buildEvent();
+    const { client, connection } = await connectTemporal(config.temporal);
+    try {
+      const options = {
+        handler: 'registerImage' as const,
+        kamakiCloud: this.kamakiCloud,
+        insecureSsl: this.insecureSsl || undefined,
+        osfamily: this.osfamily,
+        users: this.users,
+        formatHint: this.format,
+      };
+      const started = await startWorkflowForEvent(client, config, event, options);
+      const handle = started.handle as WorkflowHandle;
+      const link = workflowUiLink(config.temporal, started.workflowId!);
+      if (this.insecureSsl) this.log.warn({ url: this.url }, 'TLS certificate verification is OFF for this download (--insecure-ssl)');
+      this.context.stderr.write(
+        started.outcome === 'started'
+          ? `Started workflow ${started.workflowId}\n`
+          : `A workflow for this image already exists: ${started.workflowId}\n`,
+      );
+      this.context.stderr.write(`Web UI: ${link}\n`);
+      if (this.noWait) {
+        this.out(this.json ? JSON.stringify({ workflowId: started.workflowId, outcome: started.outcome, link }) : started.workflowId!);
+        return EXIT.ok;
+      }
+      await followProgress(handle, this.context.stderr);
+      try {
+        const result = (await handle.result()) as RegisterImageResult;
+        if (this.json) this.out(JSON.stringify({ workflowId: started.workflowId, link, ...result }, null, 2));
+        else
+          this.out(
+            result.reused
+              ? `Image ${result.imageId} was already registered (${result.name ?? ''}); nothing added`
+              : `Registered image ${result.imageId} (${result.name ?? ''}) from ${this.url}`,
+          );
+        return EXIT.ok;
+      } catch (err) {
+        if (err instanceof WorkflowFailedError) {
+          const cause = rootCause(err);
+          this.context.stderr.write(`Registration failed: ${cause}\nSee ${link}\n`);
+          return EXIT.failed;
+        }
+        throw err;
+      }
+    } finally {
+      await connection.close();
+    }
+  }
+
+  private buildEvent(): ImageEvent {
+    let parsed: URL;
+    try {
+      parsed = new URL(this.url);
+    } catch {
+      throw new InvalidInputError(`--url '${this.url}' is not a valid URL`);
+    }
+    if (!['http:', 'https:', 'file:'].includes(parsed.protocol)) {
+      throw new InvalidInputError(`--url must be an http, https or file URL, not ${parsed.protocol}`);
+    }
+    const fileName = decodeURIComponent(path.posix.basename(parsed.pathname)) || parsed.hostname;
+    const result = ImageEventSchema.safeParse({
+      origin: 'command',
+      imageListId: 'register-now',
+      imageId: this.imageIdentifier ?? fileName,
+      title: fileName,
+      uri: this.url,
+      checksumSha512: this.sha512,
+      size: this.size,
+      format: this.format,
+      os: this.osfamily,
+    });
+    if (!result.success) {
+      const issue = result.error.issues[0];
+      const option = { checksumSha512: '--sha512', size: '--size' }[String(issue.path[0])] ?? String(issue.path[0]);
+      throw new InvalidInputError(`${option}: ${issue.message}`);
+    }
+    return result.data;
+  }
+}
+
+function rootCause(err: unknown): string {
+  let current = err as { message?: string; cause?: unknown } | undefined;
+  let message = current?.message ?? String(err);
+  while (current?.cause) {
+    current = current.cause as { message?: string; cause?: unknown };
+    if (current?.message) message = current.message;
+  }
+  return message;
+}

@@ -1,0 +1,2 @@
+export { registerImage, progressQuery } from './register-image.js';
+export { expireImage } from './expire-image.js';
