@@ -1,0 +1,58 @@
+import { Command, Option } from 'clipanion';
+import { produceMessages } from '../../bridge/producer.js';
+import { serialiseEvent } from '../../bridge/publisher.js';
+import { imageToEvent } from '../../core/image-list/parse.js';
+import { EXIT } from '../base-command.js';
+import { ImageListCommand } from '../image-list-command.js';
+import { reportInvalid } from './parse-image-list.js';
+
+export class EnqueueFromImageListCommand extends ImageListCommand {
+  static override paths = [['enqueue-from-image-list']];
+  static override usage = Command.Usage({
+    description: 'Read an image list and publish one event per image to RabbitMQ',
+    details: `
+      The list is fetched, verified (security.signaturePolicy) and parsed; each valid image
+      becomes one message, in list order. Events spooled by an earlier enqueue-from-env are
+      published first. An expired list, or one dated in the future, is refused.
+    `,
+    examples: [
+      ['Enqueue every image of a VO list', '$0 enqueue-from-image-list --conf /etc/snf-vmcatcher/application.conf --image-list-url https://vmcaster.appdb.egi.eu/store/vo/fedcloud.egi.eu/image.list --token $APPDB_TOKEN'],
+      ['Enqueue one image (original spelling)', '$0 enqueue-from-image-list -conf app.conf -image-list-url file:///srv/lists/image.list -image-identifier c0482bc2-bf41-5d49-aaaa-a750174a186b'],
+    ],
+  });
+
+  imageIdentifier = Option.String('--image-identifier', { description: 'Enqueue only the image with this dc:identifier (exact match)' });
+
+  async run(): Promise<number> {
+    const err = (line: string) => this.context.stderr.write(`${line}\n`);
+    const read = await this.readList();
+    reportInvalid(read, err);
+    const { list } = read;
+    if (list.images.length === 0) {
+      err('Could not parse events from image list');
+      return EXIT.failed;
+    }
+    if (list.expired || list.createdInFuture) {
+      err(`Image list ${list.identifier} is ${list.expired ? `expired (dc:date:expires ${list.expires})` : `dated in the future (dc:date:created ${list.created})`}; nothing enqueued`);
+      return EXIT.failed;
+    }
+    err(`Parsed image list dc:identifier = ${list.identifier}`);
+    const images = this.imageIdentifier === undefined ? list.images : list.images.filter((i) => i.identifier === this.imageIdentifier);
+    if (images.length === 0) {
+      err(`Image identifier ${this.imageIdentifier} not found`);
+      err(`Available identifiers are: ${list.images.map((i) => i.identifier).join(', ')}`);
+      return EXIT.usage;
+    }
+    err(`Matched ${images.length} event(s)`);
+    const events = images.map((image) => imageToEvent(list, image));
+    const config = await this.config();
+    const result = await produceMessages(config, events.map(serialiseEvent), this.log, {
+      spoolOnFailure: false,
+      beforePublish: (i) => err(`Enqueueing event for dc:identifier = ${events[i].imageId}, hv:uri = ${events[i].uri ?? ''}, ad:mpuri = ${events[i].mpUri ?? ''}`),
+      onPublished: (i, message) => this.log.debug({ imageId: events[i].imageId, messageId: message.messageId }, 'event published'),
+    });
+    if (result.replay?.published) err(`Published ${result.replay.published} spooled event(s) first`);
+    err(`Enqueued ${result.published} event(s)`);
+    return EXIT.ok;
+  }
+}

@@ -1,0 +1,195 @@
+import { Agent, request, type Dispatcher } from 'undici';
+import { FetchError } from './errors.js';
+
+/**
+ * HTTP primitives shared by everything that fetches from the network (image lists, image
+ * downloads): one dispatcher factory (timeouts, optional insecure TLS), one redirect policy
+ * (bounded, no https→http downgrade, credentials only to the origin they were meant for)
+ * and one mapping from low-level failures to a FetchError that says what happened.
+ */
+
+export interface DispatcherOptions {
+  /** Skip certificate and host-name checks. Off by default; callers log a warning when on. */
+  insecureTls?: boolean;
+  connectTimeoutMs: number;
+  /** Longest silence allowed while waiting for headers or between body chunks. */
+  readTimeoutMs: number;
+}
+
+export function createDispatcher(opts: DispatcherOptions): Dispatcher {
+  return new Agent({
+    connect: { timeout: opts.connectTimeoutMs, rejectUnauthorized: !opts.insecureTls },
+    connectTimeout: opts.connectTimeoutMs,
+    headersTimeout: opts.readTimeoutMs,
+    bodyTimeout: opts.readTimeoutMs,
+  });
+}
+
+export interface RedirectPolicy {
+  maxRedirects: number;
+}
+
+/** What to do with a redirect: follow it to `url` (sending credentials or not), or refuse. */
+export type RedirectDecision = { follow: true; url: URL; keepCredentials: boolean } | { follow: false; reason: string };
+
+/**
+ * Pure redirect policy. `origin` is where the credentials were meant to go: they follow a
+ * redirect only while it stays on that exact origin (scheme, host and port).
+ */
+export function decideRedirect(from: URL, location: string | undefined, origin: URL, hops: number, policy: RedirectPolicy): RedirectDecision {
+  if (!location) return { follow: false, reason: `redirect from ${redact(from)} has no Location header` };
+  if (hops >= policy.maxRedirects) return { follow: false, reason: `too many redirects (more than ${policy.maxRedirects}) from ${redact(from)}` };
+  let next: URL;
+  try {
+    next = new URL(location, from);
+  } catch {
+    return { follow: false, reason: `redirect from ${redact(from)} to an invalid URL` };
+  }
+  if (next.protocol !== 'http:' && next.protocol !== 'https:') {
+    return { follow: false, reason: `redirect from ${redact(from)} to unsupported scheme ${next.protocol}` };
+  }
+  if (from.protocol === 'https:' && next.protocol === 'http:') {
+    return { follow: false, reason: `refusing redirect from https to plain http (${redact(from)} → ${redact(next)})` };
+  }
+  return { follow: true, url: next, keepCredentials: next.origin === origin.origin };
+}
+
+/** A URL for messages: userinfo removed, since it may carry a token. */
+export function redact(url: URL | string): string {
+  const u = new URL(typeof url === 'string' ? url : url.href);
+  u.username = '';
+  u.password = '';
+  return u.href;
+}
+
+export interface HttpGetOptions {
+  dispatcher: Dispatcher;
+  redirects: RedirectPolicy;
+  headers?: Record<string, string>;
+  /** Headers (e.g. Authorization) sent only to the origin of the first URL. */
+  credentialHeaders?: Record<string, string>;
+  /** A 206 is expected (resumed download); any other success status is still returned. */
+  signal?: AbortSignal;
+}
+
+export interface HttpResponse {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Dispatcher.ResponseData['body'];
+  /** The URL that finally answered, after redirects. */
+  url: URL;
+}
+
+/**
+ * GET with the redirect policy applied. Returns the first non-redirect response with status
+ * < 400; anything else becomes a FetchError (404/410 and other 4xx permanent, 5xx transient).
+ */
+export async function httpGet(url: URL, opts: HttpGetOptions): Promise<HttpResponse> {
+  const origin = url;
+  let current = url;
+  let withCredentials = true;
+  for (let hops = 0; ; hops++) {
+    const headers: Record<string, string> = { 'user-agent': 'snf-vmcatcher', ...opts.headers };
+    if (withCredentials) Object.assign(headers, opts.credentialHeaders);
+    let response: Dispatcher.ResponseData;
+    try {
+      const target = new URL(current.href);
+      target.username = '';
+      target.password = '';
+      response = await request(target, { method: 'GET', headers, dispatcher: opts.dispatcher, signal: opts.signal });
+    } catch (err) {
+      throw describeFetchFailure(err, current);
+    }
+    const { statusCode } = response;
+    if (statusCode >= 300 && statusCode < 400 && statusCode !== 304) {
+      await response.body.dump().catch(() => undefined);
+      const location = response.headers.location;
+      const decision = decideRedirect(current, Array.isArray(location) ? location[0] : location, origin, hops, opts.redirects);
+      if (!decision.follow) throw new FetchError(decision.reason, { permanent: true, status: statusCode });
+      current = decision.url;
+      withCredentials = withCredentials && decision.keepCredentials;
+      continue;
+    }
+    if (statusCode >= 400) {
+      await response.body.dump().catch(() => undefined);
+      throw httpStatusError(statusCode, current);
+    }
+    return { status: statusCode, headers: response.headers, body: response.body, url: current };
+  }
+}
+
+export function httpStatusError(status: number, url: URL): FetchError {
+  // 408 and 429 are "try later"; every other 4xx will answer the same way next time.
+  const permanent = status >= 400 && status < 500 && status !== 408 && status !== 429;
+  const hint = status === 401 || status === 403 ? ' (check the token)' : '';
+  return new FetchError(`GET ${redact(url)} failed: HTTP ${status}${hint}`, { permanent, status });
+}
+
+const TLS_CODES: Record<string, string> = {
+  DEPTH_ZERO_SELF_SIGNED_CERT: 'self-signed certificate',
+  SELF_SIGNED_CERT_IN_CHAIN: 'self-signed certificate in the chain',
+  UNABLE_TO_VERIFY_LEAF_SIGNATURE: 'unable to verify the certificate (unknown issuer)',
+  UNABLE_TO_GET_ISSUER_CERT_LOCALLY: 'unable to verify the certificate (unknown issuer)',
+  CERT_HAS_EXPIRED: 'certificate has expired',
+  CERT_NOT_YET_VALID: 'certificate is not yet valid',
+  ERR_TLS_CERT_ALTNAME_INVALID: 'certificate does not match the host name',
+  ERR_SSL_WRONG_VERSION_NUMBER: 'TLS handshake failed (is the server speaking plain HTTP?)',
+};
+
+/**
+ * Maps a network failure (undici, Node net/tls errors) to one FetchError line that says
+ * what happened. TLS problems and unknown hosts are permanent: retrying will not fix them.
+ */
+export function describeFetchFailure(err: unknown, url?: URL | string): FetchError {
+  if (err instanceof FetchError) return err;
+  const where = url ? ` ${redact(url)}` : '';
+  const chain: Array<{ code?: string; message?: string; name?: string }> = [];
+  for (let e = err as { code?: string; message?: string; cause?: unknown } | undefined; e && chain.length < 5; e = e.cause as typeof e) {
+    chain.push(e);
+  }
+  const codes = chain.map((e) => e.code ?? '');
+  const has = (...wanted: string[]) => codes.some((c) => wanted.includes(c));
+  const tls = codes.find((c) => c in TLS_CODES);
+  if (tls) {
+    return new FetchError(`TLS error fetching${where}: ${TLS_CODES[tls]} (use --insecure-ssl only if you trust this server)`, { permanent: true, cause: err });
+  }
+  if (has('UND_ERR_CONNECT_TIMEOUT')) return new FetchError(`connect timeout fetching${where}`, { cause: err });
+  if (has('UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'ETIMEDOUT')) return new FetchError(`read timeout fetching${where}: the server stopped answering`, { cause: err });
+  if (has('ECONNREFUSED')) return new FetchError(`connection refused fetching${where}`, { cause: err });
+  if (has('ENOTFOUND', 'EAI_AGAIN')) return new FetchError(`unknown host fetching${where}`, { permanent: !has('EAI_AGAIN'), cause: err });
+  if (has('ECONNRESET', 'UND_ERR_SOCKET', 'EPIPE')) return new FetchError(`connection reset fetching${where}`, { cause: err });
+  if (has('UND_ERR_ABORTED', 'ABORT_ERR') || chain.some((e) => e.name === 'AbortError')) return new FetchError(`fetching${where} was cancelled`, { cause: err });
+  const tlsMessage = chain.find((e) => /certificate|ssl|tls/i.test(e.message ?? ''));
+  if (tlsMessage) return new FetchError(`TLS error fetching${where}: ${tlsMessage.message}`, { permanent: true, cause: err });
+  const first = chain[0];
+  return new FetchError(`fetching${where} failed: ${first?.message ?? String(err)}`, { cause: err });
+}
+
+/** Reads a whole body into memory, refusing more than `maxBytes` (checked before and while reading). */
+export async function readBodyLimited(response: HttpResponse, maxBytes: number, what: string): Promise<Buffer> {
+  const declared = Number(response.headers['content-length']);
+  if (Number.isFinite(declared) && declared > maxBytes) {
+    await response.body.dump().catch(() => undefined);
+    throw new FetchError(`${what} is too large: ${declared} bytes declared, the limit is ${maxBytes}`, { permanent: true });
+  }
+  const chunks: Buffer[] = [];
+  let total = 0;
+  try {
+    for await (const chunk of response.body) {
+      total += (chunk as Buffer).length;
+      if (total > maxBytes) {
+        response.body.destroy();
+        throw new FetchError(`${what} is too large: more than ${maxBytes} bytes`, { permanent: true });
+      }
+      chunks.push(chunk as Buffer);
+    }
+  } catch (err) {
+    throw describeFetchFailure(err, response.url);
+  }
+  return Buffer.concat(chunks);
+}
+
+/** `Authorization` value for HTTP Basic. */
+export function basicAuth(user: string, password: string): string {
+  return `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
+}

@@ -1,0 +1,113 @@
+import { open, realpath } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Config } from '../config.js';
+import { FetchError, InvalidInputError } from '../errors.js';
+import { basicAuth, createDispatcher, httpGet, readBodyLimited, redact } from '../http.js';
+
+/** The fixed password of AppDB's token scheme: the token is the Basic-auth user name. */
+export const APPDB_TOKEN_PASSWORD = 'x-oauth-basic';
+
+export interface ImageListSource {
+  /** The URL as given, credentials removed. */
+  url: string;
+  /** Where the bytes finally came from (after redirects, or the real path of a file). */
+  from: string;
+  bytes: Buffer;
+}
+
+export interface FetchImageListOptions {
+  token?: string;
+  insecureTls?: boolean;
+  security: Pick<Config['security'], 'connectTimeoutMs' | 'readTimeoutMs' | 'maxImageListBytes' | 'maxRedirects' | 'allowedFileFolders'>;
+}
+
+/**
+ * Parses the image list URL given on the command line. A token written as URL userinfo
+ * (`https://TOKEN:x-oauth-basic@host/…`, the AppDB FAQ form) is taken out of the URL so
+ * it is sent only as the Authorization header and never appears in a message.
+ */
+export function parseImageListUrl(raw: string): { url: URL; token?: string } {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    // The original accepted a relative `file:name`; WHATWG URL parsing needs a base for that.
+    if (/^file:[^/]/.test(raw)) url = new URL(raw.slice('file:'.length), `file://${process.cwd()}/`);
+    else throw new InvalidInputError(`--image-list-url: '${raw}' is not a URL (expected http:, https: or file:)`);
+  }
+  if (!['http:', 'https:', 'file:'].includes(url.protocol)) {
+    throw new InvalidInputError(`--image-list-url: scheme ${url.protocol} is not supported (expected http:, https: or file:)`);
+  }
+  let token: string | undefined;
+  if (url.username) {
+    token = decodeURIComponent(url.username);
+    url.username = '';
+    url.password = '';
+  }
+  return { url, token };
+}
+
+export async function fetchImageList(url: URL, opts: FetchImageListOptions): Promise<ImageListSource> {
+  if (url.protocol === 'file:') return readImageListFile(url, opts.security);
+  const dispatcher = createDispatcher({
+    insecureTls: opts.insecureTls,
+    connectTimeoutMs: opts.security.connectTimeoutMs,
+    readTimeoutMs: opts.security.readTimeoutMs,
+  });
+  try {
+    const response = await httpGet(url, {
+      dispatcher,
+      redirects: { maxRedirects: opts.security.maxRedirects },
+      credentialHeaders: opts.token ? { authorization: basicAuth(opts.token, APPDB_TOKEN_PASSWORD) } : undefined,
+    });
+    const bytes = await readBodyLimited(response, opts.security.maxImageListBytes, `image list ${redact(url)}`);
+    return { url: redact(url), from: redact(response.url), bytes };
+  } finally {
+    await dispatcher.close().catch(() => undefined);
+  }
+}
+
+/** Is `file` (a real path) inside one of `folders` (real paths)? */
+export function isInsideFolders(file: string, folders: readonly string[]): boolean {
+  return folders.some((folder) => {
+    const rel = path.relative(folder, file);
+    return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
+  });
+}
+
+async function readImageListFile(url: URL, security: FetchImageListOptions['security']): Promise<ImageListSource> {
+  let requested: string;
+  try {
+    requested = fileURLToPath(url); // percent-decodes, refuses file://otherhost/
+  } catch (err) {
+    throw new InvalidInputError(`--image-list-url: ${url.href} is not a local file URL: ${(err as Error).message}`);
+  }
+  if (security.allowedFileFolders.length === 0) {
+    throw new InvalidInputError(`file: image lists are disabled: ${requested} is refused (list the folders in security.allowedFileFolders)`);
+  }
+  let real: string;
+  try {
+    real = await realpath(requested);
+  } catch {
+    throw new FetchError(`image list file ${requested} not found`, { permanent: true });
+  }
+  // Symlinks are resolved on both sides, so a link inside an allowed folder cannot point out of it.
+  const allowed = await Promise.all(security.allowedFileFolders.map((f) => realpath(f).catch(() => path.resolve(f))));
+  if (!isInsideFolders(real, allowed)) {
+    throw new InvalidInputError(
+      `image list file ${requested}${real !== requested ? ` (really ${real})` : ''} is outside security.allowedFileFolders (${security.allowedFileFolders.join(', ')})`,
+    );
+  }
+  const handle = await open(real, 'r');
+  try {
+    const stat = await handle.stat();
+    if (!stat.isFile()) throw new InvalidInputError(`image list ${real} is not a regular file`);
+    if (stat.size > security.maxImageListBytes) {
+      throw new FetchError(`image list ${real} is too large: ${stat.size} bytes, the limit is ${security.maxImageListBytes}`, { permanent: true });
+    }
+    return { url: url.href, from: real, bytes: await handle.readFile() };
+  } finally {
+    await handle.close();
+  }
+}
