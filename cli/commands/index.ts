@@ -1,7 +1,11 @@
+import { EnqueueFromEnvCommand } from './enqueue-from-env.js';
+import { EnqueueFromImageListCommand } from './enqueue-from-image-list.js';
+import { GetImageListCommand } from './get-image-list.js';
+import { ParseImageListCommand } from './parse-image-list.js';
 import { ShowConfCommand } from './show-conf.js';
 import { ShowEnvCommand } from './show-env.js';
 import { TestQueueCommand } from './test-queue.js';
 import { UsageCommand } from './usage.js';
 
 /** Every command, in the original's order where it has one. */
-export const commands = [UsageCommand, ShowEnvCommand, ShowConfCommand, TestQueueCommand];
+export const commands = [UsageCommand, ShowEnvCommand, ShowConfCommand, EnqueueFromEnvCommand, EnqueueFromImageListCommand, TestQueueCommand, ParseImageListCommand, GetImageListCommand];
