@@ -1,0 +1,235 @@
+/**
+ * What the bridge does with one queue message, shared by `dequeue --server` (push
+ * consumer), the one-shot `dequeue` (basic.get) and `drain-queue`: connect with a
+ * connection name, turn a message into an event and a workflow start, and move what is
+ * not a valid event to the dead-letter queue.
+ */
+import os from 'node:os';
+import amqp, { type ChannelModel, type ConfirmChannel, type Message, type Options } from 'amqplib';
+import type { Client } from '@temporalio/client';
+import { deadLetterQueue, type Config, type RabbitConfig } from '../core/config.js';
+import { BrokerError } from '../core/errors.js';
+import { EVENT_FIELDS, eventFromMessageBody, InvalidEventError, type ImageEvent } from '../core/event.js';
+import { startWorkflowForEvent, type StartResult } from '../core/starter.js';
+import type { RegistrationOptions } from '../core/workflow-contract.js';
+import { brokerUrl, declareTopology, describeAmqpError } from './broker.js';
+
+// ---------------------------------------------------------------------------------------
+// Pure decisions
+
+/** Why a message went to the dead-letter queue (the `x-snf-vmcatcher-reason` header). */
+export type DeadLetterReason =
+  | 'invalid-json'
+  | 'not-an-object'
+  | 'nested-value'
+  | 'bad-event-type'
+  | 'missing-key'
+  | 'invalid-value'
+  | 'rejected-by-temporal';
+
+export interface DeadLetterCause {
+  reason: DeadLetterReason;
+  /** The flat key that was wrong, when one was. */
+  key?: string;
+  /** The one-line explanation. */
+  detail: string;
+}
+
+export const REASON_HEADER = 'x-snf-vmcatcher-reason';
+export const KEY_HEADER = 'x-snf-vmcatcher-key';
+export const DETAIL_HEADER = 'x-snf-vmcatcher-error';
+
+/** Classifies an InvalidEventError (from parsing or from the starter's checks). */
+export function deadLetterCause(err: InvalidEventError): DeadLetterCause {
+  const detail = err.message;
+  const key = err.key;
+  let reason: DeadLetterReason;
+  if (/not JSON/i.test(detail)) reason = 'invalid-json';
+  else if (/must be a JSON object/i.test(detail)) reason = 'not-an-object';
+  else if (/nested/i.test(detail)) reason = 'nested-value';
+  else if (key === EVENT_FIELDS.type) reason = 'bad-event-type';
+  else if (/is required/i.test(detail)) reason = 'missing-key';
+  else reason = 'invalid-value';
+  return key ? { reason, key, detail } : { reason, detail };
+}
+
+/** What a failed start means for the message. */
+export type StartFailure =
+  /** The event is not valid: dead-letter it. */
+  | { kind: 'invalid'; cause: DeadLetterCause }
+  /**
+   * Temporal is unreachable, overloaded or did not answer in time (or said something we
+   * cannot act on per message): keep the message, pause, probe, resume. Never dead-letter
+   * on these, or an outage would empty the queue into the dead-letter queue.
+   */
+  | { kind: 'unavailable'; detail: string };
+
+/** gRPC status codes (stable, from the gRPC spec) the bridge tells apart. */
+const GRPC_STATUS_NAMES: Readonly<Record<number, string>> = {
+  1: 'CANCELLED',
+  2: 'UNKNOWN',
+  3: 'INVALID_ARGUMENT',
+  4: 'DEADLINE_EXCEEDED',
+  5: 'NOT_FOUND',
+  7: 'PERMISSION_DENIED',
+  8: 'RESOURCE_EXHAUSTED',
+  9: 'FAILED_PRECONDITION',
+  13: 'INTERNAL',
+  14: 'UNAVAILABLE',
+  16: 'UNAUTHENTICATED',
+};
+const INVALID_ARGUMENT = 3;
+
+/** The gRPC status code of a Temporal client error, looking through its `cause` chain. */
+export function grpcCode(err: unknown): number | undefined {
+  for (let e = err as { code?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 5; e = e.cause as typeof e, depth++) {
+    if (typeof e.code === 'number') return e.code;
+  }
+  return undefined;
+}
+
+export function classifyStartFailure(err: unknown): StartFailure {
+  if (err instanceof InvalidEventError) return { kind: 'invalid', cause: deadLetterCause(err) };
+  const code = grpcCode(err);
+  const detail = (err as Error)?.message ?? String(err);
+  const causeDetail = ((err as { cause?: Error })?.cause?.message ?? '').split('\n')[0];
+  const line = causeDetail && causeDetail !== detail ? `${detail}: ${causeDetail}` : detail;
+  // INVALID_ARGUMENT is Temporal refusing this one start request (e.g. an id or search
+  // attribute it does not accept): retrying the same message can never succeed.
+  if (code === INVALID_ARGUMENT) {
+    return { kind: 'invalid', cause: { reason: 'rejected-by-temporal', detail: `Temporal refused the start: ${line}` } };
+  }
+  return { kind: 'unavailable', detail: code === undefined ? line : `${GRPC_STATUS_NAMES[code] ?? code}: ${line}` };
+}
+
+/**
+ * Publish options for the dead-lettered copy: the original properties, plus the reason.
+ * `expiration` is dropped (a dead letter must not vanish) and `userId` moves to a header
+ * (RabbitMQ refuses a user-id that is not the publishing user's).
+ */
+export function deadLetterPublishOptions(
+  properties: Message['properties'],
+  cause: DeadLetterCause,
+  origin: { queue: string; redelivered: boolean; now: Date },
+): Options.Publish {
+  const headers: Record<string, unknown> = { ...(properties.headers ?? {}) };
+  headers[REASON_HEADER] = cause.reason;
+  if (cause.key) headers[KEY_HEADER] = cause.key;
+  else delete headers[KEY_HEADER];
+  headers[DETAIL_HEADER] = cause.detail.slice(0, 1000);
+  headers['x-snf-vmcatcher-original-queue'] = origin.queue;
+  headers['x-snf-vmcatcher-dead-lettered-at'] = origin.now.toISOString();
+  if (properties.userId) headers['x-snf-vmcatcher-original-user-id'] = String(properties.userId);
+  const options: Options.Publish = { persistent: true, headers };
+  const copy = [
+    'contentType',
+    'contentEncoding',
+    'priority',
+    'correlationId',
+    'replyTo',
+    'messageId',
+    'timestamp',
+    'type',
+    'appId',
+  ] as const;
+  for (const name of copy) {
+    const value = properties[name] as unknown;
+    if (value !== undefined && value !== null) (options as Record<string, unknown>)[name] = value;
+  }
+  return options;
+}
+
+// ---------------------------------------------------------------------------------------
+// Broker connection
+
+export function bridgeConnectionName(role = 'bridge'): string {
+  return `snf-vmcatcher-${role}@${os.hostname()}:${process.pid}`;
+}
+
+export interface ConsumerSession {
+  connection: ChannelModel;
+  channel: ConfirmChannel;
+  server: string;
+  close(): Promise<void>;
+}
+
+/**
+ * Connects to the first server that answers, names the connection (so an operator, or a
+ * test, can find it in `rabbitmqctl list_connections`), opens one confirm channel, sets the
+ * prefetch and declares the topology. One attempt per server; callers decide on retries.
+ */
+export async function connectConsumer(rabbit: RabbitConfig, opts: { connectionName: string; prefetch?: number }): Promise<ConsumerSession> {
+  const failures: string[] = [];
+  for (const server of rabbit.servers) {
+    let connection: ChannelModel | undefined;
+    try {
+      connection = await amqp.connect(brokerUrl(rabbit, server), {
+        timeout: rabbit.connectTimeoutMs,
+        clientProperties: { connection_name: opts.connectionName },
+      });
+      const channel = await connection.createConfirmChannel();
+      await declareTopology(channel, rabbit);
+      if (opts.prefetch) await channel.prefetch(opts.prefetch, false);
+      const open = connection;
+      return { connection: open, channel, server, close: async () => void (await open.close().catch(() => undefined)) };
+    } catch (err) {
+      await connection?.close().catch(() => undefined);
+      failures.push(`${server}: ${describeAmqpError(err)}`);
+    }
+  }
+  throw new BrokerError(`cannot connect to RabbitMQ (vhost '${rabbit.vhost}', user '${rabbit.username}'): ${failures.join('; ')}`);
+}
+
+/** Publishes the dead-lettered copy through the default exchange and waits for the broker's confirm. */
+export async function publishDeadLetter(channel: ConfirmChannel, rabbit: RabbitConfig, msg: Message, cause: DeadLetterCause): Promise<void> {
+  const options = deadLetterPublishOptions(msg.properties, cause, { queue: rabbit.queue, redelivered: msg.fields.redelivered, now: new Date() });
+  await new Promise<void>((resolve, reject) => {
+    channel.sendToQueue(deadLetterQueue(rabbit), msg.content, options, (err) => (err ? reject(err) : resolve()));
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// One message → one decision
+
+export type MessageDecision =
+  | { kind: 'start'; event: ImageEvent; result: StartResult }
+  | { kind: 'invalid'; cause: DeadLetterCause }
+  | { kind: 'unavailable'; detail: string };
+
+export interface StartContext {
+  client: Client;
+  config: Config;
+  options: RegistrationOptions;
+  /** A start that takes longer counts as "Temporal unavailable" (its outcome is settled by the workflow id on redelivery). */
+  startTimeoutMs: number;
+}
+
+/** Parses a message body and starts the workflow its event calls for. Never throws. */
+export async function decideMessage(ctx: StartContext, body: Buffer): Promise<MessageDecision> {
+  let event: ImageEvent;
+  try {
+    event = eventFromMessageBody(body);
+  } catch (err) {
+    const failure = classifyStartFailure(err);
+    if (failure.kind === 'invalid') return failure;
+    return { kind: 'invalid', cause: { reason: 'invalid-value', detail: failure.detail } };
+  }
+  try {
+    const result = await ctx.client.withDeadline(Date.now() + ctx.startTimeoutMs, () =>
+      startWorkflowForEvent(ctx.client, ctx.config, event, ctx.options),
+    );
+    return { kind: 'start', event, result };
+  } catch (err) {
+    return classifyStartFailure(err);
+  }
+}
+
+/** Asks the Temporal frontend whether it answers. */
+export async function temporalAnswers(client: Client, timeoutMs: number): Promise<boolean> {
+  try {
+    await client.withDeadline(Date.now() + timeoutMs, () => client.workflowService.getSystemInfo({}));
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,165 @@
+import { Command, Option } from 'clipanion';
+import * as t from 'typanion';
+import { WorkflowFailedError } from '@temporalio/client';
+import { startBridge } from '../../bridge/bridge.js';
+import { bridgeConnectionName, connectConsumer, decideMessage, publishDeadLetter, type ConsumerSession } from '../../bridge/consumer.js';
+import type { Config } from '../../core/config.js';
+import { BrokerError } from '../../core/errors.js';
+import { handlerFromName } from '../../core/handlers.js';
+import { connectTemporal, workflowUiLink } from '../../core/temporal-client.js';
+import type { RegistrationOptions } from '../../core/workflow-contract.js';
+import { ConfiguredCommand, EXIT } from '../base-command.js';
+
+/** One-shot connects are bounded: a hook or cron job must fail, not hang (the original retried forever). */
+const ONE_SHOT_CONNECT_ATTEMPTS = 3;
+
+const nonNegative = t.cascade(t.isNumber(), [t.isInteger(), t.isAtLeast(0)]);
+const positive = t.cascade(t.isNumber(), [t.isInteger(), t.isAtLeast(1)]);
+
+export class DequeueCommand extends ConfiguredCommand {
+  static override paths = [['dequeue']];
+  static override usage = Command.Usage({
+    description: 'Take queued image events and start one workflow for each',
+    details: `
+      Without --server: takes one message (basic.get), starts its workflow and acks it. An empty queue exits 0. With --wait the
+      message is acked only when the workflow succeeds; when it fails, the message goes back to the queue and the exit code is 1.
+
+      With --server: the bridge. A push consumer that starts a workflow per message and acks after the start; duplicates and
+      redeliveries are absorbed by the workflow id; a message that is not a valid event goes to the dead-letter queue
+      (<queue>.dead) with the reason in the x-snf-vmcatcher-reason header. It reconnects to RabbitMQ on its own, pauses while
+      Temporal is unreachable, and stops cleanly on SIGTERM or SIGINT. See docs/bridge.md.
+    `,
+    examples: [
+      ['Run the bridge', '$0 dequeue --server --conf /etc/snf-vmcatcher/application.conf'],
+      ['The original command line', '$0 dequeue -server -conf /etc/snf-vmcatcher/application.conf -kamaki-cloud grnet'],
+      ['Take one message and wait for its registration', '$0 dequeue --conf application.conf --wait'],
+    ],
+  });
+
+  server = Option.Boolean('--server', false, { description: 'Run as a service: consume until SIGTERM/SIGINT (the original -server)' });
+  handler = Option.String('--handler', {
+    description: 'What the workflow does: registerImage (default), JustLogHandler, ThrowingHandler, or the original class names',
+  });
+  kamakiCloud = Option.String('--kamaki-cloud', { description: 'kamaki cloud name (from ~/.kamakirc) for the registrations' });
+  insecureSsl = Option.Boolean('--insecure-ssl', false, { description: 'Do not verify TLS for the image downloads (debugging aid; logged)' });
+  sleepMillis = Option.String('--sleep-millis', {
+    validator: nonNegative,
+    description: 'Pause between messages in server mode, in ms (not capped, unlike the original)',
+  });
+  prefetch = Option.String('--prefetch', { validator: positive, description: 'Unacked messages in flight in server mode (default rabbitmq.prefetch)' });
+  metricsPort = Option.String('--metrics-port', { validator: nonNegative, description: 'Serve Prometheus metrics on this port (0 = off)' });
+  wait = Option.Boolean('--wait', false, { description: 'One-shot: wait for the workflow and exit non-zero when it fails' });
+
+  registrationOptions(): RegistrationOptions {
+    const options: RegistrationOptions = {};
+    if (this.handler !== undefined) options.handler = handlerFromName(this.handler);
+    if (this.kamakiCloud !== undefined) options.kamakiCloud = this.kamakiCloud;
+    if (this.insecureSsl) options.insecureSsl = true;
+    return options;
+  }
+
+  async run(): Promise<number> {
+    const registration = this.registrationOptions();
+    const config = await this.config();
+    return this.server ? this.runServer(config, registration) : this.runOnce(config, registration);
+  }
+
+  private async runServer(config: Config, registration: RegistrationOptions): Promise<number> {
+    const bridge = await startBridge({
+      config,
+      logger: this.log,
+      options: { registration, prefetch: this.prefetch, sleepMillis: this.sleepMillis, metricsPort: this.metricsPort },
+    });
+    const onSignal = (signal: NodeJS.Signals) => {
+      this.log.info({ signal }, 'signal received');
+      void bridge.stop();
+    };
+    process.once('SIGTERM', onSignal);
+    process.once('SIGINT', onSignal);
+    try {
+      await bridge.done;
+    } finally {
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+    }
+    return EXIT.ok;
+  }
+
+  private async connectOnce(config: Config): Promise<ConsumerSession> {
+    const pause = this.sleepMillis ?? 1000;
+    let last: unknown;
+    for (let attempt = 1; attempt <= ONE_SHOT_CONNECT_ATTEMPTS; attempt++) {
+      try {
+        return await connectConsumer(config.rabbitmq, { connectionName: bridgeConnectionName('dequeue') });
+      } catch (err) {
+        last = err;
+        this.log.warn({ attempt, err: (err as Error).message }, 'cannot connect to RabbitMQ');
+        if (attempt < ONE_SHOT_CONNECT_ATTEMPTS) await new Promise((resolve) => setTimeout(resolve, pause));
+      }
+    }
+    throw new BrokerError(`${(last as Error).message} (gave up after ${ONE_SHOT_CONNECT_ATTEMPTS} attempts)`);
+  }
+
+  private async runOnce(config: Config, registration: RegistrationOptions): Promise<number> {
+    let temporal;
+    try {
+      temporal = await connectTemporal(config.temporal);
+    } catch (err) {
+      throw new BrokerError(`cannot reach Temporal at ${config.temporal.address}: ${(err as Error).message}`);
+    }
+    let session: ConsumerSession | undefined;
+    try {
+      session = await this.connectOnce(config);
+      const msg = await session.channel.get(config.rabbitmq.queue, { noAck: false });
+      if (msg === false) {
+        this.out(`Queue '${config.rabbitmq.queue}' is empty: no message to dequeue`);
+        return EXIT.ok;
+      }
+      const decision = await decideMessage(
+        { client: temporal.client, config, options: registration, startTimeoutMs: 30_000 },
+        msg.content,
+      );
+      if (decision.kind === 'invalid') {
+        await publishDeadLetter(session.channel, config.rabbitmq, msg, decision.cause);
+        session.channel.ack(msg);
+        await session.channel.waitForConfirms();
+        this.context.stderr.write(
+          `snf-vmcatcher: the message is not a valid event (${decision.cause.reason}: ${decision.cause.detail}); moved to the dead-letter queue\n`,
+        );
+        return EXIT.failed;
+      }
+      if (decision.kind === 'unavailable') {
+        session.channel.nack(msg, false, true);
+        this.context.stderr.write(`snf-vmcatcher: Temporal is unavailable (${decision.detail}); the message is back on the queue\n`);
+        return EXIT.failed;
+      }
+      const { outcome, workflowId, workflowType, handle } = decision.result;
+      if (outcome === 'ignored') {
+        session.channel.ack(msg);
+        this.out(`Ignored ${decision.event.type ?? 'an'} event: it needs no action`);
+        return EXIT.ok;
+      }
+      const link = workflowUiLink(config.temporal, workflowId!);
+      this.out(`${outcome === 'started' ? 'Started' : 'Joined the existing'} ${workflowType} workflow ${workflowId} (${link})`);
+      if (!this.wait || !handle) {
+        session.channel.ack(msg);
+        return EXIT.ok;
+      }
+      try {
+        await handle.result();
+      } catch (err) {
+        // As the original did with a throwing handler: the message goes back to the queue.
+        session.channel.nack(msg, false, true);
+        const cause = err instanceof WorkflowFailedError ? (err.cause?.message ?? err.message) : (err as Error).message;
+        this.context.stderr.write(`snf-vmcatcher: workflow ${workflowId} failed: ${cause}; the message is back on the queue\n`);
+        return EXIT.failed;
+      }
+      session.channel.ack(msg);
+      this.out(`Workflow ${workflowId} completed`);
+      return EXIT.ok;
+    } finally {
+      await session?.close();
+      await temporal.connection.close().catch(() => undefined);
+    }
+  }
+}
