@@ -220,8 +220,9 @@ async function readConfigFile(file: string): Promise<Record<string, unknown>> {
     if (file.endsWith('.json')) {
       parsed = JSON.parse(await readFile(file, 'utf8'));
     } else {
-      // Strict mode keeps HOCON values as written (no guessing "1.0" into a number).
-      parsed = await hocon.parse({ url: file, strict: true });
+      // As the original: anything but .json is HOCON, whatever its extension (.conf, .sample…).
+      // Strict mode keeps values as written (no guessing "1.0" into a number).
+      parsed = await hocon.parse({ text: await readFile(file, 'utf8'), strict: true });
     }
   } catch (err) {
     throw new ConfigError(`${file}: cannot parse configuration: ${(err as Error).message}`, { file });

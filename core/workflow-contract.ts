@@ -96,7 +96,7 @@ export const SEARCH_ATTRIBUTES: ReadonlyArray<{ name: string; type: 'Keyword' }>
 
 const MAX_PART = 80;
 function idPart(value: string | undefined, fallback: string): string {
-  const cleaned = (value ?? '').trim().replace(/[^A-Za-z0-9._:-]+/g, '_');
+  const cleaned = (value ?? '').trim().replace(/[^A-Za-z0-9._-]+/g, '_');
   return (cleaned || fallback).slice(0, MAX_PART);
 }
 
@@ -121,15 +121,15 @@ function imageRevision(event: ImageEvent): string {
   return `file-${shortDigest(`${event.cacheDir ?? ''}/${event.filename ?? ''}`)}`;
 }
 
-/** `register/<image list>/<image>/<revision>`: repeated events for one image revision share it. */
+/** `register:<image list>:<image>:<revision>`: repeated events for one image revision share it. */
 export function registerWorkflowId(event: ImageEvent): string {
-  return ['register', idPart(event.imageListId, 'no-list'), idPart(event.imageId, 'no-id'), imageRevision(event)].join('/');
+  return ['register', idPart(event.imageListId, 'no-list'), idPart(event.imageId, 'no-id'), imageRevision(event)].join(':');
 }
 
-/** `expire/<image list>/<image>/<revision or expired file name>`. */
+/** `expire:<image list>:<image>:<revision or expired file name>`. */
 export function expireWorkflowId(event: ImageEvent): string {
   const revision = event.checksumSha512 ? imageRevision(event) : `f-${idPart(event.filename, 'none')}`;
-  return ['expire', idPart(event.imageListId, 'no-list'), idPart(event.imageId, 'no-id'), revision].join('/');
+  return ['expire', idPart(event.imageListId, 'no-list'), idPart(event.imageId, 'no-id'), revision].join(':');
 }
 
 /** The identity properties stored on the registered image, used to find it again. */

@@ -1,11 +1,15 @@
+import { DequeueCommand } from './dequeue.js';
+import { DrainQueueCommand } from './drain-queue.js';
 import { EnqueueFromEnvCommand } from './enqueue-from-env.js';
 import { EnqueueFromImageListCommand } from './enqueue-from-image-list.js';
 import { GetImageListCommand } from './get-image-list.js';
 import { ParseImageListCommand } from './parse-image-list.js';
+import { RegisterNowCommand } from './register-now.js';
 import { ShowConfCommand } from './show-conf.js';
 import { ShowEnvCommand } from './show-env.js';
 import { TestQueueCommand } from './test-queue.js';
 import { UsageCommand } from './usage.js';
+import { WorkerCommand } from './worker.js';
 
 /** Every command, in the original's order where it has one. */
-export const commands = [UsageCommand, ShowEnvCommand, ShowConfCommand, EnqueueFromEnvCommand, EnqueueFromImageListCommand, TestQueueCommand, ParseImageListCommand, GetImageListCommand];
+export const commands = [UsageCommand, ShowEnvCommand, ShowConfCommand, EnqueueFromEnvCommand, EnqueueFromImageListCommand, DequeueCommand, TestQueueCommand, RegisterNowCommand, ParseImageListCommand, GetImageListCommand, DrainQueueCommand, WorkerCommand];
