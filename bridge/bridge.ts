@@ -18,6 +18,8 @@ import {
   type ConsumerSession,
   type MessageDecision,
 } from './consumer.js';
+import { openPublisher } from './publisher.js';
+import { listSpool, replaySpool } from './spool.js';
 import { createBridgeMetrics, serveMetrics, type BridgeMetrics } from './metrics.js';
 
 export interface BridgeOptions {
@@ -187,6 +189,7 @@ class Bridge {
         });
         this.log.info({ server: session.server, attempts: attempt + 1 }, 'connected to RabbitMQ');
         await this.startConsuming();
+        void this.replaySpooled();
         return;
       } catch (err) {
         this.metrics.errors.inc({ kind: 'broker-connection' });
@@ -194,6 +197,26 @@ class Bridge {
         this.log.warn({ err: (err as Error).message, attempt: attempt + 1, retryInMs: delay }, 'cannot connect to RabbitMQ; retrying');
         await this.sleep(delay);
       }
+    }
+  }
+
+  /**
+   * Events a producer spooled on this host while the broker was down are published now
+   * that it answers (in the background: consuming does not wait for it).
+   */
+  private async replaySpooled(): Promise<void> {
+    try {
+      if ((await listSpool(this.config.spool.folder)).length === 0) return;
+      const publisher = await openPublisher(this.config.rabbitmq);
+      try {
+        const result = await replaySpool(this.config, publisher, this.log);
+        this.log.info(result, 'spooled events replayed');
+      } finally {
+        await publisher.close();
+      }
+    } catch (err) {
+      this.metrics.errors.inc({ kind: 'spool-replay' });
+      this.log.warn({ err: (err as Error).message, folder: this.config.spool.folder }, 'could not replay the spool; it is kept for the next connect');
     }
   }
 

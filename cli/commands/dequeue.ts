@@ -9,6 +9,7 @@ import { handlerFromName } from '../../core/handlers.js';
 import { connectTemporal, workflowUiLink } from '../../core/temporal-client.js';
 import type { RegistrationOptions } from '../../core/workflow-contract.js';
 import { ConfiguredCommand, EXIT } from '../base-command.js';
+import { untilSignal } from '../signals.js';
 
 /** One-shot connects are bounded: a hook or cron job must fail, not hang (the original retried forever). */
 const ONE_SHOT_CONNECT_ATTEMPTS = 3;
@@ -70,18 +71,7 @@ export class DequeueCommand extends ConfiguredCommand {
       logger: this.log,
       options: { registration, prefetch: this.prefetch, sleepMillis: this.sleepMillis, metricsPort: this.metricsPort },
     });
-    const onSignal = (signal: NodeJS.Signals) => {
-      this.log.info({ signal }, 'signal received');
-      void bridge.stop();
-    };
-    process.once('SIGTERM', onSignal);
-    process.once('SIGINT', onSignal);
-    try {
-      await bridge.done;
-    } finally {
-      process.off('SIGTERM', onSignal);
-      process.off('SIGINT', onSignal);
-    }
+    await untilSignal(bridge.done, () => bridge.stop(), this.log);
     return EXIT.ok;
   }
 
