@@ -1,0 +1,52 @@
+import { readFile, mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import type { Config } from '../core/config.js';
+import { ToolError } from '../core/errors.js';
+import type { Logger } from '../core/logging.js';
+import { imageObjectName } from '../core/image-properties.js';
+import type { PrepareInput, PreparedImage } from './synnefo-types.js';
+import { runTool } from './tool-runner.js';
+
+/** snf-mkimage's argparse usage errors (bad option, missing input): never worth a retry. */
+const SNF_MKIMAGE_USAGE_EXIT = [2];
+
+/**
+ * Runs snf-mkimage (sysprep, shrink, metadata detection) on the raw image, writing the
+ * prepared image and its `.meta` into the work folder, and returns the detected metadata.
+ * With `synnefo.prepare` off, the raw image is registered as it is.
+ */
+export async function prepareImage(config: Config, logger: Logger, input: PrepareInput): Promise<PreparedImage> {
+  if (!config.synnefo.prepare) {
+    logger.info({ path: input.rawPath }, 'synnefo.prepare is off: registering the raw image without snf-mkimage');
+    return { path: input.rawPath, metadata: {}, prepared: false };
+  }
+  await mkdir(input.workDir, { recursive: true });
+  const outfile = path.join(input.workDir, `${imageObjectName(input.event)}.diskdump`);
+  const [program, ...prefix] = [...config.synnefo.sudo, config.synnefo.snfMkimage];
+  await runTool({
+    tool: 'snf-mkimage',
+    command: program,
+    // --force: a retry finds the outputs of the failed attempt; --tmpdir keeps snf-mkimage's
+    // large temporary files on the worker's disk rather than in /tmp.
+    args: [...prefix, '-o', outfile, '--force', '--tmpdir', input.workDir, input.rawPath],
+    timeoutMs: config.worker.toolTimeoutMs,
+    logger,
+    permanentExitCodes: SNF_MKIMAGE_USAGE_EXIT,
+  });
+  return { path: outfile, metadata: await readMetaFile(`${outfile}.meta`), prepared: true };
+}
+
+/** `{"properties": {...}, "disk-format": "diskdump"}` as snf-mkimage writes it. */
+export async function readMetaFile(file: string): Promise<Record<string, string>> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(await readFile(file, 'utf8'));
+  } catch (err) {
+    throw new ToolError(`snf-mkimage left no readable metadata file ${file}: ${(err as Error).message}`, { permanent: false });
+  }
+  const properties = (parsed as { properties?: unknown } | null)?.properties;
+  if (!properties || typeof properties !== 'object' || Array.isArray(properties)) {
+    throw new ToolError(`snf-mkimage metadata file ${file} has no "properties" object`, { permanent: false });
+  }
+  return Object.fromEntries(Object.entries(properties as Record<string, unknown>).map(([k, v]) => [k, String(v)]));
+}

@@ -1,0 +1,60 @@
+import type { Config } from '../core/config.js';
+import type { Logger } from '../core/logging.js';
+import type { ImageEvent } from '../core/event.js';
+import type { RegistrationOptions } from '../core/workflow-contract.js';
+import { buildImageProperties, identityFilter, imageDisplayName, imageObjectName } from '../core/image-properties.js';
+import { Kamaki, imagesMatching, kamakiCloud, type KamakiImage } from './kamaki.js';
+import type { RegisterInput, RegisteredImage } from './synnefo-types.js';
+
+function toRegistered(img: KamakiImage, reused: boolean): RegisteredImage {
+  return { imageId: img.id, name: img.name, location: img.location ?? '', reused, isPublic: img.is_public, properties: img.properties };
+}
+
+/** The image already registered for this image revision (same identity properties), if any. */
+export async function findRegisteredImage(
+  config: Config,
+  logger: Logger,
+  input: { event: ImageEvent; options: RegistrationOptions },
+): Promise<RegisteredImage | null> {
+  const kamaki = new Kamaki(config, logger, kamakiCloud(config, input.options));
+  const found = imagesMatching(await kamaki.listImages(), identityFilter(input.event));
+  if (found.length > 1) logger.warn({ imageIds: found.map((i) => i.id) }, 'several images carry this identity; using the first');
+  return found.length ? toRegistered(found[0], true) : null;
+}
+
+/**
+ * Uploads and registers the image, unless an image with the same identity exists already:
+ * then it is reused and only its visibility is brought in line with `synnefo.public`. The
+ * object name is derived from the identity, so a retry after a failure between upload and
+ * register overwrites the same object and Plankton (one image per object) keeps one image.
+ */
+export async function registerWithKamaki(config: Config, logger: Logger, input: RegisterInput): Promise<RegisteredImage> {
+  const kamaki = new Kamaki(config, logger, kamakiCloud(config, input.options));
+  const wantPublic = config.synnefo.public;
+  const existing = imagesMatching(await kamaki.listImages(), identityFilter(input.event));
+  if (existing.length) {
+    const img = existing[0];
+    logger.info({ imageId: img.id }, 'an image with this identity is registered already: reusing it');
+    if (img.is_public !== wantPublic) {
+      await kamaki.setVisibility(img.id, wantPublic);
+      img.is_public = wantPublic;
+    }
+    return toRegistered(img, true);
+  }
+
+  const { properties, dropped, rejected } = buildImageProperties({
+    event: input.event,
+    options: input.options,
+    metadata: input.metadata,
+    defaults: { osfamily: config.synnefo.osfamily, users: config.synnefo.users },
+  });
+  if (dropped.length) logger.warn({ dropped }, 'Synnefo allows 32 properties per image: left out the least important');
+  if (rejected.length) logger.warn({ rejected }, 'left out snf-mkimage metadata keys Synnefo would refuse');
+
+  const objectName = imageObjectName(input.event);
+  const container = config.synnefo.container;
+  await kamaki.upload(input.path, container, objectName);
+  const img = await kamaki.register({ name: imageDisplayName(input.event), container, objectName, properties, isPublic: wantPublic });
+  logger.info({ imageId: img.id, location: img.location, public: img.is_public }, 'image registered');
+  return toRegistered(img, false);
+}
