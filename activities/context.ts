@@ -1,0 +1,44 @@
+import { Context } from '@temporalio/activity';
+
+/**
+ * The activity context when running inside a Temporal worker, undefined when an activity
+ * function is called directly (the `transform` command, tests): heartbeats become no-ops
+ * and nothing cancels.
+ */
+export function activityContext(): Context | undefined {
+  try {
+    return Context.current();
+  } catch {
+    return undefined;
+  }
+}
+
+export function heartbeat(details?: unknown): void {
+  activityContext()?.heartbeat(details);
+}
+
+export function cancellationSignal(): AbortSignal | undefined {
+  return activityContext()?.cancellationSignal;
+}
+
+/** The details of the last heartbeat of a previous attempt, if this is a retry. */
+export function previousHeartbeat<T>(): T | undefined {
+  return activityContext()?.info.heartbeatDetails as T | undefined;
+}
+
+/**
+ * True when the activity was cancelled because the workflow was cancelled or is gone, as
+ * opposed to a timeout or a worker shutdown after which a retry may resume partial work.
+ */
+export function cancelledForGood(): boolean {
+  const ctx = activityContext();
+  const details = ctx?.cancellationDetails;
+  if (!ctx?.cancellationSignal.aborted) return false;
+  return details ? details.cancelRequested || details.notFound || details.reset : false;
+}
+
+/** Throws the cancellation reason if the activity was cancelled. */
+export function throwIfCancelled(): void {
+  const signal = cancellationSignal();
+  if (signal?.aborted) throw signal.reason;
+}

@@ -1,0 +1,38 @@
+import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
+import { SnfVmcatcherError } from '../core/errors.js';
+import { scrubSecrets } from '../core/logging.js';
+
+/** Node system errors that retrying on the same host cannot fix. */
+const PERMANENT_SYSTEM_CODES = new Set(['EACCES', 'EPERM', 'ENOENT', 'ENOTDIR', 'EISDIR', 'ELOOP', 'ENAMETOOLONG']);
+
+/**
+ * The one mapping from our errors to Temporal failures, for every activity: an error whose
+ * `permanent` flag is set fails the activity at once (non-retryable); anything else is retried
+ * with the workflow's backoff. The failure type is the error's class name, so a retry policy's
+ * `nonRetryableErrorTypes` and the Web UI can name it; the message is scrubbed of secrets.
+ */
+export function toActivityFailure(err: unknown): Error {
+  // Cancellation and failures already classified travel unchanged.
+  if (err instanceof CancelledFailure || err instanceof ApplicationFailure) return err;
+  if (err instanceof SnfVmcatcherError) {
+    const message = scrubSecrets(err.message);
+    return err.permanent ? ApplicationFailure.nonRetryable(message, err.name) : ApplicationFailure.retryable(message, err.name);
+  }
+  const e = err instanceof Error ? err : new Error(String(err));
+  const code = (e as NodeJS.ErrnoException).code;
+  const message = scrubSecrets(e.message);
+  if (code && PERMANENT_SYSTEM_CODES.has(code)) return ApplicationFailure.nonRetryable(message, code);
+  // ENOSPC, EIO, a killed process, a bug: worth another attempt (maybe on another host).
+  return ApplicationFailure.retryable(message, code ?? e.name ?? 'Error');
+}
+
+/** Wraps an activity so every error it throws is classified by `toActivityFailure`. */
+export function classified<A extends unknown[], R>(fn: (...args: A) => Promise<R>): (...args: A) => Promise<R> {
+  return async (...args: A) => {
+    try {
+      return await fn(...args);
+    } catch (err) {
+      throw toActivityFailure(err);
+    }
+  };
+}

@@ -1,0 +1,43 @@
+import type { Config } from '../core/config.js';
+import type { Logger } from '../core/logging.js';
+import { acquireImage } from './acquire.js';
+import { cancellationSignal } from './context.js';
+import { convertToRaw } from './convert.js';
+import { classified } from './failures.js';
+import { inspectImage } from './inspect.js';
+import type { AcquireInput, AcquiredImage, ConvertInput, ImageFormatInfo, InspectInput, RawImage } from './types.js';
+import { removeWorkDir } from './workspace.js';
+
+export type { AcquireInput, AcquiredImage, ConvertInput, ImageFormatInfo, InspectInput, RawImage } from './types.js';
+
+export interface ImagePipelineDeps {
+  config: Config;
+  logger: Logger;
+}
+
+export interface ImagePipelineActivities {
+  acquireImage(input: AcquireInput): Promise<AcquiredImage>;
+  inspectImage(input: InspectInput): Promise<ImageFormatInfo>;
+  convertToRaw(input: ConvertInput): Promise<RawImage>;
+  cleanupWorkspace(input: { workDir: string }): Promise<void>;
+}
+
+/**
+ * The file-bound activities of a registration: get the image, tell its format, turn it into
+ * a raw disk, and remove the work folder. They run on the host's own task queue (the files
+ * live there). Every error leaves through `classified`, so Temporal sees retryable or
+ * non-retryable failures. They also work outside a worker (the `transform` command).
+ */
+export function createImagePipelineActivities(deps: ImagePipelineDeps): ImagePipelineActivities {
+  return {
+    acquireImage: classified((input: AcquireInput) => acquireImage(deps, input)),
+    inspectImage: classified((input: InspectInput) =>
+      inspectImage(input, { timeoutMs: deps.config.worker.toolTimeoutMs, signal: cancellationSignal() }),
+    ),
+    convertToRaw: classified((input: ConvertInput) => convertToRaw(deps, input)),
+    cleanupWorkspace: classified(async (input: { workDir: string }) => {
+      await removeWorkDir(deps.config, input.workDir);
+      deps.logger.info({ workDir: input.workDir }, 'work folder removed');
+    }),
+  };
+}

@@ -1,0 +1,78 @@
+/**
+ * Inputs and results of the image pipeline activities. Everything here crosses Temporal
+ * (workflow history), so it is plain JSON: no Buffers, Dates, class instances or secrets.
+ * Workflow code imports these with `import type`.
+ */
+import type { ImageEvent } from '../core/event.js';
+
+export interface AcquireInput {
+  /** Names the per-workflow work folder; the same id finds the same folder on a retry. */
+  workflowId: string;
+  event: ImageEvent;
+  /** Accept any TLS certificate for this download (the original -insecure-ssl). */
+  insecureSsl?: boolean;
+  /** Name of a credential in the worker's `security.credentials`; the secret never travels. */
+  credentialName?: string;
+}
+
+export interface AcquiredImage {
+  workDir: string;
+  path: string;
+  bytes: number;
+  sha512: string;
+  source: 'vmcatcher-cache' | 'download' | 'file';
+  /** The file name the image was published under (last URL segment or cache file name). */
+  fileName?: string;
+}
+
+export interface InspectInput {
+  path: string;
+  /** `hv:format` or `--format`: used only when the content cannot tell. */
+  formatHint?: string;
+  /** The published file name, whose extension is the last resort. */
+  fileName?: string;
+}
+
+/** raw|qcow2|vmdk|vdi|vpc|vhdx|qed|iso|gz|bz2|xz|zip|tar|ova */
+export type ImageFormat =
+  | 'raw'
+  | 'qcow2'
+  | 'vmdk'
+  | 'vdi'
+  | 'vpc'
+  | 'vhdx'
+  | 'qed'
+  | 'iso'
+  | 'gz'
+  | 'bz2'
+  | 'xz'
+  | 'zip'
+  | 'tar'
+  | 'ova';
+
+export interface ImageFormatInfo {
+  format: string;
+  detectedBy: 'content' | 'qemu-img' | 'hint' | 'extension';
+  virtualSize?: number;
+  details?: string;
+}
+
+export interface ConvertInput {
+  path: string;
+  workDir: string;
+  format: string;
+}
+
+export interface RawImage {
+  path: string;
+  virtualSize: number;
+  bytes: number;
+  /** What was done, in order, e.g. ["gunzip image.vmdk.gz", "qemu-img convert vmdk→raw"]. */
+  steps: string[];
+}
+
+/** Heartbeat details of acquireImage: the resume point, and the progress the Web UI shows. */
+export interface DownloadProgress {
+  offset: number;
+  total?: number;
+}
