@@ -5,6 +5,7 @@ import os from 'node:os';
 import { execa, type ResultPromise } from 'execa';
 import amqp from 'amqplib';
 import { Client, Connection } from '@temporalio/client';
+import { SA_IMAGE_ID } from '../../core/workflow-contract.js';
 import { BIN, ROOT } from './cli.js';
 import { RABBIT_URL } from './rabbit.js';
 
@@ -66,6 +67,16 @@ export async function runsByWorkflowId(client: Client, listId: string): Promise<
   const runs = new Map<string, number>();
   for await (const wf of client.workflow.list({ query: `ImageListIdentifier = '${listId}'` })) {
     runs.set(wf.workflowId, (runs.get(wf.workflowId) ?? 0) + 1);
+  }
+  return runs;
+}
+
+/** Workflow executions of one image list: image identifier → number of executions (all runs of all ids). */
+export async function executionsByImage(client: Client, listId: string): Promise<Map<string, number>> {
+  const runs = new Map<string, number>();
+  for await (const wf of client.workflow.list({ query: `ImageListIdentifier = '${listId}'` })) {
+    const image = String(wf.typedSearchAttributes.get(SA_IMAGE_ID) ?? '(none)');
+    runs.set(image, (runs.get(image) ?? 0) + 1);
   }
   return runs;
 }
@@ -141,9 +152,11 @@ export function spawnCli(args: string[], env: Record<string, string>, role = 'br
 
 /** Closes the broker connection with this client-provided name, as an operator or a network fault would. */
 export async function closeConnectionNamed(name: string): Promise<void> {
-  const { stdout } = await execa('rabbitmqctl', ['-q', 'list_connections', 'pid', 'client_properties', '--formatter', 'json']);
-  const connections = JSON.parse(stdout) as Array<{ pid: string; client_properties: unknown }>;
-  const ours = connections.filter((c) => JSON.stringify(c.client_properties).includes(`"${name}"`));
+  const { stdout } = await execa('rabbitmqctl', ['-q', '--no-table-headers', 'list_connections', 'pid', 'client_properties']);
+  const ours = stdout
+    .split('\n')
+    .filter((line) => line.includes(`{"connection_name","${name}"}`))
+    .map((line) => line.split('\t')[0]);
   if (ours.length === 0) throw new Error(`no broker connection named ${name} in ${stdout.slice(0, 2000)}`);
-  for (const c of ours) await execa('rabbitmqctl', ['-q', 'close_connection', c.pid, 'test: cutting the bridge connection']);
+  for (const pid of ours) await execa('rabbitmqctl', ['-q', 'close_connection', pid, 'test: cutting the bridge connection']);
 }
