@@ -40,7 +40,7 @@ synnefo {
   cloud = "local"
 }
 CONF
-  printf '[local]\nurl = http://localhost/fake\ntoken = not-a-secret\n' > "$DATA/kamakirc"
+  printf '[global]\ndefault_cloud = local\n\n[cloud "local"]\nurl = http://localhost/fake/identity/v2.0\ntoken = not-a-secret\n' > "$DATA/kamakirc"
   echo "[stack] wrote $CONF (edit it to point at your broker and tools)"
 fi
 export FAKE_KAMAKIRC=${FAKE_KAMAKIRC:-$DATA/kamakirc}

@@ -5,6 +5,7 @@ import { EnqueueFromImageListCommand } from './enqueue-from-image-list.js';
 import { GetImageListCommand } from './get-image-list.js';
 import { ParseImageListCommand } from './parse-image-list.js';
 import { RegisterNowCommand } from './register-now.js';
+import { RunCommand } from './run.js';
 import { ShowConfCommand } from './show-conf.js';
 import { ShowEnvCommand } from './show-env.js';
 import { TestQueueCommand } from './test-queue.js';
@@ -12,4 +13,4 @@ import { UsageCommand } from './usage.js';
 import { WorkerCommand } from './worker.js';
 
 /** Every command, in the original's order where it has one. */
-export const commands = [UsageCommand, ShowEnvCommand, ShowConfCommand, EnqueueFromEnvCommand, EnqueueFromImageListCommand, DequeueCommand, TestQueueCommand, RegisterNowCommand, ParseImageListCommand, GetImageListCommand, DrainQueueCommand, WorkerCommand];
+export const commands = [UsageCommand, ShowEnvCommand, ShowConfCommand, EnqueueFromEnvCommand, EnqueueFromImageListCommand, DequeueCommand, TestQueueCommand, RegisterNowCommand, ParseImageListCommand, GetImageListCommand, DrainQueueCommand, WorkerCommand, RunCommand];

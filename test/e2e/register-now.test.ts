@@ -1,0 +1,112 @@
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { execa } from 'execa';
+import { ROOT, runCli } from '../support/cli.js';
+import { startTestServer, type TestServer } from '../support/http-server.js';
+import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/service-process.js';
+
+interface FakeState {
+  objects: Record<string, unknown>;
+  images: Array<{ id: string; name: string; location: string; is_public: boolean; properties: Record<string, string> }>;
+  invocations: Array<{ tool: string; argv: string[] }>;
+}
+
+/**
+ * Issue #4, end to end: the real CLI, the real Temporal dev server, a real worker process, a
+ * qcow2 made by qemu-img served over local HTTP; only kamaki and snf-mkimage are the fakes.
+ */
+describe('register-now end to end', () => {
+  let dir: string;
+  let server: TestServer;
+  let worker: ServiceProcess;
+  let conf: string;
+  let env: Record<string, string>;
+  let sha512: string;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'snf-e2e-'));
+    const raw = path.join(dir, 'disk.raw');
+    const qcow2 = path.join(dir, 'debian-12.qcow2');
+    await execa('qemu-img', ['create', '-f', 'raw', raw, '16M']);
+    await execa('dd', ['if=/dev/urandom', `of=${raw}`, 'bs=1M', 'count=4', 'seek=2', 'conv=notrunc']);
+    await execa('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', raw, qcow2]);
+    sha512 = (await execa('sha512sum', [qcow2])).stdout.split(' ')[0];
+    server = await startTestServer({ routes: { '/images/debian-12.qcow2': { file: qcow2 } } });
+
+    await writeFile(path.join(dir, 'kamakirc'), '[global]\ndefault_cloud = e2e\n\n[cloud "e2e"]\nurl = https://accounts.example.org/identity/v2.0\ntoken = e2e-token-not-secret\n');
+    conf = path.join(dir, 'application.conf');
+    await writeFile(
+      conf,
+      `worker { workingFolder = "${dir}/work" }
+synnefo {
+  kamaki = "${ROOT}/test/fakes/kamaki"
+  snfMkimage = "${ROOT}/test/fakes/snf-mkimage"
+  sudo = []
+  public = true
+}
+`,
+    );
+    env = {
+      TEMPORAL_TASK_QUEUE: uniqueTaskQueue('e2e'),
+      FAKE_SYNNEFO_STATE: path.join(dir, 'synnefo-state.json'),
+      FAKE_KAMAKIRC: path.join(dir, 'kamakirc'),
+    };
+    worker = await startService(['worker', '--conf', conf], { env });
+  });
+
+  afterAll(async () => {
+    await worker?.stop();
+    await server?.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const state = async (): Promise<FakeState> => JSON.parse(await readFile(env.FAKE_SYNNEFO_STATE, 'utf8')) as FakeState;
+
+  test('registers a qcow2 served over HTTP as one image with the expected properties; running it again adds nothing', async () => {
+    const url = server.at('/images/debian-12.qcow2');
+    const first = await runCli(['register-now', '-conf', conf, '-url', url, '-kamaki-cloud', 'e2e', '-osfamily', 'linux', '-users', 'root', '--sha512', sha512], {
+      env,
+      timeoutMs: 120_000,
+    });
+    expect(first.stderr).toContain('Started workflow register:register-now:debian-12.qcow2:');
+    expect(first.stderr).toContain('Web UI: http://localhost:8233/namespaces/default/workflows/');
+    expect(first.exitCode).toBe(0);
+    expect(first.stdout).toMatch(/^Registered image \S+/);
+
+    const after1 = await state();
+    expect(after1.images).toHaveLength(1);
+    const image = after1.images[0];
+    expect(image.is_public).toBe(true);
+    expect(image.properties).toMatchObject({
+      OSFAMILY: 'linux',
+      USERS: 'root',
+      VMCATCHER_DC_IDENTIFIER: 'debian-12.qcow2',
+      VMCATCHER_IL_DC_IDENTIFIER: 'register-now',
+      VMCATCHER_REVISION: `sha512-${sha512.slice(0, 32)}`,
+    });
+    expect(Object.keys(image.properties).length).toBeLessThanOrEqual(32);
+    const uploads1 = after1.invocations.filter((i) => i.tool === 'kamaki' && i.argv.includes('upload')).length;
+    expect(uploads1).toBe(1);
+    // The workflow cleaned up after itself.
+    const leftovers = await execa('find', [`${dir}/work`, '-type', 'f']).catch(() => ({ stdout: '' }));
+    expect(leftovers.stdout).toBe('');
+
+    const second = await runCli(['register-now', '-conf', conf, '-url', url, '-kamaki-cloud', 'e2e', '--sha512', sha512], { env, timeoutMs: 120_000 });
+    expect(second.exitCode).toBe(0);
+    expect(second.stderr).toContain('A workflow for this image already exists');
+    const after2 = await state();
+    expect(after2.images).toHaveLength(1);
+    expect(after2.invocations.filter((i) => i.tool === 'kamaki' && i.argv.includes('upload')).length).toBe(uploads1);
+  });
+
+  test('a checksum mismatch fails the registration at once, non-zero, naming the problem, registering nothing', async () => {
+    const url = server.at('/images/debian-12.qcow2');
+    const wrong = 'a'.repeat(128);
+    const before = (await state()).images.length;
+    const result = await runCli(['register-now', '-conf', conf, '-url', url, '-kamaki-cloud', 'e2e', '--sha512', wrong], { env, timeoutMs: 120_000 });
+    expect(result.exitCode).toBe(1);
+    expect(result.stderr).toMatch(/Registration failed: .*sha512/i);
+    expect((await state()).images.length).toBe(before);
+  });
+});
