@@ -1,0 +1,92 @@
+import { access, readdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { checkMembers, unsafeMemberReason, type ArchiveMember } from '../../activities/archive.js';
+import { createImagePipelineActivities } from '../../activities/image-pipeline.js';
+import { createWorkDir } from '../../activities/workspace.js';
+import { pipelineConfig, quietLogger, tempDir } from '../support/pipeline-fixtures.js';
+
+/** A tar built byte by byte, so hostile members (../, absolute, links out) can be written. */
+function tarOf(members: Array<{ name: string; type?: '0' | '2' | '1' | '5' | '3'; link?: string; data?: Buffer }>): Buffer {
+  const blocks: Buffer[] = [];
+  for (const m of members) {
+    const data = m.data ?? Buffer.alloc(0);
+    const h = Buffer.alloc(512);
+    h.write(m.name, 0, 100, 'utf8');
+    h.write('0000644\0', 100);
+    h.write('0000000\0', 108);
+    h.write('0000000\0', 116);
+    h.write(`${data.length.toString(8).padStart(11, '0')}\0`, 124);
+    h.write('00000000000\0', 136);
+    h.write('        ', 148);
+    h.write(m.type ?? '0', 156);
+    if (m.link) h.write(m.link, 157, 100, 'utf8');
+    h.write('ustar\x0000', 257, 'latin1');
+    let sum = 0;
+    for (const byte of h) sum += byte;
+    h.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148);
+    blocks.push(h, data, Buffer.alloc((512 - (data.length % 512)) % 512));
+  }
+  blocks.push(Buffer.alloc(1024));
+  return Buffer.concat(blocks);
+}
+
+const file = (p: string, size = 10): ArchiveMember => ({ path: p, size, kind: 'file' });
+
+describe('unsafeMemberReason refuses archive members that would leave the work folder', () => {
+  test.each<[string, ArchiveMember, RegExp | undefined]>([
+    ['a plain file', file('disk.vmdk'), undefined],
+    ['a file in a folder', file('images/disk.vmdk'), undefined],
+    ['../evil', file('../evil'), /leaves the folder/],
+    ['a/../../evil', file('a/../../evil'), /leaves the folder/],
+    ['an absolute path', file('/etc/cron.d/evil'), /absolute path/],
+    ['a Windows absolute path', file('C:\\evil'), /absolute path/],
+    ['a symlink to an absolute path', { path: 'disk.img', size: 0, kind: 'link', linkTarget: '/etc/shadow' }, /absolute/],
+    ['a symlink climbing out', { path: 'a/disk.img', size: 0, kind: 'link', linkTarget: '../../secret' }, /outside/],
+    ['a symlink staying inside', { path: 'a/disk.img', size: 0, kind: 'link', linkTarget: '../b/disk.img' }, undefined],
+  ])('%s', (_name, member, expected) => {
+    const reason = unsafeMemberReason(member);
+    if (expected) expect(reason).toMatch(expected);
+    else expect(reason).toBeUndefined();
+  });
+
+  test('more entries than security.maxArchiveEntries are refused', () => {
+    expect(() => checkMembers('a.tar', [file('a'), file('b'), file('c')], { maxEntries: 2, maxUnpackedBytes: 1e9 })).toThrow(/3 entries.*limit of 2/);
+  });
+
+  test('more declared bytes than security.maxUnpackedBytes are refused', () => {
+    expect(() => checkMembers('a.tar', [file('a', 600), file('b', 600)], { maxEntries: 10, maxUnpackedBytes: 1000 })).toThrow(/1200 bytes.*limit of 1000/);
+  });
+});
+
+describe('convertToRaw refuses hostile archives before writing anything', () => {
+  let root: Awaited<ReturnType<typeof tempDir>>;
+  beforeAll(async () => {
+    root = await tempDir('snf-archive-');
+  });
+  afterAll(async () => {
+    await root.cleanup();
+  });
+
+  const disk = Buffer.alloc(4096, 1);
+  test.each<[string, Buffer, Record<string, unknown>, RegExp]>([
+    ['a ../evil member', tarOf([{ name: '../evil', data: disk }]), {}, /leaves the folder/],
+    ['an absolute member', tarOf([{ name: '/tmp/evil', data: disk }]), {}, /absolute path/],
+    ['a symlink pointing out', tarOf([{ name: 'disk.img', type: '2', link: '/etc/shadow' }]), {}, /points to absolute path/],
+    ['a hard link pointing out', tarOf([{ name: 'disk.img', type: '1', link: '../../etc/shadow' }]), {}, /outside the archive/],
+    ['a device node', tarOf([{ name: 'disk.img', type: '3' }]), {}, /CharacterDevice/],
+    ['too many entries', tarOf(Array.from({ length: 5 }, (_, i) => ({ name: `f${i}`, data: disk }))), { maxArchiveEntries: 4 }, /5 entries/],
+    ['too many unpacked bytes', tarOf([{ name: 'disk.img', data: disk }]), { maxUnpackedBytes: 1000 }, /unpack to 4096 bytes/],
+    ['a gzip bomb beyond maxUnpackedBytes', gzipSync(Buffer.alloc(1024 * 1024)), { maxUnpackedBytes: 64 * 1024 }, /more than 65536 bytes/],
+  ])('%s', async (name, bytes, security, expected) => {
+    const config = pipelineConfig(root.dir, security);
+    const { convertToRaw, inspectImage } = createImagePipelineActivities({ config, logger: quietLogger });
+    const workDir = await createWorkDir(config, name);
+    const input = path.join(workDir, 'upload.bin');
+    await writeFile(input, bytes);
+    const { format } = await inspectImage({ path: input });
+    await expect(convertToRaw({ path: input, workDir, format })).rejects.toMatchObject({ nonRetryable: true, message: expected });
+    expect(await readdir(workDir)).toEqual(['upload.bin']);
+    await expect(access(path.join(root.dir, 'evil'))).rejects.toThrow();
+  });
+});
