@@ -34,7 +34,7 @@ export type RedirectDecision = { follow: true; url: URL; keepCredentials: boolea
 
 /**
  * Pure redirect policy. `origin` is where the credentials were meant to go: they follow a
- * redirect only while it stays on that exact origin (scheme, host and port).
+ * redirect only while it stays on that origin (scheme, host and port), or upgrades it to https.
  */
 export function decideRedirect(from: URL, location: string | undefined, origin: URL, hops: number, policy: RedirectPolicy): RedirectDecision {
   if (!location) return { follow: false, reason: `redirect from ${redact(from)} has no Location header` };
@@ -51,7 +51,9 @@ export function decideRedirect(from: URL, location: string | undefined, origin: 
   if (from.protocol === 'https:' && next.protocol === 'http:') {
     return { follow: false, reason: `refusing redirect from https to plain http (${redact(from)} → ${redact(next)})` };
   }
-  return { follow: true, url: next, keepCredentials: next.origin === origin.origin };
+  // An http→https upgrade on the same host (default ports) keeps them too: same server, safer channel.
+  const upgrade = origin.protocol === 'http:' && next.protocol === 'https:' && origin.port === '' && next.port === '' && next.hostname === origin.hostname;
+  return { follow: true, url: next, keepCredentials: next.origin === origin.origin || upgrade };
 }
 
 /** A URL for messages: userinfo removed, since it may carry a token. */
