@@ -1,0 +1,239 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { pino } from 'pino';
+import { ApplicationFailure } from '@temporalio/common';
+import { parseConfig, type Config } from '../../core/config.js';
+import { eventFromFlat, type ImageEvent } from '../../core/event.js';
+import { IDENTITY_PROPERTIES } from '../../core/workflow-contract.js';
+import { ORIGINAL_EXCLUDED_TASKS } from '../../core/image-properties.js';
+import { createSynnefoActivities } from '../../activities/synnefo.js';
+import { runTool } from '../../activities/tool-runner.js';
+import { ToolError } from '../../core/errors.js';
+
+/**
+ * The Synnefo activities against the fake kamaki and snf-mkimage (test/fakes/), which keep
+ * their state in one JSON file: prepare → register, idempotency across retries and repeats,
+ * injected failures, expiry.
+ */
+const root = path.resolve(import.meta.dirname, '../..');
+const logger = pino({ level: 'silent' });
+const SHA = 'ef'.repeat(64);
+
+let dir: string;
+let stateFile: string;
+
+interface FakeState {
+  objects: Record<string, { size: number; sha256: string }>;
+  images: Array<{ id: string; is_public: boolean; status: string; deleted_at: string; properties: Record<string, string>; location: string }>;
+  invocations: Array<{ tool: string; argv: string[] }>;
+}
+const state = (): FakeState => JSON.parse(readFileSync(stateFile, 'utf8'));
+const liveImages = () => state().images.filter((i) => !i.deleted_at);
+
+function config(synnefo: Record<string, unknown> = {}): Config {
+  return parseConfig(
+    {
+      worker: { toolTimeoutMs: 30_000 },
+      synnefo: {
+        kamaki: path.join(root, 'test/fakes/kamaki'),
+        snfMkimage: path.join(root, 'test/fakes/snf-mkimage'),
+        sudo: [],
+        cloud: 'testcloud',
+        ...synnefo,
+      },
+    },
+    'test',
+  );
+}
+
+function event(imageId = 'img-1', sha = SHA): ImageEvent {
+  return eventFromFlat(
+    {
+      VMCATCHER_EVENT_IL_DC_IDENTIFIER: 'list-1',
+      VMCATCHER_EVENT_DC_IDENTIFIER: imageId,
+      VMCATCHER_EVENT_DC_TITLE: 'Test image',
+      VMCATCHER_EVENT_HV_VERSION: '2.0',
+      VMCATCHER_EVENT_SL_OS: 'Linux',
+      VMCATCHER_EVENT_AD_MPURI: 'https://appdb.egi.eu/store/vo/image/test/',
+      VMCATCHER_EVENT_HV_URI: 'https://example.org/test.img',
+      VMCATCHER_EVENT_SL_CHECKSUM_SHA512: sha,
+    },
+    'image-list',
+  );
+}
+
+/** A raw disk whose MBR has its Linux partition as number 2, so ROOT_PARTITION must be 2. */
+function rawDisk(file: string): string {
+  const b = Buffer.alloc(256 * 1024);
+  b[446 + 4] = 0x82; // swap first
+  b[446 + 16 + 4] = 0x83;
+  b[510] = 0x55;
+  b[511] = 0xaa;
+  b.fill(7, 4096, 8192);
+  writeFileSync(file, b);
+  return file;
+}
+
+beforeEach(() => {
+  dir = mkdtempSync(path.join(os.tmpdir(), 'synnefo-it-'));
+  stateFile = path.join(dir, 'state.json');
+  writeFileSync(path.join(dir, 'kamakirc'), '[cloud "testcloud"]\nurl = https://accounts.example.org/identity/v2.0\ntoken = tok\n');
+  process.env.FAKE_SYNNEFO_STATE = stateFile;
+  process.env.FAKE_KAMAKIRC = path.join(dir, 'kamakirc');
+  delete process.env.FAKE_SYNNEFO_FAIL;
+});
+
+afterEach(() => {
+  rmSync(dir, { recursive: true, force: true });
+  delete process.env.FAKE_SYNNEFO_FAIL;
+});
+
+test('prepare then register twice gives exactly one image with the expected properties', async () => {
+  const acts = createSynnefoActivities({ config: config(), logger });
+  const raw = rawDisk(path.join(dir, 'image.raw'));
+  const prepared = await acts.prepareImage({ rawPath: raw, workDir: path.join(dir, 'work'), event: event(), options: {} });
+  expect(prepared.prepared).toBe(true);
+  expect(existsSync(prepared.path)).toBe(true);
+  expect(prepared.metadata).toMatchObject({ ROOT_PARTITION: '2', OSFAMILY: 'linux', PARTITION_TABLE: 'msdos' });
+  const mk = state().invocations.find((i) => i.tool === 'snf-mkimage')!;
+  expect(mk.argv).toEqual(['-o', prepared.path, '--force', '--tmpdir', path.join(dir, 'work'), raw]);
+
+  const input = { path: prepared.path, event: event(), options: {}, metadata: prepared.metadata };
+  const first = await acts.registerWithKamaki(input);
+  expect(first.reused).toBe(false);
+  expect(first.isPublic).toBe(true);
+  expect(first.location).toMatch(/^pithos:\/\/[0-9a-f-]+\/images\/vmcatcher-list-1-img-1-sha512-/);
+  const second = await acts.registerWithKamaki(input);
+  expect(second).toMatchObject({ imageId: first.imageId, reused: true });
+
+  const images = liveImages();
+  expect(images).toHaveLength(1);
+  const props = images[0].properties;
+  expect(props).toMatchObject({
+    [IDENTITY_PROPERTIES.imageListId]: 'list-1',
+    [IDENTITY_PROPERTIES.imageId]: 'img-1',
+    [IDENTITY_PROPERTIES.revision]: `sha512-${SHA.slice(0, 32)}`,
+    OSFAMILY: 'linux',
+    ROOT_PARTITION: '2',
+    USERS: 'root',
+    VMCATCHER_EVENT_AD_MPURI: 'https://appdb.egi.eu/store/vo/image/test/',
+  });
+  for (const key of ORIGINAL_EXCLUDED_TASKS) expect(props[key]).toBe('yes');
+  expect(Object.keys(props).length).toBeLessThanOrEqual(32);
+  expect(await acts.findRegisteredImage({ event: event(), options: {} })).toMatchObject({ imageId: first.imageId, reused: true });
+  expect(await acts.findRegisteredImage({ event: event('other-image'), options: {} })).toBeNull();
+});
+
+test.each(['register:once', 'register:after', 'register:kill', 'upload:after'])(
+  'a failure injected around upload/register (%s) then a retry leaves one image',
+  async (failure) => {
+    process.env.FAKE_SYNNEFO_FAIL = failure;
+    const acts = createSynnefoActivities({ config: config({ prepare: false }), logger });
+    const raw = rawDisk(path.join(dir, 'image.raw'));
+    const prepared = await acts.prepareImage({ rawPath: raw, workDir: dir, event: event(), options: {} });
+    expect(prepared).toEqual({ path: raw, metadata: {}, prepared: false });
+    const input = { path: prepared.path, event: event(), options: {}, metadata: prepared.metadata };
+    const err = await acts.registerWithKamaki(input).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ApplicationFailure);
+    expect((err as ApplicationFailure).nonRetryable).toBe(false);
+    const retried = await acts.registerWithKamaki(input);
+    expect(liveImages()).toHaveLength(1);
+    expect(liveImages()[0].id).toBe(retried.imageId);
+    // Without snf-mkimage there is no ROOT_PARTITION: never a hard-coded guess.
+    expect(liveImages()[0].properties.ROOT_PARTITION).toBeUndefined();
+    expect(Object.keys(state().objects).filter((k) => !k.endsWith('.meta'))).toHaveLength(1);
+  },
+);
+
+test('a reused image gets the configured visibility', async () => {
+  const raw = rawDisk(path.join(dir, 'image.raw'));
+  const input = { path: raw, event: event(), options: {}, metadata: {} };
+  const priv = await createSynnefoActivities({ config: config({ public: false }), logger }).registerWithKamaki(input);
+  expect(priv.isPublic).toBe(false);
+  const pub = await createSynnefoActivities({ config: config({ public: true }), logger }).registerWithKamaki(input);
+  expect(pub).toMatchObject({ imageId: priv.imageId, reused: true, isPublic: true });
+  expect(liveImages()[0].is_public).toBe(true);
+  expect(state().invocations.at(-1)!.argv).toEqual(['image', 'modify', priv.imageId, '--public', '--cloud', 'testcloud']);
+});
+
+test('expire makes every revision private by default, and finding nothing succeeds', async () => {
+  const acts = createSynnefoActivities({ config: config(), logger });
+  const raw = rawDisk(path.join(dir, 'image.raw'));
+  const a = await acts.registerWithKamaki({ path: raw, event: event('img-1', SHA), options: {}, metadata: {} });
+  const b = await acts.registerWithKamaki({ path: raw, event: event('img-1', '12'.repeat(64)), options: {}, metadata: {} });
+  const other = await acts.registerWithKamaki({ path: raw, event: event('img-2'), options: {}, metadata: {} });
+  expect(new Set([a.imageId, b.imageId, other.imageId]).size).toBe(3);
+
+  const expired = await acts.expireRegisteredImages({ event: event('img-1', '34'.repeat(64)), options: {} });
+  expect(expired.action).toBe('make-private');
+  expect(expired.imageIds.sort()).toEqual([a.imageId, b.imageId].sort());
+  const byId = new Map(liveImages().map((i) => [i.id, i]));
+  expect(byId.get(a.imageId)!.is_public).toBe(false);
+  expect(byId.get(b.imageId)!.is_public).toBe(false);
+  expect(byId.get(other.imageId)!.is_public).toBe(true);
+
+  expect(await acts.expireRegisteredImages({ event: event('never-registered'), options: {} })).toEqual({ action: 'make-private', imageIds: [] });
+});
+
+test('expire with expireAction unregister removes the image', async () => {
+  const acts = createSynnefoActivities({ config: config({ expireAction: 'unregister' }), logger });
+  const raw = rawDisk(path.join(dir, 'image.raw'));
+  const a = await acts.registerWithKamaki({ path: raw, event: event(), options: {}, metadata: {} });
+  expect(await acts.expireRegisteredImages({ event: event(), options: {} })).toEqual({ action: 'unregister', imageIds: [a.imageId] });
+  expect(liveImages()).toHaveLength(0);
+  expect(await acts.findRegisteredImage({ event: event(), options: {} })).toBeNull();
+});
+
+test('no kamaki cloud anywhere is a non-retryable error naming the option and the key', async () => {
+  const acts = createSynnefoActivities({ config: config({ cloud: undefined }), logger });
+  const err = await acts.findRegisteredImage({ event: event(), options: {} }).catch((e: unknown) => e);
+  expect(err).toBeInstanceOf(ApplicationFailure);
+  expect((err as ApplicationFailure).nonRetryable).toBe(true);
+  expect((err as Error).message).toContain('-kamaki-cloud');
+  expect((err as Error).message).toContain('synnefo.cloud');
+  // The per-event option is enough.
+  await expect(acts.findRegisteredImage({ event: event(), options: { kamakiCloud: 'testcloud' } })).resolves.toBeNull();
+});
+
+test('a cloud missing from .kamakirc fails with kamaki\'s message; a usage error is non-retryable', async () => {
+  const acts = createSynnefoActivities({ config: config({ cloud: 'nowhere' }), logger });
+  const err = (await acts.findRegisteredImage({ event: event(), options: {} }).catch((e: unknown) => e)) as ApplicationFailure;
+  expect(err.message).toContain('No cloud "nowhere"');
+  const usage = (await runTool({
+    tool: 'kamaki',
+    command: path.join(root, 'test/fakes/kamaki'),
+    args: ['image', 'list', '--no-such-option'],
+    timeoutMs: 10_000,
+    logger,
+    permanentExitCodes: [2],
+  }).catch((e: unknown) => e)) as ToolError;
+  expect(usage).toBeInstanceOf(ToolError);
+  expect(usage.permanent).toBe(true);
+  expect(usage.message).toContain('--no-such-option');
+});
+
+test('snf-mkimage failures: unsupported media fails, a killed run is transient', async () => {
+  const acts = createSynnefoActivities({ config: config(), logger });
+  const blank = path.join(dir, 'blank.raw');
+  writeFileSync(blank, Buffer.alloc(8192));
+  const unsupported = (await acts.prepareImage({ rawPath: blank, workDir: dir, event: event(), options: {} }).catch((e: unknown) => e)) as ApplicationFailure;
+  expect(unsupported.message).toContain('unsupported');
+
+  process.env.FAKE_SYNNEFO_FAIL = 'mkimage:kill';
+  const raw = rawDisk(path.join(dir, 'image.raw'));
+  const killed = (await acts.prepareImage({ rawPath: raw, workDir: dir, event: event(), options: {} }).catch((e: unknown) => e)) as ApplicationFailure;
+  expect(killed.message).toContain('SIGKILL');
+  expect(killed.nonRetryable).toBe(false);
+  await expect(acts.prepareImage({ rawPath: raw, workDir: dir, event: event(), options: {} })).resolves.toMatchObject({ prepared: true });
+});
+
+test('the tool runner kills the program on cancellation and on timeout', async () => {
+  const controller = new AbortController();
+  const started = Date.now();
+  const run = runTool({ tool: 'sleep', command: 'sleep', args: ['30'], timeoutMs: 60_000, logger, cancelSignal: controller.signal });
+  setTimeout(() => controller.abort(), 200);
+  await expect(run).rejects.toThrow('sleep was cancelled');
+  await expect(runTool({ tool: 'sleep', command: 'sleep', args: ['30'], timeoutMs: 300, logger })).rejects.toThrow(/timed out after 300 ms/);
+  expect(Date.now() - started).toBeLessThan(10_000);
+});

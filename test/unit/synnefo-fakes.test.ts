@@ -1,0 +1,129 @@
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+/**
+ * The fakes must refuse what the real kamaki and snf-mkimage refuse, or the activities could
+ * pass tests with command lines that fail in production.
+ */
+const root = path.resolve(import.meta.dirname, '../..');
+const KAMAKI = path.join(root, 'test/fakes/kamaki');
+const SNF_MKIMAGE = path.join(root, 'test/fakes/snf-mkimage');
+
+let dir: string;
+let env: NodeJS.ProcessEnv;
+
+function run(tool: string, args: string[], extraEnv: NodeJS.ProcessEnv = {}) {
+  const r = spawnSync(tool, args, { env: { ...env, ...extraEnv }, encoding: 'utf8', cwd: dir });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+function mbrImage(file: string, partitionType = 0x83): string {
+  const b = Buffer.alloc(64 * 1024);
+  b[446 + 4] = partitionType;
+  b[510] = 0x55;
+  b[511] = 0xaa;
+  writeFileSync(file, b);
+  return file;
+}
+
+beforeAll(() => {
+  dir = mkdtempSync(path.join(os.tmpdir(), 'synnefo-fakes-'));
+  writeFileSync(path.join(dir, 'kamakirc'), '[global]\ndefault_cloud = test\n\n[cloud "test"]\nurl = https://accounts.example.org/identity/v2.0\ntoken = secret-token\n');
+  env = { ...process.env, FAKE_SYNNEFO_STATE: path.join(dir, 'state.json'), FAKE_KAMAKIRC: path.join(dir, 'kamakirc') };
+  delete env.FAKE_SYNNEFO_FAIL;
+  mbrImage(path.join(dir, 'disk.raw'));
+  writeFileSync(path.join(dir, 'noimage.raw'), Buffer.alloc(4096));
+  expect(run(KAMAKI, ['file', 'upload', path.join(dir, 'disk.raw'), '/images/disk', '--cloud', 'test']).code).toBe(0);
+});
+
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('fake kamaki rejects what the real one rejects', () => {
+  test.each<[string, string[]]>([
+    ['an unknown option', ['image', 'list', '--details', '--bogus', '--cloud', 'test']],
+    ['an unknown command', ['image', 'frobnicate', '--cloud', 'test']],
+    ['image register without --name', ['image', 'register', '--location', '/images/disk', '--cloud', 'test']],
+    ['image register without --location', ['image', 'register', '--name', 'x', '--cloud', 'test']],
+    ['a property key outside [A-Za-z0-9_]', ['image', 'register', '--name', 'x', '--location', '/images/disk', '-p', 'BAD.KEY=1', '--cloud', 'test']],
+    ['a property that is not KEY=VALUE', ['image', 'register', '--name', 'x', '--location', '/images/disk', '-p', 'NOVALUE', '--cloud', 'test']],
+    [
+      'more than 32 properties',
+      ['image', 'register', '--name', 'x', '--location', '/images/disk', ...Array.from({ length: 33 }, (_, i) => ['-p', `K${i}=v`]).flat(), '--cloud', 'test'],
+    ],
+    ['a location whose object was never uploaded', ['image', 'register', '--name', 'x', '--location', '/images/never-uploaded', '--cloud', 'test']],
+    ['a location without an object', ['image', 'register', '--name', 'x', '--location', '/images', '--cloud', 'test']],
+    ['upload of a missing local file', ['file', 'upload', '/nonexistent/file.raw', '/images/x', '--cloud', 'test']],
+    ['upload over an existing object without -f', ['file', 'upload', 'disk.raw', '/images/disk', '--cloud', 'test']],
+    ['a cloud not in .kamakirc', ['image', 'list', '--cloud', 'elsewhere']],
+    ['image modify without any change', ['image', 'modify', 'some-id', '--cloud', 'test']],
+    ['image unregister of an unknown image', ['image', 'unregister', 'no-such-image', '--cloud', 'test']],
+    ['image unregister without an id', ['image', 'unregister', '--cloud', 'test']],
+    ['--output-format with a value kamaki does not know', ['image', 'list', '--output-format', 'yaml', '--cloud', 'test']],
+  ])('%s', (_name, args) => {
+    const r = run(KAMAKI, args);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr.trim()).not.toBe('');
+  });
+
+  test('the cloud comes from HOME/.kamakirc when FAKE_KAMAKIRC is not set', () => {
+    const home = path.join(dir, 'home');
+    rmSync(home, { recursive: true, force: true });
+    mkdirSync(home, { recursive: true });
+    writeFileSync(path.join(home, '.kamakirc'), '[cloud "homecloud"]\nurl = https://x\ntoken = t\n');
+    expect(run(KAMAKI, ['image', 'list', '--cloud', 'homecloud'], { FAKE_KAMAKIRC: undefined, HOME: home }).code).toBe(0);
+    expect(run(KAMAKI, ['image', 'list', '--cloud', 'test'], { FAKE_KAMAKIRC: undefined, HOME: home }).code).not.toBe(0);
+  });
+
+  test('every invocation is recorded with its argv', () => {
+    run(KAMAKI, ['image', 'list', '--cloud', 'test', '--output-format', 'json']);
+    const state = JSON.parse(readFileSync(env.FAKE_SYNNEFO_STATE!, 'utf8'));
+    expect(state.invocations.at(-1)).toMatchObject({ tool: 'kamaki', argv: ['image', 'list', '--cloud', 'test', '--output-format', 'json'] });
+  });
+});
+
+describe('fake snf-mkimage rejects what the real one rejects', () => {
+  test.each<[string, string[], number]>([
+    ['none of -o, -u, --print-*', ['disk.raw'], 2],
+    ['no input media', ['-o', 'out.diskdump'], 2],
+    ['an input media that does not exist', ['-o', 'out.diskdump', 'missing.raw'], 2],
+    ['an unknown option', ['-o', 'out.diskdump', '--allow-non-root', 'disk.raw'], 2],
+    ['-o into a folder that does not exist', ['-o', '/nonexistent/dir/out.diskdump', 'disk.raw'], 2],
+    ['a metadata key with a digit (the real check is ^[A-Za-z_]+$)', ['-o', 'out2.diskdump', '-m', 'KEY1=v', 'disk.raw'], 2],
+    ['a metadata value that is not KEY=VALUE', ['-o', 'out2.diskdump', '-m', 'KEY', 'disk.raw'], 2],
+    ['-r without -u', ['-o', 'out2.diskdump', '-r', 'name', 'disk.raw'], 2],
+    ['-u without a cloud or URL and token', ['-u', 'name', 'disk.raw'], 2],
+    ['media that is not a supported disk (no partition table)', ['-o', 'out3.diskdump', 'noimage.raw'], 1],
+  ])('%s', (_name, args, code) => {
+    const r = run(SNF_MKIMAGE, args);
+    expect(r.code).toBe(code);
+    expect(r.stderr).toMatch(/error/i);
+  });
+
+  test('existing outputs are refused without --force and overwritten with it', () => {
+    expect(run(SNF_MKIMAGE, ['-o', 'again.diskdump', 'disk.raw']).code).toBe(0);
+    const second = run(SNF_MKIMAGE, ['-o', 'again.diskdump', 'disk.raw']);
+    expect(second.code).toBe(2);
+    expect(second.stderr).toContain('use --force to overwrite it');
+    expect(run(SNF_MKIMAGE, ['-o', 'again.diskdump', '--force', 'disk.raw']).code).toBe(0);
+  });
+
+  test('writes the image, .meta in the real format, .md5sum and .variant', () => {
+    expect(run(SNF_MKIMAGE, ['-o', 'prepared.diskdump', '-m', 'EXTRA=1', 'disk.raw']).code).toBe(0);
+    const meta = JSON.parse(readFileSync(path.join(dir, 'prepared.diskdump.meta'), 'utf8'));
+    expect(meta).toEqual({
+      properties: expect.objectContaining({ OSFAMILY: 'linux', ROOT_PARTITION: '1', PARTITION_TABLE: 'msdos', EXTRA: '1' }),
+      'disk-format': 'diskdump',
+    });
+    expect(readFileSync(path.join(dir, 'prepared.diskdump.md5sum'), 'utf8')).toMatch(/^[0-9a-f]{32} prepared\.diskdump\n$/);
+    expect(readFileSync(path.join(dir, 'prepared.diskdump')).equals(readFileSync(path.join(dir, 'disk.raw')))).toBe(true);
+    expect(readFileSync(path.join(dir, 'prepared.diskdump.variant'), 'utf8').trim()).not.toBe('');
+  });
+
+  test('--allow-unsupported proceeds on unsupported media and sets EXCLUDE_ALL_TASKS', () => {
+    expect(run(SNF_MKIMAGE, ['-o', 'unsup.diskdump', '--allow-unsupported', 'noimage.raw']).code).toBe(0);
+    const meta = JSON.parse(readFileSync(path.join(dir, 'unsup.diskdump.meta'), 'utf8'));
+    expect(meta.properties.EXCLUDE_ALL_TASKS).toBe('yes');
+  });
+});
