@@ -1,0 +1,184 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, readFile, readdir, symlink, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import type { ApplicationFailure } from '@temporalio/common';
+import type { ImageEvent } from '../../core/event.js';
+import { createImagePipelineActivities } from '../../activities/image-pipeline.js';
+import type { DownloadProgress } from '../../activities/types.js';
+import { startImageServer, type ImageServer } from '../support/image-server.js';
+import { pipelineConfig, quietLogger, tempDir } from '../support/pipeline-fixtures.js';
+
+const sha512 = (b: Buffer) => createHash('sha512').update(b).digest('hex');
+const event = (fields: Partial<ImageEvent>): ImageEvent => ({ origin: 'image-list', imageId: 'img-1', extra: {}, ...fields });
+
+describe('acquireImage gets the image into the work folder, verified', () => {
+  let server: ImageServer;
+  let root: Awaited<ReturnType<typeof tempDir>>;
+  let work: string;
+  let cache: string;
+  let outside: string;
+  let activities: ReturnType<typeof createImagePipelineActivities>;
+  const image = randomBytes(4 * 1024 * 1024);
+
+  beforeAll(async () => {
+    server = await startImageServer();
+    root = await tempDir('snf-acquire-');
+    work = path.join(root.dir, 'work');
+    cache = path.join(root.dir, 'cache');
+    outside = path.join(root.dir, 'outside');
+    await mkdir(cache, { recursive: true });
+    await mkdir(outside, { recursive: true });
+    const config = pipelineConfig(work, {
+      vmcatcherCacheFolders: [cache],
+      allowedFileFolders: [cache],
+      credentials: { appdb: 'sekrit-token-123' },
+    });
+    activities = createImagePipelineActivities({ config, logger: quietLogger });
+    server.route('/image.qcow2', { body: image });
+  });
+
+  afterAll(async () => {
+    await server.close();
+    await root.cleanup();
+  });
+
+  test('a download with the right sha512 and size is kept, with its hash and published name', async () => {
+    const got = await activities.acquireImage({
+      workflowId: 'ok',
+      event: event({ uri: server.at('/image.qcow2'), size: image.length, checksumSha512: sha512(image) }),
+    });
+    expect(got).toMatchObject({ source: 'download', bytes: image.length, sha512: sha512(image), fileName: 'image.qcow2' });
+    expect((await readFile(got.path)).equals(image)).toBe(true);
+  });
+
+  test('a sha512 mismatch fails non-retryable, names both sums, and leaves no file', async () => {
+    const wrong = 'ab'.repeat(64);
+    const failure = (await activities
+      .acquireImage({ workflowId: 'bad-sum', event: event({ uri: server.at('/image.qcow2'), checksumSha512: wrong }) })
+      .catch((e: unknown) => e)) as ApplicationFailure;
+    expect(failure.nonRetryable).toBe(true);
+    expect(failure.type).toBe('ImageIntegrityError');
+    expect(failure.message).toContain(`expected ${wrong}`);
+    expect(failure.message).toContain(`got ${sha512(image)}`);
+    const dirs = await readdir(work);
+    const dir = dirs.find((d) => d.startsWith('bad-sum-'))!;
+    expect(await readdir(path.join(work, dir))).toEqual([]);
+  });
+
+  test('a size mismatch fails non-retryable', async () => {
+    await expect(
+      activities.acquireImage({ workflowId: 'bad-size', event: event({ uri: server.at('/image.qcow2'), size: image.length - 1 }) }),
+    ).rejects.toMatchObject({ nonRetryable: true, message: expect.stringMatching(/size mismatch/) });
+  });
+
+  test.each([
+    [404, true],
+    [410, true],
+    [403, true],
+    [503, false],
+  ])('HTTP %i fails with nonRetryable=%s', async (status, nonRetryable) => {
+    server.route(`/status-${status}`, { status });
+    await expect(activities.acquireImage({ workflowId: `status-${status}`, event: event({ uri: server.at(`/status-${status}`) }) })).rejects.toMatchObject({
+      nonRetryable,
+      message: expect.stringContaining(`HTTP ${status}`),
+    });
+  });
+
+  test('a connection refused is transient', async () => {
+    await expect(activities.acquireImage({ workflowId: 'refused', event: event({ uri: 'http://127.0.0.1:1/x.img' }) })).rejects.toMatchObject({
+      nonRetryable: false,
+    });
+  });
+
+  test('an interrupted download resumes from the last heartbeat and fetches only the remaining bytes', async () => {
+    const body = randomBytes(4 * 1024 * 1024);
+    const cut = 1536 * 1024;
+    server.route('/resume.vmdk', { body, cutAfterBytes: cut, cuts: 1 });
+    const input = { workflowId: 'resume', event: event({ uri: server.at('/resume.vmdk'), size: body.length, checksumSha512: sha512(body) }) };
+
+    const first = new MockActivityEnvironment();
+    const beats: DownloadProgress[] = [];
+    first.on('heartbeat', (d: DownloadProgress) => beats.push(d));
+    await expect(first.run(activities.acquireImage, input)).rejects.toMatchObject({ nonRetryable: false });
+    const last = beats[beats.length - 1];
+    expect(last.total).toBe(body.length);
+    expect(last.offset).toBeGreaterThan(0);
+    expect(last.offset).toBeLessThanOrEqual(cut);
+    expect(server.bytesSent.get('/resume.vmdk')).toBe(cut);
+
+    const retry = new MockActivityEnvironment({ heartbeatDetails: last, attempt: 2 });
+    const got = await retry.run(activities.acquireImage, input);
+    expect(got.sha512).toBe(sha512(body));
+    expect((await readFile(got.path)).equals(body)).toBe(true);
+    expect(server.ranges[server.ranges.length - 1]).toBe(`bytes=${last.offset}-`);
+    // The second attempt fetched only what the first one had not written.
+    expect(server.bytesSent.get('/resume.vmdk')).toBe(cut + body.length - last.offset);
+  });
+
+  test('a server that ignores Range gets a full download, still verified', async () => {
+    const body = randomBytes(256 * 1024);
+    server.route('/norange.img', { body, ignoreRange: true });
+    const input = { workflowId: 'norange', event: event({ uri: server.at('/norange.img'), checksumSha512: sha512(body) }) };
+    await activities.acquireImage(input); // leaves the file where a resumed attempt would find it
+    const retry = new MockActivityEnvironment({ heartbeatDetails: { offset: 1000 } });
+    const got = await retry.run(activities.acquireImage, input);
+    expect(got.sha512).toBe(sha512(body));
+    expect(got.bytes).toBe(body.length);
+  });
+
+  test('a named credential is sent as HTTP Basic token:x-oauth-basic', async () => {
+    await activities.acquireImage({ workflowId: 'cred', event: event({ uri: server.at('/image.qcow2') }), credentialName: 'appdb' });
+    expect(server.authorizations[server.authorizations.length - 1]).toBe(`Basic ${Buffer.from('sekrit-token-123:x-oauth-basic').toString('base64')}`);
+  });
+
+  test('a vmcatcher cache file in an allowed folder is copied out and verified', async () => {
+    const body = randomBytes(64 * 1024);
+    await writeFile(path.join(cache, 'c0ffee-uuid'), body);
+    const got = await activities.acquireImage({
+      workflowId: 'cache',
+      event: event({ origin: 'vmcatcher', type: 'AvailablePostfix', cacheDir: cache, filename: 'c0ffee-uuid', checksumSha512: sha512(body), size: body.length }),
+    });
+    expect(got).toMatchObject({ source: 'vmcatcher-cache', bytes: body.length, sha512: sha512(body) });
+    expect(path.dirname(got.path).startsWith(work)).toBe(true);
+    expect((await readFile(got.path)).equals(body)).toBe(true);
+  });
+
+  test('a vmcatcher cache folder outside the allowed ones is refused', async () => {
+    await writeFile(path.join(outside, 'secret'), 'root:x:0:0');
+    await expect(
+      activities.acquireImage({ workflowId: 'cache-out', event: event({ origin: 'vmcatcher', type: 'AvailablePostfix', cacheDir: outside, filename: 'secret' }) }),
+    ).rejects.toMatchObject({ nonRetryable: true, message: expect.stringMatching(/outside the allowed folders/) });
+  });
+
+  test('a symlink in the cache pointing outside is refused', async () => {
+    await symlink(path.join(outside, 'secret'), path.join(cache, 'link-uuid'));
+    await expect(
+      activities.acquireImage({ workflowId: 'cache-link', event: event({ origin: 'vmcatcher', type: 'AvailablePostfix', cacheDir: cache, filename: 'link-uuid' }) }),
+    ).rejects.toMatchObject({ nonRetryable: true, message: expect.stringMatching(/outside the allowed folders/) });
+  });
+
+  test('a cache file name with a path in it is refused', async () => {
+    await expect(
+      activities.acquireImage({ workflowId: 'cache-dots', event: event({ origin: 'vmcatcher', type: 'AvailablePostfix', cacheDir: cache, filename: '../outside/secret' }) }),
+    ).rejects.toMatchObject({ nonRetryable: true });
+  });
+
+  test('file: URLs work inside allowed folders (percent-decoded) and are refused outside', async () => {
+    const body = randomBytes(1024);
+    await writeFile(path.join(cache, 'my image.img'), body);
+    const got = await activities.acquireImage({ workflowId: 'file-ok', event: event({ uri: `file://${cache}/my%20image.img` }) });
+    expect(got).toMatchObject({ source: 'file', path: path.join(cache, 'my image.img'), sha512: sha512(body) });
+    await expect(activities.acquireImage({ workflowId: 'file-out', event: event({ uri: `file://${outside}/secret` }) })).rejects.toMatchObject({
+      nonRetryable: true,
+    });
+  });
+
+  test('cleanupWorkspace removes the work folder and is idempotent; it refuses folders outside the working folder', async () => {
+    const got = await activities.acquireImage({ workflowId: 'cleanup', event: event({ uri: server.at('/image.qcow2') }) });
+    await activities.cleanupWorkspace({ workDir: got.workDir });
+    await activities.cleanupWorkspace({ workDir: got.workDir });
+    expect((await readdir(work)).some((d) => d.startsWith('cleanup-'))).toBe(false);
+    await expect(activities.cleanupWorkspace({ workDir: outside })).rejects.toMatchObject({ nonRetryable: true });
+  });
+});
