@@ -1,6 +1,6 @@
 import { open, realpath } from 'node:fs/promises';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Config } from '../config.js';
 import { FetchError, InvalidInputError } from '../errors.js';
 import { basicAuth, createDispatcher, httpGet, readBodyLimited, redact } from '../http.js';
@@ -30,11 +30,11 @@ export interface FetchImageListOptions {
 export function parseImageListUrl(raw: string): { url: URL; token?: string } {
   let url: URL;
   try {
-    url = new URL(raw);
+    // The original accepted a relative `file:name` (relative to the current folder); WHATWG
+    // URL parsing would read it as `/name`.
+    url = /^file:[^/]/i.test(raw) ? new URL(raw.slice('file:'.length), pathToFileURL(`${process.cwd()}/`)) : new URL(raw);
   } catch {
-    // The original accepted a relative `file:name`; WHATWG URL parsing needs a base for that.
-    if (/^file:[^/]/.test(raw)) url = new URL(raw.slice('file:'.length), `file://${process.cwd()}/`);
-    else throw new InvalidInputError(`--image-list-url: '${raw}' is not a URL (expected http:, https: or file:)`);
+    throw new InvalidInputError(`--image-list-url: '${raw}' is not a URL (expected http:, https: or file:)`);
   }
   if (!['http:', 'https:', 'file:'].includes(url.protocol)) {
     throw new InvalidInputError(`--image-list-url: scheme ${url.protocol} is not supported (expected http:, https: or file:)`);

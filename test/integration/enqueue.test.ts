@@ -133,6 +133,24 @@ describe('enqueue-from-env (the vmcatcher hook)', () => {
     expect(await readdir(spool)).toEqual([]);
   });
 
+  test('a broker that accepts the connection but never answers: the event is spooled within the timeout', async () => {
+    const { topology, spool } = await setup();
+    const silent = net.createServer(() => undefined);
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    try {
+      const { port } = silent.address() as net.AddressInfo;
+      const mute = await writeConf(topology, `spool { folder = "${spool}" }\nrabbitmq.connectTimeoutMs = 1000`, [`127.0.0.1:${port}`]);
+      const started = Date.now();
+      const r = await runCli(['enqueue-from-env', '-conf', mute], { env: AVAILABLE_POSTFIX });
+      expect(r.exitCode).toBe(0);
+      expect(r.stderr).toContain('spooled to');
+      expect(Date.now() - started).toBeLessThan(15_000);
+      expect((await readdir(spool)).filter((n) => n.endsWith('.json'))).toHaveLength(1);
+    } finally {
+      silent.close();
+    }
+  });
+
   test('a corrupt spool file is moved aside as *.bad, never deleted, and the others are published', async () => {
     const { topology, spool, good } = await setup();
     await writeFile(path.join(spool, '000000000000001-000001-1-aaaaaa.json'), '{"VMCATCHER_EVENT_TYPE": "AvailablePostfix", trunc');

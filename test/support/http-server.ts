@@ -85,7 +85,8 @@ export interface StartOptions {
   hostname?: string;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+// Unref: a slow route still sleeping must not keep the test process alive after close().
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
 
 export async function startTestServer(opts: StartOptions = {}): Promise<TestServer> {
   const routes = new Map<string, Route>(Object.entries(opts.routes ?? {}));
@@ -155,7 +156,7 @@ async function serve(route: Route | undefined, req: IncomingMessage, res: Server
   const size = Math.ceil(body.length / pieces) || 1;
   for (let offset = 0; offset < body.length; offset += size) {
     if (offset > 0 && route.chunkDelayMs) await sleep(route.chunkDelayMs);
-    if (res.destroyed) return;
+    if (res.destroyed || res.writableEnded || !res.socket) return;
     res.write(body.subarray(offset, offset + size));
   }
   res.end();

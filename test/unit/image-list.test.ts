@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { openEnvelope, parseContentType } from '../../core/image-list/envelope.js';
 import { isInsideFolders, parseImageListUrl } from '../../core/image-list/fetch.js';
 import { imageToEvent, parseImageList, parseListDate } from '../../core/image-list/parse.js';
@@ -214,6 +215,7 @@ describe('fetch policy', () => {
     expect(token).toBe('s3cr@t');
     expect(url.href).toBe('https://vmcaster.appdb.egi.eu/store/vo/x/image.list');
     expect(() => parseImageListUrl('ftp://x/y')).toThrow(/scheme ftp: is not supported/);
+    expect(parseImageListUrl('file:lists/my%20list.json').url.href).toBe(`${pathToFileURL(process.cwd()).href}/lists/my%20list.json`);
   });
 
   test('allowed folders are compared by path, not by prefix', () => {
