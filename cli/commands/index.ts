@@ -9,8 +9,9 @@ import { RunCommand } from './run.js';
 import { ShowConfCommand } from './show-conf.js';
 import { ShowEnvCommand } from './show-env.js';
 import { TestQueueCommand } from './test-queue.js';
+import { TransformCommand } from './transform.js';
 import { UsageCommand } from './usage.js';
 import { WorkerCommand } from './worker.js';
 
 /** Every command, in the original's order where it has one. */
-export const commands = [UsageCommand, ShowEnvCommand, ShowConfCommand, EnqueueFromEnvCommand, EnqueueFromImageListCommand, DequeueCommand, TestQueueCommand, RegisterNowCommand, ParseImageListCommand, GetImageListCommand, DrainQueueCommand, WorkerCommand, RunCommand];
+export const commands = [UsageCommand, ShowEnvCommand, ShowConfCommand, EnqueueFromEnvCommand, EnqueueFromImageListCommand, DequeueCommand, TestQueueCommand, RegisterNowCommand, ParseImageListCommand, GetImageListCommand, DrainQueueCommand, TransformCommand, WorkerCommand, RunCommand];

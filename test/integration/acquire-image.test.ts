@@ -5,7 +5,7 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import type { ApplicationFailure } from '@temporalio/common';
 import type { ImageEvent } from '../../core/event.js';
 import { createImagePipelineActivities } from '../../activities/image-pipeline.js';
-import type { DownloadProgress } from '../../activities/types.js';
+import type { AcquiredImage, DownloadProgress } from '../../activities/types.js';
 import { startImageServer, type ImageServer } from '../support/image-server.js';
 import { pipelineConfig, quietLogger, tempDir } from '../support/pipeline-fixtures.js';
 
@@ -108,7 +108,7 @@ describe('acquireImage gets the image into the work folder, verified', () => {
     expect(server.bytesSent.get('/resume.vmdk')).toBe(cut);
 
     const retry = new MockActivityEnvironment({ heartbeatDetails: last, attempt: 2 });
-    const got = await retry.run(activities.acquireImage, input);
+    const got = (await retry.run(activities.acquireImage, input)) as AcquiredImage;
     expect(got.sha512).toBe(sha512(body));
     expect((await readFile(got.path)).equals(body)).toBe(true);
     expect(server.ranges[server.ranges.length - 1]).toBe(`bytes=${last.offset}-`);
@@ -122,7 +122,7 @@ describe('acquireImage gets the image into the work folder, verified', () => {
     const input = { workflowId: 'norange', event: event({ uri: server.at('/norange.img'), checksumSha512: sha512(body) }) };
     await activities.acquireImage(input); // leaves the file where a resumed attempt would find it
     const retry = new MockActivityEnvironment({ heartbeatDetails: { offset: 1000 } });
-    const got = await retry.run(activities.acquireImage, input);
+    const got = (await retry.run(activities.acquireImage, input)) as AcquiredImage;
     expect(got.sha512).toBe(sha512(body));
     expect(got.bytes).toBe(body.length);
   });
