@@ -10,16 +10,31 @@ function toRegistered(img: KamakiImage, reused: boolean): RegisteredImage {
   return { imageId: img.id, name: img.name, location: img.location ?? '', reused, isPublic: img.is_public, properties: img.properties };
 }
 
-/** The image already registered for this image revision (same identity properties), if any. */
+/**
+ * The image already registered for this image revision (same identity properties), if any,
+ * with its visibility brought in line with `synnefo.public`: the workflow skips the upload
+ * when this finds one, so this is where a reused image gets the configured visibility.
+ */
 export async function findRegisteredImage(
   config: Config,
   logger: Logger,
   input: { event: ImageEvent; options: RegistrationOptions },
 ): Promise<RegisteredImage | null> {
   const kamaki = new Kamaki(config, logger, kamakiCloud(config, input.options));
-  const found = imagesMatching(await kamaki.listImages(), identityFilter(input.event));
+  return reuseExisting(config, logger, kamaki, input.event);
+}
+
+async function reuseExisting(config: Config, logger: Logger, kamaki: Kamaki, event: ImageEvent): Promise<RegisteredImage | null> {
+  const found = imagesMatching(await kamaki.listImages(), identityFilter(event));
+  if (found.length === 0) return null;
   if (found.length > 1) logger.warn({ imageIds: found.map((i) => i.id) }, 'several images carry this identity; using the first');
-  return found.length ? toRegistered(found[0], true) : null;
+  const img = found[0];
+  logger.info({ imageId: img.id }, 'an image with this identity is registered already: reusing it');
+  if (img.is_public !== config.synnefo.public) {
+    await kamaki.setVisibility(img.id, config.synnefo.public);
+    img.is_public = config.synnefo.public;
+  }
+  return toRegistered(img, true);
 }
 
 /**
@@ -30,17 +45,8 @@ export async function findRegisteredImage(
  */
 export async function registerWithKamaki(config: Config, logger: Logger, input: RegisterInput): Promise<RegisteredImage> {
   const kamaki = new Kamaki(config, logger, kamakiCloud(config, input.options));
-  const wantPublic = config.synnefo.public;
-  const existing = imagesMatching(await kamaki.listImages(), identityFilter(input.event));
-  if (existing.length) {
-    const img = existing[0];
-    logger.info({ imageId: img.id }, 'an image with this identity is registered already: reusing it');
-    if (img.is_public !== wantPublic) {
-      await kamaki.setVisibility(img.id, wantPublic);
-      img.is_public = wantPublic;
-    }
-    return toRegistered(img, true);
-  }
+  const existing = await reuseExisting(config, logger, kamaki, input.event);
+  if (existing) return existing;
 
   const { properties, dropped, rejected } = buildImageProperties({
     event: input.event,
@@ -54,7 +60,7 @@ export async function registerWithKamaki(config: Config, logger: Logger, input: 
   const objectName = imageObjectName(input.event);
   const container = config.synnefo.container;
   await kamaki.upload(input.path, container, objectName);
-  const img = await kamaki.register({ name: imageDisplayName(input.event), container, objectName, properties, isPublic: wantPublic });
+  const img = await kamaki.register({ name: imageDisplayName(input.event), container, objectName, properties, isPublic: config.synnefo.public });
   logger.info({ imageId: img.id, location: img.location, public: img.is_public }, 'image registered');
   return toRegistered(img, false);
 }

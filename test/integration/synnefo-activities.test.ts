@@ -155,6 +155,10 @@ test('a reused image gets the configured visibility', async () => {
   expect(pub).toMatchObject({ imageId: priv.imageId, reused: true, isPublic: true });
   expect(liveImages()[0].is_public).toBe(true);
   expect(state().invocations.at(-1)!.argv).toEqual(['image', 'modify', priv.imageId, '--public', '--cloud', 'testcloud']);
+  // findRegisteredImage (the workflow's shortcut past the upload) reconciles it too.
+  const found = await createSynnefoActivities({ config: config({ public: false }), logger }).findRegisteredImage({ event: event(), options: {} });
+  expect(found).toMatchObject({ imageId: priv.imageId, reused: true, isPublic: false });
+  expect(liveImages()[0].is_public).toBe(false);
 });
 
 test('expire makes every revision private by default, and finding nothing succeeds', async () => {
