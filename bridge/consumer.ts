@@ -171,7 +171,13 @@ export async function connectConsumer(rabbit: RabbitConfig, opts: { connectionNa
       await declareTopology(channel, rabbit);
       if (opts.prefetch) await channel.prefetch(opts.prefetch, false);
       const open = connection;
-      return { connection: open, channel, server, close: async () => void (await open.close().catch(() => undefined)) };
+      const close = async () => {
+        // Channel first: its close follows its acks on the wire, whereas a connection close
+        // may overtake acks still queued on the channel (amqplib multiplexes channels).
+        await channel.close().catch(() => undefined);
+        await open.close().catch(() => undefined);
+      };
+      return { connection: open, channel, server, close };
     } catch (err) {
       await connection?.close().catch(() => undefined);
       failures.push(`${server}: ${describeAmqpError(err)}`);

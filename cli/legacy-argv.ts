@@ -43,6 +43,7 @@ const TAKES_VALUE = new Set([
   '--sha512',
   '--size',
   '--prefetch',
+  '--metrics-port',
 ]);
 
 const GLOBAL_FLAGS: Readonly<Record<string, string>> = {

@@ -27,7 +27,8 @@ export class DrainQueueCommand extends ConfiguredCommand {
           this.log.warn(`Error converting drained event ${index} to appropriate format: ${(err as Error).message}`);
         }
       }
-      await session.channel.waitForConfirms();
+      // Close the channel before the connection, so every ack reaches the broker first.
+      await session.channel.close();
     } finally {
       await session.close();
     }
