@@ -1,0 +1,114 @@
+/** Shared helpers of the benchmarks: timing, medians, a static file server, big temporary files. */
+import { createReadStream } from 'node:fs';
+import { randomFillSync } from 'node:crypto';
+import { mkdir, open, rm, stat } from 'node:fs/promises';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+/** Big files go on /work (the repository's disk), not /tmp, which may be small. */
+export const BENCH_TMP = process.env.SNF_VMCATCHER_BENCH_TMP ?? path.join(ROOT, 'tmp', 'bench');
+export const REPEATS = Math.max(3, Number(process.env.SNF_VMCATCHER_BENCH_REPEATS ?? 3));
+export const GiB = 1024 ** 3;
+export const MiB = 1024 ** 2;
+
+export function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
+export const round = (value: number, digits = 3): number => Number(value.toFixed(digits));
+
+export async function timed<T>(fn: () => Promise<T>): Promise<{ ms: number; value: T }> {
+  const start = process.hrtime.bigint();
+  const value = await fn();
+  return { ms: Number(process.hrtime.bigint() - start) / 1e6, value };
+}
+
+export function log(message: string): void {
+  process.stderr.write(`[bench] ${message}\n`);
+}
+
+/** A file of `bytes` random bytes (incompressible, like a real image), made once and reused. */
+export async function randomFile(file: string, bytes: number): Promise<string> {
+  const existing = await stat(file).catch(() => undefined);
+  if (existing?.size === bytes) return file;
+  await mkdir(path.dirname(file), { recursive: true });
+  log(`writing ${bytes / MiB} MiB of random data to ${file}`);
+  const fh = await open(file, 'w');
+  try {
+    const chunk = Buffer.alloc(16 * MiB);
+    for (let at = 0; at < bytes; at += chunk.length) {
+      const n = Math.min(chunk.length, bytes - at);
+      randomFillSync(chunk, 0, n);
+      await fh.write(chunk, 0, n, at);
+    }
+  } finally {
+    await fh.close();
+  }
+  return file;
+}
+
+export async function sha512File(file: string): Promise<string> {
+  return (await execa('sha512sum', [file])).stdout.split(/\s/)[0];
+}
+
+export async function freeBytes(folder: string): Promise<number> {
+  const { stdout } = await execa('df', ['--output=avail', '-B1', folder]);
+  return Number(stdout.trim().split('\n').pop());
+}
+
+export async function cleanTmp(): Promise<void> {
+  await rm(BENCH_TMP, { recursive: true, force: true });
+}
+
+export interface FileServer {
+  url(name: string): string;
+  close(): Promise<void>;
+}
+
+/** Serves the files of one folder over HTTP on 127.0.0.1, with Content-Length, nothing else. */
+export async function serveFolder(folder: string): Promise<FileServer> {
+  const server = http.createServer((req, res) => {
+    const name = path.basename(new URL(req.url ?? '/', 'http://x').pathname);
+    const file = path.join(folder, name);
+    stat(file).then(
+      (s) => {
+        res.writeHead(200, { 'content-length': s.size, 'content-type': 'application/octet-stream' });
+        createReadStream(file, { highWaterMark: 1024 * 1024 }).pipe(res);
+      },
+      () => {
+        res.writeHead(404).end();
+      },
+    );
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: (name) => `http://127.0.0.1:${port}/${name}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** A result of one benchmark: figures, targets met or not, and notes, as written to results.md. */
+export interface BenchResult {
+  name: string;
+  title: string;
+  /** What was measured, how often, against what. */
+  method: string;
+  /** Rows of the results table. */
+  rows: Array<Record<string, string | number>>;
+  targets: Array<{ target: string; measured: string; met: boolean; note?: string }>;
+  notes?: string[];
+  /** Raw figures (every repeat), for results.json. */
+  raw: Record<string, unknown>;
+  skipped?: string;
+}
