@@ -66,12 +66,9 @@ export class RegisterNowCommand extends ConfiguredCommand {
       try {
         const result = (await handle.result()) as RegisterImageResult;
         if (this.json) this.out(JSON.stringify({ workflowId: started.workflowId, link, ...result }, null, 2));
-        else
-          this.out(
-            result.reused
-              ? `Image ${result.imageId} was already registered (${result.name ?? ''}); nothing added`
-              : `Registered image ${result.imageId} (${result.name ?? ''}) from ${this.url}`,
-          );
+        else if (started.outcome === 'already-exists' || result.reused)
+          this.out(`Image ${result.imageId} (${result.name ?? ''}) is already registered; nothing added`);
+        else this.out(`Registered image ${result.imageId} (${result.name ?? ''}) from ${this.url}`);
         return EXIT.ok;
       } catch (err) {
         if (err instanceof WorkflowFailedError) {

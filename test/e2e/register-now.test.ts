@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { ROOT, runCli } from '../support/cli.js';
+import { writeLinuxMbr } from '../support/disk-images.js';
 import { startTestServer, type TestServer } from '../support/http-server.js';
 import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/service-process.js';
 
@@ -30,6 +31,7 @@ describe('register-now end to end', () => {
     const qcow2 = path.join(dir, 'debian-12.qcow2');
     await execa('qemu-img', ['create', '-f', 'raw', raw, '16M']);
     await execa('dd', ['if=/dev/urandom', `of=${raw}`, 'bs=1M', 'count=4', 'seek=2', 'conv=notrunc']);
+    await writeLinuxMbr(raw, 16 * 1024 * 1024);
     await execa('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', raw, qcow2]);
     sha512 = (await execa('sha512sum', [qcow2])).stdout.split(' ')[0];
     server = await startTestServer({ routes: { '/images/debian-12.qcow2': { file: qcow2 } } });
