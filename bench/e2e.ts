@@ -4,7 +4,7 @@
  * fake kamaki and snf-mkimage, the real qemu-img). Every external tool runs through a wrapper
  * that records how long it took; overhead = the workflow's wall time − the tools' time.
  */
-import { appendFile, chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { appendFile, chmod, mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
 import { parseConfig } from '../core/config.js';
@@ -26,6 +26,24 @@ e=$(date +%s%N)
 echo "${name} $s $e" >> "$SNF_BENCH_TOOL_LOG"
 exit $rc
 `;
+}
+
+/** An MBR with one Linux partition: snf-mkimage (real or fake) refuses a disk without one. */
+async function writeLinuxMbr(rawDisk: string, sizeBytes: number): Promise<void> {
+  const mbr = Buffer.alloc(512);
+  const start = 2048;
+  mbr[446] = 0x80;
+  mbr[446 + 4] = 0x83;
+  mbr.writeUInt32LE(start, 446 + 8);
+  mbr.writeUInt32LE(Math.floor(sizeBytes / 512) - start, 446 + 12);
+  mbr[510] = 0x55;
+  mbr[511] = 0xaa;
+  const fh = await open(rawDisk, 'r+');
+  try {
+    await fh.write(mbr, 0, 512, 0);
+  } finally {
+    await fh.close();
+  }
 }
 
 export async function benchE2e(): Promise<BenchResult> {
@@ -53,6 +71,7 @@ export async function benchE2e(): Promise<BenchResult> {
     const name = `image-${i}.qcow2`;
     await execa('qemu-img', ['create', '-q', '-f', 'raw', raw, '32M']);
     await execa('dd', ['if=/dev/urandom', `of=${raw}`, 'bs=1M', 'count=2', 'seek=1', 'conv=notrunc', 'status=none']);
+    await writeLinuxMbr(raw, 32 * 1024 * 1024);
     await execa('qemu-img', ['convert', '-q', '-f', 'raw', '-O', 'qcow2', raw, path.join(images, name)]);
     await rm(raw);
     const size = Number((await execa('stat', ['-c', '%s', path.join(images, name)])).stdout);

@@ -45,10 +45,13 @@ async function machine(): Promise<Record<string, string | number>> {
   };
 }
 
+/** A table cell: a `|` inside (as in `curl | tee`) would split the cell. */
+const cell = (value: string | number): string => String(value).replace(/\|/g, '\\|');
+
 function table(rows: BenchResult['rows']): string {
   if (!rows.length) return '';
   const keys = Object.keys(rows[0]);
-  const line = (cells: Array<string | number>) => `| ${cells.join(' | ')} |`;
+  const line = (cells: Array<string | number>) => `| ${cells.map(cell).join(' | ')} |`;
   return [line(keys), line(keys.map(() => '---')), ...rows.map((r) => line(keys.map((k) => r[k] ?? '')))].join('\n');
 }
 
@@ -72,10 +75,10 @@ function markdown(file: ResultsFile): string {
       continue;
     }
     if (r.skipped) {
-      out.push(`| ${name} | | not measured: ${r.skipped} | |`);
+      out.push(`| ${name} | | not measured: ${cell(r.skipped)} | |`);
       continue;
     }
-    for (const t of r.targets) out.push(`| ${name} | ${t.target} | ${t.measured} | ${t.met ? 'yes' : `**no**${t.note ? `: ${t.note}` : ''}`} |`);
+    for (const t of r.targets) out.push(`| ${name} | ${cell(t.target)} | ${cell(t.measured)} | ${t.met ? 'yes' : `**no**${t.note ? `: ${cell(t.note)}` : ''}`} |`);
   }
   for (const name of Object.keys(BENCHES)) {
     const r = file.results[name];
