@@ -6,7 +6,7 @@ import { convertToRaw } from './convert.js';
 import { classified } from './failures.js';
 import { inspectImage } from './inspect.js';
 import type { AcquireInput, AcquiredImage, ConvertInput, ImageFormatInfo, InspectInput, RawImage } from './types.js';
-import { removeWorkDir } from './workspace.js';
+import { removeWorkDir, workDirFor } from './workspace.js';
 
 export type { AcquireInput, AcquiredImage, ConvertInput, ImageFormatInfo, InspectInput, RawImage } from './types.js';
 
@@ -19,7 +19,8 @@ export interface ImagePipelineActivities {
   acquireImage(input: AcquireInput): Promise<AcquiredImage>;
   inspectImage(input: InspectInput): Promise<ImageFormatInfo>;
   convertToRaw(input: ConvertInput): Promise<RawImage>;
-  cleanupWorkspace(input: { workDir: string }): Promise<void>;
+  /** Removes the workflow's work folder, whatever state a failed or finished attempt left it in. */
+  cleanupWorkspace(input: { workflowId: string }): Promise<void>;
 }
 
 /**
@@ -35,9 +36,10 @@ export function createImagePipelineActivities(deps: ImagePipelineDeps): ImagePip
       inspectImage(input, { timeoutMs: deps.config.worker.toolTimeoutMs, signal: cancellationSignal() }),
     ),
     convertToRaw: classified((input: ConvertInput) => convertToRaw(deps, input)),
-    cleanupWorkspace: classified(async (input: { workDir: string }) => {
-      await removeWorkDir(deps.config, input.workDir);
-      deps.logger.info({ workDir: input.workDir }, 'work folder removed');
+    cleanupWorkspace: classified(async (input: { workflowId: string }) => {
+      const workDir = workDirFor(deps.config, input.workflowId);
+      await removeWorkDir(deps.config, workDir);
+      deps.logger.info({ workDir }, 'work folder removed');
     }),
   };
 }

@@ -135,7 +135,6 @@ async function registerOnHost(
   const tools = hostActivities(claim, claim.toolTimeoutMs);
   const quick = hostActivities(claim, 5 * 60_000, false);
   const { workflowId } = workflowInfo();
-  let workDir: string | undefined;
   try {
     stage('acquiring', `download ${event.uri ?? event.filename ?? ''}`.trim());
     const acquired = await download.acquireImage({
@@ -144,7 +143,7 @@ async function registerOnHost(
       insecureSsl: options.insecureSsl,
       credentialName: options.credentialName,
     });
-    workDir = acquired.workDir;
+    const { workDir } = acquired;
     note({ bytesDone: acquired.bytes, bytesTotal: acquired.bytes });
 
     stage('inspecting');
@@ -170,12 +169,10 @@ async function registerOnHost(
       properties: registered.properties,
     };
   } finally {
-    if (workDir) {
-      const dir = workDir;
-      // Clean up even when cancelled; a lost host cannot be reached, and its folder is its own to purge.
-      await CancellationScope.nonCancellable(() => quick.cleanupWorkspace({ workDir: dir })).catch((err: unknown) =>
-        log.warn('could not clean up the work folder', { workDir: dir, error: String(err) }),
-      );
-    }
+    // Whatever happened (done, failed, cancelled), the work folder goes: a failed step leaves no
+    // files behind. A host that vanished cannot be reached, so this is best effort.
+    await CancellationScope.nonCancellable(() => quick.cleanupWorkspace({ workflowId })).catch((err: unknown) =>
+      log.warn('could not clean up the work folder', { host: claim.hostname, error: String(err) }),
+    );
   }
 }

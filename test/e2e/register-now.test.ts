@@ -110,5 +110,8 @@ synnefo {
     expect(result.exitCode).toBe(1);
     expect(result.stderr).toMatch(/Registration failed: .*sha512/i);
     expect((await state()).images.length).toBe(before);
+    // The failed workflow left no temporary file behind.
+    const leftovers = await execa('find', [`${dir}/work`, '-mindepth', '1']).catch(() => ({ stdout: '' }));
+    expect(leftovers.stdout).toBe('');
   });
 });

@@ -5,6 +5,9 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import type { ApplicationFailure } from '@temporalio/common';
 import type { ImageEvent } from '../../core/event.js';
 import { createImagePipelineActivities } from '../../activities/image-pipeline.js';
+import { removeWorkDir } from '../../activities/workspace.js';
+import type { Config } from '../../core/config.js';
+import { InvalidInputError } from '../../core/errors.js';
 import type { AcquiredImage, DownloadProgress } from '../../activities/types.js';
 import { startImageServer, type ImageServer } from '../support/image-server.js';
 import { pipelineConfig, quietLogger, tempDir } from '../support/pipeline-fixtures.js';
@@ -19,6 +22,7 @@ describe('acquireImage gets the image into the work folder, verified', () => {
   let cache: string;
   let outside: string;
   let activities: ReturnType<typeof createImagePipelineActivities>;
+  let config: Config;
   const image = randomBytes(4 * 1024 * 1024);
 
   beforeAll(async () => {
@@ -29,7 +33,7 @@ describe('acquireImage gets the image into the work folder, verified', () => {
     outside = path.join(root.dir, 'outside');
     await mkdir(cache, { recursive: true });
     await mkdir(outside, { recursive: true });
-    const config = pipelineConfig(work, {
+    config = pipelineConfig(work, {
       vmcatcherCacheFolders: [cache],
       allowedFileFolders: [cache],
       credentials: { appdb: 'sekrit-token-123' },
@@ -174,11 +178,12 @@ describe('acquireImage gets the image into the work folder, verified', () => {
     });
   });
 
-  test('cleanupWorkspace removes the work folder and is idempotent; it refuses folders outside the working folder', async () => {
-    const got = await activities.acquireImage({ workflowId: 'cleanup', event: event({ uri: server.at('/image.qcow2') }) });
-    await activities.cleanupWorkspace({ workDir: got.workDir });
-    await activities.cleanupWorkspace({ workDir: got.workDir });
+  test('cleanupWorkspace removes the workflow\'s work folder and is idempotent; folders outside the working folder are refused', async () => {
+    await activities.acquireImage({ workflowId: 'cleanup', event: event({ uri: server.at('/image.qcow2') }) });
+    expect((await readdir(work)).some((d) => d.startsWith('cleanup-'))).toBe(true);
+    await activities.cleanupWorkspace({ workflowId: 'cleanup' });
+    await activities.cleanupWorkspace({ workflowId: 'cleanup' });
     expect((await readdir(work)).some((d) => d.startsWith('cleanup-'))).toBe(false);
-    await expect(activities.cleanupWorkspace({ workDir: outside })).rejects.toMatchObject({ nonRetryable: true });
+    await expect(removeWorkDir(config, outside)).rejects.toBeInstanceOf(InvalidInputError);
   });
 });
