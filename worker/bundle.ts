@@ -1,7 +1,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { bundleWorkflowCode } from '@temporalio/worker';
+import { bundleWorkflowCode, DefaultLogger } from '@temporalio/worker';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -10,7 +10,8 @@ export const WORKFLOW_BUNDLE = path.join(here, 'workflow-bundle.js');
 export const WORKFLOWS_PATH = path.join(here, '../workflows/index.js');
 
 async function main(): Promise<void> {
-  const { code } = await bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, logger: undefined });
+  // Only problems are worth printing at build time.
+  const { code } = await bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, logger: new DefaultLogger('WARN') });
   await mkdir(path.dirname(WORKFLOW_BUNDLE), { recursive: true });
   await writeFile(WORKFLOW_BUNDLE, code);
 }
