@@ -31,23 +31,40 @@ export async function declareTopology(channel: Channel, rabbit: RabbitConfig): P
   await channel.assertQueue(deadLetterQueue(rabbit), { durable: true, exclusive: false, autoDelete: false });
 }
 
-/** Connects to the first server of `rabbitmq.servers` that answers, and declares the topology. */
-export async function openBroker(rabbit: RabbitConfig): Promise<BrokerSession> {
+export interface OpenOptions {
+  /** Shown in `rabbitmqctl list_connections` (client property `connection_name`). */
+  connectionName?: string;
+  /** Unacked deliveries the broker may push on this channel (consumers only). */
+  prefetch?: number;
+}
+
+/**
+ * Connects to the first server of `rabbitmq.servers` that answers (one attempt each; callers
+ * decide on retries), opens one confirm channel and declares the topology.
+ */
+export async function openBroker(rabbit: RabbitConfig, opts: OpenOptions = {}): Promise<BrokerSession> {
   const failures: string[] = [];
   for (const server of rabbit.servers) {
     let connection: ChannelModel | undefined;
     try {
-      connection = await amqp.connect(brokerUrl(rabbit, server), { timeout: rabbit.connectTimeoutMs });
+      connection = await amqp.connect(brokerUrl(rabbit, server), {
+        timeout: rabbit.connectTimeoutMs,
+        clientProperties: opts.connectionName ? { connection_name: opts.connectionName } : undefined,
+      });
       connection.on('error', () => undefined); // surfaced through the failing operation instead
       const channel = await connection.createConfirmChannel();
       channel.on('error', () => undefined);
       await declareTopology(channel, rabbit);
+      if (opts.prefetch) await channel.prefetch(opts.prefetch, false);
       const open = connection;
       return {
         connection: open,
         channel,
         server,
         async close() {
+          // Channel first: amqplib may send the connection close ahead of acks and publishes
+          // still queued on the channel, losing them.
+          await channel.close().catch(() => undefined);
           await open.close().catch(() => undefined);
         },
       };

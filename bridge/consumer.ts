@@ -5,14 +5,13 @@
  * not a valid event to the dead-letter queue.
  */
 import os from 'node:os';
-import amqp, { type ChannelModel, type ConfirmChannel, type Message, type Options } from 'amqplib';
+import type { ConfirmChannel, Message, Options } from 'amqplib';
 import type { Client } from '@temporalio/client';
 import { deadLetterQueue, type Config, type RabbitConfig } from '../core/config.js';
-import { BrokerError } from '../core/errors.js';
 import { EVENT_FIELDS, eventFromMessageBody, InvalidEventError, type ImageEvent } from '../core/event.js';
 import { startWorkflowForEvent, type StartResult } from '../core/starter.js';
 import type { RegistrationOptions } from '../core/workflow-contract.js';
-import { brokerUrl, declareTopology, describeAmqpError } from './broker.js';
+import { openBroker, type BrokerSession } from './broker.js';
 
 // ---------------------------------------------------------------------------------------
 // Pure decisions
@@ -146,44 +145,11 @@ export function bridgeConnectionName(role = 'bridge'): string {
   return `snf-vmcatcher-${role}@${os.hostname()}:${process.pid}`;
 }
 
-export interface ConsumerSession {
-  connection: ChannelModel;
-  channel: ConfirmChannel;
-  server: string;
-  close(): Promise<void>;
-}
+export type ConsumerSession = BrokerSession;
 
-/**
- * Connects to the first server that answers, names the connection (so an operator, or a
- * test, can find it in `rabbitmqctl list_connections`), opens one confirm channel, sets the
- * prefetch and declares the topology. One attempt per server; callers decide on retries.
- */
-export async function connectConsumer(rabbit: RabbitConfig, opts: { connectionName: string; prefetch?: number }): Promise<ConsumerSession> {
-  const failures: string[] = [];
-  for (const server of rabbit.servers) {
-    let connection: ChannelModel | undefined;
-    try {
-      connection = await amqp.connect(brokerUrl(rabbit, server), {
-        timeout: rabbit.connectTimeoutMs,
-        clientProperties: { connection_name: opts.connectionName },
-      });
-      const channel = await connection.createConfirmChannel();
-      await declareTopology(channel, rabbit);
-      if (opts.prefetch) await channel.prefetch(opts.prefetch, false);
-      const open = connection;
-      const close = async () => {
-        // Channel first: its close follows its acks on the wire, whereas a connection close
-        // may overtake acks still queued on the channel (amqplib multiplexes channels).
-        await channel.close().catch(() => undefined);
-        await open.close().catch(() => undefined);
-      };
-      return { connection: open, channel, server, close };
-    } catch (err) {
-      await connection?.close().catch(() => undefined);
-      failures.push(`${server}: ${describeAmqpError(err)}`);
-    }
-  }
-  throw new BrokerError(`cannot connect to RabbitMQ (vhost '${rabbit.vhost}', user '${rabbit.username}'): ${failures.join('; ')}`);
+/** The bridge's broker session: a named connection (so an operator, or a test, can find it) with a prefetch. */
+export function connectConsumer(rabbit: RabbitConfig, opts: { connectionName: string; prefetch?: number }): Promise<ConsumerSession> {
+  return openBroker(rabbit, opts);
 }
 
 /** Publishes the dead-lettered copy through the default exchange and waits for the broker's confirm. */
