@@ -110,7 +110,8 @@ export async function acquireImage(deps: AcquireDeps, input: AcquireInput): Prom
     if (event.filename.includes('/') || event.filename.includes('\\') || event.filename === '..' || event.filename === '.') {
       throw new InvalidInputError(`VMCATCHER_EVENT_FILENAME '${event.filename}' must be a plain file name`);
     }
-    const allowed = config.security.vmcatcherCacheFolders.length ? config.security.vmcatcherCacheFolders : [event.cacheDir];
+    // Only configured folders: a message must never be able to name /etc as a "cache".
+    const allowed = config.security.vmcatcherCacheFolders;
     await resolveInsideFolders(event.cacheDir, allowed, 'vmcatcher cache folder');
     const source = await resolveInsideFolders(path.join(event.cacheDir, event.filename), allowed, 'vmcatcher cache file');
     if (!(await stat(source)).isFile()) throw new InvalidInputError(`vmcatcher cache file ${source} is not a regular file`);

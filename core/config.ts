@@ -99,7 +99,7 @@ export const SecurityConfigSchema = z.object({
   pinEndorser: z.boolean().default(true),
   /** Folders `file:` URLs may read from. Empty: no `file:` URLs at all. */
   allowedFileFolders: z.array(z.string()).default([]),
-  /** Folders vmcatcher cache events may point into. Empty: every VMCATCHER_CACHE_DIR_CACHE. */
+  /** Folders vmcatcher cache events may point into (VMCATCHER_CACHE_DIR_CACHE). Empty: none. */
   vmcatcherCacheFolders: z.array(z.string()).default(['/var/lib/vmcatcher/cache', '/var/cache/vmimages/endorsed']),
   maxImageListBytes: sizeBytes.default(16 * 1024 * 1024),
   maxImageBytes: sizeBytes.default(64 * 1024 ** 3),

@@ -155,6 +155,13 @@ describe('acquireImage gets the image into the work folder, verified', () => {
     ).rejects.toMatchObject({ nonRetryable: true, message: expect.stringMatching(/outside the allowed folders/) });
   });
 
+  test('with no vmcatcher cache folder configured, a cache event naming any folder (here /etc) is refused', async () => {
+    const strict = createImagePipelineActivities({ config: pipelineConfig(work, { vmcatcherCacheFolders: [] }), logger: quietLogger });
+    await expect(
+      strict.acquireImage({ workflowId: 'cache-etc', event: event({ origin: 'vmcatcher', type: 'AvailablePostfix', cacheDir: '/etc', filename: 'passwd' }) }),
+    ).rejects.toMatchObject({ nonRetryable: true, message: expect.stringMatching(/no folder is allowed/) });
+  });
+
   test('a symlink in the cache pointing outside is refused', async () => {
     await symlink(path.join(outside, 'secret'), path.join(cache, 'link-uuid'));
     await expect(
