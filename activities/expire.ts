@@ -5,14 +5,17 @@ import { Kamaki, imagesMatching, kamakiCloud } from './kamaki.js';
 import type { ExpireInput, ExpireResult } from './synnefo-types.js';
 
 /**
- * vmcatcher expired this image: make every registered revision of it private (the default,
+ * vmcatcher expired this image: make the registered revision it names private (the default,
  * reversible) or unregister it, as `synnefo.expireAction` says. Finding nothing is success.
  */
 export async function expireRegisteredImages(config: Config, logger: Logger, input: ExpireInput): Promise<ExpireResult> {
   const action = config.synnefo.expireAction;
   const kamaki = new Kamaki(config, logger, kamakiCloud(config, input.options));
-  // Any revision: an expire event names the image, not necessarily the checksum we registered.
-  const found = imagesMatching(await kamaki.listImages(), identityFilter(input.event, true));
+  // vmcatcher's expire event carries the expired revision's sha512: expire exactly that one, so
+  // an update (Expire old + Available new, in either order of completion) never hides the new
+  // revision. Without a checksum the event names only the image: every revision goes.
+  const anyRevision = !input.event.checksumSha512;
+  const found = imagesMatching(await kamaki.listImages(), identityFilter(input.event, anyRevision));
   if (found.length === 0) {
     logger.info({ imageListId: input.event.imageListId, imageId: input.event.imageId }, 'no registered image to expire');
     return { action, imageIds: [] };

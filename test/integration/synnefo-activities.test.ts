@@ -161,7 +161,7 @@ test('a reused image gets the configured visibility', async () => {
   expect(liveImages()[0].is_public).toBe(false);
 });
 
-test('expire makes every revision private by default, and finding nothing succeeds', async () => {
+test('expire makes the expired revision private by default, leaves a newer revision alone, and finding nothing succeeds', async () => {
   const acts = createSynnefoActivities({ config: config(), logger });
   const raw = rawDisk(path.join(dir, 'image.raw'));
   const a = await acts.registerWithKamaki({ path: raw, event: event('img-1', SHA), options: {}, metadata: {} });
@@ -169,15 +169,26 @@ test('expire makes every revision private by default, and finding nothing succee
   const other = await acts.registerWithKamaki({ path: raw, event: event('img-2'), options: {}, metadata: {} });
   expect(new Set([a.imageId, b.imageId, other.imageId]).size).toBe(3);
 
-  const expired = await acts.expireRegisteredImages({ event: event('img-1', '34'.repeat(64)), options: {} });
-  expect(expired.action).toBe('make-private');
-  expect(expired.imageIds.sort()).toEqual([a.imageId, b.imageId].sort());
+  // An update: vmcatcher expires revision SHA while revision 12… is the new one.
+  const expired = await acts.expireRegisteredImages({ event: event('img-1', SHA), options: {} });
+  expect(expired).toEqual({ action: 'make-private', imageIds: [a.imageId] });
   const byId = new Map(liveImages().map((i) => [i.id, i]));
   expect(byId.get(a.imageId)!.is_public).toBe(false);
-  expect(byId.get(b.imageId)!.is_public).toBe(false);
+  expect(byId.get(b.imageId)!.is_public).toBe(true);
   expect(byId.get(other.imageId)!.is_public).toBe(true);
 
   expect(await acts.expireRegisteredImages({ event: event('never-registered'), options: {} })).toEqual({ action: 'make-private', imageIds: [] });
+});
+
+test('an expire event without a checksum names only the image: every revision of it goes private', async () => {
+  const acts = createSynnefoActivities({ config: config(), logger });
+  const raw = rawDisk(path.join(dir, 'image.raw'));
+  const a = await acts.registerWithKamaki({ path: raw, event: event('img-1', SHA), options: {}, metadata: {} });
+  const b = await acts.registerWithKamaki({ path: raw, event: event('img-1', '12'.repeat(64)), options: {}, metadata: {} });
+  const { checksumSha512: _drop, ...noChecksum } = event('img-1');
+  const expired = await acts.expireRegisteredImages({ event: noChecksum, options: {} });
+  expect(expired.imageIds.sort()).toEqual([a.imageId, b.imageId].sort());
+  expect(liveImages().filter((i) => i.is_public)).toHaveLength(0);
 });
 
 test('expire with expireAction unregister removes the image', async () => {
