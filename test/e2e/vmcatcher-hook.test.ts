@@ -1,0 +1,134 @@
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { execa } from 'execa';
+import { ROOT, runCli } from '../support/cli.js';
+import { writeLinuxMbr } from '../support/disk-images.js';
+import { deleteTopology, uniqueTopology, writeConf } from '../support/rabbit.js';
+import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/service-process.js';
+
+interface FakeImage {
+  id: string;
+  is_public: boolean;
+  properties: Record<string, string>;
+}
+
+/**
+ * The whole product path, as a site runs it: vmcatcher's hook line (`enqueue-from-env` with the
+ * event in its environment) → RabbitMQ → `run` (bridge + worker) → registered image; then the
+ * image's expiry, through the same path, makes it private.
+ */
+describe('a vmcatcher cache event, end to end', () => {
+  const topology = uniqueTopology('hook');
+  const imageId = '24910a01-d1ac-49be-b253-7746ed8f0dc0';
+  const listId = `list-${Math.random().toString(16).slice(2, 10)}`;
+  let dir: string;
+  let cacheDir: string;
+  let conf: string;
+  let env: Record<string, string>;
+  let service: ServiceProcess;
+  let vmcatcherEnv: Record<string, string>;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'snf-hook-'));
+    cacheDir = path.join(dir, 'cache');
+    await mkdir(cacheDir);
+    // vmcatcher names the cached file after the image UUID, with no extension.
+    const raw = path.join(dir, 'disk.raw');
+    await execa('qemu-img', ['create', '-f', 'raw', raw, '8M']);
+    await writeLinuxMbr(raw, 8 * 1024 * 1024);
+    await execa('qemu-img', ['convert', '-f', 'raw', '-O', 'vmdk', '-o', 'subformat=streamOptimized', raw, path.join(cacheDir, imageId)]);
+    const cached = path.join(cacheDir, imageId);
+    const sha512 = (await execa('sha512sum', [cached])).stdout.split(' ')[0];
+    const size = (await execa('stat', ['-c', '%s', cached])).stdout.trim();
+
+    await writeFile(path.join(dir, 'kamakirc'), '[global]\ndefault_cloud = site\n\n[cloud "site"]\nurl = https://accounts.example.org/identity/v2.0\ntoken = t\n');
+    conf = await writeConf(
+      topology,
+      `worker { workingFolder = "${dir}/work" }
+spool { folder = "${dir}/spool" }
+security { vmcatcherCacheFolders = ["${cacheDir}"] }
+synnefo {
+  kamaki = "${ROOT}/test/fakes/kamaki"
+  snfMkimage = "${ROOT}/test/fakes/snf-mkimage"
+  sudo = []
+  cloud = "site"
+}
+`,
+    );
+    env = {
+      TEMPORAL_TASK_QUEUE: uniqueTaskQueue('hook'),
+      FAKE_SYNNEFO_STATE: path.join(dir, 'synnefo-state.json'),
+      FAKE_KAMAKIRC: path.join(dir, 'kamakirc'),
+    };
+    vmcatcherEnv = {
+      VMCATCHER_EVENT_UUID_SESSION: 'a3c2f3b4-0000-11ee-8000-000000000001',
+      VMCATCHER_CACHE_DIR_CACHE: cacheDir,
+      VMCATCHER_CACHE_DIR_DOWNLOAD: path.join(dir, 'partial'),
+      VMCATCHER_CACHE_DIR_EXPIRE: path.join(dir, 'expired'),
+      VMCATCHER_EVENT_DC_IDENTIFIER: imageId,
+      VMCATCHER_EVENT_DC_TITLE: 'Image for CentOS 7 [CentOS/7/KVM]',
+      VMCATCHER_EVENT_DC_DESCRIPTION: 'A test appliance',
+      VMCATCHER_EVENT_HV_URI: 'https://appliance-repo.example.org/centos7.vmdk',
+      VMCATCHER_EVENT_HV_SIZE: size,
+      VMCATCHER_EVENT_HV_VERSION: '7.2-1',
+      VMCATCHER_EVENT_HV_HYPERVISOR: 'KVM',
+      VMCATCHER_EVENT_HV_FORMAT: 'VMDK',
+      VMCATCHER_EVENT_SL_ARCH: 'x86_64',
+      VMCATCHER_EVENT_SL_CHECKSUM_SHA512: sha512,
+      VMCATCHER_EVENT_SL_OS: 'Linux',
+      VMCATCHER_EVENT_SL_OSVERSION: '7',
+      VMCATCHER_EVENT_IL_DC_IDENTIFIER: listId,
+      VMCATCHER_EVENT_AD_MPURI: `https://appdb.example.org/store/vo/image/${imageId}:42/`,
+      VMCATCHER_EVENT_VO: 'fedcloud.egi.eu',
+    };
+    service = await startService(['run', '--conf', conf], { env, readyPattern: /consuming/ });
+  });
+
+  afterAll(async () => {
+    await service?.stop();
+    await deleteTopology(topology);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const images = async (): Promise<FakeImage[]> => {
+    try {
+      return (JSON.parse(await readFile(env.FAKE_SYNNEFO_STATE, 'utf8')) as { images: FakeImage[] }).images;
+    } catch {
+      return [];
+    }
+  };
+  const waitFor = async (what: string, check: () => Promise<boolean>, timeoutMs = 90_000) => {
+    const deadline = Date.now() + timeoutMs;
+    while (!(await check())) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}\n${service.log().slice(-4000)}`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  };
+
+  test('AvailablePostfix registers the cached image once, with its provenance; ExpirePostfix makes it private', async () => {
+    const hookLine = ['-v', 'enqueue-from-env', '-conf', conf];
+    const available = await runCli(hookLine, { env: { ...env, ...vmcatcherEnv, VMCATCHER_EVENT_TYPE: 'AvailablePostfix', VMCATCHER_EVENT_FILENAME: imageId } });
+    expect(available.exitCode).toBe(0);
+    // vmcatcher may run the hook again for the same image (e.g. a re-run): still one image.
+    const again = await runCli(hookLine, { env: { ...env, ...vmcatcherEnv, VMCATCHER_EVENT_TYPE: 'AvailablePostfix', VMCATCHER_EVENT_FILENAME: imageId } });
+    expect(again.exitCode).toBe(0);
+
+    await waitFor('the image to be registered', async () => (await images()).length === 1);
+    const [image] = await images();
+    expect(image.is_public).toBe(true);
+    expect(image.properties).toMatchObject({
+      VMCATCHER_IL_DC_IDENTIFIER: listId,
+      VMCATCHER_DC_IDENTIFIER: imageId,
+      OSFAMILY: 'linux',
+      VMCATCHER_EVENT_AD_MPURI: vmcatcherEnv.VMCATCHER_EVENT_AD_MPURI,
+    });
+
+    const expire = await runCli(hookLine, {
+      env: { ...env, ...vmcatcherEnv, VMCATCHER_EVENT_TYPE: 'ExpirePostfix', VMCATCHER_EVENT_FILENAME: `${imageId}.2026-11-26_12-00-00` },
+    });
+    expect(expire.exitCode).toBe(0);
+    await waitFor('the image to be made private', async () => (await images())[0]?.is_public === false);
+    expect(await images()).toHaveLength(1);
+  });
+});
