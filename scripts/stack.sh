@@ -58,7 +58,10 @@ trap stop INT TERM EXIT
 
 run_part() { # name, command...
   local name=$1; shift
-  "$@" > >(tee -a "$DATA/logs/$name.log" | sed -u "s/^/[$name] /") 2>&1 &
+  # Each part runs in its own session, so Ctrl-C reaches only this script, which then stops
+  # the parts in order with one SIGTERM each; the log pipeline ignores Ctrl-C, so it still
+  # carries each part's shutdown lines.
+  setsid "$@" > >(trap '' INT; tee -a "$DATA/logs/$name.log" | sed -u "s/^/[$name] /") 2>&1 &
   pids+=($!)
 }
 
