@@ -1,6 +1,5 @@
 import { Command } from 'clipanion';
 import { startBridge } from '../../bridge/bridge.js';
-import { startWorker } from '../../worker/worker.js';
 import { ConfiguredCommand } from '../base-command.js';
 import { untilSignal } from '../signals.js';
 
@@ -15,6 +14,8 @@ export class RunCommand extends ConfiguredCommand {
 
   async run(): Promise<number> {
     const config = await this.config();
+    // Loaded here, not at the top: the worker SDK's native bridge costs every other command ~0.4 s.
+    const { startWorker } = await import('../../worker/worker.js');
     const worker = await startWorker({ config, logger: this.log.child({ part: 'worker' }) });
     let bridge;
     try {

@@ -1,5 +1,4 @@
 import { Command } from 'clipanion';
-import { startWorker } from '../../worker/worker.js';
 import { ConfiguredCommand } from '../base-command.js';
 import { untilSignal } from '../signals.js';
 
@@ -14,6 +13,8 @@ export class WorkerCommand extends ConfiguredCommand {
 
   async run(): Promise<number> {
     const config = await this.config();
+    // Loaded here, not at the top: the worker SDK's native bridge costs every other command ~0.4 s.
+    const { startWorker } = await import('../../worker/worker.js');
     const worker = await startWorker({ config, logger: this.log });
     await untilSignal(worker.done, () => worker.stop(), this.log);
     return 0;
