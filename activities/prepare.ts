@@ -28,7 +28,16 @@ export async function prepareImage(config: Config, logger: Logger, input: Prepar
     command: program,
     // --force: a retry finds the outputs of the failed attempt; --tmpdir keeps snf-mkimage's
     // large temporary files on the worker's disk rather than in /tmp.
-    args: [...prefix, '-o', outfile, '--force', '--tmpdir', input.workDir, input.rawPath],
+    args: [
+      ...prefix,
+      '-o',
+      outfile,
+      '--force',
+      '--tmpdir',
+      input.workDir,
+      ...(config.synnefo.allowUnsupported ? ['--allow-unsupported'] : []),
+      input.rawPath,
+    ],
     timeoutMs: config.worker.toolTimeoutMs,
     logger,
     permanentExitCodes: SNF_MKIMAGE_USAGE_EXIT,

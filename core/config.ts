@@ -78,6 +78,11 @@ export const SynnefoConfigSchema = z.object({
   sudo: z.array(z.string()).default(['sudo', '-n']),
   /** Run snf-mkimage (sysprep, shrink, metadata). Off uploads the raw image as converted. */
   prepare: z.boolean().default(true),
+  /**
+   * Pass --allow-unsupported to snf-mkimage: register images whose OS it cannot recognise,
+   * with every deployment task disabled (EXCLUDE_ALL_TASKS=yes) instead of failing.
+   */
+  allowUnsupported: z.boolean().default(false),
   /** Default kamaki cloud name (from ~/.kamakirc) when an event or command names none. */
   cloud: z.string().min(1).optional(),
   container: z.string().min(1).default('images'),

@@ -38,6 +38,8 @@ synnefo {
   snfMkimage = "$ROOT/test/fakes/snf-mkimage"
   sudo = []
   cloud = "local"
+  # Lets a blank demo disk register (with every deployment task excluded); off by default.
+  allowUnsupported = true
 }
 CONF
   printf '[global]\ndefault_cloud = local\n\n[cloud "local"]\nurl = http://localhost/fake/identity/v2.0\ntoken = not-a-secret\n' > "$DATA/kamakirc"

@@ -243,6 +243,15 @@ test('snf-mkimage failures: unsupported media fails, a killed run is transient',
   await expect(acts.prepareImage({ rawPath: raw, workDir: dir, event: event(), options: {} })).resolves.toMatchObject({ prepared: true });
 });
 
+test('with synnefo.allowUnsupported, media snf-mkimage cannot recognise is prepared with every deployment task excluded', async () => {
+  const acts = createSynnefoActivities({ config: config({ allowUnsupported: true }), logger });
+  const blank = path.join(dir, 'blank-allowed.raw');
+  writeFileSync(blank, Buffer.alloc(8192));
+  const prepared = await acts.prepareImage({ rawPath: blank, workDir: dir, event: event(), options: {} });
+  expect(prepared).toMatchObject({ prepared: true, metadata: { EXCLUDE_ALL_TASKS: 'yes' } });
+  expect(state().invocations.at(-1)!.argv).toContain('--allow-unsupported');
+});
+
 test('the tool runner kills the program on cancellation and on timeout', async () => {
   const controller = new AbortController();
   const started = Date.now();
