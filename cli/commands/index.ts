@@ -5,6 +5,7 @@ import { EnqueueFromImageListCommand } from './enqueue-from-image-list.js';
 import { GetImageListCommand } from './get-image-list.js';
 import { ParseImageListCommand } from './parse-image-list.js';
 import { RegisterNowCommand } from './register-now.js';
+import { RegistrationsCommand } from './registrations.js';
 import { RunCommand } from './run.js';
 import { ShowConfCommand } from './show-conf.js';
 import { ShowEnvCommand } from './show-env.js';
@@ -14,4 +15,4 @@ import { UsageCommand } from './usage.js';
 import { WorkerCommand } from './worker.js';
 
 /** Every command, in the original's order where it has one. */
-export const commands = [UsageCommand, ShowEnvCommand, ShowConfCommand, EnqueueFromEnvCommand, EnqueueFromImageListCommand, DequeueCommand, TestQueueCommand, RegisterNowCommand, ParseImageListCommand, GetImageListCommand, DrainQueueCommand, TransformCommand, WorkerCommand, RunCommand];
+export const commands = [UsageCommand, ShowEnvCommand, ShowConfCommand, EnqueueFromEnvCommand, EnqueueFromImageListCommand, DequeueCommand, TestQueueCommand, RegisterNowCommand, ParseImageListCommand, GetImageListCommand, DrainQueueCommand, TransformCommand, WorkerCommand, RunCommand, RegistrationsCommand];

@@ -1,0 +1,60 @@
+import { Client, Connection } from '@temporalio/client';
+import { registrationsQuery } from '../../cli/commands/registrations.js';
+import { parseConfig } from '../../core/config.js';
+import { eventFromFlat } from '../../core/event.js';
+import { startWorkflowForEvent } from '../../core/starter.js';
+import { runCli } from '../support/cli.js';
+import { uniqueTaskQueue } from '../support/service-process.js';
+
+describe('registrationsQuery', () => {
+  test.each([
+    [{}, "WorkflowType IN ('registerImage', 'expireImage')"],
+    [{ status: 'failed' as const }, "WorkflowType IN ('registerImage', 'expireImage') AND ExecutionStatus = 'Failed'"],
+    [
+      { stage: 'acquiring', imageListIdentifier: "o'brien" },
+      "WorkflowType IN ('registerImage', 'expireImage') AND ImageStage = 'acquiring' AND ImageListIdentifier = 'o\\'brien'",
+    ],
+  ])('%j → %s', (filter, query) => {
+    expect(registrationsQuery(filter)).toBe(query);
+  });
+});
+
+describe('registrations', () => {
+  test('lists the workflows of an image list with their stage, filtered through the search attributes', async () => {
+    const taskQueue = uniqueTaskQueue('regs');
+    const listId = `regs-list-${taskQueue}`;
+    const connection = await Connection.connect({ address: process.env.TEMPORAL_ADDRESS });
+    try {
+      const client = new Client({ connection });
+      const config = parseConfig({ temporal: { taskQueue } }, 'test');
+      // No worker polls this task queue: the workflows stay queued, as during an outage of the workers.
+      for (const imageId of ['img-a', 'img-b']) {
+        const event = eventFromFlat(
+          { VMCATCHER_EVENT_IL_DC_IDENTIFIER: listId, VMCATCHER_EVENT_DC_IDENTIFIER: imageId, VMCATCHER_EVENT_HV_URI: `https://example.org/${imageId}.qcow2`, VMCATCHER_EVENT_VO: 'vo.example.org' },
+          'image-list',
+        );
+        await startWorkflowForEvent(client, config, event);
+      }
+      let lines: string[] = [];
+      for (let i = 0; i < 40 && lines.length < 2; i++) {
+        const result = await runCli(['registrations', '--image-list-identifier', listId, '--json']);
+        expect(result.exitCode).toBe(0);
+        lines = result.stdout.trim().split('\n').filter(Boolean);
+        if (lines.length < 2) await new Promise((r) => setTimeout(r, 250));
+      }
+      const rows = lines.map((l) => JSON.parse(l));
+      expect(rows.map((r) => r.imageIdentifier).sort()).toEqual(['img-a', 'img-b']);
+      expect(rows[0]).toMatchObject({ type: 'registerImage', status: 'RUNNING', stage: 'queued', imageListIdentifier: listId, vo: 'vo.example.org' });
+
+      const table = await runCli(['registrations', '--image-list-identifier', listId, '--stage', 'queued']);
+      expect(table.stdout.split('\n')[0]).toMatch(/^STATUS\s+STAGE\s+IMAGE\s+IMAGE LIST\s+STARTED\s+WORKFLOW ID$/);
+      expect(table.stdout).toContain('img-a');
+      const none = await runCli(['registrations', '--image-list-identifier', listId, '--stage', 'failed']);
+      expect(none.stdout).toBe('');
+      expect(none.stderr).toContain('No registrations match');
+      for (const r of rows) await client.workflow.getHandle(r.workflowId).terminate('test cleanup');
+    } finally {
+      await connection.close();
+    }
+  });
+});
