@@ -8,7 +8,7 @@ import os from 'node:os';
 import type { ConfirmChannel, Message, Options } from 'amqplib';
 import type { Client } from '@temporalio/client';
 import { deadLetterQueue, type Config, type RabbitConfig } from '../core/config.js';
-import { EVENT_FIELDS, eventFromMessageBody, InvalidEventError, type ImageEvent } from '../core/event.js';
+import { eventFromMessageBody, InvalidEventError, type ImageEvent, type InvalidEventReason } from '../core/event.js';
 import { startWorkflowForEvent, type StartResult } from '../core/starter.js';
 import type { RegistrationOptions } from '../core/workflow-contract.js';
 import { openBroker, type BrokerSession } from './broker.js';
@@ -17,14 +17,7 @@ import { openBroker, type BrokerSession } from './broker.js';
 // Pure decisions
 
 /** Why a message went to the dead-letter queue (the `x-snf-vmcatcher-reason` header). */
-export type DeadLetterReason =
-  | 'invalid-json'
-  | 'not-an-object'
-  | 'nested-value'
-  | 'bad-event-type'
-  | 'missing-key'
-  | 'invalid-value'
-  | 'rejected-by-temporal';
+export type DeadLetterReason = InvalidEventReason | 'rejected-by-temporal';
 
 export interface DeadLetterCause {
   reason: DeadLetterReason;
@@ -40,16 +33,7 @@ export const DETAIL_HEADER = 'x-snf-vmcatcher-error';
 
 /** Classifies an InvalidEventError (from parsing or from the starter's checks). */
 export function deadLetterCause(err: InvalidEventError): DeadLetterCause {
-  const detail = err.message;
-  const key = err.key;
-  let reason: DeadLetterReason;
-  if (/not JSON/i.test(detail)) reason = 'invalid-json';
-  else if (/must be a JSON object/i.test(detail)) reason = 'not-an-object';
-  else if (/nested/i.test(detail)) reason = 'nested-value';
-  else if (key === EVENT_FIELDS.type) reason = 'bad-event-type';
-  else if (/is required/i.test(detail)) reason = 'missing-key';
-  else reason = 'invalid-value';
-  return key ? { reason, key, detail } : { reason, detail };
+  return err.key ? { reason: err.reason, key: err.key, detail: err.message } : { reason: err.reason, detail: err.message };
 }
 
 /** What a failed start means for the message. */

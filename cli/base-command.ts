@@ -1,6 +1,7 @@
 import { Command, Option, UsageError } from 'clipanion';
 import { loadConfig, secretValues, type Config } from '../core/config.js';
 import { ConfigError, InvalidInputError, SnfVmcatcherError } from '../core/errors.js';
+import { InvalidEventError } from '../core/event.js';
 import { createLogger, registerSecrets, scrubSecrets, type Logger } from '../core/logging.js';
 import type { CliContext } from './context.js';
 
@@ -47,7 +48,7 @@ export abstract class BaseCommand extends Command<CliContext> {
 
   protected report(err: unknown): number {
     const line = (msg: string) => this.context.stderr.write(`snf-vmcatcher: ${scrubSecrets(msg)}\n`);
-    if (err instanceof UsageError || err instanceof ConfigError || err instanceof InvalidInputError) {
+    if (err instanceof UsageError || err instanceof ConfigError || err instanceof InvalidInputError || err instanceof InvalidEventError) {
       line(err.message);
       return EXIT.usage;
     }

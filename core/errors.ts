@@ -31,6 +31,9 @@ export class InvalidInputError extends SnfVmcatcherError {
   }
 }
 
+/** The Temporal server cannot be reached or refused us. Transient by nature. */
+export class TemporalUnavailableError extends SnfVmcatcherError {}
+
 /** The broker cannot be reached or refused us. Transient by nature. */
 export class BrokerError extends SnfVmcatcherError {}
 

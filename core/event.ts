@@ -96,9 +96,20 @@ export const ImageEventSchema = z.object({
 export type ImageEvent = z.infer<typeof ImageEventSchema>;
 export type ImageEventInput = z.input<typeof ImageEventSchema>;
 
+/** Why a message is not a valid event: the dead-letter reason an operator filters on. */
+export type InvalidEventReason =
+  | 'invalid-json'
+  | 'not-an-object'
+  | 'nested-value'
+  | 'bad-event-type'
+  | 'missing-key'
+  | 'invalid-value'
+  | 'credentials-in-url';
+
 export class InvalidEventError extends Error {
   constructor(
     message: string,
+    readonly reason: InvalidEventReason,
     /** The flat key that was wrong, for the dead-letter header. */
     readonly key?: string,
   ) {
@@ -116,6 +127,7 @@ export function parseEventType(value: string): EventType {
   if (!(EVENT_TYPES as readonly string[]).includes(type)) {
     throw new InvalidEventError(
       `VMCATCHER_EVENT_TYPE '${value}' is not a vmcatcher event type (expected one of ${EVENT_TYPES.join(', ')})`,
+      'bad-event-type',
       EVENT_FIELDS.type,
     );
   }
@@ -132,7 +144,7 @@ export function eventFromFlat(flat: Record<string, unknown>, origin: EventOrigin
   for (const [key, rawValue] of Object.entries(flat)) {
     if (rawValue === null || rawValue === undefined) continue;
     if (typeof rawValue === 'object') {
-      throw new InvalidEventError(`${key} must be a string, not a nested ${Array.isArray(rawValue) ? 'array' : 'object'}`, key);
+      throw new InvalidEventError(`${key} must be a string, not a nested ${Array.isArray(rawValue) ? 'array' : 'object'}`, 'nested-value', key);
     }
     const value = String(rawValue);
     const field = KEY_TO_FIELD.get(key);
@@ -143,7 +155,7 @@ export function eventFromFlat(flat: Record<string, unknown>, origin: EventOrigin
     if (value === '') continue;
     if (field === 'type') candidate.type = parseEventType(value);
     else if (field === 'size') {
-      if (!/^\d+$/.test(value.trim())) throw new InvalidEventError(`${key} '${value}' is not a size in bytes`, key);
+      if (!/^\d+$/.test(value.trim())) throw new InvalidEventError(`${key} '${value}' is not a size in bytes`, 'invalid-value', key);
       candidate.size = Number(value.trim());
     } else candidate[field] = value;
   }
@@ -153,7 +165,7 @@ export function eventFromFlat(flat: Record<string, unknown>, origin: EventOrigin
     const issue = result.error.issues[0];
     const field = String(issue.path[0] ?? '');
     const key = (EVENT_FIELDS as Record<string, string>)[field] ?? field;
-    throw new InvalidEventError(`${key}: ${issue.message}`, key);
+    throw new InvalidEventError(`${key}: ${issue.message}`, 'invalid-value', key);
   }
   return result.data;
 }
@@ -177,10 +189,10 @@ export function eventFromMessageBody(body: Buffer | string): ImageEvent {
   try {
     parsed = JSON.parse(typeof body === 'string' ? body : body.toString('utf8'));
   } catch (err) {
-    throw new InvalidEventError(`message body is not JSON: ${(err as Error).message}`);
+    throw new InvalidEventError(`message body is not JSON: ${(err as Error).message}`, 'invalid-json');
   }
   if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
-    throw new InvalidEventError('message body must be a JSON object of VMCATCHER_* names to strings');
+    throw new InvalidEventError('message body must be a JSON object of VMCATCHER_* names to strings', 'not-an-object');
   }
   return eventFromFlat(parsed as Record<string, unknown>, 'message');
 }
@@ -212,12 +224,21 @@ export function eventAction(event: Pick<ImageEvent, 'type'>): EventAction {
 export function assertActionable(event: ImageEvent): void {
   const action = eventAction(event);
   if (action === 'ignore') return;
-  if (!event.imageId) throw new InvalidEventError(`${EVENT_FIELDS.imageId} is required`, EVENT_FIELDS.imageId);
+  if (!event.imageId) throw new InvalidEventError(`${EVENT_FIELDS.imageId} is required`, 'missing-key', EVENT_FIELDS.imageId);
+  if (event.uri && /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*@/i.test(event.uri)) {
+    // The event becomes a workflow input, kept in Temporal's history: never a credential.
+    throw new InvalidEventError(
+      `${EVENT_FIELDS.uri} carries credentials in the URL; configure them as a named credential (security.credentials) instead`,
+      'credentials-in-url',
+      EVENT_FIELDS.uri,
+    );
+  }
   if (action === 'register') {
     const fromCache = event.type === 'AvailablePostfix' && event.cacheDir && event.filename;
     if (!fromCache && !event.uri) {
       throw new InvalidEventError(
         `${EVENT_FIELDS.uri} is required (or ${EVENT_FIELDS.cacheDir} and ${EVENT_FIELDS.filename} for a vmcatcher event)`,
+        'missing-key',
         EVENT_FIELDS.uri,
       );
     }

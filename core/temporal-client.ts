@@ -1,13 +1,22 @@
 import { Client, Connection } from '@temporalio/client';
 import type { TemporalConfig } from './config.js';
+import { TemporalUnavailableError } from './errors.js';
 
 /** Opens a client connection to the configured Temporal frontend. The caller closes it. */
 export async function connectTemporal(temporal: TemporalConfig): Promise<{ client: Client; connection: Connection }> {
-  const connection = await Connection.connect({
-    address: temporal.address,
-    tls: temporal.tls || undefined,
-    apiKey: temporal.apiKey,
-  });
+  let connection: Connection;
+  try {
+    connection = await Connection.connect({
+      address: temporal.address,
+      tls: temporal.tls || undefined,
+      apiKey: temporal.apiKey,
+    });
+  } catch (err) {
+    throw new TemporalUnavailableError(
+      `cannot reach the Temporal server at ${temporal.address} (temporal.address / TEMPORAL_ADDRESS): ${(err as Error).message}`,
+      { cause: err },
+    );
+  }
   const client = new Client({ connection, namespace: temporal.namespace });
   return { client, connection };
 }

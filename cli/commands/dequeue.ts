@@ -91,12 +91,7 @@ export class DequeueCommand extends ConfiguredCommand {
   }
 
   private async runOnce(config: Config, registration: RegistrationOptions): Promise<number> {
-    let temporal;
-    try {
-      temporal = await connectTemporal(config.temporal);
-    } catch (err) {
-      throw new BrokerError(`cannot reach Temporal at ${config.temporal.address}: ${(err as Error).message}`);
-    }
+    const temporal = await connectTemporal(config.temporal);
     let session: ConsumerSession | undefined;
     try {
       session = await this.connectOnce(config);

@@ -4,7 +4,7 @@ import * as t from 'typanion';
 import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import { startWorkflowForEvent } from '../../core/starter.js';
 import { connectTemporal, workflowUiLink } from '../../core/temporal-client.js';
-import { ImageEventSchema, type ImageEvent } from '../../core/event.js';
+import { assertActionable, EVENT_FIELDS, ImageEventSchema, InvalidEventError, type ImageEvent } from '../../core/event.js';
 import { InvalidInputError } from '../../core/errors.js';
 import type { RegisterImageResult } from '../../core/workflow-contract.js';
 import { ConfiguredCommand, EXIT } from '../base-command.js';
@@ -109,6 +109,12 @@ export class RegisterNowCommand extends ConfiguredCommand {
       const issue = result.error.issues[0];
       const option = { checksumSha512: '--sha512', size: '--size' }[String(issue.path[0])] ?? String(issue.path[0]);
       throw new InvalidInputError(`${option}: ${issue.message}`);
+    }
+    try {
+      assertActionable(result.data);
+    } catch (err) {
+      if (err instanceof InvalidEventError && err.key === EVENT_FIELDS.uri) throw new InvalidInputError(err.message.replace(EVENT_FIELDS.uri, '--url'));
+      throw err;
     }
     return result.data;
   }

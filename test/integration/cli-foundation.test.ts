@@ -76,3 +76,19 @@ describe('test-queue', () => {
     expect(lines[0]).toMatch(/^Could not connect to queue using .*127\.0\.0\.1:1: connection refused/);
   });
 });
+
+describe('register-now refuses before contacting anything', () => {
+  test('a URL with credentials in it (they would be kept in Temporal\'s history): exit 2, one line naming --url', async () => {
+    const result = await runCli(['register-now', '--url', 'https://TOKEN123:x-oauth-basic@example.org/a.img']);
+    expect(result.exitCode).toBe(2);
+    expect(result.stderr.trim()).toBe(
+      'snf-vmcatcher: --url carries credentials in the URL; configure them as a named credential (security.credentials) instead',
+    );
+  });
+
+  test('an unreachable Temporal server is one line naming the address and the key, exit 1', async () => {
+    const result = await runCli(['register-now', '--url', 'https://example.org/a.img'], { env: { TEMPORAL_ADDRESS: '127.0.0.1:1' } });
+    expect(result.exitCode).toBe(1);
+    expect(result.stderr).toMatch(/^snf-vmcatcher: cannot reach the Temporal server at 127\.0\.0\.1:1 \(temporal\.address \/ TEMPORAL_ADDRESS\)/);
+  });
+});

@@ -29,6 +29,7 @@ describe('deadLetterCause names why a message is not a valid event', () => {
     ['{"VMCATCHER_EVENT_HV_URI": "http://h/x.img"}', 'missing-key', 'VMCATCHER_EVENT_DC_IDENTIFIER'],
     ['{"VMCATCHER_EVENT_DC_IDENTIFIER": "x"}', 'missing-key', 'VMCATCHER_EVENT_HV_URI'],
     ['{"VMCATCHER_EVENT_DC_IDENTIFIER": "x", "VMCATCHER_EVENT_HV_SIZE": "big"}', 'invalid-value', 'VMCATCHER_EVENT_HV_SIZE'],
+    ['{"VMCATCHER_EVENT_DC_IDENTIFIER": "x", "VMCATCHER_EVENT_HV_URI": "https://tok:x-oauth-basic@h/x.img"}', 'credentials-in-url', 'VMCATCHER_EVENT_HV_URI'],
   ])('%s → %s (key %s)', (body, reason, key) => {
     const cause = deadLetterCause(parseError(body));
     expect(cause.reason).toBe(reason);
@@ -46,7 +47,7 @@ describe('classifyStartFailure keeps messages through outages and dead-letters o
     ['namespace NOT_FOUND', new ServiceError('x', { cause: grpc(5, 'Namespace nope is not found') }), 'unavailable'],
     ['a plain network error', Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }), 'unavailable'],
     ['INVALID_ARGUMENT', new ServiceError('Failed to start Workflow', { cause: grpc(3, 'id too long') }), 'invalid'],
-    ['InvalidEventError', new InvalidEventError('VMCATCHER_EVENT_HV_URI is required', 'VMCATCHER_EVENT_HV_URI'), 'invalid'],
+    ['InvalidEventError', new InvalidEventError('VMCATCHER_EVENT_HV_URI is required', 'missing-key', 'VMCATCHER_EVENT_HV_URI'), 'invalid'],
   ])('%s → %s', (_name, err, kind) => {
     expect(classifyStartFailure(err).kind).toBe(kind);
   });
