@@ -4,7 +4,7 @@
  * fake kamaki and snf-mkimage, the real qemu-img). Every external tool runs through a wrapper
  * that records how long it took; overhead = the workflow's wall time − the tools' time.
  */
-import { appendFile, chmod, mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { appendFile, chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
 import { parseConfig } from '../core/config.js';
@@ -13,6 +13,7 @@ import { startWorkflowForEvent } from '../core/starter.js';
 import { connectTemporal } from '../core/temporal-client.js';
 import { BENCH_TMP, REPEATS, ROOT, log, median, round, serveFolder, sha512File, timed, type BenchResult } from './lib.js';
 import { startSnf, startTemporal, type Proc } from './services.js';
+import { writeLinuxMbr } from '../test/support/disk-images.js';
 
 const IMAGES = Number(process.env.SNF_VMCATCHER_BENCH_IMAGES ?? 20);
 
@@ -26,24 +27,6 @@ e=$(date +%s%N)
 echo "${name} $s $e" >> "$SNF_BENCH_TOOL_LOG"
 exit $rc
 `;
-}
-
-/** An MBR with one Linux partition: snf-mkimage (real or fake) refuses a disk without one. */
-async function writeLinuxMbr(rawDisk: string, sizeBytes: number): Promise<void> {
-  const mbr = Buffer.alloc(512);
-  const start = 2048;
-  mbr[446] = 0x80;
-  mbr[446 + 4] = 0x83;
-  mbr.writeUInt32LE(start, 446 + 8);
-  mbr.writeUInt32LE(Math.floor(sizeBytes / 512) - start, 446 + 12);
-  mbr[510] = 0x55;
-  mbr[511] = 0xaa;
-  const fh = await open(rawDisk, 'r+');
-  try {
-    await fh.write(mbr, 0, 512, 0);
-  } finally {
-    await fh.close();
-  }
 }
 
 export async function benchE2e(): Promise<BenchResult> {
