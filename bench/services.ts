@@ -1,6 +1,5 @@
 /** Processes the system benchmarks start: a Temporal dev server, snf-vmcatcher services. */
 import { mkdir } from 'node:fs/promises';
-import net from 'node:net';
 import path from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { SEARCH_ATTRIBUTES } from '../core/workflow-contract.js';
@@ -9,16 +8,9 @@ import { ROOT, log } from './lib.js';
 export const TEMPORAL_CLI = process.env.SNF_VMCATCHER_TEMPORAL_CLI ?? path.join(ROOT, '.tools/bin/temporal');
 const BIN = path.join(ROOT, 'bin/snf-vmcatcher.js');
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
-}
+import { freePort } from '../test/support/bridge.js';
+
+export { freePort };
 
 export interface Proc {
   proc: ResultPromise;

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { execa, type ResultPromise } from 'execa';
-import { BIN, ROOT } from './cli.js';
+import type { ResultPromise } from 'execa';
+import { spawnCli } from './bridge.js';
 
 export interface ServiceProcess {
   proc: ResultPromise;
@@ -23,40 +23,24 @@ export function uniqueTaskQueue(prefix = 'test'): string {
  */
 export async function startService(
   args: string[],
-  opts: { env?: Record<string, string | undefined>; readyPattern?: RegExp; timeoutMs?: number } = {},
+  opts: { env?: Record<string, string>; readyPattern?: RegExp; timeoutMs?: number } = {},
 ): Promise<ServiceProcess> {
-  let output = '';
-  const proc = execa('node', [BIN, ...args], {
-    cwd: ROOT,
-    env: { SNF_VMCATCHER_LOG_LEVEL: 'debug', ...opts.env },
-    extendEnv: true,
-    reject: false,
-    buffer: false,
-  });
-  proc.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  proc.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  const ready = opts.readyPattern ?? /worker started|consuming/;
-  const deadline = Date.now() + (opts.timeoutMs ?? 60_000);
-  let exited = false;
-  void proc.then(() => (exited = true));
-  while (!ready.test(output)) {
-    if (exited) throw new Error(`service exited before it was ready:\n${output}`);
-    if (Date.now() > deadline) {
-      proc.kill('SIGKILL');
-      throw new Error(`service not ready in time:\n${output}`);
-    }
-    await new Promise((r) => setTimeout(r, 100));
+  const child = spawnCli(args, opts.env ?? {}, args[0]);
+  try {
+    await child.waitForLog(opts.readyPattern ?? /worker started|consuming/, opts.timeoutMs ?? 60_000);
+  } catch (err) {
+    child.process.kill('SIGKILL');
+    throw err;
   }
   return {
-    proc,
-    log: () => output,
+    proc: child.process,
+    log: child.stderr,
     async stop() {
-      if (!exited) proc.kill('SIGTERM');
-      await proc;
+      await child.stop();
     },
     async kill() {
-      if (!exited) proc.kill('SIGKILL');
-      await proc;
+      if (child.process.exitCode === null) child.process.kill('SIGKILL');
+      await child.process;
     },
   };
 }
