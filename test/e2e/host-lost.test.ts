@@ -1,0 +1,107 @@
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { execa } from 'execa';
+import { Client, Connection } from '@temporalio/client';
+import { snapshot } from '../../cli/progress.js';
+import { ROOT, runCli } from '../support/cli.js';
+import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/service-process.js';
+import { startThrottledFileServer } from '../support/throttled-file-server.js';
+
+const MiB = 1024 * 1024;
+const SIZE = 64 * MiB;
+
+/**
+ * DESIGN §4.4: the file-bound steps run on one worker's own task queue, and the whole
+ * sequence moves to another worker when that host dies. Host A is killed mid-download and
+ * never comes back; host B (another host queue) finishes the registration from the start.
+ */
+describe('a host that dies for good', () => {
+  let dir: string;
+  let server: Awaited<ReturnType<typeof startThrottledFileServer>>;
+  const workers: ServiceProcess[] = [];
+  let connection: Connection;
+
+  beforeAll(async () => {
+    await mkdir(path.join(ROOT, 'tmp'), { recursive: true });
+    dir = await mkdtemp(path.join(ROOT, 'tmp', 'e2e-host-'));
+    const image = path.join(dir, 'image.raw');
+    await execa('dd', ['if=/dev/urandom', `of=${image}`, 'bs=1M', `count=${SIZE / MiB}`, 'status=none']);
+    server = await startThrottledFileServer(image, 8 * MiB);
+    connection = await Connection.connect({ address: process.env.TEMPORAL_ADDRESS });
+  });
+
+  afterAll(async () => {
+    for (const w of workers) await w.kill();
+    await server?.close();
+    await connection?.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  test('the registration starts over on another host and completes there', async () => {
+    const sha512 = (await execa('sha512sum', [path.join(dir, 'image.raw')])).stdout.split(' ')[0];
+    await writeFile(path.join(dir, 'kamakirc'), '[global]\ndefault_cloud = e2e\n\n[cloud "e2e"]\nurl = https://accounts.example.org/identity/v2.0\ntoken = t\n');
+    const taskQueue = uniqueTaskQueue('host');
+    const conf = async (host: string) => {
+      const file = path.join(dir, `${host}.conf`);
+      await writeFile(
+        file,
+        `worker {
+  workingFolder = "${dir}/${host}-work"
+  hostTaskQueue = "${taskQueue}-${host}"
+  heartbeatTimeoutMs = 3000
+  hostScheduleToStartTimeoutMs = 3000
+  retryInitialIntervalMs = 500
+}
+synnefo {
+  kamaki = "${ROOT}/test/fakes/kamaki"
+  snfMkimage = "${ROOT}/test/fakes/snf-mkimage"
+  sudo = []
+  prepare = false
+}
+`,
+      );
+      return file;
+    };
+    const env = {
+      TEMPORAL_TASK_QUEUE: taskQueue,
+      FAKE_SYNNEFO_STATE: path.join(dir, 'synnefo-state.json'),
+      FAKE_KAMAKIRC: path.join(dir, 'kamakirc'),
+    };
+    const hostA = await startService(['worker', '--conf', await conf('hostA')], { env });
+    workers.push(hostA);
+
+    const started = await runCli(
+      ['register-now', '--conf', await conf('hostA'), '--url', server.url, '--kamaki-cloud', 'e2e', '--format', 'raw', '--sha512', sha512, '--no-wait'],
+      { env },
+    );
+    expect(started.exitCode).toBe(0);
+    const handle = new Client({ connection }).workflow.getHandle(started.stdout.trim());
+
+    let offset = 0;
+    for (let i = 0; i < 300 && offset < 8 * MiB; i++) {
+      offset = (await snapshot(handle)).bytesDone ?? 0;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(offset).toBeGreaterThanOrEqual(8 * MiB);
+    await hostA.kill();
+    expect(hostA.log()).toContain(`${taskQueue}-hostA`);
+
+    const hostB = await startService(['worker', '--conf', await conf('hostB')], { env });
+    workers.push(hostB);
+    const result = await handle.result();
+    expect(result).toMatchObject({ handler: 'registerImage', reused: false });
+
+    // Host B did the file-bound steps (its own queue), after host A's queue stopped answering.
+    expect(hostB.log()).toMatch(/downloading the image/);
+    const history = await handle.fetchHistory();
+    const claims = history.events!.filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'claimHost');
+    expect(claims).toHaveLength(2);
+    const hostQueues = history
+      .events!.map((e) => e.activityTaskScheduledEventAttributes)
+      .filter((a) => a?.activityType?.name === 'acquireImage')
+      .map((a) => a!.taskQueue!.name);
+    expect(hostQueues).toEqual([`${taskQueue}-hostA`, `${taskQueue}-hostB`]);
+    const state = JSON.parse(await readFile(env.FAKE_SYNNEFO_STATE, 'utf8')) as { images: unknown[] };
+    expect(state.images).toHaveLength(1);
+  }, 180_000);
+});
