@@ -1,9 +1,10 @@
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
 import { Client, Connection } from '@temporalio/client';
 import { snapshot } from '../../cli/progress.js';
 import { ROOT, runCli } from '../support/cli.js';
+import { fakeCloud } from '../support/fake-cloud.js';
 import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/service-process.js';
 import { startThrottledFileServer } from '../support/throttled-file-server.js';
 
@@ -39,7 +40,7 @@ describe('a host that dies for good', () => {
 
   test('the registration starts over on another host and completes there', async () => {
     const sha512 = (await execa('sha512sum', [path.join(dir, 'image.raw')])).stdout.split(' ')[0];
-    await writeFile(path.join(dir, 'kamakirc'), '[global]\ndefault_cloud = e2e\n\n[cloud "e2e"]\nurl = https://accounts.example.org/identity/v2.0\ntoken = t\n');
+    const cloud = await fakeCloud(dir);
     const taskQueue = uniqueTaskQueue('host');
     const conf = async (host: string) => {
       const file = path.join(dir, `${host}.conf`);
@@ -52,21 +53,11 @@ describe('a host that dies for good', () => {
   hostScheduleToStartTimeoutMs = 3000
   retryInitialIntervalMs = 500
 }
-synnefo {
-  kamaki = "${ROOT}/test/fakes/kamaki"
-  snfMkimage = "${ROOT}/test/fakes/snf-mkimage"
-  sudo = []
-  prepare = false
-}
-`,
+${cloud.synnefoConf('prepare = false')}`,
       );
       return file;
     };
-    const env = {
-      TEMPORAL_TASK_QUEUE: taskQueue,
-      FAKE_SYNNEFO_STATE: path.join(dir, 'synnefo-state.json'),
-      FAKE_KAMAKIRC: path.join(dir, 'kamakirc'),
-    };
+    const env = { TEMPORAL_TASK_QUEUE: taskQueue, ...cloud.env };
     const hostA = await startService(['worker', '--conf', await conf('hostA')], { env });
     workers.push(hostA);
 
@@ -101,7 +92,6 @@ synnefo {
       .filter((a) => a?.activityType?.name === 'acquireImage')
       .map((a) => a!.taskQueue!.name);
     expect(hostQueues).toEqual([`${taskQueue}-hostA`, `${taskQueue}-hostB`]);
-    const state = JSON.parse(await readFile(env.FAKE_SYNNEFO_STATE, 'utf8')) as { images: unknown[] };
-    expect(state.images).toHaveLength(1);
+    expect(await cloud.images()).toHaveLength(1);
   }, 180_000);
 });

@@ -1,17 +1,12 @@
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
-import { ROOT, runCli } from '../support/cli.js';
+import { runCli } from '../support/cli.js';
+import { fakeCloud } from '../support/fake-cloud.js';
 import { writeLinuxMbr } from '../support/disk-images.js';
 import { startTestServer, type TestServer } from '../support/http-server.js';
 import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/service-process.js';
-
-interface FakeState {
-  objects: Record<string, unknown>;
-  images: Array<{ id: string; name: string; location: string; is_public: boolean; properties: Record<string, string> }>;
-  invocations: Array<{ tool: string; argv: string[] }>;
-}
 
 /**
  * Issue #4, end to end: the real CLI, the real Temporal dev server, a real worker process, a
@@ -24,6 +19,7 @@ describe('register-now end to end', () => {
   let conf: string;
   let env: Record<string, string>;
   let sha512: string;
+  let cloud: Awaited<ReturnType<typeof fakeCloud>>;
 
   beforeAll(async () => {
     dir = await mkdtemp(path.join(os.tmpdir(), 'snf-e2e-'));
@@ -36,24 +32,10 @@ describe('register-now end to end', () => {
     sha512 = (await execa('sha512sum', [qcow2])).stdout.split(' ')[0];
     server = await startTestServer({ routes: { '/images/debian-12.qcow2': { file: qcow2 } } });
 
-    await writeFile(path.join(dir, 'kamakirc'), '[global]\ndefault_cloud = e2e\n\n[cloud "e2e"]\nurl = https://accounts.example.org/identity/v2.0\ntoken = e2e-token-not-secret\n');
+    cloud = await fakeCloud(dir);
     conf = path.join(dir, 'application.conf');
-    await writeFile(
-      conf,
-      `worker { workingFolder = "${dir}/work" }
-synnefo {
-  kamaki = "${ROOT}/test/fakes/kamaki"
-  snfMkimage = "${ROOT}/test/fakes/snf-mkimage"
-  sudo = []
-  public = true
-}
-`,
-    );
-    env = {
-      TEMPORAL_TASK_QUEUE: uniqueTaskQueue('e2e'),
-      FAKE_SYNNEFO_STATE: path.join(dir, 'synnefo-state.json'),
-      FAKE_KAMAKIRC: path.join(dir, 'kamakirc'),
-    };
+    await writeFile(conf, `worker { workingFolder = "${dir}/work" }\n${cloud.synnefoConf('public = true')}`);
+    env = { TEMPORAL_TASK_QUEUE: uniqueTaskQueue('e2e'), ...cloud.env };
     worker = await startService(['worker', '--conf', conf], { env });
   });
 
@@ -63,7 +45,7 @@ synnefo {
     await rm(dir, { recursive: true, force: true });
   });
 
-  const state = async (): Promise<FakeState> => JSON.parse(await readFile(env.FAKE_SYNNEFO_STATE, 'utf8')) as FakeState;
+  const state = () => cloud.state();
 
   test('registers a qcow2 served over HTTP as one image with the expected properties; running it again adds nothing', async () => {
     const url = server.at('/images/debian-12.qcow2');

@@ -1,17 +1,12 @@
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
-import { ROOT, runCli } from '../support/cli.js';
+import { runCli } from '../support/cli.js';
+import { fakeCloud } from '../support/fake-cloud.js';
 import { writeLinuxMbr } from '../support/disk-images.js';
 import { deleteTopology, uniqueTopology, writeConf } from '../support/rabbit.js';
 import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/service-process.js';
-
-interface FakeImage {
-  id: string;
-  is_public: boolean;
-  properties: Record<string, string>;
-}
 
 /**
  * The whole product path, as a site runs it: vmcatcher's hook line (`enqueue-from-env` with the
@@ -28,6 +23,7 @@ describe('a vmcatcher cache event, end to end', () => {
   let env: Record<string, string>;
   let service: ServiceProcess;
   let vmcatcherEnv: Record<string, string>;
+  let cloud: Awaited<ReturnType<typeof fakeCloud>>;
 
   beforeAll(async () => {
     dir = await mkdtemp(path.join(os.tmpdir(), 'snf-hook-'));
@@ -42,25 +38,15 @@ describe('a vmcatcher cache event, end to end', () => {
     const sha512 = (await execa('sha512sum', [cached])).stdout.split(' ')[0];
     const size = (await execa('stat', ['-c', '%s', cached])).stdout.trim();
 
-    await writeFile(path.join(dir, 'kamakirc'), '[global]\ndefault_cloud = site\n\n[cloud "site"]\nurl = https://accounts.example.org/identity/v2.0\ntoken = t\n');
+    cloud = await fakeCloud(dir, 'site');
     conf = await writeConf(
       topology,
       `worker { workingFolder = "${dir}/work" }
 spool { folder = "${dir}/spool" }
 security { vmcatcherCacheFolders = ["${cacheDir}"] }
-synnefo {
-  kamaki = "${ROOT}/test/fakes/kamaki"
-  snfMkimage = "${ROOT}/test/fakes/snf-mkimage"
-  sudo = []
-  cloud = "site"
-}
-`,
+${cloud.synnefoConf('cloud = "site"')}`,
     );
-    env = {
-      TEMPORAL_TASK_QUEUE: uniqueTaskQueue('hook'),
-      FAKE_SYNNEFO_STATE: path.join(dir, 'synnefo-state.json'),
-      FAKE_KAMAKIRC: path.join(dir, 'kamakirc'),
-    };
+    env = { TEMPORAL_TASK_QUEUE: uniqueTaskQueue('hook'), ...cloud.env };
     vmcatcherEnv = {
       VMCATCHER_EVENT_UUID_SESSION: 'a3c2f3b4-0000-11ee-8000-000000000001',
       VMCATCHER_CACHE_DIR_CACHE: cacheDir,
@@ -91,13 +77,7 @@ synnefo {
     await rm(dir, { recursive: true, force: true });
   });
 
-  const images = async (): Promise<FakeImage[]> => {
-    try {
-      return (JSON.parse(await readFile(env.FAKE_SYNNEFO_STATE, 'utf8')) as { images: FakeImage[] }).images;
-    } catch {
-      return [];
-    }
-  };
+  const images = () => cloud.images();
   const waitFor = async (what: string, check: () => Promise<boolean>, timeoutMs = 90_000) => {
     const deadline = Date.now() + timeoutMs;
     while (!(await check())) {

@@ -1,8 +1,9 @@
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
 import { Client, Connection } from '@temporalio/client';
 import { ROOT, runCli } from '../support/cli.js';
+import { fakeCloud } from '../support/fake-cloud.js';
 import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/service-process.js';
 import { startThrottledFileServer } from '../support/throttled-file-server.js';
 import { snapshot } from '../../cli/progress.js';
@@ -40,7 +41,7 @@ describe('a worker killed mid-download', () => {
 
   test('the workflow completes after a new worker starts, fetching fewer bytes than the image size after the restart', async () => {
     const sha512 = (await execa('sha512sum', [path.join(dir, 'big.raw')])).stdout.split(' ')[0];
-    await writeFile(path.join(dir, 'kamakirc'), '[global]\ndefault_cloud = e2e\n\n[cloud "e2e"]\nurl = https://accounts.example.org/identity/v2.0\ntoken = t\n');
+    const cloud = await fakeCloud(dir);
     const conf = path.join(dir, 'application.conf');
     await writeFile(
       conf,
@@ -50,19 +51,9 @@ describe('a worker killed mid-download', () => {
   retryInitialIntervalMs = 500
   retryMaximumIntervalMs = 2000
 }
-synnefo {
-  kamaki = "${ROOT}/test/fakes/kamaki"
-  snfMkimage = "${ROOT}/test/fakes/snf-mkimage"
-  sudo = []
-  prepare = false
-}
-`,
+${cloud.synnefoConf('prepare = false')}`,
     );
-    const env = {
-      TEMPORAL_TASK_QUEUE: uniqueTaskQueue('crash'),
-      FAKE_SYNNEFO_STATE: path.join(dir, 'synnefo-state.json'),
-      FAKE_KAMAKIRC: path.join(dir, 'kamakirc'),
-    };
+    const env = { TEMPORAL_TASK_QUEUE: uniqueTaskQueue('crash'), ...cloud.env };
     workers.push(await startService(['worker', '--conf', conf], { env }));
 
     const started = await runCli(
@@ -96,8 +87,7 @@ synnefo {
     expect(bytesAfterRestart).toBeLessThan(SIZE);
     expect(bytesAfterRestart).toBeGreaterThan(0);
 
-    const state = JSON.parse(await readFile(env.FAKE_SYNNEFO_STATE, 'utf8')) as { images: unknown[] };
-    expect(state.images).toHaveLength(1);
+    expect(await cloud.images()).toHaveLength(1);
     console.log(`resumed download: ${(bytesAfterRestart / MiB).toFixed(0)} MiB fetched after the restart, of ${SIZE / MiB} MiB`);
   }, 240_000);
 });
