@@ -1,12 +1,10 @@
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { execa } from 'execa';
 import { Client, Connection } from '@temporalio/client';
-import { snapshot } from '../../cli/progress.js';
-import { ROOT, runCli } from '../support/cli.js';
+import { runCli } from '../support/cli.js';
 import { fakeCloud } from '../support/fake-cloud.js';
 import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/service-process.js';
-import { startThrottledFileServer } from '../support/throttled-file-server.js';
+import { slowImageDownload, waitForDownloadOffset } from '../support/throttled-file-server.js';
 
 const MiB = 1024 * 1024;
 const SIZE = 64 * MiB;
@@ -17,29 +15,23 @@ const SIZE = 64 * MiB;
  * never comes back; host B (another host queue) finishes the registration from the start.
  */
 describe('a host that dies for good', () => {
-  let dir: string;
-  let server: Awaited<ReturnType<typeof startThrottledFileServer>>;
+  let download: Awaited<ReturnType<typeof slowImageDownload>>;
   const workers: ServiceProcess[] = [];
   let connection: Connection;
 
   beforeAll(async () => {
-    await mkdir(path.join(ROOT, 'tmp'), { recursive: true });
-    dir = await mkdtemp(path.join(ROOT, 'tmp', 'e2e-host-'));
-    const image = path.join(dir, 'image.raw');
-    await execa('dd', ['if=/dev/urandom', `of=${image}`, 'bs=1M', `count=${SIZE / MiB}`, 'status=none']);
-    server = await startThrottledFileServer(image, 8 * MiB);
+    download = await slowImageDownload('e2e-host', SIZE, 8 * MiB);
     connection = await Connection.connect({ address: process.env.TEMPORAL_ADDRESS });
   });
 
   afterAll(async () => {
     for (const w of workers) await w.kill();
-    await server?.close();
+    await download?.close();
     await connection?.close();
-    await rm(dir, { recursive: true, force: true });
   });
 
   test('the registration starts over on another host and completes there', async () => {
-    const sha512 = (await execa('sha512sum', [path.join(dir, 'image.raw')])).stdout.split(' ')[0];
+    const { dir, sha512, server } = download;
     const cloud = await fakeCloud(dir);
     const taskQueue = uniqueTaskQueue('host');
     const conf = async (host: string) => {
@@ -68,11 +60,7 @@ ${cloud.synnefoConf('prepare = false')}`,
     expect(started.exitCode).toBe(0);
     const handle = new Client({ connection }).workflow.getHandle(started.stdout.trim());
 
-    let offset = 0;
-    for (let i = 0; i < 300 && offset < 8 * MiB; i++) {
-      offset = (await snapshot(handle)).bytesDone ?? 0;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    const offset = await waitForDownloadOffset(handle, 8 * MiB);
     expect(offset).toBeGreaterThanOrEqual(8 * MiB);
     await hostA.kill();
     expect(hostA.log()).toContain(`${taskQueue}-hostA`);

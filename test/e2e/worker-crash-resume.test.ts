@@ -1,12 +1,10 @@
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { execa } from 'execa';
 import { Client, Connection } from '@temporalio/client';
-import { ROOT, runCli } from '../support/cli.js';
+import { runCli } from '../support/cli.js';
 import { fakeCloud } from '../support/fake-cloud.js';
 import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/service-process.js';
-import { startThrottledFileServer } from '../support/throttled-file-server.js';
-import { snapshot } from '../../cli/progress.js';
+import { slowImageDownload, waitForDownloadOffset } from '../support/throttled-file-server.js';
 
 const MiB = 1024 * 1024;
 const SIZE = 512 * MiB;
@@ -17,30 +15,24 @@ const SIZE = 512 * MiB;
  * image's size (the download resumed from its last heartbeat with an HTTP Range request).
  */
 describe('a worker killed mid-download', () => {
-  let dir: string;
-  let server: Awaited<ReturnType<typeof startThrottledFileServer>>;
+  let download: Awaited<ReturnType<typeof slowImageDownload>>;
   const workers: ServiceProcess[] = [];
   let connection: Connection;
 
   beforeAll(async () => {
-    await mkdir(path.join(ROOT, 'tmp'), { recursive: true });
-    dir = await mkdtemp(path.join(ROOT, 'tmp', 'e2e-crash-'));
-    const image = path.join(dir, 'big.raw');
-    await execa('dd', ['if=/dev/urandom', `of=${image}`, 'bs=1M', `count=${SIZE / MiB}`, 'status=none']);
     // 64 MiB/s: about 8 s for the whole image, long enough to kill the worker in the middle.
-    server = await startThrottledFileServer(image, 64 * MiB);
+    download = await slowImageDownload('e2e-crash', SIZE, 64 * MiB);
     connection = await Connection.connect({ address: process.env.TEMPORAL_ADDRESS });
   });
 
   afterAll(async () => {
     for (const w of workers) await w.kill();
-    await server?.close();
+    await download?.close();
     await connection?.close();
-    await rm(dir, { recursive: true, force: true });
   });
 
   test('the workflow completes after a new worker starts, fetching fewer bytes than the image size after the restart', async () => {
-    const sha512 = (await execa('sha512sum', [path.join(dir, 'big.raw')])).stdout.split(' ')[0];
+    const { dir, sha512, server } = download;
     const cloud = await fakeCloud(dir);
     const conf = path.join(dir, 'application.conf');
     await writeFile(
@@ -66,11 +58,7 @@ ${cloud.synnefoConf('prepare = false')}`,
     const handle = client.workflow.getHandle(workflowId);
 
     // Wait until the download is well under way, as its heartbeats report it.
-    let offset = 0;
-    for (let i = 0; i < 300 && offset < 128 * MiB; i++) {
-      offset = (await snapshot(handle)).bytesDone ?? 0;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    const offset = await waitForDownloadOffset(handle, 128 * MiB);
     expect(offset).toBeGreaterThanOrEqual(128 * MiB);
     expect(offset).toBeLessThan(SIZE);
     await workers[0].kill();

@@ -1,7 +1,12 @@
 import { createReadStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import type { WorkflowHandle } from '@temporalio/client';
+import { execa } from 'execa';
+import { snapshot } from '../../cli/progress.js';
+import { ROOT } from './cli.js';
 
 export interface ServedRequest {
   range?: string;
@@ -64,4 +69,37 @@ export async function startThrottledFileServer(file: string, bytesPerSecond: num
         server.close(() => resolve());
       }),
   };
+}
+
+/**
+ * A folder under the project's tmp/ (large files: /tmp may be small) holding an image of random
+ * bytes, served at a fixed rate: slow enough to kill a worker in the middle of its download.
+ */
+export async function slowImageDownload(prefix: string, sizeBytes: number, bytesPerSecond: number) {
+  await mkdir(path.join(ROOT, 'tmp'), { recursive: true });
+  const dir = await mkdtemp(path.join(ROOT, 'tmp', `${prefix}-`));
+  const image = path.join(dir, 'image.raw');
+  await execa('dd', ['if=/dev/urandom', `of=${image}`, 'bs=1M', `count=${Math.ceil(sizeBytes / 1024 / 1024)}`, 'status=none']);
+  const sha512 = (await execa('sha512sum', [image])).stdout.split(' ')[0];
+  const server = await startThrottledFileServer(image, bytesPerSecond);
+  return {
+    dir,
+    sha512,
+    server,
+    async close() {
+      await server.close();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Waits until a workflow's running download has reported at least `bytes` in its heartbeats. */
+export async function waitForDownloadOffset(handle: WorkflowHandle, bytes: number, timeoutMs = 30_000): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  let offset = 0;
+  while (offset < bytes && Date.now() < deadline) {
+    offset = (await snapshot(handle)).bytesDone ?? 0;
+    if (offset < bytes) await new Promise((r) => setTimeout(r, 100));
+  }
+  return offset;
 }
