@@ -1,7 +1,8 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { execa, type ResultPromise } from 'execa';
+import type { ResultPromise } from 'execa';
+import { startDevServer, stopDevServer } from '../support/temporal-server.js';
 import { deleteTopology, uniqueTopology, writeConf } from '../support/rabbit.js';
 import {
   executionsByImage,
@@ -15,23 +16,6 @@ import {
   waitFor,
   type CliProcess,
 } from '../support/bridge.js';
-
-/** A dev server of our own (the shared one must stay up for the other tests), on a SQLite file that survives restarts. */
-function startDevServer(port: number, dbFile: string): ResultPromise {
-  const cli = process.env.SNF_VMCATCHER_TEMPORAL_CLI ?? path.resolve('.tools/bin/temporal');
-  const attributes = ['ImageIdentifier', 'ImageListIdentifier', 'ImageVO', 'ImageStage'].flatMap((name) => ['--search-attribute', `${name}=Keyword`]);
-  return execa(
-    cli,
-    ['server', 'start-dev', '--headless', '--ip', '127.0.0.1', '--port', String(port), '--db-filename', dbFile, ...attributes, '--log-level', 'warn'],
-    { reject: false, stdin: 'ignore', stdout: 'ignore', stderr: 'ignore' },
-  );
-}
-
-async function stopDevServer(server: ResultPromise | undefined): Promise<void> {
-  if (!server || server.exitCode !== null) return;
-  server.kill('SIGTERM');
-  await server;
-}
 
 describe('the bridge when the Temporal server goes away for 20 seconds mid-ingest', () => {
   const topology = uniqueTopology('bridge-temporal');

@@ -25,7 +25,7 @@ export async function startService(
   args: string[],
   opts: { env?: Record<string, string>; readyPattern?: RegExp; timeoutMs?: number } = {},
 ): Promise<ServiceProcess> {
-  const child = spawnCli(args, opts.env ?? {}, args[0]);
+  const child = spawnCli(args, opts.env ?? {});
   try {
     await child.waitForLog(opts.readyPattern ?? /worker started|consuming/, opts.timeoutMs ?? 60_000);
   } catch (err) {
