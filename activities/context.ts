@@ -36,9 +36,3 @@ export function cancelledForGood(): boolean {
   if (!ctx?.cancellationSignal.aborted) return false;
   return details ? details.cancelRequested || details.notFound || details.reset : false;
 }
-
-/** Throws the cancellation reason if the activity was cancelled. */
-export function throwIfCancelled(): void {
-  const signal = cancellationSignal();
-  if (signal?.aborted) throw signal.reason;
-}

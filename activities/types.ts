@@ -33,24 +33,8 @@ export interface InspectInput {
   fileName?: string;
 }
 
-/** raw|qcow2|vmdk|vdi|vpc|vhdx|qed|iso|gz|bz2|xz|zip|tar|ova */
-export type ImageFormat =
-  | 'raw'
-  | 'qcow2'
-  | 'vmdk'
-  | 'vdi'
-  | 'vpc'
-  | 'vhdx'
-  | 'qed'
-  | 'iso'
-  | 'gz'
-  | 'bz2'
-  | 'xz'
-  | 'zip'
-  | 'tar'
-  | 'ova';
-
 export interface ImageFormatInfo {
+  /** raw|qcow2|vmdk|vdi|vpc|vhdx|qed|iso|gz|bz2|xz|zip|tar|ova */
   format: string;
   detectedBy: 'content' | 'qemu-img' | 'hint' | 'extension';
   virtualSize?: number;

@@ -64,7 +64,6 @@ export const STAGES = [
   'preparing',
   'registering',
   'expiring',
-  'cleaning',
   'done',
   'failed',
 ] as const;
@@ -76,8 +75,6 @@ export interface Progress {
   step?: string;
   bytesDone?: number;
   bytesTotal?: number;
-  attempt?: number;
-  message?: string;
 }
 export const PROGRESS_QUERY = 'progress';
 
