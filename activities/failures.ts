@@ -1,6 +1,7 @@
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
-import { SnfVmcatcherError } from '../core/errors.js';
+import { OutOfSpaceError, SnfVmcatcherError } from '../core/errors.js';
 import { scrubSecrets } from '../core/logging.js';
+import { DISK_TOO_SMALL, OUT_OF_SPACE, type OutOfSpaceDetails } from '../core/workflow-contract.js';
 
 /** Node system errors that retrying on the same host cannot fix. */
 const PERMANENT_SYSTEM_CODES = new Set(['EACCES', 'EPERM', 'ENOENT', 'ENOTDIR', 'EISDIR', 'ELOOP', 'ENAMETOOLONG']);
@@ -14,6 +15,16 @@ const PERMANENT_SYSTEM_CODES = new Set(['EACCES', 'EPERM', 'ENOENT', 'ENOTDIR', 
 export function toActivityFailure(err: unknown): Error {
   // Cancellation and failures already classified travel unchanged.
   if (err instanceof CancelledFailure || err instanceof ApplicationFailure) return err;
+  if (err instanceof OutOfSpaceError) {
+    // Never retried here: the workflow waits for space (canEverFit) or fails (it never will).
+    const type = err.canEverFit ? OUT_OF_SPACE : DISK_TOO_SMALL;
+    return ApplicationFailure.create({
+      message: scrubSecrets(err.message),
+      type,
+      nonRetryable: true,
+      details: [{ neededBytes: err.neededBytes, freeBytes: err.freeBytes } satisfies OutOfSpaceDetails],
+    });
+  }
   if (err instanceof SnfVmcatcherError) {
     const message = scrubSecrets(err.message);
     return err.permanent ? ApplicationFailure.nonRetryable(message, err.name) : ApplicationFailure.retryable(message, err.name);
@@ -22,7 +33,10 @@ export function toActivityFailure(err: unknown): Error {
   const code = (e as NodeJS.ErrnoException).code;
   const message = scrubSecrets(e.message);
   if (code && PERMANENT_SYSTEM_CODES.has(code)) return ApplicationFailure.nonRetryable(message, code);
-  // ENOSPC, EIO, a killed process, a bug: worth another attempt (maybe on another host).
+  if (code === 'ENOSPC' || code === 'EDQUOT') {
+    return ApplicationFailure.create({ message: `out of disk space: ${message}`, type: OUT_OF_SPACE, nonRetryable: true, details: [{ neededBytes: 0, freeBytes: 0 }] });
+  }
+  // EIO, a killed process, a bug: worth another attempt (maybe on another host).
   return ApplicationFailure.retryable(message, code ?? e.name ?? 'Error');
 }
 

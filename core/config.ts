@@ -69,6 +69,9 @@ export const WorkerConfigSchema = z.object({
   retryInitialIntervalMs: millis.default(10 * 1000),
   retryMaximumIntervalMs: millis.default(10 * 60 * 1000),
   retryMaximumAttempts: z.coerce.number().int().positive().default(8),
+  /** Kept free on the working folder's filesystem: the larger of these two. */
+  diskReserveBytes: sizeBytes.default(1024 ** 3),
+  diskReservePercent: z.coerce.number().min(0).max(90).default(2),
 });
 
 export const SynnefoConfigSchema = z.object({

@@ -68,3 +68,22 @@ export class ToolError extends SnfVmcatcherError {
     this.exitCode = opts.exitCode;
   }
 }
+
+/**
+ * A step needs more disk space than the working folder has free right now. `canEverFit` says
+ * whether waiting can help: true when other images' files hold the space (the workflow waits,
+ * with a visible stage), false when the filesystem is too small for this image at all.
+ */
+export class OutOfSpaceError extends SnfVmcatcherError {
+  readonly neededBytes: number;
+  readonly freeBytes: number;
+  readonly canEverFit: boolean;
+  constructor(message: string, opts: { neededBytes: number; freeBytes: number; canEverFit: boolean; cause?: unknown }) {
+    // Not retried by the activity: refilling the disk on every attempt starves the host's other
+    // images. The workflow waits for space (or fails when it can never fit) instead.
+    super(message, { permanent: true, cause: opts.cause });
+    this.neededBytes = opts.neededBytes;
+    this.freeBytes = opts.freeBytes;
+    this.canEverFit = opts.canEverFit;
+  }
+}

@@ -55,6 +55,14 @@ export interface ExpireImageResult {
   imageIds: string[];
 }
 
+/** Failure types the workflow acts on: wait for disk space, or give up on this host's disk. */
+export const OUT_OF_SPACE = 'OutOfSpaceError';
+export const DISK_TOO_SMALL = 'DiskTooSmallError';
+export interface OutOfSpaceDetails {
+  neededBytes: number;
+  freeBytes: number;
+}
+
 /** The stages a registration goes through, shown as the `ImageStage` search attribute. */
 export const STAGES = [
   'queued',

@@ -1,0 +1,109 @@
+import { statfs } from 'node:fs/promises';
+import path from 'node:path';
+import type { Config } from '../core/config.js';
+import { OutOfSpaceError } from '../core/errors.js';
+
+/** Space held back on the working folder's filesystem: what the host's other users keep. */
+export interface DiskPolicy {
+  reserveBytes: number;
+  reservePercent: number;
+}
+
+export function diskPolicy(config: Config): DiskPolicy {
+  return { reserveBytes: config.worker.diskReserveBytes, reservePercent: config.worker.diskReservePercent };
+}
+
+export interface FilesystemSpace {
+  /** Bytes an unprivileged writer may still use. */
+  free: number;
+  /** Size of the filesystem. */
+  total: number;
+}
+
+export async function filesystemSpace(dir: string): Promise<FilesystemSpace> {
+  const fs = await statfs(dir);
+  return { free: fs.bavail * fs.bsize, total: fs.blocks * fs.bsize };
+}
+
+function reserveOf(policy: DiskPolicy, total: number): number {
+  return Math.max(policy.reserveBytes, Math.ceil((total * policy.reservePercent) / 100));
+}
+
+/** What a single image may ever occupy on the filesystem of `dir`: its size less the reserve. */
+export async function usableCapacity(dir: string, policy: DiskPolicy): Promise<number> {
+  const { total } = await filesystemSpace(dir);
+  return Math.max(0, total - reserveOf(policy, total));
+}
+
+/**
+ * Space promised to steps running in this process that have not written it yet. Several images
+ * on one host check free space at the same moment; without this, each sees the same free bytes
+ * and together they fill the disk.
+ */
+const promised = new Map<string, number>();
+
+export interface SpaceReservation {
+  readonly bytes: number;
+  /** Gives the promise back (the step wrote its file, or failed). Idempotent. */
+  release(): void;
+}
+
+/**
+ * Checks that `bytes` more can be written under `dir` while keeping the reserve free, counting
+ * what other running steps of this worker have been promised, and promises them to the caller.
+ * Throws OutOfSpaceError naming what is needed and what is free: `canEverFit` is false when the
+ * filesystem could not hold this much even empty.
+ */
+export async function reserveSpace(dir: string, bytes: number, what: string, policy: DiskPolicy): Promise<SpaceReservation> {
+  const key = path.resolve(dir);
+  const { free, total } = await filesystemSpace(key);
+  const reserve = reserveOf(policy, total);
+  const others = [...promised.values()].reduce((a, b) => a + b, 0);
+  const available = Math.max(0, free - reserve - others);
+  if (bytes > available) {
+    const capacity = Math.max(0, total - reserve);
+    const canEverFit = bytes <= capacity;
+    const held = others ? `, ${others} promised to other images' running steps` : '';
+    throw new OutOfSpaceError(
+      canEverFit
+        ? `not enough disk space in ${key} for ${what}: need ${bytes} bytes, ${free} free (keeping ${reserve} in reserve${held})`
+        : `${what} needs ${bytes} bytes, but the filesystem of ${key} holds at most ${capacity} (${total} less a reserve of ${reserve}): it can never fit there`,
+      { neededBytes: bytes, freeBytes: free, canEverFit },
+    );
+  }
+  const id = `${key}\0${Math.random()}`;
+  promised.set(id, bytes);
+  let released = false;
+  return {
+    bytes,
+    release() {
+      if (released) return;
+      released = true;
+      promised.delete(id);
+    },
+  };
+}
+
+/** Runs `write` holding a reservation of `bytes`; the reservation goes when it ends, however it ends. */
+export async function withSpace<T>(dir: string, bytes: number, what: string, policy: DiskPolicy, write: () => Promise<T>): Promise<T> {
+  const reservation = await reserveSpace(dir, bytes, what, policy);
+  try {
+    return await write();
+  } catch (err) {
+    throw asOutOfSpace(err, dir, what, bytes);
+  } finally {
+    reservation.release();
+  }
+}
+
+/** ENOSPC (or EDQUOT) from a write becomes OutOfSpaceError; anything else passes unchanged. */
+export function asOutOfSpace(err: unknown, dir: string, what: string, neededBytes = 0): unknown {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (code !== 'ENOSPC' && code !== 'EDQUOT') return err;
+  return new OutOfSpaceError(`the disk of ${dir} filled up while writing ${what} (${code})`, {
+    neededBytes,
+    freeBytes: 0,
+    canEverFit: true,
+    cause: err,
+  });
+}

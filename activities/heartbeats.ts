@@ -1,0 +1,46 @@
+import { activityContext } from './context.js';
+
+/** What a long step reports in its heartbeats: the Web UI shows it on the pending activity. */
+export interface StepProgress {
+  /** What is happening, for a person: "download", "qemu-img convert", "copy from cache". */
+  step: string;
+  bytesDone?: number;
+  bytesTotal?: number;
+  /** Anything a resume needs (e.g. the download offset); kept small. */
+  [key: string]: unknown;
+}
+
+const DEFAULT_INTERVAL_MS = 10_000;
+
+/**
+ * How often a step heartbeats: a fraction of the activity's heartbeat timeout, so a busy
+ * event loop or a slow disk never lets the timeout pass between two beats.
+ */
+export function heartbeatInterval(): number {
+  const timeout = activityContext()?.info.heartbeatTimeoutMs;
+  return timeout ? Math.max(100, Math.floor(timeout / 4)) : DEFAULT_INTERVAL_MS;
+}
+
+/**
+ * Heartbeats from a timer while a long piece of work runs (a child process, a stream), with
+ * the details `progress()` returns at each beat. Outside an activity it does nothing.
+ * Returns a function that stops it.
+ */
+export function keepHeartbeating(progress: () => StepProgress): () => void {
+  const ctx = activityContext();
+  if (!ctx) return () => undefined;
+  const beat = () => ctx.heartbeat(progress());
+  beat();
+  const timer = setInterval(beat, heartbeatInterval());
+  return () => clearInterval(timer);
+}
+
+/** Runs `work` while heartbeating with `progress()`. */
+export async function whileHeartbeating<T>(progress: () => StepProgress, work: () => Promise<T>): Promise<T> {
+  const stop = keepHeartbeating(progress);
+  try {
+    return await work();
+  } finally {
+    stop();
+  }
+}
