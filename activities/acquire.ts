@@ -6,9 +6,10 @@ import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
 import type { Config } from '../core/config.js';
-import { ConfigError, FetchError, ImageIntegrityError, InvalidInputError } from '../core/errors.js';
+import { FetchError, ImageIntegrityError, InvalidInputError } from '../core/errors.js';
 import { basicAuth, createDispatcher, describeFetchFailure, httpGet, redact } from '../core/http.js';
-import { registerSecrets, type Logger } from '../core/logging.js';
+import type { Logger } from '../core/logging.js';
+import { resolveCredential } from '../core/credentials.js';
 import type { ImageEvent } from '../core/event.js';
 import { cancellationSignal, cancelledForGood, heartbeat, previousHeartbeat } from './context.js';
 import type { AcquireInput, AcquiredImage, DownloadProgress } from './types.js';
@@ -174,9 +175,7 @@ async function download(deps: AcquireDeps, req: DownloadRequest): Promise<{ byte
   }
   const credentialHeaders: Record<string, string> = {};
   if (req.credentialName) {
-    const token = security.credentials[req.credentialName];
-    if (!token) throw new ConfigError(`credential '${req.credentialName}' is not defined in security.credentials on this worker`);
-    registerSecrets([token]);
+    const token = await resolveCredential(config, req.credentialName);
     credentialHeaders.authorization = basicAuth(token, 'x-oauth-basic');
   }
   if (req.insecureSsl && url.protocol === 'https:') {

@@ -4,6 +4,7 @@ import path from 'node:path';
 import os from 'node:os';
 import { z } from 'zod';
 import { ConfigError } from './errors.js';
+import { CredentialRuleSchema, CredentialSchema, literalCredentials } from './credentials.js';
 
 // @pushcorn/hocon-parser is CommonJS; its default export carries `parse`.
 const require = createRequire(import.meta.url);
@@ -117,8 +118,13 @@ export const SecurityConfigSchema = z.object({
   maxRedirects: z.coerce.number().int().nonnegative().default(5),
   connectTimeoutMs: millis.default(30000),
   readTimeoutMs: millis.default(120000),
-  /** Named credentials (e.g. AppDB tokens). Workflows carry the name; workers resolve it here. */
-  credentials: z.record(z.string(), z.string()).default({}),
+  /**
+   * Named credentials (e.g. AppDB tokens): a string, `{ file = "/path" }` or `{ env = "VAR" }`.
+   * Workflows carry the name; workers resolve it here (core/credentials.ts).
+   */
+  credentials: z.record(z.string(), CredentialSchema).default({}),
+  /** Which credential a download sends, by image host or image list; the first rule that matches. */
+  credentialRules: z.array(CredentialRuleSchema).default([]),
 });
 
 export const SpoolConfigSchema = z.object({
@@ -270,7 +276,7 @@ export function redactConfig(config: Config): Config {
 
 /** Values that must never appear in output: used by the logger and error formatting. */
 export function secretValues(config: Config): string[] {
-  const values = [config.rabbitmq.password, config.temporal.apiKey, ...Object.values(config.security.credentials)];
+  const values = [config.rabbitmq.password, config.temporal.apiKey, ...literalCredentials(config)];
   // Very short secrets (like the default "guest") would redact ordinary words; they are not secret anyway.
   return values.filter((v): v is string => typeof v === 'string' && v.length >= 6);
 }
