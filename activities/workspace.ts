@@ -136,3 +136,8 @@ export async function resolveInsideFolders(candidate: string, folders: readonly 
   }
   throw new InvalidInputError(`${what} ${candidate} is outside the allowed folders (${folders.join(', ')})`);
 }
+
+/** Whether an attempt in this process holds the work folder `dir` (a sweep must leave it alone). */
+export function isWorkDirHeld(dir: string): boolean {
+  return holders.has(path.resolve(dir));
+}

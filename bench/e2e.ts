@@ -111,7 +111,7 @@ synnefo {
             const before = (await readFile(toolLog, 'utf8')).length;
             const run = await timed(async () => {
               const started = await startWorkflowForEvent(client, config, event, { kamakiCloud: 'bench' });
-              if (started.outcome !== 'started') throw new Error(`workflow for ${file.name}: ${started.outcome}`);
+              if (started.outcome !== 'delivered') throw new Error(`workflow for ${file.name}: ${started.outcome}`);
               return started.handle!.result();
             });
             const lines = (await readFile(toolLog, 'utf8')).slice(before).trim().split('\n').filter(Boolean);

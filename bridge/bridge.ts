@@ -296,8 +296,7 @@ class Bridge {
       case 'start': {
         const { outcome, workflowId } = decision.result;
         this.unavailableStreak = 0;
-        if (outcome === 'started') this.metrics.started.inc();
-        else if (outcome === 'already-exists') this.metrics.alreadyExisting.inc();
+        if (outcome === 'delivered') this.metrics.delivered.inc();
         else this.metrics.ignored.inc();
         this.settle(session, msg, 'ack');
         this.log.debug({ outcome, workflowId, messageId, redelivered: msg.fields.redelivered }, `message ${outcome}`);

@@ -9,8 +9,7 @@ import { Counter, Gauge, Registry } from 'prom-client';
 export interface BridgeMetrics {
   registry: Registry;
   consumed: Counter;
-  started: Counter;
-  alreadyExisting: Counter;
+  delivered: Counter;
   ignored: Counter;
   deadLettered: Counter<'reason'>;
   errors: Counter<'kind'>;
@@ -28,10 +27,9 @@ export function createBridgeMetrics(): BridgeMetrics {
   return {
     registry,
     consumed: new Counter({ name: `${PREFIX}messages_consumed_total`, help: 'Messages received from the queue', registers }),
-    started: new Counter({ name: `${PREFIX}workflows_started_total`, help: 'Workflows started for a message', registers }),
-    alreadyExisting: new Counter({
-      name: `${PREFIX}already_existing_total`,
-      help: 'Messages absorbed by a running or completed workflow with the same id',
+    delivered: new Counter({
+      name: `${PREFIX}events_delivered_total`,
+      help: "Events delivered to their image revision's workflow (started for them, or already running)",
       registers,
     }),
     ignored: new Counter({ name: `${PREFIX}ignored_total`, help: 'Events that need no action (e.g. ProcessPrefix)', registers }),

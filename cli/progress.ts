@@ -1,7 +1,7 @@
 import cliProgress from 'cli-progress';
 import { defaultPayloadConverter } from '@temporalio/common';
 import type { WorkflowHandle } from '@temporalio/client';
-import { SA_STAGE } from '../core/workflow-contract.js';
+import { CURRENT_QUERY, SA_STAGE, type CurrentChild, type RevisionAction } from '../core/workflow-contract.js';
 
 interface Snapshot {
   running: boolean;
@@ -81,4 +81,22 @@ export async function followProgress(handle: WorkflowHandle, out: NodeJS.Writabl
     await new Promise((resolve) => setTimeout(resolve, intervalMs));
   }
   if (barStarted) bar?.stop();
+}
+
+/**
+ * The child an image revision's workflow runs for `action` (registerImage for 'register'), once it
+ * has started it; undefined when the revision's workflow closed without running one (a later
+ * event superseded it).
+ */
+export async function waitForChild(parent: WorkflowHandle, action: RevisionAction, intervalMs = 300): Promise<WorkflowHandle | undefined> {
+  for (;;) {
+    const current = await parent.query<CurrentChild | undefined>(CURRENT_QUERY).catch(() => undefined);
+    if (current?.action === action) return parent.client.getHandle(current.workflowId, current.runId);
+    const { status } = await parent.describe();
+    if (status.name !== 'RUNNING') {
+      const last = await parent.query<CurrentChild | undefined>(CURRENT_QUERY).catch(() => undefined);
+      return last?.action === action ? parent.client.getHandle(last.workflowId, last.runId) : undefined;
+    }
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
 }

@@ -65,7 +65,10 @@ export const WorkerConfigSchema = z.object({
   toolTimeoutMs: millis.default(60 * 60 * 1000),
   /** A running step that has not heartbeated for this long is retried (its worker died). */
   heartbeatTimeoutMs: millis.default(60 * 1000),
-  /** A file-bound step not picked up by its host in this time moves the registration to another host. */
+  /**
+   * A host whose control queue has not picked up a task in this time is gone: its registrations move
+   * to another host. A busy host is not gone: images wait for one of its slots however long that takes.
+   */
   hostScheduleToStartTimeoutMs: millis.default(10 * 60 * 1000),
   retryInitialIntervalMs: millis.default(10 * 1000),
   retryMaximumIntervalMs: millis.default(10 * 60 * 1000),
@@ -73,6 +76,14 @@ export const WorkerConfigSchema = z.object({
   /** Kept free on the working folder's filesystem: the larger of these two. */
   diskReserveBytes: sizeBytes.default(1024 ** 3),
   diskReservePercent: z.coerce.number().min(0).max(90).default(2),
+  /** A step short of disk space waits (stage waiting-for-disk) and tries again this often… */
+  diskWaitIntervalMs: millis.default(60 * 1000),
+  /** …for this long at most, then the registration fails naming the space it needed. */
+  diskWaitMaxMs: millis.default(24 * 60 * 60 * 1000),
+  /** How often the worker removes work folders whose workflow is closed (also once at start). */
+  sweepIntervalMs: millis.default(60 * 60 * 1000),
+  /** How often the worker checks that the images holding its slots are still running. */
+  slotAuditIntervalMs: millis.default(60 * 1000),
 });
 
 export const SynnefoConfigSchema = z.object({
@@ -287,4 +298,9 @@ export function hostTaskQueue(config: Config): string {
 
 export function deadLetterQueue(rabbit: RabbitConfig): string {
   return rabbit.deadLetterQueue ?? `${rabbit.queue}.dead`;
+}
+
+/** The host's control queue (slots and liveness), beside its file-step queue. */
+export function hostControlQueue(config: Config): string {
+  return `${hostTaskQueue(config)}-control`;
 }

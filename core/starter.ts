@@ -1,48 +1,51 @@
-import { WorkflowExecutionAlreadyStartedError, type Client, type WorkflowHandle } from '@temporalio/client';
-import { WorkflowIdConflictPolicy, WorkflowIdReusePolicy, type TypedSearchAttributes } from '@temporalio/common';
-import { TypedSearchAttributes as SearchAttributes } from '@temporalio/common';
+import type { Client, WorkflowHandle } from '@temporalio/client';
+import { TypedSearchAttributes, WorkflowIdConflictPolicy, WorkflowIdReusePolicy } from '@temporalio/common';
 import type { Config } from './config.js';
 import { assertActionable, eventAction, type ImageEvent } from './event.js';
 import {
+  childWorkflowId,
   EXPIRE_WORKFLOW,
-  expireWorkflowId,
+  IMAGE_EVENT_SIGNAL,
+  IMAGE_REVISION_WORKFLOW,
+  imageRevisionWorkflowId,
   REGISTER_WORKFLOW,
-  registerWorkflowId,
+  registrationTarget,
   SA_IMAGE_ID,
   SA_IMAGE_LIST_ID,
-  SA_STAGE,
   SA_VO,
+  type ImageEventSignal,
   type RegistrationOptions,
 } from './workflow-contract.js';
 
 export type StartOutcome =
-  /** A new workflow execution was started. */
-  | 'started'
-  /** A workflow with this id is running, or completed successfully: the event is absorbed. */
-  | 'already-exists'
+  /** The event reached its image revision's workflow (started for it, or already running). */
+  | 'delivered'
   /** The event needs no action (e.g. ProcessPrefix). */
   | 'ignored';
 
 export interface StartResult {
   outcome: StartOutcome;
+  /** The image revision's workflow, which the event was delivered to. */
   workflowId?: string;
-  workflowType?: string;
+  /** The workflow that does the work the event asks for: registerImage or expireImage. */
+  childWorkflowId?: string;
+  childWorkflowType?: string;
   handle?: WorkflowHandle;
 }
 
-function initialSearchAttributes(event: ImageEvent): TypedSearchAttributes {
-  const pairs = [{ key: SA_STAGE, value: 'queued' }];
+function identitySearchAttributes(event: ImageEvent): TypedSearchAttributes {
+  const pairs = [];
   if (event.imageId) pairs.push({ key: SA_IMAGE_ID, value: event.imageId });
   if (event.imageListId) pairs.push({ key: SA_IMAGE_LIST_ID, value: event.imageListId });
   if (event.vo) pairs.push({ key: SA_VO, value: event.vo });
-  return new SearchAttributes(pairs);
+  return new TypedSearchAttributes(pairs);
 }
 
 /**
- * Starts the workflow an event calls for, idempotently: the id comes from the image's
- * identity, a running or successfully completed workflow with that id absorbs the event
- * (conflict policy FAIL, reported as 'already-exists'), and only a failed, cancelled or
- * terminated one may be run again (reuse policy ALLOW_DUPLICATE_FAILED_ONLY).
+ * Delivers an event to the workflow of its image revision and target (signal-with-start): it
+ * starts one when none runs, and otherwise the running one takes the event into account. That
+ * workflow runs registerImage or expireImage, so a repeated event never registers an image twice
+ * and the cloud follows the last event of the revision.
  *
  * Throws InvalidEventError when the event lacks what its action needs.
  */
@@ -52,26 +55,29 @@ export async function startWorkflowForEvent(
   event: ImageEvent,
   options: RegistrationOptions = {},
 ): Promise<StartResult> {
-  const action = eventAction(event);
-  if (action === 'ignore') return { outcome: 'ignored' };
+  const kind = eventAction(event);
+  if (kind === 'ignore') return { outcome: 'ignored' };
   assertActionable(event);
-  const workflowType = action === 'register' ? REGISTER_WORKFLOW : EXPIRE_WORKFLOW;
-  const workflowId = action === 'register' ? registerWorkflowId(event) : expireWorkflowId(event);
-  try {
-    const handle = await client.workflow.start(workflowType, {
-      taskQueue: config.temporal.taskQueue,
-      workflowId,
-      args: [{ event, options }],
-      workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-      workflowIdConflictPolicy: WorkflowIdConflictPolicy.FAIL,
-      typedSearchAttributes: initialSearchAttributes(event),
-      memo: { title: event.title ?? '', version: event.version ?? '', origin: event.origin },
-    });
-    return { outcome: 'started', workflowId, workflowType, handle };
-  } catch (err) {
-    if (err instanceof WorkflowExecutionAlreadyStartedError) {
-      return { outcome: 'already-exists', workflowId, workflowType, handle: client.workflow.getHandle(workflowId) };
-    }
-    throw err;
-  }
+  const action = kind === 'register' ? 'register' : 'expire';
+  const target = registrationTarget(options, config.synnefo.cloud);
+  const workflowId = imageRevisionWorkflowId(event, action, target);
+  const signal: ImageEventSignal = { action, event, options, target };
+  const handle = await client.workflow.signalWithStart(IMAGE_REVISION_WORKFLOW, {
+    taskQueue: config.temporal.taskQueue,
+    workflowId,
+    args: [],
+    signal: IMAGE_EVENT_SIGNAL,
+    signalArgs: [signal],
+    workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE,
+    workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
+    typedSearchAttributes: identitySearchAttributes(event),
+    memo: { title: event.title ?? '', version: event.version ?? '', origin: event.origin },
+  });
+  return {
+    outcome: 'delivered',
+    workflowId,
+    childWorkflowId: childWorkflowId(event, action, target),
+    childWorkflowType: action === 'register' ? REGISTER_WORKFLOW : EXPIRE_WORKFLOW,
+    handle,
+  };
 }

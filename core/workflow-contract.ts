@@ -8,6 +8,14 @@ import type { ImageEvent } from './event.js';
 
 export const REGISTER_WORKFLOW = 'registerImage';
 export const EXPIRE_WORKFLOW = 'expireImage';
+/**
+ * One per image revision and target: every event for the revision reaches it (signal-with-start),
+ * and it runs registerImage or expireImage as children, one at a time, so the final state
+ * follows the last event whatever the order in which the work gets done.
+ */
+export const IMAGE_REVISION_WORKFLOW = 'imageRevision';
+export const IMAGE_EVENT_SIGNAL = 'imageEvent';
+export const CURRENT_QUERY = 'current';
 
 /** The original handlers (`-handler`), by the names a site may have in its scripts. */
 export const HANDLERS = ['registerImage', 'JustLogHandler', 'ThrowingHandler'] as const;
@@ -31,6 +39,30 @@ export interface RegistrationOptions {
 export interface RegisterImageInput {
   event: ImageEvent;
   options: RegistrationOptions;
+}
+
+/** What an event asks of an image revision. */
+export type RevisionAction = 'register' | 'expire';
+
+/** The signal an imageRevision workflow receives for every event of its revision. */
+export interface ImageEventSignal extends RegisterImageInput {
+  action: RevisionAction;
+  /** registrationTarget(): part of every id, so the children of one revision agree on theirs. */
+  target: string;
+}
+
+/** The child an imageRevision workflow runs now (or ran last), for following it. */
+export interface CurrentChild {
+  action: RevisionAction;
+  workflowId: string;
+  runId?: string;
+}
+
+export interface ImageRevisionResult {
+  /** The action of the last event, which the cloud now reflects. */
+  action: RevisionAction;
+  register?: RegisterImageResult;
+  expire?: ExpireImageResult;
 }
 
 export interface RegisterImageResult {
@@ -66,6 +98,10 @@ export interface OutOfSpaceDetails {
 /** The stages a registration goes through, shown as the `ImageStage` search attribute. */
 export const STAGES = [
   'queued',
+  /** Holding its place in the host's queue: the host is alive and busy with other images. */
+  'waiting-for-host',
+  /** The host's working folder has not enough free space for the next step yet. */
+  'waiting-for-disk',
   'acquiring',
   'inspecting',
   'converting',
@@ -126,15 +162,85 @@ function imageRevision(event: ImageEvent): string {
   return `file-${shortDigest(`${event.cacheDir ?? ''}/${event.filename ?? ''}`)}`;
 }
 
-/** `register:<image list>:<image>:<revision>`: repeated events for one image revision share it. */
-export function registerWorkflowId(event: ImageEvent): string {
-  return ['register', idPart(event.imageListId, 'no-list'), idPart(event.imageId, 'no-id'), imageRevision(event)].join(':');
+/**
+ * Where a registration goes: the handler and the cloud. A trial with JustLogHandler and the real
+ * registration, or the same image registered into two clouds, are different registrations.
+ */
+export function registrationTarget(options: RegistrationOptions, defaultCloud: string | undefined): string {
+  const handler = options.handler ?? 'registerImage';
+  if (handler === 'JustLogHandler') return 'log';
+  if (handler === 'ThrowingHandler') return 'throwing';
+  const cloud = options.kamakiCloud ?? defaultCloud;
+  const part = idPart(cloud, 'default');
+  // A long cloud name keeps a digest of the whole, so two long names never share a target.
+  return `synnefo-${cloud && cloud.length > 40 ? `${part.slice(0, 23)}-${shortDigest(cloud)}` : part}`;
 }
 
-/** `expire:<image list>:<image>:<revision or expired file name>`. */
-export function expireWorkflowId(event: ImageEvent): string {
-  const revision = event.checksumSha512 ? imageRevision(event) : `f-${idPart(event.filename, 'none')}`;
-  return ['expire', idPart(event.imageListId, 'no-list'), idPart(event.imageId, 'no-id'), revision].join(':');
+/** The revision an expire event names: its checksum, else the expired cache file's name. */
+function expiredRevision(event: ImageEvent): string {
+  return event.checksumSha512 ? imageRevision(event) : `f-${idPart(event.filename, 'none')}`;
+}
+
+/** Temporal accepts longer ids, but the Web UI and logs read better within 255 characters. */
+const MAX_ID = 255;
+function boundedId(parts: string[]): string {
+  const id = parts.join(':');
+  if (id.length <= MAX_ID) return id;
+  const digest = shortDigest(id);
+  return `${id.slice(0, MAX_ID - digest.length - 1)}~${digest}`;
+}
+
+function identityParts(event: ImageEvent, revision: string, target: string): string[] {
+  return [target, idPart(event.imageListId, 'no-list'), idPart(event.imageId, 'no-id'), revision];
+}
+
+/** `register:<target>:<image list>:<image>:<revision>`: repeated events for one image revision share it. */
+export function registerWorkflowId(event: ImageEvent, target: string): string {
+  return boundedId(['register', ...identityParts(event, imageRevision(event), target)]);
+}
+
+/** `expire:<target>:<image list>:<image>:<revision or expired file name>`. */
+export function expireWorkflowId(event: ImageEvent, target: string): string {
+  return boundedId(['expire', ...identityParts(event, expiredRevision(event), target)]);
+}
+
+/**
+ * `image:<target>:<image list>:<image>:<revision>`: the revision's coordinating workflow. An
+ * Available and an Expire event of the same revision reach the same one; an expire event that
+ * carries no checksum names the image's cache file instead, as expireWorkflowId does.
+ */
+export function imageRevisionWorkflowId(event: ImageEvent, action: RevisionAction, target: string): string {
+  const revision = action === 'register' ? imageRevision(event) : expiredRevision(event);
+  return boundedId(['image', ...identityParts(event, revision, target)]);
+}
+
+/** The id of the child an imageRevision workflow starts for an action. */
+export function childWorkflowId(event: ImageEvent, action: RevisionAction, target: string): string {
+  return action === 'register' ? registerWorkflowId(event, target) : expireWorkflowId(event, target);
+}
+
+/** What `claimHost` tells a workflow about the worker that will run its file-bound steps. */
+export interface HostClaim {
+  /** The worker's own task queue: every step that touches the image file runs there. */
+  taskQueue: string;
+  /**
+   * The host's control queue: its slots and liveness. Its worker never runs out of task slots, so
+   * a task there waiting to start means the host is gone, never that it is busy.
+   */
+  controlQueue: string;
+  hostname: string;
+  /** Timeouts and retries come from the worker's configuration, so sites (and tests) tune them without code. */
+  heartbeatTimeoutMs: number;
+  downloadTimeoutMs: number;
+  toolTimeoutMs: number;
+  /** How long a task may wait for this host's worker before the host counts as gone. */
+  scheduleToStartTimeoutMs: number;
+  retryInitialIntervalMs: number;
+  retryMaximumIntervalMs: number;
+  retryMaximumAttempts: number;
+  /** How often a step short of disk space is tried again, and for how long at most. */
+  diskWaitIntervalMs: number;
+  diskWaitMaxMs: number;
 }
 
 /** The identity properties stored on the registered image, used to find it again. */

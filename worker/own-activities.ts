@@ -1,10 +1,10 @@
 import os from 'node:os';
 import { ApplicationFailure } from '@temporalio/common';
-import { hostTaskQueue, type Config } from '../core/config.js';
+import { hostControlQueue, hostTaskQueue, type Config } from '../core/config.js';
 import type { ImageEvent } from '../core/event.js';
 import { eventToFlat } from '../core/event.js';
 import type { Logger } from '../core/logging.js';
-import type { HostClaim } from './host-types.js';
+import type { HostClaim } from '../core/workflow-contract.js';
 
 /** Activities that belong to the worker itself rather than to a pipeline step. */
 export function createWorkerOwnActivities({ config, logger }: { config: Config; logger: Logger }) {
@@ -14,6 +14,7 @@ export function createWorkerOwnActivities({ config, logger }: { config: Config; 
       const w = config.worker;
       return {
         taskQueue: hostTaskQueue(config),
+        controlQueue: hostControlQueue(config),
         hostname: os.hostname(),
         heartbeatTimeoutMs: w.heartbeatTimeoutMs,
         downloadTimeoutMs: w.downloadTimeoutMs,
@@ -22,6 +23,8 @@ export function createWorkerOwnActivities({ config, logger }: { config: Config; 
         retryInitialIntervalMs: w.retryInitialIntervalMs,
         retryMaximumIntervalMs: w.retryMaximumIntervalMs,
         retryMaximumAttempts: w.retryMaximumAttempts,
+        diskWaitIntervalMs: w.diskWaitIntervalMs,
+        diskWaitMaxMs: w.diskWaitMaxMs,
       };
     },
 

@@ -1,9 +1,13 @@
 import { existsSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
 import { NativeConnection, Runtime, Worker, type LogLevel, type LogMetadata } from '@temporalio/worker';
-import { hostTaskQueue, type Config } from '../core/config.js';
+import { hostControlQueue, hostTaskQueue, type Config } from '../core/config.js';
+import { connectTemporal } from '../core/temporal-client.js';
 import type { Logger } from '../core/logging.js';
 import { buildActivities } from './activities.js';
 import { WORKFLOW_BUNDLE, WORKFLOWS_PATH } from './bundle.js';
+import { auditSlots, every, sweepWorkFolders } from './housekeeping.js';
+import { HostSlots } from './host-slots.js';
 
 export interface RunningWorker {
   /** Asks both workers to stop taking tasks and let running activities finish (up to the grace time). */
@@ -12,7 +16,11 @@ export interface RunningWorker {
   done: Promise<void>;
   sharedTaskQueue: string;
   hostTaskQueue: string;
+  controlTaskQueue: string;
 }
+
+/** Slot requests wait on the control queue; each is a promise and a heartbeat, so many fit. */
+const CONTROL_CONCURRENCY = 1000;
 
 let runtimeInstalled = false;
 
@@ -57,7 +65,13 @@ export async function startWorker({ config, logger }: { config: Config; logger: 
     tls: config.temporal.tls || undefined,
     apiKey: config.temporal.apiKey,
   });
-  const activities = buildActivities(config, logger);
+  const slots = new HostSlots(config.worker.maxConcurrentFileSteps);
+  if (await hasWorkFolders(config)) {
+    // Images were running here when the worker stopped: their retried steps come back after a
+    // heartbeat timeout and a retry interval. Keep their slots free for them until then.
+    slots.holdBackUntil(Date.now() + config.worker.heartbeatTimeoutMs + config.worker.retryInitialIntervalMs + 5000);
+  }
+  const activities = buildActivities(config, logger, slots);
   const workflowSource = existsSync(WORKFLOW_BUNDLE)
     ? { workflowBundle: { codePath: WORKFLOW_BUNDLE } }
     : { workflowsPath: WORKFLOWS_PATH };
@@ -82,25 +96,53 @@ export async function startWorker({ config, logger }: { config: Config; logger: 
     activities: activities.host,
     maxConcurrentActivityTaskExecutions: config.worker.maxConcurrentFileSteps,
   });
-  logger.info({ sharedTaskQueue: config.temporal.taskQueue, hostTaskQueue: hostQueue, address: config.temporal.address }, 'worker started');
-  const done = Promise.all([shared.run(), host.run()]).then(
+  const controlQueue = hostControlQueue(config);
+  const control = await Worker.create({
+    ...common,
+    taskQueue: controlQueue,
+    activities: activities.control,
+    maxConcurrentActivityTaskExecutions: CONTROL_CONCURRENCY,
+  });
+  const workers = [shared, host, control];
+  const housekeeping = await connectTemporal(config.temporal);
+  const housekeepingLog = logger.child({ component: 'housekeeping' });
+  const stopSweep = every(config.worker.sweepIntervalMs, () => sweepWorkFolders(housekeeping.client, config, housekeepingLog), housekeepingLog, 'work folder sweep');
+  const stopAudit = every(config.worker.slotAuditIntervalMs, () => auditSlots(housekeeping.client, slots, housekeepingLog), housekeepingLog, 'slot audit');
+  logger.info(
+    { sharedTaskQueue: config.temporal.taskQueue, hostTaskQueue: hostQueue, controlTaskQueue: controlQueue, slots: slots.capacity, address: config.temporal.address },
+    'worker started',
+  );
+  const closeAll = async () => {
+    stopSweep();
+    stopAudit();
+    await housekeeping.connection.close().catch(() => undefined);
+  };
+  const done = Promise.all(workers.map((w) => w.run())).then(
     async () => {
+      await closeAll();
       await connection.close();
       logger.info('worker stopped');
     },
     async (err: unknown) => {
+      await closeAll();
       await connection.close().catch(() => undefined);
       throw err;
     },
   );
   return {
     stop() {
-      for (const w of [shared, host]) {
+      for (const w of workers) {
         if (w.getState() === 'RUNNING') w.shutdown();
       }
     },
     done,
     sharedTaskQueue: config.temporal.taskQueue,
     hostTaskQueue: hostQueue,
+    controlTaskQueue: controlQueue,
   };
+}
+
+async function hasWorkFolders(config: Config): Promise<boolean> {
+  const entries = await readdir(config.worker.workingFolder, { withFileTypes: true }).catch(() => []);
+  return entries.some((e) => e.isDirectory());
 }

@@ -1,2 +1,3 @@
 export { registerImage, progressQuery } from './register-image.js';
 export { expireImage } from './expire-image.js';
+export { imageRevision, imageEventSignal, currentQuery } from './image-revision.js';

@@ -7,38 +7,41 @@ import {
   log,
   proxyActivities,
   setHandler,
+  sleep,
   TimeoutFailure,
   upsertSearchAttributes,
   workflowInfo,
   type ActivityOptions,
 } from '@temporalio/workflow';
 import { TimeoutType } from '@temporalio/common';
-import type { createImagePipelineActivities } from '../activities/image-pipeline.js';
-import type { createSynnefoActivities } from '../activities/synnefo.js';
-import type { HostClaim } from '../worker/host-types.js';
-import type { WorkerOwnActivities } from '../worker/own-activities.js';
+import type { buildActivities } from '../worker/activities.js';
 import {
+  DISK_TOO_SMALL,
+  OUT_OF_SPACE,
   PROGRESS_QUERY,
   SA_STAGE,
+  type HostClaim,
   type Progress,
   type RegisterImageInput,
   type RegisterImageResult,
   type Stage,
 } from '../core/workflow-contract.js';
 
-type ImagePipelineActivities = ReturnType<typeof createImagePipelineActivities>;
-type SynnefoActivities = ReturnType<typeof createSynnefoActivities>;
+type WorkerActivities = ReturnType<typeof buildActivities>;
+type SharedActivities = WorkerActivities['shared'];
+type HostActivities = WorkerActivities['host'];
+type ControlActivities = WorkerActivities['control'];
 
 export const progressQuery = defineQuery<Progress>(PROGRESS_QUERY);
 
 /** Steps that need no file run on the shared task queue, on any worker. */
-const shared = proxyActivities<WorkerOwnActivities & Pick<SynnefoActivities, 'findRegisteredImage'>>({
+const shared = proxyActivities<SharedActivities>({
   startToCloseTimeout: '5 minutes',
   retry: { initialInterval: '2 seconds', backoffCoefficient: 2, maximumInterval: '1 minute', maximumAttempts: 10 },
 });
 
 /** The test handler fails a bounded number of times, then the workflow fails (README: handlers). */
-const throwing = proxyActivities<WorkerOwnActivities>({
+const throwing = proxyActivities<SharedActivities>({
   startToCloseTimeout: '1 minute',
   retry: { initialInterval: '1 second', backoffCoefficient: 1, maximumAttempts: 3 },
 });
@@ -46,13 +49,15 @@ const throwing = proxyActivities<WorkerOwnActivities>({
 /** How many hosts a registration may move across when the host holding its files disappears. */
 const MAX_HOSTS = 3;
 
-type HostActivities = ImagePipelineActivities & Pick<SynnefoActivities, 'prepareImage' | 'registerWithKamaki'>;
-
+/**
+ * A host-queue step. Its schedule-to-start timeout detects a host that is gone, not one that is
+ * busy: the image holds one of the host's slots (see onHost), and the host queue has as many task
+ * slots as the host has image slots, so a holder's step never queues behind other images' steps.
+ */
 function hostActivities(claim: HostClaim, timeout: number, heartbeat = true): HostActivities {
   const options: ActivityOptions = {
     taskQueue: claim.taskQueue,
     startToCloseTimeout: timeout,
-    // A step waiting longer than this for its worker means the host is gone: move on (see loop below).
     scheduleToStartTimeout: claim.scheduleToStartTimeoutMs,
     heartbeatTimeout: heartbeat ? claim.heartbeatTimeoutMs : undefined,
     retry: {
@@ -65,12 +70,31 @@ function hostActivities(claim: HostClaim, timeout: number, heartbeat = true): Ho
   return proxyActivities<HostActivities>(options);
 }
 
+/**
+ * The host's control queue. Waiting for a slot may take hours behind a dozen large images, so it
+ * has no time limit of its own; it heartbeats, and its schedule-to-start timeout (the control
+ * worker always has free task slots) says whether the host is alive.
+ */
+function controlActivities(claim: HostClaim): ControlActivities {
+  return proxyActivities<ControlActivities>({
+    taskQueue: claim.controlQueue,
+    startToCloseTimeout: '3650 days',
+    scheduleToStartTimeout: claim.scheduleToStartTimeoutMs,
+    heartbeatTimeout: claim.heartbeatTimeoutMs,
+    retry: { initialInterval: claim.retryInitialIntervalMs, maximumInterval: claim.retryMaximumIntervalMs, backoffCoefficient: 2 },
+  });
+}
+
 function isHostLost(err: unknown): boolean {
   return (
     err instanceof ActivityFailure &&
     err.cause instanceof TimeoutFailure &&
     err.cause.timeoutType === TimeoutType.SCHEDULE_TO_START
   );
+}
+
+function failureType(err: unknown): string | undefined {
+  return err instanceof ActivityFailure && err.cause instanceof ApplicationFailure ? err.cause.type ?? undefined : undefined;
 }
 
 /**
@@ -110,7 +134,7 @@ export async function registerImage(input: RegisterImageInput): Promise<Register
     for (let host = 1; ; host++) {
       const claim = await shared.claimHost();
       try {
-        return await registerOnHost(input, claim, stage, (p) => (progress = { ...progress, ...p }));
+        return await onHost(input, claim, stage, (p) => (progress = { ...progress, ...p }));
       } catch (err) {
         if (isHostLost(err) && host < MAX_HOSTS) {
           log.warn('the worker holding this image stopped answering; starting over on another host', { host: claim.hostname });
@@ -125,37 +149,91 @@ export async function registerImage(input: RegisterImageInput): Promise<Register
   }
 }
 
+type StageSetter = (next: Stage, step?: string) => void;
+
+/** Takes one of the host's slots, runs the file-bound steps there, and gives the slot back. */
+async function onHost(input: RegisterImageInput, claim: HostClaim, stage: StageSetter, note: (p: Partial<Progress>) => void): Promise<RegisterImageResult> {
+  const control = controlActivities(claim);
+  const { workflowId } = workflowInfo();
+  stage('waiting-for-host', `waiting for a slot on ${claim.hostname}`);
+  await control.acquireHostSlot({ workflowId });
+  let hostLost = false;
+  try {
+    return await registerOnHost(input, claim, stage, note);
+  } catch (err) {
+    hostLost = isHostLost(err);
+    throw err;
+  } finally {
+    // A host that is gone took its slots with it; waiting for it to answer would only delay the move.
+    if (!hostLost) {
+      await CancellationScope.nonCancellable(() => control.releaseHostSlot({ workflowId })).catch((err: unknown) =>
+        log.warn('could not give the host slot back', { host: claim.hostname, error: String(err) }),
+      );
+    }
+  }
+}
+
+/**
+ * Runs a host step; when the host's disk has not enough free space for it, waits (stage
+ * waiting-for-disk) and tries again, up to `diskWaitMaxMs`. A step that can never fit fails.
+ */
+async function withDiskWait<T>(claim: HostClaim, stage: StageSetter, current: () => Progress, run: () => Promise<T>): Promise<T> {
+  let waited = 0;
+  for (;;) {
+    try {
+      return await run();
+    } catch (err) {
+      const type = failureType(err);
+      if (type === DISK_TOO_SMALL || type !== OUT_OF_SPACE) throw err;
+      const message = (err as ActivityFailure).cause?.message ?? String(err);
+      if (waited + claim.diskWaitIntervalMs > claim.diskWaitMaxMs) {
+        throw ApplicationFailure.nonRetryable(`gave up after waiting ${claim.diskWaitMaxMs} ms for disk space (worker.diskWaitMaxMs): ${message}`, OUT_OF_SPACE);
+      }
+      const resume = current();
+      log.warn('not enough disk space on this host; waiting', { host: claim.hostname, message });
+      stage('waiting-for-disk', message);
+      await sleep(claim.diskWaitIntervalMs);
+      waited += claim.diskWaitIntervalMs;
+      stage(resume.stage, resume.step);
+    }
+  }
+}
+
 async function registerOnHost(
   { event, options }: RegisterImageInput,
   claim: HostClaim,
-  stage: (next: Stage, step?: string) => void,
+  stage: StageSetter,
   note: (p: Partial<Progress>) => void,
 ): Promise<RegisterImageResult> {
   const download = hostActivities(claim, claim.downloadTimeoutMs);
   const tools = hostActivities(claim, claim.toolTimeoutMs);
   const quick = hostActivities(claim, 5 * 60_000, false);
   const { workflowId } = workflowInfo();
+  let current: Progress = { stage: 'queued' };
+  const step: StageSetter = (next, description) => {
+    current = { stage: next, step: description };
+    stage(next, description);
+  };
+  const onDisk = <T>(run: () => Promise<T>) => withDiskWait(claim, stage, () => current, run);
+  let hostLost = false;
   try {
-    stage('acquiring', `download ${event.uri ?? event.filename ?? ''}`.trim());
-    const acquired = await download.acquireImage({
-      workflowId,
-      event,
-      insecureSsl: options.insecureSsl,
-      credentialName: options.credentialName,
-    });
+    step('acquiring', `download ${event.uri ?? event.filename ?? ''}`.trim());
+    const acquired = await onDisk(() =>
+      download.acquireImage({ workflowId, event, insecureSsl: options.insecureSsl, credentialName: options.credentialName }),
+    );
     const { workDir } = acquired;
     note({ bytesDone: acquired.bytes, bytesTotal: acquired.bytes });
 
-    stage('inspecting');
+    step('inspecting');
     const info = await quick.inspectImage({ path: acquired.path, formatHint: options.formatHint ?? event.format, fileName: acquired.fileName });
 
-    stage('converting', `${info.format} → raw`);
-    const raw = await tools.convertToRaw({ path: acquired.path, workDir, format: info.format });
+    step('converting', `${info.format} → raw`);
+    const raw = await onDisk(() => tools.convertToRaw({ path: acquired.path, workDir, format: info.format }));
 
-    stage('preparing');
-    const prepared = await tools.prepareImage({ rawPath: raw.path, workDir, event, options });
+    step('preparing');
+    const prepared = await onDisk(() => tools.prepareImage({ rawPath: raw.path, workDir, event, options }));
 
-    stage('registering');
+    step('registering');
     const registered = await tools.registerWithKamaki({ path: prepared.path, event, options, metadata: prepared.metadata });
 
     stage('done');
@@ -168,11 +246,17 @@ async function registerOnHost(
       format: info.format,
       properties: registered.properties,
     };
+  } catch (err) {
+    hostLost = isHostLost(err);
+    throw err;
   } finally {
     // Whatever happened (done, failed, cancelled), the work folder goes: a failed step leaves no
-    // files behind. A host that vanished cannot be reached, so this is best effort.
-    await CancellationScope.nonCancellable(() => quick.cleanupWorkspace({ workflowId })).catch((err: unknown) =>
-      log.warn('could not clean up the work folder', { host: claim.hostname, error: String(err) }),
-    );
+    // files behind. A host that is gone cannot be reached: its worker's sweep removes the folder
+    // if it ever comes back.
+    if (!hostLost) {
+      await CancellationScope.nonCancellable(() => quick.cleanupWorkspace({ workflowId })).catch((err: unknown) =>
+        log.warn('could not clean up the work folder', { host: claim.hostname, error: String(err) }),
+      );
+    }
   }
 }

@@ -118,14 +118,14 @@ export class DequeueCommand extends ConfiguredCommand {
         this.context.stderr.write(`snf-vmcatcher: Temporal is unavailable (${decision.detail}); the message is back on the queue\n`);
         return EXIT.failed;
       }
-      const { outcome, workflowId, workflowType, handle } = decision.result;
+      const { outcome, workflowId, childWorkflowType, handle } = decision.result;
       if (outcome === 'ignored') {
         session.channel.ack(msg);
         this.out(`Ignored ${decision.event.type ?? 'an'} event: it needs no action`);
         return EXIT.ok;
       }
       const link = workflowUiLink(config.temporal, workflowId!);
-      this.out(`${outcome === 'started' ? 'Started' : 'Joined the existing'} ${workflowType} workflow ${workflowId} (${link})`);
+      this.out(`Delivered the event to workflow ${workflowId}, which runs ${childWorkflowType} (${link})`);
       if (!this.wait || !handle) {
         session.channel.ack(msg);
         return EXIT.ok;

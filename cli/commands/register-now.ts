@@ -6,9 +6,9 @@ import { startWorkflowForEvent } from '../../core/starter.js';
 import { connectTemporal, workflowUiLink } from '../../core/temporal-client.js';
 import { assertActionable, EVENT_FIELDS, ImageEventSchema, InvalidEventError, type ImageEvent } from '../../core/event.js';
 import { InvalidInputError } from '../../core/errors.js';
-import type { RegisterImageResult } from '../../core/workflow-contract.js';
+import type { ImageRevisionResult } from '../../core/workflow-contract.js';
 import { ConfiguredCommand, EXIT } from '../base-command.js';
-import { followProgress } from '../progress.js';
+import { followProgress, waitForChild } from '../progress.js';
 
 export class RegisterNowCommand extends ConfiguredCommand {
   static override paths = [['register-now']];
@@ -49,26 +49,31 @@ export class RegisterNowCommand extends ConfiguredCommand {
         formatHint: this.format,
       };
       const started = await startWorkflowForEvent(client, config, event, options);
-      const handle = started.handle as WorkflowHandle;
+      const parent = started.handle as WorkflowHandle;
       const link = workflowUiLink(config.temporal, started.workflowId!);
       if (this.insecureSsl) this.log.warn({ url: this.url }, 'TLS certificate verification is OFF for this download (--insecure-ssl)');
-      this.context.stderr.write(
-        started.outcome === 'started'
-          ? `Started workflow ${started.workflowId}\n`
-          : `A workflow for this image already exists: ${started.workflowId}\n`,
-      );
+      this.context.stderr.write(`Sent the image to workflow ${started.workflowId}; the registration is ${started.childWorkflowId}\n`);
       this.context.stderr.write(`Web UI: ${link}\n`);
       if (this.noWait) {
-        this.out(this.json ? JSON.stringify({ workflowId: started.workflowId, outcome: started.outcome, link }) : started.workflowId!);
+        this.out(
+          this.json
+            ? JSON.stringify({ workflowId: started.workflowId, registrationWorkflowId: started.childWorkflowId, outcome: started.outcome, link })
+            : started.workflowId!,
+        );
         return EXIT.ok;
       }
-      await followProgress(handle, this.context.stderr);
+      const registration = await waitForChild(parent, 'register');
+      if (registration) await followProgress(registration, this.context.stderr);
       try {
-        const result = (await handle.result()) as RegisterImageResult;
-        if (this.json) this.out(JSON.stringify({ workflowId: started.workflowId, link, ...result }, null, 2));
-        else if (started.outcome === 'already-exists' || result.reused)
-          this.out(`Image ${result.imageId} (${result.name ?? ''}) is already registered; nothing added`);
-        else this.out(`Registered image ${result.imageId} (${result.name ?? ''}) from ${this.url}`);
+        const result = (await parent.result()) as ImageRevisionResult;
+        if (result.action !== 'register' || !result.register) {
+          this.context.stderr.write(`The image was expired by a later event before it was registered; see ${link}\n`);
+          return EXIT.failed;
+        }
+        const registered = result.register;
+        if (this.json) this.out(JSON.stringify({ workflowId: started.workflowId, registrationWorkflowId: started.childWorkflowId, link, ...registered }, null, 2));
+        else if (registered.reused) this.out(`Image ${registered.imageId} (${registered.name ?? ''}) is already registered; nothing added`);
+        else this.out(`Registered image ${registered.imageId} (${registered.name ?? ''}) from ${this.url}`);
         return EXIT.ok;
       } catch (err) {
         if (err instanceof WorkflowFailedError) {

@@ -53,7 +53,8 @@ describe('register-now end to end', () => {
       env,
       timeoutMs: 120_000,
     });
-    expect(first.stderr).toContain('Started workflow register:register-now:debian-12.qcow2:');
+    expect(first.stderr).toContain('Sent the image to workflow image:synnefo-e2e:register-now:debian-12.qcow2:');
+    expect(first.stderr).toContain('the registration is register:synnefo-e2e:register-now:debian-12.qcow2:');
     expect(first.stderr).toContain('Web UI: http://localhost:8233/namespaces/default/workflows/');
     expect(first.exitCode).toBe(0);
     expect(first.stdout).toMatch(/^Registered image \S+/);
@@ -78,7 +79,7 @@ describe('register-now end to end', () => {
 
     const second = await runCli(['register-now', '-conf', conf, '-url', url, '-kamaki-cloud', 'e2e', '--sha512', sha512], { env, timeoutMs: 120_000 });
     expect(second.exitCode).toBe(0);
-    expect(second.stderr).toContain('A workflow for this image already exists');
+    expect(second.stdout).toMatch(/^Image \S+ \(.*\) is already registered; nothing added/);
     const after2 = await state();
     expect(after2.images).toHaveLength(1);
     expect(after2.invocations.filter((i) => i.tool === 'kamaki' && i.argv.includes('upload')).length).toBe(uploads1);

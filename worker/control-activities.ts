@@ -1,0 +1,28 @@
+import { Context } from '@temporalio/activity';
+import { keepHeartbeating } from '../activities/heartbeats.js';
+import type { HostSlots } from './host-slots.js';
+
+/**
+ * The activities of a host's control queue. Its worker has far more task slots than images, so
+ * they start at once on a live host, whatever the host is busy with.
+ */
+export function createControlActivities({ slots }: { slots: HostSlots }) {
+  return {
+    /** Waits (heartbeating its place in the queue) until this image holds one of the host's slots. */
+    async acquireHostSlot({ workflowId }: { workflowId: string }): Promise<void> {
+      const signal = Context.current().cancellationSignal;
+      const stop = keepHeartbeating(() => ({ step: 'waiting for a slot on this host', position: slots.position(workflowId), ...slots.state() }));
+      try {
+        await slots.acquire(workflowId, signal);
+      } finally {
+        stop();
+      }
+    },
+
+    async releaseHostSlot({ workflowId }: { workflowId: string }): Promise<void> {
+      slots.release(workflowId);
+    },
+  };
+}
+
+export type ControlActivities = ReturnType<typeof createControlActivities>;
