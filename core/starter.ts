@@ -12,6 +12,7 @@ import {
   registrationTarget,
   SA_IMAGE_ID,
   SA_IMAGE_LIST_ID,
+  SA_STAGE,
   SA_VO,
   type ImageEventSignal,
   type RegistrationOptions,
@@ -34,7 +35,7 @@ export interface StartResult {
 }
 
 function identitySearchAttributes(event: ImageEvent): TypedSearchAttributes {
-  const pairs = [];
+  const pairs = [{ key: SA_STAGE, value: 'queued' }];
   if (event.imageId) pairs.push({ key: SA_IMAGE_ID, value: event.imageId });
   if (event.imageListId) pairs.push({ key: SA_IMAGE_LIST_ID, value: event.imageListId });
   if (event.vo) pairs.push({ key: SA_VO, value: event.vo });

@@ -8,6 +8,7 @@ import {
   log,
   setHandler,
   startChild,
+  upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
 import { WorkflowIdReusePolicy } from '@temporalio/common';
@@ -27,6 +28,9 @@ import {
   type ImageRevisionResult,
   type RegisterImageResult,
 } from '../core/workflow-contract.js';
+
+/** The stage of an image revision's workflow once a child does the work (not a registration stage). */
+const DELEGATED_STAGE = 'delegated';
 
 export const imageEventSignal = defineSignal<[ImageEventSignal]>(IMAGE_EVENT_SIGNAL);
 export const currentQuery = defineQuery<CurrentChild | undefined>(CURRENT_QUERY);
@@ -83,6 +87,8 @@ export async function imageRevision(): Promise<ImageRevisionResult> {
           memo: { title: want.event.title ?? '', version: want.event.version ?? '', origin: want.event.origin },
         });
         current = { action: want.action, workflowId: child.workflowId, runId: child.firstExecutionRunId };
+        // From now on the child shows the stage; `registrations` lists this workflow only while queued.
+        upsertSearchAttributes([{ key: SA_STAGE, value: DELEGATED_STAGE }]);
         const outcome = await child.result();
         if (want.action === 'register') result.register = outcome as RegisterImageResult;
         else result.expire = outcome as ExpireImageResult;

@@ -4,6 +4,7 @@ import { connectTemporal, workflowUiLink } from '../../core/temporal-client.js';
 import {
   EXPIRE_WORKFLOW,
   REGISTER_WORKFLOW,
+  IMAGE_REVISION_WORKFLOW,
   SA_IMAGE_ID,
   SA_IMAGE_LIST_ID,
   SA_STAGE,
@@ -37,7 +38,12 @@ export interface RegistrationFilter {
 
 /** The Temporal visibility query for the registrations an operator asks about. */
 export function registrationsQuery(filter: RegistrationFilter): string {
-  const clauses = [`WorkflowType IN (${literal(REGISTER_WORKFLOW)}, ${literal(EXPIRE_WORKFLOW)})`];
+  // An image revision's workflow counts while no worker has started its registration or expiry yet
+  // (workers down, or all busy): then it is the only trace of the event.
+  const clauses = [
+    `(WorkflowType IN (${literal(REGISTER_WORKFLOW)}, ${literal(EXPIRE_WORKFLOW)}) OR ` +
+      `(WorkflowType = ${literal(IMAGE_REVISION_WORKFLOW)} AND ${SA_STAGE.name} = ${literal('queued')}))`,
+  ];
   if (filter.stage) clauses.push(`${SA_STAGE.name} = ${literal(filter.stage)}`);
   if (filter.status) clauses.push(`ExecutionStatus = ${literal(STATUS_QUERY[filter.status])}`);
   if (filter.imageIdentifier) clauses.push(`${SA_IMAGE_ID.name} = ${literal(filter.imageIdentifier)}`);
@@ -51,7 +57,7 @@ export class RegistrationsCommand extends ConfiguredCommand {
   static override usage = Command.Usage({
     description: 'List registrations and expiries known to Temporal, newest first',
     details:
-      'Asks the Temporal server for `registerImage` and `expireImage` workflows, filtered by stage, status, image, image list or VO: the same search the Web UI offers, for scripts and terminals.',
+      'Asks the Temporal server for `registerImage` and `expireImage` workflows (and the `imageRevision` workflows of events no worker has taken up yet), filtered by stage, status, image, image list or VO: the same search the Web UI offers, for scripts and terminals.',
     examples: [
       ['Failed registrations', '$0 registrations --conf /etc/snf-vmcatcher/application.conf --status failed'],
       ['Everything of one image list, as JSON', '$0 registrations --image-list-identifier 0a1b2c… --json'],

@@ -5,6 +5,7 @@ import { runCli } from '../support/cli.js';
 import { fakeCloud } from '../support/fake-cloud.js';
 import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/service-process.js';
 import { slowImageDownload, waitForDownloadOffset } from '../support/throttled-file-server.js';
+import { registrationOf } from '../support/workflows.js';
 
 const MiB = 1024 * 1024;
 const SIZE = 64 * MiB;
@@ -58,7 +59,7 @@ ${cloud.synnefoConf('prepare = false')}`,
       { env },
     );
     expect(started.exitCode).toBe(0);
-    const handle = new Client({ connection }).workflow.getHandle(started.stdout.trim());
+    const handle = await registrationOf(new Client({ connection }), started.stdout.trim());
 
     const offset = await waitForDownloadOffset(handle, 8 * MiB);
     expect(offset).toBeGreaterThanOrEqual(8 * MiB);

@@ -5,6 +5,7 @@ import { runCli } from '../support/cli.js';
 import { fakeCloud } from '../support/fake-cloud.js';
 import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/service-process.js';
 import { slowImageDownload, waitForDownloadOffset } from '../support/throttled-file-server.js';
+import { registrationOf } from '../support/workflows.js';
 
 const MiB = 1024 * 1024;
 const SIZE = 512 * MiB;
@@ -55,7 +56,7 @@ ${cloud.synnefoConf('prepare = false')}`,
     expect(started.exitCode).toBe(0);
     const workflowId = started.stdout.trim();
     const client = new Client({ connection });
-    const handle = client.workflow.getHandle(workflowId);
+    const handle = await registrationOf(client, workflowId);
 
     // Wait until the download is well under way, as its heartbeats report it.
     const offset = await waitForDownloadOffset(handle, 128 * MiB);

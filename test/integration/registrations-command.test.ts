@@ -6,14 +6,14 @@ import { startWorkflowForEvent } from '../../core/starter.js';
 import { runCli } from '../support/cli.js';
 import { uniqueTaskQueue } from '../support/service-process.js';
 
+/** Registrations and expiries, and the image revisions whose work no worker has taken up yet. */
+const ALL = "(WorkflowType IN ('registerImage', 'expireImage') OR (WorkflowType = 'imageRevision' AND ImageStage = 'queued'))";
+
 describe('registrationsQuery', () => {
   test.each([
-    [{}, "WorkflowType IN ('registerImage', 'expireImage')"],
-    [{ status: 'failed' as const }, "WorkflowType IN ('registerImage', 'expireImage') AND ExecutionStatus = 'Failed'"],
-    [
-      { stage: 'acquiring', imageListIdentifier: "o'brien" },
-      "WorkflowType IN ('registerImage', 'expireImage') AND ImageStage = 'acquiring' AND ImageListIdentifier = 'o\\'brien'",
-    ],
+    [{}, ALL],
+    [{ status: 'failed' as const }, `${ALL} AND ExecutionStatus = 'Failed'`],
+    [{ stage: 'acquiring', imageListIdentifier: "o'brien" }, `${ALL} AND ImageStage = 'acquiring' AND ImageListIdentifier = 'o\\'brien'`],
   ])('%j → %s', (filter, query) => {
     expect(registrationsQuery(filter)).toBe(query);
   });
@@ -44,7 +44,7 @@ describe('registrations', () => {
       }
       const rows = lines.map((l) => JSON.parse(l));
       expect(rows.map((r) => r.imageIdentifier).sort()).toEqual(['img-a', 'img-b']);
-      expect(rows[0]).toMatchObject({ type: 'registerImage', status: 'RUNNING', stage: 'queued', imageListIdentifier: listId, vo: 'vo.example.org' });
+      expect(rows[0]).toMatchObject({ type: 'imageRevision', status: 'RUNNING', stage: 'queued', imageListIdentifier: listId, vo: 'vo.example.org' });
 
       const table = await runCli(['registrations', '--image-list-identifier', listId, '--stage', 'queued']);
       expect(table.stdout.split('\n')[0]).toMatch(/^STATUS\s+STAGE\s+IMAGE\s+IMAGE LIST\s+STARTED\s+WORKFLOW ID$/);
