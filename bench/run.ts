@@ -1,6 +1,6 @@
 /**
  * `npm run bench [-- name...]`: runs the benchmarks (all, or the named ones: download, bridge,
- * e2e, detect, convert), each against its reference in the same run on the same data, and
+ * e2e, detect, convert, real-size), each against its reference in the same run on the same data, and
  * writes the medians, ratios and targets to bench/results.md and bench/results.json. A
  * benchmark not run this time keeps its previous figures in the files.
  * Never part of `npm test`.
@@ -14,6 +14,7 @@ import { benchConvert } from './convert.js';
 import { benchDetect } from './detect.js';
 import { benchDownload } from './download.js';
 import { benchE2e } from './e2e.js';
+import { benchRealSize } from './real-size.js';
 import { BENCH_TMP, GiB, ROOT, cleanTmp, freeBytes, log, round, type BenchResult } from './lib.js';
 
 const BENCHES: Record<string, () => Promise<BenchResult>> = {
@@ -22,6 +23,7 @@ const BENCHES: Record<string, () => Promise<BenchResult>> = {
   e2e: benchE2e,
   detect: benchDetect,
   convert: benchConvert,
+  'real-size': benchRealSize,
 };
 
 const RESULTS_JSON = path.join(ROOT, 'bench/results.json');

@@ -1,0 +1,186 @@
+/**
+ * Real sizes through one worker (issue #9): at least four images of ≥ 2 GiB (qcow2, and gzipped
+ * stream-optimized VMDK) served over local HTTP, registered at once by one `snf-vmcatcher worker`
+ * with its default two file-step slots: download and verify, unpack, convert with the real
+ * qemu-img, prepare and upload with the fakes. Reports the wall time, each image's time, and the
+ * peak RSS of every process: the worker, the Temporal server, and each external tool.
+ */
+import { chmod, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { execa } from 'execa';
+import { parseConfig } from '../core/config.js';
+import { ImageEventSchema } from '../core/event.js';
+import { startWorkflowForEvent } from '../core/starter.js';
+import { connectTemporal } from '../core/temporal-client.js';
+import type { ImageRevisionResult } from '../core/workflow-contract.js';
+import { writeLinuxMbr } from '../test/support/disk-images.js';
+import { BENCH_TMP, GiB, MiB, ROOT, log, round, serveFolder, sha512File, timed, type BenchResult } from './lib.js';
+import { startSnf, startTemporal, type Proc } from './services.js';
+
+const SIZE_GIB = Number(process.env.SNF_VMCATCHER_BENCH_REAL_GIB ?? 2);
+const COUNT = Math.max(4, Number(process.env.SNF_VMCATCHER_BENCH_REAL_IMAGES ?? 4));
+
+/** Runs the real program under GNU time, logging "<name> <max RSS KiB> <seconds>" per call. */
+function rssWrapper(name: string, real: string): string {
+  return `#!/bin/bash
+exec /usr/bin/time -a -o "$SNF_BENCH_RSS_LOG" -f "${name} %M %e" "${real}" "$@"
+`;
+}
+
+/** Peak resident set (VmHWM) of a running process, in MiB. */
+async function peakRssMiB(pid: number | undefined): Promise<number> {
+  if (!pid) return 0;
+  const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+  const kib = Number(/^VmHWM:\s+(\d+)/m.exec(status)?.[1] ?? 0);
+  return round(kib / 1024, 0);
+}
+
+/** The images, made once and kept between runs (they take minutes to write). */
+async function makeImages(folder: string): Promise<Array<{ name: string; size: number; sha512: string }>> {
+  await mkdir(folder, { recursive: true });
+  const out = [];
+  for (let i = 0; i < COUNT; i++) {
+    const name = i % 2 === 0 ? `image-${i}.qcow2` : `image-${i}.vmdk.gz`;
+    const file = path.join(folder, name);
+    const have = await stat(file).catch(() => undefined);
+    if (!have) {
+      log(`real-size: writing ${name} (${SIZE_GIB} GiB of random data)`);
+      const raw = path.join(folder, `disk-${i}.raw`);
+      await execa('dd', ['if=/dev/urandom', `of=${raw}`, 'bs=1M', `count=${SIZE_GIB * 1024}`, 'status=none']);
+      await writeLinuxMbr(raw, SIZE_GIB * GiB);
+      if (name.endsWith('.qcow2')) {
+        await execa('qemu-img', ['convert', '-q', '-f', 'raw', '-O', 'qcow2', raw, file]);
+      } else {
+        const vmdk = path.join(folder, `disk-${i}.vmdk`);
+        await execa('qemu-img', ['convert', '-q', '-f', 'raw', '-O', 'vmdk', '-o', 'subformat=streamOptimized', raw, vmdk]);
+        await execa('bash', ['-c', 'gzip -1 -c -- "$1" > "$2"', 'gzip', vmdk, file]);
+        await rm(vmdk);
+      }
+      await rm(raw);
+    }
+    const { size } = await stat(file);
+    out.push({ name, size, sha512: await sha512File(file) });
+  }
+  return out;
+}
+
+export async function benchRealSize(): Promise<BenchResult> {
+  const dir = path.join(BENCH_TMP, 'real-size');
+  const images = await makeImages(path.join(dir, 'images'));
+  const run = path.join(dir, 'run');
+  await rm(run, { recursive: true, force: true });
+  const wrappers = path.join(run, 'bin');
+  await mkdir(wrappers, { recursive: true });
+  const tools: Array<[string, string]> = [
+    ['kamaki', path.join(ROOT, 'test/fakes/kamaki')],
+    ['snf-mkimage', path.join(ROOT, 'test/fakes/snf-mkimage')],
+    ['qemu-img', (await execa('bash', ['-c', 'command -v qemu-img'])).stdout.trim()],
+  ];
+  for (const [name, real] of tools) {
+    await writeFile(path.join(wrappers, name), rssWrapper(name, real));
+    await chmod(path.join(wrappers, name), 0o755);
+  }
+  const rssLog = path.join(run, 'rss.log');
+  await writeFile(rssLog, '');
+  const kamakirc = path.join(run, 'kamakirc');
+  await writeFile(kamakirc, '[global]\ndefault_cloud = bench\n\n[cloud "bench"]\nurl = https://accounts.example.org/identity/v2.0\ntoken = bench-token-not-secret\n');
+  const taskQueue = 'bench-real-size';
+  const conf = path.join(run, 'application.conf');
+  await writeFile(
+    conf,
+    `temporal { taskQueue = "${taskQueue}" }
+worker { workingFolder = "${run}/work" }
+synnefo {
+  kamaki = "${wrappers}/kamaki"
+  snfMkimage = "${wrappers}/snf-mkimage"
+  sudo = []
+  cloud = "bench"
+}
+`,
+  );
+  const server = await serveFolder(path.join(dir, 'images'));
+  const temporal = await startTemporal(path.join(run, 'temporal'));
+  let worker: Proc | undefined;
+  const perImage: Array<{ image: string; sizeGiB: number; wallS: number; outcome: string }> = [];
+  let wallMs = 0;
+  let workerRss = 0;
+  let temporalRss = 0;
+  try {
+    const env = {
+      TEMPORAL_ADDRESS: temporal.address,
+      FAKE_SYNNEFO_STATE: path.join(run, 'synnefo-state.json'),
+      FAKE_KAMAKIRC: kamakirc,
+      SNF_BENCH_RSS_LOG: rssLog,
+      PATH: `${wrappers}:${process.env.PATH}`,
+    };
+    worker = await startSnf(['worker', '--conf', conf], env, /worker started/);
+    const config = parseConfig({ temporal: { address: temporal.address, taskQueue }, synnefo: { cloud: 'bench' } }, 'bench');
+    const { client, connection } = await connectTemporal(config.temporal);
+    try {
+      const started = Date.now();
+      const total = await timed(() =>
+        Promise.all(
+          images.map(async (img) => {
+            const event = ImageEventSchema.parse({
+              origin: 'command',
+              imageListId: `bench-real-size-${started}`,
+              imageId: img.name,
+              title: img.name,
+              uri: server.url(img.name),
+              size: img.size,
+              checksumSha512: img.sha512,
+            });
+            const delivered = await startWorkflowForEvent(client, config, event, { kamakiCloud: 'bench' });
+            const outcome = await delivered.handle!.result().then(
+              (r) => ((r as ImageRevisionResult).register?.imageId ? 'registered' : 'not registered'),
+              (err: unknown) => `failed: ${(err as Error).message}`,
+            );
+            perImage.push({ image: img.name, sizeGiB: round(img.size / GiB, 2), wallS: round((Date.now() - started) / 1000, 1), outcome });
+            log(`real-size: ${img.name} ${outcome} after ${round((Date.now() - started) / 1000, 1)} s`);
+          }),
+        ),
+      );
+      wallMs = total.ms;
+      workerRss = await peakRssMiB(worker.proc.pid);
+      temporalRss = await peakRssMiB(temporal.proc.pid);
+    } finally {
+      await connection.close();
+    }
+  } finally {
+    await worker?.stop();
+    await temporal.stop();
+    await server.close();
+  }
+  const toolRss = new Map<string, { maxMiB: number; calls: number; seconds: number }>();
+  for (const line of (await readFile(rssLog, 'utf8')).split('\n')) {
+    const [name, kib, seconds] = line.trim().split(' ');
+    if (!name || !kib || Number.isNaN(Number(kib))) continue;
+    const entry = toolRss.get(name) ?? { maxMiB: 0, calls: 0, seconds: 0 };
+    entry.maxMiB = Math.max(entry.maxMiB, round(Number(kib) / 1024, 0));
+    entry.calls += 1;
+    entry.seconds += Number(seconds);
+    toolRss.set(name, entry);
+  }
+  await rm(run, { recursive: true, force: true });
+  const failed = perImage.filter((p) => p.outcome !== 'registered').length;
+  const totalGiB = images.reduce((a, i) => a + i.size, 0) / GiB;
+  return {
+    name: 'real-size',
+    title: `Real sizes: ${COUNT} images of ≥ ${SIZE_GIB} GiB through one worker`,
+    method:
+      `${COUNT} images of ${SIZE_GIB} GiB of random data each (qcow2, and stream-optimized VMDK compressed with gzip -1; ${round(totalGiB, 1)} GiB in all), ` +
+      'served by a local HTTP server and sent to their image revision workflows at once; one `snf-vmcatcher worker` with the default configuration ' +
+      '(two file-step slots, default timeouts) on a Temporal dev server started by the benchmark. qemu-img is the real one; kamaki and snf-mkimage are the fakes ' +
+      "from test/fakes/. Each external program runs under GNU time (its peak RSS); the worker's and the server's peak RSS is their VmHWM at the end.",
+    rows: [
+      ...perImage.map((p) => ({ figure: `${p.image} (${p.sizeGiB} GiB) done after`, value: `${p.wallS} s (${p.outcome})` })),
+      { figure: `all ${COUNT} images`, value: `${round(wallMs / 1000, 1)} s` },
+      { figure: 'peak RSS: worker (Node)', value: `${workerRss} MiB` },
+      { figure: 'peak RSS: Temporal dev server', value: `${temporalRss} MiB` },
+      ...[...toolRss.entries()].map(([name, e]) => ({ figure: `peak RSS: ${name} (${e.calls} calls, ${round(e.seconds, 0)} s in all)`, value: `${e.maxMiB} MiB` })),
+    ],
+    targets: [{ target: 'no failed workflow', measured: `${failed} failed of ${COUNT}`, met: failed === 0 }],
+    notes: [`${round(totalGiB, 1)} GiB downloaded, verified, unpacked and converted: ${round((totalGiB * 1024) / (wallMs / 1000), 0)} MiB/s of published image through one worker.`],
+    raw: { perImage, toolRss: Object.fromEntries(toolRss), workerRss, temporalRss, sizes: images.map((i) => i.size / MiB) },
+  };
+}
