@@ -1,0 +1,38 @@
+// Replays recorded workflow histories (Temporal's JSON history format) against the compiled
+// workflow code, as a site's running workflows would be replayed after an upgrade.
+// Usage: node scripts/replay-histories.mjs <folder of *.json histories> [<workflows module>]
+import { readdir, readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { DefaultLogger, Runtime, Worker } from '@temporalio/worker';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const folder = process.argv[2];
+const workflowsPath = process.argv[3] ?? path.join(root, 'dist/workflows/index.js');
+Runtime.install({ logger: new DefaultLogger('ERROR') });
+
+// The SDK's own JSON loader (historyFromJSON) fails with "type must be a Type": npm installs
+// @temporalio/common and @temporalio/proto each with its own copy of protobufjs, and a type of
+// one copy is not a Type of the other. Parse with the copy the history types belong to.
+const require = createRequire(import.meta.url);
+const protoRequire = createRequire(require.resolve('@temporalio/proto'));
+const { fromJson } = protoRequire('protobufjs/ext/protojson');
+const { patchProtobufRoot } = protoRequire('@temporalio/proto/lib/patch-protobuf-root');
+const historyType = patchProtobufRoot(require('@temporalio/proto')).lookupType('temporal.api.history.v1.History');
+const loadHistory = (json) => fromJson(historyType, json, { ignoreUnknownFields: true });
+const files = (await readdir(folder)).filter((f) => f.endsWith('.json')).sort();
+const histories = await Promise.all(
+  files.map(async (file) => ({ workflowId: file, history: loadHistory(JSON.parse(await readFile(path.join(folder, file), 'utf8'))) })),
+);
+let failed = 0;
+for await (const result of Worker.runReplayHistories({ workflowsPath }, histories)) {
+  if (result.error) {
+    failed++;
+    console.log(`FAIL ${result.workflowId}: ${result.error.message}`);
+  } else {
+    console.log(`ok   ${result.workflowId}`);
+  }
+}
+console.log(`${files.length - failed} replayed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
