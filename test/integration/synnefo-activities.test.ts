@@ -4,11 +4,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
 import { ApplicationFailure } from '@temporalio/common';
+import { MockActivityEnvironment } from '@temporalio/testing';
 import { parseConfig, type Config } from '../../core/config.js';
 import { eventFromFlat, type ImageEvent } from '../../core/event.js';
 import { IDENTITY_PROPERTIES } from '../../core/workflow-contract.js';
 import { ORIGINAL_EXCLUDED_TASKS } from '../../core/image-properties.js';
-import { createSynnefoActivities } from '../../activities/synnefo.js';
+import { createSynnefoActivities, type PreparedImage } from '../../activities/synnefo.js';
 import { forgetKamakiAccounts } from '../../activities/kamaki.js';
 import { runTool } from '../../activities/tool-runner.js';
 
@@ -347,6 +348,18 @@ test('with synnefo.allowUnsupported, media snf-mkimage cannot recognise is prepa
   const prepared = await acts.prepareImage({ rawPath: blank, workDir: dir, event: event(), options: {} });
   expect(prepared).toMatchObject({ prepared: true, metadata: { EXCLUDE_ALL_TASKS: 'yes' } });
   expect(state().invocations.at(-1)!.argv).toContain('--allow-unsupported');
+});
+
+test('snf-mkimage and the upload heartbeat with their step name in the details', async () => {
+  const acts = createSynnefoActivities({ config: config(), logger });
+  const raw = rawDisk(path.join(dir, 'image.raw'));
+  const env = new MockActivityEnvironment();
+  const beats: Array<Record<string, unknown>> = [];
+  env.on('heartbeat', (d: Record<string, unknown>) => beats.push(d));
+  const prepared: PreparedImage = await env.run(acts.prepareImage, { rawPath: raw, workDir: path.join(dir, 'work'), event: event(), options: {} });
+  await env.run(acts.registerWithKamaki, { path: prepared.path, event: event(), options: {}, metadata: prepared.metadata });
+  expect(beats).toContainEqual(expect.objectContaining({ step: 'snf-mkimage', bytesTotal: 256 * 1024 }));
+  expect(beats).toContainEqual(expect.objectContaining({ step: 'kamaki file upload', bytesTotal: 256 * 1024 }));
 });
 
 test('the tool runner kills the program on cancellation and on timeout', async () => {
