@@ -5,7 +5,7 @@ import { Kamaki, imagesMatching, kamakiCloud } from './kamaki.js';
 import type { ExpireInput, ExpireResult } from './synnefo-types.js';
 
 /**
- * vmcatcher expired this image: make the registered revision it names private (the default,
+ * vmcatcher expired this image: make the revision our account registered private (the default,
  * reversible) or unregister it, as `synnefo.expireAction` says. Finding nothing is success.
  */
 export async function expireRegisteredImages(config: Config, logger: Logger, input: ExpireInput): Promise<ExpireResult> {
@@ -15,7 +15,9 @@ export async function expireRegisteredImages(config: Config, logger: Logger, inp
   // an update (Expire old + Available new, in either order of completion) never hides the new
   // revision. Without a checksum the event names only the image: every revision goes.
   const anyRevision = !input.event.checksumSha512;
-  const found = imagesMatching(await kamaki.listImages(), identityFilter(input.event, anyRevision));
+  // Only our account's images: another tenant's image with the same (public) identity
+  // properties is none of our business, and we could not change it anyway.
+  const found = imagesMatching((await kamaki.listOwnImages()).own, identityFilter(input.event, anyRevision));
   if (found.length === 0) {
     logger.info({ imageListId: input.event.imageListId, imageId: input.event.imageId }, 'no registered image to expire');
     return { action, imageIds: [] };

@@ -1,4 +1,4 @@
-import { readFile, mkdir } from 'node:fs/promises';
+import { readFile, mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Config } from '../core/config.js';
 import { ToolError } from '../core/errors.js';
@@ -6,6 +6,7 @@ import type { Logger } from '../core/logging.js';
 import { imageObjectName } from '../core/image-properties.js';
 import type { PrepareInput, PreparedImage } from './synnefo-types.js';
 import { runTool } from './tool-runner.js';
+import { whileHeartbeating } from './heartbeats.js';
 
 /** snf-mkimage's argparse usage errors (bad option, missing input): never worth a retry. */
 const SNF_MKIMAGE_USAGE_EXIT = [2];
@@ -23,25 +24,33 @@ export async function prepareImage(config: Config, logger: Logger, input: Prepar
   await mkdir(input.workDir, { recursive: true });
   const outfile = path.join(input.workDir, `${imageObjectName(input.event)}.diskdump`);
   const [program, ...prefix] = [...config.synnefo.sudo, config.synnefo.snfMkimage];
-  await runTool({
-    tool: 'snf-mkimage',
-    command: program,
-    // --force: a retry finds the outputs of the failed attempt; --tmpdir keeps snf-mkimage's
-    // large temporary files on the worker's disk rather than in /tmp.
-    args: [
-      ...prefix,
-      '-o',
-      outfile,
-      '--force',
-      '--tmpdir',
-      input.workDir,
-      ...(config.synnefo.allowUnsupported ? ['--allow-unsupported'] : []),
-      input.rawPath,
-    ],
-    timeoutMs: config.worker.toolTimeoutMs,
-    logger,
-    permanentExitCodes: SNF_MKIMAGE_USAGE_EXIT,
-  });
+  // Only for the heartbeat details: a missing file is the tool's error to report.
+  const bytesTotal = await stat(input.rawPath).then((st) => st.size, () => undefined);
+  const started = Date.now();
+  // Details name the step, so the Web UI tells a long snf-mkimage run from a hung one.
+  await whileHeartbeating(
+    () => ({ step: 'snf-mkimage', tool: 'snf-mkimage', bytesTotal, elapsedMs: Date.now() - started }),
+    () =>
+      runTool({
+        tool: 'snf-mkimage',
+        command: program,
+        // --force: a retry finds the outputs of the failed attempt; --tmpdir keeps snf-mkimage's
+        // large temporary files on the worker's disk rather than in /tmp.
+        args: [
+          ...prefix,
+          '-o',
+          outfile,
+          '--force',
+          '--tmpdir',
+          input.workDir,
+          ...(config.synnefo.allowUnsupported ? ['--allow-unsupported'] : []),
+          input.rawPath,
+        ],
+        timeoutMs: config.worker.toolTimeoutMs,
+        logger,
+        permanentExitCodes: SNF_MKIMAGE_USAGE_EXIT,
+      }),
+  );
   return { path: outfile, metadata: await readMetaFile(`${outfile}.meta`), prepared: true };
 }
 

@@ -1,3 +1,4 @@
+import { stat } from 'node:fs/promises';
 import type { Config } from '../core/config.js';
 import type { Logger } from '../core/logging.js';
 import type { ImageEvent } from '../core/event.js';
@@ -5,13 +6,14 @@ import type { RegistrationOptions } from '../core/workflow-contract.js';
 import { buildImageProperties, identityFilter, imageDisplayName, imageObjectName } from '../core/image-properties.js';
 import { Kamaki, imagesMatching, kamakiCloud, type KamakiImage } from './kamaki.js';
 import type { RegisterInput, RegisteredImage } from './synnefo-types.js';
+import { whileHeartbeating } from './heartbeats.js';
 
 function toRegistered(img: KamakiImage, reused: boolean): RegisteredImage {
   return { imageId: img.id, name: img.name, location: img.location ?? '', reused, isPublic: img.is_public, properties: img.properties };
 }
 
 /**
- * The image already registered for this image revision (same identity properties), if any,
+ * The image our account registered for this image revision (same identity properties), if any,
  * with its visibility brought in line with `synnefo.public`: the workflow skips the upload
  * when this finds one, so this is where a reused image gets the configured visibility.
  */
@@ -25,7 +27,14 @@ export async function findRegisteredImage(
 }
 
 async function reuseExisting(config: Config, logger: Logger, kamaki: Kamaki, event: ImageEvent): Promise<RegisteredImage | null> {
-  const found = imagesMatching(await kamaki.listImages(), identityFilter(event));
+  const filter = identityFilter(event);
+  const { own, others } = await kamaki.listOwnImages();
+  const impostors = imagesMatching(others, filter);
+  if (impostors.length) {
+    // The identity properties are public and derivable: anyone can put them on an image.
+    logger.warn({ imageIds: impostors.map((i) => i.id), owners: [...new Set(impostors.map((i) => i.owner))] }, 'images of other accounts carry this identity: ignored');
+  }
+  const found = imagesMatching(own, filter);
   if (found.length === 0) return null;
   if (found.length > 1) logger.warn({ imageIds: found.map((i) => i.id) }, 'several images carry this identity; using the first');
   const img = found[0];
@@ -38,7 +47,7 @@ async function reuseExisting(config: Config, logger: Logger, kamaki: Kamaki, eve
 }
 
 /**
- * Uploads and registers the image, unless an image with the same identity exists already:
+ * Uploads and registers the image, unless our account has an image with the same identity:
  * then it is reused and only its visibility is brought in line with `synnefo.public`. The
  * object name is derived from the identity, so a retry after a failure between upload and
  * register overwrites the same object and Plankton (one image per object) keeps one image.
@@ -59,7 +68,14 @@ export async function registerWithKamaki(config: Config, logger: Logger, input: 
 
   const objectName = imageObjectName(input.event);
   const container = config.synnefo.container;
-  await kamaki.upload(input.path, container, objectName);
+  await kamaki.ensureContainer(container);
+  // Only for the heartbeat details: a missing file is the tool's error to report.
+  const bytesTotal = await stat(input.path).then((st) => st.size, () => undefined);
+  const started = Date.now();
+  await whileHeartbeating(
+    () => ({ step: 'kamaki file upload', tool: 'kamaki', bytesTotal, elapsedMs: Date.now() - started }),
+    () => kamaki.upload(input.path, container, objectName),
+  );
   const img = await kamaki.register({ name: imageDisplayName(input.event), container, objectName, properties, isPublic: config.synnefo.public });
   logger.info({ imageId: img.id, location: img.location, public: img.is_public }, 'image registered');
   return toRegistered(img, false);

@@ -71,6 +71,14 @@ describe('register-now end to end', () => {
       VMCATCHER_REVISION: `sha512-${sha512.slice(0, 32)}`,
     });
     expect(Object.keys(image.properties).length).toBeLessThanOrEqual(32);
+    // Issue #10.9: the cloud starts without the "images" container and kamaki's upload does not
+    // create it: the worker did, before uploading into it.
+    const account = await cloud.account();
+    expect(image.owner).toBe(account);
+    expect(Object.keys(after1.containers)).toEqual([`${account}/images`]);
+    const kamakiCalls = after1.invocations.filter((i) => i.tool === 'kamaki').map((i) => `${i.argv[0]} ${i.argv[1]}`);
+    expect(kamakiCalls.indexOf('container create')).toBeGreaterThanOrEqual(0);
+    expect(kamakiCalls.indexOf('container create')).toBeLessThan(kamakiCalls.indexOf('file upload'));
     const uploads1 = after1.invocations.filter((i) => i.tool === 'kamaki' && i.argv.includes('upload')).length;
     expect(uploads1).toBe(1);
     // The workflow cleaned up after itself.

@@ -1,15 +1,17 @@
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
 import { ApplicationFailure } from '@temporalio/common';
+import { MockActivityEnvironment } from '@temporalio/testing';
 import { parseConfig, type Config } from '../../core/config.js';
 import { eventFromFlat, type ImageEvent } from '../../core/event.js';
 import { IDENTITY_PROPERTIES } from '../../core/workflow-contract.js';
 import { ORIGINAL_EXCLUDED_TASKS } from '../../core/image-properties.js';
-import { createSynnefoActivities } from '../../activities/synnefo.js';
+import { createSynnefoActivities, type PreparedImage } from '../../activities/synnefo.js';
+import { forgetKamakiAccounts } from '../../activities/kamaki.js';
 import { runTool } from '../../activities/tool-runner.js';
-import { ToolError } from '../../core/errors.js';
 
 /**
  * The Synnefo activities against the fake kamaki and snf-mkimage (test/fakes/), which keep
@@ -18,6 +20,7 @@ import { ToolError } from '../../core/errors.js';
  */
 const root = path.resolve(import.meta.dirname, '../..');
 const logger = pino({ level: 'silent' });
+const KAMAKI = path.join(root, 'test/fakes/kamaki');
 const SHA = 'ef'.repeat(64);
 
 let dir: string;
@@ -25,7 +28,8 @@ let stateFile: string;
 
 interface FakeState {
   objects: Record<string, { size: number; sha256: string }>;
-  images: Array<{ id: string; is_public: boolean; status: string; deleted_at: string; properties: Record<string, string>; location: string }>;
+  containers: Record<string, unknown>;
+  images: Array<{ id: string; owner: string; is_public: boolean; status: string; deleted_at: string; properties: Record<string, string>; location: string }>;
   invocations: Array<{ tool: string; argv: string[] }>;
 }
 const state = (): FakeState => JSON.parse(readFileSync(stateFile, 'utf8'));
@@ -154,7 +158,12 @@ test('a reused image gets the configured visibility', async () => {
   const pub = await createSynnefoActivities({ config: config({ public: true }), logger }).registerWithKamaki(input);
   expect(pub).toMatchObject({ imageId: priv.imageId, reused: true, isPublic: true });
   expect(liveImages()[0].is_public).toBe(true);
-  expect(state().invocations.at(-1)!.argv).toEqual(['image', 'modify', priv.imageId, '--public', '--cloud', 'testcloud']);
+  const kamakiCalls = state().invocations.filter((i) => i.tool === 'kamaki').map((i) => i.argv);
+  // image modify prints nothing: the visibility is read back to confirm it.
+  expect(kamakiCalls.slice(-2)).toEqual([
+    ['image', 'modify', priv.imageId, '--public', '--cloud', 'testcloud'],
+    ['image', 'info', priv.imageId, '--output-format', 'json', '--cloud', 'testcloud'],
+  ]);
   // findRegisteredImage (the workflow's shortcut past the upload) reconciles it too.
   const found = await createSynnefoActivities({ config: config({ public: false }), logger }).findRegisteredImage({ event: event(), options: {} });
   expect(found).toMatchObject({ imageId: priv.imageId, reused: true, isPublic: false });
@@ -211,21 +220,110 @@ test('no kamaki cloud anywhere is a non-retryable error naming the option and th
   await expect(acts.findRegisteredImage({ event: event(), options: { kamakiCloud: 'testcloud' } })).resolves.toBeNull();
 });
 
-test('a cloud missing from .kamakirc fails with kamaki\'s message; a usage error is non-retryable', async () => {
+test('a cloud missing from .kamakirc fails with kamaki\'s message', async () => {
   const acts = createSynnefoActivities({ config: config({ cloud: 'nowhere' }), logger });
   const err = (await acts.findRegisteredImage({ event: event(), options: {} }).catch((e: unknown) => e)) as ApplicationFailure;
   expect(err.message).toContain('No cloud "nowhere"');
-  const usage = (await runTool({
-    tool: 'kamaki',
-    command: path.join(root, 'test/fakes/kamaki'),
-    args: ['image', 'list', '--no-such-option'],
-    timeoutMs: 10_000,
-    logger,
-    permanentExitCodes: [2],
-  }).catch((e: unknown) => e)) as ToolError;
-  expect(usage).toBeInstanceOf(ToolError);
-  expect(usage.permanent).toBe(true);
-  expect(usage.message).toContain('--no-such-option');
+});
+
+/** The account of the cloud "testcloud", as kamaki tells it. */
+const account = () =>
+  JSON.parse(execFileSync(KAMAKI, ['user', 'info', '--output-format', 'json', '--cloud', 'testcloud'], { encoding: 'utf8', env: { ...process.env } })).id as string;
+/** Another tenant registers a (public) image carrying the given properties. */
+const seedForeign = (properties: Record<string, string>, isPublic = true) =>
+  JSON.parse(execFileSync('node', [path.join(root, 'test/fakes/lib/seed-image.js'), JSON.stringify({ properties, isPublic })], { encoding: 'utf8', env: { ...process.env } })) as {
+    id: string;
+    owner: string;
+  };
+
+describe('issue #10.3: only images of our own account count', () => {
+  const identity = (imageId = 'img-1', sha = SHA) => ({
+    [IDENTITY_PROPERTIES.imageListId]: 'list-1',
+    [IDENTITY_PROPERTIES.imageId]: imageId,
+    [IDENTITY_PROPERTIES.revision]: `sha512-${sha.slice(0, 32)}`,
+  });
+
+  test('another tenant\'s public image with our identity is neither reused nor expired', async () => {
+    const theirs = seedForeign(identity());
+    const acts = createSynnefoActivities({ config: config(), logger });
+    expect(await acts.findRegisteredImage({ event: event(), options: {} })).toBeNull();
+
+    const ours = await acts.registerWithKamaki({ path: rawDisk(path.join(dir, 'image.raw')), event: event(), options: {}, metadata: {} });
+    expect(ours.reused).toBe(false);
+    expect(ours.imageId).not.toBe(theirs.id);
+    const me = account();
+    expect(liveImages().find((i) => i.id === ours.imageId)).toMatchObject({ owner: me, is_public: true });
+    expect(await acts.findRegisteredImage({ event: event(), options: {} })).toMatchObject({ imageId: ours.imageId, reused: true });
+
+    expect(await acts.expireRegisteredImages({ event: event(), options: {} })).toEqual({ action: 'make-private', imageIds: [ours.imageId] });
+    const byId = new Map(liveImages().map((i) => [i.id, i]));
+    expect(byId.get(ours.imageId)!.is_public).toBe(false);
+    expect(byId.get(theirs.id)).toMatchObject({ owner: theirs.owner, is_public: true, status: 'AVAILABLE' });
+    // No kamaki command ever named their image.
+    expect(state().invocations.filter((i) => i.argv.includes(theirs.id))).toEqual([]);
+  });
+
+  test('with expireAction unregister, only our revision goes; theirs stays registered', async () => {
+    const theirs = seedForeign(identity());
+    const acts = createSynnefoActivities({ config: config({ expireAction: 'unregister' }), logger });
+    const ours = await acts.registerWithKamaki({ path: rawDisk(path.join(dir, 'image.raw')), event: event(), options: {}, metadata: {} });
+    const { checksumSha512: _drop, ...noChecksum } = event();
+    expect(await acts.expireRegisteredImages({ event: noChecksum, options: {} })).toEqual({ action: 'unregister', imageIds: [ours.imageId] });
+    expect(liveImages().map((i) => i.id)).toEqual([theirs.id]);
+  });
+
+  test('the account is asked once per worker and cloud; a failed look-up is asked again', async () => {
+    forgetKamakiAccounts();
+    process.env.FAKE_SYNNEFO_FAIL = 'user:once';
+    const acts = createSynnefoActivities({ config: config(), logger });
+    const first = (await acts.findRegisteredImage({ event: event(), options: {} }).catch((e: unknown) => e)) as ApplicationFailure;
+    expect(first).toBeInstanceOf(ApplicationFailure);
+    expect(first.nonRetryable).toBe(false);
+    await acts.findRegisteredImage({ event: event(), options: {} });
+    await acts.registerWithKamaki({ path: rawDisk(path.join(dir, 'image.raw')), event: event(), options: {}, metadata: {} });
+    await acts.expireRegisteredImages({ event: event(), options: {} });
+    const userInfo = state().invocations.filter((i) => i.argv[0] === 'user' && i.argv[1] === 'info');
+    expect(userInfo).toHaveLength(2);
+  });
+});
+
+describe('issue #10.9: kamaki as it really is', () => {
+  test('the container is created before the first upload (real kamaki does not), and an existing one is fine', async () => {
+    const acts = createSynnefoActivities({ config: config({ prepare: false }), logger });
+    const raw = rawDisk(path.join(dir, 'image.raw'));
+    const a = await acts.registerWithKamaki({ path: raw, event: event('img-1'), options: {}, metadata: {} });
+    const b = await acts.registerWithKamaki({ path: raw, event: event('img-2'), options: {}, metadata: {} });
+    expect(a.location).toMatch(/\/images\/vmcatcher-list-1-img-1-/);
+    expect(b.location).toMatch(/\/images\/vmcatcher-list-1-img-2-/);
+    expect(Object.keys(state().containers)).toEqual([`${account()}/images`]);
+    const calls = state().invocations.filter((i) => i.tool === 'kamaki').map((i) => `${i.argv[0]} ${i.argv[1]}`);
+    expect(calls.indexOf('container create')).toBeLessThan(calls.indexOf('file upload'));
+  });
+
+  test('a kamaki that prints "Syntax error" and exits 0 fails the step at once, naming the command; nothing is registered', async () => {
+    // An older kamaki that does not know an option: it says so on stdout and exits 0.
+    const wrapper = path.join(dir, 'old-kamaki');
+    writeFileSync(wrapper, `#!/bin/sh\ncase " $* " in *" upload "*) exec "${KAMAKI}" "$@" --not-in-this-version ;; esac\nexec "${KAMAKI}" "$@"\n`, { mode: 0o755 });
+    const acts = createSynnefoActivities({ config: config({ kamaki: wrapper, prepare: false }), logger });
+    const err = (await acts
+      .registerWithKamaki({ path: rawDisk(path.join(dir, 'image.raw')), event: event(), options: {}, metadata: {} })
+      .catch((e: unknown) => e)) as ApplicationFailure;
+    expect(err).toBeInstanceOf(ApplicationFailure);
+    expect(err.nonRetryable).toBe(true);
+    expect(err.message).toContain('kamaki file upload');
+    expect(err.message).toContain('Syntax error');
+    expect(liveImages()).toHaveLength(0);
+    expect(state().invocations.some((i) => i.argv[0] === 'image' && i.argv[1] === 'register')).toBe(false);
+  });
+
+  test('a kamaki list that prints "Syntax error" instead of JSON is a permanent failure, not "invalid JSON" retried forever', async () => {
+    const wrapper = path.join(dir, 'old-kamaki');
+    writeFileSync(wrapper, `#!/bin/sh\nexec "${KAMAKI}" "$@" --json\n`, { mode: 0o755 });
+    const acts = createSynnefoActivities({ config: config({ kamaki: wrapper }), logger });
+    const err = (await acts.findRegisteredImage({ event: event(), options: {} }).catch((e: unknown) => e)) as ApplicationFailure;
+    expect(err.nonRetryable).toBe(true);
+    expect(err.message).toMatch(/kamaki (user info|image list) refused its command line .*Syntax error/);
+  });
 });
 
 test('snf-mkimage failures: unsupported media fails, a killed run is transient', async () => {
@@ -250,6 +348,18 @@ test('with synnefo.allowUnsupported, media snf-mkimage cannot recognise is prepa
   const prepared = await acts.prepareImage({ rawPath: blank, workDir: dir, event: event(), options: {} });
   expect(prepared).toMatchObject({ prepared: true, metadata: { EXCLUDE_ALL_TASKS: 'yes' } });
   expect(state().invocations.at(-1)!.argv).toContain('--allow-unsupported');
+});
+
+test('snf-mkimage and the upload heartbeat with their step name in the details', async () => {
+  const acts = createSynnefoActivities({ config: config(), logger });
+  const raw = rawDisk(path.join(dir, 'image.raw'));
+  const env = new MockActivityEnvironment();
+  const beats: Array<Record<string, unknown>> = [];
+  env.on('heartbeat', (d: Record<string, unknown>) => beats.push(d));
+  const prepared: PreparedImage = await env.run(acts.prepareImage, { rawPath: raw, workDir: path.join(dir, 'work'), event: event(), options: {} });
+  await env.run(acts.registerWithKamaki, { path: prepared.path, event: event(), options: {}, metadata: prepared.metadata });
+  expect(beats).toContainEqual(expect.objectContaining({ step: 'snf-mkimage', bytesTotal: 256 * 1024 }));
+  expect(beats).toContainEqual(expect.objectContaining({ step: 'kamaki file upload', bytesTotal: 256 * 1024 }));
 });
 
 test('the tool runner kills the program on cancellation and on timeout', async () => {

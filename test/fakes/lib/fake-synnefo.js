@@ -17,7 +17,7 @@ export function statePath() {
 }
 
 function emptyState() {
-  return { objects: {}, images: [], invocations: [], failuresUsed: {}, nextImage: 1 };
+  return { objects: {}, containers: {}, images: [], invocations: [], failuresUsed: {}, nextImage: 1 };
 }
 
 function sleepSync(ms) {
@@ -47,7 +47,7 @@ export function withState(fn) {
     }
   }
   try {
-    const state = fs.existsSync(file) ? JSON.parse(fs.readFileSync(file, 'utf8')) : emptyState();
+    const state = { ...emptyState(), ...(fs.existsSync(file) ? JSON.parse(fs.readFileSync(file, 'utf8')) : {}) };
     const result = fn(state);
     const tmp = `${file}.${process.pid}.tmp`;
     fs.writeFileSync(tmp, JSON.stringify(state, null, 2));
@@ -75,7 +75,7 @@ export function recordInvocation(tool, argv) {
 
 /**
  * FAKE_SYNNEFO_FAIL: comma-separated `<step>:<mode>` where step is a kamaki command
- * (upload, register, list, modify, unregister) or `mkimage`, and mode is
+ * (upload, container, user, list, info, register, modify, unregister) or `mkimage`, and mode is
  *   once   fail before doing anything, the first time only
  *   always fail before doing anything, every time
  *   after  do the work, then fail (a lost reply), the first time only
@@ -129,10 +129,52 @@ export function readKamakirc(explicit) {
   return { file, clouds, defaultCloud };
 }
 
-/** A stable fake user uuid per cloud, so locations look like pithos://<uuid>/<container>/<path>. */
-export function ownerUuid(cloud) {
-  const h = crypto.createHash('sha256').update(`fake-owner:${cloud}`).digest('hex');
+/**
+ * The user a token belongs to, as Astakos would say: a stable fake uuid per token, so two
+ * clouds with the same token are the same account and locations look like
+ * pithos://<uuid>/<container>/<path>.
+ */
+export function ownerUuid(token) {
+  const h = crypto.createHash('sha256').update(`fake-owner:${token}`).digest('hex');
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
+}
+
+/** The user name Astakos would give for that user. */
+export function ownerName(token) {
+  return `user-${ownerUuid(token).slice(0, 8)}@example.org`;
+}
+
+/**
+ * Puts an image of another account into the state, as another tenant would have registered it
+ * (its object included): `{ owner?, name?, isPublic?, properties }`. Returns the image.
+ */
+export function seedImage({ owner = ownerUuid('another-tenant'), name = 'someone else\'s image', isPublic = true, properties = {} }) {
+  return withState((state) => {
+    const id = crypto.randomUUID();
+    const object = `seeded-${id}`;
+    const now = new Date().toISOString().replace('T', ' ').slice(0, 19);
+    state.containers[`${owner}/images`] = { created_at: now };
+    state.objects[`${owner}/images/${object}`] = { container: 'images', path: object, size: 0, sha256: '', public: isPublic };
+    const img = {
+      id,
+      name,
+      location: `pithos://${owner}/images/${object}`,
+      owner,
+      owner_name: 'another-tenant@example.org',
+      is_public: isPublic,
+      status: 'AVAILABLE',
+      disk_format: 'diskdump',
+      container_format: 'bare',
+      size: 0,
+      checksum: '',
+      created_at: now,
+      updated_at: now,
+      deleted_at: '',
+      properties: Object.fromEntries(Object.entries(properties).map(([k, v]) => [k.toUpperCase(), String(v)])),
+    };
+    state.images.push(img);
+    return img;
+  });
 }
 
 export function fileDigests(file) {
