@@ -123,19 +123,20 @@ const DURATION_SPELLINGS: Record<string, string> = {
 };
 
 /** A HOCON duration ("6h", "30 minutes") or a number of milliseconds → milliseconds. */
-export const DurationSchema = z.union([
-  z.number().int().positive(),
-  z.string().transform((text, ctx) => {
-    const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(text);
+export const DurationSchema = z.union([z.number(), z.string()]).transform((value, ctx) => {
+  let ms = NaN;
+  if (typeof value === 'number') ms = value;
+  else {
+    const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(value);
     const unit = m ? DURATION_SPELLINGS[(m[2] || 'ms').toLowerCase()] : undefined;
-    const ms = m && unit ? Math.round(Number(m[1]) * DURATION_UNITS[unit]) : NaN;
-    if (!(ms > 0)) {
-      ctx.addIssue({ code: 'custom', message: `'${text}' is not a duration (e.g. "6h", "30 minutes", or milliseconds)` });
-      return z.NEVER;
-    }
-    return ms;
-  }),
-]);
+    if (m && unit) ms = Math.round(Number(m[1]) * DURATION_UNITS[unit]);
+  }
+  if (!(Number.isInteger(ms) && ms > 0)) {
+    ctx.addIssue({ code: 'custom', message: `'${value}' is not a duration (e.g. "6h", "30 minutes", or milliseconds)` });
+    return z.NEVER;
+  }
+  return ms;
+});
 
 /** An image list URL in the configuration: http(s) or file, without credentials in it. */
 const ListUrlSchema = z.string().superRefine((text, ctx) => {
