@@ -184,6 +184,13 @@ describe('point 5 (list side): the token from a file, the environment or a named
     await expectTokenSent(async () => parse(authorisedConf(), server.at('/appdb.list'), [], { SNF_VMCATCHER_IMAGE_LIST_TOKEN: TOKEN }));
   });
 
+  test('show-env does not print $SNF_VMCATCHER_IMAGE_LIST_TOKEN', async () => {
+    const r = await runCli(['show-env'], { env: { SNF_VMCATCHER_IMAGE_LIST_TOKEN: TOKEN } });
+    expect(r.exitCode).toBe(0);
+    expect(JSON.parse(r.stdout).SNF_VMCATCHER_IMAGE_LIST_TOKEN).toBe('***redacted***');
+    expect(r.stdout).not.toContain(TOKEN);
+  });
+
   test('--credential NAME, a credential read from a file', async () => {
     const file = await tokenFile();
     await expectTokenSent(async () => parse(authorisedConf({ security: { credentials: { appdb: { file } } } }), server.at('/appdb.list'), ['--credential', 'appdb']));
