@@ -6,8 +6,9 @@ import type { SignaturePolicy } from '../config.js';
 import { SignatureError } from '../errors.js';
 
 /**
- * S/MIME verification with the `openssl` command (no PKCS#7 parsing of our own), endorser
- * pinning, and the signature policy that decides what to do with the outcome.
+ * S/MIME verification with the `openssl` command (no PKCS#7 parsing of our own, CRLs from
+ * the CA folder), endorser pinning, and the policies that decide what to do with the outcome.
+ * Which endorsers the configuration authorises is subscription.ts's business.
  */
 
 export interface SignerIdentity {
