@@ -1,6 +1,7 @@
-import { Option, UsageError } from 'clipanion';
+import { Option } from 'clipanion';
 import { readImageList, type ReadImageList } from '../core/image-list/read.js';
 import { parseImageListUrl } from '../core/image-list/fetch.js';
+import { TOKEN_ENV } from '../core/image-list/subscription.js';
 import { registerSecrets } from '../core/logging.js';
 import { ConfiguredCommand } from './base-command.js';
 
@@ -11,7 +12,13 @@ export abstract class ImageListCommand extends ConfiguredCommand {
     description: 'Image list location: https:, http: or file: (file: only inside security.allowedFileFolders)',
   });
   token = Option.String('--token', {
-    description: 'AppDB personal access token, sent as HTTP Basic token:x-oauth-basic to the list host only',
+    description: `AppDB token, sent as HTTP Basic token:x-oauth-basic to the list host only. Visible to other users in ps: prefer --token-file, --credential or $${TOKEN_ENV}`,
+  });
+  tokenFile = Option.String('--token-file', {
+    description: 'Read the AppDB token from this file (one line)',
+  });
+  credential = Option.String('--credential', {
+    description: 'Send the named credential of security.credentials as the token',
   });
   insecureSsl = Option.Boolean('--insecure-ssl', false, {
     description: 'Do not check the list server\'s TLS certificate (debugging only; logged as a warning)',
@@ -19,14 +26,13 @@ export abstract class ImageListCommand extends ConfiguredCommand {
 
   protected async readList(): Promise<ReadImageList> {
     // Register before anything can log or fail, including a token written into the URL.
-    registerSecrets([this.token, safeUrlToken(this.imageListUrl)]);
-    if (this.token !== undefined && this.token.trim() === '') throw new UsageError('--token is empty');
+    registerSecrets([this.token?.trim(), safeUrlToken(this.imageListUrl), this.context.env[TOKEN_ENV]?.trim()]);
     const config = await this.config();
     return readImageList({
       url: this.imageListUrl,
-      token: this.token,
+      tokens: { token: this.token, tokenFile: this.tokenFile, credential: this.credential, env: this.context.env },
       insecureTls: this.insecureSsl,
-      security: config.security,
+      config,
       logger: this.log,
     });
   }

@@ -110,6 +110,82 @@ export const SynnefoConfigSchema = z.object({
 
 export const SignaturePolicySchema = z.enum(['require', 'warn', 'accept']);
 
+/**
+ * A DN in either common spelling: OpenSSL's slash form (`/C=…/O=…/CN=…`, what vmcatcher and
+ * AppDB write) or RFC 2253 (`CN=…,O=…,C=…`); compared after normaliseDn.
+ */
+const DnSchema = z
+  .string()
+  .trim()
+  .min(1)
+  .refine((dn) => dn.includes('='), 'expected a DN such as "/C=GR/O=Org/CN=name" or "CN=name,O=Org,C=GR"');
+
+/** Who may sign an image list: the signer's subject DN and the DN of the CA that issued its certificate. */
+export const EndorserSchema = z.object({ dn: DnSchema, ca: DnSchema }).strict();
+export type Endorser = z.infer<typeof EndorserSchema>;
+
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+const DURATION_SPELLINGS: Record<string, string> = {
+  ms: 'ms', millisecond: 'ms', milliseconds: 'ms',
+  s: 's', second: 's', seconds: 's',
+  m: 'm', minute: 'm', minutes: 'm',
+  h: 'h', hour: 'h', hours: 'h',
+  d: 'd', day: 'd', days: 'd',
+};
+
+/** A HOCON duration ("6h", "30 minutes") or a number of milliseconds → milliseconds. */
+export const DurationSchema = z.union([z.number(), z.string()]).transform((value, ctx) => {
+  let ms = NaN;
+  if (typeof value === 'number') ms = value;
+  else {
+    const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(value);
+    const unit = m ? DURATION_SPELLINGS[(m[2] || 'ms').toLowerCase()] : undefined;
+    if (m && unit) ms = Math.round(Number(m[1]) * DURATION_UNITS[unit]);
+  }
+  if (!(Number.isInteger(ms) && ms > 0)) {
+    ctx.addIssue({ code: 'custom', message: `'${value}' is not a duration (e.g. "6h", "30 minutes", or milliseconds)` });
+    return z.NEVER;
+  }
+  return ms;
+});
+
+/** An image list URL in the configuration: http(s) or file, without credentials in it. */
+const ListUrlSchema = z.string().superRefine((text, ctx) => {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    ctx.addIssue({ code: 'custom', message: `'${text}' is not a URL` });
+    return;
+  }
+  if (!['http:', 'https:', 'file:'].includes(url.protocol)) {
+    ctx.addIssue({ code: 'custom', message: `scheme ${url.protocol} is not supported (expected https:, http: or file:)` });
+  }
+  if (url.username || url.password) {
+    ctx.addIssue({ code: 'custom', message: 'the URL carries credentials: name a credential (security.credentials) in the subscription\'s credential instead' });
+  }
+});
+
+/**
+ * One image list this site trusts: where it is, who may sign it and which credential fetches
+ * it. `every`, `vo`, `cloud` and `images` are for the scheduled subscriptions of issue #12;
+ * they are validated here and not used yet.
+ */
+export const SubscriptionSchema = z
+  .object({
+    url: ListUrlSchema,
+    /** Name of an entry of security.credentials sent to the list's host. */
+    credential: z.string().min(1).optional(),
+    endorser: EndorserSchema.optional(),
+    endorsers: z.array(EndorserSchema).optional(),
+    every: DurationSchema.optional(),
+    vo: z.string().min(1).optional(),
+    cloud: z.string().min(1).optional(),
+    images: z.array(z.string().min(1)).optional(),
+  })
+  .strict();
+export type Subscription = z.infer<typeof SubscriptionSchema>;
+
 export const SecurityConfigSchema = z.object({
   /** CA directory (hashed, like /etc/grid-security/certificates) or a single CA file. */
   caPath: z.string().min(1).default('/etc/grid-security/certificates'),
@@ -117,6 +193,15 @@ export const SecurityConfigSchema = z.object({
   signaturePolicy: SignaturePolicySchema.default('require'),
   /** The signer must equal the list's declared hv:endorser (DN and CA). */
   pinEndorser: z.boolean().default(true),
+  /** Signers authorised for any list that no subscription names (e.g. an ad-hoc enqueue-from-image-list). */
+  endorsers: z.array(EndorserSchema).default([]),
+  /**
+   * A verified signer that is not an authorised endorser: refuse, warn or accept.
+   * Unset: the same as signaturePolicy (so `require` by default).
+   */
+  endorserPolicy: SignaturePolicySchema.optional(),
+  /** `auto`: check CRLs when the caPath folder holds `*.r0` files (as fetch-crl writes them); `off`: never. */
+  crlCheck: z.enum(['auto', 'off']).default('auto'),
   /** Folders `file:` URLs may read from. Empty: no `file:` URLs at all. */
   allowedFileFolders: z.array(z.string()).default([]),
   /** Folders vmcatcher cache events may point into (VMCATCHER_CACHE_DIR_CACHE). Empty: none. */
@@ -156,7 +241,35 @@ export const ConfigSchema = z.object({
   security: SecurityConfigSchema.prefault({}),
   spool: SpoolConfigSchema.prefault({}),
   bridge: BridgeConfigSchema.prefault({}),
+  /** Image lists this site subscribes to (issue #12 adds their schedule). */
+  subscriptions: z.array(SubscriptionSchema).default([]),
+}).superRefine((config, ctx) => {
+  const seen = new Map<string, number>();
+  config.subscriptions.forEach((sub, i) => {
+    if (sub.credential !== undefined && !(sub.credential in config.security.credentials)) {
+      ctx.addIssue({ code: 'custom', path: ['subscriptions', i, 'credential'], message: `credential '${sub.credential}' is not defined in security.credentials` });
+    }
+    const key = subscriptionKey(sub.url);
+    const earlier = seen.get(key);
+    if (earlier !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['subscriptions', i, 'url'], message: `the same list as subscriptions.${earlier}` });
+    }
+    seen.set(key, i);
+  });
 });
+
+/** How subscriptions and command-line URLs are matched: parsed, without credentials or fragment. */
+export function subscriptionKey(url: string | URL): string {
+  try {
+    const u = new URL(typeof url === 'string' ? url : url.href);
+    u.username = '';
+    u.password = '';
+    u.hash = '';
+    return u.href;
+  } catch {
+    return String(url);
+  }
+}
 
 export type Config = z.infer<typeof ConfigSchema>;
 export type RabbitConfig = Config['rabbitmq'];

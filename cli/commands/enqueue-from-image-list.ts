@@ -11,12 +11,13 @@ export class EnqueueFromImageListCommand extends ImageListCommand {
   static override usage = Command.Usage({
     description: 'Read an image list and publish one event per image to RabbitMQ',
     details: `
-      The list is fetched, verified (security.signaturePolicy) and parsed; each valid image
+      The list is fetched, verified (security.signaturePolicy; the signer must be an authorised
+      endorser, security.endorsers or the list's entry in subscriptions) and parsed; each valid image
       becomes one message, in list order. Events spooled by an earlier enqueue-from-env are
       published first. An expired list, or one dated in the future, is refused.
     `,
     examples: [
-      ['Enqueue every image of a VO list', '$0 enqueue-from-image-list --conf /etc/snf-vmcatcher/application.conf --image-list-url https://vmcaster.appdb.egi.eu/store/vo/fedcloud.egi.eu/image.list --token $APPDB_TOKEN'],
+      ['Enqueue every image of a VO list', '$0 enqueue-from-image-list --conf /etc/snf-vmcatcher/application.conf --image-list-url https://vmcaster.appdb.egi.eu/store/vo/fedcloud.egi.eu/image.list --token-file /etc/snf-vmcatcher/appdb.token'],
       ['Enqueue one image (original spelling)', '$0 enqueue-from-image-list -conf app.conf -image-list-url file:///srv/lists/image.list -image-identifier c0482bc2-bf41-5d49-aaaa-a750174a186b'],
     ],
   });

@@ -15,7 +15,7 @@ export class ParseImageListCommand extends ImageListCommand {
       Exits 1 when the list cannot be fetched or the signature policy refuses it.
     `,
     examples: [
-      ['Show an AppDB VO list', '$0 parse-image-list --image-list-url https://vmcaster.appdb.egi.eu/store/vo/fedcloud.egi.eu/image.list --token $APPDB_TOKEN'],
+      ['Show an AppDB VO list', '$0 parse-image-list --image-list-url https://vmcaster.appdb.egi.eu/store/vo/fedcloud.egi.eu/image.list --token-file /etc/snf-vmcatcher/appdb.token'],
       ['Machine-readable output', '$0 parse-image-list --image-list-url file:///srv/lists/image.list --json'],
     ],
   });

@@ -1,10 +1,12 @@
 import { Command } from 'clipanion';
 import { ENV_OVERRIDES, REDACTED } from '../../core/config.js';
+import { TOKEN_ENV } from '../../core/image-list/subscription.js';
 import { BaseCommand } from '../base-command.js';
 
-const SECRET_ENV = new Set(
-  ENV_OVERRIDES.filter(({ key }) => /password|apiKey|credentials/i.test(key)).map(({ env }) => env),
-);
+const SECRET_ENV = new Set([
+  ...ENV_OVERRIDES.filter(({ key }) => /password|apiKey|credentials/i.test(key)).map(({ env }) => env),
+  TOKEN_ENV,
+]);
 
 export class ShowEnvCommand extends BaseCommand {
   static override paths = [['show-env']];

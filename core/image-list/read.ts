@@ -4,12 +4,14 @@ import { openEnvelope, signedContentText } from './envelope.js';
 import { fetchImageList, parseImageListUrl } from './fetch.js';
 import { parseImageList, type ParsedImageList } from './parse.js';
 import { applySignaturePolicy, endorserMismatch, verifySmime, type SignatureOutcome, type SignatureStatus } from './signature.js';
+import { authorisedEndorsers, endorserNotAuthorised, resolveListToken, type TokenSources } from './subscription.js';
 
 export interface ReadImageListOptions {
   url: string;
-  token?: string;
+  /** Where the token may come from (command line, environment); the subscription's credential is looked up here. */
+  tokens?: Omit<TokenSources, 'urlToken'>;
   insecureTls?: boolean;
-  security: Config['security'];
+  config: Config;
   logger: Logger;
   now?: Date;
 }
@@ -23,14 +25,17 @@ export interface ReadImageList extends ParsedImageList {
 }
 
 /**
- * Fetch → open the envelope → verify the signature and apply the policy → parse. The one
- * way every command reads an image list, so they all verify the same way.
+ * Fetch → open the envelope → verify the signature, the signer against the declared and the
+ * authorised endorsers, and apply the policies → parse. The one way every command reads an
+ * image list, so they all trust the same lists.
  */
 export async function readImageList(opts: ReadImageListOptions): Promise<ReadImageList> {
+  const { security } = opts.config;
   const { url, token: urlToken } = parseImageListUrl(opts.url);
-  const token = opts.token ?? urlToken;
+  const { token, source: tokenSource } = await resolveListToken(opts.config, url, { ...opts.tokens, urlToken });
   if (opts.insecureTls) opts.logger.warn({ url: url.href }, 'TLS certificate checks are OFF for this image list (--insecure-ssl)');
-  const source = await fetchImageList(url, { token, insecureTls: opts.insecureTls, security: opts.security });
+  if (tokenSource) opts.logger.debug({ url: url.href, tokenFrom: tokenSource }, 'sending a token to the list host');
+  const source = await fetchImageList(url, { token, insecureTls: opts.insecureTls, security });
   opts.logger.debug({ url: source.url, from: source.from, bytes: source.bytes.length }, 'image list fetched');
 
   const envelope = openEnvelope(source.bytes);
@@ -39,17 +44,23 @@ export async function readImageList(opts: ReadImageListOptions): Promise<ReadIma
   if (envelope.kind === 'plain') {
     outcome = { state: 'unsigned' };
   } else {
-    const verification = await verifySmime(source.bytes, { caPath: opts.security.caPath, timeoutMs: opts.security.readTimeoutMs });
+    const verification = await verifySmime(source.bytes, { caPath: security.caPath, crlCheck: security.crlCheck, timeoutMs: security.readTimeoutMs });
     if (verification.verified) {
       // Parse exactly what openssl verified, not our own reading of the MIME parts.
       json = signedContentText(verification.content);
       const declared = parseImageList(json, opts.now).list.endorser;
-      outcome = { state: 'verified', signer: verification.signer, endorserProblem: endorserMismatch(verification.signer, declared) };
+      outcome = {
+        state: 'verified',
+        signer: verification.signer,
+        endorserProblem: endorserMismatch(verification.signer, declared),
+        authorisationProblem: endorserNotAuthorised(verification.signer, authorisedEndorsers(opts.config, url), source.url),
+      };
     } else {
-      outcome = { state: 'invalid', reason: verification.reason };
+      outcome = { state: 'invalid', reason: verification.reason, signer: verification.signer };
     }
+    opts.logger.debug({ url: source.url, crlChecked: verification.crlChecked ?? false }, 'signature checked by openssl');
   }
-  const signature = applySignaturePolicy(outcome, opts.security.signaturePolicy, opts.security.pinEndorser);
+  const signature = applySignaturePolicy(outcome, security);
   if (signature.warning) opts.logger.warn({ url: source.url }, signature.warning);
   opts.logger.debug({ url: source.url, signature: signature.status, signer: signature.signer }, 'image list signature checked');
 

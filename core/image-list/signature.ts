@@ -1,4 +1,4 @@
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
@@ -6,8 +6,9 @@ import type { SignaturePolicy } from '../config.js';
 import { SignatureError } from '../errors.js';
 
 /**
- * S/MIME verification with the `openssl` command (no PKCS#7 parsing of our own), endorser
- * pinning, and the signature policy that decides what to do with the outcome.
+ * S/MIME verification with the `openssl` command (no PKCS#7 parsing of our own, CRLs from
+ * the CA folder), endorser pinning, and the policies that decide what to do with the outcome.
+ * Which endorsers the configuration authorises is subscription.ts's business.
  */
 
 export interface SignerIdentity {
@@ -17,25 +18,46 @@ export interface SignerIdentity {
 }
 
 export type VerificationResult =
-  | { verified: true; signer: SignerIdentity; content: Buffer }
-  | { verified: false; reason: string };
+  | { verified: true; signer: SignerIdentity; content: Buffer; crlChecked: boolean }
+  | { verified: false; reason: string; signer?: SignerIdentity; crlChecked?: boolean };
 
 export interface VerifyOptions {
   /** A CA file (PEM bundle) or a hashed CA directory (like /etc/grid-security/certificates). */
   caPath: string;
+  /** `auto`: check CRLs when the CA directory holds `*.r0` files; `off`: never. */
+  crlCheck?: 'auto' | 'off';
   timeoutMs?: number;
   openssl?: string;
+}
+
+/** fetch-crl writes each CA's CRL as `<hash>.r0` next to its `<hash>.0` certificate. */
+export async function hasCrlFiles(caDir: string): Promise<boolean> {
+  try {
+    return (await readdir(caDir)).some((name) => /\.r\d+$/.test(name));
+  } catch {
+    return false;
+  }
 }
 
 /** Runs `openssl smime -verify` on the whole S/MIME message; never throws for a bad signature. */
 export async function verifySmime(message: Buffer, opts: VerifyOptions): Promise<VerificationResult> {
   let caArgs: string[];
+  let crlChecked = false;
   try {
-    caArgs = (await stat(opts.caPath)).isDirectory() ? ['-CApath', opts.caPath] : ['-CAfile', opts.caPath];
+    if ((await stat(opts.caPath)).isDirectory()) {
+      caArgs = ['-CApath', opts.caPath];
+      // openssl finds `<hash>.rN` CRLs in a -CApath folder by itself; -crl_check_all makes a
+      // missing or expired CRL of any CA in the chain an error instead of a silent pass.
+      crlChecked = opts.crlCheck !== 'off' && (await hasCrlFiles(opts.caPath));
+      if (crlChecked) caArgs.push('-crl_check_all');
+    } else {
+      caArgs = ['-CAfile', opts.caPath];
+    }
   } catch {
     return { verified: false, reason: `CA path ${opts.caPath} (security.caPath) does not exist` };
   }
   const openssl = opts.openssl ?? 'openssl';
+  const timeout = opts.timeoutMs ?? 30_000;
   const dir = await mkdtemp(path.join(os.tmpdir(), 'snf-smime-'));
   try {
     const signerFile = path.join(dir, 'signer.pem');
@@ -45,19 +67,22 @@ export async function verifySmime(message: Buffer, opts: VerifyOptions): Promise
       input: message,
       encoding: 'buffer',
       reject: false,
-      timeout: opts.timeoutMs ?? 30_000,
+      timeout,
       stripFinalNewline: false,
     });
     if (result.timedOut) return { verified: false, reason: 'openssl timed out verifying the signature' };
     if (result.exitCode !== 0) {
-      return { verified: false, reason: describeOpensslFailure(Buffer.from(result.stderr).toString('utf8'), result.exitCode) };
+      const stderr = Buffer.from(result.stderr).toString('utf8');
+      const reason = describeOpensslFailure(stderr, result.exitCode, crlChecked);
+      if (!/Verify error/.test(stderr)) return { verified: false, reason, crlChecked };
+      // openssl writes no -signer file when the chain fails: name the signer another way.
+      const unverified = await inspectUnverified(openssl, message, path.join(dir, 'unverified.pem'), timeout);
+      const mismatch = unverified.contentMismatch ? '; the content does not match the signature either' : '';
+      return { verified: false, reason: `${reason}${mismatch}`, signer: unverified.signer, crlChecked };
     }
-    const names = await execa(openssl, ['x509', '-in', signerFile, '-noout', '-subject', '-issuer', '-nameopt', 'compat'], {
-      reject: false,
-      timeout: opts.timeoutMs ?? 30_000,
-    });
-    if (names.exitCode !== 0) return { verified: false, reason: `cannot read the signer certificate: ${names.stderr.trim()}` };
-    return { verified: true, signer: parseSignerNames(names.stdout), content: Buffer.from(result.stdout) };
+    const signer = await readSignerNames(openssl, signerFile, timeout);
+    if (typeof signer === 'string') return { verified: false, reason: `cannot read the signer certificate: ${signer}` };
+    return { verified: true, signer, content: Buffer.from(result.stdout), crlChecked };
   } catch (err) {
     const e = err as { code?: string; message?: string };
     if (e.code === 'ENOENT') return { verified: false, reason: `the ${openssl} command is not installed` };
@@ -67,10 +92,41 @@ export async function verifySmime(message: Buffer, opts: VerifyOptions): Promise
   }
 }
 
+async function readSignerNames(openssl: string, certFile: string, timeout: number): Promise<SignerIdentity | string> {
+  const names = await execa(openssl, ['x509', '-in', certFile, '-noout', '-subject', '-issuer', '-nameopt', 'compat'], { reject: false, timeout });
+  return names.exitCode === 0 ? parseSignerNames(names.stdout) : names.stderr.trim();
+}
+
+/**
+ * A message whose certificate chain failed: is the signature itself intact, and by whom?
+ * openssl checks the chain first, so this is how an operator learns both.
+ */
+async function inspectUnverified(openssl: string, message: Buffer, certFile: string, timeout: number): Promise<{ signer?: SignerIdentity; contentMismatch: boolean }> {
+  const result = await execa(openssl, ['smime', '-verify', '-inform', 'SMIME', '-noverify', '-signer', certFile, '-out', os.devNull], {
+    input: message,
+    reject: false,
+    timeout,
+  });
+  if (result.exitCode !== 0) return { contentMismatch: /digest failure|signature failure/i.test(result.stderr) };
+  const signer = await readSignerNames(openssl, certFile, timeout);
+  return { signer: typeof signer === 'string' ? undefined : signer, contentMismatch: false };
+}
+
+/** What openssl's CRL errors mean for an operator; the CRLs come from fetch-crl. */
+const CRL_ERRORS: Array<[RegExp, string]> = [
+  [/certificate revoked/i, "the signer's certificate, or a CA certificate above it, has been revoked (CRL in security.caPath)"],
+  [/unable to get certificate CRL/i, 'no CRL for a CA in the signer\'s chain: CRLs are checked because security.caPath holds *.r0 files (run fetch-crl, or set security.crlCheck = off)'],
+  [/CRL has expired/i, 'a CRL in security.caPath has expired (run fetch-crl)'],
+  [/CRL is not yet valid/i, 'a CRL in security.caPath is not yet valid (check the clock)'],
+];
+
 /** openssl's stderr → the one line that says why (e.g. "self-signed certificate"). */
-export function describeOpensslFailure(stderr: string, exitCode?: number): string {
+export function describeOpensslFailure(stderr: string, exitCode?: number, crlChecked = false): string {
   const verifyError = /Verify error:\s*(.+)/.exec(stderr);
-  if (verifyError) return `signature verification failed: ${verifyError[1].trim()}`;
+  if (verifyError) {
+    const crl = crlChecked ? CRL_ERRORS.find(([pattern]) => pattern.test(verifyError[1])) : undefined;
+    return `signature verification failed: ${crl ? crl[1] : verifyError[1].trim()}`;
+  }
   const digest = /digest failure|signature failure/i.exec(stderr);
   if (digest) return 'signature verification failed: the content does not match the signature';
   const routine = /error:[0-9A-F]+:[^:]*:[^:]*:([^:\n]+)/.exec(stderr);
@@ -168,34 +224,76 @@ export function endorserMismatch(signer: SignerIdentity, endorser: DeclaredEndor
 /** What the envelope and openssl said, before the policy is applied. */
 export type SignatureOutcome =
   | { state: 'unsigned' }
-  | { state: 'invalid'; reason: string }
-  | { state: 'verified'; signer: SignerIdentity; endorserProblem?: string };
+  | { state: 'invalid'; reason: string; signer?: SignerIdentity }
+  | {
+      state: 'verified';
+      signer: SignerIdentity;
+      /** Why the signer is not the list's declared hv:endorser. */
+      endorserProblem?: string;
+      /** Why the signer is not among the endorsers the configuration authorises for this list. */
+      authorisationProblem?: string;
+    };
 
 export interface SignatureStatus {
-  /** verified: signature good (and endorser matches when pinned); the rest are accepted only by policy. */
-  status: 'verified' | 'unsigned' | 'invalid' | 'wrong-endorser';
+  /**
+   * verified: signature good, signer is the declared endorser (when pinned) and an authorised
+   * one; the others are accepted only by policy.
+   */
+  status: 'verified' | 'unsigned' | 'invalid' | 'wrong-endorser' | 'unauthorised-endorser';
   signer?: SignerIdentity;
   detail?: string;
   /** Set when the list was accepted although it did not verify: say it out loud. */
   warning?: string;
 }
 
-/**
- * The signature policy as a pure function: `require` refuses anything not verified
- * (and, with pinning, a signer that is not the declared endorser); `warn` accepts with a
- * warning; `accept` accepts and notes the status only.
- */
-export function applySignaturePolicy(outcome: SignatureOutcome, policy: SignaturePolicy, pinEndorser: boolean): SignatureStatus {
-  let status: SignatureStatus;
-  if (outcome.state === 'unsigned') status = { status: 'unsigned', detail: 'the list is not signed' };
-  else if (outcome.state === 'invalid') status = { status: 'invalid', detail: outcome.reason };
-  else if (pinEndorser && outcome.endorserProblem) {
-    status = { status: 'wrong-endorser', signer: outcome.signer, detail: outcome.endorserProblem };
-  } else return { status: 'verified', signer: outcome.signer };
+export interface TrustPolicy {
+  signaturePolicy: SignaturePolicy;
+  pinEndorser: boolean;
+  /** Unset: the same as signaturePolicy. */
+  endorserPolicy?: SignaturePolicy;
+}
 
-  if (policy === 'require') {
-    throw new SignatureError(`image list refused: ${status.detail} (security.signaturePolicy = require)`);
+/**
+ * The policies as a pure function. `security.signaturePolicy` governs the signature itself
+ * (and, with pinning, a signer that is not the declared endorser); `security.endorserPolicy`
+ * governs a signer the configuration does not authorise. `require` refuses, `warn` accepts
+ * with a warning, `accept` accepts and notes the status only.
+ */
+export function applySignaturePolicy(outcome: SignatureOutcome, policy: TrustPolicy): SignatureStatus {
+  interface Check {
+    status: SignatureStatus['status'];
+    detail: string;
+    policy: SignaturePolicy;
+    /** The setting that decided, as the message names it. */
+    because: (policy: SignaturePolicy) => string;
   }
-  if (policy === 'warn') status.warning = `image list accepted although ${status.detail} (security.signaturePolicy = warn)`;
-  return status;
+  const bySignaturePolicy = { policy: policy.signaturePolicy, because: (p: SignaturePolicy) => `security.signaturePolicy = ${p}` };
+  const checks: Check[] = [];
+  if (outcome.state === 'unsigned') checks.push({ status: 'unsigned', detail: 'the list is not signed', ...bySignaturePolicy });
+  else if (outcome.state === 'invalid') {
+    const signer = outcome.signer ? ` (signer ${outcome.signer.subject}, CA ${outcome.signer.issuer})` : '';
+    checks.push({ status: 'invalid', detail: `${outcome.reason}${signer}`, ...bySignaturePolicy });
+  } else {
+    if (policy.pinEndorser && outcome.endorserProblem) checks.push({ status: 'wrong-endorser', detail: outcome.endorserProblem, ...bySignaturePolicy });
+    if (outcome.authorisationProblem) {
+      checks.push({
+        status: 'unauthorised-endorser',
+        detail: outcome.authorisationProblem,
+        policy: policy.endorserPolicy ?? policy.signaturePolicy,
+        because: (p) => (policy.endorserPolicy ? `security.endorserPolicy = ${p}` : `security.endorserPolicy unset, so security.signaturePolicy = ${p} applies`),
+      });
+    }
+  }
+  const signer = outcome.state === 'unsigned' ? undefined : outcome.signer;
+  if (checks.length === 0) return { status: 'verified', signer };
+
+  const refused = checks.find((c) => c.policy === 'require');
+  if (refused) throw new SignatureError(`image list refused: ${refused.detail} (${refused.because('require')})`);
+  const warnings = checks.filter((c) => c.policy === 'warn').map((c) => `image list accepted although ${c.detail} (${c.because('warn')})`);
+  return {
+    status: checks[0].status,
+    signer,
+    detail: checks.map((c) => c.detail).join('; '),
+    ...(warnings.length ? { warning: warnings.join('; ') } : {}),
+  };
 }

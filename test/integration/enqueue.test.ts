@@ -58,7 +58,7 @@ async function setup(extra = '') {
   topologies.push(topology);
   await declare(topology);
   const spool = await mkdtemp(path.join(dir, 'spool-'));
-  const security = `security { allowedFileFolders = ["${LISTS}"], caPath = "${LISTS}/cloudkeeper-test-ca-9da13359.0", pinEndorser = false }`;
+  const security = `security { allowedFileFolders = ["${LISTS}"], caPath = "${LISTS}/cloudkeeper-test-ca-9da13359.0", pinEndorser = false, endorsers = [{ dn = "/C=AU/ST=Some-State/O=Internet Widgits Pty Ltd", ca = "/C=AU/ST=Some-State/O=Internet Widgits Pty Ltd" }] }`;
   const good = await writeConf(topology, `spool { folder = "${spool}" }\n${security}\n${extra}`);
   return { topology, spool, good };
 }

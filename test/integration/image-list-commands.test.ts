@@ -12,6 +12,8 @@ const PLAIN = 'hepixvmitrust-imagelist.json';
 const CLOUDKEEPER_IMAGES = ['c0482bc2-bf41-5d49-aaaa-a750174a186b', '662b0e71-3e21-bbbb-b6a1-cc2f51319fa7'];
 const HEPIX_IMAGES = ['488dcdc4-9ab1-4fc8-a7ba-b7a5428ecb3d'];
 const TOKEN = 'tok-3f9a1c7e5b2d4068';
+/** The self-signed certificate that signs the cloudkeeper list: the site trusts it as an endorser. */
+const CK_SIGNER = '/C=AU/ST=Some-State/O=Internet Widgits Pty Ltd';
 
 let dir: string;
 let http: TestServer;
@@ -21,7 +23,7 @@ let httpsServer: TestServer;
 /** Writes a JSON config with the given security section; returns its path. */
 async function conf(security: Record<string, unknown>, name = `c${Math.random().toString(16).slice(2)}.json`): Promise<string> {
   const file = path.join(dir, name);
-  await writeFile(file, JSON.stringify({ security: { allowedFileFolders: [LISTS], caPath: CA, ...security }, spool: { folder: path.join(dir, 'spool') } }));
+  await writeFile(file, JSON.stringify({ security: { allowedFileFolders: [LISTS], caPath: CA, endorsers: [{ dn: CK_SIGNER, ca: CK_SIGNER }], ...security }, spool: { folder: path.join(dir, 'spool') } }));
   return file;
 }
 

@@ -1,10 +1,19 @@
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa, type Options } from 'execa';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const BIN = path.join(ROOT, 'bin/snf-vmcatcher.js');
-export const SHARED = path.resolve(ROOT, '../shared');
+/** The shared data folder (real image lists, interop artefacts): beside the checkout, or above a git worktree's folder. */
+export const SHARED = findShared();
+
+function findShared(): string {
+  for (let dir = path.dirname(ROOT); ; dir = path.dirname(dir)) {
+    if (existsSync(path.join(dir, 'shared', 'imagelists'))) return path.join(dir, 'shared');
+    if (path.dirname(dir) === dir) return path.resolve(ROOT, '../shared');
+  }
+}
 
 export interface CliResult {
   exitCode: number;

@@ -88,25 +88,36 @@ describe('endorser pinning and the signature policy', () => {
     expect(endorserMismatch(signer, undefined)).toMatch(/declares no hv:endorser/);
   });
 
-  type Row = [string, Parameters<typeof applySignaturePolicy>[0], 'require' | 'warn' | 'accept', boolean, string];
+  type Policy = 'require' | 'warn' | 'accept';
+  type Row = [string, Parameters<typeof applySignaturePolicy>[0], Policy, boolean, Policy | undefined, string];
   const wrong = { state: 'verified' as const, signer, endorserProblem: 'signer is not the declared endorser' };
+  const unauthorised = { state: 'verified' as const, signer, authorisationProblem: 'signer is not an authorised endorser' };
+  const both = { ...wrong, ...unauthorised };
   const cases: Row[] = [
-    ['verified, require', { state: 'verified', signer }, 'require', true, 'verified'],
-    ['unsigned, require', { state: 'unsigned' }, 'require', true, 'refused'],
-    ['unsigned, warn', { state: 'unsigned' }, 'warn', true, 'unsigned+warning'],
-    ['unsigned, accept', { state: 'unsigned' }, 'accept', true, 'unsigned'],
-    ['invalid, require', { state: 'invalid', reason: 'bad' }, 'require', false, 'refused'],
-    ['invalid, warn', { state: 'invalid', reason: 'bad' }, 'warn', false, 'invalid+warning'],
-    ['wrong endorser, pinned, require', wrong, 'require', true, 'refused'],
-    ['wrong endorser, not pinned, require', wrong, 'require', false, 'verified'],
-    ['wrong endorser, pinned, warn', wrong, 'warn', true, 'wrong-endorser+warning'],
+    ['verified, require', { state: 'verified', signer }, 'require', true, undefined, 'verified'],
+    ['unsigned, require', { state: 'unsigned' }, 'require', true, undefined, 'refused by security.signaturePolicy = require'],
+    ['unsigned, warn', { state: 'unsigned' }, 'warn', true, undefined, 'unsigned+warning'],
+    ['unsigned, accept', { state: 'unsigned' }, 'accept', true, undefined, 'unsigned'],
+    ['invalid, require', { state: 'invalid', reason: 'bad' }, 'require', false, undefined, 'refused by security.signaturePolicy = require'],
+    ['invalid, warn', { state: 'invalid', reason: 'bad' }, 'warn', false, undefined, 'invalid+warning'],
+    ['wrong endorser, pinned, require', wrong, 'require', true, undefined, 'refused by security.signaturePolicy = require'],
+    ['wrong endorser, not pinned, require', wrong, 'require', false, undefined, 'verified'],
+    ['wrong endorser, pinned, warn', wrong, 'warn', true, undefined, 'wrong-endorser+warning'],
+    ['unauthorised, endorserPolicy unset follows require', unauthorised, 'require', true, undefined, 'refused by security.endorserPolicy unset, so security.signaturePolicy = require applies'],
+    ['unauthorised, endorserPolicy require under signature warn', unauthorised, 'warn', true, 'require', 'refused by security.endorserPolicy = require'],
+    ['unauthorised, endorserPolicy warn', unauthorised, 'require', true, 'warn', 'unauthorised-endorser+warning'],
+    ['unauthorised, endorserPolicy accept', unauthorised, 'require', true, 'accept', 'unauthorised-endorser'],
+    ['wrong and unauthorised, endorserPolicy warn: pinning still refuses', both, 'require', true, 'warn', 'refused by security.signaturePolicy = require'],
+    ['wrong and unauthorised, both warn', both, 'warn', true, 'warn', 'wrong-endorser+warning'],
   ];
-  test.each(cases)('%s', (_n, outcome, policy, pin, expected) => {
-    if (expected === 'refused') {
-      expect(() => applySignaturePolicy(outcome, policy, pin)).toThrow(SignatureError);
+  test.each(cases)('%s', (_n, outcome, signaturePolicy, pinEndorser, endorserPolicy, expected) => {
+    const apply = () => applySignaturePolicy(outcome, { signaturePolicy, pinEndorser, endorserPolicy });
+    if (expected.startsWith('refused by ')) {
+      expect(apply).toThrow(SignatureError);
+      expect(apply).toThrow(`(${expected.slice('refused by '.length)})`);
       return;
     }
-    const status = applySignaturePolicy(outcome, policy, pin);
+    const status = apply();
     expect(`${status.status}${status.warning ? '+warning' : ''}`).toBe(expected);
   });
 

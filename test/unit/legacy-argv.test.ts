@@ -28,6 +28,11 @@ describe('translateLegacyArgv: the original single-dash command line keeps worki
       ['enqueue-from-image-list', '-conf', 'a.conf', '-image-list-url', 'file:x', '-token', 't', '-image-identifier', 'id'],
       ['enqueue-from-image-list', '--conf', 'a.conf', '--image-list-url', 'file:x', '--token', 't', '--image-identifier', 'id'],
     ],
+    [
+      'the token options added for issue #10 in single-dash spelling',
+      ['parse-image-list', '-image-list-url', 'file:x', '-token-file', '-conf', '-credential', 'appdb'],
+      ['parse-image-list', '--image-list-url', 'file:x', '--token-file', '-conf', '--credential', 'appdb'],
+    ],
     ['-handler', ['dequeue', '-handler', 'JustLogHandler'], ['dequeue', '--handler', 'JustLogHandler']],
     ['an option=value pair', ['show-conf', '-conf=app.conf'], ['show-conf', '--conf=app.conf']],
     ['the new double-dash spelling passes through', ['show-conf', '--conf', 'a.conf', '--json'], ['show-conf', '--conf', 'a.conf', '--json']],
