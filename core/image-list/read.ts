@@ -29,7 +29,9 @@ export interface ReadImageList extends ParsedImageList {
 export async function readImageList(opts: ReadImageListOptions): Promise<ReadImageList> {
   const { url, token: urlToken } = parseImageListUrl(opts.url);
   const token = opts.token ?? urlToken;
-  if (opts.insecureTls) opts.logger.warn({ url: url.href }, 'TLS certificate checks are OFF for this image list (--insecure-ssl)');
+  if (opts.insecureTls) {
+    opts.logger.warn({ url: url.href }, `TLS certificate checks are OFF for this image list's host ${url.hostname} (--insecure-ssl); redirects to other hosts are verified`);
+  }
   const source = await fetchImageList(url, { token, insecureTls: opts.insecureTls, security: opts.security });
   opts.logger.debug({ url: source.url, from: source.from, bytes: source.bytes.length }, 'image list fetched');
 
