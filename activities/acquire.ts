@@ -179,7 +179,7 @@ async function download(deps: AcquireDeps, req: DownloadRequest): Promise<{ byte
     credentialHeaders.authorization = basicAuth(token, 'x-oauth-basic');
   }
   if (req.insecureSsl && url.protocol === 'https:') {
-    logger.warn({ url: where }, 'TLS certificate and host name checks are OFF for this download (insecureSsl)');
+    logger.warn({ url: where, host: url.hostname }, `TLS certificate and host name checks are OFF for host ${url.hostname} (insecureSsl); redirects to other hosts are verified`);
   }
 
   // Resume: the last heartbeat of a previous attempt says how far the file on disk is good.
@@ -209,7 +209,7 @@ async function download(deps: AcquireDeps, req: DownloadRequest): Promise<{ byte
   const timeout = AbortSignal.timeout(config.worker.downloadTimeoutMs);
   const signal = cancel ? AbortSignal.any([cancel, timeout]) : timeout;
   const dispatcher = createDispatcher({
-    insecureTls: req.insecureSsl,
+    insecureTlsHost: req.insecureSsl ? url.hostname : undefined,
     connectTimeoutMs: security.connectTimeoutMs,
     readTimeoutMs: security.readTimeoutMs,
   });

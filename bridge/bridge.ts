@@ -13,13 +13,14 @@ import {
   bridgeConnectionName,
   connectConsumer,
   decideMessage,
+  missingSearchAttributes,
   publishDeadLetter,
   temporalAnswers,
   type ConsumerSession,
   type MessageDecision,
 } from './consumer.js';
 import { openPublisher } from './publisher.js';
-import { listSpool, replaySpool } from './spool.js';
+import { replaySpool, spoolFolderProblem, spoolNeedsReplay } from './spool.js';
 import { createBridgeMetrics, serveMetrics, type BridgeMetrics } from './metrics.js';
 
 export interface BridgeOptions {
@@ -92,7 +93,9 @@ class Bridge {
 
   private session?: ConsumerSession;
   private consumerTag?: string;
+  /** Not consuming because of Temporal: unreachable, or its namespace is not set up for us. */
   private paused = false;
+  private pauseKind: 'unavailable' | 'misconfigured' = 'unavailable';
   private stopping = false;
   /** Consecutive "Temporal unavailable" outcomes; reset only by a successful start, so a resume that fails again backs off further. */
   private unavailableStreak = 0;
@@ -103,6 +106,9 @@ class Bridge {
   private metricsServer?: { port: number; close(): Promise<void> };
   private markDone!: () => void;
   private connecting?: Promise<void>;
+  private connectLoopRunning = false;
+  private replaying?: Promise<void>;
+  private replayAgain = false;
 
   constructor(deps: BridgeDeps) {
     const opts = deps.options ?? {};
@@ -148,7 +154,9 @@ class Bridge {
       'bridge starting',
     );
     if (this.registration.insecureSsl) this.log.warn('insecure TLS is ON for the image downloads of every event this bridge starts');
-    this.connecting = this.connectLoop();
+    const problem = await spoolFolderProblem(this.config.spool.folder).catch(() => undefined);
+    if (problem) this.log.warn({ folder: this.config.spool.folder }, `the bridge may not be able to replay spooled events: ${problem} See docs/image-lists.md`);
+    this.reconnect();
   }
 
   async stop(): Promise<void> {
@@ -158,6 +166,7 @@ class Bridge {
     this.log.info({ inFlight: this.inFlight.size }, 'bridge stopping: no new messages, finishing in-flight starts');
     await this.cancelConsumer();
     await this.connecting?.catch(() => undefined);
+    await this.replaying?.catch(() => undefined);
     while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
     const session = this.session;
     this.session = undefined;
@@ -171,42 +180,98 @@ class Bridge {
 
   // --- broker side -----------------------------------------------------------------------
 
+  /**
+   * Starts the connect loop unless one is running: exactly one loop owns reconnecting. A
+   * session that closes while the loop is at work is the loop's business (it retries); one
+   * that closes after the loop has finished starts a new loop here.
+   */
+  private reconnect(): void {
+    if (this.stopping || this.connectLoopRunning) return;
+    this.connectLoopRunning = true;
+    this.connecting = this.connectLoop();
+  }
+
   private async connectLoop(): Promise<void> {
-    for (let attempt = 0; !this.stopping; attempt++) {
-      try {
-        const session = await connectConsumer(this.config.rabbitmq, { connectionName: this.connectionName, prefetch: this.prefetch });
-        if (this.stopping) {
-          await session.close();
+    try {
+      for (let attempt = 0; !this.stopping; attempt++) {
+        let session: ConsumerSession | undefined;
+        try {
+          session = await connectConsumer(this.config.rabbitmq, { connectionName: this.connectionName, prefetch: this.prefetch });
+          if (this.stopping) {
+            await session.close();
+            break;
+          }
+          this.adopt(session);
+          this.log.info({ server: session.server, attempts: attempt + 1 }, 'connected to RabbitMQ');
+          await this.startConsuming();
+          // Checked synchronously before the loop ends: a close that came before this point
+          // has cleared this.session and the loop goes round again; a later one finds no loop
+          // running and starts one.
+          if (this.session !== session) throw new Error('the connection closed while the consumer was starting');
+          if (!this.consumerTag && !this.paused && !this.stopping) throw new Error('the consumer did not start');
+          this.connectLoopRunning = false;
+          this.requestSpoolReplay();
           return;
+        } catch (err) {
+          this.metrics.errors.inc({ kind: 'broker-connection' });
+          if (session) await this.drop(session);
+          if (this.stopping) break;
+          const delay = backoffMs(attempt, this.maxBackoffMs);
+          this.log.warn({ err: (err as Error).message, attempt: attempt + 1, retryInMs: delay }, 'cannot connect to RabbitMQ; retrying');
+          await this.sleep(delay);
         }
-        this.session = session;
-        session.connection.on('error', (err: Error) => this.log.warn({ err: err.message }, 'broker connection error'));
-        session.channel.on('error', (err: Error) => this.log.warn({ err: err.message }, 'broker channel error'));
-        session.connection.on('close', () => this.onSessionClosed(session));
-        session.channel.on('close', () => {
-          // A channel closed by the broker under an open connection: drop the connection too, and start over.
-          if (this.session === session) void session.close();
-        });
-        this.log.info({ server: session.server, attempts: attempt + 1 }, 'connected to RabbitMQ');
-        await this.startConsuming();
-        void this.replaySpooled();
-        return;
-      } catch (err) {
-        this.metrics.errors.inc({ kind: 'broker-connection' });
-        const delay = backoffMs(attempt, this.maxBackoffMs);
-        this.log.warn({ err: (err as Error).message, attempt: attempt + 1, retryInMs: delay }, 'cannot connect to RabbitMQ; retrying');
-        await this.sleep(delay);
       }
+    } finally {
+      this.connectLoopRunning = false;
     }
+  }
+
+  /** Makes `session` the current one and watches it; any session it replaces is closed. */
+  private adopt(session: ConsumerSession): void {
+    const previous = this.session;
+    if (previous && previous !== session) void this.drop(previous);
+    this.session = session;
+    this.consumerTag = undefined;
+    session.connection.on('error', (err: Error) => this.log.warn({ err: err.message }, 'broker connection error'));
+    session.channel.on('error', (err: Error) => this.log.warn({ err: err.message }, 'broker channel error'));
+    session.connection.on('close', () => this.onSessionClosed(session));
+    session.channel.on('close', () => {
+      // A channel closed by the broker under an open connection: drop the connection too, and start over.
+      if (this.session === session) void session.close();
+    });
+  }
+
+  /** Forgets `session` (when current) and closes it. */
+  private async drop(session: ConsumerSession): Promise<void> {
+    if (this.session === session) {
+      this.session = undefined;
+      this.consumerTag = undefined;
+      this.metrics.brokerConnected.set(0);
+    }
+    await session.close();
   }
 
   /**
    * Events a producer spooled on this host while the broker was down are published now
-   * that it answers (in the background: consuming does not wait for it).
+   * that it answers (in the background: consuming does not wait for it). One replay at a
+   * time: a reconnect during a replay asks for one more pass after it, not a second replay.
    */
+  private requestSpoolReplay(): void {
+    if (this.replaying) {
+      this.replayAgain = true;
+      return;
+    }
+    this.replaying = (async () => {
+      do {
+        this.replayAgain = false;
+        await this.replaySpooled();
+      } while (this.replayAgain && !this.stopping);
+    })().finally(() => (this.replaying = undefined));
+  }
+
   private async replaySpooled(): Promise<void> {
     try {
-      if ((await listSpool(this.config.spool.folder)).length === 0) return;
+      if (!(await spoolNeedsReplay(this.config.spool.folder))) return;
       const publisher = await openPublisher(this.config.rabbitmq);
       try {
         const result = await replaySpool(this.config, publisher, this.log);
@@ -225,12 +290,13 @@ class Bridge {
     this.session = undefined;
     this.consumerTag = undefined;
     this.metrics.brokerConnected.set(0);
-    if (this.stopping) return;
+    // While the connect loop runs, a session that closes is one it is setting up: it retries.
+    if (this.stopping || this.connectLoopRunning) return;
     this.metrics.errors.inc({ kind: 'broker-connection' });
     // Unacked messages of the lost channel go back to the queue; their in-flight starts
     // finish, and the redelivery is absorbed by the workflow id.
     this.log.warn({ inFlight: this.inFlight.size }, 'RabbitMQ connection lost; reconnecting');
-    this.connecting = this.connectLoop();
+    this.reconnect();
   }
 
   private async startConsuming(): Promise<void> {
@@ -326,7 +392,15 @@ class Bridge {
       case 'unavailable': {
         this.metrics.errors.inc({ kind: 'temporal-unavailable' });
         // Cancel before requeueing, so the broker does not hand the message straight back.
-        await this.pause(decision.detail);
+        await this.pause('unavailable', decision.detail);
+        this.settle(session, msg, 'requeue');
+        return;
+      }
+      case 'misconfigured': {
+        // Not this message's fault, and no other message would fare better: stop consuming
+        // rather than dead-letter the whole queue.
+        this.metrics.errors.inc({ kind: 'temporal-misconfigured' });
+        await this.pause('misconfigured', decision.detail);
         this.settle(session, msg, 'requeue');
         return;
       }
@@ -335,32 +409,57 @@ class Bridge {
 
   // --- Temporal outages --------------------------------------------------------------------
 
-  private async pause(detail: string): Promise<void> {
+  private async pause(kind: 'unavailable' | 'misconfigured', detail: string): Promise<void> {
     if (this.paused) return;
     this.paused = true;
-    this.unavailableStreak++;
-    this.metrics.paused.set(1);
-    this.log.warn({ detail }, 'Temporal is unavailable: paused consuming; in-flight messages go back to the queue');
+    this.pauseKind = kind;
+    if (kind === 'unavailable') {
+      this.unavailableStreak++;
+      this.metrics.paused.set(1);
+      this.log.warn({ detail }, 'Temporal is unavailable: paused consuming; in-flight messages go back to the queue');
+    } else {
+      this.metrics.temporalMisconfigured.set(1);
+      this.log.error({ detail }, `stopped consuming: ${detail}. The messages stay on the queue`);
+    }
     await this.cancelConsumer();
     void this.probeUntilAvailable();
   }
 
+  /** Is Temporal ready for starts again: answering, and (after a misconfiguration) with every search attribute registered? */
+  private async readyAgain(): Promise<{ ready: boolean; still?: string }> {
+    if (this.pauseKind === 'unavailable') return { ready: await temporalAnswers(this.client, 5000) };
+    try {
+      const missing = await missingSearchAttributes(this.client, this.config.temporal.namespace, 5000);
+      return missing.length === 0 ? { ready: true } : { ready: false, still: `still missing: ${missing.join(', ')}` };
+    } catch (err) {
+      return { ready: false, still: `cannot list the search attributes: ${(err as Error).message}` };
+    }
+  }
+
   private async probeUntilAvailable(): Promise<void> {
     const since = Date.now();
-    for (let attempt = this.unavailableStreak - 1; this.paused && !this.stopping; attempt++) {
+    const first = this.pauseKind === 'unavailable' ? this.unavailableStreak - 1 : 0;
+    for (let attempt = first; this.paused && !this.stopping; attempt++) {
       await this.sleep(backoffMs(attempt + 1, this.maxBackoffMs));
       if (this.stopping) return;
-      if (await temporalAnswers(this.client, 5000)) {
+      const { ready, still } = await this.readyAgain();
+      if (ready) {
+        const kind = this.pauseKind;
         this.paused = false;
         this.metrics.paused.set(0);
-        this.log.info({ pausedForMs: Date.now() - since }, 'Temporal answers again: resumed consuming');
+        this.metrics.temporalMisconfigured.set(0);
+        this.log.info(
+          { pausedForMs: Date.now() - since },
+          kind === 'unavailable' ? 'Temporal answers again: resumed consuming' : 'the search attributes are registered now: resumed consuming',
+        );
         await this.startConsuming().catch((err: Error) => {
           this.log.warn({ err: err.message }, 'could not resume consuming; reconnecting');
           void this.session?.close();
         });
         return;
       }
-      this.log.info({ pausedForMs: Date.now() - since }, 'Temporal still unavailable');
+      if (this.pauseKind === 'unavailable') this.log.info({ pausedForMs: Date.now() - since }, 'Temporal still unavailable');
+      else this.log.error({ pausedForMs: Date.now() - since, detail: still }, 'still not consuming: the Temporal namespace lacks search attributes');
     }
   }
 

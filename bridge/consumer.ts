@@ -10,7 +10,7 @@ import type { Client } from '@temporalio/client';
 import { deadLetterQueue, type Config, type RabbitConfig } from '../core/config.js';
 import { eventFromMessageBody, InvalidEventError, type ImageEvent, type InvalidEventReason } from '../core/event.js';
 import { startWorkflowForEvent, type StartResult } from '../core/starter.js';
-import type { RegistrationOptions } from '../core/workflow-contract.js';
+import { SEARCH_ATTRIBUTES, type RegistrationOptions } from '../core/workflow-contract.js';
 import { openBroker, type BrokerSession } from './broker.js';
 
 // ---------------------------------------------------------------------------------------
@@ -150,7 +150,12 @@ export async function publishDeadLetter(channel: ConfirmChannel, rabbit: RabbitC
 export type MessageDecision =
   | { kind: 'start'; event: ImageEvent; result: StartResult }
   | { kind: 'invalid'; cause: DeadLetterCause }
-  | { kind: 'unavailable'; detail: string };
+  | { kind: 'unavailable'; detail: string }
+  /**
+   * The Temporal namespace is not set up for this service (its search attributes are not
+   * registered): no message can start until an operator fixes it. Keep every message.
+   */
+  | { kind: 'misconfigured'; detail: string; missing: string[] };
 
 export interface StartContext {
   client: Client;
@@ -176,8 +181,70 @@ export async function decideMessage(ctx: StartContext, body: Buffer): Promise<Me
     );
     return { kind: 'start', event, result };
   } catch (err) {
-    return classifyStartFailure(err);
+    const failure = classifyStartFailure(err);
+    if (failure.kind !== 'invalid' || failure.cause.reason !== 'rejected-by-temporal' || !mentionsSearchAttribute(err)) return failure;
+    // Every start sets the same search attributes: a refusal that names one is either about
+    // this event's value (dead-letter it) or about the namespace (keep everything). The
+    // server's list of registered attributes tells which.
+    let missing: string[];
+    try {
+      missing = await missingSearchAttributes(ctx.client, ctx.config.temporal.namespace, ctx.startTimeoutMs);
+    } catch (listErr) {
+      return { kind: 'unavailable', detail: `${failure.cause.detail}; and the search attributes could not be listed: ${(listErr as Error).message}` };
+    }
+    // A server that lists them but still says "not defined" has not refreshed its cache yet.
+    if (missing.length === 0) missing = undefinedInMessage(err);
+    if (missing.length === 0) return failure;
+    return { kind: 'misconfigured', missing, detail: searchAttributesAdvice(ctx.config.temporal.namespace, missing, failure.cause.detail) };
   }
+}
+
+function errorMessages(err: unknown): string {
+  const messages: string[] = [];
+  for (let e = err as { message?: string; cause?: unknown } | undefined, depth = 0; e && depth < 5; e = e.cause as typeof e, depth++) {
+    messages.push(e.message ?? '');
+  }
+  return messages.join('\n');
+}
+
+function mentionsSearchAttribute(err: unknown): boolean {
+  return /search ?attribute/i.test(errorMessages(err));
+}
+
+/** Our search attributes the server calls undefined ("search attribute X is not defined", "… no mapping defined for search attribute X"). */
+function undefinedInMessage(err: unknown): string[] {
+  const text = errorMessages(err);
+  return SEARCH_ATTRIBUTES.filter(
+    ({ name }) => new RegExp(`search attribute ${name} is not defined`).test(text) || new RegExp(`no mapping defined for search attribute ${name}\\b`).test(text),
+  ).map(({ name, type }) => `${name} (${type})`);
+}
+
+/** Gives the Temporal IndexedValueType enum value of a search attribute type name ('Keyword' → 2). */
+const INDEXED_VALUE_TYPES: Readonly<Record<string, number>> = { Text: 1, Keyword: 2, Int: 3, Double: 4, Bool: 5, Datetime: 6, KeywordList: 7 };
+
+/**
+ * The search attributes of the workflow contract that the namespace lacks (or has with another
+ * type), as `Name (Type)`.
+ */
+export async function missingSearchAttributes(client: Client, namespace: string, timeoutMs: number): Promise<string[]> {
+  const response = await client.withDeadline(Date.now() + timeoutMs, () => client.connection.operatorService.listSearchAttributes({ namespace }));
+  const known: Record<string, unknown> = { ...(response.systemAttributes ?? {}), ...(response.customAttributes ?? {}) };
+  return SEARCH_ATTRIBUTES.filter(({ name, type }) => {
+    const registered = known[name];
+    if (registered === undefined || registered === null) return true;
+    // Enum values may arrive as numbers or as their names, depending on the decoder.
+    return registered !== INDEXED_VALUE_TYPES[type] && registered !== type && registered !== `INDEXED_VALUE_TYPE_${type.toUpperCase()}`;
+  }).map(({ name, type }) => `${name} (${type})`);
+}
+
+/** The one message an operator needs: what is missing, where, and the command that fixes it. */
+export function searchAttributesAdvice(namespace: string, missing: string[], serverSaid: string): string {
+  const flags = SEARCH_ATTRIBUTES.map(({ name, type }) => `--name ${name} --type ${type}`).join(' ');
+  return (
+    `the Temporal namespace '${namespace}' lacks the search attributes ${missing.join(', ')} that every workflow start sets ` +
+    `(${serverSaid}). Register them once, e.g. \`temporal operator search-attribute create --namespace ${namespace} ${flags}\` ` +
+    `(the bridge resumes by itself once they exist; see docs/operations.md)`
+  );
 }
 
 /** Asks the Temporal frontend whether it answers. */

@@ -15,6 +15,8 @@ export interface BridgeMetrics {
   errors: Counter<'kind'>;
   /** 1 while consumption is paused because Temporal does not answer. */
   paused: Gauge;
+  /** 1 while consumption is stopped because the Temporal namespace lacks the search attributes. */
+  temporalMisconfigured: Gauge;
   /** 1 while a broker connection with an active consumer is open. */
   brokerConnected: Gauge;
 }
@@ -41,11 +43,16 @@ export function createBridgeMetrics(): BridgeMetrics {
     }),
     errors: new Counter({
       name: `${PREFIX}errors_total`,
-      help: 'Errors, by kind (temporal-unavailable, broker-connection, dead-letter-publish, unexpected)',
+      help: 'Errors, by kind (temporal-unavailable, temporal-misconfigured, broker-connection, dead-letter-publish, spool-replay)',
       labelNames: ['kind'] as const,
       registers,
     }),
     paused: new Gauge({ name: `${PREFIX}paused`, help: '1 while consumption is paused because Temporal is unavailable', registers }),
+    temporalMisconfigured: new Gauge({
+      name: `${PREFIX}temporal_misconfigured`,
+      help: '1 while consumption is stopped because the Temporal namespace lacks the search attributes',
+      registers,
+    }),
     brokerConnected: new Gauge({ name: `${PREFIX}broker_connected`, help: '1 while consuming from RabbitMQ', registers }),
   };
 }

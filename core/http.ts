@@ -1,4 +1,4 @@
-import { Agent, request, type Dispatcher } from 'undici';
+import { Agent, buildConnector, request, type Dispatcher } from 'undici';
 import { FetchError } from './errors.js';
 
 /**
@@ -9,20 +9,40 @@ import { FetchError } from './errors.js';
  */
 
 export interface DispatcherOptions {
-  /** Skip certificate and host-name checks. Off by default; callers log a warning when on. */
-  insecureTls?: boolean;
+  /**
+   * The one host whose TLS certificate and host name are not checked (`--insecure-ssl`): the
+   * host name of the URL the event or the command names (any port). Every other host, a
+   * redirect target included, is verified as usual. Off when absent; callers log a warning when on.
+   */
+  insecureTlsHost?: string;
   connectTimeoutMs: number;
   /** Longest silence allowed while waiting for headers or between body chunks. */
   readTimeoutMs: number;
 }
 
+/** Host names compare without IPv6 brackets, case and a trailing dot. */
+export function sameHost(a: string, b: string): boolean {
+  const norm = (h: string) => h.replace(/^\[(.*)\]$/, '$1').replace(/\.$/, '').toLowerCase();
+  return norm(a) === norm(b);
+}
+
+/** Which host a dispatcher from createDispatcher skips TLS checks for (for error messages). */
+const insecureHosts = new WeakMap<Dispatcher, string>();
+
 export function createDispatcher(opts: DispatcherOptions): Dispatcher {
-  return new Agent({
-    connect: { timeout: opts.connectTimeoutMs, rejectUnauthorized: !opts.insecureTls },
-    connectTimeout: opts.connectTimeoutMs,
-    headersTimeout: opts.readTimeoutMs,
-    bodyTimeout: opts.readTimeoutMs,
+  const timeouts = { connectTimeout: opts.connectTimeoutMs, headersTimeout: opts.readTimeoutMs, bodyTimeout: opts.readTimeoutMs };
+  const insecureHost = opts.insecureTlsHost;
+  if (!insecureHost) return new Agent({ connect: { timeout: opts.connectTimeoutMs, rejectUnauthorized: true }, ...timeouts });
+  // One connector per trust level, chosen per connection by the host it goes to: a redirect
+  // to another host must not inherit the operator's exception for the image host.
+  const verified = buildConnector({ timeout: opts.connectTimeoutMs, rejectUnauthorized: true });
+  const unverified = buildConnector({ timeout: opts.connectTimeoutMs, rejectUnauthorized: false });
+  const agent = new Agent({
+    connect: (options, callback) => (sameHost(options.hostname, insecureHost) ? unverified : verified)(options, callback),
+    ...timeouts,
   });
+  insecureHosts.set(agent, insecureHost);
+  return agent;
 }
 
 export interface RedirectPolicy {
@@ -100,7 +120,7 @@ export async function httpGet(url: URL, opts: HttpGetOptions): Promise<HttpRespo
       target.password = '';
       response = await request(target, { method: 'GET', headers, dispatcher: opts.dispatcher, signal: opts.signal });
     } catch (err) {
-      throw describeFetchFailure(err, current);
+      throw explainTlsScope(describeFetchFailure(err, current), current, opts.dispatcher);
     }
     const { statusCode } = response;
     if (statusCode >= 300 && statusCode < 400 && statusCode !== 304) {
@@ -118,6 +138,17 @@ export async function httpGet(url: URL, opts: HttpGetOptions): Promise<HttpRespo
     }
     return { status: statusCode, headers: response.headers, body: response.body, url: current };
   }
+}
+
+/** A TLS failure on a host that `--insecure-ssl` does not cover says so, and which host it does cover. */
+function explainTlsScope(err: FetchError, url: URL, dispatcher: Dispatcher): FetchError {
+  const insecureHost = insecureHosts.get(dispatcher);
+  if (!insecureHost || sameHost(url.hostname, insecureHost) || !err.message.startsWith('TLS error')) return err;
+  const message = err.message.replace(
+    / \(use --insecure-ssl only if you trust this server\)$/,
+    ` (host ${url.hostname} is verified: --insecure-ssl covers only the image host ${insecureHost}, not the hosts it redirects to)`,
+  );
+  return new FetchError(message, { permanent: err.permanent, status: err.status, cause: err.cause });
 }
 
 export function httpStatusError(status: number, url: URL): FetchError {

@@ -113,6 +113,11 @@ export class DequeueCommand extends ConfiguredCommand {
         );
         return EXIT.failed;
       }
+      if (decision.kind === 'misconfigured') {
+        session.channel.nack(msg, false, true);
+        this.context.stderr.write(`snf-vmcatcher: ${decision.detail}; the message is back on the queue\n`);
+        return EXIT.usage;
+      }
       if (decision.kind === 'unavailable') {
         session.channel.nack(msg, false, true);
         this.context.stderr.write(`snf-vmcatcher: Temporal is unavailable (${decision.detail}); the message is back on the queue\n`);

@@ -1,7 +1,7 @@
 import { Command } from 'clipanion';
 import { produceMessages } from '../../bridge/producer.js';
 import { serialiseEvent } from '../../bridge/publisher.js';
-import { listSpool } from '../../bridge/spool.js';
+import { spoolNeedsReplay } from '../../bridge/spool.js';
 import { eventAction, eventFromEnvironment, InvalidEventError, VMCATCHER_VARIABLES } from '../../core/event.js';
 import { InvalidInputError } from '../../core/errors.js';
 import { ConfiguredCommand, EXIT } from '../base-command.js';
@@ -58,7 +58,7 @@ export class EnqueueFromEnvCommand extends ConfiguredCommand {
 
   /** A skipped event (ProcessPrefix starts every vmcatcher run) is a good moment to drain the spool, if there is one. */
   private async replayOnly(config: Awaited<ReturnType<ConfiguredCommand['config']>>): Promise<void> {
-    if ((await listSpool(config.spool.folder)).length === 0) return;
+    if (!(await spoolNeedsReplay(config.spool.folder))) return;
     try {
       await produceMessages(config, [], this.log, { spoolOnFailure: true });
     } catch (err) {

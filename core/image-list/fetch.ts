@@ -51,7 +51,7 @@ export function parseImageListUrl(raw: string): { url: URL; token?: string } {
 export async function fetchImageList(url: URL, opts: FetchImageListOptions): Promise<ImageListSource> {
   if (url.protocol === 'file:') return readImageListFile(url, opts.security);
   const dispatcher = createDispatcher({
-    insecureTls: opts.insecureTls,
+    insecureTlsHost: opts.insecureTls ? url.hostname : undefined,
     connectTimeoutMs: opts.security.connectTimeoutMs,
     readTimeoutMs: opts.security.readTimeoutMs,
   });

@@ -33,7 +33,9 @@ export async function readImageList(opts: ReadImageListOptions): Promise<ReadIma
   const { security } = opts.config;
   const { url, token: urlToken } = parseImageListUrl(opts.url);
   const { token, source: tokenSource } = await resolveListToken(opts.config, url, { ...opts.tokens, urlToken });
-  if (opts.insecureTls) opts.logger.warn({ url: url.href }, 'TLS certificate checks are OFF for this image list (--insecure-ssl)');
+  if (opts.insecureTls) {
+    opts.logger.warn({ url: url.href }, `TLS certificate checks are OFF for this image list's host ${url.hostname} (--insecure-ssl); redirects to other hosts are verified`);
+  }
   if (tokenSource) opts.logger.debug({ url: url.href, tokenFrom: tokenSource }, 'sending a token to the list host');
   const source = await fetchImageList(url, { token, insecureTls: opts.insecureTls, security });
   opts.logger.debug({ url: source.url, from: source.from, bytes: source.bytes.length }, 'image list fetched');

@@ -7,10 +7,12 @@ export const TEMPORAL_CLI = process.env.SNF_VMCATCHER_TEMPORAL_CLI ?? path.join(
 
 /**
  * A Temporal dev server of its own (for a test that must stop it, or a benchmark), headless,
- * with the project's search attributes, persisting to a SQLite file that survives restarts.
+ * with the project's search attributes (unless told not to), persisting to a SQLite file that
+ * survives restarts.
  */
-export function startDevServer(port: number, dbFile: string): ResultPromise {
-  const attributes = SEARCH_ATTRIBUTES.flatMap(({ name, type }) => ['--search-attribute', `${name}=${type}`]);
+export function startDevServer(port: number, dbFile: string, opts: { searchAttributes?: boolean } = {}): ResultPromise {
+  // Without them (searchAttributes: false): a namespace an operator forgot to set up.
+  const attributes = opts.searchAttributes === false ? [] : SEARCH_ATTRIBUTES.flatMap(({ name, type }) => ['--search-attribute', `${name}=${type}`]);
   return execa(
     TEMPORAL_CLI,
     ['server', 'start-dev', '--headless', '--ip', '127.0.0.1', '--port', String(port), '--db-filename', dbFile, ...attributes, '--log-level', 'warn'],

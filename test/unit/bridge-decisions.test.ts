@@ -1,7 +1,8 @@
-import { ServiceError } from '@temporalio/client';
+import { ServiceError, type Client } from '@temporalio/client';
 import {
   classifyStartFailure,
   deadLetterCause,
+  decideMessage,
   deadLetterPublishOptions,
   DETAIL_HEADER,
   KEY_HEADER,
@@ -9,6 +10,8 @@ import {
 } from '../../bridge/consumer.js';
 import { backoffMs } from '../../bridge/bridge.js';
 import { eventFromMessageBody, InvalidEventError, assertActionable } from '../../core/event.js';
+import { parseConfig } from '../../core/config.js';
+import { SEARCH_ATTRIBUTES } from '../../core/workflow-contract.js';
 
 function parseError(body: string): InvalidEventError {
   try {
@@ -113,5 +116,57 @@ describe('backoffMs', () => {
     [1000, 30000],
   ])('attempt %i → %i ms (capped at 30 s)', (attempt, ms) => {
     expect(backoffMs(attempt, 30000)).toBe(ms);
+  });
+});
+
+describe('decideMessage tells a namespace without our search attributes from a message Temporal refuses', () => {
+  const grpc = (code: number, message: string) => Object.assign(new Error(message), { code });
+  const config = parseConfig({}, 'test');
+  const body = Buffer.from(JSON.stringify({ VMCATCHER_EVENT_DC_IDENTIFIER: 'img', VMCATCHER_EVENT_HV_URI: 'http://h/img.raw', VMCATCHER_EVENT_IL_DC_IDENTIFIER: 'list' }));
+  const all = Object.fromEntries(SEARCH_ATTRIBUTES.map(({ name }) => [name, 2])); // 2 = Keyword
+
+  function clientRefusing(serverSays: string, listing: () => Promise<{ customAttributes: Record<string, number> }>): Client {
+    return {
+      withDeadline: (_deadline: number, fn: () => Promise<unknown>) => fn(),
+      workflow: {
+        start: async () => {
+          throw new ServiceError('Failed to start Workflow', { cause: grpc(3, `3 INVALID_ARGUMENT: ${serverSays}`) });
+        },
+      },
+      connection: { operatorService: { listSearchAttributes: listing } },
+    } as unknown as Client;
+  }
+  const decide = (client: Client) => decideMessage({ client, config, options: {}, startTimeoutMs: 1000 }, body);
+
+  test('attributes missing from the namespace: misconfigured, naming each and the command that registers them', async () => {
+    const decision = await decide(clientRefusing('search attribute ImageStage is not defined', async () => ({ customAttributes: { ImageVO: 2 } })));
+    expect(decision.kind).toBe('misconfigured');
+    if (decision.kind !== 'misconfigured') return;
+    expect(decision.missing).toEqual(['ImageIdentifier (Keyword)', 'ImageListIdentifier (Keyword)', 'ImageStage (Keyword)']);
+    expect(decision.detail).toContain(`temporal operator search-attribute create --namespace ${config.temporal.namespace} --name ImageIdentifier --type Keyword`);
+  });
+
+  test('an attribute registered with another type counts as missing', async () => {
+    const decision = await decide(clientRefusing('invalid value for search attribute ImageStage of type Int: queued', async () => ({ customAttributes: { ...all, ImageStage: 3 } })));
+    expect(decision).toMatchObject({ kind: 'misconfigured', missing: ['ImageStage (Keyword)'] });
+  });
+
+  test('every attribute registered and a value refused: the message is dead-lettered', async () => {
+    const decision = await decide(clientRefusing('search attribute ImageIdentifier value of size 5000: exceeds size limit 2048', async () => ({ customAttributes: all })));
+    expect(decision).toMatchObject({ kind: 'invalid', cause: { reason: 'rejected-by-temporal' } });
+  });
+
+  test('listed, but the server still says "not defined" (its cache is behind): kept, not dead-lettered', async () => {
+    const decision = await decide(clientRefusing('search attribute ImageVO is not defined', async () => ({ customAttributes: all })));
+    expect(decision).toMatchObject({ kind: 'misconfigured', missing: ['ImageVO (Keyword)'] });
+  });
+
+  test('the attributes cannot be listed: kept as for an outage', async () => {
+    const decision = await decide(
+      clientRefusing('search attribute ImageStage is not defined', async () => {
+        throw grpc(7, 'PERMISSION_DENIED');
+      }),
+    );
+    expect(decision.kind).toBe('unavailable');
   });
 });
