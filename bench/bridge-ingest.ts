@@ -48,7 +48,7 @@ async function ingestOnce(temporalAddress: string, withWorker: boolean, n: numbe
     const url = `http://127.0.0.1:${metricsPort}/metrics`;
     const deadline = Date.now() + 15 * 60_000;
     let started = 0;
-    while ((started = await counter(url, 'snf_vmcatcher_bridge_workflows_started_total')) < EVENTS) {
+    while ((started = await counter(url, 'snf_vmcatcher_bridge_events_delivered_total')) < EVENTS) {
       if (Date.now() > deadline) throw new Error(`only ${started} of ${EVENTS} workflows started in 15 minutes`);
       await new Promise((r) => setTimeout(r, 20));
     }
@@ -87,7 +87,7 @@ export async function benchBridge(): Promise<BenchResult> {
     method:
       `${EVENTS} flat register events published (persistent, confirmed) to a fresh queue on the local RabbitMQ; then \`snf-vmcatcher dequeue --server\` (default prefetch) ` +
       'is started against a Temporal dev server (the project\'s .tools/bin/temporal, SQLite file, started by the benchmark). The time runs from the bridge\'s "consuming" log line ' +
-      `until its snf_vmcatcher_bridge_workflows_started_total metric reaches ${EVENTS}. "worker running": an \`snf-vmcatcher worker\` on the same task queue runs the workflows meanwhile ` +
+      `until its snf_vmcatcher_bridge_events_delivered_total metric reaches ${EVENTS}. "worker running": an \`snf-vmcatcher worker\` on the same task queue runs the workflows meanwhile ` +
       `(handler JustLogHandler, so they complete at once). ${REPEATS} repeats per mode, interleaved; everything on the same 2-core machine.`,
     rows: [
       { 'worker': 'stopped', 'median events/s': round(stopped, 1), 'median ms': round(med('stopped', 'ms'), 0), 'median ms incl. bridge start-up': round(med('stopped', 'msWithStartup'), 0) },

@@ -104,8 +104,8 @@ describe('dequeue --server (the bridge) ingesting a queue', () => {
       expect(String(m.properties.headers?.['x-snf-vmcatcher-error'])).not.toBe('');
     }
 
-    expect(metrics).toMatch(/snf_vmcatcher_bridge_workflows_started_total 790\b/);
-    expect(metrics).toMatch(/snf_vmcatcher_bridge_already_existing_total 200\b/);
+    // 990 valid events reached their image revision's workflow: 790 started one, 200 joined it.
+    expect(metrics).toMatch(/snf_vmcatcher_bridge_events_delivered_total 990\b/);
     expect(metrics).toMatch(/snf_vmcatcher_bridge_dead_lettered_total\{reason="invalid-json"\} 2\b/);
     expect(metrics).toMatch(/snf_vmcatcher_bridge_dead_lettered_total\{reason="missing-key"\} 3\b/);
     expect(metrics).toMatch(/snf_vmcatcher_bridge_paused 0\b/);
