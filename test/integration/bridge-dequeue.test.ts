@@ -40,13 +40,16 @@ describe('dequeue (one message) and drain-queue', () => {
       { env: env() },
     );
     expect(result.stderr).not.toMatch(/unexpected/);
-    expect(result.stdout).toMatch(/Started registerImage workflow \S+/);
+    expect(result.stdout).toMatch(/Delivered the event to workflow image:log:\S+, which runs registerImage/);
     expect(result.exitCode).toBe(0);
     expect(await queueDepth(topology.queue)).toBe(1); // one taken, one left
     const runs = await waitFor('the workflow', () => runsByWorkflowId(temporal.client, listId), (m) => m.size === 1, 20_000);
     const [workflowId] = [...runs.keys()];
     const history = await temporal.client.workflow.getHandle(workflowId).fetchHistory();
-    const input = JSON.stringify(history.events?.[0]?.workflowExecutionStartedEventAttributes?.input?.payloads?.[0]?.data ? Buffer.from(history.events[0].workflowExecutionStartedEventAttributes.input.payloads[0].data).toString('utf8') : '');
+    // The event travels as the signal to the image revision's workflow.
+    const signalled = history.events?.find((e) => e.workflowExecutionSignaledEventAttributes)?.workflowExecutionSignaledEventAttributes;
+    const data = signalled?.input?.payloads?.[0]?.data;
+    const input = data ? Buffer.from(data).toString('utf8') : '';
     expect(input).toContain('JustLogHandler');
     expect(input).toContain('grnet');
     expect(input).toContain('insecureSsl');
@@ -95,7 +98,7 @@ describe('dequeue (one message) and drain-queue', () => {
       env: env(),
       timeoutMs: 90_000,
     });
-    expect(result.stdout).toMatch(/Started registerImage workflow/);
+    expect(result.stdout).toMatch(/Delivered the event to workflow image:throwing:\S+, which runs registerImage/);
     expect(result.stderr).toMatch(/workflow \S+ failed: .*; the message is back on the queue/);
     expect(result.exitCode).toBe(1);
     const back = await takeAll(topology.queue);
