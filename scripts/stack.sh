@@ -68,7 +68,10 @@ run_part() { # name, command...
 }
 
 sa_flags=()
-for sa in ImageIdentifier ImageListIdentifier ImageVO ImageStage; do sa_flags+=(--search-attribute "$sa=Keyword"); done
+while read -r name type; do
+  case "$name" in ''|'#'*) continue ;; esac
+  sa_flags+=(--search-attribute "$name=$type")
+done < "$ROOT/docker/temporal/search-attributes"
 run_part temporal "$TEMPORAL_CLI" server start-dev --ip 127.0.0.1 --port "$TEMPORAL_PORT" --ui-port "$UI_PORT" \
   --db-filename "$DATA/temporal.db" "${sa_flags[@]}" --log-level warn
 

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Creates the namespace snf-vmcatcher uses and registers its search attributes (the columns and
-# filters of the Web UI: ImageIdentifier, ImageListIdentifier, ImageVO, ImageStage, all Keyword).
+# filters of the Web UI), as listed in search-attributes beside this script.
 # Idempotent: run by temporalio/admin-tools on every `docker compose up`.
 set -eu
 NAMESPACE=${TEMPORAL_NAMESPACE:-default}
@@ -18,11 +18,13 @@ temporal operator namespace describe --address "$ADDRESS" -n "$NAMESPACE" >/dev/
   || temporal operator namespace create --address "$ADDRESS" -n "$NAMESPACE" --retention "$RETENTION"
 
 existing=$(temporal operator search-attribute list --address "$ADDRESS" -n "$NAMESPACE" || true)
-for name in ImageIdentifier ImageListIdentifier ImageVO ImageStage; do
+ATTRIBUTES=${SEARCH_ATTRIBUTES_FILE:-$(dirname "$0")/search-attributes}
+grep -v '^#' "$ATTRIBUTES" | while read -r name type; do
+  [ -n "$name" ] || continue
   if printf '%s\n' "$existing" | grep -qw "$name"; then
     echo "search attribute $name exists"
   else
-    temporal operator search-attribute create --address "$ADDRESS" -n "$NAMESPACE" --name "$name" --type Keyword
+    temporal operator search-attribute create --address "$ADDRESS" -n "$NAMESPACE" --name "$name" --type "$type"
   fi
 done
 echo "namespace $NAMESPACE ready"

@@ -164,11 +164,19 @@ describe('docker-compose.yml', () => {
     }
   });
 
-  it('registers exactly the search attributes the workflows set, as Keyword', () => {
-    const script = readFileSync(path.join(ROOT, 'docker/temporal/create-namespace.sh'), 'utf8');
-    const loop = /for name in ([A-Za-z ]+); do/.exec(script);
-    expect(loop?.[1].trim().split(/\s+/).sort()).toEqual(SEARCH_ATTRIBUTES.map((a) => a.name).sort());
-    expect(script).toMatch(/--type Keyword/);
+  it('registers exactly the search attributes the workflows set, with their types, from the one list both stacks read', () => {
+    const listed = readFileSync(path.join(ROOT, 'docker/temporal/search-attributes'), 'utf8')
+      .split('\n')
+      .filter((line) => line.trim() && !line.startsWith('#'))
+      .map((line) => {
+        const [name, type] = line.trim().split(/\s+/);
+        return { name, type };
+      });
+    expect(listed.sort((a, b) => a.name.localeCompare(b.name))).toEqual([...SEARCH_ATTRIBUTES].sort((a, b) => a.name.localeCompare(b.name)));
+    for (const script of ['docker/temporal/create-namespace.sh', 'scripts/stack.sh']) {
+      const text = readFileSync(path.join(ROOT, script), 'utf8');
+      expect([script, /search-attributes/.test(text), /ImageStage|ImageIdentifier/.test(text.replace(/^#.*$/gm, ''))]).toEqual([script, true, false]);
+    }
   });
 
   it('sets only environment variables that snf-vmcatcher reads', () => {
