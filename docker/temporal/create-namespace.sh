@@ -17,7 +17,13 @@ done
 temporal operator namespace describe --address "$ADDRESS" -n "$NAMESPACE" >/dev/null 2>&1 \
   || temporal operator namespace create --address "$ADDRESS" -n "$NAMESPACE" --retention "$RETENTION"
 
-existing=$(temporal operator search-attribute list --address "$ADDRESS" -n "$NAMESPACE" || true)
+# A new namespace takes a few seconds to reach every service of the server.
+attempt=0
+until existing=$(temporal operator search-attribute list --address "$ADDRESS" -n "$NAMESPACE" 2>/dev/null); do
+  attempt=$((attempt + 1))
+  if [ "$attempt" -ge 30 ]; then echo "namespace $NAMESPACE is not usable after $attempt attempts"; exit 1; fi
+  sleep 1
+done
 ATTRIBUTES=${SEARCH_ATTRIBUTES_FILE:-$(dirname "$0")/search-attributes}
 grep -v '^#' "$ATTRIBUTES" | while read -r name type; do
   [ -n "$name" ] || continue
