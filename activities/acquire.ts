@@ -6,7 +6,7 @@ import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
 import type { Config } from '../core/config.js';
 import { credentialNameFor, resolveCredential } from '../core/credentials.js';
-import { FetchError, ImageIntegrityError, InvalidInputError, SnfVmcatcherError } from '../core/errors.js';
+import { FetchError, ImageIntegrityError, InvalidInputError, OutOfSpaceError, SnfVmcatcherError } from '../core/errors.js';
 import type { ImageEvent } from '../core/event.js';
 import { basicAuth, createDispatcher, describeFetchFailure, httpGet, redact, type HttpResponse } from '../core/http.js';
 import type { Logger } from '../core/logging.js';
@@ -211,8 +211,9 @@ interface WriteJob {
  */
 async function writeHashed(signal: AbortSignal, job: WriteJob, meter: Meter): Promise<FileDigest> {
   meter.written = job.start;
-  const hasher = trailingHasher(job.dest, { available: job.start, signal });
+  // The file exists before the hasher opens it.
   const file = await open(job.dest, job.start ? 'r+' : 'w', 0o600);
+  const hasher = trailingHasher(job.dest, { available: job.start, signal });
   try {
     const writer = fileWriter(file, job.start, {
       maxBytes: job.maxBytes,
@@ -227,7 +228,10 @@ async function writeHashed(signal: AbortSignal, job: WriteJob, meter: Meter): Pr
     meter.hashing(hasher);
     return await hasher.finish(meter.written);
   } finally {
+    // A source not consumed to its end (a failure) is let go: a file descriptor, an HTTP body.
+    job.source.destroy();
     await hasher.stop();
+    // close() waits for a write still in flight: once this returns, this attempt writes nothing more.
     await file.close().catch(() => undefined);
   }
 }
@@ -348,8 +352,8 @@ async function download(attempt: Attempt, req: DownloadRequest): Promise<FileDig
   // Heartbeats flow from a timer from here on, also while the server is slow to answer: the HTTP
   // read timeout, not the heartbeat timeout, decides when a silent server has failed.
   const stopBeating = keepHeartbeating(progress);
+  let source: Readable | undefined;
   try {
-    let source: Readable;
     if (expected.size !== undefined && offset === expected.size) {
       // A previous attempt got every byte and stopped while hashing: only the hash is left to do.
       source = Readable.from([]);
@@ -380,19 +384,21 @@ async function download(attempt: Attempt, req: DownloadRequest): Promise<FileDig
     const onDisk = await stat(dest).then((s) => s.size).catch(() => 0);
     logger.warn({ url: where, fetchedThisAttempt: Math.max(0, onDisk - offset), error: (err as Error).message }, 'download failed');
     const outcome = await failed(attempt, err, dest, { keepPartial: true, neededBytes: (expected.size ?? onDisk) - offset });
-    const kept = outcome === err && !(err instanceof SnfVmcatcherError && err.permanent);
+    const kept = !(err instanceof SnfVmcatcherError && err.permanent) && !(outcome instanceof OutOfSpaceError);
     if (kept && attempt.lease.owns()) {
-      // Tell the next attempt how far the file on disk is good.
+      // Tell the next attempt (after a network error, a timeout, a worker shutdown) how far the file on disk is good.
       meter.written = onDisk;
       heartbeat(progress());
     }
-    if (kept && timeout.aborted && !attempt.signal.aborted) {
+    if (outcome === err && timeout.aborted && !attempt.signal.aborted) {
       throw new FetchError(`${what} timed out after ${config.worker.downloadTimeoutMs} ms (worker.downloadTimeoutMs)`);
     }
     throw outcome;
   } finally {
     stopBeating();
     space?.release();
+    // An unread body would keep the dispatcher from closing.
+    source?.destroy();
     await dispatcher.close().catch(() => undefined);
   }
 }
