@@ -88,6 +88,7 @@ export function trailingHasher(file: string, opts: { available?: number; signal?
     Atomics.add(cells, CHANGES, 1n);
     Atomics.notify(cells, CHANGES);
   };
+  let notified = opts.available ?? 0;
   let stopped = false;
   const result = new Promise<FileDigest>((resolve, reject) => {
     worker.once('message', (digest: FileDigest) => resolve(digest));
@@ -108,7 +109,11 @@ export function trailingHasher(file: string, opts: { available?: number; signal?
   return {
     advance(bytes) {
       Atomics.store(cells, AVAILABLE, BigInt(bytes));
-      changed();
+      // Wake the thread once per read's worth of new bytes, not on every write.
+      if (bytes - notified >= READ_BYTES) {
+        notified = bytes;
+        changed();
+      }
     },
     hashed: () => Number(Atomics.load(cells, HASHED)),
     async finish(bytes) {
