@@ -13,17 +13,19 @@ import { fakeCloud } from '../support/fake-cloud.js';
 import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/service-process.js';
 
 const GiB = 1024 ** 3;
+/** Big enough that hashing it takes several heartbeat timeouts even on an idle machine (sha512 ≈ 0.5–0.8 GiB/s). */
+const SIZE = 2 * GiB;
 const HEARTBEAT_TIMEOUT_MS = 500;
 const EventType = temporal.api.enums.v1.EventType;
 
 /**
  * Issue #9: steps that work on local files for much longer than the heartbeat timeout (hashing a
- * 1 GiB `file:` image in place, copying a 1 GiB image out of vmcatcher's cache) heartbeat from a
+ * 2 GiB `file:` image in place, copying a 2 GiB image out of vmcatcher's cache) heartbeat from a
  * timer, so they succeed on their FIRST attempt with `worker.heartbeatTimeoutMs = 500`. Before,
  * they sent no heartbeat at all and every attempt died with "activity Heartbeat timeout".
  *
  * Only the acquire step is under test: once it has completed, the workflow is cancelled (the
- * later steps, on a 1 GiB image with a 500 ms heartbeat timeout, are other tests' business).
+ * later steps, on a 2 GiB image with a 500 ms heartbeat timeout, are other tests' business).
  */
 describe('long local acquire steps under a short heartbeat timeout', () => {
   let dir: string;
@@ -45,10 +47,10 @@ describe('long local acquire steps under a short heartbeat timeout', () => {
     cacheDir = path.join(dir, 'cache');
     await mkdir(images);
     await mkdir(cacheDir);
-    // Sparse: 1 GiB to hash and copy, almost nothing on disk until the copy is written.
+    // Sparse: 2 GiB to hash and copy, almost nothing on disk until the copy is written.
     imageFile = path.join(images, 'big.raw');
-    await execa('truncate', ['-s', String(GiB), imageFile]);
-    await writeLinuxMbr(imageFile, GiB);
+    await execa('truncate', ['-s', String(SIZE), imageFile]);
+    await writeLinuxMbr(imageFile, SIZE);
     await execa('cp', ['--sparse=always', imageFile, path.join(cacheDir, cacheName)]);
     sha512 = (await execa('sha512sum', [imageFile])).stdout.split(' ')[0];
 
@@ -133,9 +135,9 @@ ${cloud.synnefoConf('prepare = false')}`,
     return outcome;
   };
 
-  test('a 1 GiB file: image is hashed in place on the first attempt, reporting its progress', async () => {
+  test('a 2 GiB file: image is hashed in place on the first attempt, reporting its progress', async () => {
     const started = await runCli(
-      ['register-now', '--conf', conf, '--url', `file://${imageFile}`, '--kamaki-cloud', 'e2e', '--format', 'raw', '--sha512', sha512, '--size', String(GiB), '--no-wait'],
+      ['register-now', '--conf', conf, '--url', `file://${imageFile}`, '--kamaki-cloud', 'e2e', '--format', 'raw', '--sha512', sha512, '--size', String(SIZE), '--no-wait'],
       { env },
     );
     expect(started.exitCode).toBe(0);
@@ -143,11 +145,11 @@ ${cloud.synnefoConf('prepare = false')}`,
     expect(outcome).toMatchObject({ attempt: 1, completed: true });
     // The premise: the step ran for several heartbeat timeouts.
     expect(outcome.durationMs).toBeGreaterThanOrEqual(3 * HEARTBEAT_TIMEOUT_MS);
-    expect(outcome.progress.some((p) => p.step === 'sha512 of the local file' && p.bytesTotal === GiB)).toBe(true);
+    expect(outcome.progress.some((p) => p.step === 'sha512 of the local file' && p.bytesTotal === SIZE)).toBe(true);
     console.log(`file: image hashed in ${Math.round(outcome.durationMs)} ms, attempt ${outcome.attempt}`);
   }, 240_000);
 
-  test('a 1 GiB image is copied out of the vmcatcher cache on the first attempt, reporting its progress', async () => {
+  test('a 2 GiB image is copied out of the vmcatcher cache on the first attempt, reporting its progress', async () => {
     const config = parseConfig({ temporal: { taskQueue } }, 'test');
     const event = ImageEventSchema.parse({
       origin: 'vmcatcher',
@@ -156,7 +158,7 @@ ${cloud.synnefoConf('prepare = false')}`,
       imageId: cacheName,
       cacheDir,
       filename: cacheName,
-      size: GiB,
+      size: SIZE,
       checksumSha512: sha512,
       format: 'raw',
     });
