@@ -126,6 +126,13 @@ ${cloud.synnefoConf('prepare = false')}`,
     expect(history.includes(basic)).toBe(false);
   }, 200_000);
 
+  test('register-now refuses a --credential that is not a credential name, before starting anything', async () => {
+    const result = await runCli(['register-now', '--conf', conf, '--url', server.at('/named/nothing.qcow2'), '--credential', 'app db;x'], { env });
+    expect(result.exitCode).not.toBe(0);
+    expect(result.stderr).toContain("--credential 'app db;x' is not a credential name");
+    expect(result.stderr).not.toContain('Started workflow');
+  });
+
   test('the requests carried the token only where a credential was named, and no log printed it', async () => {
     const byPath = (p: string) => server.requests.filter((r) => r.path === p).map((r) => r.headers.authorization);
     expect(byPath('/named/nothing.qcow2').every((a) => a === undefined)).toBe(true);
