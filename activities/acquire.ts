@@ -1,28 +1,44 @@
-import { createHash, type Hash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { lstat, rm, stat, statfs, truncate } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { lstat, open, rm, stat, truncate, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { Transform } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
 import type { Config } from '../core/config.js';
-import { FetchError, ImageIntegrityError, InvalidInputError } from '../core/errors.js';
-import { basicAuth, createDispatcher, describeFetchFailure, httpGet, redact } from '../core/http.js';
-import type { Logger } from '../core/logging.js';
-import { resolveCredential } from '../core/credentials.js';
+import { credentialNameFor, resolveCredential } from '../core/credentials.js';
+import { FetchError, ImageIntegrityError, InvalidInputError, OutOfSpaceError, SnfVmcatcherError } from '../core/errors.js';
 import type { ImageEvent } from '../core/event.js';
-import { cancellationSignal, cancelledForGood, heartbeat, previousHeartbeat } from './context.js';
+import { basicAuth, createDispatcher, describeFetchFailure, httpGet, redact, type HttpResponse } from '../core/http.js';
+import type { Logger } from '../core/logging.js';
+import { cancellationSignal, heartbeat, previousHeartbeat } from './context.js';
+import { asOutOfSpace, diskPolicy, reserveSpace, type SpaceReservation } from './disk.js';
+import { keepHeartbeating, type StepProgress } from './heartbeats.js';
+import { trailingHasher, type FileDigest, type TrailingHasher } from './trailing-hash.js';
 import type { AcquireInput, AcquiredImage, DownloadProgress } from './types.js';
-import { createWorkDir, resolveInsideFolders, safeFileName } from './workspace.js';
+import { resolveInsideFolders, safeFileName, withWorkDir, type WorkDirLease } from './workspace.js';
 
 export interface AcquireDeps {
   config: Config;
   logger: Logger;
 }
 
-/** Heartbeat (and resume checkpoint) at least this often while bytes flow. */
-const HEARTBEAT_EVERY_MS = 1000;
-const HEARTBEAT_EVERY_BYTES = 8 * 1024 * 1024;
+/** What the event promised about the file. */
+interface Expected {
+  size?: number;
+  sha512?: string;
+}
+
+/** One attempt of the acquire step: who it is, what it holds, what stops it. */
+interface Attempt {
+  deps: AcquireDeps;
+  lease: WorkDirLease;
+  expected: Expected;
+  /** Aborted when the activity is cancelled (or times out) or a newer attempt takes the folder over. */
+  signal: AbortSignal;
+}
+
+/** Bytes the writer lets pile up before it pushes back on the network or the source file. */
+const WRITE_BUFFER_BYTES = 4 * 1024 * 1024;
 
 /** The name the image was published under: the last URL segment, else the cache file name. */
 export function publishedFileName(event: Pick<ImageEvent, 'uri' | 'filename'>): string | undefined {
@@ -38,7 +54,7 @@ export function publishedFileName(event: Pick<ImageEvent, 'uri' | 'filename'>): 
 }
 
 /** Compares what we got with what the event promised; throws naming both. */
-export function checkIntegrity(what: string, expected: { size?: number; sha512?: string }, actual: { bytes: number; sha512: string }): void {
+export function checkIntegrity(what: string, expected: Expected, actual: { bytes: number; sha512: string }): void {
   if (expected.size !== undefined && expected.size !== actual.bytes) {
     throw new ImageIntegrityError(`${what}: size mismatch: expected ${expected.size} bytes (hv:size), got ${actual.bytes}`);
   }
@@ -47,87 +63,37 @@ export function checkIntegrity(what: string, expected: { size?: number; sha512?:
   }
 }
 
-/** Counts and hashes bytes as they pass, and reports progress. */
-function hashingCounter(hash: Hash, start: number, onProgress: (offset: number) => void): Transform & { bytes: () => number } {
-  let bytes = start;
-  const t = new Transform({
-    transform(chunk: Buffer, _enc, done) {
-      try {
-        onProgress(bytes + chunk.length);
-      } catch (err) {
-        done(err as Error);
-        return;
-      }
-      hash.update(chunk);
-      bytes += chunk.length;
-      done(null, chunk);
-    },
-  }) as Transform & { bytes: () => number };
-  t.bytes = () => bytes;
-  return t;
-}
-
-async function hashFile(file: string, hash: Hash, end?: number): Promise<number> {
-  let bytes = 0;
-  await pipeline(createReadStream(file, end === undefined ? {} : { end: end - 1 }), async function* (source) {
-    for await (const chunk of source) {
-      hash.update(chunk as Buffer);
-      bytes += (chunk as Buffer).length;
-    }
-    yield* [];
-  });
-  return bytes;
-}
-
-/**
- * Copies a file into the work folder, hashing in the same pass. Used for vmcatcher's cache,
- * which deletes files it does not know about: the image is taken out at once.
- */
-async function copyHashed(from: string, to: string): Promise<{ bytes: number; sha512: string }> {
-  const hash = createHash('sha512');
-  const counter = hashingCounter(hash, 0, () => undefined);
-  try {
-    await pipeline(createReadStream(from), counter, createWriteStream(to, { mode: 0o600 }));
-  } catch (err) {
-    await rm(to, { force: true });
-    throw err;
-  }
-  return { bytes: counter.bytes(), sha512: hash.digest('hex') };
-}
-
 /**
  * Gets the image file of an event into the per-workflow work folder, verified against the
  * event's sha512 and size: copied out of vmcatcher's cache, read from an allowed folder
- * (`file:`), or downloaded (resumable across activity retries).
+ * (`file:`), or downloaded (resumable across activity retries). The attempt holds the work
+ * folder while it runs: an attempt that Temporal gave up on (heartbeat timeout) is stopped by
+ * its retry and then touches no file (see claimWorkDir).
  */
 export async function acquireImage(deps: AcquireDeps, input: AcquireInput): Promise<AcquiredImage> {
-  const { config, logger } = deps;
   const { event } = input;
-  const expected = { size: event.size, sha512: event.checksumSha512 };
   const fileName = publishedFileName(event);
-  const workDir = await createWorkDir(config, input.workflowId);
-
-  if (event.type === 'AvailablePostfix' && event.cacheDir && event.filename) {
-    if (event.filename.includes('/') || event.filename.includes('\\') || event.filename === '..' || event.filename === '.') {
-      throw new InvalidInputError(`VMCATCHER_EVENT_FILENAME '${event.filename}' must be a plain file name`);
+  return withWorkDir(deps.config, input.workflowId, async (lease) => {
+    const cancel = cancellationSignal();
+    const attempt: Attempt = {
+      deps,
+      lease,
+      expected: { size: event.size, sha512: event.checksumSha512 },
+      signal: cancel ? AbortSignal.any([cancel, lease.signal]) : lease.signal,
+    };
+    if (event.type === 'AvailablePostfix' && event.cacheDir && event.filename) {
+      return { ...(await copyFromVmcatcherCache(attempt, event.cacheDir, event.filename)), source: 'vmcatcher-cache', fileName };
     }
-    // Only configured folders: a message must never be able to name /etc as a "cache".
-    const allowed = config.security.vmcatcherCacheFolders;
-    await resolveInsideFolders(event.cacheDir, allowed, 'vmcatcher cache folder');
-    const source = await resolveInsideFolders(path.join(event.cacheDir, event.filename), allowed, 'vmcatcher cache file');
-    if (!(await stat(source)).isFile()) throw new InvalidInputError(`vmcatcher cache file ${source} is not a regular file`);
-    const dest = path.join(workDir, safeFileName(event.filename));
-    logger.info({ source, dest }, 'copying the image out of the vmcatcher cache');
-    const got = await copyHashed(source, dest);
-    try {
-      checkIntegrity(`vmcatcher cache file ${source}`, expected, got);
-    } catch (err) {
-      await rm(dest, { force: true });
-      throw err;
-    }
-    return { workDir, path: dest, ...got, source: 'vmcatcher-cache', fileName };
-  }
+    const url = imageUrl(event);
+    if (url.protocol === 'file:') return { ...(await useLocalFile(attempt, url)), source: 'file', fileName };
+    const dest = path.join(lease.dir, safeFileName(fileName));
+    const credentialName = input.credentialName ?? credentialNameFor(deps.config, { url: event.uri, imageListId: event.imageListId });
+    const got = await download(attempt, { url, dest, insecureSsl: input.insecureSsl, credentialName });
+    return { workDir: lease.dir, path: dest, ...got, source: 'download', fileName };
+  });
+}
 
+function imageUrl(event: ImageEvent): URL {
   if (!event.uri) throw new InvalidInputError('the event has neither VMCATCHER_EVENT_HV_URI nor a vmcatcher cache file');
   let url: URL;
   try {
@@ -135,166 +101,345 @@ export async function acquireImage(deps: AcquireDeps, input: AcquireInput): Prom
   } catch {
     throw new InvalidInputError(`VMCATCHER_EVENT_HV_URI '${redact(event.uri)}' is not a URL`);
   }
-
-  if (url.protocol === 'file:') {
-    // Percent-decoded (the original used the raw path), then confined to the allowed folders.
-    const source = await resolveInsideFolders(fileURLToPath(url), config.security.allowedFileFolders, 'file: URL');
-    if (!(await stat(source)).isFile()) throw new InvalidInputError(`${source} is not a regular file`);
-    const hash = createHash('sha512');
-    const bytes = await hashFile(source, hash);
-    const got = { bytes, sha512: hash.digest('hex') };
-    checkIntegrity(source, expected, got);
-    logger.info({ path: source, bytes }, 'using the local image file in place');
-    return { workDir, path: source, ...got, source: 'file', fileName };
-  }
-
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+  if (!['file:', 'http:', 'https:'].includes(url.protocol)) {
     throw new InvalidInputError(`VMCATCHER_EVENT_HV_URI scheme ${url.protocol} is not supported (http, https, file)`);
   }
-  const dest = path.join(workDir, safeFileName(fileName));
-  const got = await download(deps, { url, dest, expected, insecureSsl: input.insecureSsl, credentialName: input.credentialName });
-  return { workDir, path: dest, ...got, source: 'download', fileName };
+  return url;
+}
+
+/** The file's size against hv:size before reading a byte of it: a wrong file costs nothing. */
+function checkSizeFirst(what: string, expected: Expected, bytes: number): void {
+  if (expected.size !== undefined && expected.size !== bytes) {
+    throw new ImageIntegrityError(`${what}: size mismatch: expected ${expected.size} bytes (hv:size), the file has ${bytes}`);
+  }
+}
+
+/** `file:` URL: used in place (confined to the allowed folders), hashed on a thread while heartbeating. */
+async function useLocalFile(attempt: Attempt, url: URL): Promise<{ workDir: string; path: string } & FileDigest> {
+  const { config, logger } = attempt.deps;
+  // Percent-decoded (the original used the raw path), then confined to the allowed folders.
+  const source = await resolveInsideFolders(fileURLToPath(url), config.security.allowedFileFolders, 'file: URL');
+  const info = await stat(source);
+  if (!info.isFile()) throw new InvalidInputError(`${source} is not a regular file`);
+  checkSizeFirst(source, attempt.expected, info.size);
+  const hasher = trailingHasher(source, { available: info.size, signal: attempt.signal });
+  const stopBeating = keepHeartbeating(() => ({ step: 'sha512 of the local file', bytesDone: hasher.hashed(), bytesTotal: info.size }));
+  try {
+    const got = await hasher.finish(info.size);
+    checkIntegrity(source, attempt.expected, got);
+    logger.info({ path: source, bytes: got.bytes }, 'using the local image file in place');
+    return { workDir: attempt.lease.dir, path: source, ...got };
+  } finally {
+    stopBeating();
+    await hasher.stop();
+  }
+}
+
+/**
+ * vmcatcher's cache: copied out at once (vmcatcher deletes files it does not know about), the
+ * copy hashed behind the writes.
+ */
+async function copyFromVmcatcherCache(attempt: Attempt, cacheDir: string, fileName: string): Promise<{ workDir: string; path: string } & FileDigest> {
+  const { config, logger } = attempt.deps;
+  if (fileName.includes('/') || fileName.includes('\\') || fileName === '..' || fileName === '.') {
+    throw new InvalidInputError(`VMCATCHER_EVENT_FILENAME '${fileName}' must be a plain file name`);
+  }
+  // Only configured folders: a message must never be able to name /etc as a "cache".
+  const allowed = config.security.vmcatcherCacheFolders;
+  await resolveInsideFolders(cacheDir, allowed, 'vmcatcher cache folder');
+  const source = await resolveInsideFolders(path.join(cacheDir, fileName), allowed, 'vmcatcher cache file');
+  const info = await stat(source);
+  if (!info.isFile()) throw new InvalidInputError(`vmcatcher cache file ${source} is not a regular file`);
+  const what = `vmcatcher cache file ${source}`;
+  checkSizeFirst(what, attempt.expected, info.size);
+  const dest = path.join(attempt.lease.dir, safeFileName(fileName));
+  logger.info({ source, dest }, 'copying the image out of the vmcatcher cache');
+  const space = await reserveSpace(attempt.lease.dir, info.size, `the copy of ${what}`, diskPolicy(config));
+  const meter = new Meter('copy from the vmcatcher cache', info.size);
+  const stopBeating = keepHeartbeating(() => meter.progress());
+  try {
+    const got = await writeHashed(
+      attempt.signal,
+      { what: `the copy of ${what}`, source: createReadStream(source, { highWaterMark: 1024 * 1024 }), dest, start: 0, maxBytes: info.size },
+      meter,
+    );
+    checkIntegrity(what, attempt.expected, got);
+    return { workDir: attempt.lease.dir, path: dest, ...got };
+  } catch (err) {
+    throw await failed(attempt, err, dest, { keepPartial: false, neededBytes: info.size });
+  } finally {
+    stopBeating();
+    space.release();
+  }
+}
+
+/** How far a step that writes and hashes a file has got: what its heartbeats report. */
+class Meter {
+  written = 0;
+  private hasher?: TrailingHasher;
+  constructor(
+    private readonly step: string,
+    private readonly total?: number,
+  ) {}
+
+  /** The transfer is over; only the hash (behind it) is still running. */
+  hashing(hasher: TrailingHasher): void {
+    this.hasher = hasher;
+  }
+
+  progress(): StepProgress {
+    return this.hasher
+      ? { step: `${this.step}: sha512`, bytesDone: this.hasher.hashed(), bytesTotal: this.written }
+      : { step: this.step, bytesDone: this.written, bytesTotal: this.total };
+  }
+}
+
+interface WriteJob {
+  /** For messages, e.g. "the download of https://…". */
+  what: string;
+  source: Readable;
+  dest: string;
+  /** Bytes already in `dest` (a resumed download), kept and hashed again. */
+  start: number;
+  maxBytes: number;
+  tooLarge?: () => Error;
+}
+
+/**
+ * Streams a source into `dest` from byte `start`, hashing the file on a thread that reads behind
+ * the writes. The caller heartbeats from `meter`.
+ */
+async function writeHashed(signal: AbortSignal, job: WriteJob, meter: Meter): Promise<FileDigest> {
+  meter.written = job.start;
+  // The file exists before the hasher opens it.
+  const file = await open(job.dest, job.start ? 'r+' : 'w', 0o600);
+  const hasher = trailingHasher(job.dest, { available: job.start, signal });
+  try {
+    const writer = fileWriter(file, job.start, {
+      maxBytes: job.maxBytes,
+      tooLarge: job.tooLarge ?? (() => new ImageIntegrityError(`${job.what}: more than the ${job.maxBytes} bytes expected`)),
+      onWritten: (bytes) => {
+        meter.written = bytes;
+        hasher.advance(bytes);
+      },
+    });
+    await pipeline(job.source, writer, { signal });
+    await file.close();
+    meter.hashing(hasher);
+    return await hasher.finish(meter.written);
+  } finally {
+    // A source not consumed to its end (a failure) is let go: a file descriptor, an HTTP body.
+    job.source.destroy();
+    await hasher.stop();
+    // close() waits for a write still in flight: once this returns, this attempt writes nothing more.
+    await file.close().catch(() => undefined);
+  }
+}
+
+/**
+ * A Writable onto an open file at explicit positions that reports, after each write returns,
+ * how many bytes the file holds: what the hasher may read and what a retry may resume from.
+ */
+function fileWriter(file: FileHandle, start: number, opts: { maxBytes: number; tooLarge: () => Error; onWritten: (bytes: number) => void }): Writable {
+  let position = start;
+  return new Writable({
+    highWaterMark: WRITE_BUFFER_BYTES,
+    writev(chunks, callback) {
+      const buffers = chunks.map((c) => c.chunk as Buffer);
+      const length = buffers.reduce((n, b) => n + b.length, 0);
+      if (position + length > opts.maxBytes) {
+        callback(opts.tooLarge());
+        return;
+      }
+      writeAll(file, buffers, length, position).then(() => {
+        position += length;
+        opts.onWritten(position);
+        callback();
+      }, callback);
+    },
+  });
+}
+
+async function writeAll(file: FileHandle, buffers: Buffer[], length: number, position: number): Promise<void> {
+  let done = (await file.writev(buffers, position)).bytesWritten;
+  if (done === length) return;
+  // A short write (rare on a regular file): finish the rest one piece at a time.
+  const rest = Buffer.concat(buffers).subarray(done);
+  while (done < length) {
+    const { bytesWritten } = await file.write(rest, done - (length - rest.length), length - done, position + done);
+    done += bytesWritten;
+  }
+}
+
+/**
+ * What a failed attempt leaves behind, and the error it ends with. An attempt that no longer owns
+ * the work folder touches nothing: the file is its retry's now. A full disk, a wrong file or a
+ * URL that will never work removes the partial file; anything else keeps it for a retry to resume.
+ */
+async function failed(attempt: Attempt, err: unknown, dest: string, opts: { keepPartial: boolean; neededBytes: number }): Promise<unknown> {
+  const { lease } = attempt;
+  const cancel = cancellationSignal();
+  if (!lease.owns()) return lease.signal.reason ?? err;
+  const full = asOutOfSpace(err, lease.dir, path.basename(dest), opts.neededBytes);
+  const permanent = full !== err || (err instanceof SnfVmcatcherError && err.permanent);
+  if (permanent || (!opts.keepPartial && !cancel?.aborted)) await rm(dest, { force: true });
+  // A cancelled or timed-out attempt keeps the partial file: the retry resumes it, or the
+  // workflow's clean-up removes the folder.
+  if (cancel?.aborted) return cancel.reason;
+  return full;
 }
 
 interface DownloadRequest {
   url: URL;
   dest: string;
-  expected: { size?: number; sha512?: string };
   insecureSsl?: boolean;
   credentialName?: string;
 }
 
-async function download(deps: AcquireDeps, req: DownloadRequest): Promise<{ bytes: number; sha512: string }> {
-  const { config, logger } = deps;
+/** The headers that carry a named credential (the secret is resolved here, on the worker, and never leaves it). */
+async function credentialHeaders(config: Config, name: string | undefined): Promise<Record<string, string>> {
+  if (!name) return {};
+  const token = await resolveCredential(config, name);
+  return { authorization: basicAuth(token, 'x-oauth-basic') };
+}
+
+/**
+ * Where a previous attempt's file is good up to (its last heartbeat), the file cut back to that;
+ * 0 (and no file) when there is nothing to resume.
+ */
+async function resumePoint(dest: string, size: number | undefined): Promise<number> {
+  const previous = previousHeartbeat<Partial<DownloadProgress>>();
+  const offset = previous?.offset;
+  if (typeof offset === 'number' && Number.isInteger(offset) && offset > 0 && (size === undefined || offset <= size)) {
+    const existing = await lstat(dest).catch(() => undefined);
+    if (existing?.isFile() && existing.size >= offset) {
+      await truncate(dest, offset);
+      return offset;
+    }
+  }
+  await rm(dest, { force: true });
+  return 0;
+}
+
+/** Downloads over http(s), resuming a previous attempt's partial file with a Range request. */
+async function download(attempt: Attempt, req: DownloadRequest): Promise<FileDigest> {
+  const { config, logger } = attempt.deps;
   const security = config.security;
-  const { url, dest, expected } = req;
+  const { url, dest } = req;
+  const { expected } = attempt;
   const where = redact(url);
+  const what = `the download of ${where}`;
 
   if (expected.size !== undefined && expected.size > security.maxImageBytes) {
     throw new ImageIntegrityError(`${where}: hv:size ${expected.size} exceeds the limit of ${security.maxImageBytes} bytes (security.maxImageBytes)`);
   }
-  const credentialHeaders: Record<string, string> = {};
-  if (req.credentialName) {
-    const token = await resolveCredential(config, req.credentialName);
-    credentialHeaders.authorization = basicAuth(token, 'x-oauth-basic');
-  }
+  const headers = await credentialHeaders(config, req.credentialName);
   if (req.insecureSsl && url.protocol === 'https:') {
     logger.warn({ url: where, host: url.hostname }, `TLS certificate and host name checks are OFF for host ${url.hostname} (insecureSsl); redirects to other hosts are verified`);
   }
 
-  // Resume: the last heartbeat of a previous attempt says how far the file on disk is good.
-  const hash = createHash('sha512');
-  let offset = 0;
-  const previous = previousHeartbeat<DownloadProgress>();
-  if (previous && Number.isInteger(previous.offset) && previous.offset > 0) {
-    const existing = await lstat(dest).catch(() => undefined);
-    if (existing?.isFile() && existing.size >= previous.offset) {
-      await truncate(dest, previous.offset);
-      offset = await hashFile(dest, hash);
-      logger.info({ url: where, offset }, 'resuming the download of a previous attempt');
-    }
-  }
-  if (offset === 0) await rm(dest, { force: true });
-
-  const remaining = expected.size !== undefined ? Math.max(0, expected.size - offset) : 0;
-  if (remaining > 0) {
-    const fs = await statfs(path.dirname(dest));
-    const free = fs.bavail * fs.bsize;
-    if (free < remaining) {
-      throw new FetchError(`not enough disk space in ${path.dirname(dest)} for ${where}: need ${remaining} bytes, ${free} free`, { permanent: false });
-    }
-  }
-
-  const cancel = cancellationSignal();
+  let offset = await resumePoint(dest, expected.size);
+  // hv:size known: refuse before the first request when the disk cannot hold the rest.
+  let space: SpaceReservation | undefined =
+    expected.size !== undefined ? await reserveSpace(attempt.lease.dir, expected.size - offset, what, diskPolicy(config)) : undefined;
   const timeout = AbortSignal.timeout(config.worker.downloadTimeoutMs);
-  const signal = cancel ? AbortSignal.any([cancel, timeout]) : timeout;
-  const dispatcher = createDispatcher({
-    insecureTlsHost: req.insecureSsl ? url.hostname : undefined,
-    connectTimeoutMs: security.connectTimeoutMs,
-    readTimeoutMs: security.readTimeoutMs,
-  });
-  const startedAt = offset;
-  let lastBeat = 0;
-  let lastBeatOffset = offset;
-  const total = expected.size;
-  const beat = (now: number, position: number) => {
-    lastBeat = now;
-    lastBeatOffset = position;
-    heartbeat({ offset: position, ...(total === undefined ? {} : { total }) } satisfies DownloadProgress);
-  };
-  beat(Date.now(), offset);
-
-  let counter: ReturnType<typeof hashingCounter> | undefined;
+  const signal = AbortSignal.any([attempt.signal, timeout]);
+  const dispatcher = createDispatcher({ insecureTlsHost: req.insecureSsl ? url.hostname : undefined, connectTimeoutMs: security.connectTimeoutMs, readTimeoutMs: security.readTimeoutMs });
+  const meter = new Meter('download', expected.size);
+  meter.written = offset;
+  // `offset` is the resume point a retry reads back (previousHeartbeat).
+  const progress = (): DownloadProgress => ({ ...meter.progress(), offset: meter.written, ...(expected.size === undefined ? {} : { total: expected.size }) });
+  // Heartbeats flow from a timer from here on, also while the server is slow to answer: the HTTP
+  // read timeout, not the heartbeat timeout, decides when a silent server has failed.
+  const stopBeating = keepHeartbeating(progress);
+  let source: Readable | undefined;
   try {
-    logger.info({ url: where, dest, offset }, offset ? 'downloading the rest of the image' : 'downloading the image');
-    let response = await httpGet(url, {
-      dispatcher,
-      redirects: { maxRedirects: security.maxRedirects },
-      headers: offset ? { range: `bytes=${offset}-` } : {},
-      credentialHeaders,
-      signal,
-    }).catch(async (err) => {
-      // A range the server cannot satisfy: the partial file is not worth keeping.
-      if (offset && err instanceof FetchError && err.status === 416) return undefined;
-      throw err;
-    });
-    const restart = async () => {
-      await rm(dest, { force: true });
-      offset = 0;
-      hash.destroy();
-      return createHash('sha512');
-    };
-    let activeHash = hash;
-    if (offset && (!response || response.status !== 206 || !contentRangeStartsAt(response.headers['content-range'], offset))) {
-      logger.info({ url: where, status: response?.status }, 'the server did not resume at our offset; downloading the whole image again');
-      await response?.body.dump().catch(() => undefined);
-      activeHash = await restart();
-      response = undefined;
+    if (expected.size !== undefined && offset === expected.size) {
+      // A previous attempt got every byte and stopped while hashing: only the hash is left to do.
+      source = Readable.from([]);
+    } else {
+      logger.info({ url: where, dest, offset }, offset ? 'downloading the rest of the image' : 'downloading the image');
+      const opened = await openDownload({ url, dest, offset, headers, dispatcher, signal, maxRedirects: security.maxRedirects, logger });
+      offset = meter.written = opened.offset;
+      const declared = Number(opened.response.headers['content-length']);
+      if (!space && Number.isFinite(declared) && declared > 0) space = await reserveSpace(attempt.lease.dir, declared, what, diskPolicy(config));
+      source = opened.response.body;
     }
-    response ??= await httpGet(url, { dispatcher, redirects: { maxRedirects: security.maxRedirects }, credentialHeaders, signal });
-    if (response.status !== 200 && response.status !== 206) {
-      await response.body.dump().catch(() => undefined);
-      throw new FetchError(`GET ${where} answered HTTP ${response.status}, not the image`, { permanent: true, status: response.status });
-    }
-    const limit = expected.size ?? security.maxImageBytes;
-    counter = hashingCounter(activeHash, offset, (position) => {
-      if (position > limit) {
-        throw expected.size !== undefined
-          ? new ImageIntegrityError(`${where}: size mismatch: expected ${expected.size} bytes (hv:size), the server sends more`)
-          : new ImageIntegrityError(`${where} is larger than the limit of ${security.maxImageBytes} bytes (security.maxImageBytes)`);
-      }
-      const now = Date.now();
-      if (now - lastBeat >= HEARTBEAT_EVERY_MS || position - lastBeatOffset >= HEARTBEAT_EVERY_BYTES) beat(now, position);
-    });
-    const fileOut = createWriteStream(dest, { flags: offset ? 'a' : 'w', mode: 0o600 });
-    try {
-      await pipeline(response.body, counter, fileOut, { signal });
-    } catch (err) {
-      if (err instanceof ImageIntegrityError) throw err;
-      throw describeFetchFailure(err, url);
-    }
-    const got = { bytes: counter.bytes(), sha512: activeHash.digest('hex') };
+    const tooLarge = () =>
+      expected.size !== undefined
+        ? new ImageIntegrityError(`${where}: size mismatch: expected ${expected.size} bytes (hv:size), the server sends more`)
+        : new ImageIntegrityError(`${where} is larger than the limit of ${security.maxImageBytes} bytes (security.maxImageBytes)`);
+    const got = await writeHashed(signal, { what, source, dest, start: offset, maxBytes: expected.size ?? security.maxImageBytes, tooLarge }, meter).catch(
+      (err: unknown) => {
+        const code = (err as NodeJS.ErrnoException).code;
+        throw err instanceof SnfVmcatcherError || attempt.signal.aborted || code === 'ENOSPC' || code === 'EDQUOT' ? err : describeFetchFailure(err, url);
+      },
+    );
     logger.info({ url: where, bytes: got.bytes, fetchedThisAttempt: got.bytes - offset, resumedFrom: offset }, 'download complete');
     checkIntegrity(where, expected, got);
     if (got.bytes === 0) throw new ImageIntegrityError(`${where} is empty (0 bytes)`);
     return got;
   } catch (err) {
-    const fetched = counter ? counter.bytes() - startedAt : 0;
-    if (err instanceof ImageIntegrityError || cancelledForGood() || (err instanceof FetchError && err.permanent)) {
-      // Nothing to resume: a wrong file, a cancelled workflow, or a URL that will not work.
-      await rm(dest, { force: true });
-    } else if (counter) {
-      // Tell the next attempt how far the file on disk is good (what reached the disk, not what was read).
-      const onDisk = await stat(dest).then((s) => s.size).catch(() => 0);
-      beat(Date.now(), onDisk);
+    stopBeating();
+    const onDisk = await stat(dest).then((s) => s.size).catch(() => 0);
+    logger.warn({ url: where, fetchedThisAttempt: Math.max(0, onDisk - offset), error: (err as Error).message }, 'download failed');
+    const outcome = await failed(attempt, err, dest, { keepPartial: true, neededBytes: (expected.size ?? onDisk) - offset });
+    const kept = !(err instanceof SnfVmcatcherError && err.permanent) && !(outcome instanceof OutOfSpaceError);
+    if (kept && attempt.lease.owns()) {
+      // Tell the next attempt (after a network error, a timeout, a worker shutdown) how far the file on disk is good.
+      meter.written = onDisk;
+      heartbeat(progress());
     }
-    logger.warn({ url: where, fetchedThisAttempt: fetched, error: (err as Error).message }, 'download failed');
-    if (cancel?.aborted) throw cancel.reason;
-    if (timeout.aborted) throw new FetchError(`download of ${where} timed out after ${config.worker.downloadTimeoutMs} ms (worker.downloadTimeoutMs)`);
-    throw err;
+    if (outcome === err && timeout.aborted && !attempt.signal.aborted) {
+      throw new FetchError(`${what} timed out after ${config.worker.downloadTimeoutMs} ms (worker.downloadTimeoutMs)`);
+    }
+    throw outcome;
   } finally {
+    stopBeating();
+    space?.release();
+    // An unread body would keep the dispatcher from closing.
+    source?.destroy();
     await dispatcher.close().catch(() => undefined);
   }
+}
+
+interface OpenDownload {
+  url: URL;
+  dest: string;
+  offset: number;
+  headers: Record<string, string>;
+  dispatcher: ReturnType<typeof createDispatcher>;
+  signal: AbortSignal;
+  maxRedirects: number;
+  logger: Logger;
+}
+
+/**
+ * The response to download from, and the offset it starts at: a 206 at our offset resumes;
+ * a server that cannot (416, 200, another range) gets a fresh request and the file starts over.
+ */
+async function openDownload(o: OpenDownload): Promise<{ response: HttpResponse; offset: number }> {
+  const where = redact(o.url);
+  const get = (extra: Record<string, string>) =>
+    httpGet(o.url, { dispatcher: o.dispatcher, redirects: { maxRedirects: o.maxRedirects }, headers: extra, credentialHeaders: o.headers, signal: o.signal });
+  let response: HttpResponse | undefined;
+  if (o.offset) {
+    response = await get({ range: `bytes=${o.offset}-` }).catch((err: unknown) => {
+      // A range the server cannot satisfy: the partial file is not worth keeping.
+      if (err instanceof FetchError && err.status === 416) return undefined;
+      throw err;
+    });
+    if (response?.status === 206 && contentRangeStartsAt(response.headers['content-range'], o.offset)) return { response, offset: o.offset };
+    o.logger.info({ url: where, status: response?.status }, 'the server did not resume at our offset; downloading the whole image again');
+    await response?.body.dump().catch(() => undefined);
+    await truncate(o.dest, 0);
+  }
+  response = await get({});
+  if (response.status !== 200 && response.status !== 206) {
+    await response.body.dump().catch(() => undefined);
+    throw new FetchError(`GET ${where} answered HTTP ${response.status}, not the image`, { permanent: true, status: response.status });
+  }
+  return { response, offset: 0 };
 }
 
 function contentRangeStartsAt(header: string | string[] | undefined, offset: number): boolean {
@@ -302,3 +447,4 @@ function contentRangeStartsAt(header: string | string[] | undefined, offset: num
   const match = /^bytes (\d+)-\d+\/(\d+|\*)$/.exec(value ?? '');
   return match !== null && Number(match[1]) === offset;
 }
+

@@ -55,8 +55,15 @@ export interface RawImage {
   steps: string[];
 }
 
-/** Heartbeat details of acquireImage: the resume point, and the progress the Web UI shows. */
-export interface DownloadProgress {
+/**
+ * Heartbeat details of a download: the progress the Web UI shows (`step`, `bytesDone`,
+ * `bytesTotal`), and the resume point a retry reads back (`offset`: bytes of the partial file
+ * known to be on disk; `total`: hv:size).
+ */
+export type DownloadProgress = {
+  step: string;
+  bytesDone?: number;
+  bytesTotal?: number;
   offset: number;
   total?: number;
-}
+};

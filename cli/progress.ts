@@ -21,9 +21,10 @@ export async function snapshot(handle: WorkflowHandle): Promise<Snapshot> {
   let bytesTotal: number | undefined;
   const payload = pending?.heartbeatDetails?.payloads?.[0];
   if (payload) {
-    const details = defaultPayloadConverter.fromPayload<{ offset?: number; total?: number }>(payload as never);
-    bytesDone = details?.offset;
-    bytesTotal = details?.total;
+    // Every long step reports bytesDone/bytesTotal (activities/heartbeats.ts); older workers, offset/total.
+    const details = defaultPayloadConverter.fromPayload<{ bytesDone?: number; bytesTotal?: number; offset?: number; total?: number }>(payload as never);
+    bytesDone = details?.bytesDone ?? details?.offset;
+    bytesTotal = details?.bytesTotal ?? details?.total;
   }
   return {
     running: desc.status.name === 'RUNNING',

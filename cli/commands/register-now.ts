@@ -7,6 +7,7 @@ import { connectTemporal, workflowUiLink } from '../../core/temporal-client.js';
 import { assertActionable, EVENT_FIELDS, ImageEventSchema, InvalidEventError, type ImageEvent } from '../../core/event.js';
 import { InvalidInputError } from '../../core/errors.js';
 import type { ImageRevisionResult } from '../../core/workflow-contract.js';
+import type { Config } from '../../core/config.js';
 import { ConfiguredCommand, EXIT } from '../base-command.js';
 import { followProgress, waitForChild } from '../progress.js';
 
@@ -29,6 +30,9 @@ export class RegisterNowCommand extends ConfiguredCommand {
   users = Option.String('--users', { description: 'USERS property (default: synnefo.users, "root")' });
   format = Option.String('--format', { description: 'Format hint, used only when the content cannot tell' });
   insecureSsl = Option.Boolean('--insecure-ssl', false, { description: 'Do not verify the TLS certificate of the download' });
+  credential = Option.String('--credential', {
+    description: 'Name of a credential in the worker\'s security.credentials to send with the download (default: security.credentialRules)',
+  });
   sha512 = Option.String('--sha512', { description: 'Expected sha512 of the file at --url (checked while downloading)' });
   size = Option.String('--size', { validator: t.isNumber(), description: 'Expected size in bytes of the file at --url' });
   imageIdentifier = Option.String('--image-identifier', { description: 'Identifier of the image (default: the file name in --url)' });
@@ -38,6 +42,7 @@ export class RegisterNowCommand extends ConfiguredCommand {
   async run(): Promise<number> {
     const config = await this.config();
     const event = this.buildEvent();
+    this.checkCredential(config);
     const { client, connection } = await connectTemporal(config.temporal);
     try {
       const options = {
@@ -47,6 +52,8 @@ export class RegisterNowCommand extends ConfiguredCommand {
         osfamily: this.osfamily,
         users: this.users,
         formatHint: this.format,
+        // Only the name travels (into the workflow history); the worker resolves the secret.
+        credentialName: this.credential,
       };
       const started = await startWorkflowForEvent(client, config, event, options);
       const parent = started.handle as WorkflowHandle;
@@ -85,6 +92,17 @@ export class RegisterNowCommand extends ConfiguredCommand {
       }
     } finally {
       await connection.close();
+    }
+  }
+
+  private checkCredential(config: Config): void {
+    if (this.credential === undefined) return;
+    if (!/^[A-Za-z0-9_.-]+$/.test(this.credential)) {
+      throw new InvalidInputError(`--credential '${this.credential}' is not a credential name (letters, digits, '_', '-', '.')`);
+    }
+    // The worker resolves the name from its own configuration, which may differ from this one.
+    if (!(this.credential in config.security.credentials)) {
+      this.log.warn({ credential: this.credential }, 'this configuration does not define security.credentials.%s; the worker must', this.credential);
     }
   }
 

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readFile, readdir, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, statfs, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import type { ApplicationFailure } from '@temporalio/common';
@@ -10,6 +10,7 @@ import type { Config } from '../../core/config.js';
 import { InvalidInputError } from '../../core/errors.js';
 import type { AcquiredImage, DownloadProgress } from '../../activities/types.js';
 import { startImageServer, type ImageServer } from '../support/image-server.js';
+import { parseConfig } from '../../core/config.js';
 import { pipelineConfig, quietLogger, tempDir } from '../support/pipeline-fixtures.js';
 
 const sha512 = (b: Buffer) => createHash('sha512').update(b).digest('hex');
@@ -67,7 +68,8 @@ describe('acquireImage gets the image into the work folder, verified', () => {
     expect(failure.message).toContain(`got ${sha512(image)}`);
     const dirs = await readdir(work);
     const dir = dirs.find((d) => d.startsWith('bad-sum-'))!;
-    expect(await readdir(path.join(work, dir))).toEqual([]);
+    // Only the folder's owner marker (for the sweep) is left; the workflow's clean-up removes the folder.
+    expect(await readdir(path.join(work, dir))).toEqual(['.workflow.json']);
   });
 
   test('a size mismatch fails non-retryable', async () => {
@@ -192,5 +194,144 @@ describe('acquireImage gets the image into the work folder, verified', () => {
     await activities.cleanupWorkspace({ workflowId: 'cleanup' });
     expect((await readdir(work)).some((d) => d.startsWith('cleanup-'))).toBe(false);
     await expect(removeWorkDir(config, outside)).rejects.toBeInstanceOf(InvalidInputError);
+  });
+});
+
+describe('acquireImage under heartbeat timeouts, stale attempts, a full disk and credential rules', () => {
+  let server: ImageServer;
+  let root: Awaited<ReturnType<typeof tempDir>>;
+  let work: string;
+  let config: Config;
+  let activities: ReturnType<typeof createImagePipelineActivities>;
+
+  beforeAll(async () => {
+    server = await startImageServer();
+    root = await tempDir('snf-acquire-scale-');
+    work = path.join(root.dir, 'work');
+    config = pipelineConfig(work, { credentials: { appdb: 'rule-token-456' } });
+    activities = createImagePipelineActivities({ config, logger: quietLogger });
+  });
+
+  afterAll(async () => {
+    await server.close();
+    await root.cleanup();
+  });
+
+  const filesIn = async (workflowId: string) => {
+    const dir = (await readdir(work)).find((d) => d.startsWith(`${workflowId}-`));
+    return dir ? (await readdir(path.join(work, dir))).filter((f) => f !== '.workflow.json') : [];
+  };
+
+  test('heartbeats come from a timer, with step and byte counts, also while the server has not answered yet', async () => {
+    const body = randomBytes(1024 * 1024);
+    server.route('/late.img', { body, delayMs: 1500 });
+    // A heartbeat timeout of 400 ms: one beat every 100 ms (a quarter of it).
+    const env = new MockActivityEnvironment({ heartbeatTimeoutMs: 400 });
+    const beats: DownloadProgress[] = [];
+    env.on('heartbeat', (d: DownloadProgress) => beats.push(d));
+    const got = (await env.run(activities.acquireImage, {
+      workflowId: 'late',
+      event: event({ uri: server.at('/late.img'), size: body.length, checksumSha512: sha512(body) }),
+    })) as AcquiredImage;
+    expect(got.sha512).toBe(sha512(body));
+    const beforeHeaders = beats.filter((b) => b.bytesDone === 0);
+    // 1.5 s of silence at one beat per 100 ms: well over 5 beats, none of them from bytes flowing.
+    expect(beforeHeaders.length).toBeGreaterThanOrEqual(5);
+    expect(beforeHeaders[0]).toMatchObject({ step: 'download', bytesDone: 0, bytesTotal: body.length, offset: 0, total: body.length });
+  });
+
+  test('a stale attempt (replaced by its retry, then told NOT_FOUND) neither deletes nor writes the file its retry is writing', async () => {
+    const body = randomBytes(16 * 1024 * 1024);
+    // About 2.5 s for the whole body: the retry starts while the first attempt is mid-way.
+    server.route('/stale.img', { body, chunkBytes: 128 * 1024, chunkDelayMs: 20 });
+    const input = { workflowId: 'stale', event: event({ uri: server.at('/stale.img'), size: body.length, checksumSha512: sha512(body) }) };
+
+    const first = new MockActivityEnvironment({ heartbeatTimeoutMs: 400 });
+    const beats: DownloadProgress[] = [];
+    first.on('heartbeat', (d: DownloadProgress) => beats.push(d));
+    const firstRun = first.run(activities.acquireImage, input).then(
+      () => 'completed',
+      (err: unknown) => err,
+    );
+    while (!beats.some((b) => b.offset >= 2 * 1024 * 1024)) await new Promise((r) => setTimeout(r, 20));
+    const last = beats[beats.length - 1];
+
+    // Temporal gave up on the first attempt (heartbeat timeout) but it is still running: its retry
+    // lands on the same worker, and the stale attempt hears NOT_FOUND on its next heartbeat.
+    const retry = new MockActivityEnvironment({ heartbeatTimeoutMs: 400, heartbeatDetails: last, attempt: 2 });
+    const retryRun = retry.run(activities.acquireImage, input) as Promise<AcquiredImage>;
+    first.cancel('NOT_FOUND');
+    const [firstOutcome, got] = await Promise.all([firstRun, retryRun]);
+
+    expect(firstOutcome).not.toBe('completed');
+    expect(got.sha512).toBe(sha512(body));
+    // The file is whole and right after both attempts have ended.
+    expect((await readFile(got.path)).equals(body)).toBe(true);
+    // The retry resumed from the stale attempt's last heartbeat.
+    expect(server.ranges[server.ranges.length - 1]).toBe(`bytes=${last.offset}-`);
+  });
+
+  test('an attempt that died while hashing a complete file hashes it again without fetching anything', async () => {
+    const body = randomBytes(512 * 1024);
+    server.route('/complete.img', { body });
+    const input = { workflowId: 'complete', event: event({ uri: server.at('/complete.img'), size: body.length, checksumSha512: sha512(body) }) };
+    await activities.acquireImage(input);
+    const requests = server.ranges.length;
+    const retry = new MockActivityEnvironment({ heartbeatDetails: { step: 'download: sha512', offset: body.length, total: body.length }, attempt: 2 });
+    const got = (await retry.run(activities.acquireImage, input)) as AcquiredImage;
+    expect(got).toMatchObject({ bytes: body.length, sha512: sha512(body) });
+    expect(server.ranges.length).toBe(requests);
+  });
+
+  test('a download whose hv:size exceeds the free space fails at once with OutOfSpaceError naming needed and free bytes, writing nothing', async () => {
+    await mkdir(work, { recursive: true });
+    const fs = await statfs(work);
+    const free = fs.bavail * fs.bsize;
+    // Everything free right now is the reserve: a 1 GiB image cannot fit unless 1 GiB is freed meanwhile.
+    const full = parseConfig({ worker: { workingFolder: work, diskReserveBytes: free, diskReservePercent: 0 } }, 'test');
+    const strict = createImagePipelineActivities({ config: full, logger: quietLogger });
+    server.route('/big.img', { body: Buffer.alloc(16) });
+    const requests = server.ranges.length;
+    const size = 1024 ** 3;
+    const failure = (await strict
+      .acquireImage({ workflowId: 'nospace', event: event({ uri: server.at('/big.img'), size, checksumSha512: 'ab'.repeat(64) }) })
+      .catch((e: unknown) => e)) as ApplicationFailure;
+    expect(failure.type).toBe('OutOfSpaceError');
+    expect(failure.nonRetryable).toBe(true);
+    expect(failure.message).toMatch(new RegExp(`need ${size} bytes, \\d+ free`));
+    const details = failure.details?.[0] as { neededBytes: number; freeBytes: number };
+    expect(details.neededBytes).toBe(size);
+    expect(details.freeBytes).toBeGreaterThan(0);
+    expect(server.ranges.length).toBe(requests);
+    expect(await filesIn('nospace')).toEqual([]);
+  });
+
+  test('with no credential named, security.credentialRules picks one by image host or image list', async () => {
+    const rules = parseConfig(
+      {
+        worker: { workingFolder: work },
+        security: {
+          credentials: { appdb: 'rule-token-456', other: 'other-token' },
+          credentialRules: [
+            { imageList: 'private-list', credential: 'other' },
+            { host: '127.0.0.1', imageList: 'appdb-list', credential: 'appdb' },
+          ],
+        },
+      },
+      'test',
+    );
+    const withRules = createImagePipelineActivities({ config: rules, logger: quietLogger });
+    server.route('/private.img', { body: Buffer.from('private image') });
+    const basic = (token: string) => `Basic ${Buffer.from(`${token}:x-oauth-basic`).toString('base64')}`;
+
+    await withRules.acquireImage({ workflowId: 'rule-host', event: event({ uri: server.at('/private.img'), imageListId: 'appdb-list' }) });
+    expect(server.authorizations[server.authorizations.length - 1]).toBe(basic('rule-token-456'));
+    await withRules.acquireImage({ workflowId: 'rule-list', event: event({ uri: server.at('/private.img'), imageListId: 'private-list' }) });
+    expect(server.authorizations[server.authorizations.length - 1]).toBe(basic('other-token'));
+    await withRules.acquireImage({ workflowId: 'rule-none', event: event({ uri: server.at('/private.img'), imageListId: 'public-list' }) });
+    expect(server.authorizations[server.authorizations.length - 1]).toBeUndefined();
+    // A name in the input wins over the rules.
+    await withRules.acquireImage({ workflowId: 'rule-named', event: event({ uri: server.at('/private.img'), imageListId: 'private-list' }), credentialName: 'appdb' });
+    expect(server.authorizations[server.authorizations.length - 1]).toBe(basic('rule-token-456'));
   });
 });

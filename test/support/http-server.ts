@@ -29,6 +29,8 @@ export interface Route {
   chunkDelayMs?: number;
   /** Do not honour Range requests (answer 200 with the whole body). */
   ignoreRange?: boolean;
+  /** Answer 401 unless the request's Authorization header is exactly this (a private image). */
+  authorization?: string;
 }
 
 export interface RecordedRequest {
@@ -127,6 +129,10 @@ async function serve(route: Route | undefined, req: IncomingMessage, res: Server
     return;
   }
   if (route.delayMs) await sleep(route.delayMs);
+  if (route.authorization !== undefined && req.headers.authorization !== route.authorization) {
+    res.writeHead(401, { 'www-authenticate': 'Basic realm="images"', 'content-type': 'text/plain' }).end('unauthorized\n');
+    return;
+  }
   if (route.redirect) {
     res.writeHead(route.status ?? 302, { location: route.redirect, ...route.headers }).end();
     return;

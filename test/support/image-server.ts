@@ -12,6 +12,11 @@ export interface ImageRoute {
   cutAfterBytes?: number;
   cuts?: number;
   ignoreRange?: boolean;
+  /** Wait this long before answering (a server slow to send its headers). */
+  delayMs?: number;
+  /** Send the body `chunkBytes` at a time, `chunkDelayMs` apart (a slow transfer). */
+  chunkBytes?: number;
+  chunkDelayMs?: number;
 }
 
 export interface ImageServer {
@@ -35,6 +40,10 @@ export async function startImageServer(): Promise<ImageServer> {
     const route = routes.get(p);
     ranges.push(req.headers.range);
     authorizations.push(req.headers.authorization);
+    if (route?.delayMs) setTimeout(() => answer(p, route, req, res), route.delayMs);
+    else answer(p, route, req, res);
+  });
+  const answer = (p: string, route: ImageRoute | undefined, req: http.IncomingMessage, res: http.ServerResponse) => {
     if (!route) return void res.writeHead(404).end('not found');
     if (route.status && route.status !== 200) return void res.writeHead(route.status).end(`status ${route.status}`);
     let body = route.body ?? Buffer.alloc(0);
@@ -58,9 +67,24 @@ export async function startImageServer(): Promise<ImageServer> {
       res.write(part, () => setTimeout(() => res.destroy(), 20));
       return;
     }
+    if (route.chunkBytes) {
+      const size = route.chunkBytes;
+      let at = 0;
+      const next = () => {
+        if (res.destroyed) return;
+        if (at >= body.length) return void res.end();
+        const part = body.subarray(at, at + size);
+        at += part.length;
+        count(part.length);
+        res.write(part);
+        setTimeout(next, route.chunkDelayMs ?? 10);
+      };
+      next();
+      return;
+    }
     count(body.length);
     res.end(body);
-  });
+  };
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   return {

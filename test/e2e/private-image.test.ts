@@ -1,0 +1,147 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { Client, Connection } from '@temporalio/client';
+import { execa } from 'execa';
+import { runCli, type CliResult } from '../support/cli.js';
+import { fakeCloud } from '../support/fake-cloud.js';
+import { writeLinuxMbr } from '../support/disk-images.js';
+import { generateSelfSignedCertificate, startTestServer, type SelfSignedCertificate, type TestServer } from '../support/http-server.js';
+import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/service-process.js';
+
+/**
+ * Issue #10 point 5: a private image (HTTPS, 401 without the token, served with HTTP Basic
+ * `token:x-oauth-basic`) registers through the real CLI and a real worker, with the token named
+ * by a `security.credentialRules` mapping or by `register-now --credential`, the token itself
+ * read from a file on the worker. The token never reaches the workflow history or any log.
+ */
+describe('a private image downloaded with a named credential', () => {
+  const token = `tok-${randomBytes(12).toString('hex')}`;
+  const basic = `Basic ${Buffer.from(`${token}:x-oauth-basic`).toString('base64')}`;
+  let dir: string;
+  let cert: SelfSignedCertificate;
+  let server: TestServer;
+  let worker: ServiceProcess;
+  let conf: string;
+  let env: Record<string, string>;
+  let sha512: string;
+  let cloud: Awaited<ReturnType<typeof fakeCloud>>;
+  let connection: Connection;
+  const outputs: CliResult[] = [];
+
+  beforeAll(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'snf-private-'));
+    const raw = path.join(dir, 'disk.raw');
+    const qcow2 = path.join(dir, 'private.qcow2');
+    await execa('qemu-img', ['create', '-f', 'raw', raw, '8M']);
+    await writeLinuxMbr(raw, 8 * 1024 * 1024);
+    await execa('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', raw, qcow2]);
+    sha512 = (await execa('sha512sum', [qcow2])).stdout.split(' ')[0];
+    cert = await generateSelfSignedCertificate('localhost');
+    const route = { file: qcow2, authorization: basic };
+    server = await startTestServer({
+      tls: cert,
+      hostname: 'localhost',
+      routes: { '/ruled/debian.qcow2': route, '/named/ubuntu.qcow2': route, '/named/nothing.qcow2': route },
+    });
+    await writeFile(path.join(dir, 'appdb.token'), `${token}\n`, { mode: 0o600 });
+
+    cloud = await fakeCloud(dir);
+    conf = path.join(dir, 'application.conf');
+    // The rule covers the host name `localhost`; the same server reached as 127.0.0.1 (also in
+    // the certificate) is covered by no rule, so there only --credential sends the token.
+    await writeFile(
+      conf,
+      `worker { workingFolder = "${dir}/work" }
+security {
+  credentials { appdb = { file = "${dir}/appdb.token" } }
+  credentialRules = [ { host = "localhost", credential = "appdb" } ]
+}
+${cloud.synnefoConf('prepare = false')}`,
+    );
+    env = { TEMPORAL_TASK_QUEUE: uniqueTaskQueue('private'), ...cloud.env };
+    // The worker trusts the test certificate the way a site trusts its CA: no --insecure-ssl.
+    worker = await startService(['worker', '--conf', conf], { env: { ...env, NODE_EXTRA_CA_CERTS: cert.certPath, SNF_VMCATCHER_LOG_LEVEL: 'debug' } });
+    connection = await Connection.connect({ address: process.env.TEMPORAL_ADDRESS });
+  });
+
+  afterAll(async () => {
+    await worker?.stop();
+    await server?.close();
+    await cert?.cleanup();
+    await connection?.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const register = async (url: string, extra: string[] = []) => {
+    const result = await runCli(['register-now', '--conf', conf, '--url', url, '--kamaki-cloud', 'e2e', '--format', 'qcow2', '--sha512', sha512, ...extra], {
+      env,
+      timeoutMs: 180_000,
+    });
+    outputs.push(result);
+    return result;
+  };
+
+  /** The workflow's whole history as one string, every byte field (payloads) decoded as UTF-8 text. */
+  const historyText = async (workflowId: string) => {
+    const history = await new Client({ connection }).workflow.getHandle(workflowId).fetchHistory();
+    const plain = (v: unknown): unknown => {
+      if (v instanceof Uint8Array) return Buffer.from(v).toString('utf8');
+      if (Array.isArray(v)) return v.map(plain);
+      if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, plain(x)]));
+      return v;
+    };
+    // Payloads are JSON text inside the JSON: unescape their quotes so fields read naturally.
+    return JSON.stringify(plain(history)).replaceAll('\\"', '"');
+  };
+  const workflowIdOf = (result: CliResult) => /Started workflow (\S+)/.exec(result.stderr)?.[1] ?? '';
+
+  test('without a credential the server answers 401 and the registration fails, naming it', async () => {
+    const result = await register(server.at('/named/nothing.qcow2').replace('localhost', '127.0.0.1'));
+    expect(result.exitCode).toBe(1);
+    expect(result.stderr).toMatch(/Registration failed: .*HTTP 401 \(check the token\)/);
+  }, 200_000);
+
+  test('a credentialRules mapping (image host → credential name) sends the token read from a file; the history does not hold it', async () => {
+    const result = await register(server.at('/ruled/debian.qcow2'));
+    expect(result.exitCode).toBe(0);
+    expect(result.stdout).toMatch(/^Registered image \S+/);
+    const history = await historyText(workflowIdOf(result));
+    // Booleans, not the history itself, in a failure message (it is long).
+    expect(history.includes('"imageId":"debian.qcow2"')).toBe(true);
+    expect(history.includes(token)).toBe(false);
+    expect(history.includes(basic)).toBe(false);
+    // Nothing named a credential in the workflow input: the worker applied the rule.
+    expect(history.includes('credentialName')).toBe(false);
+  }, 200_000);
+
+  test('register-now --credential NAME sends the named token where no rule applies; only the name is in the history', async () => {
+    const result = await register(server.at('/named/ubuntu.qcow2').replace('localhost', '127.0.0.1'), ['--credential', 'appdb']);
+    expect(result.exitCode).toBe(0);
+    expect(result.stdout).toMatch(/^Registered image \S+/);
+    const history = await historyText(workflowIdOf(result));
+    expect(history.includes('"credentialName":"appdb"')).toBe(true);
+    expect(history.includes(token)).toBe(false);
+    expect(history.includes(basic)).toBe(false);
+  }, 200_000);
+
+  test('register-now refuses a --credential that is not a credential name, before starting anything', async () => {
+    const result = await runCli(['register-now', '--conf', conf, '--url', server.at('/named/nothing.qcow2'), '--credential', 'app db;x'], { env });
+    expect(result.exitCode).not.toBe(0);
+    expect(result.stderr).toContain("--credential 'app db;x' is not a credential name");
+    expect(result.stderr).not.toContain('Started workflow');
+  });
+
+  test('the requests carried the token only where a credential was named, and no log printed it', async () => {
+    const byPath = (p: string) => server.requests.filter((r) => r.path === p).map((r) => r.headers.authorization);
+    expect(byPath('/named/nothing.qcow2').every((a) => a === undefined)).toBe(true);
+    expect(byPath('/ruled/debian.qcow2')).toContain(basic);
+    expect(byPath('/named/ubuntu.qcow2')).toContain(basic);
+    expect(await cloud.images()).toHaveLength(2);
+    const logs = [worker.log(), ...outputs.flatMap((o) => [o.stdout, o.stderr])].join('\n');
+    expect(logs).toContain('download complete');
+    expect(logs).not.toContain(token);
+    expect(logs).not.toContain(basic.slice('Basic '.length));
+  });
+});
