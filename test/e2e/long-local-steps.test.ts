@@ -11,6 +11,7 @@ import { ROOT, runCli } from '../support/cli.js';
 import { writeLinuxMbr } from '../support/disk-images.js';
 import { fakeCloud } from '../support/fake-cloud.js';
 import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/service-process.js';
+import { registrationOf } from '../support/workflows.js';
 
 const GiB = 1024 ** 3;
 /** Big enough that hashing it takes several heartbeat timeouts even on an idle machine (sha512 ≈ 0.5–0.8 GiB/s). */
@@ -141,7 +142,7 @@ ${cloud.synnefoConf('prepare = false')}`,
       { env },
     );
     expect(started.exitCode).toBe(0);
-    const outcome = await followAcquire(client.workflow.getHandle(started.stdout.trim()));
+    const outcome = await followAcquire(await registrationOf(client, started.stdout.trim()));
     expect(outcome).toMatchObject({ attempt: 1, completed: true });
     // The premise: the step ran for several heartbeat timeouts.
     expect(outcome.durationMs).toBeGreaterThanOrEqual(3 * HEARTBEAT_TIMEOUT_MS);
@@ -163,8 +164,8 @@ ${cloud.synnefoConf('prepare = false')}`,
       format: 'raw',
     });
     const start = await startWorkflowForEvent(client, config, event, { kamakiCloud: 'e2e' });
-    expect(start.outcome).toBe('started');
-    const outcome = await followAcquire(client.workflow.getHandle(start.workflowId!));
+    expect(start.outcome).toBe('delivered');
+    const outcome = await followAcquire(await registrationOf(client, start.workflowId!));
     expect(outcome).toMatchObject({ attempt: 1, completed: true });
     expect(outcome.durationMs).toBeGreaterThanOrEqual(3 * HEARTBEAT_TIMEOUT_MS);
     expect(outcome.progress.some((p) => p.step?.startsWith('copy from the vmcatcher cache') && p.bytesTotal !== undefined)).toBe(true);

@@ -84,7 +84,7 @@ ${cloud.synnefoConf('prepare = false')}`,
   };
 
   /** The workflow's whole history as one string, every byte field (payloads) decoded as UTF-8 text. */
-  const historyText = async (workflowId: string) => {
+  const oneHistoryText = async (workflowId: string) => {
     const history = await new Client({ connection }).workflow.getHandle(workflowId).fetchHistory();
     const plain = (v: unknown): unknown => {
       if (v instanceof Uint8Array) return Buffer.from(v).toString('utf8');
@@ -95,7 +95,12 @@ ${cloud.synnefoConf('prepare = false')}`,
     // Payloads are JSON text inside the JSON: unescape their quotes so fields read naturally.
     return JSON.stringify(plain(history)).replaceAll('\\"', '"');
   };
-  const workflowIdOf = (result: CliResult) => /Started workflow (\S+)/.exec(result.stderr)?.[1] ?? '';
+  /** The histories of the image revision's workflow (the event arrives there) and of its registration. */
+  const historyText = async (ids: string[]) => (await Promise.all(ids.map(oneHistoryText))).join('\n');
+  const workflowIdOf = (result: CliResult) => {
+    const m = /Sent the image to workflow (\S+); the registration is (\S+)/.exec(result.stderr);
+    return m ? [m[1], m[2]] : [];
+  };
 
   test('without a credential the server answers 401 and the registration fails, naming it', async () => {
     const result = await register(server.at('/named/nothing.qcow2').replace('localhost', '127.0.0.1'));
