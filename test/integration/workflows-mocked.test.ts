@@ -231,17 +231,13 @@ describe('workflows with mocked activities', () => {
       }),
       async (queue) => {
         const parent = await deliver(queue, 'register');
-        const watch = setInterval(() => {
-          void client.workflow
-            .list({ query: `WorkflowType = 'registerImage' AND TaskQueue = '${queue}'` })
-            [Symbol.asyncIterator]()
-            .next()
-            .then((r) => {
-              const stage = r.value?.typedSearchAttributes.get(SA_STAGE);
-              if (stage && stages[stages.length - 1] !== stage) stages.push(stage);
-            })
-            .catch(() => undefined);
-        }, 100);
+        const readStage = async () => {
+          for await (const wf of client.workflow.list({ query: `WorkflowType = 'registerImage' AND TaskQueue = '${queue}'` })) {
+            const stage = wf.typedSearchAttributes.get(SA_STAGE);
+            if (stage && stages[stages.length - 1] !== stage) stages.push(stage);
+          }
+        };
+        const watch = setInterval(() => void readStage().catch(() => undefined), 100);
         try {
           const r = (await parent.result()) as ImageRevisionResult;
           await keepHistory('register-disk-wait', queue);
