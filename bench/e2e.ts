@@ -4,14 +4,14 @@
  * fake kamaki and snf-mkimage, the real qemu-img). Every external tool runs through a wrapper
  * that records how long it took; overhead = the workflow's wall time − the tools' time.
  */
-import { appendFile, chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
 import { parseConfig } from '../core/config.js';
 import { ImageEventSchema } from '../core/event.js';
 import { startWorkflowForEvent } from '../core/starter.js';
 import { connectTemporal } from '../core/temporal-client.js';
-import { BENCH_TMP, REPEATS, ROOT, log, median, round, serveFolder, sha512File, timed, type BenchResult } from './lib.js';
+import { BENCH_TMP, REPEATS, benchToolchain, log, median, round, serveFolder, sha512File, timed, type BenchResult } from './lib.js';
 import { startSnf, startTemporal, type Proc } from './services.js';
 import { writeLinuxMbr } from '../test/support/disk-images.js';
 
@@ -32,18 +32,9 @@ exit $rc
 export async function benchE2e(): Promise<BenchResult> {
   const dir = path.join(BENCH_TMP, 'e2e');
   const images = path.join(dir, 'images');
-  const wrappers = path.join(dir, 'bin');
   await mkdir(images, { recursive: true });
-  await mkdir(wrappers, { recursive: true });
-  const qemuImg = (await execa('bash', ['-c', 'command -v qemu-img'])).stdout.trim();
-  for (const [name, real] of [
-    ['kamaki', path.join(ROOT, 'test/fakes/kamaki')],
-    ['snf-mkimage', path.join(ROOT, 'test/fakes/snf-mkimage')],
-    ['qemu-img', qemuImg],
-  ]) {
-    await writeFile(path.join(wrappers, name), timingWrapper(name, real));
-    await chmod(path.join(wrappers, name), 0o755);
-  }
+  const taskQueue = 'bench-e2e';
+  const { wrappers, kamakirc, conf } = await benchToolchain(dir, taskQueue, timingWrapper);
   const toolLog = path.join(dir, 'tools.log');
   await writeFile(toolLog, '');
 
@@ -61,22 +52,6 @@ export async function benchE2e(): Promise<BenchResult> {
     files.push({ name, sha512: await sha512File(path.join(images, name)), size });
   }
 
-  const kamakirc = path.join(dir, 'kamakirc');
-  await writeFile(kamakirc, '[global]\ndefault_cloud = bench\n\n[cloud "bench"]\nurl = https://accounts.example.org/identity/v2.0\ntoken = bench-token-not-secret\n');
-  const taskQueue = 'bench-e2e';
-  const conf = path.join(dir, 'application.conf');
-  await writeFile(
-    conf,
-    `temporal { taskQueue = "${taskQueue}" }
-worker { workingFolder = "${dir}/work" }
-synnefo {
-  kamaki = "${wrappers}/kamaki"
-  snfMkimage = "${wrappers}/snf-mkimage"
-  sudo = []
-  cloud = "bench"
-}
-`,
-  );
   const server = await serveFolder(images);
   const temporal = await startTemporal(path.join(dir, 'temporal'));
   let worker: Proc | undefined;

@@ -1,7 +1,7 @@
 /** Shared helpers of the benchmarks: timing, medians, a static file server, big temporary files. */
 import { createReadStream } from 'node:fs';
 import { randomFillSync } from 'node:crypto';
-import { mkdir, open, rm, stat } from 'node:fs/promises';
+import { chmod, mkdir, open, rm, stat, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -111,4 +111,39 @@ export interface BenchResult {
   /** Raw figures (every repeat), for results.json. */
   raw: Record<string, unknown>;
   skipped?: string;
+}
+
+/**
+ * A folder of wrappers for the programs the worker runs (the fake kamaki and snf-mkimage, the real
+ * qemu-img), each written by `wrapper(name, realPath)` (e.g. one that times or measures the call),
+ * a ~/.kamakirc naming the cloud `bench`, and an application.conf pointing the worker at them.
+ */
+export async function benchToolchain(dir: string, taskQueue: string, wrapper: (name: string, real: string) => string) {
+  const wrappers = path.join(dir, 'bin');
+  await mkdir(wrappers, { recursive: true });
+  const qemuImg = (await execa('bash', ['-c', 'command -v qemu-img'])).stdout.trim();
+  for (const [name, real] of [
+    ['kamaki', path.join(ROOT, 'test/fakes/kamaki')],
+    ['snf-mkimage', path.join(ROOT, 'test/fakes/snf-mkimage')],
+    ['qemu-img', qemuImg],
+  ]) {
+    await writeFile(path.join(wrappers, name), wrapper(name, real));
+    await chmod(path.join(wrappers, name), 0o755);
+  }
+  const kamakirc = path.join(dir, 'kamakirc');
+  await writeFile(kamakirc, '[global]\ndefault_cloud = bench\n\n[cloud "bench"]\nurl = https://accounts.example.org/identity/v2.0\ntoken = bench-token-not-secret\n');
+  const conf = path.join(dir, 'application.conf');
+  await writeFile(
+    conf,
+    `temporal { taskQueue = "${taskQueue}" }
+worker { workingFolder = "${dir}/work" }
+synnefo {
+  kamaki = "${wrappers}/kamaki"
+  snfMkimage = "${wrappers}/snf-mkimage"
+  sudo = []
+  cloud = "bench"
+}
+`,
+  );
+  return { wrappers, kamakirc, conf };
 }

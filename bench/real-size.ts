@@ -5,7 +5,7 @@
  * qemu-img, prepare and upload with the fakes. Reports the wall time, each image's time, and the
  * peak RSS of every process: the worker, the Temporal server, and each external tool.
  */
-import { chmod, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
 import { parseConfig } from '../core/config.js';
@@ -14,7 +14,7 @@ import { startWorkflowForEvent } from '../core/starter.js';
 import { connectTemporal } from '../core/temporal-client.js';
 import type { ImageRevisionResult } from '../core/workflow-contract.js';
 import { writeLinuxMbr } from '../test/support/disk-images.js';
-import { BENCH_TMP, GiB, MiB, ROOT, log, round, serveFolder, sha512File, timed, type BenchResult } from './lib.js';
+import { BENCH_TMP, GiB, MiB, benchToolchain, log, round, serveFolder, sha512File, timed, type BenchResult } from './lib.js';
 import { startSnf, startTemporal, type Proc } from './services.js';
 
 const SIZE_GIB = Number(process.env.SNF_VMCATCHER_BENCH_REAL_GIB ?? 2);
@@ -69,35 +69,10 @@ export async function benchRealSize(): Promise<BenchResult> {
   const images = await makeImages(path.join(dir, 'images'));
   const run = path.join(dir, 'run');
   await rm(run, { recursive: true, force: true });
-  const wrappers = path.join(run, 'bin');
-  await mkdir(wrappers, { recursive: true });
-  const tools: Array<[string, string]> = [
-    ['kamaki', path.join(ROOT, 'test/fakes/kamaki')],
-    ['snf-mkimage', path.join(ROOT, 'test/fakes/snf-mkimage')],
-    ['qemu-img', (await execa('bash', ['-c', 'command -v qemu-img'])).stdout.trim()],
-  ];
-  for (const [name, real] of tools) {
-    await writeFile(path.join(wrappers, name), rssWrapper(name, real));
-    await chmod(path.join(wrappers, name), 0o755);
-  }
+  const taskQueue = 'bench-real-size';
+  const { wrappers, kamakirc, conf } = await benchToolchain(run, taskQueue, rssWrapper);
   const rssLog = path.join(run, 'rss.log');
   await writeFile(rssLog, '');
-  const kamakirc = path.join(run, 'kamakirc');
-  await writeFile(kamakirc, '[global]\ndefault_cloud = bench\n\n[cloud "bench"]\nurl = https://accounts.example.org/identity/v2.0\ntoken = bench-token-not-secret\n');
-  const taskQueue = 'bench-real-size';
-  const conf = path.join(run, 'application.conf');
-  await writeFile(
-    conf,
-    `temporal { taskQueue = "${taskQueue}" }
-worker { workingFolder = "${run}/work" }
-synnefo {
-  kamaki = "${wrappers}/kamaki"
-  snfMkimage = "${wrappers}/snf-mkimage"
-  sudo = []
-  cloud = "bench"
-}
-`,
-  );
   const server = await serveFolder(path.join(dir, 'images'));
   const temporal = await startTemporal(path.join(run, 'temporal'));
   let worker: Proc | undefined;

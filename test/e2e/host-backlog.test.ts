@@ -1,12 +1,10 @@
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
-import { execa } from 'execa';
 import { ROOT, runCli } from '../support/cli.js';
-import { writeLinuxMbr } from '../support/disk-images.js';
 import { fakeCloud } from '../support/fake-cloud.js';
 import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/service-process.js';
-import { startThrottledFileServer } from '../support/throttled-file-server.js';
+import { servedDisk, startThrottledFileServer } from '../support/throttled-file-server.js';
 import { registrationOf } from '../support/workflows.js';
 
 const MiB = 1024 * 1024;
@@ -50,7 +48,7 @@ describe('a dozen images on one busy host (scaled down)', () => {
   workingFolder = "${dir}/work"
   maxConcurrentFileSteps = 1
   hostScheduleToStartTimeoutMs = ${HOST_SCHEDULE_TO_START_MS}
-  heartbeatTimeoutMs = 3000
+  heartbeatTimeoutMs = 1000
   retryInitialIntervalMs = 500
 }
 ${cloud.synnefoConf('prepare = false')}`,
@@ -60,12 +58,9 @@ ${cloud.synnefoConf('prepare = false')}`,
 
     const images: Array<{ sha512: string; url: string }> = [];
     for (let i = 0; i < IMAGES; i++) {
-      const file = path.join(dir, `disk-${i}.raw`);
-      await execa('dd', ['if=/dev/urandom', `of=${file}`, 'bs=1M', `count=${SIZE / MiB}`, 'status=none']);
-      await writeLinuxMbr(file, SIZE);
-      const server = await startThrottledFileServer(file, RATE);
-      servers.push(server);
-      images.push({ sha512: (await execa('sha512sum', [file])).stdout.split(' ')[0], url: server.url.replace('image.raw', `disk-${i}.raw`) });
+      const disk = await servedDisk(dir, `disk-${i}.raw`, SIZE / MiB, RATE);
+      servers.push(disk.server);
+      images.push(disk);
     }
 
     const starts = await Promise.all(

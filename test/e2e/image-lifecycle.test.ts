@@ -7,10 +7,9 @@ import { ImageEventSchema, type ImageEvent } from '../../core/event.js';
 import { startWorkflowForEvent } from '../../core/starter.js';
 import type { ImageRevisionResult, RegistrationOptions } from '../../core/workflow-contract.js';
 import { ROOT } from '../support/cli.js';
-import { writeLinuxMbr } from '../support/disk-images.js';
 import { fakeCloud } from '../support/fake-cloud.js';
 import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/service-process.js';
-import { startThrottledFileServer, waitForDownloadOffset } from '../support/throttled-file-server.js';
+import { servedDisk, startThrottledFileServer, waitForDownloadOffset } from '../support/throttled-file-server.js';
 import { registrationOf } from '../support/workflows.js';
 
 const MiB = 1024 * 1024;
@@ -31,12 +30,9 @@ describe('image lifecycle: the cloud follows the last event', () => {
   const servers: Array<Awaited<ReturnType<typeof startThrottledFileServer>>> = [];
 
   const image = async (name: string, mib: number, rate: number) => {
-    const file = path.join(dir, name);
-    await execa('dd', ['if=/dev/urandom', `of=${file}`, 'bs=1M', `count=${mib}`, 'status=none']);
-    await writeLinuxMbr(file, mib * MiB);
-    const server = await startThrottledFileServer(file, rate);
-    servers.push(server);
-    return { url: server.url, sha512: (await execa('sha512sum', [file])).stdout.split(' ')[0], server };
+    const disk = await servedDisk(dir, name, mib, rate);
+    servers.push(disk.server);
+    return disk;
   };
   const event = (imageId: string, img: { url: string; sha512: string }, type: 'AvailablePostfix' | 'ExpirePostfix'): ImageEvent =>
     ImageEventSchema.parse({ origin: 'message', type, imageListId: 'lifecycle', imageId, uri: img.url, checksumSha512: img.sha512, format: 'raw' });

@@ -5,10 +5,9 @@ import { execa } from 'execa';
 import { filesystemSpace } from '../../activities/disk.js';
 import { PROGRESS_QUERY, type ImageRevisionResult, type Progress } from '../../core/workflow-contract.js';
 import { ROOT, runCli } from '../support/cli.js';
-import { writeLinuxMbr } from '../support/disk-images.js';
 import { fakeCloud } from '../support/fake-cloud.js';
 import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/service-process.js';
-import { startThrottledFileServer } from '../support/throttled-file-server.js';
+import { servedDisk, startThrottledFileServer } from '../support/throttled-file-server.js';
 import { registrationOf } from '../support/workflows.js';
 
 const MiB = 1024 * 1024;
@@ -33,12 +32,9 @@ const isRoot = process.getuid?.() === 0;
   const servers: Array<Awaited<ReturnType<typeof startThrottledFileServer>>> = [];
 
   const image = async (name: string, mib: number, rate: number) => {
-    const file = path.join(dir, name);
-    await execa('dd', ['if=/dev/urandom', `of=${file}`, 'bs=1M', `count=${mib}`, 'status=none']);
-    await writeLinuxMbr(file, mib * MiB);
-    const server = await startThrottledFileServer(file, rate);
-    servers.push(server);
-    return { url: server.url.replace('image.raw', name), sha512: (await execa('sha512sum', [file])).stdout.split(' ')[0], size: mib * MiB, server };
+    const disk = await servedDisk(dir, name, mib, rate);
+    servers.push(disk.server);
+    return disk;
   };
 
   beforeAll(async () => {

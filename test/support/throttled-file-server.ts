@@ -7,6 +7,7 @@ import type { WorkflowHandle } from '@temporalio/client';
 import { execa } from 'execa';
 import { snapshot } from '../../cli/progress.js';
 import { ROOT } from './cli.js';
+import { writeLinuxMbr } from './disk-images.js';
 
 export interface ServedRequest {
   range?: string;
@@ -102,4 +103,17 @@ export async function waitForDownloadOffset(handle: WorkflowHandle, bytes: numbe
     if (offset < bytes) await new Promise((r) => setTimeout(r, 100));
   }
   return offset;
+}
+
+/**
+ * A raw disk of `mib` MiB (random bytes behind an MBR, as raw images must look like disks) written
+ * into `dir` and served at `bytesPerSecond`, with its sha512: one distinct image for a test.
+ */
+export async function servedDisk(dir: string, name: string, mib: number, bytesPerSecond: number) {
+  const file = path.join(dir, name);
+  await execa('dd', ['if=/dev/urandom', `of=${file}`, 'bs=1M', `count=${mib}`, 'status=none']);
+  await writeLinuxMbr(file, mib * 1024 * 1024);
+  const server = await startThrottledFileServer(file, bytesPerSecond);
+  const sha512 = (await execa('sha512sum', [file])).stdout.split(' ')[0];
+  return { url: server.url.replace('image.raw', name), sha512, size: mib * 1024 * 1024, server };
 }
