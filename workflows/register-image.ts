@@ -150,7 +150,7 @@ async function registerOnHost(
     const info = await quick.inspectImage({ path: acquired.path, formatHint: options.formatHint ?? event.format, fileName: acquired.fileName });
 
     stage('converting', `${info.format} → raw`);
-    const raw = await tools.convertToRaw({ path: acquired.path, workDir, format: info.format });
+    const raw = await tools.convertToRaw({ workflowId, path: acquired.path, workDir, format: info.format });
 
     stage('preparing');
     const prepared = await tools.prepareImage({ rawPath: raw.path, workDir, event, options });

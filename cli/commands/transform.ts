@@ -47,7 +47,7 @@ export class TransformCommand extends ConfiguredCommand {
       const acquired = await acquireImage(deps, { workflowId, event, insecureSsl: this.insecureSsl });
       const info = await inspectImage({ path: acquired.path, formatHint: this.format, fileName: acquired.fileName }, { timeoutMs: config.worker.toolTimeoutMs });
       logger.info({ format: info.format, detectedBy: info.detectedBy, details: info.details }, `${acquired.fileName ?? acquired.path} is ${info.format}`);
-      const raw = await convertToRaw(deps, { path: acquired.path, workDir: acquired.workDir, format: info.format });
+      const raw = await convertToRaw(deps, { workflowId, path: acquired.path, workDir: acquired.workDir, format: info.format });
       if (acquired.source !== 'file' && acquired.path !== raw.path) {
         await rm(acquired.path, { force: true });
       }
