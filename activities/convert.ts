@@ -30,6 +30,8 @@ import { safeFileName, withWorkDir, type WorkDirLease } from './workspace.js';
 export interface ConvertDeps {
   config: Config;
   logger: Logger;
+  /** How often a running step looks at the free space (default DISK_WATCH_MS; tests go faster). */
+  diskWatchMs?: number;
 }
 
 /** Wrappers inside wrappers: `.tar.gz` is 2; more than this is not an image, it is a puzzle. */
@@ -136,7 +138,7 @@ async function convertInFolder(deps: ConvertDeps, input: ConvertInput, lease: Wo
     const reservation = await reserveSpace(workDir, bytes, description, policy);
     created.add(out);
     const diskFull = new AbortController();
-    const stopWatching = watchDisk(workDir, policy, diskFull, description, bytes);
+    const stopWatching = watchDisk(workDir, policy, diskFull, description, bytes, deps.diskWatchMs ?? DISK_WATCH_MS);
     const ctx: StepContext = {
       signal: AbortSignal.any([signal, diskFull.signal]),
       report: (bytesDone, bytesTotal) => {
@@ -240,7 +242,7 @@ async function convertInFolder(deps: ConvertDeps, input: ConvertInput, lease: Wo
  * reserve while a step writes: estimates can be wrong (bzip2 does not record its size, other
  * images on the host write too), and the disk must never fill up.
  */
-function watchDisk(dir: string, policy: DiskPolicy, controller: AbortController, what: string, neededBytes: number): () => void {
+function watchDisk(dir: string, policy: DiskPolicy, controller: AbortController, what: string, neededBytes: number, everyMs: number): () => void {
   let checking = false;
   const timer = setInterval(() => {
     if (checking || controller.signal.aborted) return;
@@ -260,7 +262,7 @@ function watchDisk(dir: string, policy: DiskPolicy, controller: AbortController,
       })
       .catch(() => undefined)
       .finally(() => (checking = false));
-  }, DISK_WATCH_MS);
+  }, everyMs);
   return () => clearInterval(timer);
 }
 
