@@ -41,7 +41,12 @@ describe('long local steps', () => {
     await rm(at('disk.raw'));
     await rm(at('disk.vmdk'));
     server = await startTestServer({
-      routes: { '/images/disk.qcow2': { file: at('disk.qcow2') }, '/images/appliance.ova': { file: at('appliance.ova') } },
+      routes: {
+        '/images/disk.qcow2': { file: at('disk.qcow2') },
+        '/images/appliance.ova': { file: at('appliance.ova') },
+        // Another URL, so the crash test's registration is a new workflow, not the finished one.
+        '/crash/disk.qcow2': { file: at('disk.qcow2') },
+      },
     });
     connection = await Connection.connect({ address: process.env.TEMPORAL_ADDRESS });
     client = new Client({ connection });
@@ -95,7 +100,7 @@ ${cloud.synnefoConf('prepare = false')}`,
   test('a worker killed (SIGKILL) mid-convert leaves no qemu-img running and nothing writing; the retry on a new worker completes', async () => {
     const { cloud, conf, env, work } = await setUp('kill', 3000);
     workers.push(await startService(['worker', '--conf', conf], { env }));
-    const started = await runCli(['register-now', '--conf', conf, '--url', server.at('/images/disk.qcow2'), '--kamaki-cloud', 'e2e', '--no-wait'], { env });
+    const started = await runCli(['register-now', '--conf', conf, '--url', server.at('/crash/disk.qcow2'), '--kamaki-cloud', 'e2e', '--no-wait'], { env });
     expect(started.exitCode).toBe(0);
     const handle = client.workflow.getHandle(started.stdout.trim());
 
