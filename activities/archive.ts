@@ -1,15 +1,24 @@
-import { createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Transform } from 'node:stream';
-import { list as listTar, extract as extractTar, type ReadEntry } from 'tar';
+import { Parser, Unpack, type ReadEntry } from 'tar';
 import yauzl from 'yauzl';
 import { ImageIntegrityError } from '../core/errors.js';
 
 export interface ArchiveLimits {
   maxEntries: number;
   maxUnpackedBytes: number;
+  /** How the unpacked limit is named in errors (default `security.maxUnpackedBytes`). */
+  unpackedName?: string;
+}
+
+/** Abort and progress for the long archive steps (listing reads the whole tar, too). */
+export interface StreamOptions {
+  signal?: AbortSignal;
+  /** Bytes of the archive read (tar) or of the member written (zip) so far. */
+  onBytes?: (bytes: number) => void;
 }
 
 export interface ArchiveMember {
@@ -53,7 +62,7 @@ export function checkMembers(archive: string, members: readonly ArchiveMember[],
     total += member.size;
   }
   if (total > limits.maxUnpackedBytes) {
-    throw new ImageIntegrityError(`${archive} would unpack to ${total} bytes, more than the limit of ${limits.maxUnpackedBytes} (security.maxUnpackedBytes)`);
+    throw new ImageIntegrityError(`${archive} would unpack to ${total} bytes, more than the limit of ${limits.maxUnpackedBytes} (${limits.unpackedName ?? 'security.maxUnpackedBytes'})`);
   }
 }
 
@@ -76,34 +85,68 @@ export interface TarListing {
 
 const MAX_OVF_BYTES = 4 * 1024 * 1024;
 
-export async function listTarArchive(file: string): Promise<TarListing> {
+/**
+ * Streams a file into a node-tar Parser (or Unpack), counting bytes for progress, and stops
+ * when `signal` aborts. node-tar reading the file itself offers neither.
+ */
+function feedTar(file: string, parser: Parser, done: 'end' | 'close', opts: StreamOptions): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const source = createReadStream(file, { highWaterMark: 4 * 1024 * 1024 });
+    let bytes = 0;
+    const onAbort = () => {
+      source.destroy();
+      parser.abort(opts.signal?.reason as Error);
+      reject(opts.signal?.reason as Error);
+    };
+    if (opts.signal?.aborted) return onAbort();
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    const finish = (err?: unknown) => {
+      opts.signal?.removeEventListener('abort', onAbort);
+      if (err) reject(err as Error);
+      else resolve();
+    };
+    source.on('data', (chunk) => {
+      bytes += chunk.length;
+      opts.onBytes?.(bytes);
+    });
+    source.on('error', finish);
+    parser.on('error', finish);
+    parser.on(done, () => finish());
+    source.pipe(parser);
+  });
+}
+
+export async function listTarArchive(file: string, opts: StreamOptions = {}): Promise<TarListing> {
   const members: ArchiveMember[] = [];
   const ovfs = new Map<string, string>();
   const refused: string[] = [];
-  try {
-    await listTar({
-      file,
-      strict: true,
-      onReadEntry(entry: ReadEntry) {
-        const p = normaliseMemberPath(entry.path);
-        const type = entry.type;
-        if (type === 'File' || type === 'OldFile' || type === 'ContiguousFile') {
-          members.push({ path: p, size: entry.size, kind: 'file' });
-          if (/\.ovf$/i.test(p) && entry.size <= MAX_OVF_BYTES) {
-            const chunks: Buffer[] = [];
-            entry.on('data', (c: Buffer) => chunks.push(c));
-            entry.on('end', () => ovfs.set(p, Buffer.concat(chunks).toString('utf8')));
-          }
-        } else if (type === 'Directory') {
-          members.push({ path: p, size: 0, kind: 'directory' });
-        } else if (type === 'SymbolicLink' || type === 'Link') {
-          members.push({ path: p, size: 0, kind: 'link', linkTarget: entry.linkpath });
-        } else {
-          refused.push(`${type} entry '${p}'`);
+  const parser = new Parser({
+    strict: true,
+    onReadEntry(entry: ReadEntry) {
+      const p = normaliseMemberPath(entry.path);
+      const type = entry.type;
+      if (type === 'File' || type === 'OldFile' || type === 'ContiguousFile') {
+        members.push({ path: p, size: entry.size, kind: 'file' });
+        if (/\.ovf$/i.test(p) && entry.size <= MAX_OVF_BYTES) {
+          const chunks: Buffer[] = [];
+          entry.on('data', (c: Buffer) => chunks.push(c));
+          entry.on('end', () => ovfs.set(p, Buffer.concat(chunks).toString('utf8')));
+          return;
         }
-      },
-    });
+      } else if (type === 'Directory') {
+        members.push({ path: p, size: 0, kind: 'directory' });
+      } else if (type === 'SymbolicLink' || type === 'Link') {
+        members.push({ path: p, size: 0, kind: 'link', linkTarget: entry.linkpath });
+      } else {
+        refused.push(`${type} entry '${p}'`);
+      }
+      entry.resume();
+    },
+  });
+  try {
+    await feedTar(file, parser, 'end', opts);
   } catch (err) {
+    if (opts.signal?.aborted) throw opts.signal.reason;
     throw new ImageIntegrityError(`${path.basename(file)} is not a readable tar archive: ${(err as Error).message}`);
   }
   if (refused.length) throw new ImageIntegrityError(`${path.basename(file)} refused: it holds a ${refused[0]}`);
@@ -111,19 +154,19 @@ export async function listTarArchive(file: string): Promise<TarListing> {
 }
 
 /** Unpacks one regular-file member to `dest` (through a private staging folder next to it). */
-export async function extractTarMember(file: string, memberPath: string, dest: string): Promise<void> {
+export async function extractTarMember(file: string, memberPath: string, dest: string, opts: StreamOptions = {}): Promise<void> {
   const staging = `${dest}.unpacking`;
   await rm(staging, { recursive: true, force: true });
   await mkdir(staging, { mode: 0o700 });
   try {
-    await extractTar({
-      file,
+    const unpack = new Unpack({
       cwd: staging,
       strict: true,
       preservePaths: false,
       preserveOwner: false,
       filter: (p, entry) => normaliseMemberPath(p) === memberPath && (entry as ReadEntry).type !== 'SymbolicLink' && (entry as ReadEntry).type !== 'Link',
     });
+    await feedTar(file, unpack, 'close', opts);
     const out = path.join(staging, memberPath);
     if (!(await stat(out)).isFile()) throw new ImageIntegrityError(`${memberPath} in ${path.basename(file)} is not a regular file`);
     await rename(out, dest);
@@ -188,7 +231,7 @@ export async function listZipArchive(file: string): Promise<ArchiveMember[]> {
 }
 
 /** Unpacks one member to `dest`, refusing more bytes than the entry declared (validated by yauzl). */
-export async function extractZipMember(file: string, memberPath: string, dest: string, maxBytes: number): Promise<void> {
+export async function extractZipMember(file: string, memberPath: string, dest: string, maxBytes: number, opts: StreamOptions = {}): Promise<void> {
   const zip = await openZip(file);
   try {
     let found = false;
@@ -198,13 +241,15 @@ export async function extractZipMember(file: string, memberPath: string, dest: s
       const stream = await new Promise<NodeJS.ReadableStream>((resolve, reject) =>
         zip.openReadStream(entry, (err, s) => (err ? reject(err) : resolve(s))),
       );
-      await pipeline(stream, byteLimit(maxBytes, memberPath), createWriteStream(dest, { mode: 0o600 }));
+      await pipeline(stream, byteLimit(maxBytes, memberPath, opts.onBytes), createWriteStream(dest, { mode: 0o600 }), { signal: opts.signal });
       return true;
     });
     if (!found) throw new ImageIntegrityError(`${memberPath} not found in ${path.basename(file)}`);
   } catch (err) {
     await rm(dest, { force: true });
-    if (err instanceof ImageIntegrityError) throw err;
+    if (opts.signal?.aborted) throw opts.signal.reason;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (err instanceof ImageIntegrityError || code === 'ENOSPC' || code === 'EDQUOT') throw err;
     throw new ImageIntegrityError(`cannot unpack ${memberPath} from ${path.basename(file)}: ${(err as Error).message}`);
   } finally {
     zip.close();
@@ -212,13 +257,13 @@ export async function extractZipMember(file: string, memberPath: string, dest: s
 }
 
 /** A pass-through that fails once more than `maxBytes` went through (decompression bombs). */
-export function byteLimit(maxBytes: number, what: string, onBytes?: (total: number) => void): Transform {
+export function byteLimit(maxBytes: number, what: string, onBytes?: (total: number) => void, limitName = 'security.maxUnpackedBytes'): Transform {
   let total = 0;
   return new Transform({
     transform(chunk: Buffer, _enc, done) {
       total += chunk.length;
       if (total > maxBytes) {
-        done(new ImageIntegrityError(`${what} unpacks to more than ${maxBytes} bytes (security.maxUnpackedBytes)`));
+        done(new ImageIntegrityError(`${what} unpacks to more than ${maxBytes} bytes (${limitName})`));
         return;
       }
       onBytes?.(total);

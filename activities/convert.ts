@@ -1,11 +1,12 @@
 import { createReadStream, createWriteStream } from 'node:fs';
-import { rm, stat } from 'node:fs/promises';
+import { open, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
+import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { execa } from 'execa';
 import type { Config } from '../core/config.js';
-import { ImageIntegrityError, ToolError } from '../core/errors.js';
+import { ImageIntegrityError, InvalidInputError, OutOfSpaceError, ToolError } from '../core/errors.js';
 import type { Logger } from '../core/logging.js';
 import {
   byteLimit,
@@ -17,19 +18,27 @@ import {
   listZipArchive,
   type ArchiveMember,
 } from './archive.js';
-import { cancellationSignal, heartbeat } from './context.js';
-import { DISK_FORMATS, WRAPPER_FORMATS, inspectImage, normaliseFormat, qemuImgInfo } from './inspect.js';
+import { cancellationSignal } from './context.js';
+import { asOutOfSpace, diskPolicy, filesystemSpace, reserveOf, reserveSpace, usableCapacity, type DiskPolicy } from './disk.js';
+import { keepHeartbeating, type StepProgress } from './heartbeats.js';
+import { ACCEPTED_FORMATS, DISK_FORMATS, WRAPPER_FORMATS, checkDiskImage, inspectImage, normaliseFormat, qemuImageSpec } from './inspect.js';
 import { chooseOvfDisk } from './ovf.js';
+import { guarded } from './tool-runner.js';
 import type { ConvertInput, RawImage } from './types.js';
-import { safeFileName } from './workspace.js';
+import { safeFileName, withWorkDir, type WorkDirLease } from './workspace.js';
 
 export interface ConvertDeps {
   config: Config;
   logger: Logger;
+  /** How often a running step looks at the free space (default DISK_WATCH_MS; tests go faster). */
+  diskWatchMs?: number;
 }
 
 /** Wrappers inside wrappers: `.tar.gz` is 2; more than this is not an image, it is a puzzle. */
 const MAX_STEPS = 6;
+
+/** How often a running step looks at the free space of the work folder. */
+const DISK_WATCH_MS = 1000;
 
 const COMPRESSED_SUFFIX: Record<string, RegExp> = {
   gz: /\.(gz|gzip)$/i,
@@ -50,50 +59,102 @@ export function rawName(name: string): string {
   return `${name.replace(/\.(qcow2?|vmdk|vdi|vhdx?|vpc|qed|img|raw|bin|dd|parallels|dmg|cloop|bochs)$/i, '')}.raw`;
 }
 
-/** Heartbeats at most once a second with the step and its byte count (Web UI progress). */
-function progressReporter(step: string): (bytes?: number) => void {
-  let last = 0;
-  return (bytes?: number) => {
-    const now = Date.now();
-    if (now - last < 1000) return;
-    last = now;
-    heartbeat({ step, ...(bytes === undefined ? {} : { bytes }) });
+/** `42.17` from qemu-img -p's last `    (42.17/100%)`; undefined when the text has none. */
+export function qemuProgressPercent(text: string): number | undefined {
+  const all = [...text.matchAll(/\((\d+(?:\.\d+)?)\/100%\)/g)];
+  return all.length ? Number(all[all.length - 1][1]) : undefined;
+}
+
+/** What a step reports while it runs; the heartbeat timer sends the latest. */
+type Report = (bytesDone?: number, bytesTotal?: number) => void;
+
+interface StepContext {
+  signal: AbortSignal;
+  report: Report;
+}
+
+/** The security limits; unset ones default to what the working folder's filesystem can hold. */
+export interface ConvertLimits {
+  maxUnpackedBytes: number;
+  maxVirtualBytes: number;
+  /** How a limit is named in errors. */
+  unpackedName: string;
+  virtualName: string;
+}
+
+export async function convertLimits(config: Config, dir: string): Promise<ConvertLimits> {
+  const { maxUnpackedBytes, maxVirtualBytes } = config.security;
+  const capacity = maxUnpackedBytes === undefined || maxVirtualBytes === undefined ? await usableCapacity(dir, diskPolicy(config)) : 0;
+  const byDefault = (key: string) => `${key}, by default what the working folder's filesystem can hold`;
+  return {
+    maxUnpackedBytes: maxUnpackedBytes ?? capacity,
+    maxVirtualBytes: maxVirtualBytes ?? capacity,
+    unpackedName: maxUnpackedBytes === undefined ? byDefault('security.maxUnpackedBytes') : 'security.maxUnpackedBytes',
+    virtualName: maxVirtualBytes === undefined ? byDefault('security.maxVirtualBytes') : 'security.maxVirtualBytes',
   };
 }
 
 /**
  * Unwraps and converts an image to raw, one step at a time, re-detecting the format after
- * every step. Intermediate files are removed as soon as the next step has succeeded; on any
- * failure every file this call created is removed and the error propagates (a half-converted
- * image is never passed on as raw). The input file itself is left alone, so a retry can start over.
+ * every step, holding the workflow's work folder (one attempt at a time: a replaced attempt
+ * stops its child processes and leaves the files alone). Intermediate files are removed as
+ * soon as the next step has succeeded; on any failure every file this call created is removed
+ * and the error propagates (a half-converted image is never passed on as raw). The input file
+ * itself is left alone, so a retry can start over.
  */
 export async function convertToRaw(deps: ConvertDeps, input: ConvertInput): Promise<RawImage> {
+  return withWorkDir(deps.config, input.workflowId, (lease) => convertInFolder(deps, input, lease));
+}
+
+async function convertInFolder(deps: ConvertDeps, input: ConvertInput, lease: WorkDirLease): Promise<RawImage> {
   const { config, logger } = deps;
-  const security = config.security;
-  const signal = cancellationSignal();
-  const workDir = path.resolve(input.workDir);
+  const workDir = lease.dir;
+  if (path.resolve(input.workDir) !== workDir) {
+    throw new InvalidInputError(`convert: work folder ${input.workDir} is not the one of workflow ${input.workflowId} (${workDir})`);
+  }
+  const signal = AbortSignal.any([lease.signal, cancellationSignal()].filter((s): s is AbortSignal => s !== undefined));
+  const policy = diskPolicy(config);
+  const limits = await convertLimits(config, workDir);
   const steps: string[] = [];
   const created = new Set<string>();
   const toolTimeoutMs = config.worker.toolTimeoutMs;
+  let progress: StepProgress = { step: 'convert' };
+  const stopBeating = keepHeartbeating(() => progress);
 
   let current = path.resolve(input.path);
   let format = normaliseFormat(input.format) ?? input.format;
   const discard = async (file: string) => {
-    if (created.delete(file)) await rm(file, { force: true });
+    if (created.delete(file) && lease.owns()) await rm(file, { force: true });
   };
   /** Where a step writes: in the work folder, never over the file it reads. */
   const outputPath = (name: string) => {
     const candidate = path.join(workDir, safeFileName(name));
     return candidate === current ? path.join(workDir, `unpacked-${safeFileName(name)}`) : candidate;
   };
-  const step = async (description: string, out: string, run: () => Promise<void>) => {
-    logger.info({ step: description, from: current, to: out }, `convert: ${description}`);
+  /** Runs a step that writes about `bytes` to `out`, with space reserved and watched. */
+  const step = async (description: string, out: string, bytes: number, run: (ctx: StepContext) => Promise<void>) => {
+    logger.info({ step: description, from: current, to: out, bytes }, `convert: ${description}`);
+    progress = { step: description };
+    const reservation = await reserveSpace(workDir, bytes, description, policy);
     created.add(out);
+    const diskFull = new AbortController();
+    const stopWatching = watchDisk(workDir, policy, diskFull, description, bytes, deps.diskWatchMs ?? DISK_WATCH_MS);
+    const ctx: StepContext = {
+      signal: AbortSignal.any([signal, diskFull.signal]),
+      report: (bytesDone, bytesTotal) => {
+        progress = { step: description, ...(bytesDone === undefined ? {} : { bytesDone }), ...(bytesTotal === undefined ? {} : { bytesTotal }) };
+      },
+    };
     try {
-      await run();
+      await run(ctx);
     } catch (err) {
       await discard(out);
-      throw err;
+      if (diskFull.signal.aborted && !signal.aborted) throw diskFull.signal.reason;
+      if (signal.aborted) throw signal.reason;
+      throw asOutOfSpace(err, workDir, description, bytes);
+    } finally {
+      stopWatching();
+      reservation.release();
     }
     steps.push(description);
     await discard(current);
@@ -102,25 +163,37 @@ export async function convertToRaw(deps: ConvertDeps, input: ConvertInput): Prom
 
   try {
     for (let n = 0; ; n++) {
-      if (signal?.aborted) throw signal.reason;
+      if (signal.aborted) throw signal.reason;
       if (n >= MAX_STEPS) throw new ImageIntegrityError(`${path.basename(input.path)} is wrapped more than ${MAX_STEPS} levels deep`);
       const name = path.basename(current);
 
       if (WRAPPER_FORMATS.has(format)) {
         if (format === 'gz' || format === 'bz2' || format === 'xz') {
           const out = outputPath(decompressedName(name, format));
-          await step(`${format === 'gz' ? 'gunzip' : format === 'bz2' ? 'bunzip2' : 'unxz'} ${name}`, out, () =>
-            decompress(format, current, out, { maxBytes: security.maxUnpackedBytes, timeoutMs: toolTimeoutMs, signal }),
+          const estimate = await decompressedEstimate(format, current, signal);
+          if (estimate > limits.maxUnpackedBytes) {
+            throw new ImageIntegrityError(`${name} unpacks to ${estimate} bytes, more than the limit of ${limits.maxUnpackedBytes} (${limits.unpackedName})`);
+          }
+          const fmt = format;
+          await step(`${format === 'gz' ? 'gunzip' : format === 'bz2' ? 'bunzip2' : 'unxz'} ${name}`, out, estimate, (ctx) =>
+            decompress(fmt, current, out, { maxBytes: limits.maxUnpackedBytes, limitName: limits.unpackedName, timeoutMs: toolTimeoutMs, estimate, ...ctx }),
           );
         } else {
-          const { member, note } = await chooseArchiveMember(current, format, security);
+          progress = { step: `list ${name}` };
+          const { member, note } = await chooseArchiveMember(current, format, config.security.maxArchiveEntries, limits, signal, (bytesDone, bytesTotal) => {
+            progress = { step: `list ${name}`, bytesDone, bytesTotal };
+          });
           if (note) logger.info({ archive: name, member: member.path }, note);
           const out = outputPath(path.posix.basename(member.path));
-          await step(`unpack ${member.path} from ${format === 'ova' ? 'OVA' : format} ${name}`, out, () =>
-            format === 'zip' ? extractZipMember(current, member.path, out, member.size) : extractTarMember(current, member.path, out),
+          const archive = current;
+          await step(`unpack ${member.path} from ${format === 'ova' ? 'OVA' : format} ${name}`, out, member.size, (ctx) =>
+            format === 'zip'
+              ? extractZipMember(archive, member.path, out, member.size, { signal: ctx.signal, onBytes: (b) => ctx.report(b, member.size) })
+              : extractTarMember(archive, member.path, out, { signal: ctx.signal, onBytes: ctx.report }),
           );
         }
-        const detected = await inspectImage({ path: current, fileName: path.basename(current) }, { signal });
+        progress = { step: `inspect ${path.basename(current)}` };
+        const detected = await inspectImage({ path: current, fileName: path.basename(current) }, { signal, timeoutMs: toolTimeoutMs });
         logger.info({ file: path.basename(current), ...detected }, `convert: ${path.basename(current)} is ${detected.format}`);
         format = detected.format;
         continue;
@@ -129,18 +202,14 @@ export async function convertToRaw(deps: ConvertDeps, input: ConvertInput): Prom
       if (format === 'iso') {
         throw new ImageIntegrityError(`${name} is an ISO 9660 CD image (installation media), not a disk image; it cannot be registered as one`);
       }
-      if (!DISK_FORMATS.has(format)) throw new ImageIntegrityError(`${name}: format '${format}' is not supported`);
+      if (!DISK_FORMATS.has(format) || !ACCEPTED_FORMATS.has(format)) {
+        throw new ImageIntegrityError(`${name}: format '${format}' is not accepted (accepted: ${[...ACCEPTED_FORMATS].join(', ')})`);
+      }
 
-      const info = await qemuImgInfo(current, format, { signal });
-      if (info.backingFile) {
-        throw new ImageIntegrityError(`${name} refers to a backing file (${info.backingFile}); images must be self-contained`);
-      }
-      const foreignExtents = info.extents.filter((e) => path.resolve(path.dirname(current), e) !== current);
-      if (foreignExtents.length) {
-        throw new ImageIntegrityError(`${name} is a VMDK whose data lives in other files (${foreignExtents.join(', ')}); only single-file VMDKs are supported`);
-      }
-      if (info.virtualSize > security.maxVirtualBytes) {
-        throw new ImageIntegrityError(`${name} has a virtual size of ${info.virtualSize} bytes, more than the limit of ${security.maxVirtualBytes} (security.maxVirtualBytes)`);
+      progress = { step: `check ${name}` };
+      const checked = await checkDiskImage(current, format, { signal, timeoutMs: toolTimeoutMs });
+      if (checked.virtualSize > limits.maxVirtualBytes) {
+        throw new ImageIntegrityError(`${name} has a virtual size of ${checked.virtualSize} bytes, more than the limit of ${limits.maxVirtualBytes} (${limits.virtualName})`);
       }
 
       if (format === 'raw' && path.dirname(current) === workDir) {
@@ -151,33 +220,72 @@ export async function convertToRaw(deps: ConvertDeps, input: ConvertInput): Prom
       }
       const out = outputPath(rawName(name));
       const description = format === 'raw' ? `copy raw ${name} into the work folder` : `qemu-img convert ${name} from ${format} to raw`;
-      await step(description, out, () => qemuImgConvert(format, current, out, { timeoutMs: toolTimeoutMs, signal }));
+      const fmt = format;
+      await step(description, out, checked.virtualSize, (ctx) =>
+        qemuImgConvert(fmt, current, out, { timeoutMs: toolTimeoutMs, virtualSize: checked.virtualSize, ...ctx }),
+      );
       created.delete(current);
       const { size } = await stat(current);
-      return { path: current, virtualSize: info.virtualSize, bytes: size, steps };
+      return { path: current, virtualSize: checked.virtualSize, bytes: size, steps };
     }
   } catch (err) {
-    for (const file of created) await rm(file, { force: true });
+    // A replaced attempt leaves every file alone: the attempt that took over owns the folder now.
+    if (lease.owns()) for (const file of created) await rm(file, { force: true });
     throw err;
+  } finally {
+    stopBeating();
   }
+}
+
+/**
+ * Aborts `controller` with an OutOfSpaceError when the free space of `dir` falls into the
+ * reserve while a step writes: estimates can be wrong (bzip2 does not record its size, other
+ * images on the host write too), and the disk must never fill up.
+ */
+function watchDisk(dir: string, policy: DiskPolicy, controller: AbortController, what: string, neededBytes: number, everyMs: number): () => void {
+  let checking = false;
+  const timer = setInterval(() => {
+    if (checking || controller.signal.aborted) return;
+    checking = true;
+    filesystemSpace(dir)
+      .then(({ free, total }) => {
+        const reserve = reserveOf(policy, total);
+        if (free < reserve) {
+          controller.abort(
+            new OutOfSpaceError(`not enough disk space in ${dir} for ${what}: ${free} bytes free, less than the reserve of ${reserve}; stopped before the disk filled up`, {
+              neededBytes,
+              freeBytes: free,
+              canEverFit: true,
+            }),
+          );
+        }
+      })
+      .catch(() => undefined)
+      .finally(() => (checking = false));
+  }, everyMs);
+  return () => clearInterval(timer);
 }
 
 async function chooseArchiveMember(
   file: string,
   format: string,
-  security: Config['security'],
+  maxEntries: number,
+  limits: ConvertLimits,
+  signal: AbortSignal,
+  onBytes: Report,
 ): Promise<{ member: ArchiveMember; note?: string }> {
   const name = path.basename(file);
-  const limits = { maxEntries: security.maxArchiveEntries, maxUnpackedBytes: security.maxUnpackedBytes };
+  const archiveLimits = { maxEntries, maxUnpackedBytes: limits.maxUnpackedBytes, unpackedName: limits.unpackedName };
   if (format === 'zip') {
     const members = await listZipArchive(file);
-    checkMembers(name, members, limits);
+    checkMembers(name, members, archiveLimits);
     const choice = chooseImageMember(members);
     if (!choice) throw new ImageIntegrityError(`${name} holds no image file`);
     return { member: choice.member, note: choice.others.length ? `zip holds several files; taking the largest, ignoring ${choice.others.join(', ')}` : undefined };
   }
-  const { members, ovfs } = await listTarArchive(file);
-  checkMembers(name, members, limits);
+  const { size } = await stat(file);
+  const { members, ovfs } = await listTarArchive(file, { signal, onBytes: (b) => onBytes(b, size) });
+  checkMembers(name, members, archiveLimits);
   const [ovfPath, ovfXml] = [...ovfs.entries()][0] ?? [];
   if (ovfXml !== undefined) {
     const choice = chooseOvfDisk(ovfXml);
@@ -193,78 +301,150 @@ async function chooseArchiveMember(
   return { member: choice.member, note: choice.others.length ? `tar holds several files; taking the largest, ignoring ${choice.others.join(', ')}` : undefined };
 }
 
+/**
+ * How many bytes decompressing `file` writes, as far as the file tells: xz records it in its
+ * index, gzip the size modulo 4 GiB in its trailer, bzip2 nothing. At least the compressed size;
+ * the disk watch covers what an estimate misses.
+ */
+async function decompressedEstimate(format: string, file: string, signal: AbortSignal): Promise<number> {
+  const { size } = await stat(file);
+  if (format === 'gz' && size >= 18) {
+    const fh = await open(file, 'r');
+    try {
+      const trailer = Buffer.alloc(4);
+      await fh.read(trailer, 0, 4, size - 4);
+      return Math.max(size, trailer.readUInt32LE(0));
+    } finally {
+      await fh.close();
+    }
+  }
+  if (format === 'xz') {
+    const [command, args] = guarded('xz', ['--robot', '--list', '--', file]);
+    const result = await execa(command, args, { reject: false, cancelSignal: signal, timeout: 60_000, stdin: 'ignore' });
+    const totals = String(result.stdout)
+      .split('\n')
+      .find((l) => l.startsWith('totals\t'))
+      ?.split('\t');
+    const uncompressed = Number(totals?.[4]);
+    if (result.exitCode === 0 && Number.isSafeInteger(uncompressed)) return Math.max(size, uncompressed);
+  }
+  return size;
+}
+
+/** Counts the bytes read from a file, for progress. */
+function counter(onBytes: (total: number) => void): Transform {
+  let total = 0;
+  return new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      total += chunk.length;
+      onBytes(total);
+      done(null, chunk);
+    },
+  });
+}
+
 async function decompress(
   format: string,
   file: string,
   out: string,
-  opts: { maxBytes: number; timeoutMs: number; signal?: AbortSignal },
+  opts: { maxBytes: number; limitName: string; timeoutMs: number; estimate: number } & StepContext,
 ): Promise<void> {
   const name = path.basename(file);
-  const report = progressReporter(`decompress ${name}`);
-  const limit = byteLimit(opts.maxBytes, name, report);
+  const limit = byteLimit(opts.maxBytes, name, undefined, opts.limitName);
   const sink = createWriteStream(out, { mode: 0o600 });
   const timeout = AbortSignal.timeout(opts.timeoutMs);
-  const signal = opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout;
+  const signal = AbortSignal.any([opts.signal, timeout]);
   if (format === 'gz') {
+    // Progress counts the compressed bytes read: the one total known in advance.
+    const { size } = await stat(file);
+    const read = counter((bytes) => opts.report(bytes, size));
     try {
-      await pipeline(createReadStream(file), createGunzip(), limit, sink, { signal });
+      await pipeline(createReadStream(file, { highWaterMark: 1024 * 1024 }), read, createGunzip(), limit, sink, { signal });
     } catch (err) {
       throw decompressError(err, name, opts.signal, timeout);
     }
     return;
   }
   const program = format === 'bz2' ? 'bzip2' : 'xz';
-  const subprocess = execa(program, ['-dc', '--', file], {
+  const [command, args] = guarded(program, ['-dc', '--', file]);
+  const subprocess = execa(command, args, {
     buffer: { stdout: false, stderr: true },
     reject: false,
     cancelSignal: signal,
     forceKillAfterDelay: 5000,
+    stdin: 'ignore',
   });
+  const written = counter((bytes) => opts.report(bytes, opts.estimate));
   try {
-    await pipeline(subprocess.stdout, limit, sink, { signal });
+    await pipeline(subprocess.stdout, limit, written, sink, { signal });
   } catch (err) {
-    subprocess.kill();
+    subprocess.kill('SIGKILL');
     await subprocess;
     throw decompressError(err, name, opts.signal, timeout);
   }
   const result = await subprocess;
   if (result.exitCode !== 0) {
-    if (opts.signal?.aborted) throw opts.signal.reason;
+    if (opts.signal.aborted) throw opts.signal.reason;
+    if (timeout.aborted) throw new ToolError(`decompressing ${name} timed out`);
     const message = String(result.stderr).trim().split('\n').pop() || `exit code ${result.exitCode}`;
     throw new ImageIntegrityError(`${program} cannot decompress ${name}: ${message}`);
   }
 }
 
-function decompressError(err: unknown, name: string, cancel: AbortSignal | undefined, timeout: AbortSignal): Error {
-  if (cancel?.aborted) return cancel.reason as Error;
+function decompressError(err: unknown, name: string, cancel: AbortSignal, timeout: AbortSignal): unknown {
+  if (cancel.aborted) return cancel.reason;
   if (timeout.aborted) return new ToolError(`decompressing ${name} timed out`);
   if (err instanceof ImageIntegrityError) return err;
   const code = (err as NodeJS.ErrnoException).code;
-  if (code === 'ENOSPC' || code === 'EIO') return new ToolError(`decompressing ${name}: ${(err as Error).message}`);
+  if (code === 'ENOSPC' || code === 'EDQUOT') return err;
+  if (code === 'EIO') return new ToolError(`decompressing ${name}: ${(err as Error).message}`);
   return new ImageIntegrityError(`${name} cannot be decompressed: ${(err as Error).message}`);
 }
 
-async function qemuImgConvert(format: string, file: string, out: string, opts: { timeoutMs: number; signal?: AbortSignal }): Promise<void> {
-  const report = progressReporter(`qemu-img convert ${path.basename(file)}`);
-  const timer = setInterval(() => report(), 5000);
-  try {
-    const result = await execa('qemu-img', ['convert', '-f', format, '-O', 'raw', '--', file, out], {
-      reject: false,
-      timeout: opts.timeoutMs,
-      cancelSignal: opts.signal,
-      forceKillAfterDelay: 5000,
+/**
+ * `qemu-img convert -p` from our json: spec (explicit driver, plain file, no backing file) to a
+ * raw file, reporting its progress; killed when the step is aborted, and with the worker.
+ */
+async function qemuImgConvert(
+  format: string,
+  file: string,
+  out: string,
+  opts: { timeoutMs: number; virtualSize: number } & StepContext,
+): Promise<void> {
+  const name = path.basename(file);
+  const [command, args] = guarded('qemu-img', ['convert', '-p', '-O', 'raw', qemuImageSpec(file, format), out]);
+  const subprocess = execa(command, args, {
+    reject: false,
+    timeout: opts.timeoutMs,
+    cancelSignal: opts.signal,
+    forceKillAfterDelay: 5000,
+    stdin: 'ignore',
+    buffer: { stdout: false, stderr: true },
+  });
+  let pending = '';
+  subprocess.stdout?.setEncoding('latin1');
+  subprocess.stdout?.on('data', (chunk: string) => {
+    pending = (pending + chunk).slice(-256);
+    const percent = qemuProgressPercent(pending);
+    if (percent !== undefined) opts.report(Math.round((percent / 100) * opts.virtualSize), opts.virtualSize);
+  });
+  const result = await subprocess;
+  if (result.exitCode === 0) return;
+  if (opts.signal.aborted) throw opts.signal.reason;
+  if (result.timedOut) throw new ToolError(`qemu-img convert of ${name} timed out after ${opts.timeoutMs} ms (worker.toolTimeoutMs)`);
+  if (result.signal) throw new ToolError(`qemu-img convert of ${name} was killed by ${result.signal}`);
+  if (result.exitCode === undefined) throw new ToolError(`qemu-img could not be run: ${result.shortMessage}`);
+  const message = (String(result.stderr).trim().split('\n').pop() || `exit code ${result.exitCode}`).replace(/json:\{.*?\}(?=[:'\s]|$)/g, name);
+  if (/No space left on device|Disk quota exceeded/i.test(message)) {
+    throw new OutOfSpaceError(`the disk of ${path.dirname(out)} filled up while converting ${name}: ${message}`, {
+      neededBytes: opts.virtualSize,
+      freeBytes: 0,
+      canEverFit: true,
     });
-    if (result.exitCode === 0) return;
-    if (result.isCanceled && opts.signal?.aborted) throw opts.signal.reason;
-    if (result.timedOut) throw new ToolError(`qemu-img convert of ${path.basename(file)} timed out after ${opts.timeoutMs} ms (worker.toolTimeoutMs)`);
-    if (result.signal) throw new ToolError(`qemu-img convert of ${path.basename(file)} was killed by ${result.signal}`);
-    const message = String(result.stderr).trim().split('\n').pop() || `exit code ${result.exitCode}`;
-    const transient = /No space left|Input\/output error|Cannot allocate memory/i.test(message);
-    throw new ToolError(`qemu-img cannot convert ${path.basename(file)} from ${format} to raw: ${message}`, {
-      permanent: !transient,
-      exitCode: result.exitCode,
-    });
-  } finally {
-    clearInterval(timer);
   }
+  const transient = /Input\/output error|Cannot allocate memory/i.test(message);
+  throw new ToolError(`qemu-img cannot convert ${name} from ${format} to raw: ${message}`, {
+    permanent: !transient,
+    exitCode: result.exitCode,
+  });
 }

@@ -25,7 +25,8 @@ export async function filesystemSpace(dir: string): Promise<FilesystemSpace> {
   return { free: fs.bavail * fs.bsize, total: fs.blocks * fs.bsize };
 }
 
-function reserveOf(policy: DiskPolicy, total: number): number {
+/** Bytes kept free on a filesystem of `total` bytes. */
+export function reserveOf(policy: DiskPolicy, total: number): number {
   return Math.max(policy.reserveBytes, Math.ceil((total * policy.reservePercent) / 100));
 }
 

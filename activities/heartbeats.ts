@@ -21,18 +21,26 @@ export function heartbeatInterval(): number {
   return timeout ? Math.max(100, Math.floor(timeout / 4)) : DEFAULT_INTERVAL_MS;
 }
 
+/** Activities already heartbeating from a timer: an inner loop (runTool inside a step) leaves it be. */
+const beating = new WeakSet<object>();
+
 /**
  * Heartbeats from a timer while a long piece of work runs (a child process, a stream), with
- * the details `progress()` returns at each beat. Outside an activity it does nothing.
- * Returns a function that stops it.
+ * the details `progress()` returns at each beat. Outside an activity it does nothing, and so it
+ * does inside work that already heartbeats (the outer caller knows the step best, and two timers
+ * would make the Web UI show whichever beat came last). Returns a function that stops it.
  */
 export function keepHeartbeating(progress: () => StepProgress): () => void {
   const ctx = activityContext();
-  if (!ctx) return () => undefined;
+  if (!ctx || beating.has(ctx)) return () => undefined;
+  beating.add(ctx);
   const beat = () => ctx.heartbeat(progress());
   beat();
   const timer = setInterval(beat, heartbeatInterval());
-  return () => clearInterval(timer);
+  return () => {
+    clearInterval(timer);
+    beating.delete(ctx);
+  };
 }
 
 /** Runs `work` while heartbeating with `progress()`. */

@@ -1,8 +1,45 @@
+import { accessSync, constants } from 'node:fs';
+import path from 'node:path';
 import { execa } from 'execa';
 import type { Logger } from '../core/logging.js';
 import { scrubSecrets } from '../core/logging.js';
 import { ToolError } from '../core/errors.js';
 import { activityContext } from './context.js';
+import { keepHeartbeating } from './heartbeats.js';
+
+let setpriv: string | null | undefined;
+
+/** util-linux setpriv, looked up once on PATH; null where there is none (not Linux). */
+export function setprivPath(): string | null {
+  if (setpriv === undefined) {
+    setpriv = null;
+    for (const dir of (process.env.PATH ?? '/usr/bin:/bin').split(path.delimiter)) {
+      const candidate = path.join(dir || '.', 'setpriv');
+      try {
+        accessSync(candidate, constants.X_OK);
+        setpriv = candidate;
+        break;
+      } catch {
+        // not in this folder
+      }
+    }
+  }
+  return setpriv;
+}
+
+/**
+ * The command line that runs `command` so that it dies with the worker: `setpriv --pdeathsig
+ * SIGKILL --` asks the kernel to SIGKILL the child when its parent (this process) dies, even
+ * by SIGKILL, so no qemu-img or xz outlives a crashed worker and writes into a folder another
+ * attempt owns. Set-uid programs (sudo) drop the setting; what they start is on its own.
+ */
+export function guarded(command: string, args: readonly string[]): [string, string[]] {
+  const program = setprivPath();
+  return program ? [program, ['--pdeathsig', 'SIGKILL', '--', command, ...args]] : [command, [...args]];
+}
+
+/** setpriv's exit status when it could not run the program (util-linux EX_EXEC_ENOENT / EX_EXEC_FAILED). */
+const EXEC_FAILED = new Set([126, 127]);
 
 export interface ToolRun {
   /** Short name for logs and errors ("kamaki", "snf-mkimage"). */
@@ -17,6 +54,8 @@ export interface ToolRun {
   env?: Record<string, string>;
   /** Overrides the activity's cancellation signal (tests, CLI use outside an activity). */
   cancelSignal?: AbortSignal;
+  /** Also stops the program (e.g. the work folder lease of a replaced attempt). */
+  signal?: AbortSignal;
 }
 
 export interface ToolResult {
@@ -25,13 +64,13 @@ export interface ToolResult {
 }
 
 const STDERR_TAIL_LINES = 5;
-const DEFAULT_HEARTBEAT_MS = 10_000;
 
 /**
  * Runs an external program: argument array, timeout, killed (SIGTERM, then SIGKILL) when the
- * activity is cancelled; every output line logged, scrubbed of secrets; heartbeats while it
- * runs so a hung host is noticed. A non-zero exit is a ToolError carrying the last stderr
- * lines; a kill by signal or a timeout is transient.
+ * activity is cancelled, and killed by the kernel when the worker dies (guarded); every output
+ * line logged, scrubbed of secrets; heartbeats at a fraction of the heartbeat timeout while it
+ * runs. A non-zero exit is a ToolError carrying the last stderr lines; a kill by signal or a
+ * timeout is transient.
  */
 export async function runTool(run: ToolRun): Promise<ToolResult> {
   const ctx = activityContext();
@@ -40,9 +79,8 @@ export async function runTool(run: ToolRun): Promise<ToolResult> {
   const log = run.logger.child({ tool: run.tool });
   log.info({ command: display }, `running ${run.tool}`);
 
-  const beat = () => ctx?.heartbeat({ tool: run.tool, elapsedMs: Date.now() - started });
-  const heartbeatMs = ctx?.info.heartbeatTimeoutMs ? Math.max(1000, Math.floor(ctx.info.heartbeatTimeoutMs / 3)) : DEFAULT_HEARTBEAT_MS;
-  const timer = ctx ? setInterval(beat, heartbeatMs) : undefined;
+  const stopBeating = keepHeartbeating(() => ({ step: run.tool, elapsedMs: Date.now() - started }));
+  const cancel = [run.cancelSignal ?? ctx?.cancellationSignal, run.signal].filter((s): s is AbortSignal => s !== undefined);
 
   const stderrTail: string[] = [];
   const logLines = (stream: 'stdout' | 'stderr') =>
@@ -57,10 +95,11 @@ export async function runTool(run: ToolRun): Promise<ToolResult> {
     };
 
   try {
-    const result = await execa(run.command, run.args, {
+    const [command, args] = guarded(run.command, run.args);
+    const result = await execa(command, args, {
       reject: false,
       timeout: run.timeoutMs,
-      cancelSignal: run.cancelSignal ?? ctx?.cancellationSignal,
+      cancelSignal: cancel.length ? AbortSignal.any(cancel) : undefined,
       forceKillAfterDelay: 10_000,
       stdin: 'ignore',
       stdout: logLines('stdout'),
@@ -86,6 +125,9 @@ export async function runTool(run: ToolRun): Promise<ToolResult> {
           permanent: (result.cause as NodeJS.ErrnoException | undefined)?.code === 'ENOENT',
         });
       }
+      if (command !== run.command && EXEC_FAILED.has(result.exitCode) && /^setpriv: failed to execute/m.test(String(result.stderr))) {
+        throw new ToolError(`${run.tool} could not be run (${run.command}): ${tail}`, { permanent: result.exitCode === 127 });
+      }
       const permanent = run.permanentExitCodes?.includes(result.exitCode) ?? false;
       log.warn({ exitCode: result.exitCode, elapsedMs }, `${run.tool} failed`);
       throw new ToolError(`${run.tool} exited with code ${result.exitCode}${tail ? `: ${tail}` : ''}`, {
@@ -96,6 +138,6 @@ export async function runTool(run: ToolRun): Promise<ToolResult> {
     log.info({ elapsedMs }, `${run.tool} done`);
     return { stdout: String(result.stdout), stderr: String(result.stderr) };
   } finally {
-    if (timer) clearInterval(timer);
+    stopBeating();
   }
 }

@@ -42,6 +42,8 @@ export interface ImageFormatInfo {
 }
 
 export interface ConvertInput {
+  /** The work folder's owner: one attempt at a time holds it (activities/workspace.ts). */
+  workflowId: string;
   path: string;
   workDir: string;
   format: string;

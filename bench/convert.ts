@@ -8,12 +8,14 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { pino } from 'pino';
 import { convertToRaw } from '../activities/convert.js';
+import { workDirFor } from '../activities/workspace.js';
 import { parseConfig } from '../core/config.js';
 import { BENCH_TMP, GiB, REPEATS, log, median, randomFile, round, timed, type BenchResult } from './lib.js';
 
 export async function benchConvert(): Promise<BenchResult> {
   const dir = path.join(BENCH_TMP, 'convert');
-  const work = path.join(dir, 'work');
+  const workflowId = 'bench-convert';
+  const work = workDirFor(parseConfig({ worker: { workingFolder: dir } }, 'bench'), workflowId);
   await mkdir(work, { recursive: true });
   const random = await randomFile(path.join(dir, 'random-1g.raw'), GiB);
   const qcow2 = path.join(dir, 'image.qcow2');
@@ -24,7 +26,7 @@ export async function benchConvert(): Promise<BenchResult> {
   const runs = { ours: [] as number[], bare: [] as number[] };
   try {
     for (let i = 0; i < REPEATS; i++) {
-      const ourRun = await timed(() => convertToRaw({ config, logger }, { path: qcow2, workDir: work, format: 'qcow2' }));
+      const ourRun = await timed(() => convertToRaw({ config, logger }, { workflowId, path: qcow2, workDir: work, format: 'qcow2' }));
       if (ourRun.value.virtualSize !== GiB) throw new Error(`convertToRaw returned ${JSON.stringify(ourRun.value)}`);
       await rm(ourRun.value.path, { force: true });
       runs.ours.push(ourRun.ms);

@@ -4,7 +4,7 @@
  * whole inspectImage (content, then `qemu-img info` as the second opinion); reference: `qemu-img
  * info` alone.
  */
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
 import { detectFormat, inspectImage, readSignatureBytes } from '../activities/inspect.js';
@@ -25,6 +25,10 @@ export async function benchDetect(): Promise<BenchResult> {
   const raw = path.join(dir, 'sparse-20g.img');
   const qcow2 = path.join(dir, 'virtual-20g.qcow2');
   await execa('truncate', ['-s', '20G', raw]);
+  // A boot signature: raw files must look like disks (all zeros is refused).
+  const mbr = Buffer.alloc(512);
+  mbr.writeUInt16LE(0xaa55, 510);
+  await writeFile(raw, mbr, { flag: 'r+' });
   await execa('qemu-img', ['create', '-q', '-f', 'qcow2', qcow2, '20G']);
   const rows: BenchResult['rows'] = [];
   const raw_: Record<string, unknown> = {};

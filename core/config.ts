@@ -208,8 +208,10 @@ export const SecurityConfigSchema = z.object({
   vmcatcherCacheFolders: z.array(z.string()).default(['/var/lib/vmcatcher/cache', '/var/cache/vmimages/endorsed']),
   maxImageListBytes: sizeBytes.default(16 * 1024 * 1024),
   maxImageBytes: sizeBytes.default(64 * 1024 ** 3),
-  maxUnpackedBytes: sizeBytes.default(256 * 1024 ** 3),
-  maxVirtualBytes: sizeBytes.default(2 * 1024 ** 4),
+  /** Unset: what the working folder's filesystem can hold (its size less the disk reserve). */
+  maxUnpackedBytes: sizeBytes.optional(),
+  /** Unset: what the working folder's filesystem can hold (its size less the disk reserve). */
+  maxVirtualBytes: sizeBytes.optional(),
   maxArchiveEntries: z.coerce.number().int().positive().default(64),
   maxRedirects: z.coerce.number().int().nonnegative().default(5),
   connectTimeoutMs: millis.default(30000),

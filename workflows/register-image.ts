@@ -228,7 +228,7 @@ async function registerOnHost(
     const info = await quick.inspectImage({ path: acquired.path, formatHint: options.formatHint ?? event.format, fileName: acquired.fileName });
 
     step('converting', `${info.format} → raw`);
-    const raw = await onDisk(() => tools.convertToRaw({ path: acquired.path, workDir, format: info.format }));
+    const raw = await onDisk(() => tools.convertToRaw({ workflowId, path: acquired.path, workDir, format: info.format }));
 
     step('preparing');
     const prepared = await onDisk(() => tools.prepareImage({ rawPath: raw.path, workDir, event, options }));

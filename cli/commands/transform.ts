@@ -5,7 +5,7 @@ import { Command, Option } from 'clipanion';
 import { acquireImage } from '../../activities/acquire.js';
 import { convertToRaw } from '../../activities/convert.js';
 import { inspectImage } from '../../activities/inspect.js';
-import { removeWorkDir, workDirFor } from '../../activities/workspace.js';
+import { OWNER_FILE, removeWorkDir, workDirFor } from '../../activities/workspace.js';
 import { InvalidInputError } from '../../core/errors.js';
 import { eventFromFlat, EVENT_FIELDS } from '../../core/event.js';
 import { ConfiguredCommand, EXIT } from '../base-command.js';
@@ -47,10 +47,12 @@ export class TransformCommand extends ConfiguredCommand {
       const acquired = await acquireImage(deps, { workflowId, event, insecureSsl: this.insecureSsl });
       const info = await inspectImage({ path: acquired.path, formatHint: this.format, fileName: acquired.fileName }, { timeoutMs: config.worker.toolTimeoutMs });
       logger.info({ format: info.format, detectedBy: info.detectedBy, details: info.details }, `${acquired.fileName ?? acquired.path} is ${info.format}`);
-      const raw = await convertToRaw(deps, { path: acquired.path, workDir: acquired.workDir, format: info.format });
+      const raw = await convertToRaw(deps, { workflowId, path: acquired.path, workDir: acquired.workDir, format: info.format });
       if (acquired.source !== 'file' && acquired.path !== raw.path) {
         await rm(acquired.path, { force: true });
       }
+      // The raw file is the user's now: without the marker no work-folder sweep takes it for a workflow's leftovers.
+      await rm(path.join(path.dirname(raw.path), OWNER_FILE), { force: true });
       logger.info({ steps: raw.steps, virtualSize: raw.virtualSize }, `Transformed ${this.url} to ${raw.path}.`);
       this.out(`Transformed ${this.url} to ${raw.path}. Do not forget to delete the temporary file.`);
       this.out(raw.path);

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { createImagePipelineActivities } from '../../activities/image-pipeline.js';
 import { detectFormat, readSignatureBytes } from '../../activities/inspect.js';
-import { createWorkDir } from '../../activities/workspace.js';
+import { OWNER_FILE, createWorkDir } from '../../activities/workspace.js';
 import { makeRawDisk, makeTar, ovfFor, pipelineConfig, qemuConvert, quietLogger, tempDir } from '../support/pipeline-fixtures.js';
 
 /**
@@ -89,14 +89,15 @@ describe('convertToRaw turns every supported format and wrapper into the raw dis
   });
 
   test.each(CASES)('$name', async (c) => {
-    const workDir = await createWorkDir(pipelineConfig(work), `convert ${c.name}`);
+    const workflowId = `convert ${c.name}`;
+    const workDir = await createWorkDir(pipelineConfig(work), workflowId);
     const input = path.join(workDir, c.input);
     await copyFile(path.join(src, c.input), input);
 
     const info = await activities.inspectImage({ path: input, fileName: c.input });
     expect(info.format).toBe(c.detected);
 
-    const raw = await activities.convertToRaw({ path: input, workDir, format: info.format });
+    const raw = await activities.convertToRaw({ workflowId, path: input, workDir, format: info.format });
 
     const expectedFile = path.join(root.dir, `expected-${c.inner.file}.raw`);
     await qemuConvert(path.join(src, c.inner.file), c.inner.format, expectedFile, 'raw');
@@ -108,7 +109,7 @@ describe('convertToRaw turns every supported format and wrapper into the raw dis
     expect(raw.steps.filter((s) => !s.startsWith('qemu-img')).length).toBe(c.unwraps);
     expect(path.dirname(raw.path)).toBe(workDir);
     // Intermediates are gone: only the input and the raw result remain.
-    const left = (await readdir(workDir)).sort();
+    const left = (await readdir(workDir)).filter((f) => f !== OWNER_FILE).sort();
     expect(left).toEqual([...new Set([c.input, path.basename(raw.path)])].sort());
   });
 
@@ -130,7 +131,7 @@ describe('convertToRaw turns every supported format and wrapper into the raw dis
     await writeFile(iso, buf);
     const info = await activities.inspectImage({ path: iso });
     expect(info).toMatchObject({ format: 'iso', detectedBy: 'content' });
-    await expect(activities.convertToRaw({ path: iso, workDir: await createWorkDir(pipelineConfig(work), 'iso'), format: 'iso' })).rejects.toMatchObject({
+    await expect(activities.convertToRaw({ workflowId: 'iso', path: iso, workDir: await createWorkDir(pipelineConfig(work), 'iso'), format: 'iso' })).rejects.toMatchObject({
       nonRetryable: true,
       message: expect.stringContaining('ISO 9660'),
     });

@@ -73,14 +73,16 @@ export async function startThrottledFileServer(file: string, bytesPerSecond: num
 }
 
 /**
- * A folder under the project's tmp/ (large files: /tmp may be small) holding an image of random
- * bytes, served at a fixed rate: slow enough to kill a worker in the middle of its download.
+ * A folder under the project's tmp/ (large files: /tmp may be small) holding a raw disk of random
+ * bytes behind an MBR, served at a fixed rate: slow enough to kill a worker in the middle of its download.
  */
 export async function slowImageDownload(prefix: string, sizeBytes: number, bytesPerSecond: number) {
   await mkdir(path.join(ROOT, 'tmp'), { recursive: true });
   const dir = await mkdtemp(path.join(ROOT, 'tmp', `${prefix}-`));
   const image = path.join(dir, 'image.raw');
   await execa('dd', ['if=/dev/urandom', `of=${image}`, 'bs=1M', `count=${Math.ceil(sizeBytes / 1024 / 1024)}`, 'status=none']);
+  // A partition table, so the image passes as a raw disk (issue #10: random bytes are not a disk).
+  await writeLinuxMbr(image, sizeBytes);
   const sha512 = (await execa('sha512sum', [image])).stdout.split(' ')[0];
   const server = await startThrottledFileServer(image, bytesPerSecond);
   return {

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { checkMembers, unsafeMemberReason, type ArchiveMember } from '../../activities/archive.js';
 import { createImagePipelineActivities } from '../../activities/image-pipeline.js';
-import { createWorkDir } from '../../activities/workspace.js';
+import { OWNER_FILE, createWorkDir } from '../../activities/workspace.js';
 import { pipelineConfig, quietLogger, tempDir } from '../support/pipeline-fixtures.js';
 
 /** A tar built byte by byte, so hostile members (../, absolute, links out) can be written. */
@@ -85,8 +85,8 @@ describe('convertToRaw refuses hostile archives before writing anything', () => 
     const input = path.join(workDir, 'upload.bin');
     await writeFile(input, bytes);
     const { format } = await inspectImage({ path: input });
-    await expect(convertToRaw({ path: input, workDir, format })).rejects.toMatchObject({ nonRetryable: true, message: expected });
-    expect(await readdir(workDir)).toEqual(['upload.bin']);
+    await expect(convertToRaw({ workflowId: name, path: input, workDir, format })).rejects.toMatchObject({ nonRetryable: true, message: expected });
+    expect((await readdir(workDir)).filter((f) => f !== OWNER_FILE)).toEqual(['upload.bin']);
     await expect(access(path.join(root.dir, 'evil'))).rejects.toThrow();
   });
 });
