@@ -80,6 +80,10 @@ export async function startWorker({ config, logger }: { config: Config; logger: 
     namespace: config.temporal.namespace,
     shutdownGraceTime: config.worker.shutdownGraceMs,
     shutdownForceTime: config.worker.shutdownGraceMs + 10_000,
+    // The SDK sends at most one heartbeat per 0.8 × the timeout by default, which leaves a busy
+    // event loop a fifth of the timeout to spare; the steps beat at a quarter (activities/heartbeats.ts).
+    maxHeartbeatThrottleInterval: Math.max(100, Math.floor(config.worker.heartbeatTimeoutMs / 4)),
+    defaultHeartbeatThrottleInterval: Math.max(100, Math.floor(config.worker.heartbeatTimeoutMs / 4)),
   };
   const hostQueue = hostTaskQueue(config);
   const shared = await Worker.create({
