@@ -34,7 +34,7 @@ export async function benchE2e(): Promise<BenchResult> {
   const images = path.join(dir, 'images');
   await mkdir(images, { recursive: true });
   const taskQueue = 'bench-e2e';
-  const { wrappers, kamakirc, conf } = await benchToolchain(dir, taskQueue, timingWrapper);
+  const toolchain = await benchToolchain(dir, taskQueue, timingWrapper);
   const toolLog = path.join(dir, 'tools.log');
   await writeFile(toolLog, '');
 
@@ -58,14 +58,8 @@ export async function benchE2e(): Promise<BenchResult> {
   const perImage: Array<{ wallMs: number; toolMs: number; overheadMs: number; tools: Record<string, number> }> = [];
   const perRepeatTotal: number[] = [];
   try {
-    const env = {
-      TEMPORAL_ADDRESS: temporal.address,
-      FAKE_SYNNEFO_STATE: path.join(dir, 'synnefo-state.json'),
-      FAKE_KAMAKIRC: kamakirc,
-      SNF_BENCH_TOOL_LOG: toolLog,
-      PATH: `${wrappers}:${process.env.PATH}`,
-    };
-    worker = await startSnf(['worker', '--conf', conf], env, /worker started/);
+    const env = toolchain.env(temporal.address, { SNF_BENCH_TOOL_LOG: toolLog });
+    worker = await startSnf(['worker', '--conf', toolchain.conf], env, /worker started/);
     const config = parseConfig({ temporal: { address: temporal.address, taskQueue } }, 'bench');
     const { client, connection } = await connectTemporal(config.temporal);
     try {

@@ -145,5 +145,13 @@ synnefo {
 }
 `,
   );
-  return { wrappers, kamakirc, conf };
+  /** The worker's environment: the server, the fakes' state, the wrappers first on PATH. */
+  const env = (temporalAddress: string, extra: Record<string, string> = {}) => ({
+    TEMPORAL_ADDRESS: temporalAddress,
+    FAKE_SYNNEFO_STATE: path.join(dir, 'synnefo-state.json'),
+    FAKE_KAMAKIRC: kamakirc,
+    PATH: `${wrappers}:${process.env.PATH}`,
+    ...extra,
+  });
+  return { conf, env };
 }

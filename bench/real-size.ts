@@ -70,7 +70,7 @@ export async function benchRealSize(): Promise<BenchResult> {
   const run = path.join(dir, 'run');
   await rm(run, { recursive: true, force: true });
   const taskQueue = 'bench-real-size';
-  const { wrappers, kamakirc, conf } = await benchToolchain(run, taskQueue, rssWrapper);
+  const toolchain = await benchToolchain(run, taskQueue, rssWrapper);
   const rssLog = path.join(run, 'rss.log');
   await writeFile(rssLog, '');
   const server = await serveFolder(path.join(dir, 'images'));
@@ -81,14 +81,8 @@ export async function benchRealSize(): Promise<BenchResult> {
   let workerRss = 0;
   let temporalRss = 0;
   try {
-    const env = {
-      TEMPORAL_ADDRESS: temporal.address,
-      FAKE_SYNNEFO_STATE: path.join(run, 'synnefo-state.json'),
-      FAKE_KAMAKIRC: kamakirc,
-      SNF_BENCH_RSS_LOG: rssLog,
-      PATH: `${wrappers}:${process.env.PATH}`,
-    };
-    worker = await startSnf(['worker', '--conf', conf], env, /worker started/);
+    const env = toolchain.env(temporal.address, { SNF_BENCH_RSS_LOG: rssLog });
+    worker = await startSnf(['worker', '--conf', toolchain.conf], env, /worker started/);
     const config = parseConfig({ temporal: { address: temporal.address, taskQueue }, synnefo: { cloud: 'bench' } }, 'bench');
     const { client, connection } = await connectTemporal(config.temporal);
     try {

@@ -16,7 +16,6 @@ import {
 import { TimeoutType } from '@temporalio/common';
 import type { buildActivities } from '../worker/activities.js';
 import {
-  DISK_TOO_SMALL,
   OUT_OF_SPACE,
   PROGRESS_QUERY,
   SA_STAGE,
@@ -152,30 +151,42 @@ export async function registerImage(input: RegisterImageInput): Promise<Register
 type StageSetter = (next: Stage, step?: string) => void;
 
 /** Takes one of the host's slots, runs the file-bound steps there, and gives the slot back. */
+/**
+ * Runs `work`, then `tidyUp` on the same host however `work` ended (done, failed, cancelled),
+ * best effort and not cancellable, unless the host is gone: waiting for a host that does not
+ * answer would only delay the move to another one (its worker sweeps up if it ever comes back).
+ */
+async function thenOnHost<T>(claim: HostClaim, what: string, work: () => Promise<T>, tidyUp: () => Promise<unknown>): Promise<T> {
+  let hostLost = false;
+  try {
+    return await work();
+  } catch (err) {
+    hostLost = isHostLost(err);
+    throw err;
+  } finally {
+    if (!hostLost) {
+      await CancellationScope.nonCancellable(tidyUp).catch((err: unknown) => log.warn(`could not ${what}`, { host: claim.hostname, error: String(err) }));
+    }
+  }
+}
+
 async function onHost(input: RegisterImageInput, claim: HostClaim, stage: StageSetter, note: (p: Partial<Progress>) => void): Promise<RegisterImageResult> {
   const control = controlActivities(claim);
   const { workflowId } = workflowInfo();
   stage('waiting-for-host', `waiting for a slot on ${claim.hostname}`);
   await control.acquireHostSlot({ workflowId });
-  let hostLost = false;
-  try {
-    return await registerOnHost(input, claim, stage, note);
-  } catch (err) {
-    hostLost = isHostLost(err);
-    throw err;
-  } finally {
-    // A host that is gone took its slots with it; waiting for it to answer would only delay the move.
-    if (!hostLost) {
-      await CancellationScope.nonCancellable(() => control.releaseHostSlot({ workflowId })).catch((err: unknown) =>
-        log.warn('could not give the host slot back', { host: claim.hostname, error: String(err) }),
-      );
-    }
-  }
+  return thenOnHost(
+    claim,
+    'give the host slot back',
+    () => registerOnHost(input, claim, stage, note),
+    () => control.releaseHostSlot({ workflowId }),
+  );
 }
 
 /**
  * Runs a host step; when the host's disk has not enough free space for it, waits (stage
- * waiting-for-disk) and tries again, up to `diskWaitMaxMs`. A step that can never fit fails.
+ * waiting-for-disk) and tries again, up to `diskWaitMaxMs`. A step that can never fit
+ * (DiskTooSmallError) fails like any other non-retryable failure.
  */
 async function withDiskWait<T>(claim: HostClaim, stage: StageSetter, current: () => Progress, run: () => Promise<T>): Promise<T> {
   let waited = 0;
@@ -184,7 +195,7 @@ async function withDiskWait<T>(claim: HostClaim, stage: StageSetter, current: ()
       return await run();
     } catch (err) {
       const type = failureType(err);
-      if (type === DISK_TOO_SMALL || type !== OUT_OF_SPACE) throw err;
+      if (type !== OUT_OF_SPACE) throw err;
       const message = (err as ActivityFailure).cause?.message ?? String(err);
       if (waited + claim.diskWaitIntervalMs > claim.diskWaitMaxMs) {
         throw ApplicationFailure.nonRetryable(`gave up after waiting ${claim.diskWaitMaxMs} ms for disk space (worker.diskWaitMaxMs): ${message}`, OUT_OF_SPACE);
@@ -215,8 +226,8 @@ async function registerOnHost(
     stage(next, description);
   };
   const onDisk = <T>(run: () => Promise<T>) => withDiskWait(claim, stage, () => current, run);
-  let hostLost = false;
-  try {
+  // Whatever happens, the work folder goes: a failed step leaves no files behind.
+  return thenOnHost(claim, 'clean up the work folder', async () => {
     step('acquiring', `download ${event.uri ?? event.filename ?? ''}`.trim());
     const acquired = await onDisk(() =>
       download.acquireImage({ workflowId, event, insecureSsl: options.insecureSsl, credentialName: options.credentialName }),
@@ -246,17 +257,5 @@ async function registerOnHost(
       format: info.format,
       properties: registered.properties,
     };
-  } catch (err) {
-    hostLost = isHostLost(err);
-    throw err;
-  } finally {
-    // Whatever happened (done, failed, cancelled), the work folder goes: a failed step leaves no
-    // files behind. A host that is gone cannot be reached: its worker's sweep removes the folder
-    // if it ever comes back.
-    if (!hostLost) {
-      await CancellationScope.nonCancellable(() => quick.cleanupWorkspace({ workflowId })).catch((err: unknown) =>
-        log.warn('could not clean up the work folder', { host: claim.hostname, error: String(err) }),
-      );
-    }
-  }
+  }, () => quick.cleanupWorkspace({ workflowId }));
 }

@@ -10,6 +10,7 @@ import { fakeCloud } from '../support/fake-cloud.js';
 import { startTestServer, type TestServer } from '../support/http-server.js';
 import { makeTar, ovfFor } from '../support/pipeline-fixtures.js';
 import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/service-process.js';
+import { registrationOf } from '../support/workflows.js';
 
 const GiB = 1024 ** 3;
 const HEARTBEAT_TIMEOUT_MS = 1000;
@@ -85,7 +86,7 @@ ${cloud.synnefoConf('prepare = false')}`,
       const result = await runCli(['register-now', '--conf', conf, '--url', server.at(`/images/${image}`), '--kamaki-cloud', 'e2e'], { env, timeoutMs: 600_000 });
       expect(result.stderr).not.toMatch(/Registration failed/);
       expect(result.exitCode).toBe(0);
-      const workflowId = /Started workflow (\S+)/.exec(result.stderr)?.[1];
+      const workflowId = /the registration is (\S+)/.exec(result.stderr)?.[1];
       expect(workflowId).toBeDefined();
       const runs = await activityRuns(client.workflow.getHandle(workflowId!), 'convertToRaw');
       expect(runs).toHaveLength(1);
@@ -102,7 +103,7 @@ ${cloud.synnefoConf('prepare = false')}`,
     workers.push(await startService(['worker', '--conf', conf], { env }));
     const started = await runCli(['register-now', '--conf', conf, '--url', server.at('/crash/disk.qcow2'), '--kamaki-cloud', 'e2e', '--no-wait'], { env });
     expect(started.exitCode).toBe(0);
-    const handle = client.workflow.getHandle(started.stdout.trim());
+    const handle = await registrationOf(client, started.stdout.trim());
 
     // qemu-img convert is running and has reported progress.
     let seen: unknown;

@@ -129,7 +129,7 @@ describe('decideMessage tells a namespace without our search attributes from a m
     return {
       withDeadline: (_deadline: number, fn: () => Promise<unknown>) => fn(),
       workflow: {
-        start: async () => {
+        signalWithStart: async () => {
           throw new ServiceError('Failed to start Workflow', { cause: grpc(3, `3 INVALID_ARGUMENT: ${serverSays}`) });
         },
       },
