@@ -6,14 +6,32 @@ import type { Logger } from '../core/logging.js';
 import { isWorkDirHeld, OWNER_FILE } from '../activities/workspace.js';
 import type { HostSlots } from './host-slots.js';
 
-/** True when the workflow has closed (completed, failed, cancelled, terminated, timed out) or never existed. */
-async function workflowClosed(client: Client, workflowId: string): Promise<boolean> {
+type WorkflowState = 'running' | 'closed' | 'unknown';
+
+/** Running, closed (completed, failed, cancelled, terminated, timed out), or unknown to the server. */
+async function workflowState(client: Client, workflowId: string): Promise<WorkflowState> {
   try {
     const desc = await client.workflow.getHandle(workflowId).describe();
-    return desc.status.name !== 'RUNNING';
+    return desc.status.name === 'RUNNING' ? 'running' : 'closed';
   } catch (err) {
-    if (err instanceof WorkflowNotFoundError) return true;
+    if (err instanceof WorkflowNotFoundError) return 'unknown';
     throw err;
+  }
+}
+
+async function workflowClosed(client: Client, workflowId: string): Promise<boolean> {
+  return (await workflowState(client, workflowId)) !== 'running';
+}
+
+/** `transform` (a command, not a workflow) names its folder `transform-<time>-<pid>`: alive while its process is. */
+function transformAlive(id: string): boolean {
+  const pid = /^transform-[a-z0-9]+-(\d+)$/.exec(id)?.[1];
+  if (!pid) return false;
+  try {
+    process.kill(Number(pid), 0);
+    return true;
+  } catch {
+    return false;
   }
 }
 
@@ -21,7 +39,8 @@ async function workflowClosed(client: Client, workflowId: string): Promise<boole
  * Removes work folders left behind by workflows that have closed: an attempt abandoned on a host
  * that was thought lost, a worker killed before the workflow's clean-up reached it. A folder held
  * by a running attempt here, or whose workflow still runs, stays. Folders without an owner file
- * (written by an older version) go once they are older than a sweep interval.
+ * (written by an older version), or whose workflow the server does not know, go once they are
+ * older than a sweep interval.
  */
 export async function sweepWorkFolders(client: Client, config: Config, logger: Logger): Promise<string[]> {
   const root = path.resolve(config.worker.workingFolder);
@@ -32,14 +51,17 @@ export async function sweepWorkFolders(client: Client, config: Config, logger: L
     const dir = path.join(root, entry.name);
     if (isWorkDirHeld(dir)) continue;
     let closed: boolean;
+    const old = async () => Date.now() - (await stat(dir)).mtimeMs > config.worker.sweepIntervalMs;
     try {
       const owner = JSON.parse(await readFile(path.join(dir, OWNER_FILE), 'utf8')) as { workflowId?: unknown };
       if (typeof owner.workflowId !== 'string') throw new Error('no workflowId');
-      closed = await workflowClosed(client, owner.workflowId);
+      const state = await workflowState(client, owner.workflowId);
+      // Unknown to the server: a workflow of another namespace or server, or a `transform` run;
+      // only an old folder whose transform process is gone is taken for left over.
+      closed = state === 'closed' || (state === 'unknown' && !transformAlive(owner.workflowId) && (await old()));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT' || err instanceof SyntaxError || (err as Error).message === 'no workflowId') {
-        const { mtimeMs } = await stat(dir);
-        closed = Date.now() - mtimeMs > config.worker.sweepIntervalMs;
+        closed = await old();
       } else {
         logger.warn({ dir, error: (err as Error).message }, 'sweep: cannot tell whether the work folder is still used; keeping it');
         continue;

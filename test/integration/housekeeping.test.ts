@@ -34,7 +34,7 @@ describe('worker housekeeping against the real Temporal server', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  test('removes the folders of closed or unknown workflows; keeps running ones and recent folders without an owner', async () => {
+  test('removes the folders of closed workflows and old ones of unknown workflows; keeps running ones, recent unknown ones and a live transform', async () => {
     const config = parseConfig({ worker: { workingFolder: dir, sweepIntervalMs: 60_000 } }, 'test');
     const folder = async (workflowId: string | undefined, name?: string) => {
       const d = workflowId ? workDirFor(config, workflowId) : path.join(dir, name!);
@@ -43,19 +43,22 @@ describe('worker housekeeping against the real Temporal server', () => {
       await writeFile(path.join(d, 'image.qcow2'), 'x');
       return d;
     };
+    const closedId = `closed-${taskQueue}`;
+    await client.workflow.start('registerImage', { taskQueue, workflowId: closedId, args: [] });
+    await client.workflow.getHandle(closedId).terminate('closed for the test');
+    const closed = await folder(closedId);
     const gone = await folder(`never-existed-${taskQueue}`);
+    const recentUnknown = await folder(`recent-unknown-${taskQueue}`);
+    const liveTransform = await folder(`transform-abc-${process.pid}`);
     const running = await folder(runningId);
     const recentLegacy = await folder(undefined, 'legacy-recent');
     const oldLegacy = await folder(undefined, 'legacy-old');
     const old = new Date(Date.now() - 2 * 60_000);
-    await utimes(oldLegacy, old, old);
+    for (const d of [gone, oldLegacy, liveTransform]) await utimes(d, old, old);
 
     const removed = await sweepWorkFolders(client, config, quietLogger);
-    expect(removed.sort()).toEqual([gone, oldLegacy].sort());
-    expect(await exists(gone)).toBe(false);
-    expect(await exists(oldLegacy)).toBe(false);
-    expect(await exists(running)).toBe(true);
-    expect(await exists(recentLegacy)).toBe(true);
+    expect(removed.sort()).toEqual([closed, gone, oldLegacy].sort());
+    for (const kept of [running, recentLegacy, recentUnknown, liveTransform]) expect([kept, await exists(kept)]).toEqual([kept, true]);
   });
 
   test('a slot held by a workflow that closed without giving it back is released; a running holder keeps its slot', async () => {
