@@ -11,7 +11,11 @@ export function createControlActivities({ slots }: { slots: HostSlots }) {
     /** Waits (heartbeating its place in the queue) until this image holds one of the host's slots. */
     async acquireHostSlot({ workflowId }: { workflowId: string }): Promise<void> {
       const signal = Context.current().cancellationSignal;
-      const stop = keepHeartbeating(() => ({ step: 'waiting for a slot on this host', position: slots.position(workflowId), ...slots.state() }));
+      // Counts, not the ids: a long queue must not make every heartbeat large.
+      const stop = keepHeartbeating(() => {
+        const { capacity, holders, waiting } = slots.state();
+        return { step: 'waiting for a slot on this host', position: slots.position(workflowId), capacity, holders: holders.length, waiting: waiting.length };
+      });
       try {
         await slots.acquire(workflowId, signal);
       } finally {
