@@ -6,7 +6,7 @@ import { convertToRaw } from './convert.js';
 import { classified } from './failures.js';
 import { inspectImage } from './inspect.js';
 import type { AcquireInput, AcquiredImage, ConvertInput, ImageFormatInfo, InspectInput, RawImage } from './types.js';
-import { removeWorkDir, workDirFor } from './workspace.js';
+import { removeWorkDir, withWorkDir } from './workspace.js';
 
 export type { AcquireInput, AcquiredImage, ConvertInput, ImageFormatInfo, InspectInput, RawImage } from './types.js';
 
@@ -36,10 +36,13 @@ export function createImagePipelineActivities(deps: ImagePipelineDeps): ImagePip
       inspectImage(input, { timeoutMs: deps.config.worker.toolTimeoutMs, signal: cancellationSignal() }),
     ),
     convertToRaw: classified((input: ConvertInput) => convertToRaw(deps, input)),
-    cleanupWorkspace: classified(async (input: { workflowId: string }) => {
-      const workDir = workDirFor(deps.config, input.workflowId);
-      await removeWorkDir(deps.config, workDir);
-      deps.logger.info({ workDir }, 'work folder removed');
-    }),
+    // Takes the folder like any step: an attempt that timed out and is still writing here is
+    // stopped (and its open files closed) before the folder goes, so none of it outlives the clean-up.
+    cleanupWorkspace: classified((input: { workflowId: string }) =>
+      withWorkDir(deps.config, input.workflowId, async ({ dir }) => {
+        await removeWorkDir(deps.config, dir);
+        deps.logger.info({ workDir: dir }, 'work folder removed');
+      }),
+    ),
   };
 }
