@@ -16,6 +16,7 @@ COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY core ./core
+COPY image-lists ./image-lists
 COPY cli ./cli
 COPY workflows ./workflows
 COPY activities ./activities

@@ -1,7 +1,7 @@
 import { Option } from 'clipanion';
-import { readImageList, type ReadImageList } from '../core/image-list/read.js';
-import { parseImageListUrl } from '../core/image-list/fetch.js';
-import { TOKEN_ENV } from '../core/image-list/subscription.js';
+import { readImageList, type ReadImageList } from '../image-lists/read.js';
+import { parseImageListUrl } from '../image-lists/fetch.js';
+import { TOKEN_ENV } from '../image-lists/subscription.js';
 import { registerSecrets } from '../core/logging.js';
 import { ConfiguredCommand } from './base-command.js';
 

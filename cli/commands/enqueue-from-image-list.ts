@@ -1,7 +1,7 @@
 import { Command, Option } from 'clipanion';
 import { produceMessages } from '../../bridge/producer.js';
 import { serialiseEvent } from '../../bridge/publisher.js';
-import { imageToEvent } from '../../core/image-list/parse.js';
+import { imageToEvent } from '../../image-lists/parse.js';
 import { EXIT } from '../base-command.js';
 import { ImageListCommand } from '../image-list-command.js';
 import { reportInvalid } from './parse-image-list.js';

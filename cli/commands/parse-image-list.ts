@@ -1,7 +1,7 @@
 import { Command, Option } from 'clipanion';
-import type { ImageList, ImageListImage } from '../../core/image-list/parse.js';
-import type { ReadImageList } from '../../core/image-list/read.js';
-import type { SignatureStatus } from '../../core/image-list/signature.js';
+import type { ImageList, ImageListImage } from '../../image-lists/parse.js';
+import type { ReadImageList } from '../../image-lists/read.js';
+import type { SignatureStatus } from '../../image-lists/signature.js';
 import { EXIT } from '../base-command.js';
 import { ImageListCommand } from '../image-list-command.js';
 

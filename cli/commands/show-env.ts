@@ -1,6 +1,6 @@
 import { Command } from 'clipanion';
 import { ENV_OVERRIDES, REDACTED } from '../../core/config.js';
-import { TOKEN_ENV } from '../../core/image-list/subscription.js';
+import { TOKEN_ENV } from '../../image-lists/subscription.js';
 import { BaseCommand } from '../base-command.js';
 
 const SECRET_ENV = new Set([

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import { parseConfig } from '../../core/config.js';
 import { SignatureError } from '../../core/errors.js';
-import { readImageList } from '../../core/image-list/read.js';
+import { readImageList } from '../../image-lists/read.js';
 import { createLogger } from '../../core/logging.js';
 import { SHARED } from '../support/cli.js';
 

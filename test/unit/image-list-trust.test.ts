@@ -3,8 +3,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { loadConfig, parseConfig } from '../../core/config.js';
 import { ConfigError, InvalidInputError } from '../../core/errors.js';
-import { describeOpensslFailure } from '../../core/image-list/signature.js';
-import { authorisedEndorsers, endorserNotAuthorised, findSubscription, resolveListToken, TOKEN_ENV } from '../../core/image-list/subscription.js';
+import { describeOpensslFailure } from '../../image-lists/signature.js';
+import { authorisedEndorsers, endorserNotAuthorised, findSubscription, resolveListToken, TOKEN_ENV } from '../../image-lists/subscription.js';
 
 const CA = '/DC=org/DC=example/CN=Example CA';
 const APPDB = { dn: '/DC=EU/DC=EGI/C=NL/O=Hosts/O=EGI.eu/CN=appdb.egi.eu', ca: CA };

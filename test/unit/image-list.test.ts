@@ -1,10 +1,10 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { openEnvelope, parseContentType } from '../../core/image-list/envelope.js';
-import { isInsideFolders, parseImageListUrl } from '../../core/image-list/fetch.js';
-import { imageToEvent, parseImageList, parseListDate } from '../../core/image-list/parse.js';
-import { applySignaturePolicy, describeOpensslFailure, endorserMismatch, normaliseDn } from '../../core/image-list/signature.js';
+import { openEnvelope, parseContentType } from '../../image-lists/envelope.js';
+import { isInsideFolders, parseImageListUrl } from '../../image-lists/fetch.js';
+import { imageToEvent, parseImageList, parseListDate } from '../../image-lists/parse.js';
+import { applySignaturePolicy, describeOpensslFailure, endorserMismatch, normaliseDn } from '../../image-lists/signature.js';
 import { decideRedirect, describeFetchFailure } from '../../core/http.js';
 import { eventToFlat } from '../../core/event.js';
 import { SignatureError } from '../../core/errors.js';

@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { InvalidInputError } from '../errors.js';
-import { ImageEventSchema, type ImageEvent } from '../event.js';
+import { InvalidInputError } from '../core/errors.js';
+import { ImageEventSchema, type ImageEvent } from '../core/event.js';
 
 /**
  * The HEPiX / AppDB image list (vmcatcher-and-synnefo.md §2.2) as typed objects. Parsed

@@ -1,5 +1,5 @@
-import type { Config } from '../config.js';
-import type { Logger } from '../logging.js';
+import type { Config } from '../core/config.js';
+import type { Logger } from '../core/logging.js';
 import { openEnvelope, signedContentText } from './envelope.js';
 import { fetchImageList, parseImageListUrl } from './fetch.js';
 import { parseImageList, type ParsedImageList } from './parse.js';

@@ -1,8 +1,8 @@
 import { readFile } from 'node:fs/promises';
-import { subscriptionKey, type Config, type Endorser, type Subscription } from '../config.js';
-import { resolveCredential } from '../credentials.js';
-import { InvalidInputError } from '../errors.js';
-import { registerSecrets } from '../logging.js';
+import { subscriptionKey, type Config, type Endorser, type Subscription } from '../core/config.js';
+import { resolveCredential } from '../core/credentials.js';
+import { InvalidInputError } from '../core/errors.js';
+import { registerSecrets } from '../core/logging.js';
 import { normaliseDn, sameDn, type SignerIdentity } from './signature.js';
 
 /**

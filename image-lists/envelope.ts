@@ -1,4 +1,4 @@
-import { InvalidInputError } from '../errors.js';
+import { InvalidInputError } from '../core/errors.js';
 
 /**
  * The envelope of an image list: plain JSON, or an S/MIME `multipart/signed` message whose

@@ -1,9 +1,9 @@
 import { open, realpath } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import type { Config } from '../config.js';
-import { FetchError, InvalidInputError } from '../errors.js';
-import { basicAuth, createDispatcher, httpGet, readBodyLimited, redact } from '../http.js';
+import type { Config } from '../core/config.js';
+import { FetchError, InvalidInputError } from '../core/errors.js';
+import { basicAuth, createDispatcher, httpGet, readBodyLimited, redact } from '../core/http.js';
 
 /** The fixed password of AppDB's token scheme: the token is the Basic-auth user name. */
 export const APPDB_TOKEN_PASSWORD = 'x-oauth-basic';

@@ -2,8 +2,8 @@ import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
-import type { SignaturePolicy } from '../config.js';
-import { SignatureError } from '../errors.js';
+import type { SignaturePolicy } from '../core/config.js';
+import { SignatureError } from '../core/errors.js';
 
 /**
  * S/MIME verification with the `openssl` command (no PKCS#7 parsing of our own, CRLs from
