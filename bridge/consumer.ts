@@ -69,6 +69,53 @@ export async function startBridge(deps: BridgeDeps): Promise<RunningBridge> {
   };
 }
 
+/**
+ * Events a producer spooled on this host while the broker was down are published once it
+ * answers again (in the background: consuming does not wait for it). One replay at a time: a
+ * reconnect during a replay asks for one more pass after it, not a second replay.
+ */
+class SpoolReplays {
+  private replaying?: Promise<void>;
+  private again = false;
+
+  constructor(private readonly deps: { config: Config; log: Logger; metrics: BridgeMetrics; sleeps: Sleeps }) {}
+
+  request(): void {
+    if (this.replaying) {
+      this.again = true;
+      return;
+    }
+    this.replaying = (async () => {
+      do {
+        this.again = false;
+        await this.replayOnce();
+      } while (this.again && !this.deps.sleeps.stopped);
+    })().finally(() => (this.replaying = undefined));
+  }
+
+  /** Resolves when no replay runs (for shutdown). */
+  async settled(): Promise<void> {
+    await this.replaying?.catch(() => undefined);
+  }
+
+  private async replayOnce(): Promise<void> {
+    const { config, log, metrics } = this.deps;
+    try {
+      if (!(await spoolNeedsReplay(config.spool.folder))) return;
+      const publisher = await openPublisher(config.rabbitmq);
+      try {
+        const result = await replaySpool(config, publisher, log);
+        log.info(result, 'spooled events replayed');
+      } finally {
+        await publisher.close();
+      }
+    } catch (err) {
+      metrics.errors.inc({ kind: 'spool-replay' });
+      log.warn({ err: (err as Error).message, folder: config.spool.folder }, 'could not replay the spool; it is kept for the next connect');
+    }
+  }
+}
+
 class Bridge {
   readonly metrics = createBridgeMetrics();
   metricsPort?: number;
@@ -90,8 +137,7 @@ class Bridge {
   private paced: Promise<void> = Promise.resolve();
   private metricsServer?: { port: number; close(): Promise<void> };
   private markDone!: () => void;
-  private replaying?: Promise<void>;
-  private replayAgain = false;
+  private readonly spool: SpoolReplays;
 
   constructor(deps: BridgeDeps) {
     const opts = deps.options ?? {};
@@ -117,7 +163,7 @@ class Bridge {
       prefetch: opts.prefetch ?? deps.config.rabbitmq.prefetch,
       mayConsume: () => !this.temporal.paused,
       onMessage: (session, msg) => this.onMessage(session, msg),
-      onConnected: () => this.requestSpoolReplay(),
+      onConnected: () => this.spool.request(),
       inFlight: () => this.inFlight.size,
     });
     this.temporal = new TemporalGate({
@@ -131,6 +177,7 @@ class Bridge {
           this.broker.restart();
         }),
     });
+    this.spool = new SpoolReplays({ config: deps.config, log: this.log, metrics: this.metrics, sleeps: this.sleeps });
     this.done = new Promise<void>((resolve) => (this.markDone = resolve));
   }
 
@@ -163,47 +210,13 @@ class Bridge {
     this.sleeps.stop();
     this.log.info({ inFlight: this.inFlight.size }, 'bridge stopping: no new messages, finishing in-flight starts');
     await this.broker.stopConsuming();
-    await this.replaying?.catch(() => undefined);
+    await this.spool.settled();
     while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
     await this.broker.close();
     await this.metricsServer?.close();
     await this.ownConnection?.close().catch(() => undefined);
     this.log.info('bridge stopped');
     this.markDone();
-  }
-
-  /**
-   * Events a producer spooled on this host while the broker was down are published now
-   * that it answers (in the background: consuming does not wait for it). One replay at a
-   * time: a reconnect during a replay asks for one more pass after it, not a second replay.
-   */
-  private requestSpoolReplay(): void {
-    if (this.replaying) {
-      this.replayAgain = true;
-      return;
-    }
-    this.replaying = (async () => {
-      do {
-        this.replayAgain = false;
-        await this.replaySpooled();
-      } while (this.replayAgain && !this.sleeps.stopped);
-    })().finally(() => (this.replaying = undefined));
-  }
-
-  private async replaySpooled(): Promise<void> {
-    try {
-      if (!(await spoolNeedsReplay(this.config.spool.folder))) return;
-      const publisher = await openPublisher(this.config.rabbitmq);
-      try {
-        const result = await replaySpool(this.config, publisher, this.log);
-        this.log.info(result, 'spooled events replayed');
-      } finally {
-        await publisher.close();
-      }
-    } catch (err) {
-      this.metrics.errors.inc({ kind: 'spool-replay' });
-      this.log.warn({ err: (err as Error).message, folder: this.config.spool.folder }, 'could not replay the spool; it is kept for the next connect');
-    }
   }
 
   // --- one message ------------------------------------------------------------------------
