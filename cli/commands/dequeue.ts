@@ -109,7 +109,7 @@ export class DequeueCommand extends ConfiguredCommand {
         msg.content,
       );
       if (decision.kind === 'start' && decision.result.outcome === 'delivered' && decision.result.handle && this.wait) {
-        return this.waitThenSettle(config, session, msg, decision);
+        return await this.waitThenSettle(config, session, msg, decision);
       }
       const settled = await settleMessage(session.channel, config.rabbitmq, msg, decision);
       switch (decision.kind) {
