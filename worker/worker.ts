@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { NativeConnection, Runtime, Worker, type LogLevel, type LogMetadata } from '@temporalio/worker';
 import { hostControlQueue, hostTaskQueue, type Config } from '../core/config.js';
-import { connectTemporal } from '../core/temporal-client.js';
+import { connectTemporal, temporalConnectionOptions } from '../core/temporal-client.js';
 import { applySubscriptions } from '../image-lists/schedules.js';
 import type { Logger } from '../core/logging.js';
 import { buildActivities } from './activities.js';
@@ -61,11 +61,7 @@ function installRuntime(config: Config, logger: Logger): void {
  */
 export async function startWorker({ config, logger }: { config: Config; logger: Logger }): Promise<RunningWorker> {
   installRuntime(config, logger);
-  const connection = await NativeConnection.connect({
-    address: config.temporal.address,
-    tls: config.temporal.tls || undefined,
-    apiKey: config.temporal.apiKey,
-  });
+  const connection = await NativeConnection.connect(temporalConnectionOptions(config.temporal));
   const slots = new HostSlots(config.worker.maxConcurrentFileSteps);
   if (await hasWorkFolders(config)) {
     // Images were running here when the worker stopped: their retried steps come back after a

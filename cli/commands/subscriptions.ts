@@ -93,7 +93,7 @@ export class SubscriptionsCommand extends TemporalCommand {
     return this.withClient(async (client, config) => {
       const schedules = await listSubscriptionSchedules(client);
       if (schedules.length === 0) {
-        this.context.stderr.write('No subscriptions (declare them in the configuration\'s subscriptions and run `subscriptions apply`, or use `subscribe`)\n');
+        this.say.note('No subscriptions (declare them in the configuration\'s subscriptions and run `subscriptions apply`, or use `subscribe`)');
         return EXIT.ok;
       }
       for (const { scheduleId, description, spec } of schedules) {
@@ -234,8 +234,9 @@ export class SyncNowCommand extends TemporalCommand {
       }
       const outcome = await runOutcome(client, config, run.workflowId, run.firstExecutionRunId, true);
       if (outcome.summary) this.out(describeSummary(outcome.summary));
-      if (this.verbose || outcome.error) this.context.stderr.write(`${outcome.status}${outcome.error ? `: ${outcome.error}` : ''}\n${outcome.link}\n`);
-      return outcome.status === 'COMPLETED' ? EXIT.ok : EXIT.failed;
+      if (outcome.status !== 'COMPLETED') return this.fail(`the sync ${outcome.status}${outcome.error ? `: ${outcome.error}` : ''} (see ${outcome.link})`);
+      this.say.note(`See ${outcome.link}`);
+      return EXIT.ok;
     });
   }
 }
