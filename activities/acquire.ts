@@ -8,19 +8,14 @@ import type { Config } from '../core/config.js';
 import { credentialNameFor, resolveCredential } from '../core/credentials.js';
 import { FetchError, ImageIntegrityError, InvalidInputError, OutOfSpaceError, SnfVmcatcherError } from '../core/errors.js';
 import type { ImageEvent } from '../core/event.js';
-import { basicAuth, createDispatcher, describeFetchFailure, httpGet, redact, type HttpResponse } from '../core/http.js';
 import type { Logger } from '../core/logging.js';
+import { basicAuth, createDispatcher, describeFetchFailure, httpGet, redact, type HttpResponse } from '../core/http.js';
 import { cancellationSignal, heartbeat, previousHeartbeat } from './context.js';
 import { asOutOfSpace, diskPolicy, reserveSpace, type SpaceReservation } from './disk.js';
 import { keepHeartbeating, type StepProgress } from './heartbeats.js';
 import { trailingHasher, type FileDigest, type TrailingHasher } from './trailing-hash.js';
-import type { AcquireInput, AcquiredImage, DownloadProgress } from './types.js';
+import type { AcquireInput, AcquiredImage, ActivityDeps, DownloadProgress } from './types.js';
 import { resolveInsideFolders, safeFileName, withWorkDir, type WorkDirLease } from './workspace.js';
-
-export interface AcquireDeps {
-  config: Config;
-  logger: Logger;
-}
 
 /** What the event promised about the file. */
 interface Expected {
@@ -30,7 +25,7 @@ interface Expected {
 
 /** One attempt of the acquire step: who it is, what it holds, what stops it. */
 interface Attempt {
-  deps: AcquireDeps;
+  deps: ActivityDeps;
   lease: WorkDirLease;
   expected: Expected;
   /** Aborted when the activity is cancelled (or times out) or a newer attempt takes the folder over. */
@@ -70,7 +65,7 @@ export function checkIntegrity(what: string, expected: Expected, actual: { bytes
  * folder while it runs: an attempt that Temporal gave up on (heartbeat timeout) is stopped by
  * its retry and then touches no file (see claimWorkDir).
  */
-export async function acquireImage(deps: AcquireDeps, input: AcquireInput): Promise<AcquiredImage> {
+export async function acquireImage(deps: ActivityDeps, input: AcquireInput): Promise<AcquiredImage> {
   const { event } = input;
   const fileName = publishedFileName(event);
   return withWorkDir(deps.config, input.workflowId, async (lease) => {

@@ -7,7 +7,6 @@ import { createGunzip } from 'node:zlib';
 import { execa } from 'execa';
 import type { Config } from '../core/config.js';
 import { ImageIntegrityError, InvalidInputError, OutOfSpaceError, ToolError } from '../core/errors.js';
-import type { Logger } from '../core/logging.js';
 import {
   byteLimit,
   checkMembers,
@@ -21,15 +20,13 @@ import {
 import { cancellationSignal } from './context.js';
 import { asOutOfSpace, diskPolicy, filesystemSpace, reserveOf, reserveSpace, usableCapacity, type DiskPolicy } from './disk.js';
 import { keepHeartbeating, type StepProgress } from './heartbeats.js';
-import { ACCEPTED_FORMATS, DISK_FORMATS, WRAPPER_FORMATS, checkDiskImage, inspectImage, normaliseFormat, qemuImageSpec } from './inspect.js';
+import { ACCEPTED_FORMATS, DISK_FORMATS, WRAPPER_FORMATS, checkDiskImage, inspectFile, normaliseFormat, qemuImageSpec } from './inspect.js';
 import { chooseOvfDisk } from './ovf.js';
 import { guarded } from './tool-runner.js';
-import type { ConvertInput, RawImage } from './types.js';
+import type { ActivityDeps, ConvertInput, RawImage } from './types.js';
 import { safeFileName, withWorkDir, type WorkDirLease } from './workspace.js';
 
-export interface ConvertDeps {
-  config: Config;
-  logger: Logger;
+export interface ConvertDeps extends ActivityDeps {
   /** How often a running step looks at the free space (default DISK_WATCH_MS; tests go faster). */
   diskWatchMs?: number;
 }
@@ -193,7 +190,7 @@ async function convertInFolder(deps: ConvertDeps, input: ConvertInput, lease: Wo
           );
         }
         progress = { step: `inspect ${path.basename(current)}` };
-        const detected = await inspectImage({ path: current, fileName: path.basename(current) }, { signal, timeoutMs: toolTimeoutMs });
+        const detected = await inspectFile({ path: current, fileName: path.basename(current) }, { signal, timeoutMs: toolTimeoutMs });
         logger.info({ file: path.basename(current), ...detected }, `convert: ${path.basename(current)} is ${detected.format}`);
         format = detected.format;
         continue;
