@@ -349,17 +349,10 @@ async function download(attempt: Attempt, req: DownloadRequest): Promise<FileDig
   const stopBeating = keepHeartbeating(progress);
   let source: Readable | undefined;
   try {
-    if (expected.size !== undefined && offset === expected.size) {
-      // A previous attempt got every byte and stopped while hashing: only the hash is left to do.
-      source = Readable.from([]);
-    } else {
-      logger.info({ url: where, dest, offset }, offset ? 'downloading the rest of the image' : 'downloading the image');
-      const opened = await openDownload({ url, dest, offset, headers, dispatcher, signal, maxRedirects: security.maxRedirects, logger });
-      offset = meter.written = opened.offset;
-      const declared = Number(opened.response.headers['content-length']);
-      if (!space && Number.isFinite(declared) && declared > 0) space = await reserveSpace(attempt.lease.dir, declared, what, diskPolicy(config));
-      source = opened.response.body;
-    }
+    const opened = await openSource(attempt, { url, dest, offset, headers, dispatcher, signal, maxRedirects: security.maxRedirects, logger });
+    source = opened.source;
+    offset = meter.written = opened.offset;
+    if (!space && opened.declaredBytes) space = await reserveSpace(attempt.lease.dir, opened.declaredBytes, what, diskPolicy(config));
     const tooLarge = () =>
       expected.size !== undefined
         ? new ImageIntegrityError(`${where}: size mismatch: expected ${expected.size} bytes (hv:size), the server sends more`)
@@ -376,19 +369,16 @@ async function download(attempt: Attempt, req: DownloadRequest): Promise<FileDig
     return got;
   } catch (err) {
     stopBeating();
-    const onDisk = await stat(dest).then((s) => s.size).catch(() => 0);
-    logger.warn({ url: where, fetchedThisAttempt: Math.max(0, onDisk - offset), error: (err as Error).message }, 'download failed');
-    const outcome = await failed(attempt, err, dest, { keepPartial: true, neededBytes: (expected.size ?? onDisk) - offset });
-    const kept = !(err instanceof SnfVmcatcherError && err.permanent) && !(outcome instanceof OutOfSpaceError);
-    if (kept && attempt.lease.owns()) {
-      // Tell the next attempt (after a network error, a timeout, a worker shutdown) how far the file on disk is good.
-      meter.written = onDisk;
-      heartbeat(progress());
-    }
-    if (outcome === err && timeout.aborted && !attempt.signal.aborted) {
-      throw new FetchError(`${what} timed out after ${config.worker.downloadTimeoutMs} ms (worker.downloadTimeoutMs)`);
-    }
-    throw outcome;
+    throw await afterFailedDownload(attempt, err, {
+      url,
+      dest,
+      offset,
+      timeout,
+      resumeAt: (bytes) => {
+        meter.written = bytes;
+        heartbeat(progress());
+      },
+    });
   } finally {
     stopBeating();
     space?.release();
@@ -396,6 +386,42 @@ async function download(attempt: Attempt, req: DownloadRequest): Promise<FileDig
     source?.destroy();
     await dispatcher.close().catch(() => undefined);
   }
+}
+
+/**
+ * What to write from where: the server's response (openDownload) with the size it declares, or
+ * nothing when a previous attempt got every byte and stopped while hashing.
+ */
+async function openSource(attempt: Attempt, o: OpenDownload): Promise<{ source: Readable; offset: number; declaredBytes?: number }> {
+  if (attempt.expected.size !== undefined && o.offset === attempt.expected.size) return { source: Readable.from([]), offset: o.offset };
+  o.logger.info({ url: redact(o.url), dest: o.dest, offset: o.offset }, o.offset ? 'downloading the rest of the image' : 'downloading the image');
+  const { response, offset } = await openDownload(o);
+  const declared = Number(response.headers['content-length']);
+  return { source: response.body, offset, declaredBytes: Number.isFinite(declared) && declared > 0 ? declared : undefined };
+}
+
+/**
+ * After a failed download: log how far it got, keep the partial file when a retry can resume
+ * from it (and tell that retry, with a last heartbeat, how far the file is good), and call a
+ * timeout one. Returns the error to throw.
+ */
+async function afterFailedDownload(
+  attempt: Attempt,
+  err: unknown,
+  f: { url: URL; dest: string; offset: number; timeout: AbortSignal; resumeAt: (bytes: number) => void },
+): Promise<unknown> {
+  const { config, logger } = attempt.deps;
+  const where = redact(f.url);
+  const onDisk = await stat(f.dest).then((s) => s.size).catch(() => 0);
+  logger.warn({ url: where, fetchedThisAttempt: Math.max(0, onDisk - f.offset), error: (err as Error).message }, 'download failed');
+  const outcome = await failed(attempt, err, f.dest, { keepPartial: true, neededBytes: (attempt.expected.size ?? onDisk) - f.offset });
+  const kept = !(err instanceof SnfVmcatcherError && err.permanent) && !(outcome instanceof OutOfSpaceError);
+  // After a network error, a timeout, a worker shutdown: the next attempt resumes where the file on disk is good.
+  if (kept && attempt.lease.owns()) f.resumeAt(onDisk);
+  if (outcome === err && f.timeout.aborted && !attempt.signal.aborted) {
+    return new FetchError(`the download of ${where} timed out after ${config.worker.downloadTimeoutMs} ms (worker.downloadTimeoutMs)`);
+  }
+  return outcome;
 }
 
 interface OpenDownload {
