@@ -20,6 +20,7 @@ COPY image-lists ./image-lists
 COPY cli ./cli
 COPY workflows ./workflows
 COPY activities ./activities
+COPY clouds ./clouds
 COPY worker ./worker
 COPY bridge ./bridge
 RUN npm run build

@@ -1,14 +1,13 @@
-import type { Config } from '../core/config.js';
-import type { Logger } from '../core/logging.js';
-import { identityFilter } from '../core/image-properties.js';
+import type { ActivityDeps } from '../../activities/types.js';
+import type { ExpireImageResult, ImageRequest } from '../../core/workflow-contract.js';
+import { identityFilter } from '../identity.js';
 import { Kamaki, imagesMatching, kamakiCloud } from './kamaki.js';
-import type { ExpireInput, ExpireResult } from './synnefo-types.js';
 
 /**
  * vmcatcher expired this image: make the revision our account registered private (the default,
  * reversible) or unregister it, as `synnefo.expireAction` says. Finding nothing is success.
  */
-export async function expireRegisteredImages(config: Config, logger: Logger, input: ExpireInput): Promise<ExpireResult> {
+export async function expireRegisteredImages({ config, logger }: ActivityDeps, input: ImageRequest): Promise<ExpireImageResult> {
   const action = config.synnefo.expireAction;
   const kamaki = new Kamaki(config, logger, kamakiCloud(config, input.options));
   // vmcatcher's expire event carries the expired revision's sha512: expire exactly that one, so
