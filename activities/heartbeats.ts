@@ -43,9 +43,9 @@ export function keepHeartbeating(progress: () => StepProgress): () => void {
   };
 }
 
-/** Runs `work` while heartbeating with `progress()`. */
-export async function whileHeartbeating<T>(progress: () => StepProgress, work: () => Promise<T>): Promise<T> {
-  const stop = keepHeartbeating(progress);
+/** Runs `work` while heartbeating with `progress` (fixed details, or a function giving the latest). */
+export async function whileHeartbeating<T>(progress: StepProgress | (() => StepProgress), work: () => Promise<T>): Promise<T> {
+  const stop = keepHeartbeating(typeof progress === 'function' ? progress : () => progress);
   try {
     return await work();
   } finally {

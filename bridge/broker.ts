@@ -1,3 +1,4 @@
+import os from 'node:os';
 import amqp, { type Channel, type ChannelModel, type ConfirmChannel } from 'amqplib';
 import { deadLetterQueue, type RabbitConfig } from '../core/config.js';
 import { BrokerError } from '../core/errors.js';
@@ -29,6 +30,11 @@ export async function declareTopology(channel: Channel, rabbit: RabbitConfig): P
   await channel.assertQueue(rabbit.queue, { durable: true, exclusive: false, autoDelete: false });
   await channel.bindQueue(rabbit.queue, rabbit.exchange, rabbit.routingKey);
   await channel.assertQueue(deadLetterQueue(rabbit), { durable: true, exclusive: false, autoDelete: false });
+}
+
+/** The AMQP connection name of a consumer (`snf-vmcatcher-bridge@host:pid`), so an operator, or a test, can find it. */
+export function bridgeConnectionName(role = 'bridge'): string {
+  return `snf-vmcatcher-${role}@${os.hostname()}:${process.pid}`;
 }
 
 export interface OpenOptions {

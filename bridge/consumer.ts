@@ -1,258 +1,299 @@
 /**
- * What the bridge does with one queue message, shared by `dequeue --server` (push
- * consumer), the one-shot `dequeue` (basic.get) and `drain-queue`: connect with a
- * connection name, turn a message into an event and a workflow start, and move what is
- * not a valid event to the dead-letter queue.
+ * The bridge: a push consumer on the main queue that turns every message into exactly one
+ * workflow start (the workflow id absorbs redeliveries and duplicates), acks only after
+ * the start, dead-letters what is not a valid event, reconnects to RabbitMQ on its own, and
+ * pauses while Temporal does not answer.
+ *
+ * Its parts: the broker connection and consumer (reconnect.ts), the Temporal readiness gate
+ * (temporal-gate.ts), what one message becomes (messages.ts), the metrics (metrics.ts); this
+ * file runs messages through them and owns start and shutdown.
  */
-import os from 'node:os';
-import type { ConfirmChannel, Message, Options } from 'amqplib';
-import type { Client } from '@temporalio/client';
-import { deadLetterQueue, type Config, type RabbitConfig } from '../core/config.js';
-import { eventFromMessageBody, InvalidEventError, type ImageEvent, type InvalidEventReason } from '../core/event.js';
-import { startWorkflowForEvent, type StartResult } from '../core/starter.js';
-import { SEARCH_ATTRIBUTES, type RegistrationOptions } from '../core/workflow-contract.js';
-import { openBroker, type BrokerSession } from './broker.js';
+import type { Message } from 'amqplib';
+import { Client, Connection } from '@temporalio/client';
+import type { Config } from '../core/config.js';
+import type { Logger } from '../core/logging.js';
+import { temporalConnectionOptions } from '../core/temporal-client.js';
+import type { RegistrationOptions } from '../core/workflow-contract.js';
+import { Sleeps } from './backoff.js';
+import { bridgeConnectionName, type BrokerSession } from './broker.js';
+import { decideMessage, settleMessage, type MessageDecision, type Settled } from './messages.js';
+import { createBridgeMetrics, serveMetrics, type BridgeMetrics } from './metrics.js';
+import { openPublisher } from './publisher.js';
+import { ReconnectingConsumer } from './reconnect.js';
+import { replaySpool, spoolFolderProblem, spoolNeedsReplay } from './spool.js';
+import { TemporalGate } from './temporal-gate.js';
 
-// ---------------------------------------------------------------------------------------
-// Pure decisions
-
-/** Why a message went to the dead-letter queue (the `x-snf-vmcatcher-reason` header). */
-export type DeadLetterReason = InvalidEventReason | 'rejected-by-temporal';
-
-export interface DeadLetterCause {
-  reason: DeadLetterReason;
-  /** The flat key that was wrong, when one was. */
-  key?: string;
-  /** The one-line explanation. */
-  detail: string;
+export interface BridgeOptions {
+  /** Carried to every workflow the bridge starts (--handler, --kamaki-cloud, --insecure-ssl). */
+  registration?: RegistrationOptions;
+  /** Unacked messages the broker may push at once; default config.rabbitmq.prefetch. */
+  prefetch?: number;
+  /** Pause between messages (the original -sleepMillis); default config.bridge.sleepMillis. 0 = no pacing. */
+  sleepMillis?: number;
+  /** Port for GET /metrics; default config.bridge.metricsPort. 0 = off. */
+  metricsPort?: number;
+  /** AMQP connection name (client property `connection_name`). */
+  connectionName?: string;
+  /** A workflow start slower than this counts as "Temporal unavailable". */
+  startTimeoutMs?: number;
+  /** Longest wait between broker reconnect attempts and between Temporal probes. */
+  maxBackoffMs?: number;
 }
 
-export const REASON_HEADER = 'x-snf-vmcatcher-reason';
-export const KEY_HEADER = 'x-snf-vmcatcher-key';
-export const DETAIL_HEADER = 'x-snf-vmcatcher-error';
-
-/** Classifies an InvalidEventError (from parsing or from the starter's checks). */
-export function deadLetterCause(err: InvalidEventError): DeadLetterCause {
-  return err.key ? { reason: err.reason, key: err.key, detail: err.message } : { reason: err.reason, detail: err.message };
-}
-
-/** What a failed start means for the message. */
-export type StartFailure =
-  /** The event is not valid: dead-letter it. */
-  | { kind: 'invalid'; cause: DeadLetterCause }
-  /**
-   * Temporal is unreachable, overloaded or did not answer in time (or said something we
-   * cannot act on per message): keep the message, pause, probe, resume. Never dead-letter
-   * on these, or an outage would empty the queue into the dead-letter queue.
-   */
-  | { kind: 'unavailable'; detail: string };
-
-/** gRPC status codes (stable, from the gRPC spec) the bridge tells apart. */
-const GRPC_STATUS_NAMES: Readonly<Record<number, string>> = {
-  1: 'CANCELLED',
-  2: 'UNKNOWN',
-  3: 'INVALID_ARGUMENT',
-  4: 'DEADLINE_EXCEEDED',
-  5: 'NOT_FOUND',
-  7: 'PERMISSION_DENIED',
-  8: 'RESOURCE_EXHAUSTED',
-  9: 'FAILED_PRECONDITION',
-  13: 'INTERNAL',
-  14: 'UNAVAILABLE',
-  16: 'UNAUTHENTICATED',
-};
-const INVALID_ARGUMENT = 3;
-
-/** The gRPC status code of a Temporal client error, looking through its `cause` chain. */
-export function grpcCode(err: unknown): number | undefined {
-  for (let e = err as { code?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 5; e = e.cause as typeof e, depth++) {
-    if (typeof e.code === 'number') return e.code;
-  }
-  return undefined;
-}
-
-export function classifyStartFailure(err: unknown): StartFailure {
-  if (err instanceof InvalidEventError) return { kind: 'invalid', cause: deadLetterCause(err) };
-  const code = grpcCode(err);
-  const detail = (err as Error)?.message ?? String(err);
-  const causeDetail = ((err as { cause?: Error })?.cause?.message ?? '').split('\n')[0];
-  const line = causeDetail && causeDetail !== detail ? `${detail}: ${causeDetail}` : detail;
-  // INVALID_ARGUMENT is Temporal refusing this one start request (e.g. an id or search
-  // attribute it does not accept): retrying the same message can never succeed.
-  if (code === INVALID_ARGUMENT) {
-    return { kind: 'invalid', cause: { reason: 'rejected-by-temporal', detail: `Temporal refused the start: ${line}` } };
-  }
-  return { kind: 'unavailable', detail: code === undefined ? line : `${GRPC_STATUS_NAMES[code] ?? code}: ${line}` };
-}
-
-/**
- * Publish options for the dead-lettered copy: the original properties, plus the reason.
- * `expiration` is dropped (a dead letter must not vanish) and `userId` moves to a header
- * (RabbitMQ refuses a user-id that is not the publishing user's).
- */
-export function deadLetterPublishOptions(
-  properties: Message['properties'],
-  cause: DeadLetterCause,
-  origin: { queue: string; redelivered: boolean; now: Date },
-): Options.Publish {
-  const headers: Record<string, unknown> = { ...(properties.headers ?? {}) };
-  headers[REASON_HEADER] = cause.reason;
-  if (cause.key) headers[KEY_HEADER] = cause.key;
-  else delete headers[KEY_HEADER];
-  headers[DETAIL_HEADER] = cause.detail.slice(0, 1000);
-  headers['x-snf-vmcatcher-original-queue'] = origin.queue;
-  headers['x-snf-vmcatcher-dead-lettered-at'] = origin.now.toISOString();
-  if (properties.userId) headers['x-snf-vmcatcher-original-user-id'] = String(properties.userId);
-  const options: Options.Publish = { persistent: true, headers };
-  const copy = [
-    'contentType',
-    'contentEncoding',
-    'priority',
-    'correlationId',
-    'replyTo',
-    'messageId',
-    'timestamp',
-    'type',
-    'appId',
-  ] as const;
-  for (const name of copy) {
-    const value = properties[name] as unknown;
-    if (value !== undefined && value !== null) (options as Record<string, unknown>)[name] = value;
-  }
-  return options;
-}
-
-// ---------------------------------------------------------------------------------------
-// Broker connection
-
-export function bridgeConnectionName(role = 'bridge'): string {
-  return `snf-vmcatcher-${role}@${os.hostname()}:${process.pid}`;
-}
-
-export type ConsumerSession = BrokerSession;
-
-/** The bridge's broker session: a named connection (so an operator, or a test, can find it) with a prefetch. */
-export function connectConsumer(rabbit: RabbitConfig, opts: { connectionName: string; prefetch?: number }): Promise<ConsumerSession> {
-  return openBroker(rabbit, opts);
-}
-
-/** Publishes the dead-lettered copy through the default exchange and waits for the broker's confirm. */
-export async function publishDeadLetter(channel: ConfirmChannel, rabbit: RabbitConfig, msg: Message, cause: DeadLetterCause): Promise<void> {
-  const options = deadLetterPublishOptions(msg.properties, cause, { queue: rabbit.queue, redelivered: msg.fields.redelivered, now: new Date() });
-  await new Promise<void>((resolve, reject) => {
-    channel.sendToQueue(deadLetterQueue(rabbit), msg.content, options, (err) => (err ? reject(err) : resolve()));
-  });
-}
-
-// ---------------------------------------------------------------------------------------
-// One message → one decision
-
-export type MessageDecision =
-  | { kind: 'start'; event: ImageEvent; result: StartResult }
-  | { kind: 'invalid'; cause: DeadLetterCause }
-  | { kind: 'unavailable'; detail: string }
-  /**
-   * The Temporal namespace is not set up for this service (its search attributes are not
-   * registered): no message can start until an operator fixes it. Keep every message.
-   */
-  | { kind: 'misconfigured'; detail: string; missing: string[] };
-
-export interface StartContext {
-  client: Client;
+export interface BridgeDeps {
   config: Config;
-  options: RegistrationOptions;
-  /** A start that takes longer counts as "Temporal unavailable" (its outcome is settled by the workflow id on redelivery). */
-  startTimeoutMs: number;
+  logger: Logger;
+  /** A Temporal client to share (e.g. with the worker); the bridge opens its own when absent. */
+  client?: Client;
+  options?: BridgeOptions;
 }
 
-/** Parses a message body and starts the workflow its event calls for. Never throws. */
-export async function decideMessage(ctx: StartContext, body: Buffer): Promise<MessageDecision> {
-  let event: ImageEvent;
-  try {
-    event = eventFromMessageBody(body);
-  } catch (err) {
-    const failure = classifyStartFailure(err);
-    if (failure.kind === 'invalid') return failure;
-    return { kind: 'invalid', cause: { reason: 'invalid-value', detail: failure.detail } };
-  }
-  try {
-    const result = await ctx.client.withDeadline(Date.now() + ctx.startTimeoutMs, () =>
-      startWorkflowForEvent(ctx.client, ctx.config, event, ctx.options),
-    );
-    return { kind: 'start', event, result };
-  } catch (err) {
-    const failure = classifyStartFailure(err);
-    if (failure.kind !== 'invalid' || failure.cause.reason !== 'rejected-by-temporal' || !mentionsSearchAttribute(err)) return failure;
-    // Every start sets the same search attributes: a refusal that names one is either about
-    // this event's value (dead-letter it) or about the namespace (keep everything). The
-    // server's list of registered attributes tells which.
-    let missing: string[];
-    try {
-      missing = await missingSearchAttributes(ctx.client, ctx.config.temporal.namespace, ctx.startTimeoutMs);
-    } catch (listErr) {
-      return { kind: 'unavailable', detail: `${failure.cause.detail}; and the search attributes could not be listed: ${(listErr as Error).message}` };
-    }
-    // A server that lists them but still says "not defined" has not refreshed its cache yet.
-    if (missing.length === 0) missing = undefinedInMessage(err);
-    if (missing.length === 0) return failure;
-    return { kind: 'misconfigured', missing, detail: searchAttributesAdvice(ctx.config.temporal.namespace, missing, failure.cause.detail) };
-  }
+export interface RunningBridge {
+  /** Stops consuming, lets in-flight starts finish and ack, closes. Idempotent. */
+  stop(): Promise<void>;
+  /** Resolves once the bridge has stopped. */
+  done: Promise<void>;
+  metrics: BridgeMetrics;
+  /** The port /metrics listens on, when served. */
+  metricsPort?: number;
 }
 
-function errorMessages(err: unknown): string {
-  const messages: string[] = [];
-  for (let e = err as { message?: string; cause?: unknown } | undefined, depth = 0; e && depth < 5; e = e.cause as typeof e, depth++) {
-    messages.push(e.message ?? '');
-  }
-  return messages.join('\n');
+export async function startBridge(deps: BridgeDeps): Promise<RunningBridge> {
+  const bridge = new Bridge(deps);
+  await bridge.start();
+  return {
+    stop: () => bridge.stop(),
+    done: bridge.done,
+    metrics: bridge.metrics,
+    metricsPort: bridge.metricsPort,
+  };
 }
-
-function mentionsSearchAttribute(err: unknown): boolean {
-  return /search ?attribute/i.test(errorMessages(err));
-}
-
-/** Our search attributes the server calls undefined ("search attribute X is not defined", "… no mapping defined for search attribute X"). */
-function undefinedInMessage(err: unknown): string[] {
-  const text = errorMessages(err);
-  return SEARCH_ATTRIBUTES.filter(
-    ({ name }) => new RegExp(`search attribute ${name} is not defined`).test(text) || new RegExp(`no mapping defined for search attribute ${name}\\b`).test(text),
-  ).map(({ name, type }) => `${name} (${type})`);
-}
-
-/** Gives the Temporal IndexedValueType enum value of a search attribute type name ('Keyword' → 2). */
-const INDEXED_VALUE_TYPES: Readonly<Record<string, number>> = { Text: 1, Keyword: 2, Int: 3, Double: 4, Bool: 5, Datetime: 6, KeywordList: 7 };
 
 /**
- * The search attributes of the workflow contract that the namespace lacks (or has with another
- * type), as `Name (Type)`.
+ * Events a producer spooled on this host while the broker was down are published once it
+ * answers again (in the background: consuming does not wait for it). One replay at a time: a
+ * reconnect during a replay asks for one more pass after it, not a second replay.
  */
-export async function missingSearchAttributes(client: Client, namespace: string, timeoutMs: number): Promise<string[]> {
-  const response = await client.withDeadline(Date.now() + timeoutMs, () => client.connection.operatorService.listSearchAttributes({ namespace }));
-  const known: Record<string, unknown> = { ...(response.systemAttributes ?? {}), ...(response.customAttributes ?? {}) };
-  return SEARCH_ATTRIBUTES.filter(({ name, type }) => {
-    const registered = known[name];
-    if (registered === undefined || registered === null) return true;
-    // Enum values may arrive as numbers or as their names, depending on the decoder.
-    return registered !== INDEXED_VALUE_TYPES[type] && registered !== type && registered !== `INDEXED_VALUE_TYPE_${type.toUpperCase()}`;
-  }).map(({ name, type }) => `${name} (${type})`);
+class SpoolReplays {
+  private replaying?: Promise<void>;
+  private again = false;
+
+  constructor(private readonly deps: { config: Config; log: Logger; metrics: BridgeMetrics; sleeps: Sleeps }) {}
+
+  request(): void {
+    if (this.replaying) {
+      this.again = true;
+      return;
+    }
+    this.replaying = (async () => {
+      do {
+        this.again = false;
+        await this.replayOnce();
+      } while (this.again && !this.deps.sleeps.stopped);
+    })().finally(() => (this.replaying = undefined));
+  }
+
+  /** Resolves when no replay runs (for shutdown). */
+  async settled(): Promise<void> {
+    await this.replaying?.catch(() => undefined);
+  }
+
+  private async replayOnce(): Promise<void> {
+    const { config, log, metrics } = this.deps;
+    try {
+      if (!(await spoolNeedsReplay(config.spool.folder))) return;
+      const publisher = await openPublisher(config.rabbitmq);
+      try {
+        const result = await replaySpool(config, publisher, log);
+        log.info(result, 'spooled events replayed');
+      } finally {
+        await publisher.close();
+      }
+    } catch (err) {
+      metrics.errors.inc({ kind: 'spool-replay' });
+      log.warn({ err: (err as Error).message, folder: config.spool.folder }, 'could not replay the spool; it is kept for the next connect');
+    }
+  }
 }
 
-/** The one message an operator needs: what is missing, where, and the command that fixes it. */
-export function searchAttributesAdvice(namespace: string, missing: string[], serverSaid: string): string {
-  const flags = SEARCH_ATTRIBUTES.map(({ name, type }) => `--name ${name} --type ${type}`).join(' ');
-  return (
-    `the Temporal namespace '${namespace}' lacks the search attributes ${missing.join(', ')} that every workflow start sets ` +
-    `(${serverSaid}). Register them once, e.g. \`temporal operator search-attribute create --namespace ${namespace} ${flags}\` ` +
-    `(the bridge resumes by itself once they exist; see docs/operations.md)`
-  );
-}
+class Bridge {
+  readonly metrics = createBridgeMetrics();
+  metricsPort?: number;
+  readonly done: Promise<void>;
 
-/** Asks the Temporal frontend whether it answers. */
-export async function temporalAnswers(client: Client, timeoutMs: number): Promise<boolean> {
-  try {
-    await client.withDeadline(Date.now() + timeoutMs, () => client.workflowService.getSystemInfo({}));
-    return true;
-  } catch {
-    return false;
+  private readonly config: Config;
+  private readonly log: Logger;
+  private readonly client: Client;
+  private readonly ownConnection?: Connection;
+  private readonly registration: RegistrationOptions;
+  private readonly sleepMillis: number;
+  private readonly metricsPortOption: number;
+  private readonly startTimeoutMs: number;
+  private readonly sleeps = new Sleeps();
+  private readonly broker: ReconnectingConsumer;
+  private readonly temporal: TemporalGate;
+  private readonly inFlight = new Set<Promise<void>>();
+  /** Serialises messages when pacing (sleepMillis > 0). */
+  private paced: Promise<void> = Promise.resolve();
+  private metricsServer?: { port: number; close(): Promise<void> };
+  private markDone!: () => void;
+  private readonly spool: SpoolReplays;
+
+  constructor(deps: BridgeDeps) {
+    const opts = deps.options ?? {};
+    this.config = deps.config;
+    this.log = deps.logger;
+    if (deps.client) {
+      this.client = deps.client;
+    } else {
+      // Lazy: a Temporal server that is down at start is handled like any later outage (pause, probe, resume).
+      this.ownConnection = Connection.lazy(temporalConnectionOptions(deps.config.temporal));
+      this.client = new Client({ connection: this.ownConnection, namespace: deps.config.temporal.namespace });
+    }
+    this.registration = opts.registration ?? {};
+    this.sleepMillis = opts.sleepMillis ?? deps.config.bridge.sleepMillis;
+    this.metricsPortOption = opts.metricsPort ?? deps.config.bridge.metricsPort;
+    this.startTimeoutMs = opts.startTimeoutMs ?? 10_000;
+    const maxBackoffMs = opts.maxBackoffMs ?? 30_000;
+    const shared = { log: this.log, metrics: this.metrics, sleeps: this.sleeps, maxBackoffMs };
+    this.broker = new ReconnectingConsumer({
+      ...shared,
+      rabbit: deps.config.rabbitmq,
+      connectionName: opts.connectionName ?? bridgeConnectionName(),
+      prefetch: opts.prefetch ?? deps.config.rabbitmq.prefetch,
+      mayConsume: () => !this.temporal.paused,
+      onMessage: (session, msg) => this.onMessage(session, msg),
+      onConnected: () => this.spool.request(),
+      inFlight: () => this.inFlight.size,
+    });
+    this.temporal = new TemporalGate({
+      ...shared,
+      client: this.client,
+      namespace: deps.config.temporal.namespace,
+      stopConsuming: () => this.broker.cancelConsumer(),
+      resumeConsuming: () =>
+        this.broker.startConsuming().catch((err: Error) => {
+          this.log.warn({ err: err.message }, 'could not resume consuming; reconnecting');
+          this.broker.restart();
+        }),
+    });
+    this.spool = new SpoolReplays({ config: deps.config, log: this.log, metrics: this.metrics, sleeps: this.sleeps });
+    this.done = new Promise<void>((resolve) => (this.markDone = resolve));
+  }
+
+  async start(): Promise<void> {
+    if (this.metricsPortOption > 0) {
+      this.metricsServer = await serveMetrics(this.metrics.registry, this.metricsPortOption);
+      this.metricsPort = this.metricsServer.port;
+      this.log.info({ port: this.metricsPort }, `metrics at http://0.0.0.0:${this.metricsPort}/metrics`);
+    }
+    this.log.info(
+      {
+        queue: this.config.rabbitmq.queue,
+        prefetch: this.broker.prefetch,
+        sleepMillis: this.sleepMillis,
+        connectionName: this.broker.connectionName,
+        temporal: this.config.temporal.address,
+        taskQueue: this.config.temporal.taskQueue,
+        registration: this.registration,
+      },
+      'bridge starting',
+    );
+    if (this.registration.insecureSsl) this.log.warn('insecure TLS is ON for the image downloads of every event this bridge starts');
+    const problem = await spoolFolderProblem(this.config.spool.folder).catch(() => undefined);
+    if (problem) this.log.warn({ folder: this.config.spool.folder }, `the bridge may not be able to replay spooled events: ${problem} See docs/image-lists.md`);
+    this.broker.connect();
+  }
+
+  async stop(): Promise<void> {
+    if (this.sleeps.stopped) return this.done;
+    this.sleeps.stop();
+    this.log.info({ inFlight: this.inFlight.size }, 'bridge stopping: no new messages, finishing in-flight starts');
+    await this.broker.stopConsuming();
+    await this.spool.settled();
+    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
+    await this.broker.close();
+    await this.metricsServer?.close();
+    await this.ownConnection?.close().catch(() => undefined);
+    this.log.info('bridge stopped');
+    this.markDone();
+  }
+
+  // --- one message ------------------------------------------------------------------------
+
+  private onMessage(session: BrokerSession, msg: Message): void {
+    this.metrics.consumed.inc();
+    const task =
+      this.sleepMillis > 0
+        ? (this.paced = this.paced.then(() => this.handle(session, msg)).then(() => this.sleeps.sleep(this.sleepMillis)))
+        : this.handle(session, msg);
+    this.inFlight.add(task);
+    void task.finally(() => this.inFlight.delete(task));
+  }
+
+  private async handle(session: BrokerSession, msg: Message): Promise<void> {
+    if (this.temporal.paused || this.sleeps.stopped) {
+      this.requeue(session, msg);
+      return;
+    }
+    let decision: MessageDecision;
+    try {
+      decision = await decideMessage(
+        { client: this.client, config: this.config, options: this.registration, startTimeoutMs: this.startTimeoutMs },
+        msg.content,
+      );
+    } catch (err) {
+      decision = { kind: 'unavailable', detail: (err as Error).message };
+    }
+    if (decision.kind === 'start') this.temporal.started();
+    if (decision.kind === 'unavailable' || decision.kind === 'misconfigured') {
+      // Not this message's fault, and no other message would fare better: stop consuming (before
+      // the message goes back, so the broker does not hand it straight back) rather than
+      // dead-letter the whole queue.
+      this.metrics.errors.inc({ kind: `temporal-${decision.kind}` });
+      await this.temporal.pause(decision.kind, decision.detail);
+    }
+    await this.record(session, msg, decision, await this.settle(session, msg, decision));
+  }
+
+  /** Settles on the message's own channel; a message of a lost channel is back on the queue already. */
+  private async settle(session: BrokerSession, msg: Message, decision: MessageDecision): Promise<Settled | undefined> {
+    if (!this.broker.isCurrent(session)) return undefined;
+    try {
+      return await settleMessage(session.channel, this.config.rabbitmq, msg, decision);
+    } catch (err) {
+      this.log.debug({ err: (err as Error).message }, 'could not settle a message on a closing channel');
+      return undefined;
+    }
+  }
+
+  private requeue(session: BrokerSession, msg: Message): void {
+    if (!this.broker.isCurrent(session)) return;
+    try {
+      session.channel.nack(msg, false, true);
+    } catch (err) {
+      this.log.debug({ err: (err as Error).message }, 'could not settle a message on a closing channel');
+    }
+  }
+
+  /** Metrics and the log line of a handled message (`settled` is undefined when its channel was lost). */
+  private async record(session: BrokerSession, msg: Message, decision: MessageDecision, settled: Settled | undefined): Promise<void> {
+    const messageId = msg.properties.messageId as string | undefined;
+    if (decision.kind === 'start') {
+      const { outcome, workflowId } = decision.result;
+      if (outcome === 'delivered') this.metrics.delivered.inc();
+      else this.metrics.ignored.inc();
+      this.log.debug({ outcome, workflowId, messageId, redelivered: msg.fields.redelivered }, `message ${outcome}`);
+    } else if (settled?.how === 'dead-lettered') {
+      const { reason, key, detail } = settled.cause;
+      this.metrics.deadLettered.inc({ reason });
+      this.log.warn({ reason, key, detail, messageId }, 'invalid message moved to the dead-letter queue');
+    } else if (settled?.how === 'dead-letter-failed') {
+      this.metrics.errors.inc({ kind: 'dead-letter-publish' });
+      this.log.error({ err: settled.error.message, messageId }, 'could not dead-letter an invalid message; it stays on the queue');
+      // Not at once: a broker that refuses the publish must not turn this into a hot loop.
+      await this.sleeps.sleep(1000);
+      this.requeue(session, msg);
+    }
   }
 }

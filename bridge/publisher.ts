@@ -5,7 +5,7 @@ import { eventToFlat, type ImageEvent } from '../core/event.js';
 import { openBroker, describeAmqpError, type BrokerSession } from './broker.js';
 
 /**
- * Publishes events as the original flat JSON (DESIGN.md §4.3) and waits for the broker's
+ * Publishes events as the original flat JSON (docs/image-lists.md "Publishing") and waits for the broker's
  * confirm, so "published" means "the broker has it on disk".
  */
 export interface Publisher {

@@ -1,11 +1,10 @@
 import { Command, Option, UsageError } from 'clipanion';
 import { loadConfig, secretValues, type Config } from '../core/config.js';
 import { ConfigError, InvalidInputError, SnfVmcatcherError } from '../core/errors.js';
-import { InvalidEventError } from '../core/event.js';
 import { createLogger, registerSecrets, scrubSecrets, type Logger } from '../core/logging.js';
 import type { CliContext } from './context.js';
 
-/** Exit codes of every command (README "Exit codes"). */
+/** Exit codes of every command; the README's "Exit codes" table is their documentation. */
 export const EXIT = {
   ok: 0,
   /** The operation ran and failed: registration failed, broker unreachable, list refused. */
@@ -15,6 +14,23 @@ export const EXIT = {
   /** A bug or an unexpected condition; the stack trace is printed with --verbose. */
   unexpected: 3,
 } as const;
+
+export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
+
+/**
+ * A command's lines for the person at the terminal, on stderr (stdout is for results), each
+ * scrubbed of the secrets the configuration and options named.
+ */
+export interface Say {
+  /** Progress or status, worded as the original printed it: no prefix. */
+  note(text: string): void;
+  /** Something is off but the command goes on: `snf-vmcatcher: warning: …`. */
+  warn(text: string): void;
+  /** Why the command fails: `snf-vmcatcher: …`, one line. */
+  error(text: string): void;
+}
+
+export const PREFIX = 'snf-vmcatcher: ';
 
 /**
  * Shared options and error handling. Subclasses implement `run()`; every error is mapped
@@ -27,6 +43,7 @@ export abstract class BaseCommand extends Command<CliContext> {
   });
 
   private cachedLogger?: Logger;
+  private cachedSay?: Say;
 
   abstract run(): Promise<number | void>;
 
@@ -46,21 +63,34 @@ export abstract class BaseCommand extends Command<CliContext> {
     }
   }
 
-  protected report(err: unknown): number {
-    const line = (msg: string) => this.context.stderr.write(`snf-vmcatcher: ${scrubSecrets(msg)}\n`);
-    if (err instanceof UsageError || err instanceof ConfigError || err instanceof InvalidInputError || err instanceof InvalidEventError) {
-      line(err.message);
-      return EXIT.usage;
-    }
-    if (err instanceof SnfVmcatcherError) {
-      line(err.message);
-      if (this.verbose && err.stack) this.context.stderr.write(`${scrubSecrets(err.stack)}\n`);
-      return EXIT.failed;
-    }
-    const e = err as Error;
-    line(`unexpected error: ${e?.message ?? String(err)}`);
-    if (this.verbose && e?.stack) this.context.stderr.write(`${scrubSecrets(e.stack)}\n`);
-    return EXIT.unexpected;
+  get say(): Say {
+    this.cachedSay ??= {
+      note: (text) => this.stderrLine(text),
+      warn: (text) => this.stderrLine(`${PREFIX}warning: ${text}`),
+      error: (text) => this.stderrLine(`${PREFIX}${text}`),
+    };
+    return this.cachedSay;
+  }
+
+  /** Says why the command fails and gives its exit code: `return this.fail('…')`. */
+  protected fail(text: string, code: ExitCode = EXIT.failed): ExitCode {
+    this.say.error(text);
+    return code;
+  }
+
+  /** The one mapping from a thrown error to a line and an exit code. */
+  protected report(err: unknown): ExitCode {
+    if (err instanceof UsageError || err instanceof ConfigError || err instanceof InvalidInputError) return this.fail(err.message, EXIT.usage);
+    const known = err instanceof SnfVmcatcherError;
+    const e = err as Error | undefined;
+    this.say.error(known ? e!.message : `unexpected error: ${e?.message ?? String(err)}`);
+    if (this.verbose && e?.stack) this.stderrLine(e.stack);
+    return known ? EXIT.failed : EXIT.unexpected;
+  }
+
+  private stderrLine(text: string): void {
+    const line = scrubSecrets(text);
+    this.context.stderr.write(line.endsWith('\n') ? line : `${line}\n`);
   }
 
   /** Writes a result line to stdout. */

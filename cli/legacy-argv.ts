@@ -1,5 +1,5 @@
 /**
- * Translates the original JCommander command line into this CLI's (DESIGN.md §4.1):
+ * Translates the original JCommander command line into this CLI's (README "Commands"):
  * single-dash option names become double-dash, and the global options the original took
  * before the command (`-v`, `-h`/`-help`, `-working-folder`) move after it, so an existing
  * vmcatcher hook line keeps working unchanged.

@@ -84,6 +84,8 @@ export const WorkerConfigSchema = z.object({
   sweepIntervalMs: millis.default(60 * 60 * 1000),
   /** How often the worker checks that the images holding its slots are still running. */
   slotAuditIntervalMs: millis.default(60 * 1000),
+  /** At start, make the Temporal Schedules match `subscriptions` (as `subscriptions apply` does). */
+  applySubscriptions: z.boolean().default(true),
 });
 
 export const SynnefoConfigSchema = z.object({
@@ -221,8 +223,8 @@ const ListUrlSchema = z.string().superRefine((text, ctx) => {
 
 /**
  * One image list this site trusts: where it is, who may sign it and which credential fetches
- * it. `every`, `vo`, `cloud` and `images` are for the scheduled subscriptions of issue #12;
- * they are validated here and not used yet.
+ * it; `every` (default 3 h), `vo`, `cloud`, `images` and `paused` shape its schedule
+ * (image-lists/schedules.ts).
  */
 export const SubscriptionSchema = z
   .object({
@@ -235,6 +237,8 @@ export const SubscriptionSchema = z
     vo: z.string().min(1).optional(),
     cloud: z.string().min(1).optional(),
     images: z.array(z.string().min(1)).optional(),
+    /** Keep the schedule but take no runs (`subscriptions apply` pauses it). */
+    paused: z.boolean().optional(),
   })
   .strict();
 export type Subscription = z.infer<typeof SubscriptionSchema>;

@@ -1,11 +1,13 @@
 import { z } from 'zod';
+import { InvalidInputError } from './errors.js';
 
 /**
  * The image event: one model for vmcatcher's cache-hook events and for images read from an
  * image list. On the queue it travels as the original flat JSON object of `VMCATCHER_*`
- * names to string values (DESIGN.md §4.3), so old and new producers and consumers mix.
+ * names to string values, so old and new producers and consumers mix (a Scala producer with
+ * this bridge, or the reverse; docs/image-lists.md "Publishing").
  *
- * This module is dependency-free apart from zod so workflows can import its types.
+ * This module depends on nothing but zod and core/errors.ts, so workflows can import its types.
  */
 
 /** Event types exactly as vmcatcher emits them (launch.py). */
@@ -106,7 +108,8 @@ export type InvalidEventReason =
   | 'invalid-value'
   | 'credentials-in-url';
 
-export class InvalidEventError extends Error {
+/** An event (a queue message, the hook's environment, an image) is not one this service can act on. */
+export class InvalidEventError extends InvalidInputError {
   constructor(
     message: string,
     readonly reason: InvalidEventReason,
@@ -114,7 +117,6 @@ export class InvalidEventError extends Error {
     readonly key?: string,
   ) {
     super(message);
-    this.name = 'InvalidEventError';
   }
 }
 

@@ -253,3 +253,82 @@ export const IDENTITY_PROPERTIES = {
 export function imageIdentity(event: ImageEvent): { imageListId: string; imageId: string; revision: string } {
   return { imageListId: idPart(event.imageListId, 'no-list'), imageId: idPart(event.imageId, 'no-id'), revision: imageRevision(event) };
 }
+
+// ---------------------------------------------------------------------------------------
+// Subscriptions (issue #12): one Temporal Schedule per subscribed list runs syncImageList.
+
+export const SYNC_WORKFLOW = 'syncImageList';
+/** The failure type of a list a sync refuses (signature, endorser, expiry, an older version). */
+export const LIST_REJECTED = 'ImageListRejected';
+
+/** One subscribed list, as the schedule's action carries it: names only, never a secret. */
+export interface SubscriptionSpec {
+  url: string;
+  /** Name of an entry of the worker's security.credentials sent to the list's host. */
+  credential?: string;
+  /** The signers authorised for this list; empty means security.endorsers. */
+  endorsers: Array<{ dn: string; ca: string }>;
+  everyMs: number;
+  /** Overrides the list's VO for its events. */
+  vo?: string;
+  /** kamaki cloud (or cloud target) to register into; the site's default when absent. */
+  cloud?: string;
+  /** Only these image identifiers of the list. */
+  images?: string[];
+  /** Where the subscription is declared: application.conf (`subscriptions apply` owns it) or the `subscribe` command. */
+  origin: 'config' | 'command';
+}
+
+/** Registration options of a subscription's events: its cloud, when it names one. */
+export function subscriptionOptions(subscription: Pick<SubscriptionSpec, 'cloud'>): RegistrationOptions {
+  return subscription.cloud ? { kamakiCloud: subscription.cloud } : {};
+}
+
+export interface SyncImageListInput {
+  subscription: SubscriptionSpec;
+}
+
+export interface SyncedImage {
+  imageId: string;
+  title?: string;
+  version?: string;
+  reason: string;
+  workflowId?: string;
+}
+
+/** What one sync did, shown in the Web UI (workflow result) and by `subscriptions`. */
+export interface SyncSummary {
+  url: string;
+  listId?: string;
+  version?: string;
+  /** `not-modified`: the server said 304, the last accepted copy was reconciled with the cloud. */
+  fetched: 'changed' | 'not-modified';
+  registered: SyncedImage[];
+  expired: SyncedImage[];
+  unchanged: number;
+  /** Entries of the list that are not valid images, with the reason. */
+  invalid: Array<{ identifier?: string; problem: string }>;
+  /** Old public revisions that carry no sha512 to name them by: left for an operator. */
+  unresolved: Array<{ imageId: string; revision: string; cloudImageId: string }>;
+}
+
+export interface SyncImageListResult {
+  summary: SyncSummary;
+  /** Carried to the next run as the schedule's last completion result. */
+  accepted?: AcceptedList;
+}
+
+/** An image a list names, as the event a producer would enqueue, and whether its own `dc:date:expires` passed. */
+export interface ListedImage {
+  event: ImageEvent;
+  expired: boolean;
+}
+
+/** What a subscription accepted last: the list's version, the server's validators and its images. */
+export interface AcceptedList {
+  listId: string;
+  version?: string;
+  etag?: string;
+  lastModified?: string;
+  images: ListedImage[];
+}

@@ -14,11 +14,22 @@ export interface ImageListSource {
   /** Where the bytes finally came from (after redirects, or the real path of a file). */
   from: string;
   bytes: Buffer;
+  /** The validators the server gave, for the next conditional request (subscriptions). */
+  etag?: string;
+  lastModified?: string;
+}
+
+/** What the last accepted copy of a list looked like, so an unchanged list costs one request and no body. */
+export interface ListValidators {
+  etag?: string;
+  lastModified?: string;
 }
 
 export interface FetchImageListOptions {
   token?: string;
   insecureTls?: boolean;
+  /** Ask for the list only if it changed (If-None-Match / If-Modified-Since). */
+  ifChanged?: ListValidators;
   security: Pick<Config['security'], 'connectTimeoutMs' | 'readTimeoutMs' | 'maxImageListBytes' | 'maxRedirects' | 'allowedFileFolders'>;
 }
 
@@ -48,7 +59,21 @@ export function parseImageListUrl(raw: string): { url: URL; token?: string } {
   return { url, token };
 }
 
-export async function fetchImageList(url: URL, opts: FetchImageListOptions): Promise<ImageListSource> {
+function conditionalHeaders(validators: ListValidators | undefined): Record<string, string> {
+  const headers: Record<string, string> = {};
+  if (validators?.etag) headers['if-none-match'] = validators.etag;
+  if (validators?.lastModified) headers['if-modified-since'] = validators.lastModified;
+  return headers;
+}
+
+function header(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
+}
+
+/** Fetches the list; `undefined` when `ifChanged` was given and the server answered 304 Not Modified. */
+export async function fetchImageList(url: URL, opts: FetchImageListOptions & { ifChanged: ListValidators }): Promise<ImageListSource | undefined>;
+export async function fetchImageList(url: URL, opts: FetchImageListOptions): Promise<ImageListSource>;
+export async function fetchImageList(url: URL, opts: FetchImageListOptions): Promise<ImageListSource | undefined> {
   if (url.protocol === 'file:') return readImageListFile(url, opts.security);
   const dispatcher = createDispatcher({
     insecureTlsHost: opts.insecureTls ? url.hostname : undefined,
@@ -59,10 +84,15 @@ export async function fetchImageList(url: URL, opts: FetchImageListOptions): Pro
     const response = await httpGet(url, {
       dispatcher,
       redirects: { maxRedirects: opts.security.maxRedirects },
+      headers: conditionalHeaders(opts.ifChanged),
       credentialHeaders: opts.token ? { authorization: basicAuth(opts.token, APPDB_TOKEN_PASSWORD) } : undefined,
     });
+    if (response.status === 304) {
+      await response.body.dump().catch(() => undefined);
+      return undefined;
+    }
     const bytes = await readBodyLimited(response, opts.security.maxImageListBytes, `image list ${redact(url)}`);
-    return { url: redact(url), from: redact(response.url), bytes };
+    return { url: redact(url), from: redact(response.url), bytes, etag: header(response.headers.etag), lastModified: header(response.headers['last-modified']) };
   } finally {
     await dispatcher.close().catch(() => undefined);
   }

@@ -1,16 +1,20 @@
 import type { Config } from '../core/config.js';
 import type { Logger } from '../core/logging.js';
 import { openEnvelope, signedContentText } from './envelope.js';
-import { fetchImageList, parseImageListUrl } from './fetch.js';
+import { fetchImageList, parseImageListUrl, type ListValidators } from './fetch.js';
 import { parseImageList, type ParsedImageList } from './parse.js';
 import { applySignaturePolicy, endorserMismatch, verifySmime, type SignatureOutcome, type SignatureStatus } from './signature.js';
-import { authorisedEndorsers, endorserNotAuthorised, resolveListToken, type TokenSources } from './subscription.js';
+import { authorisedEndorsers, endorserNotAuthorised, resolveListToken, type AuthorisedEndorsers, type TokenSources } from './subscription.js';
 
 export interface ReadImageListOptions {
   url: string;
   /** Where the token may come from (command line, environment); the subscription's credential is looked up here. */
   tokens?: Omit<TokenSources, 'urlToken'>;
   insecureTls?: boolean;
+  /** The signers authorised for this list, when the caller knows them (a subscription); else the configuration says. */
+  endorsers?: AuthorisedEndorsers;
+  /** Fetch only if the list changed since these validators (a subscription's last accepted copy). */
+  ifChanged?: ListValidators;
   config: Config;
   logger: Logger;
   now?: Date;
@@ -22,6 +26,9 @@ export interface ReadImageList extends ParsedImageList {
   /** The JSON text that was verified (or, when policy allowed it, not). */
   json: string;
   signature: SignatureStatus;
+  /** The server's validators, for the next conditional fetch. */
+  etag?: string;
+  lastModified?: string;
 }
 
 /**
@@ -29,7 +36,9 @@ export interface ReadImageList extends ParsedImageList {
  * authorised endorsers, and apply the policies → parse. The one way every command reads an
  * image list, so they all trust the same lists.
  */
-export async function readImageList(opts: ReadImageListOptions): Promise<ReadImageList> {
+export async function readImageList(opts: ReadImageListOptions & { ifChanged: ListValidators }): Promise<ReadImageList | undefined>;
+export async function readImageList(opts: ReadImageListOptions): Promise<ReadImageList>;
+export async function readImageList(opts: ReadImageListOptions): Promise<ReadImageList | undefined> {
   const { security } = opts.config;
   const { url, token: urlToken } = parseImageListUrl(opts.url);
   const { token, source: tokenSource } = await resolveListToken(opts.config, url, { ...opts.tokens, urlToken });
@@ -37,7 +46,11 @@ export async function readImageList(opts: ReadImageListOptions): Promise<ReadIma
     opts.logger.warn({ url: url.href }, `TLS certificate checks are OFF for this image list's host ${url.hostname} (--insecure-ssl); redirects to other hosts are verified`);
   }
   if (tokenSource) opts.logger.debug({ url: url.href, tokenFrom: tokenSource }, 'sending a token to the list host');
-  const source = await fetchImageList(url, { token, insecureTls: opts.insecureTls, security });
+  const source = await fetchImageList(url, { token, insecureTls: opts.insecureTls, security, ifChanged: opts.ifChanged });
+  if (!source) {
+    opts.logger.debug({ url: url.href }, 'image list not modified since the last accepted copy');
+    return undefined;
+  }
   opts.logger.debug({ url: source.url, from: source.from, bytes: source.bytes.length }, 'image list fetched');
 
   const envelope = openEnvelope(source.bytes);
@@ -55,7 +68,7 @@ export async function readImageList(opts: ReadImageListOptions): Promise<ReadIma
         state: 'verified',
         signer: verification.signer,
         endorserProblem: endorserMismatch(verification.signer, declared),
-        authorisationProblem: endorserNotAuthorised(verification.signer, authorisedEndorsers(opts.config, url), source.url),
+        authorisationProblem: endorserNotAuthorised(verification.signer, opts.endorsers ?? authorisedEndorsers(opts.config, url), source.url),
       };
     } else {
       outcome = { state: 'invalid', reason: verification.reason, signer: verification.signer };
@@ -69,5 +82,5 @@ export async function readImageList(opts: ReadImageListOptions): Promise<ReadIma
   const parsed = parseImageList(json, opts.now);
   if (parsed.list.expired) opts.logger.warn({ url: source.url, expires: parsed.list.expires }, 'image list has expired (dc:date:expires)');
   if (parsed.list.createdInFuture) opts.logger.warn({ url: source.url, created: parsed.list.created }, 'image list is dated in the future (dc:date:created)');
-  return { url: source.url, json, signature, ...parsed };
+  return { url: source.url, json, signature, etag: source.etag, lastModified: source.lastModified, ...parsed };
 }

@@ -4,6 +4,8 @@ import type { Logger } from '../core/logging.js';
 import { classified } from '../activities/failures.js';
 import { createImagePipelineActivities } from '../activities/image-pipeline.js';
 import { createSynnefoActivities } from '../activities/synnefo.js';
+import { createSubscriptionActivities } from '../activities/subscriptions.js';
+import type { Client } from '@temporalio/client';
 import { createControlActivities } from './control-activities.js';
 import type { HostSlots } from './host-slots.js';
 import { createWorkerOwnActivities } from './own-activities.js';
@@ -33,7 +35,7 @@ function adoptingSlots<T extends ActivityMap>(activities: T, slots: HostSlots): 
  * worker), `host` on this worker's own queue (they read or write the image's files here), and
  * `control` on this host's control queue (its slots).
  */
-export function buildActivities(config: Config, logger: Logger, slots: HostSlots) {
+export function buildActivities(config: Config, logger: Logger, slots: HostSlots, temporal: () => Promise<Client>) {
   const pipeline = createImagePipelineActivities({ config, logger: logger.child({ component: 'pipeline' }) });
   const synnefo = createSynnefoActivities({ config, logger: logger.child({ component: 'synnefo' }) });
   const own = createWorkerOwnActivities({ config, logger: logger.child({ component: 'worker' }) });
@@ -42,6 +44,7 @@ export function buildActivities(config: Config, logger: Logger, slots: HostSlots
       claimHost: own.claimHost,
       logEvent: own.logEvent,
       throwOnPurpose: own.throwOnPurpose,
+      ...createSubscriptionActivities({ config, logger, temporal }),
       findRegisteredImage: synnefo.findRegisteredImage,
       expireRegisteredImages: synnefo.expireRegisteredImages,
     }),

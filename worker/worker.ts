@@ -2,7 +2,8 @@ import { existsSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { NativeConnection, Runtime, Worker, type LogLevel, type LogMetadata } from '@temporalio/worker';
 import { hostControlQueue, hostTaskQueue, type Config } from '../core/config.js';
-import { connectTemporal } from '../core/temporal-client.js';
+import { connectTemporal, temporalConnectionOptions } from '../core/temporal-client.js';
+import { applySubscriptions } from '../image-lists/schedules.js';
 import type { Logger } from '../core/logging.js';
 import { buildActivities } from './activities.js';
 import { WORKFLOW_BUNDLE, WORKFLOWS_PATH } from './bundle.js';
@@ -60,18 +61,15 @@ function installRuntime(config: Config, logger: Logger): void {
  */
 export async function startWorker({ config, logger }: { config: Config; logger: Logger }): Promise<RunningWorker> {
   installRuntime(config, logger);
-  const connection = await NativeConnection.connect({
-    address: config.temporal.address,
-    tls: config.temporal.tls || undefined,
-    apiKey: config.temporal.apiKey,
-  });
+  const connection = await NativeConnection.connect(temporalConnectionOptions(config.temporal));
   const slots = new HostSlots(config.worker.maxConcurrentFileSteps);
   if (await hasWorkFolders(config)) {
     // Images were running here when the worker stopped: their retried steps come back after a
     // heartbeat timeout and a retry interval. Keep their slots free for them until then.
     slots.holdBackUntil(Date.now() + config.worker.heartbeatTimeoutMs + config.worker.retryInitialIntervalMs + 5000);
   }
-  const activities = buildActivities(config, logger, slots);
+  const housekeeping = await connectTemporal(config.temporal);
+  const activities = buildActivities(config, logger, slots, async () => housekeeping.client);
   const workflowSource = existsSync(WORKFLOW_BUNDLE)
     ? { workflowBundle: { codePath: WORKFLOW_BUNDLE } }
     : { workflowsPath: WORKFLOWS_PATH };
@@ -108,7 +106,13 @@ export async function startWorker({ config, logger }: { config: Config; logger: 
     maxConcurrentActivityTaskExecutions: CONTROL_CONCURRENCY,
   });
   const workers = [shared, host, control];
-  const housekeeping = await connectTemporal(config.temporal);
+  if (config.worker.applySubscriptions) {
+    // Every worker makes the schedules match its configuration; a failure is logged, not fatal:
+    // `subscriptions apply` does the same on demand.
+    await applySubscriptions(housekeeping.client, config, logger.child({ component: 'subscriptions' })).catch((err: unknown) =>
+      logger.error({ err: String(err) }, 'could not make the subscription schedules match the configuration'),
+    );
+  }
   const housekeepingLog = logger.child({ component: 'housekeeping' });
   const stopSweep = every(config.worker.sweepIntervalMs, () => sweepWorkFolders(housekeeping.client, config, housekeepingLog), housekeepingLog, 'work folder sweep');
   const stopAudit = every(config.worker.slotAuditIntervalMs, () => auditSlots(housekeeping.client, slots, housekeepingLog), housekeepingLog, 'slot audit');

@@ -1,8 +1,10 @@
+import type { GetMessage } from 'amqplib';
 import { Command, Option } from 'clipanion';
 import * as t from 'typanion';
 import { WorkflowFailedError } from '@temporalio/client';
-import { startBridge } from '../../bridge/bridge.js';
-import { bridgeConnectionName, connectConsumer, decideMessage, publishDeadLetter, type ConsumerSession } from '../../bridge/consumer.js';
+import { bridgeConnectionName, openBroker, type BrokerSession } from '../../bridge/broker.js';
+import { startBridge } from '../../bridge/consumer.js';
+import { decideMessage, settleMessage, type MessageDecision } from '../../bridge/messages.js';
 import type { Config } from '../../core/config.js';
 import { BrokerError } from '../../core/errors.js';
 import { handlerFromName } from '../../core/handlers.js';
@@ -13,6 +15,8 @@ import { untilSignal } from '../signals.js';
 
 /** One-shot connects are bounded: a hook or cron job must fail, not hang (the original retried forever). */
 const ONE_SHOT_CONNECT_ATTEMPTS = 3;
+
+type StartDecision = Extract<MessageDecision, { kind: 'start' }>;
 
 const nonNegative = t.cascade(t.isNumber(), [t.isInteger(), t.isAtLeast(0)]);
 const positive = t.cascade(t.isNumber(), [t.isInteger(), t.isAtLeast(1)]);
@@ -75,12 +79,12 @@ export class DequeueCommand extends ConfiguredCommand {
     return EXIT.ok;
   }
 
-  private async connectOnce(config: Config): Promise<ConsumerSession> {
+  private async connectOnce(config: Config): Promise<BrokerSession> {
     const pause = this.sleepMillis ?? 1000;
     let last: unknown;
     for (let attempt = 1; attempt <= ONE_SHOT_CONNECT_ATTEMPTS; attempt++) {
       try {
-        return await connectConsumer(config.rabbitmq, { connectionName: bridgeConnectionName('dequeue') });
+        return await openBroker(config.rabbitmq, { connectionName: bridgeConnectionName('dequeue') });
       } catch (err) {
         last = err;
         this.log.warn({ attempt, err: (err as Error).message }, 'cannot connect to RabbitMQ');
@@ -92,7 +96,7 @@ export class DequeueCommand extends ConfiguredCommand {
 
   private async runOnce(config: Config, registration: RegistrationOptions): Promise<number> {
     const temporal = await connectTemporal(config.temporal);
-    let session: ConsumerSession | undefined;
+    let session: BrokerSession | undefined;
     try {
       session = await this.connectOnce(config);
       const msg = await session.channel.get(config.rabbitmq.queue, { noAck: false });
@@ -104,52 +108,48 @@ export class DequeueCommand extends ConfiguredCommand {
         { client: temporal.client, config, options: registration, startTimeoutMs: 30_000 },
         msg.content,
       );
-      if (decision.kind === 'invalid') {
-        await publishDeadLetter(session.channel, config.rabbitmq, msg, decision.cause);
-        session.channel.ack(msg);
-        await session.channel.waitForConfirms();
-        this.context.stderr.write(
-          `snf-vmcatcher: the message is not a valid event (${decision.cause.reason}: ${decision.cause.detail}); moved to the dead-letter queue\n`,
-        );
-        return EXIT.failed;
+      if (decision.kind === 'start' && decision.result.outcome === 'delivered' && decision.result.handle && this.wait) {
+        return await this.waitThenSettle(config, session, msg, decision);
       }
-      if (decision.kind === 'misconfigured') {
-        session.channel.nack(msg, false, true);
-        this.context.stderr.write(`snf-vmcatcher: ${decision.detail}; the message is back on the queue\n`);
-        return EXIT.usage;
+      const settled = await settleMessage(session.channel, config.rabbitmq, msg, decision);
+      switch (decision.kind) {
+        case 'invalid':
+          if (settled.how === 'dead-letter-failed') {
+            return this.fail(`the message is not a valid event (${decision.cause.reason}: ${decision.cause.detail}) and could not be dead-lettered (${settled.error.message}); it stays on the queue`);
+          }
+          return this.fail(`the message is not a valid event (${decision.cause.reason}: ${decision.cause.detail}); moved to the dead-letter queue`);
+        case 'misconfigured':
+          return this.fail(`${decision.detail}; the message is back on the queue`, EXIT.usage);
+        case 'unavailable':
+          return this.fail(`Temporal is unavailable (${decision.detail}); the message is back on the queue`);
       }
-      if (decision.kind === 'unavailable') {
-        session.channel.nack(msg, false, true);
-        this.context.stderr.write(`snf-vmcatcher: Temporal is unavailable (${decision.detail}); the message is back on the queue\n`);
-        return EXIT.failed;
-      }
-      const { outcome, workflowId, childWorkflowType, handle } = decision.result;
-      if (outcome === 'ignored') {
-        session.channel.ack(msg);
-        this.out(`Ignored ${decision.event.type ?? 'an'} event: it needs no action`);
-        return EXIT.ok;
-      }
-      const link = workflowUiLink(config.temporal, workflowId!);
-      this.out(`Delivered the event to workflow ${workflowId}, which runs ${childWorkflowType} (${link})`);
-      if (!this.wait || !handle) {
-        session.channel.ack(msg);
-        return EXIT.ok;
-      }
-      try {
-        await handle.result();
-      } catch (err) {
-        // As the original did with a throwing handler: the message goes back to the queue.
-        session.channel.nack(msg, false, true);
-        const cause = err instanceof WorkflowFailedError ? (err.cause?.message ?? err.message) : (err as Error).message;
-        this.context.stderr.write(`snf-vmcatcher: workflow ${workflowId} failed: ${cause}; the message is back on the queue\n`);
-        return EXIT.failed;
-      }
-      session.channel.ack(msg);
-      this.out(`Workflow ${workflowId} completed`);
+      this.reportStarted(config, decision);
       return EXIT.ok;
     } finally {
       await session?.close();
       await temporal.connection.close().catch(() => undefined);
     }
+  }
+
+  private reportStarted(config: Config, decision: StartDecision): void {
+    const { outcome, workflowId, childWorkflowType } = decision.result;
+    if (outcome === 'ignored') this.out(`Ignored ${decision.event.type ?? 'an'} event: it needs no action`);
+    else this.out(`Delivered the event to workflow ${workflowId}, which runs ${childWorkflowType} (${workflowUiLink(config.temporal, workflowId!)})`);
+  }
+
+  /** --wait: the message stays unacked until the workflow ends; a failed workflow puts it back, as the original did with a throwing handler. */
+  private async waitThenSettle(config: Config, session: BrokerSession, msg: GetMessage, decision: StartDecision): Promise<number> {
+    this.reportStarted(config, decision);
+    const { result } = decision;
+    try {
+      await result.handle!.result();
+    } catch (err) {
+      session.channel.nack(msg, false, true);
+      const cause = err instanceof WorkflowFailedError ? (err.cause?.message ?? err.message) : (err as Error).message;
+      return this.fail(`workflow ${result.workflowId} failed: ${cause}; the message is back on the queue`);
+    }
+    session.channel.ack(msg);
+    this.out(`Workflow ${result.workflowId} completed`);
+    return EXIT.ok;
   }
 }

@@ -47,9 +47,7 @@ export class EnqueueFromEnvCommand extends ConfiguredCommand {
     }
     const result = await produceMessages(config, [body], this.log, { spoolOnFailure: true });
     if (result.spooled.length > 0) {
-      this.context.stderr.write(
-        `snf-vmcatcher: warning: event not published (${result.brokerProblem}); spooled to ${result.spooled[0]}; the next enqueue or the bridge will publish it\n`,
-      );
+      this.say.warn(`event not published (${result.brokerProblem}); spooled to ${result.spooled[0]}; the next enqueue or the bridge will publish it`);
     } else {
       this.log.info({ replayed: result.replay?.published ?? 0 }, 'event published');
     }

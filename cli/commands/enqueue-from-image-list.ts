@@ -25,35 +25,31 @@ export class EnqueueFromImageListCommand extends ImageListCommand {
   imageIdentifier = Option.String('--image-identifier', { description: 'Enqueue only the image with this dc:identifier (exact match)' });
 
   async run(): Promise<number> {
-    const err = (line: string) => this.context.stderr.write(`${line}\n`);
     const read = await this.readList();
-    reportInvalid(read, err);
+    reportInvalid(read, this.say);
     const { list } = read;
     if (list.images.length === 0) {
-      err('Could not parse events from image list');
-      return EXIT.failed;
+      return this.fail('Could not parse events from image list');
     }
     if (list.expired || list.createdInFuture) {
-      err(`Image list ${list.identifier} is ${list.expired ? `expired (dc:date:expires ${list.expires})` : `dated in the future (dc:date:created ${list.created})`}; nothing enqueued`);
-      return EXIT.failed;
+      return this.fail(`Image list ${list.identifier} is ${list.expired ? `expired (dc:date:expires ${list.expires})` : `dated in the future (dc:date:created ${list.created})`}; nothing enqueued`);
     }
-    err(`Parsed image list dc:identifier = ${list.identifier}`);
+    this.say.note(`Parsed image list dc:identifier = ${list.identifier}`);
     const images = this.imageIdentifier === undefined ? list.images : list.images.filter((i) => i.identifier === this.imageIdentifier);
     if (images.length === 0) {
-      err(`Image identifier ${this.imageIdentifier} not found`);
-      err(`Available identifiers are: ${list.images.map((i) => i.identifier).join(', ')}`);
-      return EXIT.usage;
+      this.say.note(`Available identifiers are: ${list.images.map((i) => i.identifier).join(', ')}`);
+      return this.fail(`Image identifier ${this.imageIdentifier} not found`, EXIT.usage);
     }
-    err(`Matched ${images.length} event(s)`);
+    this.say.note(`Matched ${images.length} event(s)`);
     const events = images.map((image) => imageToEvent(list, image));
     const config = await this.config();
     const result = await produceMessages(config, events.map(serialiseEvent), this.log, {
       spoolOnFailure: false,
-      beforePublish: (i) => err(`Enqueueing event for dc:identifier = ${events[i].imageId}, hv:uri = ${events[i].uri ?? ''}, ad:mpuri = ${events[i].mpUri ?? ''}`),
+      beforePublish: (i) => this.say.note(`Enqueueing event for dc:identifier = ${events[i].imageId}, hv:uri = ${events[i].uri ?? ''}, ad:mpuri = ${events[i].mpUri ?? ''}`),
       onPublished: (i, message) => this.log.debug({ imageId: events[i].imageId, messageId: message.messageId }, 'event published'),
     });
-    if (result.replay?.published) err(`Published ${result.replay.published} spooled event(s) first`);
-    err(`Enqueued ${result.published} event(s)`);
+    if (result.replay?.published) this.say.note(`Published ${result.replay.published} spooled event(s) first`);
+    this.say.note(`Enqueued ${result.published} event(s)`);
     return EXIT.ok;
   }
 }

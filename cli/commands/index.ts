@@ -7,6 +7,7 @@ import { ParseImageListCommand } from './parse-image-list.js';
 import { RegisterNowCommand } from './register-now.js';
 import { RegistrationsCommand } from './registrations.js';
 import { RunCommand } from './run.js';
+import { SubscribeCommand, SubscriptionsApplyCommand, SubscriptionsCommand, SyncNowCommand, UnsubscribeCommand } from './subscriptions.js';
 import { ShowConfCommand } from './show-conf.js';
 import { ShowEnvCommand } from './show-env.js';
 import { TestQueueCommand } from './test-queue.js';
@@ -15,4 +16,4 @@ import { UsageCommand } from './usage.js';
 import { WorkerCommand } from './worker.js';
 
 /** Every command, in the original's order where it has one. */
-export const commands = [UsageCommand, ShowEnvCommand, ShowConfCommand, EnqueueFromEnvCommand, EnqueueFromImageListCommand, DequeueCommand, TestQueueCommand, RegisterNowCommand, ParseImageListCommand, GetImageListCommand, DrainQueueCommand, TransformCommand, WorkerCommand, RunCommand, RegistrationsCommand];
+export const commands = [UsageCommand, ShowEnvCommand, ShowConfCommand, EnqueueFromEnvCommand, EnqueueFromImageListCommand, DequeueCommand, TestQueueCommand, RegisterNowCommand, ParseImageListCommand, GetImageListCommand, DrainQueueCommand, TransformCommand, WorkerCommand, RunCommand, RegistrationsCommand, SubscriptionsCommand, SubscriptionsApplyCommand, SubscribeCommand, UnsubscribeCommand, SyncNowCommand];

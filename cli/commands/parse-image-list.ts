@@ -2,7 +2,7 @@ import { Command, Option } from 'clipanion';
 import type { ImageList, ImageListImage } from '../../image-lists/parse.js';
 import type { ReadImageList } from '../../image-lists/read.js';
 import type { SignatureStatus } from '../../image-lists/signature.js';
-import { EXIT } from '../base-command.js';
+import { EXIT, type Say } from '../base-command.js';
 import { ImageListCommand } from '../image-list-command.js';
 
 export class ParseImageListCommand extends ImageListCommand {
@@ -24,8 +24,8 @@ export class ParseImageListCommand extends ImageListCommand {
 
   async run(): Promise<number> {
     const read = await this.readList();
-    reportInvalid(read, (line) => this.context.stderr.write(`${line}\n`));
-    this.context.stderr.write(`Found ${read.list.images.length} events\n`);
+    reportInvalid(read, this.say);
+    this.say.note(`Found ${read.list.images.length} events`);
     if (this.json) {
       this.out(JSON.stringify({ url: read.url, signature: read.signature, imageList: read.list, invalid: read.invalid }, null, 2));
     } else {
@@ -35,9 +35,10 @@ export class ParseImageListCommand extends ImageListCommand {
   }
 }
 
-export function reportInvalid(read: Pick<ReadImageList, 'invalid'>, write: (line: string) => void): void {
+/** Each invalid image entry of a list, as a warning: the list is used without it. */
+export function reportInvalid(read: Pick<ReadImageList, 'invalid'>, say: Pick<Say, 'warn'>): void {
   for (const entry of read.invalid) {
-    write(`Invalid image #${entry.index}${entry.identifier ? ` (dc:identifier = ${entry.identifier})` : ''} skipped: ${entry.problem}`);
+    say.warn(`Invalid image #${entry.index}${entry.identifier ? ` (dc:identifier = ${entry.identifier})` : ''} skipped: ${entry.problem}`);
   }
 }
 

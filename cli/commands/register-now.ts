@@ -59,8 +59,8 @@ export class RegisterNowCommand extends ConfiguredCommand {
       const parent = started.handle as WorkflowHandle;
       const link = workflowUiLink(config.temporal, started.workflowId!);
       if (this.insecureSsl) this.log.warn({ url: this.url }, 'TLS certificate verification is OFF for this download (--insecure-ssl)');
-      this.context.stderr.write(`Sent the image to workflow ${started.workflowId}; the registration is ${started.childWorkflowId}\n`);
-      this.context.stderr.write(`Web UI: ${link}\n`);
+      this.say.note(`Sent the image to workflow ${started.workflowId}; the registration is ${started.childWorkflowId}`);
+      this.say.note(`Web UI: ${link}`);
       if (this.noWait) {
         this.out(
           this.json
@@ -74,8 +74,7 @@ export class RegisterNowCommand extends ConfiguredCommand {
       try {
         const result = (await parent.result()) as ImageRevisionResult;
         if (result.action !== 'register' || !result.register) {
-          this.context.stderr.write(`The image was expired by a later event before it was registered; see ${link}\n`);
-          return EXIT.failed;
+          return this.fail(`The image was expired by a later event before it was registered; see ${link}`);
         }
         const registered = result.register;
         if (this.json) this.out(JSON.stringify({ workflowId: started.workflowId, registrationWorkflowId: started.childWorkflowId, link, ...registered }, null, 2));
@@ -85,8 +84,7 @@ export class RegisterNowCommand extends ConfiguredCommand {
       } catch (err) {
         if (err instanceof WorkflowFailedError) {
           const cause = rootCause(err);
-          this.context.stderr.write(`Registration failed: ${cause}\nSee ${link}\n`);
-          return EXIT.failed;
+          return this.fail(`Registration failed: ${cause} (see ${link})`);
         }
         throw err;
       }

@@ -11,7 +11,7 @@ import {
   SA_VO,
   STAGES,
 } from '../../core/workflow-contract.js';
-import { ConfiguredCommand } from '../base-command.js';
+import { ConfiguredCommand, EXIT } from '../base-command.js';
 
 const STATUSES = ['running', 'completed', 'failed', 'canceled', 'terminated', 'timed-out'] as const;
 const STATUS_QUERY: Record<(typeof STATUSES)[number], string> = {
@@ -103,14 +103,14 @@ export class RegistrationsCommand extends ConfiguredCommand {
       if (this.json) {
         for (const row of rows) this.out(JSON.stringify(row));
       } else if (rows.length === 0) {
-        this.context.stderr.write(`No registrations match (${query})\n`);
+        this.say.note(`No registrations match (${query})`);
       } else {
         const header = ['STATUS', 'STAGE', 'IMAGE', 'IMAGE LIST', 'STARTED', 'WORKFLOW ID'];
         const table = rows.map((r) => [r.status, r.stage, r.imageIdentifier, r.imageListIdentifier, r.started.slice(0, 19).replace('T', ' '), r.workflowId]);
         const widths = header.map((h, i) => Math.max(h.length, ...table.map((row) => row[i].length)));
         for (const row of [header, ...table]) this.out(row.map((cell, i) => cell.padEnd(widths[i])).join('  ').trimEnd());
       }
-      return 0;
+      return EXIT.ok;
     } finally {
       await connection.close();
     }

@@ -1,5 +1,5 @@
 import { Command } from 'clipanion';
-import { startBridge } from '../../bridge/bridge.js';
+import { startBridge } from '../../bridge/consumer.js';
 import { ConfiguredCommand } from '../base-command.js';
 import { untilSignal } from '../signals.js';
 

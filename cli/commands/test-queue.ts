@@ -20,8 +20,7 @@ export class TestQueueCommand extends ConfiguredCommand {
       return EXIT.ok;
     } catch (err) {
       if (err instanceof BrokerError) {
-        this.context.stderr.write(`Could not connect to queue using ${this.configName}: ${err.message}\n`);
-        return EXIT.failed;
+        return this.fail(`Could not connect to queue using ${this.configName}: ${err.message}`);
       }
       throw err;
     }

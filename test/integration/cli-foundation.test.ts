@@ -73,7 +73,7 @@ describe('test-queue', () => {
     expect(result.exitCode).toBe(1);
     const lines = result.stderr.trim().split('\n');
     expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatch(/^Could not connect to queue using .*127\.0\.0\.1:1: connection refused/);
+    expect(lines[0]).toMatch(/^snf-vmcatcher: Could not connect to queue using .*127\.0\.0\.1:1: connection refused/);
   });
 });
 

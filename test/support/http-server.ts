@@ -31,6 +31,8 @@ export interface Route {
   ignoreRange?: boolean;
   /** Answer 401 unless the request's Authorization header is exactly this (a private image). */
   authorization?: string;
+  /** Send this ETag, and answer 304 Not Modified to a request whose If-None-Match names it. */
+  etag?: string;
 }
 
 export interface RecordedRequest {
@@ -133,6 +135,10 @@ async function serve(route: Route | undefined, req: IncomingMessage, res: Server
     res.writeHead(401, { 'www-authenticate': 'Basic realm="images"', 'content-type': 'text/plain' }).end('unauthorized\n');
     return;
   }
+  if (route.etag && req.headers['if-none-match'] === route.etag) {
+    res.writeHead(304, { etag: route.etag }).end();
+    return;
+  }
   if (route.redirect) {
     res.writeHead(route.status ?? 302, { location: route.redirect, ...route.headers }).end();
     return;
@@ -143,7 +149,7 @@ async function serve(route: Route | undefined, req: IncomingMessage, res: Server
     body = await readFile(route.file);
   } else body = Buffer.isBuffer(route.body) ? route.body : Buffer.from(route.body ?? '');
   let status = route.status ?? 200;
-  const headers: Record<string, string> = { 'accept-ranges': 'bytes', ...route.headers };
+  const headers: Record<string, string> = { 'accept-ranges': 'bytes', ...(route.etag ? { etag: route.etag } : {}), ...route.headers };
   const range = /^bytes=(\d*)-(\d*)$/.exec(String(req.headers.range ?? ''));
   if (range && !route.ignoreRange && status === 200) {
     const start = range[1] === '' ? Math.max(0, body.length - Number(range[2])) : Number(range[1]);

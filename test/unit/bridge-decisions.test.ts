@@ -7,8 +7,8 @@ import {
   DETAIL_HEADER,
   KEY_HEADER,
   REASON_HEADER,
-} from '../../bridge/consumer.js';
-import { backoffMs } from '../../bridge/bridge.js';
+} from '../../bridge/messages.js';
+import { backoffMs } from '../../bridge/backoff.js';
 import { eventFromMessageBody, InvalidEventError, assertActionable } from '../../core/event.js';
 import { parseConfig } from '../../core/config.js';
 import { SEARCH_ATTRIBUTES } from '../../core/workflow-contract.js';

@@ -1,0 +1,144 @@
+/**
+ * The steps of a subscription's sync run (workflows/sync-image-list.ts): read the list the way
+ * every command reads one, see what the cloud holds for it, and deliver the events the plan
+ * decided to the image revisions' workflows, exactly as the bridge does.
+ */
+import { ApplicationFailure } from '@temporalio/common';
+import type { Client } from '@temporalio/client';
+import type { Config } from '../core/config.js';
+import { EVENT_FIELDS, type ImageEvent } from '../core/event.js';
+import { SignatureError } from '../core/errors.js';
+import type { Logger } from '../core/logging.js';
+import { startWorkflowForEvent } from '../core/starter.js';
+import {
+  IDENTITY_PROPERTIES,
+  imageIdentity,
+  LIST_REJECTED,
+  type AcceptedList,
+  type ListedImage,
+  type RegistrationOptions,
+  type SubscriptionSpec,
+} from '../core/workflow-contract.js';
+import { imageToEvent } from '../image-lists/parse.js';
+import { readImageList } from '../image-lists/read.js';
+import { compareVersions, type CloudImage, type SyncPlanInput } from '../image-lists/sync-plan.js';
+import { keepHeartbeating, whileHeartbeating } from './heartbeats.js';
+import { Kamaki, kamakiCloud } from './kamaki.js';
+
+export interface SubscriptionDeps {
+  config: Config;
+  logger: Logger;
+  /** The worker's Temporal client, connected on first use. */
+  temporal: () => Promise<Client>;
+}
+
+export interface ReadSubscribedListInput {
+  subscription: SubscriptionSpec;
+  previous?: Pick<AcceptedList, 'listId' | 'version' | 'etag' | 'lastModified'>;
+}
+
+export interface CloudInventory {
+  images: CloudImage[];
+  expireAction: SyncPlanInput['expireAction'];
+}
+
+export type ReadSubscribedListResult =
+  | { notModified: true }
+  | {
+      notModified: false;
+      list: { identifier: string; title?: string; version?: string; vo?: string };
+      images: ListedImage[];
+      invalid: Array<{ identifier?: string; problem: string }>;
+      etag?: string;
+      lastModified?: string;
+    };
+
+function rejected(url: string, why: string): ApplicationFailure {
+  return ApplicationFailure.nonRetryable(`image list ${url} refused: ${why}`, LIST_REJECTED);
+}
+
+export function createSubscriptionActivities({ config, logger, temporal }: SubscriptionDeps) {
+  const log = logger.child({ component: 'subscriptions' });
+  return {
+    /**
+     * Fetches (conditionally) and verifies the subscribed list. A list the site must not trust
+     * (signature, endorser, its own expiry, a date in the future, a version older than the one
+     * accepted last) fails with ImageListRejected: the run fails visibly and the cloud is untouched.
+     */
+    async readSubscribedList({ subscription, previous }: ReadSubscribedListInput): Promise<ReadSubscribedListResult> {
+      const url = subscription.url;
+      let read;
+      try {
+        read = await whileHeartbeating({ step: `read the image list ${url}` }, () => readImageList({
+          url,
+          config,
+          logger: log,
+          tokens: subscription.credential ? { credential: subscription.credential } : {},
+          endorsers: subscription.endorsers.length > 0 ? { endorsers: subscription.endorsers, key: `the subscription of ${url}` } : undefined,
+          ifChanged: previous ? { etag: previous.etag, lastModified: previous.lastModified } : {},
+        }));
+      } catch (err) {
+        if (err instanceof SignatureError) throw rejected(url, err.message);
+        throw err;
+      }
+      if (!read) return { notModified: true };
+      const { list, invalid } = read;
+      if (list.expired) throw rejected(url, `the list expired on ${list.expires} (dc:date:expires)`);
+      if (list.createdInFuture) throw rejected(url, `the list is dated in the future (dc:date:created ${list.created})`);
+      if (previous?.version && list.version && previous.listId === list.identifier && compareVersions(list.version, previous.version) < 0) {
+        throw rejected(url, `version ${list.version} is older than ${previous.version}, the version accepted last (hv:version)`);
+      }
+      const vo = subscription.vo ?? list.vo;
+      const selected = subscription.images ? list.images.filter((i) => subscription.images!.includes(i.identifier)) : list.images;
+      return {
+        notModified: false,
+        list: { identifier: list.identifier, title: list.title, version: list.version, vo },
+        images: selected.map((image) => ({ event: imageToEvent({ identifier: list.identifier, vo }, image), expired: image.expired })),
+        invalid: invalid.map((i) => ({ identifier: i.identifier, problem: i.problem })),
+        etag: read.etag,
+        lastModified: read.lastModified,
+      };
+    },
+
+    /** The images of this list that our account holds in the cloud (never another tenant's). */
+    async cloudInventory({ listId, options }: { listId: string; options: RegistrationOptions }): Promise<CloudInventory> {
+      const kamaki = new Kamaki(config, log, kamakiCloud(config, options));
+      const stored = imageIdentity({ imageListId: listId } as ImageEvent).imageListId;
+      const { own } = await whileHeartbeating({ step: 'list our images in the cloud' }, () => kamaki.listOwnImages());
+      const images = own
+        .filter((img) => (img.status ?? '').toUpperCase() !== 'DELETED' && img.properties[IDENTITY_PROPERTIES.imageListId] === stored)
+        .map((img) => ({
+          cloudImageId: img.id,
+          imageId: img.properties[IDENTITY_PROPERTIES.imageId] ?? '',
+          revision: img.properties[IDENTITY_PROPERTIES.revision] ?? '',
+          checksumSha512: img.properties[EVENT_FIELDS.checksumSha512]?.toLowerCase(),
+          isPublic: img.is_public,
+        }));
+      return { images, expireAction: config.synnefo.expireAction };
+    },
+
+    /**
+     * Delivers each event to its image revision's workflow (signal-with-start, the bridge's own
+     * path), so the hook path and the subscription never register an image twice. Delivering
+     * again after a crash is harmless: the running workflow takes the same event once more.
+     */
+    async deliverImageEvents({ events, options }: { events: ImageEvent[]; options: RegistrationOptions }): Promise<string[]> {
+      const client = await temporal();
+      let done = 0;
+      const stop = keepHeartbeating(() => ({ step: 'delivering image events', done, total: events.length }));
+      try {
+        const ids: string[] = [];
+        for (const event of events) {
+          const started = await startWorkflowForEvent(client, config, event, options);
+          ids.push(started.childWorkflowId ?? '');
+          done++;
+        }
+        return ids;
+      } finally {
+        stop();
+      }
+    },
+  };
+}
+
+export type SubscriptionActivities = ReturnType<typeof createSubscriptionActivities>;

@@ -1,0 +1,170 @@
+/**
+ * Subscriptions as Temporal Schedules: one schedule per subscribed list starts a syncImageList
+ * run every interval (with jitter) and on demand (`sync-now`). The schedules declared in
+ * application.conf are made to match the file (`subscriptions apply`, and every worker at start);
+ * those added with `subscribe` are left to `unsubscribe`.
+ */
+import {
+  ScheduleNotFoundError,
+  ScheduleOverlapPolicy,
+  type Client,
+  type ScheduleDescription,
+  type ScheduleOptions,
+  type ScheduleUpdateOptions,
+} from '@temporalio/client';
+import { subscriptionKey, type Config, type Subscription } from '../core/config.js';
+import { InvalidInputError } from '../core/errors.js';
+import type { Logger } from '../core/logging.js';
+import { shortDigest, SYNC_WORKFLOW, type SubscriptionSpec, type SyncImageListInput } from '../core/workflow-contract.js';
+
+/** EGI's central sync runs every three hours; so does a subscription that does not say. */
+export const DEFAULT_SYNC_INTERVAL_MS = 3 * 3600_000;
+const SCHEDULE_PREFIX = 'subscription:';
+const MAX_JITTER_MS = 15 * 60_000;
+
+/** `subscription:<host/path, readable>:<digest of the whole URL>`: stable for a list, whatever the spelling of its URL. */
+export function subscriptionScheduleId(url: string): string {
+  const key = subscriptionKey(url);
+  const parsed = new URL(key);
+  const readable = `${parsed.host}${parsed.pathname}`.replace(/[^A-Za-z0-9._-]+/g, '_').replace(/^_+|_+$/g, '').slice(0, 80);
+  return `${SCHEDULE_PREFIX}${readable}:${shortDigest(key)}`;
+}
+
+/** The schedule's action and the runs it starts carry this, never a secret. */
+export function subscriptionSpec(sub: Subscription, origin: SubscriptionSpec['origin']): SubscriptionSpec {
+  const spec: SubscriptionSpec = {
+    url: subscriptionKey(sub.url),
+    endorsers: [...(sub.endorser ? [sub.endorser] : []), ...(sub.endorsers ?? [])],
+    everyMs: sub.every ?? DEFAULT_SYNC_INTERVAL_MS,
+    origin,
+  };
+  if (sub.credential) spec.credential = sub.credential;
+  if (sub.vo) spec.vo = sub.vo;
+  if (sub.cloud) spec.cloud = sub.cloud;
+  if (sub.images) spec.images = [...sub.images];
+  return spec;
+}
+
+function scheduleOptions(config: Config, spec: SubscriptionSpec, paused: boolean): ScheduleOptions {
+  const input: SyncImageListInput = { subscription: spec };
+  const host = new URL(spec.url).host;
+  return {
+    scheduleId: subscriptionScheduleId(spec.url),
+    spec: { intervals: [{ every: spec.everyMs }], jitter: Math.min(Math.floor(spec.everyMs / 10), MAX_JITTER_MS) },
+    action: {
+      type: 'startWorkflow',
+      workflowType: SYNC_WORKFLOW,
+      workflowId: `sync:${subscriptionScheduleId(spec.url).slice(SCHEDULE_PREFIX.length)}`,
+      taskQueue: config.temporal.taskQueue,
+      args: [input],
+      staticSummary: `Sync of the image list ${spec.url}`,
+      staticDetails: `Reads and verifies the list at ${spec.url} (host ${host}), then registers its new images and revisions and expires what it no longer names.`,
+    },
+    // One run at a time; a run missed while the server was down is taken once.
+    policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 hour', pauseOnFailure: false },
+    memo: { url: spec.url, origin: spec.origin },
+    state: { paused, note: paused ? 'paused in application.conf' : undefined },
+  };
+}
+
+/** The spec a schedule runs (its action's argument), or undefined for a schedule we did not make. */
+export function specOf(description: ScheduleDescription): SubscriptionSpec | undefined {
+  const action = description.action;
+  if (action.type !== 'startWorkflow' || action.workflowType !== SYNC_WORKFLOW) return undefined;
+  return (action.args?.[0] as SyncImageListInput | undefined)?.subscription;
+}
+
+async function describe(client: Client, scheduleId: string): Promise<ScheduleDescription | undefined> {
+  try {
+    return await client.schedule.getHandle(scheduleId).describe();
+  } catch (err) {
+    if (err instanceof ScheduleNotFoundError) return undefined;
+    throw err;
+  }
+}
+
+/** Every subscription schedule of the namespace, with its spec. */
+export async function listSubscriptionSchedules(client: Client): Promise<Array<{ scheduleId: string; description: ScheduleDescription; spec: SubscriptionSpec }>> {
+  const found = [];
+  for await (const summary of client.schedule.list()) {
+    if (!summary.scheduleId.startsWith(SCHEDULE_PREFIX)) continue;
+    const description = await describe(client, summary.scheduleId);
+    const spec = description && specOf(description);
+    if (description && spec) found.push({ scheduleId: summary.scheduleId, description, spec });
+  }
+  return found;
+}
+
+export interface ApplyResult {
+  created: string[];
+  updated: string[];
+  deleted: string[];
+  unchanged: string[];
+}
+
+function sameSchedule(description: ScheduleDescription, spec: SubscriptionSpec, paused: boolean): boolean {
+  const current = specOf(description);
+  return JSON.stringify(current) === JSON.stringify(spec) && description.state.paused === paused;
+}
+
+/**
+ * Makes the namespace's subscription schedules match application.conf: every subscription of the
+ * file has its schedule (created, or updated when its URL, interval, endorsers, credential name,
+ * VO, cloud, image selection or `paused` changed), and a schedule the file once declared and no
+ * longer does is deleted. Schedules added with `subscribe` are not the file's to delete.
+ */
+export async function applySubscriptions(client: Client, config: Config, logger: Logger): Promise<ApplyResult> {
+  const result: ApplyResult = { created: [], updated: [], deleted: [], unchanged: [] };
+  const wanted = new Map(config.subscriptions.map((sub) => [subscriptionScheduleId(sub.url), sub]));
+  for (const [scheduleId, sub] of wanted) {
+    const spec = subscriptionSpec(sub, 'config');
+    const paused = sub.paused ?? false;
+    const existing = await describe(client, scheduleId);
+    const options = scheduleOptions(config, spec, paused);
+    if (!existing) {
+      await client.schedule.create(options);
+      result.created.push(scheduleId);
+    } else if (sameSchedule(existing, spec, paused)) {
+      result.unchanged.push(scheduleId);
+    } else {
+      await client.schedule.getHandle(scheduleId).update((previous): ScheduleUpdateOptions => ({ ...previous, spec: options.spec, action: options.action, policies: options.policies, state: { ...previous.state, paused, note: options.state?.note } }));
+      result.updated.push(scheduleId);
+    }
+  }
+  for (const { scheduleId, spec } of await listSubscriptionSchedules(client)) {
+    if (spec.origin === 'config' && !wanted.has(scheduleId)) {
+      await client.schedule.getHandle(scheduleId).delete();
+      result.deleted.push(scheduleId);
+    }
+  }
+  logger.info(result, 'subscription schedules match the configuration');
+  return result;
+}
+
+/** `subscribe`: a schedule for a list the file does not declare. */
+export async function subscribe(client: Client, config: Config, sub: Subscription): Promise<string> {
+  const scheduleId = subscriptionScheduleId(sub.url);
+  if (config.subscriptions.some((s) => subscriptionScheduleId(s.url) === scheduleId)) {
+    throw new InvalidInputError(`${subscriptionKey(sub.url)} is declared in the configuration's subscriptions: change it there and run \`subscriptions apply\``);
+  }
+  const spec = subscriptionSpec(sub, 'command');
+  const existing = await describe(client, scheduleId);
+  const options = scheduleOptions(config, spec, false);
+  if (existing) {
+    await client.schedule.getHandle(scheduleId).update((previous) => ({ ...previous, spec: options.spec, action: options.action, policies: options.policies }));
+  } else {
+    await client.schedule.create(options);
+  }
+  return scheduleId;
+}
+
+/** `unsubscribe`: deletes the list's schedule; the images it registered stay (expire them by removing them from the list). */
+export async function unsubscribe(client: Client, config: Config, url: string): Promise<string> {
+  const scheduleId = subscriptionScheduleId(url);
+  if (config.subscriptions.some((s) => subscriptionScheduleId(s.url) === scheduleId)) {
+    throw new InvalidInputError(`${subscriptionKey(url)} is declared in the configuration's subscriptions: remove it there and run \`subscriptions apply\``);
+  }
+  if (!(await describe(client, scheduleId))) throw new InvalidInputError(`no subscription to ${subscriptionKey(url)}`);
+  await client.schedule.getHandle(scheduleId).delete();
+  return scheduleId;
+}

@@ -1,0 +1,137 @@
+/**
+ * What one sync of a subscribed image list must do, decided from three readings: the list as it
+ * is now, the copy the subscription last accepted, and what the cloud holds for the list (images
+ * carrying our identity properties, owned by our account). The cloud is the truth about what is
+ * registered; the list is the truth about what should be. Pure and deterministic: the
+ * syncImageList workflow runs it, so it imports nothing with I/O.
+ */
+import type { ImageEvent } from '../core/event.js';
+import { imageIdentity, type AcceptedList, type ListedImage } from '../core/workflow-contract.js';
+
+/** An image of this list that our account holds in the cloud. */
+export interface CloudImage {
+  /** The cloud's id of the image. */
+  cloudImageId: string;
+  /** The list's `dc:identifier` of the image (identity property, as stored). */
+  imageId: string;
+  /** The revision identity property (`sha512-…`, `v-…`). */
+  revision: string;
+  /** The full sha512 when the image carries it (provenance property): needed to expire exactly this revision. */
+  checksumSha512?: string;
+  isPublic: boolean;
+}
+
+export type RegisterReason = 'new' | 'updated' | 'missing-from-cloud';
+export type ExpireReason = 'removed' | 'expired' | 'old-revision';
+
+export interface PlannedRegistration {
+  reason: RegisterReason;
+  event: ImageEvent;
+}
+
+export interface PlannedExpiry {
+  reason: ExpireReason;
+  event: ImageEvent;
+}
+
+export interface SyncPlan {
+  register: PlannedRegistration[];
+  expire: PlannedExpiry[];
+  /** Image ids already registered at their current revision: they cost nothing. */
+  unchanged: string[];
+  /** Old revisions that should be made private but carry no sha512 to name them by. */
+  unresolved: { imageId: string; revision: string; cloudImageId: string }[];
+}
+
+function revisionOf(event: ImageEvent): string {
+  return imageIdentity(event).revision;
+}
+
+function idOf(event: ImageEvent): string {
+  return imageIdentity(event).imageId;
+}
+
+/** The event that expires one revision of an image (vmcatcher's ExpirePostfix, with the revision's checksum when known). */
+export function expiryEvent(listId: string, base: Pick<ImageEvent, 'imageId' | 'vo' | 'title' | 'version'>, checksumSha512?: string): ImageEvent {
+  const event: ImageEvent = { origin: 'image-list', type: 'ExpirePostfix', imageListId: listId, imageId: base.imageId, extra: {} };
+  if (base.vo) event.vo = base.vo;
+  if (base.title) event.title = base.title;
+  if (base.version) event.version = base.version;
+  if (checksumSha512) event.checksumSha512 = checksumSha512;
+  return event;
+}
+
+export interface SyncPlanInput {
+  listId: string;
+  vo?: string;
+  current: ListedImage[];
+  previous?: AcceptedList;
+  cloud: CloudImage[];
+  /**
+   * The site's expiry (synnefo.expireAction): with `make-private`, an image already private needs
+   * nothing more; with `unregister`, an expired image must leave the cloud even if it is private.
+   */
+  expireAction: 'make-private' | 'unregister';
+}
+
+export function planSync(input: SyncPlanInput): SyncPlan {
+  const { listId, current, previous, cloud } = input;
+  const live = (image: CloudImage) => image.isPublic || input.expireAction === 'unregister';
+  const wanted = new Map<string, ImageEvent>();
+  const expiredInList = new Map<string, ImageEvent>();
+  for (const image of current) (image.expired ? expiredInList : wanted).set(idOf(image.event), image.event);
+  const before = new Map((previous?.images ?? []).map((i) => [idOf(i.event), i.event]));
+  const inCloud = new Set(cloud.map((c) => `${c.imageId}\u0000${c.revision}`));
+
+  const plan: SyncPlan = { register: [], expire: [], unchanged: [], unresolved: [] };
+  for (const [id, event] of wanted) {
+    const revision = revisionOf(event);
+    if (inCloud.has(`${id}\u0000${revision}`)) {
+      plan.unchanged.push(id);
+      continue;
+    }
+    const earlier = before.get(id);
+    const reason: RegisterReason = !earlier ? 'new' : revisionOf(earlier) === revision ? 'missing-from-cloud' : 'updated';
+    plan.register.push({ reason, event });
+  }
+
+  const expired = new Set<string>();
+  const expire = (key: string, entry: PlannedExpiry) => {
+    if (expired.has(key)) return;
+    expired.add(key);
+    plan.expire.push(entry);
+  };
+  for (const image of cloud) {
+    const now = wanted.get(image.imageId);
+    if (now && image.revision === revisionOf(now)) continue;
+    if (!live(image)) continue;
+    const key = `${image.imageId}\u0000${image.revision}`;
+    // Name the expired revision by what is known of it: the list's entry, the last accepted copy's, or the id alone.
+    const known = [expiredInList.get(image.imageId), before.get(image.imageId)].find((e) => e && revisionOf(e) === image.revision);
+    const base = known ?? { imageId: image.imageId, vo: input.vo };
+    if (!now) {
+      const reason: ExpireReason = expiredInList.has(image.imageId) ? 'expired' : 'removed';
+      expire(key, { reason, event: expiryEvent(listId, base, image.checksumSha512) });
+    } else if (!image.checksumSha512) {
+      plan.unresolved.push({ imageId: image.imageId, revision: image.revision, cloudImageId: image.cloudImageId });
+    } else {
+      expire(key, { reason: 'old-revision', event: expiryEvent(listId, base, image.checksumSha512) });
+    }
+  }
+  // A revision the last accepted copy named that is not (yet) in the cloud may still be on its
+  // way: its registration is cancelled by the expiry (the last event of a revision wins).
+  for (const [id, event] of before) {
+    const now = wanted.get(id);
+    if (now && revisionOf(now) === revisionOf(event)) continue;
+    const key = `${id}\u0000${revisionOf(event)}`;
+    if (inCloud.has(key)) continue; // the cloud's side decided above
+    const reason: ExpireReason = expiredInList.has(id) ? 'expired' : now ? 'old-revision' : 'removed';
+    expire(key, { reason, event: expiryEvent(listId, event, event.checksumSha512) });
+  }
+  return plan;
+}
+
+/** Natural order of two `hv:version` strings: numbers compare as numbers (`1.10` > `1.9`). */
+export function compareVersions(a: string, b: string): number {
+  return a.localeCompare(b, 'en', { numeric: true, sensitivity: 'base' });
+}

@@ -1,0 +1,108 @@
+import type { ImageEvent } from '../../core/event.js';
+import { imageIdentity, type AcceptedList, type ListedImage } from '../../core/workflow-contract.js';
+import { compareVersions, planSync, type CloudImage } from '../../image-lists/sync-plan.js';
+
+const LIST = 'list-1';
+const sha = (c: string) => c.repeat(128);
+const image = (id: string, checksum: string, extra: Partial<ImageEvent> = {}): ListedImage => ({
+  event: { origin: 'image-list', imageListId: LIST, imageId: id, title: `Image ${id}`, uri: `https://h/${id}.img`, checksumSha512: checksum, extra: {}, ...extra },
+  expired: false,
+});
+const inCloud = (listed: ListedImage, isPublic = true, withChecksum = true): CloudImage => ({
+  cloudImageId: `cloud-${listed.event.imageId}-${listed.event.checksumSha512!.slice(0, 4)}`,
+  imageId: listed.event.imageId!,
+  revision: imageIdentity(listed.event).revision,
+  checksumSha512: withChecksum ? listed.event.checksumSha512 : undefined,
+  isPublic,
+});
+const accepted = (images: ListedImage[]): AcceptedList => ({ listId: LIST, version: '1', images });
+
+describe('planSync: what one sync of a subscribed list does', () => {
+  const a1 = image('a', sha('1'));
+  const b1 = image('b', sha('2'));
+  const c1 = image('c', sha('3'));
+
+  test('first sync: every image of the list is registered, as new', () => {
+    const plan = planSync({ expireAction: 'make-private', listId: LIST, current: [a1, b1, c1], cloud: [] });
+    expect(plan.register.map((r) => [r.event.imageId, r.reason])).toEqual([
+      ['a', 'new'],
+      ['b', 'new'],
+      ['c', 'new'],
+    ]);
+    expect(plan.expire).toEqual([]);
+  });
+
+  test('an unchanged list whose images are all in the cloud costs nothing', () => {
+    const plan = planSync({ expireAction: 'make-private', listId: LIST, current: [a1, b1], previous: accepted([a1, b1]), cloud: [inCloud(a1), inCloud(b1)] });
+    expect(plan).toEqual({ register: [], expire: [], unchanged: ['a', 'b'], unresolved: [] });
+  });
+
+  test('v2: a new revision is registered and the old one expired by its checksum; a removed image expired; an added one registered', () => {
+    const a2 = image('a', sha('4'), { version: '2' });
+    const d1 = image('d', sha('5'));
+    const plan = planSync({ expireAction: 'make-private', listId: LIST, current: [a2, b1, d1], previous: accepted([a1, b1, c1]), cloud: [inCloud(a1), inCloud(b1), inCloud(c1)] });
+    expect(plan.register.map((r) => [r.event.imageId, r.reason, r.event.checksumSha512])).toEqual([
+      ['a', 'updated', sha('4')],
+      ['d', 'new', sha('5')],
+    ]);
+    expect(plan.expire.map((e) => [e.event.imageId, e.reason, e.event.checksumSha512, e.event.type])).toEqual([
+      ['a', 'old-revision', sha('1'), 'ExpirePostfix'],
+      ['c', 'removed', sha('3'), 'ExpirePostfix'],
+    ]);
+    expect(plan.unchanged).toEqual(['b']);
+  });
+
+  test('an image deleted from the cloud by hand is registered again', () => {
+    const plan = planSync({ expireAction: 'make-private', listId: LIST, current: [a1, b1], previous: accepted([a1, b1]), cloud: [inCloud(a1)] });
+    expect(plan.register.map((r) => [r.event.imageId, r.reason])).toEqual([['b', 'missing-from-cloud']]);
+  });
+
+  test('an image whose own dc:date:expires passed is expired, not registered', () => {
+    const plan = planSync({ expireAction: 'make-private', listId: LIST, current: [a1, { ...b1, expired: true }], previous: accepted([a1, b1]), cloud: [inCloud(a1), inCloud(b1)] });
+    expect(plan.register).toEqual([]);
+    expect(plan.expire.map((e) => [e.event.imageId, e.reason])).toEqual([['b', 'expired']]);
+  });
+
+  test('an old revision already private is left alone; a public one without a sha512 is reported, not guessed', () => {
+    const a2 = image('a', sha('4'));
+    const privateOld = planSync({ expireAction: 'make-private', listId: LIST, current: [a2], cloud: [inCloud(a2), inCloud(a1, false)] });
+    expect(privateOld.expire).toEqual([]);
+    const noChecksum = planSync({ expireAction: 'make-private', listId: LIST, current: [a2], cloud: [inCloud(a2), inCloud(a1, true, false)] });
+    expect(noChecksum.expire).toEqual([]);
+    expect(noChecksum.unresolved).toEqual([{ imageId: 'a', revision: imageIdentity(a1.event).revision, cloudImageId: inCloud(a1).cloudImageId }]);
+  });
+
+  test('an image that left the list and is already private costs nothing with make-private; with unregister it leaves the cloud', () => {
+    const gone = planSync({ expireAction: 'make-private', listId: LIST, current: [a1], previous: accepted([a1]), cloud: [inCloud(a1), inCloud(c1, false)] });
+    expect(gone.expire).toEqual([]);
+    const unregister = planSync({ expireAction: 'unregister', listId: LIST, current: [a1], previous: accepted([a1]), cloud: [inCloud(a1), inCloud(c1, false)] });
+    expect(unregister.expire.map((e) => [e.event.imageId, e.reason])).toEqual([['c', 'removed']]);
+  });
+
+  test('an expired revision is named by what the last accepted copy knew of it (title, version)', () => {
+    const old = image('a', sha('1'), { version: '1' });
+    const plan = planSync({ expireAction: 'make-private', listId: LIST, current: [image('a', sha('4'), { version: '2' })], previous: accepted([old]), cloud: [inCloud(old)] });
+    expect(plan.expire.map((e) => [e.reason, e.event.version, e.event.title])).toEqual([['old-revision', '1', 'Image a']]);
+  });
+
+  test('a revision accepted last time but not in the cloud yet (still registering) is expired when the list drops it', () => {
+    const plan = planSync({ expireAction: 'make-private', listId: LIST, current: [a1], previous: accepted([a1, b1]), cloud: [inCloud(a1)] });
+    expect(plan.expire.map((e) => [e.event.imageId, e.reason, e.event.checksumSha512])).toEqual([['b', 'removed', sha('2')]]);
+  });
+
+  test('an image of the list in the cloud that the list never named (state lost) is expired, each revision once', () => {
+    const plan = planSync({ expireAction: 'make-private', listId: LIST, current: [a1], cloud: [inCloud(a1), inCloud(c1)] });
+    expect(plan.expire.map((e) => [e.event.imageId, e.reason])).toEqual([['c', 'removed']]);
+  });
+});
+
+describe('compareVersions: hv:version in natural order', () => {
+  test.each([
+    ['1.10', '1.9', 1],
+    ['2', '10', -1],
+    ['20240101', '20231231', 1],
+    ['1.0', '1.0', 0],
+  ])('%s vs %s', (a, b, sign) => {
+    expect(Math.sign(compareVersions(a, b))).toBe(sign);
+  });
+});

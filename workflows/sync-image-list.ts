@@ -1,0 +1,90 @@
+import { log, proxyActivities, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import type { SubscriptionActivities } from '../activities/subscriptions.js';
+import {
+  SA_IMAGE_LIST_ID,
+  subscriptionOptions,
+  type AcceptedList,
+  type SyncedImage,
+  type SyncImageListInput,
+  type SyncImageListResult,
+} from '../core/workflow-contract.js';
+import type { ImageEvent } from '../core/event.js';
+import { planSync } from '../image-lists/sync-plan.js';
+
+/**
+ * Every step heartbeats, so a worker that dies mid-sync is noticed in seconds and the step runs
+ * again on another (or the restarted) worker; reading a list and starting its workflows are
+ * both safe to repeat.
+ */
+const { readSubscribedList, cloudInventory, deliverImageEvents } = proxyActivities<SubscriptionActivities>({
+  startToCloseTimeout: '30 minutes',
+  heartbeatTimeout: '20 seconds',
+  retry: { initialInterval: '2 seconds', backoffCoefficient: 2, maximumInterval: '2 minutes', maximumAttempts: 10 },
+});
+
+function described(event: ImageEvent, reason: string, workflowId?: string): SyncedImage {
+  const entry: SyncedImage = { imageId: event.imageId ?? '', reason };
+  if (event.title) entry.title = event.title;
+  if (event.version) entry.version = event.version;
+  if (workflowId) entry.workflowId = workflowId;
+  return entry;
+}
+
+/**
+ * One run of a subscription (a Temporal Schedule per subscribed list starts it, and `sync-now`
+ * triggers it): read and verify the list, compare it with what was accepted last and with what
+ * the cloud holds, and send each image that needs work to its image revision's workflow. The
+ * accepted list travels to the next run as the schedule's last completion result, so an
+ * unchanged list costs one conditional request; a refused list fails the run and keeps the
+ * previous accepted copy (a failed run does not replace the last completion result).
+ */
+export async function syncImageList({ subscription }: SyncImageListInput): Promise<SyncImageListResult> {
+  const previous = (workflowInfo().lastResult as SyncImageListResult | undefined)?.accepted;
+  const read = await readSubscribedList({
+    subscription,
+    previous: previous && { listId: previous.listId, version: previous.version, etag: previous.etag, lastModified: previous.lastModified },
+  });
+
+  let accepted: AcceptedList;
+  let invalid: SyncImageListResult['summary']['invalid'] = [];
+  if (read.notModified) {
+    if (!previous) throw new Error('the server answered 304 Not Modified to an unconditional request');
+    accepted = previous;
+  } else {
+    accepted = { listId: read.list.identifier, version: read.list.version, etag: read.etag, lastModified: read.lastModified, images: read.images };
+    invalid = read.invalid;
+  }
+  upsertSearchAttributes([{ key: SA_IMAGE_LIST_ID, value: accepted.listId }]);
+
+  const options = subscriptionOptions(subscription);
+  const { images: cloud, expireAction } = await cloudInventory({ listId: accepted.listId, options });
+  const plan = planSync({
+    listId: accepted.listId,
+    vo: subscription.vo,
+    current: accepted.images,
+    previous: previous?.listId === accepted.listId ? previous : undefined,
+    cloud,
+    expireAction,
+  });
+
+  const events = [...plan.register.map((r) => r.event), ...plan.expire.map((e) => e.event)];
+  const ids = events.length > 0 ? await deliverImageEvents({ events, options }) : [];
+  const registered = plan.register.map((r, i) => described(r.event, r.reason, ids[i]));
+  const expired = plan.expire.map((e, i) => described(e.event, e.reason, ids[plan.register.length + i]));
+  if (plan.unresolved.length > 0) log.warn('old public revisions carry no sha512 and were left as they are', { unresolved: plan.unresolved });
+
+  return {
+    summary: {
+      url: subscription.url,
+      listId: accepted.listId,
+      version: accepted.version,
+      fetched: read.notModified ? 'not-modified' : 'changed',
+      registered,
+      expired,
+      unchanged: plan.unchanged.length,
+      invalid,
+      unresolved: plan.unresolved,
+    },
+    accepted,
+  };
+}
