@@ -11,6 +11,8 @@ import { GlanceClient, type UploadResult } from '../../clouds/glance/client.js';
 import { CloudApiError } from '../../clouds/glance/errors.js';
 import { KeystoneSession } from '../../clouds/glance/keystone.js';
 import { buildGlanceProperties, GLANCE_TAG } from '../../clouds/glance/properties.js';
+import { expireInGlance, findGlanceImage, publishToGlance, type GlanceSettings } from '../../clouds/glance/registration.js';
+import { pino } from 'pino';
 import { REGION, startOpenStack, type OpenStack } from '../support/openstack.js';
 
 /**
@@ -332,5 +334,72 @@ describe('Keystone', () => {
     expect(await renewing.token()).not.toBe(first);
     expect(await keeping.token()).toBe(kept);
     expect(keeping.authentications).toBe(1);
+  });
+});
+
+describe('registration steps', () => {
+  const logger = pino({ level: 'silent' });
+  const settings = (over: Partial<GlanceSettings> = {}): GlanceSettings => ({
+    visibility: 'shared',
+    voProjects: { 'vo.example.org': cloud.other.projectId },
+    expireAction: 'deactivate',
+    properties: { hw_disk_bus: 'virtio' },
+    ...over,
+  });
+
+  test('publishing the same revision twice registers one image, shared with its VO project; the second time reuses it', async () => {
+    const client = demoClient();
+    const ev = event();
+    const first = await publishToGlance(client, settings(), { event: ev, file: smallFile, diskFormat: 'raw' }, cloud.glanceUrl, logger);
+    expect(first).toMatchObject({ reused: false, visibility: 'shared', diskFormat: 'raw', location: `${cloud.glanceUrl}/v2/images/${first.imageId}` });
+    expect(first.properties.hw_disk_bus).toBe('virtio');
+    expect(await client.members(first.imageId)).toEqual([expect.objectContaining({ member_id: cloud.other.projectId })]);
+    const second = await publishToGlance(client, settings(), { event: ev, file: smallFile, diskFormat: 'raw' }, cloud.glanceUrl, logger);
+    expect(second).toMatchObject({ imageId: first.imageId, reused: true });
+    expect((await client.findOurImages(identityFilter(ev))).map((i) => i.id)).toEqual([first.imageId]);
+  });
+
+  test('a record a crashed attempt left queued is replaced by one complete image', async () => {
+    const client = demoClient();
+    const ev = event();
+    const { image: leftover } = await createFor(client, ev);
+    const published = await publishToGlance(client, settings({ visibility: 'private' }), { event: ev, file: smallFile, diskFormat: 'raw' }, cloud.glanceUrl, logger);
+    expect(await client.getImage(leftover.id)).toBeUndefined();
+    expect((await client.findOurImages(identityFilter(ev))).map((i) => [i.id, i.status])).toEqual([[published.imageId, 'active']]);
+  });
+
+  test('an upload Glance does not confirm is deleted, leaving nothing behind', async () => {
+    // Glance hashes with sha512; a client told the site uses sha256 cannot confirm the upload.
+    const client = new GlanceClient({ session: appCredentialSession(cloud.demo), hashAlgorithm: 'sha256' });
+    const ev = event();
+    const err = await publishToGlance(client, settings(), { event: ev, file: smallFile, diskFormat: 'raw' }, cloud.glanceUrl, logger).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ImageIntegrityError);
+    expect((err as Error).message).toMatch(/Glance hashed with 'sha512', we computed sha256/);
+    expect(await client.findOurImages(identityFilter(ev))).toEqual([]);
+  });
+
+  test("expiry deactivates and makes private our image only; the revision published again is reactivated", async () => {
+    const client = demoClient();
+    const other = otherClient();
+    const ev = event();
+    const ours = await publishToGlance(client, settings(), { event: ev, file: smallFile, diskFormat: 'raw' }, cloud.glanceUrl, logger);
+    const theirs = await createUploaded(other, ev);
+    await other.setVisibility(theirs.image.id, 'community');
+
+    expect(await expireInGlance(client, settings(), ev, logger)).toEqual({ action: 'deactivate', imageIds: [ours.imageId] });
+    expect(await client.getImage(ours.imageId)).toMatchObject({ status: 'deactivated', visibility: 'private' });
+    expect(await other.getImage(theirs.image.id)).toMatchObject({ status: 'active', visibility: 'community' });
+
+    const again = await findGlanceImage(client, settings(), ev, cloud.glanceUrl, logger);
+    expect(again).toMatchObject({ imageId: ours.imageId, reused: true, visibility: 'shared' });
+    expect((await client.getImage(ours.imageId))?.status).toBe('active');
+  });
+
+  test('expiry with expireAction delete deletes our image', async () => {
+    const client = demoClient();
+    const ev = event();
+    const ours = await publishToGlance(client, settings({ visibility: 'private' }), { event: ev, file: smallFile, diskFormat: 'raw' }, cloud.glanceUrl, logger);
+    expect(await expireInGlance(client, settings({ expireAction: 'delete' }), ev, logger)).toEqual({ action: 'delete', imageIds: [ours.imageId] });
+    expect(await client.getImage(ours.imageId)).toBeUndefined();
   });
 });
