@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { request } from 'undici';
+import { Agent, request } from 'undici';
 import { ImageIntegrityError } from '../../core/errors.js';
 import { eventFromFlat } from '../../core/event.js';
 import { identityFilter } from '../../core/image-properties.js';
@@ -27,6 +27,8 @@ let cloud: OpenStack;
 let dir: string;
 let smallFile: string;
 let bigFile: string;
+/** One connection pool for every client here, closed at the end so no socket outlives the file. */
+const agent = new Agent();
 
 beforeAll(async () => {
   dir = mkdtempSync(path.join(os.tmpdir(), 'snf-glance-test-'));
@@ -40,6 +42,7 @@ beforeAll(async () => {
 }, 420_000);
 
 afterAll(async () => {
+  await agent.close();
   await cloud?.stop();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
@@ -47,6 +50,7 @@ afterAll(async () => {
 type Account = OpenStack['demo'];
 function appCredentialSession(account: Account, opts: { region?: string; iface?: 'public' | 'internal' } = {}): KeystoneSession {
   return new KeystoneSession({
+    dispatcher: agent,
     authUrl: cloud.keystoneUrl,
     credential: { type: 'application-credential', id: account.appCredentialId, secret: account.appCredentialSecret },
     interface: opts.iface ?? 'public',
@@ -55,14 +59,15 @@ function appCredentialSession(account: Account, opts: { region?: string; iface?:
 }
 function passwordSession(user: { username: string; password: string; projectName: string }): KeystoneSession {
   return new KeystoneSession({
+    dispatcher: agent,
     authUrl: cloud.keystoneUrl,
     credential: { type: 'password', username: user.username, userDomain: 'Default', password: user.password, project: user.projectName, projectDomain: 'Default' },
     interface: 'public',
     region: REGION,
   });
 }
-const demoClient = () => new GlanceClient({ session: appCredentialSession(cloud.demo) });
-const otherClient = () => new GlanceClient({ session: appCredentialSession(cloud.other) });
+const demoClient = () => new GlanceClient({ session: appCredentialSession(cloud.demo) , dispatcher: agent});
+const otherClient = () => new GlanceClient({ session: appCredentialSession(cloud.other) , dispatcher: agent});
 
 let serial = 0;
 function event(imageId = `img-${++serial}-${randomBytes(3).toString('hex')}`) {
@@ -168,7 +173,7 @@ describe('finding our images', () => {
   test("another project's images carrying our identity properties are never found, cleaned up or touched", async () => {
     const client = demoClient();
     const other = otherClient();
-    const admin = new GlanceClient({ session: passwordSession(cloud.admin) });
+    const admin = new GlanceClient({ session: passwordSession(cloud.admin) , dispatcher: agent});
     const ev = event();
     // The other tenant has a queued record and an active image with exactly our identity; the
     // cloud's admin a public one, which our project can see in its image list.
@@ -178,6 +183,7 @@ describe('finding our images', () => {
     await admin.setVisibility(adminsPublic.image.id, 'public');
     const visibleToUs = await request(`${cloud.glanceUrl}/v2/images?${new URLSearchParams(identityFilter(ev))}`, {
       headers: { 'x-auth-token': await appCredentialSession(cloud.demo).token() },
+      dispatcher: agent,
     }).then((r) => r.body.json() as Promise<{ images: Array<{ id: string }> }>);
     expect(visibleToUs.images.map((i) => i.id)).toContain(adminsPublic.image.id);
 
@@ -205,7 +211,7 @@ describe('visibility, members, deactivation, deletion', () => {
     expect((refused as Error).message).toMatch(/publicize_image policy needs the admin role/);
     expect((await client.getImage(image.id))?.visibility).toBe('private');
 
-    const admin = new GlanceClient({ session: passwordSession(cloud.admin) });
+    const admin = new GlanceClient({ session: passwordSession(cloud.admin) , dispatcher: agent});
     const adminImage = await createUploaded(admin);
     expect((await admin.setVisibility(adminImage.image.id, 'public')).visibility).toBe('public');
     await admin.deleteImage(adminImage.image.id);
@@ -225,6 +231,7 @@ describe('visibility, members, deactivation, deletion', () => {
     expect((await client.members(image.id))[0].status).toBe('accepted');
     const listed = await request(`${cloud.glanceUrl}/v2/images?${new URLSearchParams(identityFilter({ ...event(), imageId: String(image[IDENTITY_PROPERTIES.imageId]) }))}`, {
       headers: { 'x-auth-token': await appCredentialSession(cloud.other).token() },
+      dispatcher: agent,
     }).then((r) => r.body.json() as Promise<{ images: Array<{ id: string }> }>);
     expect(listed.images.map((i) => i.id)).toEqual([image.id]);
 
@@ -283,6 +290,7 @@ describe('Keystone', () => {
 
   test('a wrong secret is refused by Keystone with an error naming the credential, and the secret is not in it', async () => {
     const bad = new KeystoneSession({
+      dispatcher: agent,
       authUrl: cloud.keystoneUrl,
       credential: { type: 'application-credential', id: cloud.demo.appCredentialId, secret: 'not-the-secret-at-all' },
       interface: 'public',
@@ -296,12 +304,12 @@ describe('Keystone', () => {
   });
 
   test('Glance answers 401 to a bad token; the client renews a revoked token and repeats the call, an upload included', async () => {
-    const raw = await request(`${cloud.glanceUrl}/v2/images`, { headers: { 'x-auth-token': 'gAAAAA-not-a-token' } });
+    const raw = await request(`${cloud.glanceUrl}/v2/images`, { headers: { 'x-auth-token': 'gAAAAA-not-a-token' }, dispatcher: agent });
     await raw.body.dump();
     expect(raw.statusCode).toBe(401);
 
     const session = appCredentialSession(cloud.demo);
-    const client = new GlanceClient({ session });
+    const client = new GlanceClient({ session, dispatcher: agent });
     const { image } = await createFor(client);
     expect(session.authentications).toBe(1);
     await cloud.revokeToken(await session.token());
@@ -318,13 +326,14 @@ describe('Keystone', () => {
     // Renew 5 s into the token's life (its expiry, from Keystone, less the margin); a session with
     // the default margin (5 minutes of a 1-hour token) keeps its token over the same time.
     const renewing = new KeystoneSession({
+      dispatcher: agent,
       authUrl: cloud.keystoneUrl,
       credential: { type: 'application-credential', id: cloud.demo.appCredentialId, secret: cloud.demo.appCredentialSecret },
       interface: 'public',
       renewBeforeMs: (TOKEN_SECONDS - 5) * 1000,
     });
     const keeping = appCredentialSession(cloud.demo);
-    const client = new GlanceClient({ session: renewing });
+    const client = new GlanceClient({ session: renewing , dispatcher: agent});
     const { image } = await createFor(client);
     const first = await renewing.token();
     const kept = await keeping.token();
@@ -370,7 +379,7 @@ describe('registration steps', () => {
 
   test('an upload Glance does not confirm is deleted, leaving nothing behind', async () => {
     // Glance hashes with sha512; a client told the site uses sha256 cannot confirm the upload.
-    const client = new GlanceClient({ session: appCredentialSession(cloud.demo), hashAlgorithm: 'sha256' });
+    const client = new GlanceClient({ session: appCredentialSession(cloud.demo), dispatcher: agent, hashAlgorithm: 'sha256' });
     const ev = event();
     const err = await publishToGlance(client, settings(), { event: ev, file: smallFile, diskFormat: 'raw' }, cloud.glanceUrl, logger).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ImageIntegrityError);
