@@ -78,7 +78,9 @@ function spawnService(name: string, command: string, args: string[], env: Record
 async function stopService(service: Service): Promise<void> {
   if (service.child.exitCode !== null || service.child.signalCode !== null) return;
   service.child.kill('SIGTERM');
-  const killed = await Promise.race([service.exited.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), 10_000))]);
+  let timer: NodeJS.Timeout | undefined;
+  const killed = await Promise.race([service.exited.then(() => false), new Promise<boolean>((r) => (timer = setTimeout(() => r(true), 10_000)))]);
+  clearTimeout(timer);
   if (killed) {
     service.child.kill('SIGKILL');
     await service.exited;
