@@ -41,6 +41,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     || { as_root apt-get update >&2 && as_root apt-get install -y --no-install-recommends "${missing[@]}" >&2; }
 fi
 
+# 3b. Debian's glance-api and keystone for the Glance tests (installed, never started as services).
+bash scripts/setup-openstack.sh
+
 # 4. RabbitMQ on 127.0.0.1:5672.
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 if ! port_open 5672; then
