@@ -1,6 +1,6 @@
 /**
- * How a registered image is found again on any cloud: the identity properties it carries, and
- * the stable names derived from them. Pure: no I/O.
+ * What every cloud target shares: how a registered image is found again (the identity properties
+ * it carries, and the stable names derived from them) and how its OS family is spelled. Pure: no I/O.
  */
 import type { ImageEvent } from '../core/event.js';
 import { IDENTITY_PROPERTIES, imageIdentity } from '../core/workflow-contract.js';
@@ -29,4 +29,16 @@ export function imageObjectName(event: ImageEvent): string {
 export function imageDisplayName(event: ImageEvent): string {
   const base = event.title ?? event.imageId ?? imageObjectName(event);
   return event.version && !base.includes(event.version) ? `${base} ${event.version}` : base;
+}
+
+/**
+ * `Linux`, ` LINUX ` → `linux`; anything naming Windows → `windows`; other families (freebsd,
+ * netbsd, openbsd…) lower-cased as they are. Empty → undefined.
+ */
+export function normaliseOsFamily(value: string | undefined): string | undefined {
+  const v = value?.trim().toLowerCase();
+  if (!v) return undefined;
+  if (v.includes('windows')) return 'windows';
+  if (v.includes('linux')) return 'linux';
+  return v.replace(/\s+/g, '_');
 }

@@ -7,7 +7,7 @@
  */
 import type { ImageEvent } from '../../core/event.js';
 import { EVENT_FIELDS } from '../../core/event.js';
-import { normaliseOsFamily } from '../../core/image-properties.js';
+import { normaliseOsFamily } from '../identity.js';
 import { IDENTITY_PROPERTIES, imageIdentity } from '../../core/workflow-contract.js';
 
 /** Glance's image schema caps every custom property value at 255 characters. */

@@ -6,7 +6,7 @@
 import type { Logger } from 'pino';
 import type { GlanceConfig } from '../../core/config.js';
 import type { ImageEvent } from '../../core/event.js';
-import { identityFilter, imageDisplayName } from '../../core/image-properties.js';
+import { identityFilter, imageDisplayName } from '../identity.js';
 import type { GlanceClient, GlanceImage, Visibility } from './client.js';
 import { customProperties } from './client.js';
 import { buildGlanceProperties, GLANCE_TAG } from './properties.js';

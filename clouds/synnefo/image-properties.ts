@@ -10,6 +10,7 @@
 import type { ImageEvent } from '../../core/event.js';
 import { EVENT_FIELDS } from '../../core/event.js';
 import { IDENTITY_PROPERTIES, imageIdentity, type RegistrationOptions } from '../../core/workflow-contract.js';
+import { normaliseOsFamily } from '../identity.js';
 
 export const MAX_IMAGE_PROPERTIES = 32;
 export const PROPERTY_KEY_PATTERN = /^[A-Za-z0-9_]+$/;
@@ -85,18 +86,6 @@ export interface BuiltProperties {
   dropped: string[];
   /** Metadata keys snf-mkimage gave that Synnefo would refuse. */
   rejected: string[];
-}
-
-/**
- * `Linux`, ` LINUX ` → `linux`; anything naming Windows → `windows`; other families (freebsd,
- * netbsd, openbsd…) lower-cased as they are. Empty → undefined.
- */
-export function normaliseOsFamily(value: string | undefined): string | undefined {
-  const v = value?.trim().toLowerCase();
-  if (!v) return undefined;
-  if (v.includes('windows')) return 'windows';
-  if (v.includes('linux')) return 'linux';
-  return v.replace(/\s+/g, '_');
 }
 
 /** Header-borne values cannot carry control characters (a newline would end the header). */

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { Agent, request } from 'undici';
 import { ImageIntegrityError } from '../../core/errors.js';
 import { eventFromFlat } from '../../core/event.js';
-import { identityFilter } from '../../core/image-properties.js';
+import { identityFilter } from '../../clouds/identity.js';
 import { IDENTITY_PROPERTIES } from '../../core/workflow-contract.js';
 import { GlanceClient, type UploadResult } from '../../clouds/glance/client.js';
 import { CloudApiError } from '../../clouds/glance/errors.js';

@@ -1,10 +1,9 @@
 import { eventFromFlat, type ImageEvent } from '../../core/event.js';
 import { IDENTITY_PROPERTIES, imageIdentity } from '../../core/workflow-contract.js';
-import { identityFilter, imageObjectName } from '../../clouds/identity.js';
+import { identityFilter, imageObjectName, normaliseOsFamily } from '../../clouds/identity.js';
 import {
   buildImageProperties,
   MAX_IMAGE_PROPERTIES,
-  normaliseOsFamily,
   ORIGINAL_EXCLUDED_TASKS,
   PROPERTY_KEY_PATTERN,
 } from '../../clouds/synnefo/image-properties.js';
