@@ -11,7 +11,7 @@ import { parseConfig } from '../core/config.js';
 import { ImageEventSchema } from '../core/event.js';
 import { startWorkflowForEvent } from '../core/starter.js';
 import { connectTemporal } from '../core/temporal-client.js';
-import { BENCH_TMP, REPEATS, benchToolchain, log, median, round, serveFolder, sha512File, timed, type BenchResult } from './lib.js';
+import { BENCH_TMP, REPEATS, benchToolchain, log, median, round, serveFolder, sha512File, stopAll, timed, type BenchResult } from './lib.js';
 import { startSnf, startTemporal, type Proc } from './services.js';
 import { writeLinuxMbr } from '../test/support/disk-images.js';
 
@@ -103,9 +103,7 @@ export async function benchE2e(): Promise<BenchResult> {
       await connection.close();
     }
   } finally {
-    await worker?.stop();
-    await temporal.stop();
-    await server.close();
+    await stopAll([() => worker?.stop(), () => temporal.stop(), () => server.close()]);
     await appendFile(toolLog, '');
     await rm(dir, { recursive: true, force: true });
   }

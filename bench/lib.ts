@@ -155,3 +155,10 @@ synnefo {
   });
   return { conf, env };
 }
+
+/** Stops what a benchmark started, in order, each even if an earlier one failed; the first failure is thrown at the end. */
+export async function stopAll(stops: Array<() => Promise<unknown> | undefined>): Promise<void> {
+  const failures: unknown[] = [];
+  for (const stop of stops) await Promise.resolve(stop()).catch((err: unknown) => failures.push(err));
+  if (failures.length > 0) throw failures[0];
+}

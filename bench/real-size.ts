@@ -14,7 +14,7 @@ import { startWorkflowForEvent } from '../core/starter.js';
 import { connectTemporal } from '../core/temporal-client.js';
 import type { ImageRevisionResult } from '../core/workflow-contract.js';
 import { writeLinuxMbr } from '../test/support/disk-images.js';
-import { BENCH_TMP, GiB, MiB, benchToolchain, log, round, serveFolder, sha512File, timed, type BenchResult } from './lib.js';
+import { BENCH_TMP, GiB, MiB, benchToolchain, log, round, serveFolder, sha512File, stopAll, timed, type BenchResult } from './lib.js';
 import { startSnf, startTemporal, type Proc } from './services.js';
 
 const SIZE_GIB = Number(process.env.SNF_VMCATCHER_BENCH_REAL_GIB ?? 2);
@@ -116,9 +116,7 @@ export async function benchRealSize(): Promise<BenchResult> {
       await connection.close();
     }
   } finally {
-    await worker?.stop();
-    await temporal.stop();
-    await server.close();
+    await stopAll([() => worker?.stop(), () => temporal.stop(), () => server.close()]);
   }
   const toolRss = new Map<string, { maxMiB: number; calls: number; seconds: number }>();
   for (const line of (await readFile(rssLog, 'utf8')).split('\n')) {

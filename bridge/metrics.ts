@@ -26,34 +26,23 @@ const PREFIX = 'snf_vmcatcher_bridge_';
 export function createBridgeMetrics(): BridgeMetrics {
   const registry = new Registry();
   const registers = [registry];
+  const counter = <L extends string = never>(name: string, help: string, labelNames: readonly L[] = []) =>
+    new Counter<L>({ name: `${PREFIX}${name}`, help, labelNames, registers });
+  const gauge = (name: string, help: string) => new Gauge({ name: `${PREFIX}${name}`, help, registers });
   return {
     registry,
-    consumed: new Counter({ name: `${PREFIX}messages_consumed_total`, help: 'Messages received from the queue', registers }),
-    delivered: new Counter({
-      name: `${PREFIX}events_delivered_total`,
-      help: "Events delivered to their image revision's workflow (started for them, or already running)",
-      registers,
-    }),
-    ignored: new Counter({ name: `${PREFIX}ignored_total`, help: 'Events that need no action (e.g. ProcessPrefix)', registers }),
-    deadLettered: new Counter({
-      name: `${PREFIX}dead_lettered_total`,
-      help: 'Messages moved to the dead-letter queue, by reason',
-      labelNames: ['reason'] as const,
-      registers,
-    }),
-    errors: new Counter({
-      name: `${PREFIX}errors_total`,
-      help: 'Errors, by kind (temporal-unavailable, temporal-misconfigured, broker-connection, dead-letter-publish, spool-replay)',
-      labelNames: ['kind'] as const,
-      registers,
-    }),
-    paused: new Gauge({ name: `${PREFIX}paused`, help: '1 while consumption is paused because Temporal is unavailable', registers }),
-    temporalMisconfigured: new Gauge({
-      name: `${PREFIX}temporal_misconfigured`,
-      help: '1 while consumption is stopped because the Temporal namespace lacks the search attributes',
-      registers,
-    }),
-    brokerConnected: new Gauge({ name: `${PREFIX}broker_connected`, help: '1 while consuming from RabbitMQ', registers }),
+    consumed: counter('messages_consumed_total', 'Messages received from the queue'),
+    delivered: counter('events_delivered_total', "Events delivered to their image revision's workflow (started for them, or already running)"),
+    ignored: counter('ignored_total', 'Events that need no action (e.g. ProcessPrefix)'),
+    deadLettered: counter('dead_lettered_total', 'Messages moved to the dead-letter queue, by reason', ['reason']),
+    errors: counter(
+      'errors_total',
+      'Errors, by kind (temporal-unavailable, temporal-misconfigured, broker-connection, dead-letter-publish, spool-replay)',
+      ['kind'],
+    ),
+    paused: gauge('paused', '1 while consumption is paused because Temporal is unavailable'),
+    temporalMisconfigured: gauge('temporal_misconfigured', '1 while consumption is stopped because the Temporal namespace lacks the search attributes'),
+    brokerConnected: gauge('broker_connected', '1 while consuming from RabbitMQ'),
   };
 }
 

@@ -339,19 +339,19 @@ export type RabbitConfig = Config['rabbitmq'];
 export type TemporalConfig = Config['temporal'];
 export type SignaturePolicy = z.infer<typeof SignaturePolicySchema>;
 
-/** Environment variables that override the file, for deployment. Temporal's keep Temporal's names. */
+const RABBITMQ_OVERRIDES = ['servers', 'username', 'password', 'vhost', 'queue', 'exchange', 'routingKey'] as const;
+
+/** `routingKey` → `ROUTING_KEY`. */
+const envName = (key: string) => key.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase();
+
+/**
+ * Environment variables that override the file, for deployment. Temporal's keep Temporal's names;
+ * the broker's are `SNF_VMCATCHER_RABBITMQ_<KEY>` (SERVERS, USERNAME, PASSWORD, VHOST, QUEUE,
+ * EXCHANGE, ROUTING_KEY).
+ */
 export const ENV_OVERRIDES: ReadonlyArray<{ env: string; key: string; list?: boolean }> = [
-  { env: 'TEMPORAL_ADDRESS', key: 'temporal.address' },
-  { env: 'TEMPORAL_NAMESPACE', key: 'temporal.namespace' },
-  { env: 'TEMPORAL_API_KEY', key: 'temporal.apiKey' },
-  { env: 'TEMPORAL_TASK_QUEUE', key: 'temporal.taskQueue' },
-  { env: 'SNF_VMCATCHER_RABBITMQ_SERVERS', key: 'rabbitmq.servers', list: true },
-  { env: 'SNF_VMCATCHER_RABBITMQ_USERNAME', key: 'rabbitmq.username' },
-  { env: 'SNF_VMCATCHER_RABBITMQ_PASSWORD', key: 'rabbitmq.password' },
-  { env: 'SNF_VMCATCHER_RABBITMQ_VHOST', key: 'rabbitmq.vhost' },
-  { env: 'SNF_VMCATCHER_RABBITMQ_QUEUE', key: 'rabbitmq.queue' },
-  { env: 'SNF_VMCATCHER_RABBITMQ_EXCHANGE', key: 'rabbitmq.exchange' },
-  { env: 'SNF_VMCATCHER_RABBITMQ_ROUTING_KEY', key: 'rabbitmq.routingKey' },
+  ...['address', 'namespace', 'apiKey', 'taskQueue'].map((key) => ({ env: `TEMPORAL_${envName(key)}`, key: `temporal.${key}` })),
+  ...RABBITMQ_OVERRIDES.map((key) => ({ env: `SNF_VMCATCHER_RABBITMQ_${envName(key)}`, key: `rabbitmq.${key}`, list: key === 'servers' || undefined })),
   { env: 'SNF_VMCATCHER_WORKING_FOLDER', key: 'worker.workingFolder' },
   { env: 'SNF_VMCATCHER_SPOOL_FOLDER', key: 'spool.folder' },
   { env: 'SNF_VMCATCHER_KAMAKI', key: 'synnefo.kamaki' },
