@@ -1,13 +1,17 @@
 import { randomBytes } from 'node:crypto';
 import { readFile, stat, writeFile } from 'node:fs/promises';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { request } from 'undici';
 import { parseConfig } from '../../core/config.js';
 import { FetchError, ImageIntegrityError } from '../../core/errors.js';
 import { imageIdentity } from '../../core/workflow-contract.js';
 import { downloadBlob } from '../../oci/blob.js';
 import { RegistryClient, resolveRegistryLogin } from '../../oci/client.js';
 import { listRepositories, listTags, readManifest, readRegistryProject, registryListId } from '../../oci/source.js';
+import { startTestServer, type TestServer } from '../support/http-server.js';
 import { quietLogger, tempDir } from '../support/pipeline-fixtures.js';
 import { digestOf, egiAnnotations, startRegistry, type PushedArtifact, type TestRegistry } from '../support/registry.js';
 
@@ -176,6 +180,70 @@ describe('OCI registry with htpasswd basic auth', () => {
       await expect(stat(file)).rejects.toMatchObject({ code: 'ENOENT' });
     } finally {
       await client.close();
+      await cleanup();
+    }
+  });
+});
+
+/**
+ * A front for the real registry that sends blob downloads to storage on another host (as Harbor
+ * and registries on S3 do with a 307 to a signed URL) and passes every other request through.
+ */
+async function redirectingFront(registryUrl: string, blobStore: TestServer): Promise<{ url: string; authorizations: Array<string | undefined>; close(): Promise<void> }> {
+  const authorizations: Array<string | undefined> = [];
+  const server = http.createServer((req, res) => {
+    authorizations.push(req.headers.authorization);
+    const blob = /^\/v2\/.+\/blobs\/(sha256:[0-9a-f]{64})$/.exec(req.url ?? '');
+    if (blob && req.headers.authorization) {
+      res.writeHead(307, { location: blobStore.at(`/blobs/${blob[1]}`) }).end();
+      return;
+    }
+    const headers = { ...req.headers };
+    delete headers.host;
+    request(new URL(req.url ?? '/', registryUrl), { method: req.method as 'GET', headers })
+      .then(async (answer) => {
+        res.writeHead(answer.statusCode, answer.headers as http.OutgoingHttpHeaders);
+        res.end(Buffer.from(await answer.body.arrayBuffer()));
+      })
+      .catch((err: Error) => res.writeHead(502).end(err.message));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    authorizations,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+describe('OCI registry redirecting blobs to storage on another host', () => {
+  it('follows the redirect without the registry credentials, and still verifies the bytes', async () => {
+    const registry = await startRegistry({ auth: 'htpasswd', users: { [READER.user]: READER.password } });
+    const disk = randomBytes(20_000);
+    const { dir, cleanup } = await tempDir('oci-blob-');
+    const config = configFor({ reader: `${READER.user}:${READER.password}` });
+    let blobStore: TestServer | undefined;
+    let front: Awaited<ReturnType<typeof redirectingFront>> | undefined;
+    try {
+      const pushed = await registry.push(`${PROJECT}/ubuntu`, { tags: ['22.04'], disk, annotations: egiAnnotations('ubuntu', '22.04') });
+      // Another host name than the registry's (localhost, not 127.0.0.1): credentials must not follow.
+      blobStore = await startTestServer({ hostname: 'localhost', routes: { [`/blobs/${pushed.layerDigest}`]: { body: disk } } });
+      front = await redirectingFront(registry.url, blobStore);
+      const client = new RegistryClient({ registry: new URL(front.url), login: await resolveRegistryLogin(config, 'reader'), security: config.security });
+      try {
+        const file = path.join(dir, 'disk');
+        const done = await downloadBlob(client, `${PROJECT}/ubuntu`, { digest: pushed.layerDigest, size: pushed.layerSize }, file);
+        expect(done.sha256).toBe(pushed.layerDigest.slice(7));
+        expect((await readFile(file)).equals(disk)).toBe(true);
+      } finally {
+        await client.close();
+      }
+      expect(front.authorizations.at(-1)).toMatch(/^Basic /);
+      expect(blobStore.requests).toHaveLength(1);
+      expect(blobStore.requests[0].headers.authorization).toBeUndefined();
+    } finally {
+      await front?.close();
+      await blobStore?.close();
+      await registry.close();
       await cleanup();
     }
   });

@@ -1,6 +1,7 @@
 import { describe, expect, it } from '@jest/globals';
 import { parseConfig } from '../../core/config.js';
 import { eventFromFlat, eventToFlat } from '../../core/event.js';
+import { buildImageProperties } from '../../core/image-properties.js';
 import { imageIdentity } from '../../core/workflow-contract.js';
 import { annotationProperties } from '../../oci/annotations.js';
 import { parseChallenges } from '../../oci/auth.js';
@@ -154,5 +155,15 @@ describe('registry subscriptions in the configuration', () => {
     expect(() => parseConfig({ subscriptions: [sub, { ...sub, registry: 'https://registry.egi.eu:443' }] }, 'test')).toThrow(
       "invalid configuration key 'subscriptions.1.project': the same project as subscriptions.0",
     );
+  });
+});
+
+describe('registry annotations on the registered image', () => {
+  it('become Synnefo properties (OS_DISTRO, EU_EGI_CLOUD_TAG) that never replace an identity or deploy property', () => {
+    const event = eventFromFlat({ VMCATCHER_EVENT_DC_IDENTIFIER: 'ubuntu', VMCATCHER_EVENT_SL_CHECKSUM_SHA256: 'e'.repeat(64) }, 'message');
+    event.properties = { os_distro: 'ubuntu', 'eu.egi.cloud.tag': '22.04-1', osfamily: 'windows', 'vmcatcher.revision': 'forged' };
+    const { properties } = buildImageProperties({ event, options: {}, metadata: { OSFAMILY: 'linux' } });
+    expect(properties).toMatchObject({ OS_DISTRO: 'ubuntu', EU_EGI_CLOUD_TAG: '22.04-1', OSFAMILY: 'linux', VMCATCHER_REVISION: `sha256-${'e'.repeat(32)}` });
+    expect(properties.VMCATCHER_EVENT_SL_CHECKSUM_SHA256).toBe('e'.repeat(64));
   });
 });
