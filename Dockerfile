@@ -21,6 +21,7 @@ COPY oci ./oci
 COPY cli ./cli
 COPY workflows ./workflows
 COPY activities ./activities
+COPY clouds ./clouds
 COPY worker ./worker
 COPY bridge ./bridge
 RUN npm run build

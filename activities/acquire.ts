@@ -8,19 +8,14 @@ import type { Config } from '../core/config.js';
 import { credentialNameFor, resolveCredential } from '../core/credentials.js';
 import { FetchError, ImageIntegrityError, InvalidInputError, OutOfSpaceError, SnfVmcatcherError } from '../core/errors.js';
 import type { ImageEvent } from '../core/event.js';
-import { basicAuth, createDispatcher, describeFetchFailure, httpGet, redact, type HttpResponse } from '../core/http.js';
 import type { Logger } from '../core/logging.js';
+import { basicAuth, createDispatcher, describeFetchFailure, httpGet, redact, type HttpResponse } from '../core/http.js';
 import { cancellationSignal, heartbeat, previousHeartbeat } from './context.js';
 import { asOutOfSpace, diskPolicy, reserveSpace, type SpaceReservation } from './disk.js';
 import { keepHeartbeating, type StepProgress } from './heartbeats.js';
 import { trailingHasher, type FileDigest, type TrailingHasher } from './trailing-hash.js';
-import type { AcquireInput, AcquiredImage, DownloadProgress } from './types.js';
+import type { AcquireInput, AcquiredImage, ActivityDeps, DownloadProgress } from './types.js';
 import { resolveInsideFolders, safeFileName, withWorkDir, type WorkDirLease } from './workspace.js';
-
-export interface AcquireDeps {
-  config: Config;
-  logger: Logger;
-}
 
 /** What the event promised about the file. */
 interface Expected {
@@ -30,7 +25,7 @@ interface Expected {
 
 /** One attempt of the acquire step: who it is, what it holds, what stops it. */
 interface Attempt {
-  deps: AcquireDeps;
+  deps: ActivityDeps;
   lease: WorkDirLease;
   expected: Expected;
   /** Aborted when the activity is cancelled (or times out) or a newer attempt takes the folder over. */
@@ -70,7 +65,7 @@ export function checkIntegrity(what: string, expected: Expected, actual: { bytes
  * folder while it runs: an attempt that Temporal gave up on (heartbeat timeout) is stopped by
  * its retry and then touches no file (see claimWorkDir).
  */
-export async function acquireImage(deps: AcquireDeps, input: AcquireInput): Promise<AcquiredImage> {
+export async function acquireImage(deps: ActivityDeps, input: AcquireInput): Promise<AcquiredImage> {
   const { event } = input;
   const fileName = publishedFileName(event);
   return withWorkDir(deps.config, input.workflowId, async (lease) => {
@@ -354,17 +349,10 @@ async function download(attempt: Attempt, req: DownloadRequest): Promise<FileDig
   const stopBeating = keepHeartbeating(progress);
   let source: Readable | undefined;
   try {
-    if (expected.size !== undefined && offset === expected.size) {
-      // A previous attempt got every byte and stopped while hashing: only the hash is left to do.
-      source = Readable.from([]);
-    } else {
-      logger.info({ url: where, dest, offset }, offset ? 'downloading the rest of the image' : 'downloading the image');
-      const opened = await openDownload({ url, dest, offset, headers, dispatcher, signal, maxRedirects: security.maxRedirects, logger });
-      offset = meter.written = opened.offset;
-      const declared = Number(opened.response.headers['content-length']);
-      if (!space && Number.isFinite(declared) && declared > 0) space = await reserveSpace(attempt.lease.dir, declared, what, diskPolicy(config));
-      source = opened.response.body;
-    }
+    const opened = await openSource(attempt, { url, dest, offset, headers, dispatcher, signal, maxRedirects: security.maxRedirects, logger });
+    source = opened.source;
+    offset = meter.written = opened.offset;
+    if (!space && opened.declaredBytes) space = await reserveSpace(attempt.lease.dir, opened.declaredBytes, what, diskPolicy(config));
     const tooLarge = () =>
       expected.size !== undefined
         ? new ImageIntegrityError(`${where}: size mismatch: expected ${expected.size} bytes (hv:size), the server sends more`)
@@ -381,19 +369,16 @@ async function download(attempt: Attempt, req: DownloadRequest): Promise<FileDig
     return got;
   } catch (err) {
     stopBeating();
-    const onDisk = await stat(dest).then((s) => s.size).catch(() => 0);
-    logger.warn({ url: where, fetchedThisAttempt: Math.max(0, onDisk - offset), error: (err as Error).message }, 'download failed');
-    const outcome = await failed(attempt, err, dest, { keepPartial: true, neededBytes: (expected.size ?? onDisk) - offset });
-    const kept = !(err instanceof SnfVmcatcherError && err.permanent) && !(outcome instanceof OutOfSpaceError);
-    if (kept && attempt.lease.owns()) {
-      // Tell the next attempt (after a network error, a timeout, a worker shutdown) how far the file on disk is good.
-      meter.written = onDisk;
-      heartbeat(progress());
-    }
-    if (outcome === err && timeout.aborted && !attempt.signal.aborted) {
-      throw new FetchError(`${what} timed out after ${config.worker.downloadTimeoutMs} ms (worker.downloadTimeoutMs)`);
-    }
-    throw outcome;
+    throw await afterFailedDownload(attempt, err, {
+      url,
+      dest,
+      offset,
+      timeout,
+      resumeAt: (bytes) => {
+        meter.written = bytes;
+        heartbeat(progress());
+      },
+    });
   } finally {
     stopBeating();
     space?.release();
@@ -401,6 +386,42 @@ async function download(attempt: Attempt, req: DownloadRequest): Promise<FileDig
     source?.destroy();
     await dispatcher.close().catch(() => undefined);
   }
+}
+
+/**
+ * What to write from where: the server's response (openDownload) with the size it declares, or
+ * nothing when a previous attempt got every byte and stopped while hashing.
+ */
+async function openSource(attempt: Attempt, o: OpenDownload): Promise<{ source: Readable; offset: number; declaredBytes?: number }> {
+  if (attempt.expected.size !== undefined && o.offset === attempt.expected.size) return { source: Readable.from([]), offset: o.offset };
+  o.logger.info({ url: redact(o.url), dest: o.dest, offset: o.offset }, o.offset ? 'downloading the rest of the image' : 'downloading the image');
+  const { response, offset } = await openDownload(o);
+  const declared = Number(response.headers['content-length']);
+  return { source: response.body, offset, declaredBytes: Number.isFinite(declared) && declared > 0 ? declared : undefined };
+}
+
+/**
+ * After a failed download: log how far it got, keep the partial file when a retry can resume
+ * from it (and tell that retry, with a last heartbeat, how far the file is good), and call a
+ * timeout one. Returns the error to throw.
+ */
+async function afterFailedDownload(
+  attempt: Attempt,
+  err: unknown,
+  f: { url: URL; dest: string; offset: number; timeout: AbortSignal; resumeAt: (bytes: number) => void },
+): Promise<unknown> {
+  const { config, logger } = attempt.deps;
+  const where = redact(f.url);
+  const onDisk = await stat(f.dest).then((s) => s.size).catch(() => 0);
+  logger.warn({ url: where, fetchedThisAttempt: Math.max(0, onDisk - f.offset), error: (err as Error).message }, 'download failed');
+  const outcome = await failed(attempt, err, f.dest, { keepPartial: true, neededBytes: (attempt.expected.size ?? onDisk) - f.offset });
+  const kept = !(err instanceof SnfVmcatcherError && err.permanent) && !(outcome instanceof OutOfSpaceError);
+  // After a network error, a timeout, a worker shutdown: the next attempt resumes where the file on disk is good.
+  if (kept && attempt.lease.owns()) f.resumeAt(onDisk);
+  if (outcome === err && f.timeout.aborted && !attempt.signal.aborted) {
+    return new FetchError(`the download of ${where} timed out after ${config.worker.downloadTimeoutMs} ms (worker.downloadTimeoutMs)`);
+  }
+  return outcome;
 }
 
 interface OpenDownload {

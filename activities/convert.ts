@@ -7,7 +7,6 @@ import { createGunzip } from 'node:zlib';
 import { execa } from 'execa';
 import type { Config } from '../core/config.js';
 import { ImageIntegrityError, InvalidInputError, OutOfSpaceError, ToolError } from '../core/errors.js';
-import type { Logger } from '../core/logging.js';
 import {
   byteLimit,
   checkMembers,
@@ -21,15 +20,13 @@ import {
 import { cancellationSignal } from './context.js';
 import { asOutOfSpace, diskPolicy, filesystemSpace, reserveOf, reserveSpace, usableCapacity, type DiskPolicy } from './disk.js';
 import { keepHeartbeating, type StepProgress } from './heartbeats.js';
-import { ACCEPTED_FORMATS, DISK_FORMATS, WRAPPER_FORMATS, checkDiskImage, inspectImage, normaliseFormat, qemuImageSpec } from './inspect.js';
+import { ACCEPTED_FORMATS, DISK_FORMATS, WRAPPER_FORMATS, checkDiskImage, inspectFile, normaliseFormat, qemuImageSpec } from './inspect.js';
 import { chooseOvfDisk } from './ovf.js';
 import { guarded } from './tool-runner.js';
-import type { ConvertInput, RawImage } from './types.js';
+import type { ActivityDeps, ConvertInput, RawImage } from './types.js';
 import { safeFileName, withWorkDir, type WorkDirLease } from './workspace.js';
 
-export interface ConvertDeps {
-  config: Config;
-  logger: Logger;
+export interface ConvertDeps extends ActivityDeps {
   /** How often a running step looks at the free space (default DISK_WATCH_MS; tests go faster). */
   diskWatchMs?: number;
 }
@@ -107,48 +104,155 @@ export async function convertToRaw(deps: ConvertDeps, input: ConvertInput): Prom
 }
 
 async function convertInFolder(deps: ConvertDeps, input: ConvertInput, lease: WorkDirLease): Promise<RawImage> {
-  const { config, logger } = deps;
   const workDir = lease.dir;
   if (path.resolve(input.workDir) !== workDir) {
     throw new InvalidInputError(`convert: work folder ${input.workDir} is not the one of workflow ${input.workflowId} (${workDir})`);
   }
   const signal = AbortSignal.any([lease.signal, cancellationSignal()].filter((s): s is AbortSignal => s !== undefined));
-  const policy = diskPolicy(config);
-  const limits = await convertLimits(config, workDir);
-  const steps: string[] = [];
-  const created = new Set<string>();
-  const toolTimeoutMs = config.worker.toolTimeoutMs;
-  let progress: StepProgress = { step: 'convert' };
-  const stopBeating = keepHeartbeating(() => progress);
+  const conversion = new Conversion(deps, input, lease, signal, await convertLimits(deps.config, workDir));
+  const stopBeating = keepHeartbeating(() => conversion.progress);
+  try {
+    for (let n = 0; ; n++) {
+      if (signal.aborted) throw signal.reason;
+      if (n >= MAX_STEPS) throw new ImageIntegrityError(`${path.basename(input.path)} is wrapped more than ${MAX_STEPS} levels deep`);
+      if (!WRAPPER_FORMATS.has(conversion.format)) return await conversion.toRaw();
+      await conversion.unwrap();
+    }
+  } catch (err) {
+    // A replaced attempt leaves every file alone: the attempt that took over owns the folder now.
+    if (lease.owns()) for (const file of conversion.created) await rm(file, { force: true });
+    throw err;
+  } finally {
+    stopBeating();
+  }
+}
 
-  let current = path.resolve(input.path);
-  let format = normaliseFormat(input.format) ?? input.format;
-  const discard = async (file: string) => {
-    if (created.delete(file) && lease.owns()) await rm(file, { force: true });
-  };
+/** One convertToRaw call: where the image is now and in what format, what was done, which files it made. */
+class Conversion {
+  current: string;
+  format: string;
+  progress: StepProgress = { step: 'convert' };
+  readonly steps: string[] = [];
+  /** Files this call wrote and still has: removed when it fails. */
+  readonly created = new Set<string>();
+  private readonly workDir: string;
+  private readonly policy: DiskPolicy;
+  private readonly toolTimeoutMs: number;
+
+  constructor(
+    private readonly deps: ConvertDeps,
+    input: ConvertInput,
+    private readonly lease: WorkDirLease,
+    private readonly signal: AbortSignal,
+    private readonly limits: ConvertLimits,
+  ) {
+    this.workDir = lease.dir;
+    this.policy = diskPolicy(deps.config);
+    this.toolTimeoutMs = deps.config.worker.toolTimeoutMs;
+    this.current = path.resolve(input.path);
+    this.format = normaliseFormat(input.format) ?? input.format;
+  }
+
+  /** Takes one wrapper off (gz, bz2, xz, or an archive's image member), then tells the format of what came out. */
+  async unwrap(): Promise<void> {
+    const { config, logger } = this.deps;
+    const { limits, signal, toolTimeoutMs } = this;
+    const format = this.format;
+    const name = path.basename(this.current);
+    if (format === 'gz' || format === 'bz2' || format === 'xz') {
+      const out = this.outputPath(decompressedName(name, format));
+      const estimate = await decompressedEstimate(format, this.current, signal);
+      if (estimate > limits.maxUnpackedBytes) {
+        throw new ImageIntegrityError(`${name} unpacks to ${estimate} bytes, more than the limit of ${limits.maxUnpackedBytes} (${limits.unpackedName})`);
+      }
+      const from = this.current;
+      await this.step(`${format === 'gz' ? 'gunzip' : format === 'bz2' ? 'bunzip2' : 'unxz'} ${name}`, out, estimate, (ctx) =>
+        decompress(format, from, out, { maxBytes: limits.maxUnpackedBytes, limitName: limits.unpackedName, timeoutMs: toolTimeoutMs, estimate, ...ctx }),
+      );
+    } else {
+      this.progress = { step: `list ${name}` };
+      const { member, note } = await chooseArchiveMember(this.current, format, config.security.maxArchiveEntries, limits, signal, (bytesDone, bytesTotal) => {
+        this.progress = { step: `list ${name}`, bytesDone, bytesTotal };
+      });
+      if (note) logger.info({ archive: name, member: member.path }, note);
+      const out = this.outputPath(path.posix.basename(member.path));
+      const archive = this.current;
+      await this.step(`unpack ${member.path} from ${format === 'ova' ? 'OVA' : format} ${name}`, out, member.size, (ctx) =>
+        format === 'zip'
+          ? extractZipMember(archive, member.path, out, member.size, { signal: ctx.signal, onBytes: (b) => ctx.report(b, member.size) })
+          : extractTarMember(archive, member.path, out, { signal: ctx.signal, onBytes: ctx.report }),
+      );
+    }
+    const unpacked = path.basename(this.current);
+    this.progress = { step: `inspect ${unpacked}` };
+    const detected = await inspectFile({ path: this.current, fileName: unpacked }, { signal, timeoutMs: toolTimeoutMs });
+    logger.info({ file: unpacked, ...detected }, `convert: ${unpacked} is ${detected.format}`);
+    this.format = detected.format;
+  }
+
+  /** The unwrapped image, checked to be an accepted, self-contained disk, as a raw disk in the work folder. */
+  async toRaw(): Promise<RawImage> {
+    const { format, limits, toolTimeoutMs, workDir } = this;
+    const name = path.basename(this.current);
+    if (format === 'iso') {
+      throw new ImageIntegrityError(`${name} is an ISO 9660 CD image (installation media), not a disk image; it cannot be registered as one`);
+    }
+    if (!DISK_FORMATS.has(format) || !ACCEPTED_FORMATS.has(format)) {
+      throw new ImageIntegrityError(`${name}: format '${format}' is not accepted (accepted: ${[...ACCEPTED_FORMATS].join(', ')})`);
+    }
+
+    this.progress = { step: `check ${name}` };
+    const checked = await checkDiskImage(this.current, format, { signal: this.signal, timeoutMs: toolTimeoutMs });
+    if (checked.virtualSize > limits.maxVirtualBytes) {
+      throw new ImageIntegrityError(`${name} has a virtual size of ${checked.virtualSize} bytes, more than the limit of ${limits.maxVirtualBytes} (${limits.virtualName})`);
+    }
+
+    if (format === 'raw' && path.dirname(this.current) === workDir) {
+      // Already raw where we may keep it: no copy.
+      const { size } = await stat(this.current);
+      this.created.delete(this.current);
+      return { path: this.current, virtualSize: size, bytes: size, steps: this.steps };
+    }
+    const out = this.outputPath(rawName(name));
+    const description = format === 'raw' ? `copy raw ${name} into the work folder` : `qemu-img convert ${name} from ${format} to raw`;
+    const from = this.current;
+    await this.step(description, out, checked.virtualSize, (ctx) =>
+      qemuImgConvert(format, from, out, { timeoutMs: toolTimeoutMs, virtualSize: checked.virtualSize, ...ctx }),
+    );
+    this.created.delete(this.current);
+    const { size } = await stat(this.current);
+    return { path: this.current, virtualSize: checked.virtualSize, bytes: size, steps: this.steps };
+  }
+
   /** Where a step writes: in the work folder, never over the file it reads. */
-  const outputPath = (name: string) => {
-    const candidate = path.join(workDir, safeFileName(name));
-    return candidate === current ? path.join(workDir, `unpacked-${safeFileName(name)}`) : candidate;
-  };
-  /** Runs a step that writes about `bytes` to `out`, with space reserved and watched. */
-  const step = async (description: string, out: string, bytes: number, run: (ctx: StepContext) => Promise<void>) => {
-    logger.info({ step: description, from: current, to: out, bytes }, `convert: ${description}`);
-    progress = { step: description };
+  private outputPath(name: string): string {
+    const candidate = path.join(this.workDir, safeFileName(name));
+    return candidate === this.current ? path.join(this.workDir, `unpacked-${safeFileName(name)}`) : candidate;
+  }
+
+  private async discard(file: string): Promise<void> {
+    if (this.created.delete(file) && this.lease.owns()) await rm(file, { force: true });
+  }
+
+  /** Runs a step that writes about `bytes` to `out`, with space reserved and watched; `out` becomes the current file. */
+  private async step(description: string, out: string, bytes: number, run: (ctx: StepContext) => Promise<void>): Promise<void> {
+    const { signal, workDir, policy } = this;
+    this.deps.logger.info({ step: description, from: this.current, to: out, bytes }, `convert: ${description}`);
+    this.progress = { step: description };
     const reservation = await reserveSpace(workDir, bytes, description, policy);
-    created.add(out);
+    this.created.add(out);
     const diskFull = new AbortController();
-    const stopWatching = watchDisk(workDir, policy, diskFull, description, bytes, deps.diskWatchMs ?? DISK_WATCH_MS);
+    const stopWatching = watchDisk(workDir, policy, diskFull, description, bytes, this.deps.diskWatchMs ?? DISK_WATCH_MS);
     const ctx: StepContext = {
       signal: AbortSignal.any([signal, diskFull.signal]),
       report: (bytesDone, bytesTotal) => {
-        progress = { step: description, ...(bytesDone === undefined ? {} : { bytesDone }), ...(bytesTotal === undefined ? {} : { bytesTotal }) };
+        this.progress = { step: description, ...(bytesDone === undefined ? {} : { bytesDone }), ...(bytesTotal === undefined ? {} : { bytesTotal }) };
       },
     };
     try {
       await run(ctx);
     } catch (err) {
-      await discard(out);
+      await this.discard(out);
       if (diskFull.signal.aborted && !signal.aborted) throw diskFull.signal.reason;
       if (signal.aborted) throw signal.reason;
       throw asOutOfSpace(err, workDir, description, bytes);
@@ -156,84 +260,9 @@ async function convertInFolder(deps: ConvertDeps, input: ConvertInput, lease: Wo
       stopWatching();
       reservation.release();
     }
-    steps.push(description);
-    await discard(current);
-    current = out;
-  };
-
-  try {
-    for (let n = 0; ; n++) {
-      if (signal.aborted) throw signal.reason;
-      if (n >= MAX_STEPS) throw new ImageIntegrityError(`${path.basename(input.path)} is wrapped more than ${MAX_STEPS} levels deep`);
-      const name = path.basename(current);
-
-      if (WRAPPER_FORMATS.has(format)) {
-        if (format === 'gz' || format === 'bz2' || format === 'xz') {
-          const out = outputPath(decompressedName(name, format));
-          const estimate = await decompressedEstimate(format, current, signal);
-          if (estimate > limits.maxUnpackedBytes) {
-            throw new ImageIntegrityError(`${name} unpacks to ${estimate} bytes, more than the limit of ${limits.maxUnpackedBytes} (${limits.unpackedName})`);
-          }
-          const fmt = format;
-          await step(`${format === 'gz' ? 'gunzip' : format === 'bz2' ? 'bunzip2' : 'unxz'} ${name}`, out, estimate, (ctx) =>
-            decompress(fmt, current, out, { maxBytes: limits.maxUnpackedBytes, limitName: limits.unpackedName, timeoutMs: toolTimeoutMs, estimate, ...ctx }),
-          );
-        } else {
-          progress = { step: `list ${name}` };
-          const { member, note } = await chooseArchiveMember(current, format, config.security.maxArchiveEntries, limits, signal, (bytesDone, bytesTotal) => {
-            progress = { step: `list ${name}`, bytesDone, bytesTotal };
-          });
-          if (note) logger.info({ archive: name, member: member.path }, note);
-          const out = outputPath(path.posix.basename(member.path));
-          const archive = current;
-          await step(`unpack ${member.path} from ${format === 'ova' ? 'OVA' : format} ${name}`, out, member.size, (ctx) =>
-            format === 'zip'
-              ? extractZipMember(archive, member.path, out, member.size, { signal: ctx.signal, onBytes: (b) => ctx.report(b, member.size) })
-              : extractTarMember(archive, member.path, out, { signal: ctx.signal, onBytes: ctx.report }),
-          );
-        }
-        progress = { step: `inspect ${path.basename(current)}` };
-        const detected = await inspectImage({ path: current, fileName: path.basename(current) }, { signal, timeoutMs: toolTimeoutMs });
-        logger.info({ file: path.basename(current), ...detected }, `convert: ${path.basename(current)} is ${detected.format}`);
-        format = detected.format;
-        continue;
-      }
-
-      if (format === 'iso') {
-        throw new ImageIntegrityError(`${name} is an ISO 9660 CD image (installation media), not a disk image; it cannot be registered as one`);
-      }
-      if (!DISK_FORMATS.has(format) || !ACCEPTED_FORMATS.has(format)) {
-        throw new ImageIntegrityError(`${name}: format '${format}' is not accepted (accepted: ${[...ACCEPTED_FORMATS].join(', ')})`);
-      }
-
-      progress = { step: `check ${name}` };
-      const checked = await checkDiskImage(current, format, { signal, timeoutMs: toolTimeoutMs });
-      if (checked.virtualSize > limits.maxVirtualBytes) {
-        throw new ImageIntegrityError(`${name} has a virtual size of ${checked.virtualSize} bytes, more than the limit of ${limits.maxVirtualBytes} (${limits.virtualName})`);
-      }
-
-      if (format === 'raw' && path.dirname(current) === workDir) {
-        // Already raw where we may keep it: no copy.
-        const { size } = await stat(current);
-        created.delete(current);
-        return { path: current, virtualSize: size, bytes: size, steps };
-      }
-      const out = outputPath(rawName(name));
-      const description = format === 'raw' ? `copy raw ${name} into the work folder` : `qemu-img convert ${name} from ${format} to raw`;
-      const fmt = format;
-      await step(description, out, checked.virtualSize, (ctx) =>
-        qemuImgConvert(fmt, current, out, { timeoutMs: toolTimeoutMs, virtualSize: checked.virtualSize, ...ctx }),
-      );
-      created.delete(current);
-      const { size } = await stat(current);
-      return { path: current, virtualSize: checked.virtualSize, bytes: size, steps };
-    }
-  } catch (err) {
-    // A replaced attempt leaves every file alone: the attempt that took over owns the folder now.
-    if (lease.owns()) for (const file of created) await rm(file, { force: true });
-    throw err;
-  } finally {
-    stopBeating();
+    this.steps.push(description);
+    await this.discard(this.current);
+    this.current = out;
   }
 }
 

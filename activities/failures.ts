@@ -1,4 +1,5 @@
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
+import type { ActivityInterceptorsFactory } from '@temporalio/worker';
 import { OutOfSpaceError, SnfVmcatcherError } from '../core/errors.js';
 import { scrubSecrets } from '../core/logging.js';
 import { DISK_TOO_SMALL, OUT_OF_SPACE, type OutOfSpaceDetails } from '../core/workflow-contract.js';
@@ -40,13 +41,19 @@ export function toActivityFailure(err: unknown): Error {
   return ApplicationFailure.retryable(message, code ?? e.name ?? 'Error');
 }
 
-/** Wraps an activity so every error it throws is classified by `toActivityFailure`. */
-export function classified<A extends unknown[], R>(fn: (...args: A) => Promise<R>): (...args: A) => Promise<R> {
-  return async (...args: A) => {
-    try {
-      return await fn(...args);
-    } catch (err) {
-      throw toActivityFailure(err);
-    }
-  };
-}
+/**
+ * Classifies every error an activity throws, once, by `toActivityFailure`. The worker installs it
+ * for all its activities (worker/worker.ts); so do tests that call activities as the worker would.
+ * Outside a worker (the `transform` command) errors stay as they are, for the command's reporter.
+ */
+export const classifyFailures: ActivityInterceptorsFactory = () => ({
+  inbound: {
+    async execute(input, next) {
+      try {
+        return await next(input);
+      } catch (err) {
+        throw toActivityFailure(err);
+      }
+    },
+  },
+});

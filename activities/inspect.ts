@@ -2,8 +2,9 @@ import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
 import { ImageIntegrityError, ToolError } from '../core/errors.js';
+import { cancellationSignal } from './context.js';
 import { guarded } from './tool-runner.js';
-import type { ImageFormatInfo, InspectInput } from './types.js';
+import type { ActivityDeps, ImageFormatInfo, InspectInput } from './types.js';
 
 /**
  * Bytes read from the start of a file: enough for the ISO 9660 volume descriptor at 0x8001, a
@@ -476,7 +477,7 @@ export async function checkDiskImage(
  * without a signature. Disk images are then checked to be accepted, self-contained
  * (checkDiskImage) and, for raw, to look like a disk.
  */
-export async function inspectImage(input: InspectInput, opts: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<ImageFormatInfo> {
+export async function inspectFile(input: InspectInput, opts: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<ImageFormatInfo> {
   const { header, tail, size } = await readSignatureBytes(input.path);
   const name = input.fileName ?? path.basename(input.path);
   if (size === 0) throw new ImageIntegrityError(`${name} is empty (0 bytes)`);
@@ -487,4 +488,9 @@ export async function inspectImage(input: InspectInput, opts: { timeoutMs?: numb
   }
   const checked = await checkDiskImage(input.path, detected.format, { ...opts, displayName: name });
   return { ...detected, virtualSize: checked.virtualSize };
+}
+
+/** The inspect step: `inspectFile` within the worker's tool time limit, stopped when the activity is cancelled. */
+export function inspectImage({ config }: ActivityDeps, input: InspectInput): Promise<ImageFormatInfo> {
+  return inspectFile(input, { timeoutMs: config.worker.toolTimeoutMs, signal: cancellationSignal() });
 }

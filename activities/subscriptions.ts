@@ -5,14 +5,10 @@
  */
 import { ApplicationFailure } from '@temporalio/common';
 import type { Client } from '@temporalio/client';
-import type { Config } from '../core/config.js';
-import { EVENT_FIELDS, type ImageEvent } from '../core/event.js';
+import type { ImageEvent } from '../core/event.js';
 import { SignatureError } from '../core/errors.js';
-import type { Logger } from '../core/logging.js';
 import { startWorkflowForEvent } from '../core/starter.js';
 import {
-  IDENTITY_PROPERTIES,
-  imageIdentity,
   LIST_REJECTED,
   type AcceptedList,
   type ListedImage,
@@ -21,25 +17,20 @@ import {
 } from '../core/workflow-contract.js';
 import { imageToEvent } from '../image-lists/parse.js';
 import { readImageList } from '../image-lists/read.js';
-import { compareVersions, type CloudImage, type SyncPlanInput } from '../image-lists/sync-plan.js';
+import { compareVersions } from '../image-lists/sync-plan.js';
+import type { CloudInventory, CloudTarget } from '../clouds/target.js';
+import type { ActivityDeps } from './types.js';
 import { keepHeartbeating, whileHeartbeating } from './heartbeats.js';
-import { Kamaki, kamakiCloud } from './kamaki.js';
 
-export interface SubscriptionDeps {
-  config: Config;
-  logger: Logger;
+export interface SubscriptionDeps extends ActivityDeps {
   /** The worker's Temporal client, connected on first use. */
   temporal: () => Promise<Client>;
+  cloud: CloudTarget;
 }
 
 export interface ReadSubscribedListInput {
   subscription: SubscriptionSpec;
   previous?: Pick<AcceptedList, 'listId' | 'version' | 'etag' | 'lastModified'>;
-}
-
-export interface CloudInventory {
-  images: CloudImage[];
-  expireAction: SyncPlanInput['expireAction'];
 }
 
 export type ReadSubscribedListResult =
@@ -57,7 +48,7 @@ function rejected(url: string, why: string): ApplicationFailure {
   return ApplicationFailure.nonRetryable(`image list ${url} refused: ${why}`, LIST_REJECTED);
 }
 
-export function createSubscriptionActivities({ config, logger, temporal }: SubscriptionDeps) {
+export function createSubscriptionActivities({ config, logger, temporal, cloud }: SubscriptionDeps) {
   const log = logger.child({ component: 'subscriptions' });
   return {
     /**
@@ -101,21 +92,8 @@ export function createSubscriptionActivities({ config, logger, temporal }: Subsc
     },
 
     /** The images of this list that our account holds in the cloud (never another tenant's). */
-    async cloudInventory({ listId, options }: { listId: string; options: RegistrationOptions }): Promise<CloudInventory> {
-      const kamaki = new Kamaki(config, log, kamakiCloud(config, options));
-      const stored = imageIdentity({ imageListId: listId } as ImageEvent).imageListId;
-      const { own } = await whileHeartbeating({ step: 'list our images in the cloud' }, () => kamaki.listOwnImages());
-      const images = own
-        .filter((img) => (img.status ?? '').toUpperCase() !== 'DELETED' && img.properties[IDENTITY_PROPERTIES.imageListId] === stored)
-        .map((img) => ({
-          cloudImageId: img.id,
-          imageId: img.properties[IDENTITY_PROPERTIES.imageId] ?? '',
-          revision: img.properties[IDENTITY_PROPERTIES.revision] ?? '',
-          checksumSha512: img.properties[EVENT_FIELDS.checksumSha512]?.toLowerCase(),
-          isPublic: img.is_public,
-        }));
-      return { images, expireAction: config.synnefo.expireAction };
-    },
+    cloudInventory: ({ listId, options }: { listId: string; options: RegistrationOptions }): Promise<CloudInventory> =>
+      cloud.inventory({ imageListId: listId, options }),
 
     /**
      * Delivers each event to its image revision's workflow (signal-with-start, the bridge's own

@@ -1,8 +1,9 @@
 import { createHash } from 'node:crypto';
-import { chmod, mkdir, realpath, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Config } from '../core/config.js';
 import { InvalidInputError } from '../core/errors.js';
+import { realPathInFolders } from '../core/paths.js';
 
 /** A workflow id as a folder name: readable, unique (a hash of the id), no path characters. */
 export function workDirName(workflowId: string): string {
@@ -109,32 +110,18 @@ export function safeFileName(name: string | undefined, fallback = 'image'): stri
   return clean || fallback;
 }
 
-/**
- * Resolves `candidate` (following symlinks) and checks it lies inside one of `folders`
- * (also resolved). Refuses `..` segments outright, so no path is ever "normalised" into
- * an allowed folder. Returns the real path.
- */
+/** The real path of `candidate`, which must lie inside one of `folders` (core/paths.ts). */
 export async function resolveInsideFolders(candidate: string, folders: readonly string[], what: string): Promise<string> {
-  if (!path.isAbsolute(candidate) || candidate.split(/[\\/]/).includes('..')) {
-    throw new InvalidInputError(`${what} ${candidate} must be an absolute path without '..'`);
-  }
   if (!folders.length) throw new InvalidInputError(`${what} ${candidate} refused: no folder is allowed for it in the configuration`);
-  let real: string;
+  let found: { real: string; inside: boolean };
   try {
-    real = await realpath(candidate);
+    found = await realPathInFolders(candidate, folders, what);
   } catch (err) {
+    if (err instanceof InvalidInputError) throw err;
     throw new InvalidInputError(`${what} ${candidate} does not exist: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
-  for (const folder of folders) {
-    let realFolder: string;
-    try {
-      realFolder = await realpath(folder);
-    } catch {
-      continue;
-    }
-    if (real === realFolder || real.startsWith(realFolder.endsWith(path.sep) ? realFolder : realFolder + path.sep)) return real;
-  }
-  throw new InvalidInputError(`${what} ${candidate} is outside the allowed folders (${folders.join(', ')})`);
+  if (!found.inside) throw new InvalidInputError(`${what} ${candidate} is outside the allowed folders (${folders.join(', ')})`);
+  return found.real;
 }
 
 /** Whether an attempt in this process holds the work folder `dir` (a sweep must leave it alone). */

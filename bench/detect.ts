@@ -7,7 +7,7 @@
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
-import { detectFormat, inspectImage, readSignatureBytes } from '../activities/inspect.js';
+import { detectFormat, inspectFile, readSignatureBytes } from '../activities/inspect.js';
 import { BENCH_TMP, log, median, round, timed, type BenchResult } from './lib.js';
 
 const SAMPLES = 21;
@@ -44,7 +44,7 @@ export async function benchDetect(): Promise<BenchResult> {
         if (info.format !== expected) throw new Error(`detectFormat said ${info.format} for ${file}`);
       });
       const inspect = await sample(async () => {
-        const info = await inspectImage({ path: file });
+        const info = await inspectFile({ path: file });
         if (info.format !== expected || info.virtualSize !== 20 * 1024 ** 3) throw new Error(`inspectImage said ${JSON.stringify(info)}`);
       });
       const qemu = await sample(() => execa('qemu-img', ['info', '--output=json', file]));

@@ -110,6 +110,59 @@ export const SynnefoConfigSchema = z.object({
   users: z.string().default('root'),
 });
 
+/**
+ * An OpenStack Glance cloud (docs/glance.md). Keystone v3 authenticates with an application
+ * credential (`applicationCredentialId`) or a user's password (`username` and `project`); either
+ * way the secret is named by `credential`, an entry of security.credentials, never written here.
+ */
+export const GlanceConfigSchema = z
+  .object({
+    type: z.literal('glance'),
+    /** This cloud's name: registrations into it are told apart from others' by `glance-<name>`. */
+    name: z.string().regex(/^[A-Za-z0-9._-]{1,40}$/, 'expected 1-40 letters, digits, dots, dashes or underscores'),
+    /** Keystone's v3 URL, e.g. https://keystone.example.org:5000/v3. */
+    authUrl: z.string().url(),
+    applicationCredentialId: z.string().min(1).optional(),
+    username: z.string().min(1).optional(),
+    userDomain: z.string().min(1).default('Default'),
+    project: z.string().min(1).optional(),
+    projectDomain: z.string().min(1).default('Default'),
+    /** Name of the security.credentials entry holding the application credential's secret or the password. */
+    credential: z.string().min(1),
+    /** Region of the image endpoint in Keystone's catalog; needed when the catalog has several. */
+    region: z.string().min(1).optional(),
+    interface: z.enum(['public', 'internal', 'admin']).default('public'),
+    /** `public` needs the admin role in Glance's default policy; `shared` adds the image's VO project as a member. */
+    visibility: z.enum(['public', 'private', 'shared', 'community']).default('private'),
+    /** VO name → Keystone project id: a `shared` image of a VO is shared with its project (as atrope's voms.json). */
+    voProjects: z.record(z.string(), z.string().min(1)).default({}),
+    /**
+     * Disk formats this cloud takes, preferred first. A qcow2 image is uploaded as qcow2 when
+     * `qcow2` is listed; otherwise it is converted to raw (e.g. for a Ceph RBD backend).
+     */
+    diskFormats: z.array(z.enum(['qcow2', 'raw'])).min(1).default(['qcow2', 'raw']),
+    /** What an expiry does: deactivate the image and make it private, or delete it. */
+    expireAction: z.enum(['deactivate', 'delete']).default('deactivate'),
+    /** Glance's `[DEFAULT] hashing_algorithm`, computed while uploading and compared with os_hash_value. */
+    hashAlgorithm: z.string().min(1).default('sha512'),
+    /** Extra properties on every image, e.g. hw_disk_bus = virtio, hw_qemu_guest_agent = yes. */
+    properties: z.record(z.string(), z.string()).default({}),
+  })
+  .strict()
+  .superRefine((glance, ctx) => {
+    const byPassword = glance.username !== undefined || glance.project !== undefined;
+    if (glance.applicationCredentialId !== undefined && byPassword) {
+      ctx.addIssue({ code: 'custom', path: ['applicationCredentialId'], message: 'give applicationCredentialId or username and project, not both' });
+    } else if (glance.applicationCredentialId === undefined && !(glance.username !== undefined && glance.project !== undefined)) {
+      ctx.addIssue({ code: 'custom', path: ['applicationCredentialId'], message: 'give applicationCredentialId (recommended) or username and project' });
+    }
+  });
+export type GlanceConfig = z.infer<typeof GlanceConfigSchema>;
+
+/** Where registrations go: Synnefo (the `synnefo` block's settings) or a Glance cloud. */
+export const CloudConfigSchema = z.discriminatedUnion('type', [z.object({ type: z.literal('synnefo') }).strict(), GlanceConfigSchema]);
+export type CloudConfig = z.infer<typeof CloudConfigSchema>;
+
 export const SignaturePolicySchema = z.enum(['require', 'warn', 'accept']);
 
 /**
@@ -314,6 +367,7 @@ export const ConfigSchema = z.object({
   temporal: TemporalConfigSchema.prefault({}),
   worker: WorkerConfigSchema.prefault({}),
   synnefo: SynnefoConfigSchema.prefault({}),
+  cloud: CloudConfigSchema.default({ type: 'synnefo' }),
   security: SecurityConfigSchema.prefault({}),
   spool: SpoolConfigSchema.prefault({}),
   bridge: BridgeConfigSchema.prefault({}),
@@ -333,6 +387,9 @@ export const ConfigSchema = z.object({
     }
     seen.set(key, i);
   });
+  if (config.cloud.type === 'glance' && !(config.cloud.credential in config.security.credentials)) {
+    ctx.addIssue({ code: 'custom', path: ['cloud', 'credential'], message: `credential '${config.cloud.credential}' is not defined in security.credentials` });
+  }
 }).transform(({ subscriptions, ...config }) => ({
   ...config,
   subscriptions: subscriptions.filter((s): s is Subscription => !isRegistrySubscription(s)),

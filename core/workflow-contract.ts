@@ -36,7 +36,11 @@ export interface RegistrationOptions {
   credentialName?: string;
 }
 
-export interface RegisterImageInput {
+/**
+ * What every workflow and every cloud step of one image is given: the event and its options.
+ * The input of registerImage and expireImage, and of finding or expiring the image on the cloud.
+ */
+export interface ImageRequest {
   event: ImageEvent;
   options: RegistrationOptions;
 }
@@ -45,7 +49,7 @@ export interface RegisterImageInput {
 export type RevisionAction = 'register' | 'expire';
 
 /** The signal an imageRevision workflow receives for every event of its revision. */
-export interface ImageEventSignal extends RegisterImageInput {
+export interface ImageEventSignal extends ImageRequest {
   action: RevisionAction;
   /** registrationTarget(): part of every id, so the children of one revision agree on theirs. */
   target: string;
@@ -77,11 +81,7 @@ export interface RegisterImageResult {
   properties?: Record<string, string>;
 }
 
-export interface ExpireImageInput {
-  event: ImageEvent;
-  options: RegistrationOptions;
-}
-
+/** What an expiry did: the images it made private or unregistered (none found is success). */
 export interface ExpireImageResult {
   action: 'make-private' | 'unregister';
   imageIds: string[];

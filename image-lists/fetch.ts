@@ -1,9 +1,9 @@
-import { open, realpath } from 'node:fs/promises';
-import path from 'node:path';
+import { open } from 'node:fs/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Config } from '../core/config.js';
 import { FetchError, InvalidInputError } from '../core/errors.js';
 import { basicAuth, createDispatcher, httpGet, readBodyLimited, redact } from '../core/http.js';
+import { realPathInFolders } from '../core/paths.js';
 
 /** The fixed password of AppDB's token scheme: the token is the Basic-auth user name. */
 export const APPDB_TOKEN_PASSWORD = 'x-oauth-basic';
@@ -98,14 +98,6 @@ export async function fetchImageList(url: URL, opts: FetchImageListOptions): Pro
   }
 }
 
-/** Is `file` (a real path) inside one of `folders` (real paths)? */
-export function isInsideFolders(file: string, folders: readonly string[]): boolean {
-  return folders.some((folder) => {
-    const rel = path.relative(folder, file);
-    return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
-  });
-}
-
 async function readImageListFile(url: URL, security: FetchImageListOptions['security']): Promise<ImageListSource> {
   let requested: string;
   try {
@@ -116,15 +108,16 @@ async function readImageListFile(url: URL, security: FetchImageListOptions['secu
   if (security.allowedFileFolders.length === 0) {
     throw new InvalidInputError(`file: image lists are disabled: ${requested} is refused (list the folders in security.allowedFileFolders)`);
   }
-  let real: string;
+  let found: { real: string; inside: boolean };
   try {
-    real = await realpath(requested);
-  } catch {
+    found = await realPathInFolders(requested, security.allowedFileFolders, 'image list file');
+  } catch (err) {
+    if (err instanceof InvalidInputError) throw err;
     throw new FetchError(`image list file ${requested} not found`, { permanent: true });
   }
   // Symlinks are resolved on both sides, so a link inside an allowed folder cannot point out of it.
-  const allowed = await Promise.all(security.allowedFileFolders.map((f) => realpath(f).catch(() => path.resolve(f))));
-  if (!isInsideFolders(real, allowed)) {
+  const { real } = found;
+  if (!found.inside) {
     throw new InvalidInputError(
       `image list file ${requested}${real !== requested ? ` (really ${real})` : ''} is outside security.allowedFileFolders (${security.allowedFileFolders.join(', ')})`,
     );

@@ -6,22 +6,8 @@
  * syncImageList workflow runs it, so it imports nothing with I/O.
  */
 import type { ImageEvent } from '../core/event.js';
+import type { CloudImage, CloudInventory } from '../clouds/target.js';
 import { imageIdentity, type AcceptedList, type ListedImage } from '../core/workflow-contract.js';
-
-/** An image of this list that our account holds in the cloud. */
-export interface CloudImage {
-  /** The cloud's id of the image. */
-  cloudImageId: string;
-  /** The list's `dc:identifier` of the image (identity property, as stored). */
-  imageId: string;
-  /** The revision identity property (`sha512-…`, `v-…`). */
-  revision: string;
-  /** The full sha512 when the image carries it (provenance property): needed to expire exactly this revision. */
-  checksumSha512?: string;
-  /** The full sha256 of a registry image's disk layer (provenance property), the same way. */
-  checksumSha256?: string;
-  isPublic: boolean;
-}
 
 export type RegisterReason = 'new' | 'updated' | 'missing-from-cloud';
 export type ExpireReason = 'removed' | 'expired' | 'old-revision';
@@ -75,11 +61,7 @@ export interface SyncPlanInput {
   current: ListedImage[];
   previous?: AcceptedList;
   cloud: CloudImage[];
-  /**
-   * The site's expiry (synnefo.expireAction): with `make-private`, an image already private needs
-   * nothing more; with `unregister`, an expired image must leave the cloud even if it is private.
-   */
-  expireAction: 'make-private' | 'unregister';
+  expireAction: CloudInventory['expireAction'];
 }
 
 export function planSync(input: SyncPlanInput): SyncPlan {

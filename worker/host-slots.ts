@@ -1,3 +1,5 @@
+import type { SlotKeeper } from '../activities/control.js';
+
 /**
  * A host's slots: how many images run their file-bound sequence on this worker at once.
  *
@@ -19,7 +21,7 @@ export interface SlotState {
   waiting: string[];
 }
 
-export class HostSlots {
+export class HostSlots implements SlotKeeper {
   private readonly holders = new Map<string, number>();
   private readonly waiters: SlotWaiter[] = [];
   /** New requests are not granted before this time: see `holdBackUntil`. */

@@ -5,6 +5,7 @@ import { hostControlQueue, hostTaskQueue, type Config } from '../core/config.js'
 import { connectTemporal, temporalConnectionOptions } from '../core/temporal-client.js';
 import { applySubscriptions } from '../image-lists/schedules.js';
 import type { Logger } from '../core/logging.js';
+import { classifyFailures } from '../activities/failures.js';
 import { buildActivities } from './activities.js';
 import { WORKFLOW_BUNDLE, WORKFLOWS_PATH } from './bundle.js';
 import { auditSlots, every, sweepWorkFolders } from './housekeeping.js';
@@ -82,6 +83,8 @@ export async function startWorker({ config, logger }: { config: Config; logger: 
     // event loop a fifth of the timeout to spare; the steps beat at a quarter (activities/heartbeats.ts).
     maxHeartbeatThrottleInterval: Math.max(100, Math.floor(config.worker.heartbeatTimeoutMs / 4)),
     defaultHeartbeatThrottleInterval: Math.max(100, Math.floor(config.worker.heartbeatTimeoutMs / 4)),
+    // Every activity's errors are classified here, once: retryable or not, typed, scrubbed of secrets.
+    interceptors: { activity: [classifyFailures] },
   };
   const hostQueue = hostTaskQueue(config);
   const shared = await Worker.create({

@@ -1,10 +1,9 @@
 import { proxyActivities, upsertSearchAttributes } from '@temporalio/workflow';
-import type { createSynnefoActivities } from '../activities/synnefo.js';
-import { SA_STAGE, type ExpireImageInput, type ExpireImageResult } from '../core/workflow-contract.js';
+import type { SharedActivities } from '../activities/shared.js';
+import { SA_STAGE, type ExpireImageResult, type ImageRequest } from '../core/workflow-contract.js';
 
-type SynnefoActivities = ReturnType<typeof createSynnefoActivities>;
-
-const synnefo = proxyActivities<Pick<SynnefoActivities, 'expireRegisteredImages'>>({
+/** The expiry asks the cloud only: it runs on the shared queue, on any worker. */
+const shared = proxyActivities<SharedActivities>({
   startToCloseTimeout: '10 minutes',
   retry: { initialInterval: '5 seconds', backoffCoefficient: 2, maximumInterval: '5 minutes', maximumAttempts: 20 },
 });
@@ -13,10 +12,10 @@ const synnefo = proxyActivities<Pick<SynnefoActivities, 'expireRegisteredImages'
  * vmcatcher expired an image (its list expired, it was withdrawn or replaced): make the images
  * registered for it private, or unregister them, as the site configured.
  */
-export async function expireImage({ event, options }: ExpireImageInput): Promise<ExpireImageResult> {
+export async function expireImage({ event, options }: ImageRequest): Promise<ExpireImageResult> {
   upsertSearchAttributes([{ key: SA_STAGE, value: 'expiring' }]);
   try {
-    const result = await synnefo.expireRegisteredImages({ event, options });
+    const result = await shared.expireRegisteredImages({ event, options });
     upsertSearchAttributes([{ key: SA_STAGE, value: 'done' }]);
     return result;
   } catch (err) {

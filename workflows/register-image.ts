@@ -14,22 +14,19 @@ import {
   type ActivityOptions,
 } from '@temporalio/workflow';
 import { TimeoutType } from '@temporalio/common';
-import type { buildActivities } from '../worker/activities.js';
+import type { ControlActivities } from '../activities/control.js';
+import type { HostActivities } from '../activities/host.js';
+import type { SharedActivities } from '../activities/shared.js';
 import {
   OUT_OF_SPACE,
   PROGRESS_QUERY,
   SA_STAGE,
   type HostClaim,
   type Progress,
-  type RegisterImageInput,
+  type ImageRequest,
   type RegisterImageResult,
   type Stage,
 } from '../core/workflow-contract.js';
-
-type WorkerActivities = ReturnType<typeof buildActivities>;
-type SharedActivities = WorkerActivities['shared'];
-type HostActivities = WorkerActivities['host'];
-type ControlActivities = WorkerActivities['control'];
 
 export const progressQuery = defineQuery<Progress>(PROGRESS_QUERY);
 
@@ -102,7 +99,7 @@ function failureType(err: unknown): string | undefined {
  * The workflow id is the image's identity (core/workflow-contract.ts), so a repeated event joins
  * or is absorbed by this execution instead of registering the image twice.
  */
-export async function registerImage(input: RegisterImageInput): Promise<RegisterImageResult> {
+export async function registerImage(input: ImageRequest): Promise<RegisterImageResult> {
   const { event, options } = input;
   const handler = options.handler ?? 'registerImage';
   let progress: Progress = { stage: 'queued' };
@@ -170,7 +167,7 @@ async function thenOnHost<T>(claim: HostClaim, what: string, work: () => Promise
   }
 }
 
-async function onHost(input: RegisterImageInput, claim: HostClaim, stage: StageSetter, note: (p: Partial<Progress>) => void): Promise<RegisterImageResult> {
+async function onHost(input: ImageRequest, claim: HostClaim, stage: StageSetter, note: (p: Partial<Progress>) => void): Promise<RegisterImageResult> {
   const control = controlActivities(claim);
   const { workflowId } = workflowInfo();
   stage('waiting-for-host', `waiting for a slot on ${claim.hostname}`);
@@ -211,7 +208,7 @@ async function withDiskWait<T>(claim: HostClaim, stage: StageSetter, current: ()
 }
 
 async function registerOnHost(
-  { event, options }: RegisterImageInput,
+  { event, options }: ImageRequest,
   claim: HostClaim,
   stage: StageSetter,
   note: (p: Partial<Progress>) => void,

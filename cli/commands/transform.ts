@@ -45,7 +45,7 @@ export class TransformCommand extends ConfiguredCommand {
     const workflowId = `transform-${Date.now().toString(36)}-${process.pid}`;
     try {
       const acquired = await acquireImage(deps, { workflowId, event, insecureSsl: this.insecureSsl });
-      const info = await inspectImage({ path: acquired.path, formatHint: this.format, fileName: acquired.fileName }, { timeoutMs: config.worker.toolTimeoutMs });
+      const info = await inspectImage(deps, { path: acquired.path, formatHint: this.format, fileName: acquired.fileName });
       logger.info({ format: info.format, detectedBy: info.detectedBy, details: info.details }, `${acquired.fileName ?? acquired.path} is ${info.format}`);
       const raw = await convertToRaw(deps, { workflowId, path: acquired.path, workDir: acquired.workDir, format: info.format });
       if (acquired.source !== 'file' && acquired.path !== raw.path) {

@@ -1,10 +1,10 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readFile, readdir, statfs, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { MockActivityEnvironment } from '@temporalio/testing';
 import type { ApplicationFailure } from '@temporalio/common';
 import type { ImageEvent } from '../../core/event.js';
-import { createImagePipelineActivities } from '../../activities/image-pipeline.js';
+import { createHostActivities } from '../../activities/host.js';
+import { asRunByWorker, workerActivityEnv } from '../support/activities.js';
 import { removeWorkDir } from '../../activities/workspace.js';
 import type { Config } from '../../core/config.js';
 import { InvalidInputError } from '../../core/errors.js';
@@ -22,7 +22,7 @@ describe('acquireImage gets the image into the work folder, verified', () => {
   let work: string;
   let cache: string;
   let outside: string;
-  let activities: ReturnType<typeof createImagePipelineActivities>;
+  let activities: ReturnType<typeof createHostActivities>;
   let config: Config;
   const image = randomBytes(4 * 1024 * 1024);
 
@@ -39,7 +39,7 @@ describe('acquireImage gets the image into the work folder, verified', () => {
       allowedFileFolders: [cache],
       credentials: { appdb: 'sekrit-token-123' },
     });
-    activities = createImagePipelineActivities({ config, logger: quietLogger });
+    activities = asRunByWorker(createHostActivities({ config, logger: quietLogger }));
     server.route('/image.qcow2', { body: image });
   });
 
@@ -103,7 +103,7 @@ describe('acquireImage gets the image into the work folder, verified', () => {
     server.route('/resume.vmdk', { body, cutAfterBytes: cut, cuts: 1 });
     const input = { workflowId: 'resume', event: event({ uri: server.at('/resume.vmdk'), size: body.length, checksumSha512: sha512(body) }) };
 
-    const first = new MockActivityEnvironment();
+    const first = workerActivityEnv();
     const beats: DownloadProgress[] = [];
     first.on('heartbeat', (d: DownloadProgress) => beats.push(d));
     await expect(first.run(activities.acquireImage, input)).rejects.toMatchObject({ nonRetryable: false });
@@ -113,7 +113,7 @@ describe('acquireImage gets the image into the work folder, verified', () => {
     expect(last.offset).toBeLessThanOrEqual(cut);
     expect(server.bytesSent.get('/resume.vmdk')).toBe(cut);
 
-    const retry = new MockActivityEnvironment({ heartbeatDetails: last, attempt: 2 });
+    const retry = workerActivityEnv({ heartbeatDetails: last, attempt: 2 });
     const got = (await retry.run(activities.acquireImage, input)) as AcquiredImage;
     expect(got.sha512).toBe(sha512(body));
     expect((await readFile(got.path)).equals(body)).toBe(true);
@@ -127,7 +127,7 @@ describe('acquireImage gets the image into the work folder, verified', () => {
     server.route('/norange.img', { body, ignoreRange: true });
     const input = { workflowId: 'norange', event: event({ uri: server.at('/norange.img'), checksumSha512: sha512(body) }) };
     await activities.acquireImage(input); // leaves the file where a resumed attempt would find it
-    const retry = new MockActivityEnvironment({ heartbeatDetails: { offset: 1000 } });
+    const retry = workerActivityEnv({ heartbeatDetails: { offset: 1000 } });
     const got = (await retry.run(activities.acquireImage, input)) as AcquiredImage;
     expect(got.sha512).toBe(sha512(body));
     expect(got.bytes).toBe(body.length);
@@ -158,7 +158,7 @@ describe('acquireImage gets the image into the work folder, verified', () => {
   });
 
   test('with no vmcatcher cache folder configured, a cache event naming any folder (here /etc) is refused', async () => {
-    const strict = createImagePipelineActivities({ config: pipelineConfig(work, { vmcatcherCacheFolders: [] }), logger: quietLogger });
+    const strict = asRunByWorker(createHostActivities({ config: pipelineConfig(work, { vmcatcherCacheFolders: [] }), logger: quietLogger }));
     await expect(
       strict.acquireImage({ workflowId: 'cache-etc', event: event({ origin: 'vmcatcher', type: 'AvailablePostfix', cacheDir: '/etc', filename: 'passwd' }) }),
     ).rejects.toMatchObject({ nonRetryable: true, message: expect.stringMatching(/no folder is allowed/) });
@@ -202,14 +202,14 @@ describe('acquireImage under heartbeat timeouts, stale attempts, a full disk and
   let root: Awaited<ReturnType<typeof tempDir>>;
   let work: string;
   let config: Config;
-  let activities: ReturnType<typeof createImagePipelineActivities>;
+  let activities: ReturnType<typeof createHostActivities>;
 
   beforeAll(async () => {
     server = await startImageServer();
     root = await tempDir('snf-acquire-scale-');
     work = path.join(root.dir, 'work');
     config = pipelineConfig(work, { credentials: { appdb: 'rule-token-456' } });
-    activities = createImagePipelineActivities({ config, logger: quietLogger });
+    activities = asRunByWorker(createHostActivities({ config, logger: quietLogger }));
   });
 
   afterAll(async () => {
@@ -226,7 +226,7 @@ describe('acquireImage under heartbeat timeouts, stale attempts, a full disk and
     const body = randomBytes(1024 * 1024);
     server.route('/late.img', { body, delayMs: 1500 });
     // A heartbeat timeout of 400 ms: one beat every 100 ms (a quarter of it).
-    const env = new MockActivityEnvironment({ heartbeatTimeoutMs: 400 });
+    const env = workerActivityEnv({ heartbeatTimeoutMs: 400 });
     const beats: DownloadProgress[] = [];
     env.on('heartbeat', (d: DownloadProgress) => beats.push(d));
     const got = (await env.run(activities.acquireImage, {
@@ -246,7 +246,7 @@ describe('acquireImage under heartbeat timeouts, stale attempts, a full disk and
     server.route('/stale.img', { body, chunkBytes: 128 * 1024, chunkDelayMs: 20 });
     const input = { workflowId: 'stale', event: event({ uri: server.at('/stale.img'), size: body.length, checksumSha512: sha512(body) }) };
 
-    const first = new MockActivityEnvironment({ heartbeatTimeoutMs: 400 });
+    const first = workerActivityEnv({ heartbeatTimeoutMs: 400 });
     const beats: DownloadProgress[] = [];
     first.on('heartbeat', (d: DownloadProgress) => beats.push(d));
     const firstRun = first.run(activities.acquireImage, input).then(
@@ -258,7 +258,7 @@ describe('acquireImage under heartbeat timeouts, stale attempts, a full disk and
 
     // Temporal gave up on the first attempt (heartbeat timeout) but it is still running: its retry
     // lands on the same worker, and the stale attempt hears NOT_FOUND on its next heartbeat.
-    const retry = new MockActivityEnvironment({ heartbeatTimeoutMs: 400, heartbeatDetails: last, attempt: 2 });
+    const retry = workerActivityEnv({ heartbeatTimeoutMs: 400, heartbeatDetails: last, attempt: 2 });
     const retryRun = retry.run(activities.acquireImage, input) as Promise<AcquiredImage>;
     first.cancel('NOT_FOUND');
     const [firstOutcome, got] = await Promise.all([firstRun, retryRun]);
@@ -277,7 +277,7 @@ describe('acquireImage under heartbeat timeouts, stale attempts, a full disk and
     const input = { workflowId: 'complete', event: event({ uri: server.at('/complete.img'), size: body.length, checksumSha512: sha512(body) }) };
     await activities.acquireImage(input);
     const requests = server.ranges.length;
-    const retry = new MockActivityEnvironment({ heartbeatDetails: { step: 'download: sha512', offset: body.length, total: body.length }, attempt: 2 });
+    const retry = workerActivityEnv({ heartbeatDetails: { step: 'download: sha512', offset: body.length, total: body.length }, attempt: 2 });
     const got = (await retry.run(activities.acquireImage, input)) as AcquiredImage;
     expect(got).toMatchObject({ bytes: body.length, sha512: sha512(body) });
     expect(server.ranges.length).toBe(requests);
@@ -289,7 +289,7 @@ describe('acquireImage under heartbeat timeouts, stale attempts, a full disk and
     const free = fs.bavail * fs.bsize;
     // Everything free right now is the reserve: a 1 GiB image cannot fit unless 1 GiB is freed meanwhile.
     const full = parseConfig({ worker: { workingFolder: work, diskReserveBytes: free, diskReservePercent: 0 } }, 'test');
-    const strict = createImagePipelineActivities({ config: full, logger: quietLogger });
+    const strict = asRunByWorker(createHostActivities({ config: full, logger: quietLogger }));
     server.route('/big.img', { body: Buffer.alloc(16) });
     const requests = server.ranges.length;
     const size = 1024 ** 3;
@@ -320,7 +320,7 @@ describe('acquireImage under heartbeat timeouts, stale attempts, a full disk and
       },
       'test',
     );
-    const withRules = createImagePipelineActivities({ config: rules, logger: quietLogger });
+    const withRules = asRunByWorker(createHostActivities({ config: rules, logger: quietLogger }));
     server.route('/private.img', { body: Buffer.from('private image') });
     const basic = (token: string) => `Basic ${Buffer.from(`${token}:x-oauth-basic`).toString('base64')}`;
 

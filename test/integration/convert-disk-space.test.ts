@@ -3,8 +3,8 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { convertToRaw } from '../../activities/convert.js';
 import { filesystemSpace } from '../../activities/disk.js';
-import { classified } from '../../activities/failures.js';
 import { OWNER_FILE, createWorkDir } from '../../activities/workspace.js';
+import { workerActivityEnv } from '../support/activities.js';
 import { parseConfig } from '../../core/config.js';
 import { makeRawDisk, makeTar, qemuConvert, quietLogger, tempDir } from '../support/pipeline-fixtures.js';
 
@@ -47,7 +47,7 @@ describe('convert and the disk', () => {
     const workDir = await createWorkDir(config, workflowId);
     const input = path.join(workDir, file);
     await copyFile(path.join(src, file), input);
-    const convert = classified(() => convertToRaw({ config, logger: quietLogger, diskWatchMs }, { workflowId, path: input, workDir, format }));
+    const convert = () => workerActivityEnv().run(() => convertToRaw({ config, logger: quietLogger, diskWatchMs }, { workflowId, path: input, workDir, format }));
     const left = async () => (await readdir(workDir)).filter((f) => f !== OWNER_FILE);
     return { convert, left, input };
   }

@@ -1,7 +1,8 @@
 import { copyFile, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
-import { createImagePipelineActivities } from '../../activities/image-pipeline.js';
+import { createHostActivities } from '../../activities/host.js';
+import { asRunByWorker } from '../support/activities.js';
 import { detectFormat, readSignatureBytes } from '../../activities/inspect.js';
 import { OWNER_FILE, createWorkDir } from '../../activities/workspace.js';
 import { makeRawDisk, makeTar, ovfFor, pipelineConfig, qemuConvert, quietLogger, tempDir } from '../support/pipeline-fixtures.js';
@@ -52,14 +53,14 @@ describe('convertToRaw turns every supported format and wrapper into the raw dis
   let root: { dir: string; cleanup: () => Promise<void> };
   let src: string;
   let work: string;
-  let activities: ReturnType<typeof createImagePipelineActivities>;
+  let activities: ReturnType<typeof createHostActivities>;
 
   beforeAll(async () => {
     root = await tempDir('snf-convert-');
     src = path.join(root.dir, 'src');
     work = path.join(root.dir, 'work');
     await execa('mkdir', ['-p', src, work]);
-    activities = createImagePipelineActivities({ config: pipelineConfig(work), logger: quietLogger });
+    activities = asRunByWorker(createHostActivities({ config: pipelineConfig(work), logger: quietLogger }));
     const at = (f: string) => path.join(src, f);
     await makeRawDisk(at('disk.img'), 8);
     await makeRawDisk(at('other.img'), 8);

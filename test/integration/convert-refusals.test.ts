@@ -1,7 +1,8 @@
 import { copyFile, readFile, readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
-import { createImagePipelineActivities } from '../../activities/image-pipeline.js';
+import { createHostActivities } from '../../activities/host.js';
+import { asRunByWorker } from '../support/activities.js';
 import { OWNER_FILE, createWorkDir } from '../../activities/workspace.js';
 import { runCli } from '../support/cli.js';
 import { writeLinuxMbr } from '../support/disk-images.js';
@@ -20,7 +21,7 @@ describe('images that reach outside their own file, or are not disks, are refuse
   let src: string;
   let work: string;
   let secret: string;
-  let activities: ReturnType<typeof createImagePipelineActivities>;
+  let activities: ReturnType<typeof createHostActivities>;
   const at = (f: string) => path.join(src, f);
   const qemu = (...args: string[]) => execa('qemu-img', args);
 
@@ -29,7 +30,7 @@ describe('images that reach outside their own file, or are not disks, are refuse
     src = path.join(root.dir, 'src');
     work = path.join(root.dir, 'work');
     await execa('mkdir', ['-p', src, work]);
-    activities = createImagePipelineActivities({ config: pipelineConfig(work), logger: quietLogger });
+    activities = asRunByWorker(createHostActivities({ config: pipelineConfig(work), logger: quietLogger }));
     // A host file the worker can read (like the kamaki token or application.conf).
     secret = path.join(root.dir, 'secret.conf');
     await writeFile(secret, `${SECRET}\n`.repeat(64));

@@ -4,14 +4,17 @@ import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
 import { ApplicationFailure } from '@temporalio/common';
-import { MockActivityEnvironment } from '@temporalio/testing';
 import { parseConfig, type Config } from '../../core/config.js';
 import { eventFromFlat, type ImageEvent } from '../../core/event.js';
 import { IDENTITY_PROPERTIES } from '../../core/workflow-contract.js';
-import { ORIGINAL_EXCLUDED_TASKS } from '../../core/image-properties.js';
-import { createSynnefoActivities, type PreparedImage } from '../../activities/synnefo.js';
-import { forgetKamakiAccounts } from '../../activities/kamaki.js';
+import { ORIGINAL_EXCLUDED_TASKS } from '../../clouds/synnefo/image-properties.js';
+import { forgetKamakiAccounts } from '../../clouds/synnefo/kamaki.js';
+import type { PreparedImage } from '../../clouds/target.js';
+import { createHostActivities } from '../../activities/host.js';
+import { createSharedActivities } from '../../activities/shared.js';
 import { runTool } from '../../activities/tool-runner.js';
+import type { ActivityDeps } from '../../activities/types.js';
+import { asRunByWorker, workerActivityEnv } from '../support/activities.js';
 
 /**
  * The Synnefo activities against the fake kamaki and snf-mkimage (test/fakes/), which keep
@@ -25,6 +28,13 @@ const SHA = 'ef'.repeat(64);
 
 let dir: string;
 let stateFile: string;
+
+/** The cloud steps as the worker runs them (on Synnefo): find and expire on the shared queue, prepare and register on the host's. */
+function synnefoActivities(deps: ActivityDeps) {
+  const { findRegisteredImage, expireRegisteredImages } = createSharedActivities({ ...deps, temporal: () => Promise.reject(new Error('no Temporal in this test')) });
+  const { prepareImage, registerWithKamaki } = createHostActivities(deps);
+  return asRunByWorker({ findRegisteredImage, expireRegisteredImages, prepareImage, registerWithKamaki });
+}
 
 interface FakeState {
   objects: Record<string, { size: number; sha256: string }>;
@@ -94,7 +104,7 @@ afterEach(() => {
 });
 
 test('prepare then register twice gives exactly one image with the expected properties', async () => {
-  const acts = createSynnefoActivities({ config: config(), logger });
+  const acts = synnefoActivities({ config: config(), logger });
   const raw = rawDisk(path.join(dir, 'image.raw'));
   const prepared = await acts.prepareImage({ rawPath: raw, workDir: path.join(dir, 'work'), event: event(), options: {} });
   expect(prepared.prepared).toBe(true);
@@ -133,7 +143,7 @@ test.each(['register:once', 'register:after', 'register:kill', 'upload:after'])(
   'a failure injected around upload/register (%s) then a retry leaves one image',
   async (failure) => {
     process.env.FAKE_SYNNEFO_FAIL = failure;
-    const acts = createSynnefoActivities({ config: config({ prepare: false }), logger });
+    const acts = synnefoActivities({ config: config({ prepare: false }), logger });
     const raw = rawDisk(path.join(dir, 'image.raw'));
     const prepared = await acts.prepareImage({ rawPath: raw, workDir: dir, event: event(), options: {} });
     expect(prepared).toEqual({ path: raw, metadata: {}, prepared: false });
@@ -153,9 +163,9 @@ test.each(['register:once', 'register:after', 'register:kill', 'upload:after'])(
 test('a reused image gets the configured visibility', async () => {
   const raw = rawDisk(path.join(dir, 'image.raw'));
   const input = { path: raw, event: event(), options: {}, metadata: {} };
-  const priv = await createSynnefoActivities({ config: config({ public: false }), logger }).registerWithKamaki(input);
+  const priv = await synnefoActivities({ config: config({ public: false }), logger }).registerWithKamaki(input);
   expect(priv.isPublic).toBe(false);
-  const pub = await createSynnefoActivities({ config: config({ public: true }), logger }).registerWithKamaki(input);
+  const pub = await synnefoActivities({ config: config({ public: true }), logger }).registerWithKamaki(input);
   expect(pub).toMatchObject({ imageId: priv.imageId, reused: true, isPublic: true });
   expect(liveImages()[0].is_public).toBe(true);
   const kamakiCalls = state().invocations.filter((i) => i.tool === 'kamaki').map((i) => i.argv);
@@ -165,13 +175,13 @@ test('a reused image gets the configured visibility', async () => {
     ['image', 'info', priv.imageId, '--output-format', 'json', '--cloud', 'testcloud'],
   ]);
   // findRegisteredImage (the workflow's shortcut past the upload) reconciles it too.
-  const found = await createSynnefoActivities({ config: config({ public: false }), logger }).findRegisteredImage({ event: event(), options: {} });
+  const found = await synnefoActivities({ config: config({ public: false }), logger }).findRegisteredImage({ event: event(), options: {} });
   expect(found).toMatchObject({ imageId: priv.imageId, reused: true, isPublic: false });
   expect(liveImages()[0].is_public).toBe(false);
 });
 
 test('expire makes the expired revision private by default, leaves a newer revision alone, and finding nothing succeeds', async () => {
-  const acts = createSynnefoActivities({ config: config(), logger });
+  const acts = synnefoActivities({ config: config(), logger });
   const raw = rawDisk(path.join(dir, 'image.raw'));
   const a = await acts.registerWithKamaki({ path: raw, event: event('img-1', SHA), options: {}, metadata: {} });
   const b = await acts.registerWithKamaki({ path: raw, event: event('img-1', '12'.repeat(64)), options: {}, metadata: {} });
@@ -190,7 +200,7 @@ test('expire makes the expired revision private by default, leaves a newer revis
 });
 
 test('an expire event without a checksum names only the image: every revision of it goes private', async () => {
-  const acts = createSynnefoActivities({ config: config(), logger });
+  const acts = synnefoActivities({ config: config(), logger });
   const raw = rawDisk(path.join(dir, 'image.raw'));
   const a = await acts.registerWithKamaki({ path: raw, event: event('img-1', SHA), options: {}, metadata: {} });
   const b = await acts.registerWithKamaki({ path: raw, event: event('img-1', '12'.repeat(64)), options: {}, metadata: {} });
@@ -201,7 +211,7 @@ test('an expire event without a checksum names only the image: every revision of
 });
 
 test('expire with expireAction unregister removes the image', async () => {
-  const acts = createSynnefoActivities({ config: config({ expireAction: 'unregister' }), logger });
+  const acts = synnefoActivities({ config: config({ expireAction: 'unregister' }), logger });
   const raw = rawDisk(path.join(dir, 'image.raw'));
   const a = await acts.registerWithKamaki({ path: raw, event: event(), options: {}, metadata: {} });
   expect(await acts.expireRegisteredImages({ event: event(), options: {} })).toEqual({ action: 'unregister', imageIds: [a.imageId] });
@@ -210,7 +220,7 @@ test('expire with expireAction unregister removes the image', async () => {
 });
 
 test('no kamaki cloud anywhere is a non-retryable error naming the option and the key', async () => {
-  const acts = createSynnefoActivities({ config: config({ cloud: undefined }), logger });
+  const acts = synnefoActivities({ config: config({ cloud: undefined }), logger });
   const err = await acts.findRegisteredImage({ event: event(), options: {} }).catch((e: unknown) => e);
   expect(err).toBeInstanceOf(ApplicationFailure);
   expect((err as ApplicationFailure).nonRetryable).toBe(true);
@@ -221,7 +231,7 @@ test('no kamaki cloud anywhere is a non-retryable error naming the option and th
 });
 
 test('a cloud missing from .kamakirc fails with kamaki\'s message', async () => {
-  const acts = createSynnefoActivities({ config: config({ cloud: 'nowhere' }), logger });
+  const acts = synnefoActivities({ config: config({ cloud: 'nowhere' }), logger });
   const err = (await acts.findRegisteredImage({ event: event(), options: {} }).catch((e: unknown) => e)) as ApplicationFailure;
   expect(err.message).toContain('No cloud "nowhere"');
 });
@@ -245,7 +255,7 @@ describe('issue #10.3: only images of our own account count', () => {
 
   test('another tenant\'s public image with our identity is neither reused nor expired', async () => {
     const theirs = seedForeign(identity());
-    const acts = createSynnefoActivities({ config: config(), logger });
+    const acts = synnefoActivities({ config: config(), logger });
     expect(await acts.findRegisteredImage({ event: event(), options: {} })).toBeNull();
 
     const ours = await acts.registerWithKamaki({ path: rawDisk(path.join(dir, 'image.raw')), event: event(), options: {}, metadata: {} });
@@ -265,7 +275,7 @@ describe('issue #10.3: only images of our own account count', () => {
 
   test('with expireAction unregister, only our revision goes; theirs stays registered', async () => {
     const theirs = seedForeign(identity());
-    const acts = createSynnefoActivities({ config: config({ expireAction: 'unregister' }), logger });
+    const acts = synnefoActivities({ config: config({ expireAction: 'unregister' }), logger });
     const ours = await acts.registerWithKamaki({ path: rawDisk(path.join(dir, 'image.raw')), event: event(), options: {}, metadata: {} });
     const { checksumSha512: _drop, ...noChecksum } = event();
     expect(await acts.expireRegisteredImages({ event: noChecksum, options: {} })).toEqual({ action: 'unregister', imageIds: [ours.imageId] });
@@ -275,7 +285,7 @@ describe('issue #10.3: only images of our own account count', () => {
   test('the account is asked once per worker and cloud; a failed look-up is asked again', async () => {
     forgetKamakiAccounts();
     process.env.FAKE_SYNNEFO_FAIL = 'user:once';
-    const acts = createSynnefoActivities({ config: config(), logger });
+    const acts = synnefoActivities({ config: config(), logger });
     const first = (await acts.findRegisteredImage({ event: event(), options: {} }).catch((e: unknown) => e)) as ApplicationFailure;
     expect(first).toBeInstanceOf(ApplicationFailure);
     expect(first.nonRetryable).toBe(false);
@@ -289,7 +299,7 @@ describe('issue #10.3: only images of our own account count', () => {
 
 describe('issue #10.9: kamaki as it really is', () => {
   test('the container is created before the first upload (real kamaki does not), and an existing one is fine', async () => {
-    const acts = createSynnefoActivities({ config: config({ prepare: false }), logger });
+    const acts = synnefoActivities({ config: config({ prepare: false }), logger });
     const raw = rawDisk(path.join(dir, 'image.raw'));
     const a = await acts.registerWithKamaki({ path: raw, event: event('img-1'), options: {}, metadata: {} });
     const b = await acts.registerWithKamaki({ path: raw, event: event('img-2'), options: {}, metadata: {} });
@@ -304,7 +314,7 @@ describe('issue #10.9: kamaki as it really is', () => {
     // An older kamaki that does not know an option: it says so on stdout and exits 0.
     const wrapper = path.join(dir, 'old-kamaki');
     writeFileSync(wrapper, `#!/bin/sh\ncase " $* " in *" upload "*) exec "${KAMAKI}" "$@" --not-in-this-version ;; esac\nexec "${KAMAKI}" "$@"\n`, { mode: 0o755 });
-    const acts = createSynnefoActivities({ config: config({ kamaki: wrapper, prepare: false }), logger });
+    const acts = synnefoActivities({ config: config({ kamaki: wrapper, prepare: false }), logger });
     const err = (await acts
       .registerWithKamaki({ path: rawDisk(path.join(dir, 'image.raw')), event: event(), options: {}, metadata: {} })
       .catch((e: unknown) => e)) as ApplicationFailure;
@@ -319,7 +329,7 @@ describe('issue #10.9: kamaki as it really is', () => {
   test('a kamaki list that prints "Syntax error" instead of JSON is a permanent failure, not "invalid JSON" retried forever', async () => {
     const wrapper = path.join(dir, 'old-kamaki');
     writeFileSync(wrapper, `#!/bin/sh\nexec "${KAMAKI}" "$@" --json\n`, { mode: 0o755 });
-    const acts = createSynnefoActivities({ config: config({ kamaki: wrapper }), logger });
+    const acts = synnefoActivities({ config: config({ kamaki: wrapper }), logger });
     const err = (await acts.findRegisteredImage({ event: event(), options: {} }).catch((e: unknown) => e)) as ApplicationFailure;
     expect(err.nonRetryable).toBe(true);
     expect(err.message).toMatch(/kamaki (user info|image list) refused its command line .*Syntax error/);
@@ -327,7 +337,7 @@ describe('issue #10.9: kamaki as it really is', () => {
 });
 
 test('snf-mkimage failures: unsupported media fails, a killed run is transient', async () => {
-  const acts = createSynnefoActivities({ config: config(), logger });
+  const acts = synnefoActivities({ config: config(), logger });
   const blank = path.join(dir, 'blank.raw');
   writeFileSync(blank, Buffer.alloc(8192));
   const unsupported = (await acts.prepareImage({ rawPath: blank, workDir: dir, event: event(), options: {} }).catch((e: unknown) => e)) as ApplicationFailure;
@@ -342,7 +352,7 @@ test('snf-mkimage failures: unsupported media fails, a killed run is transient',
 });
 
 test('with synnefo.allowUnsupported, media snf-mkimage cannot recognise is prepared with every deployment task excluded', async () => {
-  const acts = createSynnefoActivities({ config: config({ allowUnsupported: true }), logger });
+  const acts = synnefoActivities({ config: config({ allowUnsupported: true }), logger });
   const blank = path.join(dir, 'blank-allowed.raw');
   writeFileSync(blank, Buffer.alloc(8192));
   const prepared = await acts.prepareImage({ rawPath: blank, workDir: dir, event: event(), options: {} });
@@ -351,9 +361,9 @@ test('with synnefo.allowUnsupported, media snf-mkimage cannot recognise is prepa
 });
 
 test('snf-mkimage and the upload heartbeat with their step name in the details', async () => {
-  const acts = createSynnefoActivities({ config: config(), logger });
+  const acts = synnefoActivities({ config: config(), logger });
   const raw = rawDisk(path.join(dir, 'image.raw'));
-  const env = new MockActivityEnvironment();
+  const env = workerActivityEnv();
   const beats: Array<Record<string, unknown>> = [];
   env.on('heartbeat', (d: Record<string, unknown>) => beats.push(d));
   const prepared: PreparedImage = await env.run(acts.prepareImage, { rawPath: raw, workDir: path.join(dir, 'work'), event: event(), options: {} });

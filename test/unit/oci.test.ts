@@ -1,7 +1,7 @@
 import { describe, expect, it } from '@jest/globals';
 import { parseConfig } from '../../core/config.js';
 import { eventFromFlat, eventToFlat } from '../../core/event.js';
-import { buildImageProperties } from '../../core/image-properties.js';
+import { buildImageProperties } from '../../clouds/synnefo/image-properties.js';
 import { imageIdentity } from '../../core/workflow-contract.js';
 import { annotationProperties } from '../../oci/annotations.js';
 import { parseChallenges } from '../../oci/auth.js';

@@ -2,7 +2,8 @@ import { access, readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { checkMembers, unsafeMemberReason, type ArchiveMember } from '../../activities/archive.js';
-import { createImagePipelineActivities } from '../../activities/image-pipeline.js';
+import { createHostActivities } from '../../activities/host.js';
+import { asRunByWorker } from '../support/activities.js';
 import { OWNER_FILE, createWorkDir } from '../../activities/workspace.js';
 import { pipelineConfig, quietLogger, tempDir } from '../support/pipeline-fixtures.js';
 
@@ -80,7 +81,7 @@ describe('convertToRaw refuses hostile archives before writing anything', () => 
     ['a gzip bomb beyond maxUnpackedBytes', gzipSync(Buffer.alloc(1024 * 1024)), { maxUnpackedBytes: 64 * 1024 }, /more than 65536 bytes/],
   ])('%s', async (name, bytes, security, expected) => {
     const config = pipelineConfig(root.dir, security);
-    const { convertToRaw, inspectImage } = createImagePipelineActivities({ config, logger: quietLogger });
+    const { convertToRaw, inspectImage } = asRunByWorker(createHostActivities({ config, logger: quietLogger }));
     const workDir = await createWorkDir(config, name);
     const input = path.join(workDir, 'upload.bin');
     await writeFile(input, bytes);

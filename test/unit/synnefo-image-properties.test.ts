@@ -1,14 +1,13 @@
 import { eventFromFlat, type ImageEvent } from '../../core/event.js';
 import { IDENTITY_PROPERTIES, imageIdentity } from '../../core/workflow-contract.js';
+import { identityFilter, imageObjectName } from '../../clouds/identity.js';
 import {
   buildImageProperties,
-  identityFilter,
-  imageObjectName,
   MAX_IMAGE_PROPERTIES,
   normaliseOsFamily,
   ORIGINAL_EXCLUDED_TASKS,
   PROPERTY_KEY_PATTERN,
-} from '../../core/image-properties.js';
+} from '../../clouds/synnefo/image-properties.js';
 
 const SHA = 'ab'.repeat(64);
 

@@ -7,9 +7,9 @@
  * first, in the order of `PROPERTY_RANKS` below; the identity properties are never dropped,
  * because they are how a retried or repeated registration finds the image again.
  */
-import type { ImageEvent } from './event.js';
-import { EVENT_FIELDS } from './event.js';
-import { IDENTITY_PROPERTIES, imageIdentity, type RegistrationOptions } from './workflow-contract.js';
+import type { ImageEvent } from '../../core/event.js';
+import { EVENT_FIELDS } from '../../core/event.js';
+import { IDENTITY_PROPERTIES, imageIdentity, type RegistrationOptions } from '../../core/workflow-contract.js';
 
 export const MAX_IMAGE_PROPERTIES = 32;
 export const PROPERTY_KEY_PATTERN = /^[A-Za-z0-9_]+$/;
@@ -185,30 +185,4 @@ export function buildImageProperties(input: {
 /** A source's property name as a Synnefo property key: `eu.egi.cloud.tag` → `EU_EGI_CLOUD_TAG`. */
 export function sourcePropertyKey(name: string): string {
   return name.replace(/[^A-Za-z0-9]+/g, '_').replace(/^_+|_+$/g, '').toUpperCase();
-}
-
-/** The property filter that finds the images registered for this image (any revision when `anyRevision`). */
-export function identityFilter(event: ImageEvent, anyRevision = false): Record<string, string> {
-  const identity = imageIdentity(event);
-  const filter: Record<string, string> = {
-    [IDENTITY_PROPERTIES.imageListId]: identity.imageListId,
-    [IDENTITY_PROPERTIES.imageId]: identity.imageId,
-  };
-  if (!anyRevision) filter[IDENTITY_PROPERTIES.revision] = identity.revision;
-  return filter;
-}
-
-/**
- * The Pithos object name for this image revision: stable, so a retried upload overwrites the
- * same object (and Plankton keeps one image per object) instead of adding another.
- */
-export function imageObjectName(event: ImageEvent): string {
-  const { imageListId, imageId, revision } = imageIdentity(event);
-  return `vmcatcher-${imageListId}-${imageId}-${revision}`.replace(/[^A-Za-z0-9._-]+/g, '_');
-}
-
-/** The image's display name: the list's title (or the image id), with its version. */
-export function imageDisplayName(event: ImageEvent): string {
-  const base = event.title ?? event.imageId ?? imageObjectName(event);
-  return event.version && !base.includes(event.version) ? `${base} ${event.version}` : base;
 }

@@ -1,12 +1,12 @@
 import { stat } from 'node:fs/promises';
-import type { Config } from '../core/config.js';
-import type { Logger } from '../core/logging.js';
-import type { ImageEvent } from '../core/event.js';
-import type { RegistrationOptions } from '../core/workflow-contract.js';
-import { buildImageProperties, identityFilter, imageDisplayName, imageObjectName } from '../core/image-properties.js';
+import { whileHeartbeating } from '../../activities/heartbeats.js';
+import type { ActivityDeps } from '../../activities/types.js';
+import type { ImageEvent } from '../../core/event.js';
+import type { ImageRequest } from '../../core/workflow-contract.js';
+import { identityFilter, imageDisplayName, imageObjectName } from '../identity.js';
+import type { PublishInput, RegisteredImage } from '../target.js';
+import { buildImageProperties } from './image-properties.js';
 import { Kamaki, imagesMatching, kamakiCloud, type KamakiImage } from './kamaki.js';
-import type { RegisterInput, RegisteredImage } from './synnefo-types.js';
-import { whileHeartbeating } from './heartbeats.js';
 
 function toRegistered(img: KamakiImage, reused: boolean): RegisteredImage {
   return { imageId: img.id, name: img.name, location: img.location ?? '', reused, isPublic: img.is_public, properties: img.properties };
@@ -17,16 +17,12 @@ function toRegistered(img: KamakiImage, reused: boolean): RegisteredImage {
  * with its visibility brought in line with `synnefo.public`: the workflow skips the upload
  * when this finds one, so this is where a reused image gets the configured visibility.
  */
-export async function findRegisteredImage(
-  config: Config,
-  logger: Logger,
-  input: { event: ImageEvent; options: RegistrationOptions },
-): Promise<RegisteredImage | null> {
-  const kamaki = new Kamaki(config, logger, kamakiCloud(config, input.options));
-  return reuseExisting(config, logger, kamaki, input.event);
+export async function findRegisteredImage(deps: ActivityDeps, input: ImageRequest): Promise<RegisteredImage | null> {
+  const kamaki = new Kamaki(deps.config, deps.logger, kamakiCloud(deps.config, input.options));
+  return reuseExisting(deps, kamaki, input.event);
 }
 
-async function reuseExisting(config: Config, logger: Logger, kamaki: Kamaki, event: ImageEvent): Promise<RegisteredImage | null> {
+async function reuseExisting({ config, logger }: ActivityDeps, kamaki: Kamaki, event: ImageEvent): Promise<RegisteredImage | null> {
   const filter = identityFilter(event);
   const { own, others } = await kamaki.listOwnImages();
   const impostors = imagesMatching(others, filter);
@@ -52,9 +48,10 @@ async function reuseExisting(config: Config, logger: Logger, kamaki: Kamaki, eve
  * object name is derived from the identity, so a retry after a failure between upload and
  * register overwrites the same object and Plankton (one image per object) keeps one image.
  */
-export async function registerWithKamaki(config: Config, logger: Logger, input: RegisterInput): Promise<RegisteredImage> {
+export async function registerWithKamaki(deps: ActivityDeps, input: PublishInput): Promise<RegisteredImage> {
+  const { config, logger } = deps;
   const kamaki = new Kamaki(config, logger, kamakiCloud(config, input.options));
-  const existing = await reuseExisting(config, logger, kamaki, input.event);
+  const existing = await reuseExisting(deps, kamaki, input.event);
   if (existing) return existing;
 
   const { properties, dropped, rejected } = buildImageProperties({

@@ -1,20 +1,19 @@
-import type { Config } from '../core/config.js';
-import type { Logger } from '../core/logging.js';
-import { identityFilter } from '../core/image-properties.js';
+import type { ActivityDeps } from '../../activities/types.js';
+import type { ExpireImageResult, ImageRequest } from '../../core/workflow-contract.js';
+import { identityFilter } from '../identity.js';
 import { Kamaki, imagesMatching, kamakiCloud } from './kamaki.js';
-import type { ExpireInput, ExpireResult } from './synnefo-types.js';
 
 /**
  * vmcatcher expired this image: make the revision our account registered private (the default,
  * reversible) or unregister it, as `synnefo.expireAction` says. Finding nothing is success.
  */
-export async function expireRegisteredImages(config: Config, logger: Logger, input: ExpireInput): Promise<ExpireResult> {
+export async function expireRegisteredImages({ config, logger }: ActivityDeps, input: ImageRequest): Promise<ExpireImageResult> {
   const action = config.synnefo.expireAction;
   const kamaki = new Kamaki(config, logger, kamakiCloud(config, input.options));
   // vmcatcher's expire event carries the expired revision's sha512: expire exactly that one, so
   // an update (Expire old + Available new, in either order of completion) never hides the new
   // revision. Without a checksum the event names only the image: every revision goes.
-  const anyRevision = !input.event.checksumSha512;
+  const anyRevision = !input.event.checksumSha512 && !input.event.checksumSha256;
   // Only our account's images: another tenant's image with the same (public) identity
   // properties is none of our business, and we could not change it anyway.
   const found = imagesMatching((await kamaki.listOwnImages()).own, identityFilter(input.event, anyRevision));

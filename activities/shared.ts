@@ -1,15 +1,28 @@
 import os from 'node:os';
 import { ApplicationFailure } from '@temporalio/common';
-import { hostControlQueue, hostTaskQueue, type Config } from '../core/config.js';
+import { cloudTarget } from '../clouds/index.js';
+import { hostControlQueue, hostTaskQueue } from '../core/config.js';
 import type { ImageEvent } from '../core/event.js';
 import { eventToFlat } from '../core/event.js';
-import type { Logger } from '../core/logging.js';
-import type { HostClaim } from '../core/workflow-contract.js';
+import type { HostClaim, ImageRequest } from '../core/workflow-contract.js';
+import { createSubscriptionActivities } from './subscriptions.js';
+import type { ActivityDeps } from './types.js';
+import type { Client } from '@temporalio/client';
 
-/** Activities that belong to the worker itself rather than to a pipeline step. */
-export function createWorkerOwnActivities({ config, logger }: { config: Config; logger: Logger }) {
+export interface SharedActivityDeps extends ActivityDeps {
+  /** The worker's Temporal client, for the steps that start workflows (a subscription's sync). */
+  temporal: () => Promise<Client>;
+}
+
+/**
+ * The activities of the shared task queue, which any worker may pick up: the steps that touch no
+ * file (ask the cloud, claim a host, a subscription's sync, the original test handlers).
+ */
+export function createSharedActivities(deps: SharedActivityDeps) {
+  const { config, logger } = deps;
+  const cloud = cloudTarget(deps);
   return {
-    /** Runs on the shared queue; whichever worker picks it up will hold the image's files. */
+    /** Whichever worker picks this up will hold the image's files. */
     async claimHost(): Promise<HostClaim> {
       const w = config.worker;
       return {
@@ -37,7 +50,11 @@ export function createWorkerOwnActivities({ config, logger }: { config: Config; 
     async throwOnPurpose({ event }: { event: ImageEvent }): Promise<never> {
       throw ApplicationFailure.retryable(`ThrowingHandler fails on purpose for image ${event.imageId ?? '(no id)'}`, 'ThrowingHandler');
     },
+
+    findRegisteredImage: (req: ImageRequest) => cloud.findImage(req),
+    expireRegisteredImages: (req: ImageRequest) => cloud.expire(req),
+    ...createSubscriptionActivities({ ...deps, cloud }),
   };
 }
 
-export type WorkerOwnActivities = ReturnType<typeof createWorkerOwnActivities>;
+export type SharedActivities = ReturnType<typeof createSharedActivities>;

@@ -1,12 +1,21 @@
 import { Context } from '@temporalio/activity';
-import { keepHeartbeating } from '../activities/heartbeats.js';
-import type { HostSlots } from './host-slots.js';
+import { keepHeartbeating } from './heartbeats.js';
+
+/** What the control activities need of a host's slots (the worker keeps them: worker/host-slots.ts). */
+export interface SlotKeeper {
+  /** Resolves when `workflowId` holds a slot; rejects when `signal` aborts. */
+  acquire(workflowId: string, signal?: AbortSignal): Promise<void>;
+  release(workflowId: string): void;
+  /** 1 = next, 0 = holds a slot, -1 = unknown. */
+  position(workflowId: string): number;
+  state(): { capacity: number; holders: string[]; waiting: string[] };
+}
 
 /**
  * The activities of a host's control queue. Its worker has far more task slots than images, so
  * they start at once on a live host, whatever the host is busy with.
  */
-export function createControlActivities({ slots }: { slots: HostSlots }) {
+export function createControlActivities({ slots }: { slots: SlotKeeper }) {
   return {
     /** Waits (heartbeating its place in the queue) until this image holds one of the host's slots. */
     async acquireHostSlot({ workflowId }: { workflowId: string }): Promise<void> {

@@ -3,11 +3,11 @@
  * pithos.py and astakos.py), and the checks of their output. One place, so the fakes' tests and
  * the activities agree.
  */
-import type { Config } from '../core/config.js';
-import { ConfigError, ToolError } from '../core/errors.js';
-import type { Logger } from '../core/logging.js';
-import type { RegistrationOptions } from '../core/workflow-contract.js';
-import { runTool, type ToolResult } from './tool-runner.js';
+import type { Config } from '../../core/config.js';
+import { ConfigError, ToolError } from '../../core/errors.js';
+import type { Logger } from '../../core/logging.js';
+import type { RegistrationOptions } from '../../core/workflow-contract.js';
+import { runTool, type ToolResult } from '../../activities/tool-runner.js';
 
 /**
  * kamaki 0.13+ never exits 2: an error exits 1, and an option or argument its command's main()

@@ -1,12 +1,11 @@
 import { readFile, mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
-import type { Config } from '../core/config.js';
-import { ToolError } from '../core/errors.js';
-import type { Logger } from '../core/logging.js';
-import { imageObjectName } from '../core/image-properties.js';
-import type { PrepareInput, PreparedImage } from './synnefo-types.js';
-import { runTool } from './tool-runner.js';
-import { whileHeartbeating } from './heartbeats.js';
+import { ToolError } from '../../core/errors.js';
+import { whileHeartbeating } from '../../activities/heartbeats.js';
+import { runTool } from '../../activities/tool-runner.js';
+import type { ActivityDeps } from '../../activities/types.js';
+import { imageObjectName } from '../identity.js';
+import type { PrepareInput, PreparedImage } from '../target.js';
 
 /** snf-mkimage's argparse usage errors (bad option, missing input): never worth a retry. */
 const SNF_MKIMAGE_USAGE_EXIT = [2];
@@ -16,7 +15,7 @@ const SNF_MKIMAGE_USAGE_EXIT = [2];
  * prepared image and its `.meta` into the work folder, and returns the detected metadata.
  * With `synnefo.prepare` off, the raw image is registered as it is.
  */
-export async function prepareImage(config: Config, logger: Logger, input: PrepareInput): Promise<PreparedImage> {
+export async function prepareImage({ config, logger }: ActivityDeps, input: PrepareInput): Promise<PreparedImage> {
   if (!config.synnefo.prepare) {
     logger.info({ path: input.rawPath }, 'synnefo.prepare is off: registering the raw image without snf-mkimage');
     return { path: input.rawPath, metadata: {}, prepared: false };

@@ -1,0 +1,40 @@
+import { cloudTarget } from '../clouds/index.js';
+import type { PrepareInput, PublishInput } from '../clouds/target.js';
+import { acquireImage } from './acquire.js';
+import { convertToRaw } from './convert.js';
+import { inspectImage } from './inspect.js';
+import type { AcquireInput, ActivityDeps, ConvertInput, InspectInput } from './types.js';
+import { removeWorkDir, withWorkDir } from './workspace.js';
+
+/**
+ * The activities of a host's own task queue: every step that reads or writes the image's files,
+ * so the whole sequence of one image runs on the machine that holds them. Get the image, tell its
+ * format, turn it into a raw disk, prepare and publish it on the cloud, remove the work folder.
+ * The worker classifies their errors (activities/failures.ts); they also work outside a worker.
+ */
+export function createHostActivities(deps: ActivityDeps) {
+  const cloud = cloudTarget(deps);
+  return {
+    acquireImage: (input: AcquireInput) => acquireImage(deps, input),
+    inspectImage: (input: InspectInput) => inspectImage(deps, input),
+    convertToRaw: (input: ConvertInput) => convertToRaw(deps, input),
+    prepareImage: (input: PrepareInput) => cloud.prepare(input),
+    /** Publishes on whatever cloud is configured; the name is the one workflow histories record. */
+    registerWithKamaki: (input: PublishInput) => cloud.publish(input),
+    /** Removes the workflow's work folder, whatever state a failed or finished attempt left it in. */
+    cleanupWorkspace: (input: { workflowId: string }) => cleanupWorkspace(deps, input),
+  };
+}
+
+export type HostActivities = ReturnType<typeof createHostActivities>;
+
+/**
+ * Takes the folder like any step: an attempt that timed out and is still writing here is stopped
+ * (and its open files closed) before the folder goes, so none of it outlives the clean-up.
+ */
+async function cleanupWorkspace({ config, logger }: ActivityDeps, input: { workflowId: string }): Promise<void> {
+  await withWorkDir(config, input.workflowId, async ({ dir }) => {
+    await removeWorkDir(config, dir);
+    logger.info({ workDir: dir }, 'work folder removed');
+  });
+}

@@ -1,0 +1,155 @@
+/**
+ * The Glance target's steps over the client: find what we registered for an image revision,
+ * publish a prepared file (clean up what a crashed attempt left, create, upload, verify, then
+ * share), and expire. Only images our project owns are ever found, changed or deleted.
+ */
+import type { Logger } from 'pino';
+import type { GlanceConfig } from '../../core/config.js';
+import type { ImageEvent } from '../../core/event.js';
+import { identityFilter, imageDisplayName } from '../identity.js';
+import type { GlanceClient, GlanceImage, Visibility } from './client.js';
+import { customProperties } from './client.js';
+import { buildGlanceProperties, GLANCE_TAG } from './properties.js';
+
+export type GlanceSettings = Pick<GlanceConfig, 'visibility' | 'voProjects' | 'expireAction' | 'properties'>;
+
+export interface GlanceRegistration {
+  imageId: string;
+  name: string;
+  /** The image's URL in Glance. */
+  location: string;
+  reused: boolean;
+  isPublic: boolean;
+  visibility: string;
+  diskFormat: string;
+  properties: Record<string, string>;
+}
+
+function registration(image: GlanceImage, reused: boolean, glanceUrl: string): GlanceRegistration {
+  return {
+    imageId: image.id,
+    name: image.name ?? image.id,
+    location: `${glanceUrl}/v2/images/${image.id}`,
+    reused,
+    isPublic: image.visibility === 'public',
+    visibility: image.visibility,
+    diskFormat: image.disk_format ?? '',
+    properties: customProperties(image),
+  };
+}
+
+/**
+ * Brings an image's visibility to the site's setting; a `shared` image gets its VO's project
+ * (voProjects) as a member. A VO without a project is logged: the image stays shared with nobody.
+ */
+export async function applyVisibility(client: GlanceClient, image: GlanceImage, settings: GlanceSettings, event: ImageEvent, logger: Logger): Promise<GlanceImage> {
+  const wanted: Visibility = settings.visibility;
+  let current = image;
+  if (current.visibility !== wanted) current = await client.setVisibility(current.id, wanted);
+  if (wanted === 'shared') {
+    const project = event.vo === undefined ? undefined : settings.voProjects[event.vo];
+    if (project === undefined) {
+      logger.warn({ imageId: current.id, vo: event.vo ?? null }, 'shared image: no project is mapped to its VO (cloud.voProjects), so it is shared with nobody yet');
+    } else if (project !== (await client.projectId()) && !(await client.members(current.id)).some((m) => m.member_id === project)) {
+      await client.addMember(current.id, project);
+    }
+  }
+  return current;
+}
+
+/** The active (or deactivated, then reactivated) image our project holds for this revision, in line with the site's visibility. */
+export async function findGlanceImage(
+  client: GlanceClient,
+  settings: GlanceSettings,
+  event: ImageEvent,
+  glanceUrl: string,
+  logger: Logger,
+): Promise<GlanceRegistration | null> {
+  const usable = (await client.findOurImages(identityFilter(event))).filter((i) => i.status === 'active' || i.status === 'deactivated');
+  if (usable.length === 0) return null;
+  // The oldest is the one registered first; later duplicates (none, unless a human made them) stay as they are.
+  usable.sort((a, b) => String(a.created_at).localeCompare(String(b.created_at)));
+  let image = usable[0];
+  if (image.status === 'deactivated') {
+    // The revision was expired and is available again.
+    await client.reactivate(image.id);
+    logger.info({ imageId: image.id }, 'reactivated the expired image of this revision');
+  }
+  image = await applyVisibility(client, image, settings, event, logger);
+  return registration(image, true, glanceUrl);
+}
+
+export interface PublishGlanceInput {
+  event: ImageEvent;
+  file: string;
+  diskFormat: 'qcow2' | 'raw';
+  osfamily?: string;
+  onProgress?: (bytesDone: number, bytesTotal: number) => void;
+  signal?: AbortSignal;
+}
+
+/**
+ * Registers the file for the event's revision, or returns the image already there. Records a
+ * crashed attempt left queued or saving are deleted first; the new record stays private until
+ * Glance holds exactly what we sent, and is deleted when it does not.
+ */
+export async function publishToGlance(
+  client: GlanceClient,
+  settings: GlanceSettings,
+  input: PublishGlanceInput,
+  glanceUrl: string,
+  logger: Logger,
+): Promise<GlanceRegistration> {
+  const existing = await findGlanceImage(client, settings, input.event, glanceUrl, logger);
+  if (existing) return existing;
+  const leftovers = await client.deleteIncomplete(identityFilter(input.event));
+  if (leftovers.length > 0) logger.info({ imageIds: leftovers }, 'deleted image records an interrupted upload left behind');
+
+  const { properties, truncated } = buildGlanceProperties({ event: input.event, osfamily: input.osfamily, siteProperties: settings.properties });
+  if (truncated.length > 0) logger.info({ keys: truncated }, "property values cut to Glance's 255 characters");
+  const record = await client.createImage({
+    name: imageDisplayName(input.event),
+    diskFormat: input.diskFormat,
+    containerFormat: 'bare',
+    visibility: 'private',
+    properties,
+    tags: [GLANCE_TAG],
+  });
+  let image: GlanceImage;
+  try {
+    const sent = await client.uploadFile(record.id, input.file, { onProgress: input.onProgress, signal: input.signal });
+    image = await client.verifyUpload(record.id, sent);
+  } catch (err) {
+    // A record without (the right) data must not stay; if this fails too, the next attempt's clean-up removes it.
+    await client.deleteImage(record.id).catch((cleanupErr: unknown) => logger.warn({ imageId: record.id, err: String(cleanupErr) }, 'could not delete the failed image record'));
+    throw err;
+  }
+  image = await applyVisibility(client, image, settings, input.event, logger);
+  logger.info({ imageId: image.id, visibility: image.visibility, size: image.size }, 'registered image in Glance');
+  return registration(image, false, glanceUrl);
+}
+
+export interface GlanceExpiry {
+  action: GlanceConfig['expireAction'];
+  imageIds: string[];
+}
+
+/**
+ * The event's image was expired: deactivate it and make it private, or delete it, as the site
+ * configures. As on Synnefo, an event with a checksum expires exactly that revision (an update's
+ * new revision is never hidden); one without expires every revision of the image. Ours only.
+ */
+export async function expireInGlance(client: GlanceClient, settings: GlanceSettings, event: ImageEvent, logger: Logger): Promise<GlanceExpiry> {
+  const action = settings.expireAction;
+  const found = await client.findOurImages(identityFilter(event, !event.checksumSha512 && !event.checksumSha256));
+  for (const image of found) {
+    if (action === 'delete') {
+      await client.deleteImage(image.id);
+    } else {
+      if (image.status === 'active') await client.deactivate(image.id);
+      if (image.visibility !== 'private') await client.setVisibility(image.id, 'private');
+    }
+    logger.info({ imageId: image.id, action }, 'expired image in Glance');
+  }
+  return { action, imageIds: found.map((i) => i.id) };
+}

@@ -1,0 +1,340 @@
+/**
+ * Debian's real Keystone and glance-api for the Glance tests, started from the packages that
+ * scripts/setup-openstack.sh installs: SQLite databases and a file store in a temporary
+ * folder, both servers on 127.0.0.1 free ports, Glance behind keystonemiddleware (flavor
+ * keystone). Pitfalls and timings: shared/reference/glance-notes.md. One instance per test file.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { openSync, closeSync } from 'node:fs';
+import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { execa } from 'execa';
+import { request } from 'undici';
+import { freePort } from './bridge.js';
+
+export const REGION = 'RegionOne';
+const DOMAIN = 'Default';
+
+export interface ProjectAccount {
+  projectName: string;
+  projectId: string;
+  username: string;
+  userId: string;
+  password: string;
+  /** An application credential of this user on this project (what EGI asks sites to use). */
+  appCredentialId: string;
+  appCredentialSecret: string;
+}
+
+export interface OpenStack {
+  dir: string;
+  /** Keystone's v3 base URL, e.g. http://127.0.0.1:PORT/v3. */
+  keystoneUrl: string;
+  /** Glance's base URL (the image service's endpoint in the catalog). */
+  glanceUrl: string;
+  admin: { username: string; password: string; projectName: string };
+  /** The project our tests register into, with a member user. */
+  demo: ProjectAccount;
+  /** Another tenant of the same cloud, for "never touch what is not ours". */
+  other: ProjectAccount;
+  /** Seconds each phase of start-up took. */
+  timings: Record<string, number>;
+  /** A project-scoped token by password, straight from Keystone (for test set-up and checks). */
+  token(user: { username: string; password: string; projectName: string }): Promise<string>;
+  /** Makes a token invalid in Keystone at once (DELETE /v3/auth/tokens), as an expiry or a revocation would. */
+  revokeToken(token: string): Promise<void>;
+  glanceLog(): Promise<string>;
+  stop(): Promise<void>;
+}
+
+export interface StartOptions {
+  /** Keystone's token lifetime in seconds ([token] expiration); 3600 by default. */
+  tokenExpirationSeconds?: number;
+}
+
+interface Service {
+  name: string;
+  child: ChildProcess;
+  exited: Promise<void>;
+}
+
+const running = new Set<Service>();
+process.once('exit', () => {
+  for (const s of running) s.child.kill('SIGKILL');
+});
+
+function spawnService(name: string, command: string, args: string[], env: Record<string, string>, logFile: string): Service {
+  const fd = openSync(logFile, 'a');
+  const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', fd, fd] });
+  closeSync(fd);
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const service = { name, child, exited };
+  running.add(service);
+  void exited.then(() => running.delete(service));
+  return service;
+}
+
+async function stopService(service: Service): Promise<void> {
+  if (service.child.exitCode !== null || service.child.signalCode !== null) return;
+  service.child.kill('SIGTERM');
+  let timer: NodeJS.Timeout | undefined;
+  const killed = await Promise.race([service.exited.then(() => false), new Promise<boolean>((r) => (timer = setTimeout(() => r(true), 10_000)))]);
+  clearTimeout(timer);
+  if (killed) {
+    service.child.kill('SIGKILL');
+    await service.exited;
+  }
+}
+
+async function waitUntilAnswering(service: Service, url: string, logFile: string, timeoutMs = 90_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (service.child.exitCode !== null) {
+      throw new Error(`${service.name} exited with ${service.child.exitCode}; its log:\n${(await readFile(logFile, 'utf8')).slice(-4000)}`);
+    }
+    try {
+      const res = await request(url, { headersTimeout: 5000, bodyTimeout: 5000 });
+      await res.body.dump();
+      if (res.statusCode < 500) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`${service.name} did not answer ${url} within ${timeoutMs} ms; its log:\n${(await readFile(logFile, 'utf8')).slice(-4000)}`);
+}
+
+async function timed<T>(timings: Record<string, number>, phase: string, work: () => Promise<T>): Promise<T> {
+  const start = performance.now();
+  try {
+    return await work();
+  } finally {
+    timings[phase] = Math.round(performance.now() - start) / 1000;
+  }
+}
+
+function ini(sections: Record<string, Record<string, string | number>>): string {
+  return Object.entries(sections)
+    .map(([name, values]) => `[${name}]\n${Object.entries(values).map(([k, v]) => `${k} = ${v}`).join('\n')}\n`)
+    .join('\n');
+}
+
+/** A small JSON client for Keystone's admin calls during set-up. */
+async function keystoneCall(
+  keystoneUrl: string,
+  method: 'GET' | 'POST' | 'PUT' | 'DELETE',
+  route: string,
+  token: string | undefined,
+  body?: unknown,
+  extraHeaders: Record<string, string> = {},
+): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; json: unknown }> {
+  const res = await request(`${keystoneUrl}${route}`, {
+    method,
+    headers: { 'content-type': 'application/json', ...(token ? { 'x-auth-token': token } : {}), ...extraHeaders },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.body.text();
+  if (res.statusCode >= 300) throw new Error(`keystone ${method} ${route}: ${res.statusCode} ${text.slice(0, 500)}`);
+  return { status: res.statusCode, headers: res.headers, json: text ? JSON.parse(text) : undefined };
+}
+
+async function passwordToken(keystoneUrl: string, user: { username: string; password: string; projectName: string }): Promise<string> {
+  const res = await keystoneCall(keystoneUrl, 'POST', '/auth/tokens', undefined, {
+    auth: {
+      identity: { methods: ['password'], password: { user: { name: user.username, domain: { name: DOMAIN }, password: user.password } } },
+      scope: { project: { name: user.projectName, domain: { name: DOMAIN } } },
+    },
+  });
+  return String(res.headers['x-subject-token']);
+}
+
+export async function startOpenStack(opts: StartOptions = {}): Promise<OpenStack> {
+  const timings: Record<string, number> = {};
+  const started = performance.now();
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'snf-openstack-'));
+  const services: Service[] = [];
+  const stop = async () => {
+    for (const s of services.reverse()) await stopService(s);
+    await rm(dir, { recursive: true, force: true });
+  };
+  try {
+    const [keystonePort, glancePort] = [await freePort(), await freePort()];
+    const keystoneUrl = `http://127.0.0.1:${keystonePort}/v3`;
+    const glanceUrl = `http://127.0.0.1:${glancePort}`;
+    const adminPassword = 'admin-secret-pw';
+    const glanceServicePassword = 'glance-service-pw';
+    for (const sub of ['fernet-keys', 'credential-keys', 'images', 'staging', 'tasks', 'lock']) await mkdir(path.join(dir, sub), { mode: 0o700 });
+
+    const keystoneConf = path.join(dir, 'keystone.conf');
+    await writeFile(
+      keystoneConf,
+      ini({
+        DEFAULT: { log_file: path.join(dir, 'keystone.log'), use_stderr: 'false' },
+        database: { connection: `sqlite:///${path.join(dir, 'keystone.sqlite')}` },
+        token: { provider: 'fernet', expiration: opts.tokenExpirationSeconds ?? 3600 },
+        // bcrypt's fewest rounds: every password and application-credential check costs less on 2 busy cores.
+        identity: { password_hash_rounds: 4 },
+        fernet_tokens: { key_repository: path.join(dir, 'fernet-keys') },
+        credential: { key_repository: path.join(dir, 'credential-keys') },
+      }),
+    );
+    const glanceConf = path.join(dir, 'glance-api.conf');
+    const pasteIni = path.join(dir, 'glance-api-paste.ini');
+    await copyFile('/etc/glance/glance-api-paste.ini', pasteIni);
+    await writeFile(
+      glanceConf,
+      ini({
+        DEFAULT: {
+          bind_host: '127.0.0.1',
+          bind_port: glancePort,
+          // One process: no forked workers, so the PID we hold is the whole server.
+          workers: 0,
+          log_file: path.join(dir, 'glance-api.log'),
+          use_stderr: 'false',
+          enabled_backends: 'fs:file',
+        },
+        database: { connection: `sqlite:///${path.join(dir, 'glance.sqlite')}` },
+        glance_store: { default_backend: 'fs' },
+        fs: { filesystem_store_datadir: path.join(dir, 'images') },
+        os_glance_staging_store: { filesystem_store_datadir: path.join(dir, 'staging') },
+        os_glance_tasks_store: { filesystem_store_datadir: path.join(dir, 'tasks') },
+        paste_deploy: { flavor: 'keystone', config_file: pasteIni },
+        keystone_authtoken: {
+          www_authenticate_uri: keystoneUrl,
+          auth_url: keystoneUrl,
+          auth_type: 'password',
+          username: 'glance',
+          password: glanceServicePassword,
+          project_name: 'service',
+          user_domain_name: DOMAIN,
+          project_domain_name: DOMAIN,
+          region_name: REGION,
+          // keystonemiddleware looks for the internal identity endpoint unless told.
+          interface: 'public',
+          // Validate every token: a revoked or expired one must be refused at once.
+          token_cache_time: -1,
+        },
+        oslo_concurrency: { lock_path: path.join(dir, 'lock') },
+      }),
+    );
+
+    const { stdout: group } = await execa('id', ['-gn']);
+    const user = os.userInfo().username;
+    const manage = (args: string[], env: Record<string, string> = {}) =>
+      execa('/usr/bin/keystone-manage', ['--config-file', keystoneConf, ...args], { env, all: true });
+    // Glance's schema and Keystone's set-up are independent: run them side by side.
+    await Promise.all([
+      timed(timings, 'glance db_sync', () => execa('/usr/bin/glance-manage', ['--config-file', glanceConf, 'db_sync'], { all: true })),
+      timed(timings, 'keystone db_sync, keys, bootstrap', async () => {
+        await manage(['db_sync']);
+        // SQLite's default rollback journal makes concurrent writers fail with "database is locked".
+        await execa('/usr/bin/python3', ['-c', 'import sqlite3,sys; sqlite3.connect(sys.argv[1]).execute("PRAGMA journal_mode=WAL")', path.join(dir, 'keystone.sqlite')]);
+        await manage(['fernet_setup', '--keystone-user', user, '--keystone-group', group]);
+        await manage(['credential_setup', '--keystone-user', user, '--keystone-group', group]);
+        // The password goes through the environment, never argv.
+        await manage(
+          ['bootstrap', '--bootstrap-username', 'admin', '--bootstrap-project-name', 'admin', '--bootstrap-role-name', 'admin',
+            '--bootstrap-service-name', 'keystone', '--bootstrap-region-id', REGION,
+            '--bootstrap-admin-url', keystoneUrl, '--bootstrap-public-url', keystoneUrl, '--bootstrap-internal-url', keystoneUrl],
+          { OS_BOOTSTRAP_PASSWORD: adminPassword },
+        );
+      }),
+    ]);
+
+    const keystoneLog = path.join(dir, 'keystone-uwsgi.log');
+    const keystone = await timed(timings, 'keystone start', async () => {
+      const s = spawnService(
+        'keystone',
+        'uwsgi_python3',
+        // One process, one thread: SQLite objects are per thread. uwsgi's http-socket does not keep
+        // connections alive, so tell clients (keystonemiddleware's pooled session) to close them.
+        ['--http-socket', `127.0.0.1:${keystonePort}`, '--wsgi-file', '/usr/bin/keystone-wsgi-public', '--master', '--processes', '1',
+          '--threads', '1', '--die-on-term', '--add-header', 'Connection: close', '--need-app'],
+        { OS_KEYSTONE_CONFIG_FILES: keystoneConf },
+        keystoneLog,
+      );
+      services.push(s);
+      await waitUntilAnswering(s, keystoneUrl, keystoneLog);
+      return s;
+    });
+    void keystone;
+
+    const admin = { username: 'admin', password: adminPassword, projectName: 'admin' };
+    const accounts = await timed(timings, 'keystone accounts', async () => {
+      const adminToken = await passwordToken(keystoneUrl, admin);
+      const call = (method: 'GET' | 'POST' | 'PUT', route: string, body?: unknown) => keystoneCall(keystoneUrl, method, route, adminToken, body);
+      const roles = ((await call('GET', '/roles')).json as { roles: Array<{ id: string; name: string }> }).roles;
+      const roleId = (name: string) => {
+        const role = roles.find((r) => r.name === name);
+        if (!role) throw new Error(`keystone has no role ${name}`);
+        return role.id;
+      };
+      const createProject = async (name: string) =>
+        ((await call('POST', '/projects', { project: { name, domain_id: 'default' } })).json as { project: { id: string } }).project.id;
+      const createUser = async (name: string, password: string, projectId: string, role: string) => {
+        const userId = ((await call('POST', '/users', { user: { name, password, domain_id: 'default', default_project_id: projectId } })).json as {
+          user: { id: string };
+        }).user.id;
+        await call('PUT', `/projects/${projectId}/users/${userId}/roles/${roleId(role)}`);
+        return userId;
+      };
+
+      const serviceProject = await createProject('service');
+      await createUser('glance', glanceServicePassword, serviceProject, 'admin');
+      const imageService = ((await call('POST', '/services', { service: { type: 'image', name: 'glance' } })).json as { service: { id: string } }).service.id;
+      for (const iface of ['public', 'internal']) {
+        await call('POST', '/endpoints', { endpoint: { service_id: imageService, interface: iface, url: glanceUrl, region_id: REGION } });
+      }
+
+      const account = async (projectName: string, username: string, password: string): Promise<ProjectAccount> => {
+        const projectId = await createProject(projectName);
+        const userId = await createUser(username, password, projectId, 'member');
+        const own = await passwordToken(keystoneUrl, { username, password, projectName });
+        // Only the user itself may create its application credentials.
+        const created = (
+          await keystoneCall(keystoneUrl, 'POST', `/users/${userId}/application_credentials`, own, {
+            application_credential: { name: `snf-vmcatcher-${projectName}`, description: 'snf-vmcatcher tests' },
+          })
+        ).json as { application_credential: { id: string; secret: string } };
+        return {
+          projectName,
+          projectId,
+          username,
+          userId,
+          password,
+          appCredentialId: created.application_credential.id,
+          appCredentialSecret: created.application_credential.secret,
+        };
+      };
+      return { demo: await account('demo', 'demo', 'demo-user-pw'), other: await account('other', 'other', 'other-user-pw') };
+    });
+
+    const glanceLog = path.join(dir, 'glance-api.stdout.log');
+    await timed(timings, 'glance start', async () => {
+      const s = spawnService('glance-api', '/usr/bin/glance-api', ['--config-file', glanceConf], {}, glanceLog);
+      services.push(s);
+      await waitUntilAnswering(s, `${glanceUrl}/versions`, path.join(dir, 'glance-api.log'));
+    });
+    timings.total = Math.round(performance.now() - started) / 1000;
+
+    return {
+      dir,
+      keystoneUrl,
+      glanceUrl,
+      admin,
+      ...accounts,
+      timings,
+      token: (u) => passwordToken(keystoneUrl, u),
+      async revokeToken(token) {
+        const adminToken = await passwordToken(keystoneUrl, admin);
+        await keystoneCall(keystoneUrl, 'DELETE', '/auth/tokens', adminToken, undefined, { 'x-subject-token': token });
+      },
+      glanceLog: () => readFile(path.join(dir, 'glance-api.log'), 'utf8'),
+      stop,
+    };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
