@@ -17,6 +17,7 @@ RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY core ./core
 COPY image-lists ./image-lists
+COPY oci ./oci
 COPY cli ./cli
 COPY workflows ./workflows
 COPY activities ./activities

@@ -46,6 +46,8 @@ export interface CloudImage {
   revision: string;
   /** The full sha512 when the image carries it: needed to expire exactly this revision. */
   checksumSha512?: string;
+  /** The full sha256 of a registry image's disk layer (provenance property), the same way. */
+  checksumSha256?: string;
   isPublic: boolean;
 }
 

@@ -243,6 +243,76 @@ export const SubscriptionSchema = z
   .strict();
 export type Subscription = z.infer<typeof SubscriptionSchema>;
 
+/** A registry's base URL: http(s), nothing but the host (and port), no credentials. */
+const RegistryUrlSchema = z.string().superRefine((text, ctx) => {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    ctx.addIssue({ code: 'custom', message: `'${text}' is not a URL (expected https://registry.example.org)` });
+    return;
+  }
+  if (!['http:', 'https:'].includes(url.protocol)) ctx.addIssue({ code: 'custom', message: `scheme ${url.protocol} is not supported (expected https: or http:)` });
+  if (url.username || url.password) {
+    ctx.addIssue({ code: 'custom', message: 'the URL carries credentials: name a credential (security.credentials) in the subscription\'s credential instead' });
+  }
+  if (url.pathname !== '/' || url.search) ctx.addIssue({ code: 'custom', message: `name the registry only (${url.origin}); the project goes in project` });
+});
+
+/**
+ * A registry project this site subscribes to (oci/, issue #15): each repository of the project is
+ * an image, the manifest its selected tag names is its current revision. Written among
+ * `subscriptions`, told apart by its `registry` key; parsed into `registrySubscriptions`.
+ */
+export const RegistrySubscriptionSchema = z
+  .object({
+    registry: RegistryUrlSchema,
+    project: z.string().regex(/^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:\/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$/, 'must be a registry project or repository prefix (lower case, e.g. egi_vm_images)'),
+    /** Tags to take (a regular expression). Unset: the short tags, as EGI's central sync (^[^-]+$). */
+    tags: z
+      .string()
+      .min(1)
+      .refine((text) => {
+        try {
+          new RegExp(text);
+          return true;
+        } catch {
+          return false;
+        }
+      }, 'must be a regular expression')
+      .optional(),
+    /** Name of an entry of security.credentials, written "user:password" (a Harbor robot account). */
+    credential: z.string().min(1).optional(),
+    /** Only these repositories (names inside the project). */
+    repositories: z.array(z.string().min(1)).optional(),
+    /** How to list the project: Harbor's API, the distribution catalog, or whichever the registry is (default). */
+    api: z.enum(['auto', 'harbor', 'distribution']).optional(),
+    every: DurationSchema.optional(),
+    vo: z.string().min(1).optional(),
+    cloud: z.string().min(1).optional(),
+    paused: z.boolean().optional(),
+  })
+  .strict();
+export type RegistrySubscription = z.infer<typeof RegistrySubscriptionSchema>;
+
+/** One entry of `subscriptions`: a registry project when it names a registry, else an image list. */
+const SubscriptionEntrySchema = z.unknown().transform((entry, ctx): Subscription | RegistrySubscription => {
+  const registry = typeof entry === 'object' && entry !== null && 'registry' in entry;
+  const result = (registry ? RegistrySubscriptionSchema : SubscriptionSchema).safeParse(entry);
+  if (result.success) return result.data;
+  for (const issue of result.error.issues) ctx.addIssue({ code: 'custom', message: issue.message, path: issue.path as PropertyKey[] });
+  return z.NEVER;
+});
+
+function isRegistrySubscription(entry: Subscription | RegistrySubscription): entry is RegistrySubscription {
+  return 'registry' in entry;
+}
+
+/** How registry subscriptions are matched: the registry's origin and the project. */
+export function registrySubscriptionKey(sub: Pick<RegistrySubscription, 'registry' | 'project'>): string {
+  return `${new URL(sub.registry).origin}/${sub.project}`;
+}
+
 export const SecurityConfigSchema = z.object({
   /** CA directory (hashed, like /etc/grid-security/certificates) or a single CA file. */
   caPath: z.string().min(1).default('/etc/grid-security/certificates'),
@@ -301,25 +371,30 @@ export const ConfigSchema = z.object({
   security: SecurityConfigSchema.prefault({}),
   spool: SpoolConfigSchema.prefault({}),
   bridge: BridgeConfigSchema.prefault({}),
-  /** Image lists this site subscribes to (issue #12 adds their schedule). */
-  subscriptions: z.array(SubscriptionSchema).default([]),
+  /** Image lists (issue #12) and registry projects (issue #15) this site subscribes to. */
+  subscriptions: z.array(SubscriptionEntrySchema).default([]),
 }).superRefine((config, ctx) => {
   const seen = new Map<string, number>();
   config.subscriptions.forEach((sub, i) => {
     if (sub.credential !== undefined && !(sub.credential in config.security.credentials)) {
       ctx.addIssue({ code: 'custom', path: ['subscriptions', i, 'credential'], message: `credential '${sub.credential}' is not defined in security.credentials` });
     }
-    const key = subscriptionKey(sub.url);
+    const key = isRegistrySubscription(sub) ? registrySubscriptionKey(sub) : subscriptionKey(sub.url);
     const earlier = seen.get(key);
     if (earlier !== undefined) {
-      ctx.addIssue({ code: 'custom', path: ['subscriptions', i, 'url'], message: `the same list as subscriptions.${earlier}` });
+      const [field, what] = isRegistrySubscription(sub) ? ['project', 'project'] : ['url', 'list'];
+      ctx.addIssue({ code: 'custom', path: ['subscriptions', i, field], message: `the same ${what} as subscriptions.${earlier}` });
     }
     seen.set(key, i);
   });
   if (config.cloud.type === 'glance' && !(config.cloud.credential in config.security.credentials)) {
     ctx.addIssue({ code: 'custom', path: ['cloud', 'credential'], message: `credential '${config.cloud.credential}' is not defined in security.credentials` });
   }
-});
+}).transform(({ subscriptions, ...config }) => ({
+  ...config,
+  subscriptions: subscriptions.filter((s): s is Subscription => !isRegistrySubscription(s)),
+  registrySubscriptions: subscriptions.filter(isRegistrySubscription),
+}));
 
 /** How subscriptions and command-line URLs are matched: parsed, without credentials or fragment. */
 export function subscriptionKey(url: string | URL): string {

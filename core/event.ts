@@ -45,6 +45,8 @@ export const EVENT_FIELDS = {
   format: 'VMCATCHER_EVENT_HV_FORMAT',
   arch: 'VMCATCHER_EVENT_SL_ARCH',
   checksumSha512: 'VMCATCHER_EVENT_SL_CHECKSUM_SHA512',
+  /** Not vmcatcher's: an OCI registry names a layer by its sha256 (oci/). */
+  checksumSha256: 'VMCATCHER_EVENT_SL_CHECKSUM_SHA256',
   comments: 'VMCATCHER_EVENT_SL_COMMENTS',
   os: 'VMCATCHER_EVENT_SL_OS',
   osName: 'VMCATCHER_EVENT_SL_OSNAME',
@@ -58,16 +60,20 @@ export type EventField = keyof typeof EVENT_FIELDS;
 export const VMCATCHER_VARIABLES: readonly string[] = Object.values(EVENT_FIELDS);
 
 /** Where an event came from. Not serialised (as in the original). */
-export type EventOrigin = 'vmcatcher' | 'image-list' | 'message' | 'command';
+export type EventOrigin = 'vmcatcher' | 'image-list' | 'message' | 'command' | 'registry';
 
 const text = z.string().min(1);
 const sha512Hex = z
   .string()
   .regex(/^[0-9a-fA-F]{128}$/, 'must be 128 hexadecimal digits (a sha512)')
   .transform((s) => s.toLowerCase());
+const sha256Hex = z
+  .string()
+  .regex(/^[0-9a-fA-F]{64}$/, 'must be 64 hexadecimal digits (a sha256)')
+  .transform((s) => s.toLowerCase());
 
 export const ImageEventSchema = z.object({
-  origin: z.enum(['vmcatcher', 'image-list', 'message', 'command']),
+  origin: z.enum(['vmcatcher', 'image-list', 'message', 'command', 'registry']),
   type: z.enum(EVENT_TYPES).optional(),
   sessionUuid: text.optional(),
   cacheDir: text.optional(),
@@ -86,11 +92,18 @@ export const ImageEventSchema = z.object({
   format: text.optional(),
   arch: text.optional(),
   checksumSha512: sha512Hex.optional(),
+  checksumSha256: sha256Hex.optional(),
   comments: text.optional(),
   os: text.optional(),
   osName: text.optional(),
   osVersion: text.optional(),
   mpUri: text.optional(),
+  /**
+   * Properties the source names for the registered image, as the source spells them (an OCI
+   * registry's manifest annotations, oci/annotations.ts). Not part of the flat message: they
+   * travel in the workflow input of a registry subscription's events.
+   */
+  properties: z.record(z.string(), z.string()).optional(),
   /** Keys of the flat message this model does not know; kept so a round trip is exact. */
   extra: z.record(z.string(), z.string()).default({}),
 });

@@ -92,6 +92,8 @@ export interface HttpGetOptions {
   credentialHeaders?: Record<string, string>;
   /** A 206 is expected (resumed download); any other success status is still returned. */
   signal?: AbortSignal;
+  /** Error statuses returned to the caller instead of thrown (an OCI registry's 401 carries its auth challenge). */
+  returnStatuses?: readonly number[];
 }
 
 export interface HttpResponse {
@@ -132,7 +134,7 @@ export async function httpGet(url: URL, opts: HttpGetOptions): Promise<HttpRespo
       withCredentials = withCredentials && decision.keepCredentials;
       continue;
     }
-    if (statusCode >= 400) {
+    if (statusCode >= 400 && !opts.returnStatuses?.includes(statusCode)) {
       await response.body.dump().catch(() => undefined);
       throw httpStatusError(statusCode, current);
     }

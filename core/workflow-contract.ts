@@ -152,11 +152,12 @@ export function shortDigest(value: string): string {
 }
 
 /**
- * The version part of an image's identity: its sha512 when known (the content), else its
- * declared version, else its download location.
+ * The version part of an image's identity: its sha512 when known (the content), else its sha256
+ * (an OCI layer's digest), else its declared version, else its download location.
  */
 function imageRevision(event: ImageEvent): string {
   if (event.checksumSha512) return `sha512-${event.checksumSha512.slice(0, 32)}`;
+  if (event.checksumSha256) return `sha256-${event.checksumSha256.slice(0, 32)}`;
   if (event.version) return `v-${idPart(event.version, 'none')}`;
   if (event.uri) return `uri-${shortDigest(event.uri)}`;
   return `file-${shortDigest(`${event.cacheDir ?? ''}/${event.filename ?? ''}`)}`;
@@ -178,7 +179,7 @@ export function registrationTarget(options: RegistrationOptions, defaultCloud: s
 
 /** The revision an expire event names: its checksum, else the expired cache file's name. */
 function expiredRevision(event: ImageEvent): string {
-  return event.checksumSha512 ? imageRevision(event) : `f-${idPart(event.filename, 'none')}`;
+  return event.checksumSha512 || event.checksumSha256 ? imageRevision(event) : `f-${idPart(event.filename, 'none')}`;
 }
 
 /** Temporal accepts longer ids, but the Web UI and logs read better within 255 characters. */

@@ -27,7 +27,7 @@ export interface SyncPlan {
   expire: PlannedExpiry[];
   /** Image ids already registered at their current revision: they cost nothing. */
   unchanged: string[];
-  /** Old revisions that should be made private but carry no sha512 to name them by. */
+  /** Old revisions that should be made private but carry no sha512 (or sha256) to name them by. */
   unresolved: { imageId: string; revision: string; cloudImageId: string }[];
 }
 
@@ -40,12 +40,18 @@ function idOf(event: ImageEvent): string {
 }
 
 /** The event that expires one revision of an image (vmcatcher's ExpirePostfix, with the revision's checksum when known). */
-export function expiryEvent(listId: string, base: Pick<ImageEvent, 'imageId' | 'vo' | 'title' | 'version'>, checksumSha512?: string): ImageEvent {
+export function expiryEvent(
+  listId: string,
+  base: Pick<ImageEvent, 'imageId' | 'vo' | 'title' | 'version'>,
+  checksumSha512?: string,
+  checksumSha256?: string,
+): ImageEvent {
   const event: ImageEvent = { origin: 'image-list', type: 'ExpirePostfix', imageListId: listId, imageId: base.imageId, extra: {} };
   if (base.vo) event.vo = base.vo;
   if (base.title) event.title = base.title;
   if (base.version) event.version = base.version;
   if (checksumSha512) event.checksumSha512 = checksumSha512;
+  else if (checksumSha256) event.checksumSha256 = checksumSha256;
   return event;
 }
 
@@ -95,11 +101,11 @@ export function planSync(input: SyncPlanInput): SyncPlan {
     const base = known ?? { imageId: image.imageId, vo: input.vo };
     if (!now) {
       const reason: ExpireReason = expiredInList.has(image.imageId) ? 'expired' : 'removed';
-      expire(key, { reason, event: expiryEvent(listId, base, image.checksumSha512) });
-    } else if (!image.checksumSha512) {
+      expire(key, { reason, event: expiryEvent(listId, base, image.checksumSha512, image.checksumSha256) });
+    } else if (!image.checksumSha512 && !image.checksumSha256) {
       plan.unresolved.push({ imageId: image.imageId, revision: image.revision, cloudImageId: image.cloudImageId });
     } else {
-      expire(key, { reason: 'old-revision', event: expiryEvent(listId, base, image.checksumSha512) });
+      expire(key, { reason: 'old-revision', event: expiryEvent(listId, base, image.checksumSha512, image.checksumSha256) });
     }
   }
   // A revision the last accepted copy named that is not (yet) in the cloud may still be on its
@@ -110,7 +116,7 @@ export function planSync(input: SyncPlanInput): SyncPlan {
     const key = `${id}\u0000${revisionOf(event)}`;
     if (inCloud.has(key)) continue; // the cloud's side decided above
     const reason: ExpireReason = expiredInList.has(id) ? 'expired' : now ? 'old-revision' : 'removed';
-    expire(key, { reason, event: expiryEvent(listId, event, event.checksumSha512) });
+    expire(key, { reason, event: expiryEvent(listId, event, event.checksumSha512, event.checksumSha256) });
   }
   return plan;
 }

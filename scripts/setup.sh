@@ -44,6 +44,9 @@ fi
 # 3b. Debian's glance-api and keystone for the Glance tests (installed, never started as services).
 bash scripts/setup-openstack.sh
 
+# 3c. The OCI registry the registry tests start (installed, its service not started).
+bash scripts/setup-registry.sh
+
 # 4. RabbitMQ on 127.0.0.1:5672.
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 if ! port_open 5672; then
@@ -62,7 +65,7 @@ fi
 
 # 5. The compiled CLI (bin/snf-vmcatcher.js runs dist/).
 if [ -z "$(find dist -name main.js -newer package.json 2>/dev/null | head -1)" ] \
-   || [ -n "$(find core image-lists cli workflows activities clouds worker bridge -name '*.ts' -newer dist/cli/main.js 2>/dev/null | head -1)" ]; then
+   || [ -n "$(find core image-lists oci cli workflows activities clouds worker bridge -name '*.ts' -newer dist/cli/main.js 2>/dev/null | head -1)" ]; then
   say "building"
   npm run --silent build >&2
 fi

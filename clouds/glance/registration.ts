@@ -141,7 +141,7 @@ export interface GlanceExpiry {
  */
 export async function expireInGlance(client: GlanceClient, settings: GlanceSettings, event: ImageEvent, logger: Logger): Promise<GlanceExpiry> {
   const action = settings.expireAction;
-  const found = await client.findOurImages(identityFilter(event, !event.checksumSha512));
+  const found = await client.findOurImages(identityFilter(event, !event.checksumSha512 && !event.checksumSha256));
   for (const image of found) {
     if (action === 'delete') {
       await client.deleteImage(image.id);

@@ -13,7 +13,7 @@ export async function expireRegisteredImages({ config, logger }: ActivityDeps, i
   // vmcatcher's expire event carries the expired revision's sha512: expire exactly that one, so
   // an update (Expire old + Available new, in either order of completion) never hides the new
   // revision. Without a checksum the event names only the image: every revision goes.
-  const anyRevision = !input.event.checksumSha512;
+  const anyRevision = !input.event.checksumSha512 && !input.event.checksumSha256;
   // Only our account's images: another tenant's image with the same (public) identity
   // properties is none of our business, and we could not change it anyway.
   const found = imagesMatching((await kamaki.listOwnImages()).own, identityFilter(input.event, anyRevision));

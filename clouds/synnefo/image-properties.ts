@@ -36,6 +36,7 @@ export const PROVENANCE_FIELDS = [
   'title',
   'version',
   'checksumSha512',
+  'checksumSha256',
   'uri',
   'vo',
   'osName',
@@ -153,6 +154,11 @@ export function buildImageProperties(input: {
     if (entries.has(key) || DEPLOY_KEYS.has(key)) continue;
     put(key, value, UI_KEYS.has(key) ? PROPERTY_RANKS.ui : PROPERTY_RANKS.otherMetadata);
   }
+  // What the source names for the image (a registry's annotations: os_distro, eu.egi.cloud.tag…),
+  // as Synnefo spells keys (OS_DISTRO, EU_EGI_CLOUD_TAG); they never replace a property set above.
+  for (const [key, value] of Object.entries(event.properties ?? {})) {
+    put(sourcePropertyKey(key), value, PROPERTY_RANKS.ui, false);
+  }
   const ranked = [...entries.entries()].sort((a, b) => a[1].rank - b[1].rank || a[1].order - b[1].order);
   const kept = ranked.slice(0, MAX_IMAGE_PROPERTIES);
   const dropped = ranked
@@ -163,4 +169,9 @@ export function buildImageProperties(input: {
   for (const [key, entry] of kept) properties[key] = entry.value;
   for (const key of identityKeys) if (!(key in properties)) throw new Error(`identity property ${key} was dropped`);
   return { properties, dropped, rejected };
+}
+
+/** A source's property name as a Synnefo property key: `eu.egi.cloud.tag` → `EU_EGI_CLOUD_TAG`. */
+export function sourcePropertyKey(name: string): string {
+  return name.replace(/[^A-Za-z0-9]+/g, '_').replace(/^_+|_+$/g, '').toUpperCase();
 }

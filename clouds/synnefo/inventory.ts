@@ -18,6 +18,7 @@ export async function synnefoInventory(
     imageId: img.properties[IDENTITY_PROPERTIES.imageId] ?? '',
     revision: img.properties[IDENTITY_PROPERTIES.revision] ?? '',
     checksumSha512: img.properties[EVENT_FIELDS.checksumSha512]?.toLowerCase(),
+    checksumSha256: img.properties[EVENT_FIELDS.checksumSha256]?.toLowerCase(),
     isPublic: img.is_public,
   }));
   return { images, expireAction: config.synnefo.expireAction };

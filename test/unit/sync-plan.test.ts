@@ -107,3 +107,35 @@ describe('compareVersions: hv:version in natural order', () => {
     expect(Math.sign(compareVersions(a, b))).toBe(sign);
   });
 });
+
+describe('planSync: registry images, whose revision is their disk layer sha256', () => {
+  const REGISTRY = 'registry.example/egi_vm_images';
+  const layer = (c: string) => c.repeat(64);
+  const tagged = (id: string, tag: string, sha256: string): ListedImage => ({
+    event: { origin: 'registry', imageListId: REGISTRY, imageId: id, version: tag, uri: `https://registry.example/v2/egi_vm_images/${id}/blobs/sha256:${sha256}`, checksumSha256: sha256, extra: {} },
+    expired: false,
+  });
+  const held = (listed: ListedImage, withChecksum = true): CloudImage => ({
+    cloudImageId: `cloud-${listed.event.imageId}`,
+    imageId: listed.event.imageId!,
+    revision: imageIdentity(listed.event).revision,
+    checksumSha256: withChecksum ? listed.event.checksumSha256 : undefined,
+    isPublic: true,
+  });
+
+  test('a tag moved to a new layer: the new revision is registered and the replaced one expired by its sha256', () => {
+    const before = tagged('ubuntu', '22.04', layer('a'));
+    const after = tagged('ubuntu', '22.04', layer('b'));
+    const plan = planSync({ expireAction: 'make-private', listId: REGISTRY, current: [after], previous: { listId: REGISTRY, images: [before] }, cloud: [held(before)] });
+    expect(plan.register.map((r) => [r.event.imageId, r.reason, r.event.checksumSha256])).toEqual([['ubuntu', 'updated', layer('b')]]);
+    expect(plan.expire.map((e) => [e.event.imageId, e.reason, e.event.checksumSha256, e.event.checksumSha512])).toEqual([['ubuntu', 'old-revision', layer('a'), undefined]]);
+    expect(plan.unresolved).toEqual([]);
+  });
+
+  test('a cloud image without its sha256 property is left for an operator, as one without a sha512', () => {
+    const before = tagged('ubuntu', '22.04', layer('a'));
+    const plan = planSync({ expireAction: 'make-private', listId: REGISTRY, current: [tagged('ubuntu', '22.04', layer('b'))], cloud: [held(before, false)] });
+    expect(plan.expire).toEqual([]);
+    expect(plan.unresolved).toEqual([{ imageId: 'ubuntu', revision: `sha256-${layer('a').slice(0, 32)}`, cloudImageId: 'cloud-ubuntu' }]);
+  });
+});

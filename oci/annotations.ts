@@ -1,0 +1,90 @@
+/**
+ * A registry image → the image event every source produces (core/event.ts), so registry images
+ * flow through the same workflows as list images. The annotations EGI sets become the event's
+ * fields where the event has one (os_distro → osName, …) and, as EGI names them in Glance, the
+ * image's properties, so monitoring that looks for them finds them. Pure: no I/O.
+ */
+import { ImageEventSchema, type ImageEvent } from '../core/event.js';
+import type { DiskManifest } from './manifest.js';
+
+const GLANCE = 'org.openstack.glance.';
+
+/** Annotation → event field, for the annotations the event has a field for. */
+const ANNOTATION_FIELDS = {
+  [`${GLANCE}disk_format`]: 'format',
+  [`${GLANCE}os_distro`]: 'osName',
+  [`${GLANCE}os_version`]: 'osVersion',
+  [`${GLANCE}os_type`]: 'os',
+  [`${GLANCE}architecture`]: 'arch',
+  'eu.egi.cloud.description': 'description',
+  'org.opencontainers.image.title': 'title',
+} as const satisfies Record<string, keyof ImageEvent>;
+
+/** Annotations copied as image properties (besides every org.openstack.glance.* and eu.egi.cloud.* one). */
+const COPIED_ANNOTATIONS = ['org.opencontainers.image.revision', 'org.opencontainers.image.source', 'org.opencontainers.image.created'];
+
+/**
+ * The image's properties, named as EGI's sync names them in Glance: `org.openstack.glance.X` → `X`
+ * (os_distro, os_version, os_type, architecture, os_admin_user, disk_format, container_format),
+ * the others under their own name (eu.egi.cloud.tag, org.opencontainers.image.revision, …).
+ */
+export function annotationProperties(annotations: Record<string, string>): Record<string, string> {
+  const properties: Record<string, string> = {};
+  for (const [key, value] of Object.entries(annotations)) {
+    if (value === '') continue;
+    if (key.startsWith(GLANCE)) properties[key.slice(GLANCE.length)] = value;
+    else if (key.startsWith('eu.egi.cloud.') || COPIED_ANNOTATIONS.includes(key)) properties[key] = value;
+  }
+  return properties;
+}
+
+export interface RegistryImage {
+  /** `registry.egi.eu/egi_vm_images`: the "image list" a registry project stands for. */
+  listId: string;
+  /** Base URL of the registry (`https://registry.egi.eu/`). */
+  registry: URL;
+  project: string;
+  /** The repository, project included (`egi_vm_images/ubuntu`). */
+  repository: string;
+  tag: string;
+  manifest: DiskManifest;
+  vo?: string;
+}
+
+/** The repository's name inside its project (`egi_vm_images/ubuntu` → `ubuntu`). */
+export function shortName(repository: string, project: string): string {
+  return repository.startsWith(`${project}/`) ? repository.slice(project.length + 1) : repository;
+}
+
+/** The URL of a blob of a repository, by digest (where the acquire step downloads the disk). */
+export function blobUrl(registry: URL, repository: string, digest: string): string {
+  return new URL(`v2/${repository}/blobs/${digest}`, registry).href;
+}
+
+/**
+ * One (repository, manifest) → an image-list style event (no type: "register"): the project is
+ * the list, the repository (its name inside the project) the image, the tag its version, the disk layer's sha256 its checksum
+ * (so its revision changes exactly when the disk does) and its size the expected size.
+ */
+export function registryImageToEvent(image: RegistryImage): ImageEvent {
+  const { annotations, disk } = image.manifest;
+  const fields: Record<string, string> = {};
+  for (const [annotation, field] of Object.entries(ANNOTATION_FIELDS)) {
+    const value = annotations[annotation];
+    if (value) fields[field] = value;
+  }
+  return ImageEventSchema.parse({
+    origin: 'registry',
+    imageListId: image.listId,
+    vo: image.vo,
+    imageId: shortName(image.repository, image.project),
+    title: fields.title ?? shortName(image.repository, image.project),
+    ...fields,
+    version: image.tag,
+    uri: blobUrl(image.registry, image.repository, disk.digest),
+    size: disk.size,
+    checksumSha256: disk.digest.slice('sha256:'.length),
+    properties: { ...annotationProperties(annotations), 'org.opencontainers.image.ref.digest': image.manifest.digest },
+    extra: {},
+  });
+}

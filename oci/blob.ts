@@ -1,0 +1,92 @@
+/**
+ * Downloads a blob by digest into a file: resumed with Range from what the file already holds,
+ * its size taken from the descriptor, its sha256 checked in the same pass as the write (the bytes
+ * already on disk are hashed first). The registry's redirect to blob storage is followed by the
+ * client without the credentials (core/http.ts). A blob whose bytes do not match its digest is
+ * refused with ImageIntegrityError and its file removed.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { rm, stat } from 'node:fs/promises';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { FetchError, ImageIntegrityError } from '../core/errors.js';
+import { describeFetchFailure } from '../core/http.js';
+import type { RegistryClient } from './client.js';
+import type { Descriptor } from './manifest.js';
+
+export interface BlobDownload {
+  bytes: number;
+  /** Bytes that were already in the file and not fetched again. */
+  resumedFrom: number;
+  sha256: string;
+}
+
+async function hashFile(file: string, hash: ReturnType<typeof createHash>): Promise<void> {
+  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+}
+
+export async function downloadBlob(
+  client: RegistryClient,
+  repository: string,
+  blob: Pick<Descriptor, 'digest' | 'size'>,
+  file: string,
+  opts: { signal?: AbortSignal; onProgress?: (bytes: number) => void } = {},
+): Promise<BlobDownload> {
+  const what = `registry ${client.name} ${repository}@${blob.digest}`;
+  const hash = createHash('sha256');
+  let have = (await stat(file).catch(() => undefined))?.size ?? 0;
+  if (have > blob.size) {
+    await rm(file, { force: true });
+    have = 0;
+  }
+  if (have > 0) await hashFile(file, hash);
+  let written = have;
+  if (have < blob.size) {
+    const response = await client.get(`v2/${repository}/blobs/${blob.digest}`, {
+      scope: client.scopeFor(repository),
+      headers: have > 0 ? { range: `bytes=${have}-` } : {},
+      signal: opts.signal,
+    });
+    // A server that ignores Range sends everything again: start the file over.
+    const append = have > 0 && response.status === 206;
+    const pass = append ? hash : createHash('sha256');
+    if (!append) written = 0;
+    const counter = new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
+        written += chunk.length;
+        if (written > blob.size) {
+          callback(new ImageIntegrityError(`${what}: the registry sent more than the ${blob.size} bytes the manifest declares`));
+          return;
+        }
+        pass.update(chunk);
+        opts.onProgress?.(written);
+        callback(null, chunk);
+      },
+    });
+    try {
+      await pipeline(response.body, counter, createWriteStream(file, { flags: append ? 'a' : 'w' }), { signal: opts.signal });
+    } catch (err) {
+      if (err instanceof ImageIntegrityError) {
+        await rm(file, { force: true });
+        throw err;
+      }
+      throw describeFetchFailure(err, response.url);
+    }
+    if (!append) return finish(what, file, blob, written, 0, pass);
+  }
+  return finish(what, file, blob, written, have, hash);
+}
+
+async function finish(what: string, file: string, blob: Pick<Descriptor, 'digest' | 'size'>, bytes: number, resumedFrom: number, hash: ReturnType<typeof createHash>): Promise<BlobDownload> {
+  if (bytes !== blob.size) {
+    // Short: the connection ended early; the next attempt resumes from here.
+    throw new FetchError(`${what}: got ${bytes} of ${blob.size} bytes`);
+  }
+  const sha256 = hash.digest('hex');
+  if (`sha256:${sha256}` !== blob.digest) {
+    await rm(file, { force: true });
+    throw new ImageIntegrityError(`${what}: the blob's bytes have sha256 ${sha256}, not the digest the manifest names; refused`);
+  }
+  return { bytes, resumedFrom, sha256 };
+}
