@@ -1,6 +1,7 @@
-import { log, proxyActivities, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import { ApplicationFailure, log, proxyActivities, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import type { SubscriptionActivities } from '../activities/subscriptions.js';
 import {
+  LIST_REJECTED,
   SA_IMAGE_LIST_ID,
   subscriptionOptions,
   type AcceptedList,
@@ -48,7 +49,7 @@ export async function syncImageList({ subscription }: SyncImageListInput): Promi
   let accepted: AcceptedList;
   let invalid: SyncImageListResult['summary']['invalid'] = [];
   if (read.notModified) {
-    if (!previous) throw new Error('the server answered 304 Not Modified to an unconditional request');
+    if (!previous) throw ApplicationFailure.nonRetryable(`${subscription.url} answered 304 Not Modified to an unconditional request`, LIST_REJECTED);
     accepted = previous;
   } else {
     accepted = { listId: read.list.identifier, version: read.list.version, etag: read.etag, lastModified: read.lastModified, images: read.images };
