@@ -23,6 +23,7 @@ import { keepHeartbeating, type StepProgress } from './heartbeats.js';
 import { ACCEPTED_FORMATS, DISK_FORMATS, WRAPPER_FORMATS, checkDiskImage, inspectFile, normaliseFormat, qemuImageSpec } from './inspect.js';
 import { chooseOvfDisk } from './ovf.js';
 import { guarded } from './tool-runner.js';
+import type { DiskFormat } from '../clouds/target.js';
 import type { ActivityDeps, ConvertInput, RawImage } from './types.js';
 import { safeFileName, withWorkDir, type WorkDirLease } from './workspace.js';
 
@@ -99,17 +100,17 @@ export async function convertLimits(config: Config, dir: string): Promise<Conver
  * and the error propagates (a half-converted image is never passed on as raw). The input file
  * itself is left alone, so a retry can start over.
  */
-export async function convertToRaw(deps: ConvertDeps, input: ConvertInput): Promise<RawImage> {
-  return withWorkDir(deps.config, input.workflowId, (lease) => convertInFolder(deps, input, lease));
+export async function convertToRaw(deps: ConvertDeps, input: ConvertInput, keep: readonly DiskFormat[] = ['raw']): Promise<RawImage> {
+  return withWorkDir(deps.config, input.workflowId, (lease) => convertInFolder(deps, input, lease, keep));
 }
 
-async function convertInFolder(deps: ConvertDeps, input: ConvertInput, lease: WorkDirLease): Promise<RawImage> {
+async function convertInFolder(deps: ConvertDeps, input: ConvertInput, lease: WorkDirLease, keep: readonly DiskFormat[]): Promise<RawImage> {
   const workDir = lease.dir;
   if (path.resolve(input.workDir) !== workDir) {
     throw new InvalidInputError(`convert: work folder ${input.workDir} is not the one of workflow ${input.workflowId} (${workDir})`);
   }
   const signal = AbortSignal.any([lease.signal, cancellationSignal()].filter((s): s is AbortSignal => s !== undefined));
-  const conversion = new Conversion(deps, input, lease, signal, await convertLimits(deps.config, workDir));
+  const conversion = new Conversion(deps, input, lease, signal, await convertLimits(deps.config, workDir), keep);
   const stopBeating = keepHeartbeating(() => conversion.progress);
   try {
     for (let n = 0; ; n++) {
@@ -145,6 +146,7 @@ class Conversion {
     private readonly lease: WorkDirLease,
     private readonly signal: AbortSignal,
     private readonly limits: ConvertLimits,
+    private readonly keep: readonly DiskFormat[],
   ) {
     this.workDir = lease.dir;
     this.policy = diskPolicy(deps.config);
@@ -190,7 +192,11 @@ class Conversion {
     this.format = detected.format;
   }
 
-  /** The unwrapped image, checked to be an accepted, self-contained disk, as a raw disk in the work folder. */
+  /**
+   * The unwrapped image, checked to be an accepted, self-contained disk, as a disk the cloud takes
+   * in the work folder: as it is when its format is one the cloud takes (`keep`), else converted
+   * to raw (or, for a cloud that takes no raw, to the first format it takes).
+   */
   async toRaw(): Promise<RawImage> {
     const { format, limits, toolTimeoutMs, workDir } = this;
     const name = path.basename(this.current);
@@ -207,21 +213,24 @@ class Conversion {
       throw new ImageIntegrityError(`${name} has a virtual size of ${checked.virtualSize} bytes, more than the limit of ${limits.maxVirtualBytes} (${limits.virtualName})`);
     }
 
-    if (format === 'raw' && path.dirname(this.current) === workDir) {
-      // Already raw where we may keep it: no copy.
+    const output: DiskFormat = this.keep.find((f) => f === format) ?? (this.keep.includes('raw') ? 'raw' : this.keep[0]);
+    if (format === output && path.dirname(this.current) === workDir) {
+      // Already what the cloud takes, where we may keep it: no copy.
       const { size } = await stat(this.current);
       this.created.delete(this.current);
-      return { path: this.current, virtualSize: size, bytes: size, steps: this.steps };
+      if (output !== 'raw') this.deps.logger.info({ file: name, format }, `convert: keeping ${name} as ${format}, which the cloud takes`);
+      return { path: this.current, format: output, virtualSize: output === 'raw' ? size : checked.virtualSize, bytes: size, steps: this.steps };
     }
-    const out = this.outputPath(rawName(name));
-    const description = format === 'raw' ? `copy raw ${name} into the work folder` : `qemu-img convert ${name} from ${format} to raw`;
+    const out = this.outputPath(output === 'raw' ? rawName(name) : `${rawName(name).replace(/\.raw$/, '')}.${output}`);
+    const description =
+      format === output ? `copy ${format} ${name} into the work folder` : `qemu-img convert ${name} from ${format} to ${output}`;
     const from = this.current;
     await this.step(description, out, checked.virtualSize, (ctx) =>
-      qemuImgConvert(format, from, out, { timeoutMs: toolTimeoutMs, virtualSize: checked.virtualSize, ...ctx }),
+      qemuImgConvert(format, from, out, { output, timeoutMs: toolTimeoutMs, virtualSize: checked.virtualSize, ...ctx }),
     );
     this.created.delete(this.current);
     const { size } = await stat(this.current);
-    return { path: this.current, virtualSize: checked.virtualSize, bytes: size, steps: this.steps };
+    return { path: this.current, format: output, virtualSize: checked.virtualSize, bytes: size, steps: this.steps };
   }
 
   /** Where a step writes: in the work folder, never over the file it reads. */
@@ -432,16 +441,16 @@ function decompressError(err: unknown, name: string, cancel: AbortSignal, timeou
 
 /**
  * `qemu-img convert -p` from our json: spec (explicit driver, plain file, no backing file) to a
- * raw file, reporting its progress; killed when the step is aborted, and with the worker.
+ * raw (or qcow2) file, reporting its progress; killed when the step is aborted, and with the worker.
  */
 async function qemuImgConvert(
   format: string,
   file: string,
   out: string,
-  opts: { timeoutMs: number; virtualSize: number } & StepContext,
+  opts: { output: DiskFormat; timeoutMs: number; virtualSize: number } & StepContext,
 ): Promise<void> {
   const name = path.basename(file);
-  const [command, args] = guarded('qemu-img', ['convert', '-p', '-O', 'raw', qemuImageSpec(file, format), out]);
+  const [command, args] = guarded('qemu-img', ['convert', '-p', '-O', opts.output, qemuImageSpec(file, format), out]);
   const subprocess = execa(command, args, {
     reject: false,
     timeout: opts.timeoutMs,
@@ -472,7 +481,7 @@ async function qemuImgConvert(
     });
   }
   const transient = /Input\/output error|Cannot allocate memory/i.test(message);
-  throw new ToolError(`qemu-img cannot convert ${name} from ${format} to raw: ${message}`, {
+  throw new ToolError(`qemu-img cannot convert ${name} from ${format} to ${opts.output}: ${message}`, {
     permanent: !transient,
     exitCode: result.exitCode,
   });

@@ -17,7 +17,11 @@ export function createHostActivities(deps: ActivityDeps) {
   return {
     acquireImage: (input: AcquireInput) => acquireImage(deps, input),
     inspectImage: (input: InspectInput) => inspectImage(deps, input),
-    convertToRaw: (input: ConvertInput) => convertToRaw(deps, input),
+    /**
+     * Turns the image into a disk the cloud takes: raw, or a qcow2 kept as it is when the cloud
+     * takes qcow2. The cloud decides here, on the worker, so the workflow's commands stay the same.
+     */
+    convertToRaw: (input: ConvertInput) => convertToRaw(deps, input, cloud.diskFormats),
     prepareImage: (input: PrepareInput) => cloud.prepare(input),
     /** Publishes on whatever cloud is configured; the name is the one workflow histories record. */
     registerWithKamaki: (input: PublishInput) => cloud.publish(input),

@@ -59,6 +59,11 @@ export interface ConvertInput {
 
 export interface RawImage {
   path: string;
+  /**
+   * What the file is: `raw`, or the image's own format when the cloud takes it as it is (a qcow2
+   * for a Glance cloud that allows qcow2). Absent in results recorded before there was a choice: raw.
+   */
+  format?: 'raw' | 'qcow2';
   virtualSize: number;
   bytes: number;
   /** What was done, in order, e.g. ["gunzip image.vmdk.gz", "qemu-img convert vmdk→raw"]. */

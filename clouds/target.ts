@@ -10,9 +10,17 @@
 import type { ImageEvent } from '../core/event.js';
 import type { ExpireImageResult, ImageRequest, RegistrationOptions } from '../core/workflow-contract.js';
 
+/** The disk formats a cloud can be given: what convertToRaw writes or keeps. */
+export type DiskFormat = 'raw' | 'qcow2';
+
 export interface CloudTarget {
   /** Names the kind of cloud in logs and errors, e.g. 'synnefo'. */
   readonly kind: string;
+  /**
+   * The disk formats this cloud takes, preferred first. convertToRaw keeps an image that is in one
+   * of them as it is and converts any other to the first of them it can write (raw when listed).
+   */
+  readonly diskFormats: readonly DiskFormat[];
   /**
    * The image this cloud already holds for the request's image revision (same identity
    * properties, our account only), with its visibility brought in line with the site's setting;
@@ -48,6 +56,10 @@ export interface CloudImage {
   checksumSha512?: string;
   /** The full sha256 of a registry image's disk layer (provenance property), the same way. */
   checksumSha256?: string;
+  /**
+   * Still offered to users, i.e. not (yet) what a `make-private` expiry leaves. Synnefo: public.
+   * Glance: active or not private (its expiry deactivates the image and makes it private).
+   */
   isPublic: boolean;
 }
 
@@ -55,12 +67,14 @@ export interface CloudInventory {
   images: CloudImage[];
   /**
    * What expiry does on this cloud: with `make-private`, an image already private needs nothing
-   * more; with `unregister`, an expired image must leave the cloud even if it is private.
+   * more; with `unregister`, an expired image must leave the cloud even if it is private. Glance's
+   * `deactivate` is `make-private` (the image stays, hidden and unbootable), its `delete` is `unregister`.
    */
   expireAction: 'make-private' | 'unregister';
 }
 
 export interface PrepareInput {
+  /** convertToRaw's result: a raw disk, or a qcow2 kept as it is when the cloud takes qcow2. */
   rawPath: string;
   workDir: string;
   event: ImageEvent;

@@ -5,6 +5,7 @@ import os from 'node:os';
 import { z } from 'zod';
 import { ConfigError } from './errors.js';
 import { CredentialRuleSchema, CredentialSchema, literalCredentials } from './credentials.js';
+import type { SiteCloud } from './workflow-contract.js';
 
 // @pushcorn/hocon-parser is CommonJS; its default export carries `parse`.
 const require = createRequire(import.meta.url);
@@ -162,6 +163,11 @@ export type GlanceConfig = z.infer<typeof GlanceConfigSchema>;
 /** Where registrations go: Synnefo (the `synnefo` block's settings) or a Glance cloud. */
 export const CloudConfigSchema = z.discriminatedUnion('type', [z.object({ type: z.literal('synnefo') }).strict(), GlanceConfigSchema]);
 export type CloudConfig = z.infer<typeof CloudConfigSchema>;
+
+/** The site's cloud as registration identities name it (registrationTarget). */
+export function siteCloud(config: Pick<Config, 'cloud' | 'synnefo'>): SiteCloud {
+  return config.cloud.type === 'glance' ? { type: 'glance', name: config.cloud.name } : { type: 'synnefo', kamakiCloud: config.synnefo.cloud };
+}
 
 export const SignaturePolicySchema = z.enum(['require', 'warn', 'accept']);
 

@@ -1,6 +1,6 @@
 import type { Client, WorkflowHandle } from '@temporalio/client';
 import { TypedSearchAttributes, WorkflowIdConflictPolicy, WorkflowIdReusePolicy } from '@temporalio/common';
-import type { Config } from './config.js';
+import { siteCloud, type Config } from './config.js';
 import { assertActionable, eventAction, type ImageEvent } from './event.js';
 import {
   childWorkflowId,
@@ -60,7 +60,7 @@ export async function startWorkflowForEvent(
   if (kind === 'ignore') return { outcome: 'ignored' };
   assertActionable(event);
   const action = kind === 'register' ? 'register' : 'expire';
-  const target = registrationTarget(options, config.synnefo.cloud);
+  const target = registrationTarget(options, siteCloud(config));
   const workflowId = imageRevisionWorkflowId(event, action, target);
   const signal: ImageEventSignal = { action, event, options, target };
   const handle = await client.workflow.signalWithStart(IMAGE_REVISION_WORKFLOW, {

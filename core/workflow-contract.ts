@@ -164,14 +164,23 @@ function imageRevision(event: ImageEvent): string {
 }
 
 /**
- * Where a registration goes: the handler and the cloud. A trial with JustLogHandler and the real
- * registration, or the same image registered into two clouds, are different registrations.
+ * The site's cloud, as registration identities name it: a Synnefo site's default kamaki cloud
+ * (an event's or subscription's `kamakiCloud` overrides it), or a Glance cloud's configured name.
  */
-export function registrationTarget(options: RegistrationOptions, defaultCloud: string | undefined): string {
+export type SiteCloud = { type: 'synnefo'; kamakiCloud?: string } | { type: 'glance'; name: string };
+
+/**
+ * Where a registration goes: the handler and the cloud. A trial with JustLogHandler and the real
+ * registration, or the same image registered into two clouds (two kamaki clouds, a Synnefo and a
+ * Glance cloud, two Glance clouds), are different registrations: `synnefo-<kamaki cloud>`, `glance-<name>`.
+ */
+export function registrationTarget(options: RegistrationOptions, site: SiteCloud): string {
   const handler = options.handler ?? 'registerImage';
   if (handler === 'JustLogHandler') return 'log';
   if (handler === 'ThrowingHandler') return 'throwing';
-  const cloud = options.kamakiCloud ?? defaultCloud;
+  // A Glance worker registers into its configured cloud only: a kamaki cloud named by the event does not apply.
+  if (site.type === 'glance') return `glance-${idPart(site.name, 'default')}`;
+  const cloud = options.kamakiCloud ?? site.kamakiCloud;
   const part = idPart(cloud, 'default');
   // A long cloud name keeps a digest of the whole, so two long names never share a target.
   return `synnefo-${cloud && cloud.length > 40 ? `${part.slice(0, 23)}-${shortDigest(cloud)}` : part}`;

@@ -304,7 +304,8 @@ export class GlanceClient {
     await this.call('DELETE', `/v2/images/${encodeURIComponent(id)}`, { accept: [404], what: `delete image ${id}` });
   }
 
-  private async endpoint(): Promise<string> {
+  /** Glance's URL: the configured one, else the catalog's image endpoint. */
+  async endpoint(): Promise<string> {
     return (this.opts.endpoint ?? (await this.opts.session.endpoint('image'))).replace(/\/+$/, '');
   }
 

@@ -9,6 +9,8 @@ import { findRegisteredImage, registerWithKamaki } from './register.js';
 export function synnefoTarget(deps: ActivityDeps): CloudTarget {
   return {
     kind: 'synnefo',
+    // snf-mkimage and Plankton's diskdump take raw disks only.
+    diskFormats: ['raw'],
     findImage: (req) => findRegisteredImage(deps, req),
     prepare: (input) => prepareImage(deps, input),
     publish: (input) => registerWithKamaki(deps, input),

@@ -114,15 +114,14 @@ describe('convertToRaw turns every supported format and wrapper into the raw dis
     expect(left).toEqual([...new Set([c.input, path.basename(raw.path)])].sort());
   });
 
-  test('a 20 GiB sparse raw image is detected from a few KiB in well under 50 ms', async () => {
+  // How fast it is, is measured by `npm run bench` (detect); here, that it reads only the ends of the file.
+  test('a 20 GiB sparse raw image is detected from a few KiB at its two ends, not by reading it', async () => {
     const big = path.join(root.dir, 'big.img');
     await execa('qemu-img', ['create', '-q', '-f', 'raw', big, '20G']);
-    const started = process.hrtime.bigint();
-    const { header, tail } = await readSignatureBytes(big);
-    const info = detectFormat(header, { tail, fileName: 'big.img' });
-    const ms = Number(process.hrtime.bigint() - started) / 1e6;
-    expect(info.format).toBe('raw');
-    expect(ms).toBeLessThan(50);
+    const { header, tail, size } = await readSignatureBytes(big);
+    expect(size).toBe(20 * 1024 ** 3);
+    expect(header.length + tail.length).toBeLessThanOrEqual(1024 * 1024);
+    expect(detectFormat(header, { tail, fileName: 'big.img' }).format).toBe('raw');
   });
 
   test('an ISO 9660 image is detected as iso and refused by convert with a reason', async () => {

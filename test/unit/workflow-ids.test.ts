@@ -7,6 +7,7 @@ import {
   registerWorkflowId,
   registrationTarget,
   shortDigest,
+  type SiteCloud,
 } from '../../core/workflow-contract.js';
 
 const SHA = 'ab'.repeat(64);
@@ -36,30 +37,42 @@ describe('registerWorkflowId: one id per image revision and target', () => {
 
   test("ids stay within Temporal's limits for absurdly long identifiers", () => {
     const long = event({ VMCATCHER_EVENT_IL_DC_IDENTIFIER: 'l'.repeat(500), VMCATCHER_EVENT_DC_IDENTIFIER: 'i'.repeat(500), VMCATCHER_EVENT_HV_VERSION: 'v'.repeat(500) });
-    const target = registrationTarget({ kamakiCloud: 'c'.repeat(500) }, undefined);
+    const target = registrationTarget({ kamakiCloud: 'c'.repeat(500) }, { type: 'synnefo' });
     for (const id of [imageRevisionWorkflowId(long, 'register', target), registerWorkflowId(long, target), expireWorkflowId(long, target)]) {
       expect(id.length).toBeLessThanOrEqual(255);
     }
-    const otherCloud = registrationTarget({ kamakiCloud: 'c'.repeat(499) + 'd' }, undefined);
+    const otherCloud = registrationTarget({ kamakiCloud: 'c'.repeat(499) + 'd' }, { type: 'synnefo' });
     expect(registerWorkflowId(long, otherCloud)).not.toBe(registerWorkflowId(long, target));
   });
 });
 
 describe('registrationTarget: the handler and the cloud are part of the identity', () => {
+  const synnefo = (kamakiCloud?: string): SiteCloud => ({ type: 'synnefo', kamakiCloud });
+  const glance = (name: string): SiteCloud => ({ type: 'glance', name });
   test.each([
-    ['the registering handler names the kamaki cloud of the event', { kamakiCloud: 'a' }, 'other', 'synnefo-a'],
-    ['else the configured default cloud', {}, 'site', 'synnefo-site'],
-    ['no cloud at all: a fixed placeholder', {}, undefined, 'synnefo-default'],
-    ['a JustLogHandler trial never shares an id with a real registration', { handler: 'JustLogHandler' as const, kamakiCloud: 'a' }, 'a', 'log'],
-    ['nor does ThrowingHandler', { handler: 'ThrowingHandler' as const }, 'a', 'throwing'],
-  ])('%s', (_name, options, defaultCloud, target) => {
-    expect(registrationTarget(options, defaultCloud)).toBe(target);
+    ['the registering handler names the kamaki cloud of the event', { kamakiCloud: 'a' }, synnefo('other'), 'synnefo-a'],
+    ['else the configured default cloud', {}, synnefo('site'), 'synnefo-site'],
+    ['no cloud at all: a fixed placeholder', {}, synnefo(), 'synnefo-default'],
+    ['a Glance site: glance-<its name>', {}, glance('site-a'), 'glance-site-a'],
+    ["a Glance site ignores a kamaki cloud the event names (its worker registers into Glance only)", { kamakiCloud: 'a' }, glance('site-a'), 'glance-site-a'],
+    ['a JustLogHandler trial never shares an id with a real registration', { handler: 'JustLogHandler' as const, kamakiCloud: 'a' }, synnefo('a'), 'log'],
+    ['nor does ThrowingHandler', { handler: 'ThrowingHandler' as const }, synnefo('a'), 'throwing'],
+    ['nor on a Glance site', { handler: 'JustLogHandler' as const }, glance('site-a'), 'log'],
+  ])('%s', (_name, options, site, target) => {
+    expect(registrationTarget(options, site)).toBe(target);
   });
 
   test('the same image into two clouds is two registrations', () => {
     const e = event({ ...base, VMCATCHER_EVENT_SL_CHECKSUM_SHA512: SHA });
     expect(registerWorkflowId(e, 'synnefo-a')).not.toBe(registerWorkflowId(e, 'synnefo-b'));
     expect(imageRevisionWorkflowId(e, 'register', 'synnefo-a')).not.toBe(imageRevisionWorkflowId(e, 'register', 'synnefo-b'));
+  });
+
+  test('a Synnefo and a Glance cloud of the same name, or two Glance clouds, are different registrations', () => {
+    const e = event({ ...base, VMCATCHER_EVENT_SL_CHECKSUM_SHA512: SHA });
+    const ids = [synnefo('site-a'), glance('site-a'), glance('site-b')].map((site) => imageRevisionWorkflowId(e, 'register', registrationTarget({}, site)));
+    expect(new Set(ids).size).toBe(3);
+    expect(ids[1]).toBe(`image:glance-site-a:list-1:img-1:sha512-${'ab'.repeat(16)}`);
   });
 });
 

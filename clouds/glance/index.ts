@@ -1,0 +1,117 @@
+import { whileHeartbeating } from '../../activities/heartbeats.js';
+import { cancellationSignal } from '../../activities/context.js';
+import { inspectFile } from '../../activities/inspect.js';
+import type { ActivityDeps } from '../../activities/types.js';
+import type { GlanceConfig } from '../../core/config.js';
+import { ImageIntegrityError } from '../../core/errors.js';
+import { EVENT_FIELDS, type ImageEvent } from '../../core/event.js';
+import { IDENTITY_PROPERTIES, imageIdentity, type ExpireImageResult, type RegistrationOptions } from '../../core/workflow-contract.js';
+import type { CloudImage, CloudInventory, CloudTarget, DiskFormat, RegisteredImage } from '../target.js';
+import type { GlanceClient, GlanceImage } from './client.js';
+import { expireInGlance, findGlanceImage, publishToGlance, type GlanceRegistration } from './registration.js';
+import { glanceClientFromConfig } from './session.js';
+
+/** Statuses of an image that holds its data: what a sync counts as registered. */
+const REGISTERED_STATUSES = new Set(['active', 'deactivated']);
+
+function registered(image: GlanceRegistration): RegisteredImage {
+  const { imageId, name, location, reused, isPublic, properties } = image;
+  return { imageId, name, location, reused, isPublic, properties };
+}
+
+/** The sync plan's words for what an expiry does: deactivating keeps the image (hidden), deleting removes it. */
+export function syncExpireAction(action: GlanceConfig['expireAction']): ExpireImageResult['action'] {
+  return action === 'delete' ? 'unregister' : 'make-private';
+}
+
+/** An image of ours as a subscription's sync sees it. Live (`isPublic`) until our expiry has deactivated it and made it private. */
+export function inventoryImage(image: GlanceImage): CloudImage {
+  const text = (key: string) => (typeof image[key] === 'string' ? (image[key] as string) : undefined);
+  return {
+    cloudImageId: image.id,
+    imageId: text(IDENTITY_PROPERTIES.imageId) ?? '',
+    revision: text(IDENTITY_PROPERTIES.revision) ?? '',
+    checksumSha512: text(EVENT_FIELDS.checksumSha512.toLowerCase())?.toLowerCase(),
+    isPublic: image.status === 'active' || image.visibility !== 'private',
+  };
+}
+
+/**
+ * OpenStack Glance (docs/glance.md): nothing to prepare, the converted (or kept qcow2) file is
+ * streamed to the Images API v2 under our project. One Keystone session per target, made on first
+ * use: the named credential is resolved on the worker, never carried by a workflow.
+ */
+export function glanceTarget(deps: ActivityDeps, glance: GlanceConfig): CloudTarget {
+  const { config, logger } = deps;
+  let client: Promise<GlanceClient> | undefined;
+  const connect = (options: RegistrationOptions): Promise<GlanceClient> => {
+    if (options.kamakiCloud !== undefined) {
+      logger.warn({ kamakiCloud: options.kamakiCloud, cloud: glance.name }, 'the event names a kamaki cloud; this worker registers into its Glance cloud');
+    }
+    client ??= glanceClientFromConfig(config, glance).catch((err: unknown) => {
+      client = undefined;
+      throw err;
+    });
+    return client;
+  };
+
+  return {
+    kind: 'glance',
+    diskFormats: glance.diskFormats,
+
+    async findImage({ event, options }) {
+      const c = await connect(options);
+      const found = await findGlanceImage(c, glance, event, await c.endpoint(), logger);
+      return found ? registered(found) : null;
+    },
+
+    async prepare(input) {
+      // Glance stores the disk as it is: no snf-mkimage, no metadata to find.
+      return { path: input.rawPath, metadata: {}, prepared: false };
+    },
+
+    async publish({ path: file, event, options }) {
+      const c = await connect(options);
+      const diskFormat = await uploadFormat(file, glance.diskFormats, config.worker.toolTimeoutMs);
+      let progress = { bytesDone: 0, bytesTotal: 0 };
+      const found = await whileHeartbeating(
+        () => ({ step: `Glance upload (${diskFormat})`, ...progress }),
+        async () =>
+          publishToGlance(
+            c,
+            glance,
+            { event, file, diskFormat, osfamily: options.osfamily, signal: cancellationSignal(), onProgress: (bytesDone, bytesTotal) => (progress = { bytesDone, bytesTotal }) },
+            await c.endpoint(),
+            logger,
+          ),
+      );
+      return registered(found);
+    },
+
+    async expire({ event, options }) {
+      const c = await connect(options);
+      const { action, imageIds } = await expireInGlance(c, glance, event, logger);
+      return { action: syncExpireAction(action), imageIds };
+    },
+
+    async inventory({ imageListId, options }): Promise<CloudInventory> {
+      const c = await connect(options);
+      const stored = imageIdentity({ imageListId } as ImageEvent).imageListId;
+      const ours = await whileHeartbeating({ step: 'list our images in Glance' }, () => c.findOurImages({ [IDENTITY_PROPERTIES.imageListId]: stored }));
+      // A record whose upload never finished is not a registration: the next registration replaces it.
+      const images = ours.filter((image) => REGISTERED_STATUSES.has(image.status)).map(inventoryImage);
+      return { images, expireAction: syncExpireAction(glance.expireAction) };
+    },
+  };
+}
+
+/**
+ * The disk_format of the file to upload, told by the pipeline's own detection (Glance does not
+ * check it), which must be one the site takes: convertToRaw has made it so.
+ */
+async function uploadFormat(file: string, wanted: readonly DiskFormat[], timeoutMs: number): Promise<DiskFormat> {
+  const { format } = await inspectFile({ path: file }, { timeoutMs, signal: cancellationSignal() });
+  const known = wanted.find((f) => f === format);
+  if (!known) throw new ImageIntegrityError(`the file to upload to Glance is ${format}, which this cloud does not take (cloud.diskFormats: ${wanted.join(', ')})`);
+  return known;
+}
