@@ -7,13 +7,12 @@ import {
   EXPIRE_WORKFLOW,
   IMAGE_EVENT_SIGNAL,
   IMAGE_REVISION_WORKFLOW,
+  imageDetails,
   imageRevisionWorkflowId,
+  imageSearchAttributes,
+  imageSummary,
   REGISTER_WORKFLOW,
   registrationTarget,
-  SA_IMAGE_ID,
-  SA_IMAGE_LIST_ID,
-  SA_STAGE,
-  SA_VO,
   type ImageEventSignal,
   type RegistrationOptions,
 } from './workflow-contract.js';
@@ -32,14 +31,6 @@ export interface StartResult {
   childWorkflowId?: string;
   childWorkflowType?: string;
   handle?: WorkflowHandle;
-}
-
-function identitySearchAttributes(event: ImageEvent): TypedSearchAttributes {
-  const pairs = [{ key: SA_STAGE, value: 'queued' }];
-  if (event.imageId) pairs.push({ key: SA_IMAGE_ID, value: event.imageId });
-  if (event.imageListId) pairs.push({ key: SA_IMAGE_LIST_ID, value: event.imageListId });
-  if (event.vo) pairs.push({ key: SA_VO, value: event.vo });
-  return new TypedSearchAttributes(pairs);
 }
 
 /**
@@ -71,7 +62,10 @@ export async function startWorkflowForEvent(
     signalArgs: [signal],
     workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE,
     workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
-    typedSearchAttributes: identitySearchAttributes(event),
+    typedSearchAttributes: new TypedSearchAttributes(imageSearchAttributes(event, 'queued')),
+    // The Web UI's User Metadata: which image this is, without opening the input.
+    staticSummary: imageSummary('revision', event, target),
+    staticDetails: imageDetails(event, target, options),
     memo: { title: event.title ?? '', version: event.version ?? '', origin: event.origin },
   });
   return {

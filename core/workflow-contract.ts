@@ -3,7 +3,7 @@
  * ids and search attributes. Workflow code imports this, so it must stay free of Node
  * built-ins and I/O (only @temporalio/common, which is workflow-safe, and types).
  */
-import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
+import { defineSearchAttributeKey, SearchAttributeType, type SearchAttributePair } from '@temporalio/common';
 import type { ImageEvent } from './event.js';
 
 export const REGISTER_WORKFLOW = 'registerImage';
@@ -126,8 +126,49 @@ export const SA_IMAGE_ID = defineSearchAttributeKey('ImageIdentifier', SearchAtt
 export const SA_IMAGE_LIST_ID = defineSearchAttributeKey('ImageListIdentifier', SearchAttributeType.KEYWORD);
 export const SA_VO = defineSearchAttributeKey('ImageVO', SearchAttributeType.KEYWORD);
 export const SA_STAGE = defineSearchAttributeKey('ImageStage', SearchAttributeType.KEYWORD);
+/** The image's `dc:title`: the Web UI (2.42) shows no summary column, but a search attribute column. */
+export const SA_IMAGE_TITLE = defineSearchAttributeKey('ImageTitle', SearchAttributeType.KEYWORD);
 
-export const SEARCH_ATTRIBUTE_KEYS = [SA_IMAGE_ID, SA_IMAGE_LIST_ID, SA_VO, SA_STAGE];
+export const SEARCH_ATTRIBUTE_KEYS = [SA_IMAGE_ID, SA_IMAGE_LIST_ID, SA_VO, SA_STAGE, SA_IMAGE_TITLE];
+
+/** What the workflows of one image carry as search attributes, at `stage`. */
+export function imageSearchAttributes(event: ImageEvent, stage: Stage | 'delegated'): SearchAttributePair[] {
+  const pairs: SearchAttributePair[] = [{ key: SA_STAGE, value: stage }];
+  if (event.imageId) pairs.push({ key: SA_IMAGE_ID, value: event.imageId });
+  if (event.imageListId) pairs.push({ key: SA_IMAGE_LIST_ID, value: event.imageListId });
+  if (event.vo) pairs.push({ key: SA_VO, value: event.vo });
+  if (event.title) pairs.push({ key: SA_IMAGE_TITLE, value: event.title.slice(0, 200) });
+  return pairs;
+}
+
+const ACTION_VERB: Record<RevisionAction | 'revision', string> = { register: 'Register', expire: 'Expire', revision: 'Image' };
+
+/** One line naming the image, for Temporal's static summary of its workflows (the Web UI's User Metadata). */
+export function imageSummary(what: RevisionAction | 'revision', event: ImageEvent, target: string): string {
+  const name = event.title ?? event.imageId ?? event.filename ?? 'an image';
+  const version = event.version ? ` ${event.version}` : '';
+  const list = event.imageListId ? ` of ${event.imageListId}` : '';
+  return `${ACTION_VERB[what]} ${name}${version}${list} on ${target}`;
+}
+
+/** The image's identity in markdown, for Temporal's static details: title, list, VO, revision, target, source. */
+export function imageDetails(event: ImageEvent, target: string, options: RegistrationOptions): string {
+  const rows: Array<[string, string | undefined]> = [
+    ['Title', event.title],
+    ['Image', event.imageId],
+    ['Image list', event.imageListId],
+    ['VO', event.vo],
+    ['Revision', [event.version && `version ${event.version}`, event.checksumSha512 && `sha512 ${event.checksumSha512.slice(0, 16)}…`].filter(Boolean).join(', ')],
+    ['Target', target],
+    ['Source', event.uri ?? event.filename],
+    ['Event', `${event.type ?? ''} from ${event.origin}`.trim()],
+    ['Handler', options.handler],
+  ];
+  return rows
+    .filter(([, value]) => value)
+    .map(([key, value]) => `- **${key}**: ${value!.replace(/\s+/g, ' ')}`)
+    .join('\n');
+}
 
 /** Name → type, for `temporal operator search-attribute create` and the dev server flags. */
 export const SEARCH_ATTRIBUTES: ReadonlyArray<{ name: string; type: 'Keyword' }> = SEARCH_ATTRIBUTE_KEYS.map((key) => ({
@@ -320,6 +361,29 @@ export interface SyncSummary {
   invalid: Array<{ identifier?: string; problem: string }>;
   /** Old public revisions that carry no sha512 to name them by: left for an operator. */
   unresolved: Array<{ imageId: string; revision: string; cloudImageId: string }>;
+}
+
+/** `Image a 2 (updated)`: an image a sync acted on, as the CLI and the Web UI name it. */
+export function syncedImageName(image: SyncedImage): string {
+  return `${image.title ?? image.imageId}${image.version ? ` ${image.version}` : ''} (${image.reason})`;
+}
+
+/** What a sync did, in markdown, for the run's current details in the Web UI (User Metadata): counts first, then the images by title. */
+export function syncSummaryMarkdown(summary: SyncSummary): string {
+  const counts = [`${summary.registered.length} registered`, `${summary.expired.length} expired`, `${summary.unchanged} unchanged`];
+  if (summary.invalid.length) counts.push(`${summary.invalid.length} invalid`);
+  const lines = [
+    `**${summary.listId ?? summary.url}**${summary.version ? ` version ${summary.version}` : ''} (${summary.fetched === 'not-modified' ? 'not modified' : 'read and verified'}): ${counts.join(', ')}`,
+    '',
+  ];
+  const section = (title: string, items: string[]) => {
+    if (items.length) lines.push(`- ${title}:`, ...items.map((item) => `  - ${item}`));
+  };
+  section('Registered', summary.registered.map(syncedImageName));
+  section('Expired', summary.expired.map(syncedImageName));
+  section('Invalid entries', summary.invalid.map((i) => `${i.identifier ?? '?'}: ${i.problem}`));
+  section('Old revisions without a sha512, left as they are', summary.unresolved.map((u) => `${u.imageId} (${u.cloudImageId})`));
+  return lines.join('\n');
 }
 
 export interface SyncImageListResult {

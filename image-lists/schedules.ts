@@ -58,7 +58,14 @@ function scheduleOptions(config: Config, spec: SubscriptionSpec, paused: boolean
       taskQueue: config.temporal.taskQueue,
       args: [input],
       staticSummary: `Sync of the image list ${spec.url}`,
-      staticDetails: `Reads and verifies the list at ${spec.url} (host ${host}), then registers its new images and revisions and expires what it no longer names.`,
+      staticDetails: [
+        `Reads and verifies the list at ${spec.url} (host ${host}), then registers its new images and revisions and expires what it no longer names.`,
+        `What a run changed is on its User Metadata tab (Current Details).`,
+        '',
+        `- **VO**: ${spec.vo ?? '(the list\'s own)'}`,
+        `- **Target**: ${spec.cloud ?? '(the default cloud)'}`,
+        `- **Endorsers**: ${spec.endorsers.map((e) => e.dn).join('; ') || '(security.endorsers)'}`,
+      ].join('\n'),
     },
     // One run at a time; a run missed while the server was down is taken once.
     policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 hour', pauseOnFailure: false },

@@ -27,13 +27,15 @@ if [ ! -x "$TEMPORAL_CLI" ]; then
   if [ "$(basename "$TEMPORAL_CLI")" != temporal ]; then mv "$(dirname "$TEMPORAL_CLI")/temporal" "$TEMPORAL_CLI"; fi
 fi
 
-# 3. System tools the pipeline runs: qemu-img, and the unpackers.
+# 3. System tools the pipeline runs: qemu-img, and the unpackers; Chromium for the Web UI test
+#    (test/e2e/web-ui.test.ts drives it headless through playwright-core).
 missing=()
 command -v qemu-img >/dev/null || missing+=(qemu-utils)
 command -v xz >/dev/null || missing+=(xz-utils)
 command -v bzip2 >/dev/null || missing+=(bzip2)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v curl >/dev/null || missing+=(curl)
+[ -x "${SNF_VMCATCHER_CHROMIUM:-/usr/bin/chromium}" ] || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]} from Debian"
   export DEBIAN_FRONTEND=noninteractive

@@ -15,7 +15,8 @@ const shared = proxyActivities<SharedActivities>({
 export async function expireImage({ event, options }: ImageRequest): Promise<ExpireImageResult> {
   upsertSearchAttributes([{ key: SA_STAGE, value: 'expiring' }]);
   try {
-    const result = await shared.expireRegisteredImages({ event, options });
+    const summary = `make this revision's images ${options.kamakiCloud ? `on ${options.kamakiCloud} ` : ''}private or unregister them`;
+    const result = await shared.expireRegisteredImages.executeWithOptions({ summary }, [{ event, options }]);
     upsertSearchAttributes([{ key: SA_STAGE, value: 'done' }]);
     return result;
   } catch (err) {

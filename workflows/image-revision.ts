@@ -17,11 +17,11 @@ import {
   CURRENT_QUERY,
   EXPIRE_WORKFLOW,
   IMAGE_EVENT_SIGNAL,
+  imageDetails,
+  imageSearchAttributes,
+  imageSummary,
   REGISTER_WORKFLOW,
-  SA_IMAGE_ID,
-  SA_IMAGE_LIST_ID,
   SA_STAGE,
-  SA_VO,
   type CurrentChild,
   type ExpireImageResult,
   type ImageEventSignal,
@@ -78,12 +78,9 @@ export async function imageRevision(): Promise<ImageRevisionResult> {
           // The cancelled registration's clean-up ends before the expiry looks at the cloud.
           cancellationType: ChildWorkflowCancellationType.WAIT_CANCELLATION_COMPLETED,
           workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE,
-          typedSearchAttributes: [
-            { key: SA_STAGE, value: want.action === 'register' ? 'queued' : 'expiring' },
-            ...(want.event.imageId ? [{ key: SA_IMAGE_ID, value: want.event.imageId }] : []),
-            ...(want.event.imageListId ? [{ key: SA_IMAGE_LIST_ID, value: want.event.imageListId }] : []),
-            ...(want.event.vo ? [{ key: SA_VO, value: want.event.vo }] : []),
-          ],
+          typedSearchAttributes: imageSearchAttributes(want.event, want.action === 'register' ? 'queued' : 'expiring'),
+          staticSummary: imageSummary(want.action, want.event, want.target),
+          staticDetails: imageDetails(want.event, want.target, want.options),
           memo: { title: want.event.title ?? '', version: want.event.version ?? '', origin: want.event.origin },
         });
         current = { action: want.action, workflowId: child.workflowId, runId: child.firstExecutionRunId };

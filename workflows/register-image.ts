@@ -6,11 +6,13 @@ import {
   isCancellation,
   log,
   proxyActivities,
+  setCurrentDetails,
   setHandler,
   sleep,
   TimeoutFailure,
   upsertSearchAttributes,
   workflowInfo,
+  type ActivityInterfaceFor,
   type ActivityOptions,
 } from '@temporalio/workflow';
 import { TimeoutType } from '@temporalio/common';
@@ -50,7 +52,7 @@ const MAX_HOSTS = 3;
  * busy: the image holds one of the host's slots (see onHost), and the host queue has as many task
  * slots as the host has image slots, so a holder's step never queues behind other images' steps.
  */
-function hostActivities(claim: HostClaim, timeout: number, heartbeat = true): HostActivities {
+function hostActivities(claim: HostClaim, timeout: number, heartbeat = true): ActivityInterfaceFor<HostActivities> {
   const options: ActivityOptions = {
     taskQueue: claim.taskQueue,
     startToCloseTimeout: timeout,
@@ -71,7 +73,7 @@ function hostActivities(claim: HostClaim, timeout: number, heartbeat = true): Ho
  * has no time limit of its own; it heartbeats, and its schedule-to-start timeout (the control
  * worker always has free task slots) says whether the host is alive.
  */
-function controlActivities(claim: HostClaim): ControlActivities {
+function controlActivities(claim: HostClaim): ActivityInterfaceFor<ControlActivities> {
   return proxyActivities<ControlActivities>({
     taskQueue: claim.controlQueue,
     startToCloseTimeout: '3650 days',
@@ -107,20 +109,22 @@ export async function registerImage(input: ImageRequest): Promise<RegisterImageR
   const stage = (next: Stage, step?: string) => {
     progress = { ...progress, stage: next, step };
     upsertSearchAttributes([{ key: SA_STAGE, value: next }]);
+    // The Web UI's User Metadata tab shows it as Current Details.
+    setCurrentDetails(`Stage **${next}**${step ? `: ${step}` : ''}`);
   };
 
   try {
     if (handler === 'JustLogHandler') {
-      await shared.logEvent({ event, handler });
+      await shared.logEvent.executeWithOptions({ summary: `log the event (${handler})` }, [{ event, handler }]);
       stage('done');
       return { handler };
     }
     if (handler === 'ThrowingHandler') {
-      await throwing.throwOnPurpose({ event });
+      await throwing.throwOnPurpose.executeWithOptions({ summary: 'fail on purpose (ThrowingHandler)' }, [{ event }]);
       throw ApplicationFailure.nonRetryable('ThrowingHandler returned without throwing', 'HandlerBug');
     }
 
-    const existing = await shared.findRegisteredImage({ event, options });
+    const existing = await shared.findRegisteredImage.executeWithOptions({ summary: 'look for this revision on the cloud' }, [{ event, options }]);
     if (existing) {
       log.info('image already registered; nothing to do', { imageId: existing.imageId });
       stage('done');
@@ -128,7 +132,7 @@ export async function registerImage(input: ImageRequest): Promise<RegisterImageR
     }
 
     for (let host = 1; ; host++) {
-      const claim = await shared.claimHost();
+      const claim = await shared.claimHost.executeWithOptions({ summary: 'pick a host for the files' }, []);
       try {
         return await onHost(input, claim, stage, (p) => (progress = { ...progress, ...p }));
       } catch (err) {
@@ -171,12 +175,12 @@ async function onHost(input: ImageRequest, claim: HostClaim, stage: StageSetter,
   const control = controlActivities(claim);
   const { workflowId } = workflowInfo();
   stage('waiting-for-host', `waiting for a slot on ${claim.hostname}`);
-  await control.acquireHostSlot({ workflowId });
+  await control.acquireHostSlot.executeWithOptions({ summary: `wait for a slot on ${claim.hostname}` }, [{ workflowId }]);
   return thenOnHost(
     claim,
     'give the host slot back',
     () => registerOnHost(input, claim, stage, note),
-    () => control.releaseHostSlot({ workflowId }),
+    () => control.releaseHostSlot.executeWithOptions({ summary: `give the slot on ${claim.hostname} back` }, [{ workflowId }]),
   );
 }
 
@@ -225,24 +229,31 @@ async function registerOnHost(
   const onDisk = <T>(run: () => Promise<T>) => withDiskWait(claim, stage, () => current, run);
   // Whatever happens, the work folder goes: a failed step leaves no files behind.
   return thenOnHost(claim, 'clean up the work folder', async () => {
-    step('acquiring', `download ${event.uri ?? event.filename ?? ''}`.trim());
+    const source = `${event.uri ? 'download' : 'copy'} ${event.uri ?? event.filename ?? ''}`.trim();
+    step('acquiring', source);
     const acquired = await onDisk(() =>
-      download.acquireImage({ workflowId, event, insecureSsl: options.insecureSsl, credentialName: options.credentialName }),
+      download.acquireImage.executeWithOptions({ summary: source }, [
+        { workflowId, event, insecureSsl: options.insecureSsl, credentialName: options.credentialName },
+      ]),
     );
     const { workDir } = acquired;
     note({ bytesDone: acquired.bytes, bytesTotal: acquired.bytes });
 
     step('inspecting');
-    const info = await quick.inspectImage({ path: acquired.path, formatHint: options.formatHint ?? event.format, fileName: acquired.fileName });
+    const info = await quick.inspectImage.executeWithOptions({ summary: `detect the format of ${acquired.fileName}` }, [
+      { path: acquired.path, formatHint: options.formatHint ?? event.format, fileName: acquired.fileName },
+    ]);
 
     step('converting', `${info.format} → raw`);
-    const raw = await onDisk(() => tools.convertToRaw({ workflowId, path: acquired.path, workDir, format: info.format }));
+    const raw = await onDisk(() =>
+      tools.convertToRaw.executeWithOptions({ summary: `qemu-img convert ${info.format} → raw` }, [{ workflowId, path: acquired.path, workDir, format: info.format }]),
+    );
 
     step('preparing');
-    const prepared = await onDisk(() => tools.prepareImage({ rawPath: raw.path, workDir, event, options }));
+    const prepared = await onDisk(() => tools.prepareImage.executeWithOptions({ summary: 'snf-mkimage (prepare the image)' }, [{ rawPath: raw.path, workDir, event, options }]));
 
     step('registering');
-    const registered = await tools.registerWithKamaki({ path: prepared.path, event, options, metadata: prepared.metadata });
+    const registered = await tools.registerWithKamaki.executeWithOptions({ summary: 'kamaki upload and register' }, [{ path: prepared.path, event, options, metadata: prepared.metadata }]);
 
     stage('done');
     return {
@@ -254,5 +265,5 @@ async function registerOnHost(
       format: info.format,
       properties: registered.properties,
     };
-  }, () => quick.cleanupWorkspace({ workflowId }));
+  }, () => quick.cleanupWorkspace.executeWithOptions({ summary: 'remove the work folder' }, [{ workflowId }]));
 }

@@ -1,9 +1,10 @@
-import { ApplicationFailure, log, proxyActivities, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import { ApplicationFailure, log, proxyActivities, setCurrentDetails, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import type { SubscriptionActivities } from '../activities/subscriptions.js';
 import {
   LIST_REJECTED,
   SA_IMAGE_LIST_ID,
   subscriptionOptions,
+  syncSummaryMarkdown,
   type AcceptedList,
   type SyncedImage,
   type SyncImageListInput,
@@ -41,10 +42,13 @@ function described(event: ImageEvent, reason: string, workflowId?: string): Sync
  */
 export async function syncImageList({ subscription }: SyncImageListInput): Promise<SyncImageListResult> {
   const previous = (workflowInfo().lastResult as SyncImageListResult | undefined)?.accepted;
-  const read = await readSubscribedList({
-    subscription,
-    previous: previous && { listId: previous.listId, version: previous.version, etag: previous.etag, lastModified: previous.lastModified },
-  });
+  setCurrentDetails(`Reading ${subscription.url}`);
+  const read = await readSubscribedList.executeWithOptions({ summary: `read the image list ${subscription.url}` }, [
+    {
+      subscription,
+      previous: previous && { listId: previous.listId, version: previous.version, etag: previous.etag, lastModified: previous.lastModified },
+    },
+  ]);
 
   let accepted: AcceptedList;
   let invalid: SyncImageListResult['summary']['invalid'] = [];
@@ -58,7 +62,9 @@ export async function syncImageList({ subscription }: SyncImageListInput): Promi
   upsertSearchAttributes([{ key: SA_IMAGE_LIST_ID, value: accepted.listId }]);
 
   const options = subscriptionOptions(subscription);
-  const { images: cloud, expireAction } = await cloudInventory({ listId: accepted.listId, options });
+  const { images: cloud, expireAction } = await cloudInventory.executeWithOptions({ summary: `list the cloud's images of ${accepted.listId}` }, [
+    { listId: accepted.listId, options },
+  ]);
   const plan = planSync({
     listId: accepted.listId,
     vo: subscription.vo,
@@ -69,23 +75,24 @@ export async function syncImageList({ subscription }: SyncImageListInput): Promi
   });
 
   const events = [...plan.register.map((r) => r.event), ...plan.expire.map((e) => e.event)];
-  const ids = events.length > 0 ? await deliverImageEvents({ events, options }) : [];
+  const deliver = `deliver ${events.length} events (${plan.register.length} to register, ${plan.expire.length} to expire)`;
+  const ids = events.length > 0 ? await deliverImageEvents.executeWithOptions({ summary: deliver }, [{ events, options }]) : [];
   const registered = plan.register.map((r, i) => described(r.event, r.reason, ids[i]));
   const expired = plan.expire.map((e, i) => described(e.event, e.reason, ids[plan.register.length + i]));
   if (plan.unresolved.length > 0) log.warn('old public revisions carry no sha512 and were left as they are', { unresolved: plan.unresolved });
 
-  return {
-    summary: {
-      url: subscription.url,
-      listId: accepted.listId,
-      version: accepted.version,
-      fetched: read.notModified ? 'not-modified' : 'changed',
-      registered,
-      expired,
-      unchanged: plan.unchanged.length,
-      invalid,
-      unresolved: plan.unresolved,
-    },
-    accepted,
+  const summary: SyncImageListResult['summary'] = {
+    url: subscription.url,
+    listId: accepted.listId,
+    version: accepted.version,
+    fetched: read.notModified ? 'not-modified' : 'changed',
+    registered,
+    expired,
+    unchanged: plan.unchanged.length,
+    invalid,
+    unresolved: plan.unresolved,
   };
+  // The Web UI shows it on the run's User Metadata tab (Current Details), without opening the result.
+  setCurrentDetails(syncSummaryMarkdown(summary));
+  return { summary, accepted };
 }

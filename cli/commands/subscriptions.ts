@@ -4,7 +4,7 @@ import { ScheduleOverlapPolicy, WorkflowFailedError, type Client, type ScheduleD
 import { DurationSchema, SubscriptionSchema, type Config } from '../../core/config.js';
 import { InvalidInputError } from '../../core/errors.js';
 import { connectTemporal, workflowUiLink } from '../../core/temporal-client.js';
-import type { SyncImageListResult, SyncSummary } from '../../core/workflow-contract.js';
+import { syncedImageName, type SyncImageListResult, type SyncSummary } from '../../core/workflow-contract.js';
 import { applySubscriptions, listSubscriptionSchedules, subscribe, subscriptionScheduleId, unsubscribe } from '../../image-lists/schedules.js';
 import { ConfiguredCommand, EXIT } from '../base-command.js';
 
@@ -54,7 +54,7 @@ function lastRun(description: ScheduleDescription) {
 }
 
 export function describeSummary(summary: SyncSummary): string {
-  const names = (items: SyncSummary['registered']) => items.map((i) => `${i.title ?? i.imageId}${i.version ? ` ${i.version}` : ''} (${i.reason})`).join(', ');
+  const names = (items: SyncSummary['registered']) => items.map(syncedImageName).join(', ');
   const parts = [
     `list ${summary.listId ?? '?'}${summary.version ? ` version ${summary.version}` : ''}${summary.fetched === 'not-modified' ? ' (not modified)' : ''}`,
     `${summary.registered.length} to register${summary.registered.length ? `: ${names(summary.registered)}` : ''}`,

@@ -6,16 +6,17 @@ import { ROOT } from './cli.js';
 export const TEMPORAL_CLI = process.env.SNF_VMCATCHER_TEMPORAL_CLI ?? path.join(ROOT, '.tools/bin/temporal');
 
 /**
- * A Temporal dev server of its own (for a test that must stop it, or a benchmark), headless,
- * with the project's search attributes (unless told not to), persisting to a SQLite file that
- * survives restarts.
+ * A Temporal dev server of its own (for a test that must stop it, or a benchmark), headless
+ * unless given a `uiPort` for its Web UI, with the project's search attributes (unless told not
+ * to), persisting to a SQLite file that survives restarts.
  */
-export function startDevServer(port: number, dbFile: string, opts: { searchAttributes?: boolean } = {}): ResultPromise {
+export function startDevServer(port: number, dbFile: string, opts: { searchAttributes?: boolean; uiPort?: number } = {}): ResultPromise {
   // Without them (searchAttributes: false): a namespace an operator forgot to set up.
   const attributes = opts.searchAttributes === false ? [] : SEARCH_ATTRIBUTES.flatMap(({ name, type }) => ['--search-attribute', `${name}=${type}`]);
+  const ui = opts.uiPort === undefined ? ['--headless'] : ['--ui-ip', '127.0.0.1', '--ui-port', String(opts.uiPort)];
   return execa(
     TEMPORAL_CLI,
-    ['server', 'start-dev', '--headless', '--ip', '127.0.0.1', '--port', String(port), '--db-filename', dbFile, ...attributes, '--log-level', 'warn'],
+    ['server', 'start-dev', ...ui, '--ip', '127.0.0.1', '--port', String(port), '--db-filename', dbFile, ...attributes, '--log-level', 'warn'],
     { reject: false, stdin: 'ignore', stdout: 'ignore', stderr: 'ignore' },
   );
 }

@@ -142,7 +142,7 @@ describe('decideMessage tells a namespace without our search attributes from a m
     const decision = await decide(clientRefusing('search attribute ImageStage is not defined', async () => ({ customAttributes: { ImageVO: 2 } })));
     expect(decision.kind).toBe('misconfigured');
     if (decision.kind !== 'misconfigured') return;
-    expect(decision.missing).toEqual(['ImageIdentifier (Keyword)', 'ImageListIdentifier (Keyword)', 'ImageStage (Keyword)']);
+    expect(decision.missing).toEqual(['ImageIdentifier (Keyword)', 'ImageListIdentifier (Keyword)', 'ImageStage (Keyword)', 'ImageTitle (Keyword)']);
     expect(decision.detail).toContain(`temporal operator search-attribute create --namespace ${config.temporal.namespace} --name ImageIdentifier --type Keyword`);
   });
 
