@@ -5,8 +5,10 @@ import {
   subscriptionOptions,
   type AcceptedList,
   type SyncedImage,
+  type SubscriptionSpec,
   type SyncImageListInput,
   type SyncImageListResult,
+  type SyncSummary,
 } from '../core/workflow-contract.js';
 import type { ImageEvent } from '../core/event.js';
 import { planSync } from '../image-lists/sync-plan.js';
@@ -16,7 +18,7 @@ import { planSync } from '../image-lists/sync-plan.js';
  * again on another (or the restarted) worker; reading a list and starting its workflows are
  * both safe to repeat.
  */
-const { readSubscribedList, cloudInventory, deliverImageEvents } = proxyActivities<SubscriptionActivities>({
+const { readSubscribedList, readSubscribedRegistry, cloudInventory, deliverImageEvents } = proxyActivities<SubscriptionActivities>({
   startToCloseTimeout: '30 minutes',
   heartbeatTimeout: '20 seconds',
   retry: { initialInterval: '2 seconds', backoffCoefficient: 2, maximumInterval: '2 minutes', maximumAttempts: 10 },
@@ -31,15 +33,22 @@ function described(event: ImageEvent, reason: string, workflowId?: string): Sync
 }
 
 /**
- * One run of a subscription (a Temporal Schedule per subscribed list starts it, and `sync-now`
- * triggers it): read and verify the list, compare it with what was accepted last and with what
- * the cloud holds, and send each image that needs work to its image revision's workflow. The
- * accepted list travels to the next run as the schedule's last completion result, so an
- * unchanged list costs one conditional request; a refused list fails the run and keeps the
- * previous accepted copy (a failed run does not replace the last completion result).
+ * One run of a subscription (a Temporal Schedule per subscribed list or registry project starts
+ * it, and `sync-now` triggers it): read and verify the list (or read the registry project),
+ * compare it with what was accepted last and with what the cloud holds, and send each image that
+ * needs work to its image revision's workflow. The accepted list travels to the next run as the
+ * schedule's last completion result, so an unchanged list costs one conditional request; a
+ * refused list fails the run and keeps the previous accepted copy (a failed run does not replace
+ * the last completion result).
  */
 export async function syncImageList({ subscription }: SyncImageListInput): Promise<SyncImageListResult> {
   const previous = (workflowInfo().lastResult as SyncImageListResult | undefined)?.accepted;
+  if (subscription.source === 'registry') {
+    // A registry has no conditional read of a whole project: every run reads it, then plans as for a list.
+    const project = await readSubscribedRegistry({ subscription });
+    const accepted: AcceptedList = { listId: project.listId, images: project.images };
+    return reconcile(subscription, accepted, previous, { fetched: 'changed', invalid: project.invalid });
+  }
   const read = await readSubscribedList({
     subscription,
     previous: previous && { listId: previous.listId, version: previous.version, etag: previous.etag, lastModified: previous.lastModified },
@@ -54,6 +63,16 @@ export async function syncImageList({ subscription }: SyncImageListInput): Promi
     accepted = { listId: read.list.identifier, version: read.list.version, etag: read.etag, lastModified: read.lastModified, images: read.images };
     invalid = read.invalid;
   }
+  return reconcile(subscription, accepted, previous, { fetched: read.notModified ? 'not-modified' : 'changed', invalid });
+}
+
+/** The accepted images against the cloud and the previous copy: what to register and expire, delivered; the run's result. */
+async function reconcile(
+  subscription: SubscriptionSpec,
+  accepted: AcceptedList,
+  previous: AcceptedList | undefined,
+  read: Pick<SyncSummary, 'fetched' | 'invalid'>,
+): Promise<SyncImageListResult> {
   upsertSearchAttributes([{ key: SA_IMAGE_LIST_ID, value: accepted.listId }]);
 
   const options = subscriptionOptions(subscription);
@@ -78,11 +97,11 @@ export async function syncImageList({ subscription }: SyncImageListInput): Promi
       url: subscription.url,
       listId: accepted.listId,
       version: accepted.version,
-      fetched: read.notModified ? 'not-modified' : 'changed',
+      fetched: read.fetched,
       registered,
       expired,
       unchanged: plan.unchanged.length,
-      invalid,
+      invalid: read.invalid,
       unresolved: plan.unresolved,
     },
     accepted,
