@@ -182,6 +182,15 @@ describe('a subscribed registry project keeps the cloud in step with its tags', 
     expect((await ours(PROJECT)).find((i) => i.properties.VMCATCHER_DC_IDENTIFIER === 'almalinux')).toEqual(almaBefore);
   });
 
+  test('almalinux\'s tag left the project: the next sync expires its image; ubuntu unchanged', async () => {
+    await registry.deleteManifest(`${PROJECT}/almalinux`, pushed.almalinux.manifestDigest);
+    const r = await syncNow(PROJECT);
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout).toContain('0 to register; 1 to expire: almalinux 9 (removed); 1 unchanged');
+    const expected = [`${rev('ubuntu@24.04')}:public`, `${rev('ubuntu')}:private`, `${rev('almalinux')}:private`];
+    expect(await waitForCloud(expected)).toEqual(expected.sort());
+  });
+
   test('a manifest whose layer digest does not match the bytes served: refused, nothing registered, no file left', async () => {
     const r = await syncNow(TAMPERED);
     expect(r.exitCode).toBe(0);
