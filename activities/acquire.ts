@@ -16,6 +16,8 @@ import { keepHeartbeating, type StepProgress } from './heartbeats.js';
 import { trailingHasher, type FileDigest, type TrailingHasher } from './trailing-hash.js';
 import type { AcquireInput, AcquiredImage, ActivityDeps, DownloadProgress } from './types.js';
 import { resolveInsideFolders, safeFileName, withWorkDir, type WorkDirLease } from './workspace.js';
+import { downloadBlob } from '../oci/blob.js';
+import { RegistryClient, resolveRegistryLogin } from '../oci/client.js';
 
 /** What the event promised about the file. */
 interface Expected {
@@ -83,6 +85,11 @@ export async function acquireImage(deps: ActivityDeps, input: AcquireInput): Pro
     if (url.protocol === 'file:') return { ...(await useLocalFile(attempt, url)), source: 'file', fileName };
     const dest = path.join(lease.dir, safeFileName(fileName));
     const credentialName = input.credentialName ?? credentialNameFor(deps.config, { url: event.uri, imageListId: event.imageListId });
+    const blob = registryBlobOf(event, url);
+    if (blob) {
+      const pulled = await downloadFromRegistry(attempt, { blob, dest, insecureSsl: input.insecureSsl, credentialName });
+      return { workDir: lease.dir, path: dest, bytes: pulled.bytes, sha256: pulled.sha256, source: 'download', fileName };
+    }
     const got = await download(attempt, { url, dest, insecureSsl: input.insecureSsl, credentialName });
     return { workDir: lease.dir, path: dest, ...got, source: 'download', fileName };
   });
@@ -100,6 +107,27 @@ function imageUrl(event: ImageEvent): URL {
     throw new InvalidInputError(`VMCATCHER_EVENT_HV_URI scheme ${url.protocol} is not supported (http, https, file)`);
   }
   return url;
+}
+
+/** A registry layer by digest: the registry's base, the repository and the digest the event's URI names. */
+interface RegistryBlob {
+  registry: URL;
+  repository: string;
+  digest: string;
+}
+
+/**
+ * The layer an event from a registry names (oci/annotations.ts writes its URI as
+ * `<registry>/v2/<repository>/blobs/sha256:<hex>`), or undefined for any other event. A registry
+ * event whose URI is not its own layer's blob is refused rather than downloaded unchecked.
+ */
+export function registryBlobOf(event: ImageEvent, url: URL): RegistryBlob | undefined {
+  if (event.origin !== 'registry') return undefined;
+  const match = /^(.*?\/)v2\/(.+)\/blobs\/(sha256:[0-9a-f]{64})$/.exec(url.pathname);
+  if (!match || !event.checksumSha256 || match[3] !== `sha256:${event.checksumSha256.toLowerCase()}`) {
+    throw new InvalidInputError(`registry image ${event.imageId ?? '?'}: ${redact(url)} is not the blob of its layer sha256:${event.checksumSha256 ?? '(none)'}`);
+  }
+  return { registry: new URL(match[1], url), repository: match[2], digest: match[3] };
 }
 
 /** The file's size against hv:size before reading a byte of it: a wrong file costs nothing. */
@@ -316,6 +344,89 @@ async function resumePoint(dest: string, size: number | undefined): Promise<numb
   return 0;
 }
 
+interface RegistryBlobRequest {
+  blob: RegistryBlob;
+  dest: string;
+  insecureSsl?: boolean;
+  /** The registry login (`user:password` in security.credentials), resolved here by name. */
+  credentialName?: string;
+}
+
+/**
+ * A registry layer by digest (oci/blob.ts): the registry's auth (Basic or Bearer), resumed with
+ * Range from where the previous attempt's heartbeat says the file is good, the size the manifest
+ * declares, the sha256 checked in the same pass; a redirect to blob storage gets no credentials.
+ */
+async function downloadFromRegistry(attempt: Attempt, req: RegistryBlobRequest): Promise<{ bytes: number; sha256: string }> {
+  const { config, logger } = attempt.deps;
+  const { blob, dest } = req;
+  const size = attempt.expected.size;
+  const url = new URL(`v2/${blob.repository}/blobs/${blob.digest}`, blob.registry);
+  const what = `the download of registry ${blob.registry.host} ${blob.repository}@${blob.digest}`;
+  if (size === undefined) throw new InvalidInputError(`${what}: the event carries no size (the layer descriptor's)`);
+  if (size > config.security.maxImageBytes) {
+    throw new ImageIntegrityError(`${what}: the layer's ${size} bytes exceed the limit of ${config.security.maxImageBytes} bytes (security.maxImageBytes)`);
+  }
+  const login = req.credentialName ? await resolveRegistryLogin(config, req.credentialName) : undefined;
+  const offset = await resumePoint(dest, size);
+  const space = await reserveSpace(attempt.lease.dir, size - offset, what, diskPolicy(config));
+  const timeout = AbortSignal.timeout(config.worker.downloadTimeoutMs);
+  const signal = AbortSignal.any([attempt.signal, timeout]);
+  const client = new RegistryClient({ registry: blob.registry, login, security: config.security, insecureTls: req.insecureSsl });
+  try {
+    return await heartbeatingDownload(attempt, { url, dest, offset, total: size, timeout }, async (meter) => {
+      logger.info({ url: redact(url), dest, offset }, offset ? 'downloading the rest of the registry layer' : 'downloading the registry layer');
+      const got = await downloadBlob(client, blob.repository, { digest: blob.digest, size }, dest, {
+        signal,
+        onProgress: (bytes) => {
+          meter.written = bytes;
+        },
+      });
+      logger.info({ url: redact(url), bytes: got.bytes, resumedFrom: got.resumedFrom }, 'download complete, sha256 matches the digest');
+      return got;
+    });
+  } finally {
+    space.release();
+    await client.close();
+  }
+}
+
+interface DownloadInProgress {
+  url: URL;
+  dest: string;
+  /** Where this attempt started in the file (the resume point); the download updates it when the server decides otherwise. */
+  offset: number;
+  total?: number;
+  timeout: AbortSignal;
+}
+
+/**
+ * Runs a download while heartbeating its progress from a timer (also while the server is slow to
+ * answer: the HTTP read timeout, not the heartbeat timeout, decides when a silent server has
+ * failed). The heartbeat's `offset` is the resume point a retry reads back (previousHeartbeat);
+ * after a failure, afterFailedDownload decides what stays for that retry.
+ */
+async function heartbeatingDownload<T>(attempt: Attempt, d: DownloadInProgress, run: (meter: Meter, d: DownloadInProgress) => Promise<T>): Promise<T> {
+  const meter = new Meter('download', d.total);
+  meter.written = d.offset;
+  const progress = (): DownloadProgress => ({ ...meter.progress(), offset: meter.written, ...(d.total === undefined ? {} : { total: d.total }) });
+  const stopBeating = keepHeartbeating(progress);
+  try {
+    return await run(meter, d);
+  } catch (err) {
+    stopBeating();
+    throw await afterFailedDownload(attempt, err, {
+      ...d,
+      resumeAt: (bytes) => {
+        meter.written = bytes;
+        heartbeat(progress());
+      },
+    });
+  } finally {
+    stopBeating();
+  }
+}
+
 /** Downloads over http(s), resuming a previous attempt's partial file with a Range request. */
 async function download(attempt: Attempt, req: DownloadRequest): Promise<FileDigest> {
   const { config, logger } = attempt.deps;
@@ -333,57 +444,39 @@ async function download(attempt: Attempt, req: DownloadRequest): Promise<FileDig
     logger.warn({ url: where, host: url.hostname }, `TLS certificate and host name checks are OFF for host ${url.hostname} (insecureSsl); redirects to other hosts are verified`);
   }
 
-  let offset = await resumePoint(dest, expected.size);
+  const offset = await resumePoint(dest, expected.size);
   // hv:size known: refuse before the first request when the disk cannot hold the rest.
   let space: SpaceReservation | undefined =
     expected.size !== undefined ? await reserveSpace(attempt.lease.dir, expected.size - offset, what, diskPolicy(config)) : undefined;
   const timeout = AbortSignal.timeout(config.worker.downloadTimeoutMs);
   const signal = AbortSignal.any([attempt.signal, timeout]);
   const dispatcher = createDispatcher({ insecureTlsHost: req.insecureSsl ? url.hostname : undefined, connectTimeoutMs: security.connectTimeoutMs, readTimeoutMs: security.readTimeoutMs });
-  const meter = new Meter('download', expected.size);
-  meter.written = offset;
-  // `offset` is the resume point a retry reads back (previousHeartbeat).
-  const progress = (): DownloadProgress => ({ ...meter.progress(), offset: meter.written, ...(expected.size === undefined ? {} : { total: expected.size }) });
-  // Heartbeats flow from a timer from here on, also while the server is slow to answer: the HTTP
-  // read timeout, not the heartbeat timeout, decides when a silent server has failed.
-  const stopBeating = keepHeartbeating(progress);
   let source: Readable | undefined;
   try {
-    const opened = await openSource(attempt, { url, dest, offset, headers, dispatcher, signal, maxRedirects: security.maxRedirects, logger });
-    source = opened.source;
-    offset = meter.written = opened.offset;
-    if (!space && opened.declaredBytes) space = await reserveSpace(attempt.lease.dir, opened.declaredBytes, what, diskPolicy(config));
-    const tooLarge = () =>
-      expected.size !== undefined
-        ? new ImageIntegrityError(`${where}: size mismatch: expected ${expected.size} bytes (hv:size), the server sends more`)
-        : new ImageIntegrityError(`${where} is larger than the limit of ${security.maxImageBytes} bytes (security.maxImageBytes)`);
-    const got = await writeHashed(signal, { what, source, dest, start: offset, maxBytes: expected.size ?? security.maxImageBytes, tooLarge }, meter).catch(
-      (err: unknown) => {
-        const code = (err as NodeJS.ErrnoException).code;
-        throw err instanceof SnfVmcatcherError || attempt.signal.aborted || code === 'ENOSPC' || code === 'EDQUOT' ? err : describeFetchFailure(err, url);
-      },
-    );
-    logger.info({ url: where, bytes: got.bytes, fetchedThisAttempt: got.bytes - offset, resumedFrom: offset }, 'download complete');
-    checkIntegrity(where, expected, got);
-    if (got.bytes === 0) throw new ImageIntegrityError(`${where} is empty (0 bytes)`);
-    return got;
-  } catch (err) {
-    stopBeating();
-    throw await afterFailedDownload(attempt, err, {
-      url,
-      dest,
-      offset,
-      timeout,
-      resumeAt: (bytes) => {
-        meter.written = bytes;
-        heartbeat(progress());
-      },
+    return await heartbeatingDownload(attempt, { url, dest, offset, total: expected.size, timeout }, async (meter, d) => {
+      const opened = await openSource(attempt, { url, dest, offset, headers, dispatcher, signal, maxRedirects: security.maxRedirects, logger });
+      source = opened.source;
+      const start = (d.offset = meter.written = opened.offset);
+      if (!space && opened.declaredBytes) space = await reserveSpace(attempt.lease.dir, opened.declaredBytes, what, diskPolicy(config));
+      const tooLarge = () =>
+        expected.size !== undefined
+          ? new ImageIntegrityError(`${where}: size mismatch: expected ${expected.size} bytes (hv:size), the server sends more`)
+          : new ImageIntegrityError(`${where} is larger than the limit of ${security.maxImageBytes} bytes (security.maxImageBytes)`);
+      const got = await writeHashed(signal, { what, source: opened.source, dest, start, maxBytes: expected.size ?? security.maxImageBytes, tooLarge }, meter).catch(
+        (err: unknown) => {
+          const code = (err as NodeJS.ErrnoException).code;
+          throw err instanceof SnfVmcatcherError || attempt.signal.aborted || code === 'ENOSPC' || code === 'EDQUOT' ? err : describeFetchFailure(err, url);
+        },
+      );
+      logger.info({ url: where, bytes: got.bytes, fetchedThisAttempt: got.bytes - start, resumedFrom: start }, 'download complete');
+      checkIntegrity(where, expected, got);
+      if (got.bytes === 0) throw new ImageIntegrityError(`${where} is empty (0 bytes)`);
+      return got;
     });
   } finally {
-    stopBeating();
     space?.release();
     // An unread body would keep the dispatcher from closing.
-    source?.destroy();
+    (source as Readable | undefined)?.destroy();
     await dispatcher.close().catch(() => undefined);
   }
 }

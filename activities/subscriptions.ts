@@ -1,12 +1,12 @@
 /**
  * The steps of a subscription's sync run (workflows/sync-image-list.ts): read the list the way
- * every command reads one, see what the cloud holds for it, and deliver the events the plan
+ * every command reads one (or the registry project), see what the cloud holds for it, and deliver the events the plan
  * decided to the image revisions' workflows, exactly as the bridge does.
  */
 import { ApplicationFailure } from '@temporalio/common';
 import type { Client } from '@temporalio/client';
 import type { ImageEvent } from '../core/event.js';
-import { SignatureError } from '../core/errors.js';
+import { InvalidInputError, SignatureError } from '../core/errors.js';
 import { startWorkflowForEvent } from '../core/starter.js';
 import {
   LIST_REJECTED,
@@ -16,6 +16,7 @@ import {
   type SubscriptionSpec,
 } from '../core/workflow-contract.js';
 import { imageToEvent } from '../image-lists/parse.js';
+import { readRegistryProject, type ReadRegistryProject } from '../oci/source.js';
 import { readImageList } from '../image-lists/read.js';
 import { compareVersions } from '../image-lists/sync-plan.js';
 import type { CloudInventory, CloudTarget } from '../clouds/target.js';
@@ -89,6 +90,20 @@ export function createSubscriptionActivities({ config, logger, temporal, cloud }
         etag: read.etag,
         lastModified: read.lastModified,
       };
+    },
+
+    /**
+     * Reads what a subscribed registry project offers now: its repositories, their selected tags
+     * and the manifests those name, each (repository, manifest) the event a list image would be.
+     * The login is resolved here, on the worker, from the credential's name. A refused login or a
+     * project that cannot be listed fails the run (permanently when retrying cannot help); a tag
+     * whose manifest cannot be registered is reported in `invalid`.
+     */
+    async readSubscribedRegistry({ subscription }: { subscription: SubscriptionSpec }): Promise<ReadRegistryProject> {
+      const project = subscription.registry;
+      if (subscription.source !== 'registry' || !project) throw new InvalidInputError(`subscription ${subscription.url} is not a registry project`);
+      const source = { ...project, credential: subscription.credential, vo: subscription.vo };
+      return whileHeartbeating({ step: `read the registry project ${subscription.url}` }, () => readRegistryProject({ source, config, logger: log }));
     },
 
     /** The images of this list that our account holds in the cloud (never another tenant's). */

@@ -27,7 +27,10 @@ export interface AcquiredImage {
   workDir: string;
   path: string;
   bytes: number;
-  sha512: string;
+  /** The file's sha512 (every image but a registry layer, which is named and checked by its sha256). */
+  sha512?: string;
+  /** A registry layer's sha256, checked against its digest while downloading. */
+  sha256?: string;
   source: 'vmcatcher-cache' | 'download' | 'file';
   /** The file name the image was published under (last URL segment or cache file name). */
   fileName?: string;

@@ -312,10 +312,26 @@ export const SYNC_WORKFLOW = 'syncImageList';
 /** The failure type of a list a sync refuses (signature, endorser, expiry, an older version). */
 export const LIST_REJECTED = 'ImageListRejected';
 
-/** One subscribed list, as the schedule's action carries it: names only, never a secret. */
+/** A subscribed registry project (oci/source.ts): where it is and which of its tags and repositories are taken. */
+export interface RegistryProjectSpec {
+  /** Base URL of the registry (`https://registry.egi.eu`). */
+  registry: string;
+  project: string;
+  /** Tag pattern; the short tags when absent. */
+  tags?: string;
+  repositories?: string[];
+  api?: 'auto' | 'harbor' | 'distribution';
+}
+
+/** One subscribed list or registry project, as the schedule's action carries it: names only, never a secret. */
 export interface SubscriptionSpec {
+  /** The list's URL, or `<registry origin>/<project>` for a registry project. */
   url: string;
-  /** Name of an entry of the worker's security.credentials sent to the list's host. */
+  /** What the run reads: a registry project, or (absent, as in every schedule made before registries) an image list. */
+  source?: 'registry';
+  /** The registry project, when `source` is `registry`. */
+  registry?: RegistryProjectSpec;
+  /** Name of an entry of the worker's security.credentials sent to the list's host (the registry's login for a registry). */
   credential?: string;
   /** The signers authorised for this list; empty means security.endorsers. */
   endorsers: Array<{ dn: string; ca: string }>;
@@ -330,9 +346,14 @@ export interface SubscriptionSpec {
   origin: 'config' | 'command';
 }
 
-/** Registration options of a subscription's events: its cloud, when it names one. */
-export function subscriptionOptions(subscription: Pick<SubscriptionSpec, 'cloud'>): RegistrationOptions {
-  return subscription.cloud ? { kamakiCloud: subscription.cloud } : {};
+/**
+ * Registration options of a subscription's events: its cloud, when it names one, and for a
+ * registry project the name of its login, which the acquire step resolves to pull the layer.
+ */
+export function subscriptionOptions(subscription: Pick<SubscriptionSpec, 'cloud' | 'source' | 'credential'>): RegistrationOptions {
+  const options: RegistrationOptions = subscription.cloud ? { kamakiCloud: subscription.cloud } : {};
+  if (subscription.source === 'registry' && subscription.credential) options.credentialName = subscription.credential;
+  return options;
 }
 
 export interface SyncImageListInput {

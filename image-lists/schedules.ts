@@ -12,22 +12,43 @@ import {
   type ScheduleOptions,
   type ScheduleUpdateOptions,
 } from '@temporalio/client';
-import { subscriptionKey, type Config, type Subscription } from '../core/config.js';
+import { registrySubscriptionKey, subscriptionKey, type Config, type RegistrySubscription, type Subscription } from '../core/config.js';
 import { InvalidInputError } from '../core/errors.js';
 import type { Logger } from '../core/logging.js';
-import { shortDigest, SYNC_WORKFLOW, type SubscriptionSpec, type SyncImageListInput } from '../core/workflow-contract.js';
+import { shortDigest, SYNC_WORKFLOW, type RegistryProjectSpec, type SubscriptionSpec, type SyncImageListInput } from '../core/workflow-contract.js';
 
 /** EGI's central sync runs every three hours; so does a subscription that does not say. */
 export const DEFAULT_SYNC_INTERVAL_MS = 3 * 3600_000;
 const SCHEDULE_PREFIX = 'subscription:';
 const MAX_JITTER_MS = 15 * 60_000;
 
-/** `subscription:<host/path, readable>:<digest of the whole URL>`: stable for a list, whatever the spelling of its URL. */
-export function subscriptionScheduleId(url: string): string {
-  const key = subscriptionKey(url);
+const REGISTRY_PREFIX = 'registry:';
+
+function scheduleIdOf(prefix: string, key: string): string {
   const parsed = new URL(key);
   const readable = `${parsed.host}${parsed.pathname}`.replace(/[^A-Za-z0-9._-]+/g, '_').replace(/^_+|_+$/g, '').slice(0, 80);
-  return `${SCHEDULE_PREFIX}${readable}:${shortDigest(key)}`;
+  return `${SCHEDULE_PREFIX}${prefix}${readable}:${shortDigest(key)}`;
+}
+
+/** `subscription:<host/path, readable>:<digest of the whole URL>`: stable for a list, whatever the spelling of its URL. */
+export function subscriptionScheduleId(url: string): string {
+  return scheduleIdOf('', subscriptionKey(url));
+}
+
+/** `subscription:registry:<host_project>:<digest>`: a registry project's schedule, never one of a list's. */
+export function registryScheduleId(sub: Pick<RegistrySubscription, 'registry' | 'project'>): string {
+  return scheduleIdOf(REGISTRY_PREFIX, registrySubscriptionKey(sub));
+}
+
+/** The schedule `sync-now --url` means: a registry project of the configuration (`<registry>/<project>`), else a list. */
+export function scheduleIdForUrl(config: Config, url: string): string {
+  const wanted = url.replace(/\/+$/, '');
+  const registry = config.registrySubscriptions.find((sub) => registrySubscriptionKey(sub) === wanted);
+  return registry ? registryScheduleId(registry) : subscriptionScheduleId(url);
+}
+
+function scheduleIdOfSpec(spec: SubscriptionSpec): string {
+  return spec.source === 'registry' && spec.registry ? registryScheduleId(spec.registry) : subscriptionScheduleId(spec.url);
 }
 
 /** The schedule's action and the runs it starts carry this, never a secret. */
@@ -45,21 +66,38 @@ export function subscriptionSpec(sub: Subscription, origin: SubscriptionSpec['or
   return spec;
 }
 
+/** A registry project's schedule carries where the project is and what to take of it; the login by name only. */
+export function registrySubscriptionSpec(sub: RegistrySubscription, origin: SubscriptionSpec['origin']): SubscriptionSpec {
+  const registry: RegistryProjectSpec = { registry: new URL(sub.registry).origin, project: sub.project };
+  if (sub.tags) registry.tags = sub.tags;
+  if (sub.repositories) registry.repositories = [...sub.repositories];
+  if (sub.api) registry.api = sub.api;
+  const spec: SubscriptionSpec = { url: registrySubscriptionKey(sub), source: 'registry', registry, endorsers: [], everyMs: sub.every ?? DEFAULT_SYNC_INTERVAL_MS, origin };
+  if (sub.credential) spec.credential = sub.credential;
+  if (sub.vo) spec.vo = sub.vo;
+  if (sub.cloud) spec.cloud = sub.cloud;
+  return spec;
+}
+
 function scheduleOptions(config: Config, spec: SubscriptionSpec, paused: boolean): ScheduleOptions {
   const input: SyncImageListInput = { subscription: spec };
   const host = new URL(spec.url).host;
+  const scheduleId = scheduleIdOfSpec(spec);
+  const registry = spec.source === 'registry';
   return {
-    scheduleId: subscriptionScheduleId(spec.url),
+    scheduleId,
     spec: { intervals: [{ every: spec.everyMs }], jitter: Math.min(Math.floor(spec.everyMs / 10), MAX_JITTER_MS) },
     action: {
       type: 'startWorkflow',
       workflowType: SYNC_WORKFLOW,
-      workflowId: `sync:${subscriptionScheduleId(spec.url).slice(SCHEDULE_PREFIX.length)}`,
+      workflowId: `sync:${scheduleId.slice(SCHEDULE_PREFIX.length)}`,
       taskQueue: config.temporal.taskQueue,
       args: [input],
-      staticSummary: `Sync of the image list ${spec.url}`,
+      staticSummary: registry ? `Sync of the registry project ${spec.url}` : `Sync of the image list ${spec.url}`,
       staticDetails: [
-        `Reads and verifies the list at ${spec.url} (host ${host}), then registers its new images and revisions and expires what it no longer names.`,
+        registry
+          ? `Reads the repositories, selected tags and manifests of ${spec.url} (registry ${host}), then registers new digests and expires the images whose tag left the selection.`
+          : `Reads and verifies the list at ${spec.url} (host ${host}), then registers its new images and revisions and expires what it no longer names.`,
         `What a run changed is on its User Metadata tab (Current Details).`,
         '',
         `- **VO**: ${spec.vo ?? '(the list\'s own)'}`,
@@ -116,16 +154,17 @@ function sameSchedule(description: ScheduleDescription, spec: SubscriptionSpec, 
 
 /**
  * Makes the namespace's subscription schedules match application.conf: every subscription of the
- * file has its schedule (created, or updated when its URL, interval, endorsers, credential name,
+ * file (image list or registry project) has its schedule (created, or updated when its URL, interval, endorsers, credential name,
  * VO, cloud, image selection or `paused` changed), and a schedule the file once declared and no
  * longer does is deleted. Schedules added with `subscribe` are not the file's to delete.
  */
 export async function applySubscriptions(client: Client, config: Config, logger: Logger): Promise<ApplyResult> {
   const result: ApplyResult = { created: [], updated: [], deleted: [], unchanged: [] };
-  const wanted = new Map(config.subscriptions.map((sub) => [subscriptionScheduleId(sub.url), sub]));
-  for (const [scheduleId, sub] of wanted) {
-    const spec = subscriptionSpec(sub, 'config');
-    const paused = sub.paused ?? false;
+  const wanted = new Map<string, { spec: SubscriptionSpec; paused: boolean }>([
+    ...config.subscriptions.map((sub) => [subscriptionScheduleId(sub.url), { spec: subscriptionSpec(sub, 'config'), paused: sub.paused ?? false }] as const),
+    ...config.registrySubscriptions.map((sub) => [registryScheduleId(sub), { spec: registrySubscriptionSpec(sub, 'config'), paused: sub.paused ?? false }] as const),
+  ]);
+  for (const [scheduleId, { spec, paused }] of wanted) {
     const existing = await describe(client, scheduleId);
     const options = scheduleOptions(config, spec, paused);
     if (!existing) {

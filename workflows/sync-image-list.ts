@@ -7,8 +7,10 @@ import {
   syncSummaryMarkdown,
   type AcceptedList,
   type SyncedImage,
+  type SubscriptionSpec,
   type SyncImageListInput,
   type SyncImageListResult,
+  type SyncSummary,
 } from '../core/workflow-contract.js';
 import type { ImageEvent } from '../core/event.js';
 import { planSync } from '../image-lists/sync-plan.js';
@@ -18,7 +20,7 @@ import { planSync } from '../image-lists/sync-plan.js';
  * again on another (or the restarted) worker; reading a list and starting its workflows are
  * both safe to repeat.
  */
-const { readSubscribedList, cloudInventory, deliverImageEvents } = proxyActivities<SubscriptionActivities>({
+const { readSubscribedList, readSubscribedRegistry, cloudInventory, deliverImageEvents } = proxyActivities<SubscriptionActivities>({
   startToCloseTimeout: '30 minutes',
   heartbeatTimeout: '20 seconds',
   retry: { initialInterval: '2 seconds', backoffCoefficient: 2, maximumInterval: '2 minutes', maximumAttempts: 10 },
@@ -33,16 +35,23 @@ function described(event: ImageEvent, reason: string, workflowId?: string): Sync
 }
 
 /**
- * One run of a subscription (a Temporal Schedule per subscribed list starts it, and `sync-now`
- * triggers it): read and verify the list, compare it with what was accepted last and with what
- * the cloud holds, and send each image that needs work to its image revision's workflow. The
- * accepted list travels to the next run as the schedule's last completion result, so an
- * unchanged list costs one conditional request; a refused list fails the run and keeps the
- * previous accepted copy (a failed run does not replace the last completion result).
+ * One run of a subscription (a Temporal Schedule per subscribed list or registry project starts
+ * it, and `sync-now` triggers it): read and verify the list (or read the registry project),
+ * compare it with what was accepted last and with what the cloud holds, and send each image that
+ * needs work to its image revision's workflow. The accepted list travels to the next run as the
+ * schedule's last completion result, so an unchanged list costs one conditional request; a
+ * refused list fails the run and keeps the previous accepted copy (a failed run does not replace
+ * the last completion result).
  */
 export async function syncImageList({ subscription }: SyncImageListInput): Promise<SyncImageListResult> {
   const previous = (workflowInfo().lastResult as SyncImageListResult | undefined)?.accepted;
   setCurrentDetails(`Reading ${subscription.url}`);
+  if (subscription.source === 'registry') {
+    // A registry has no conditional read of a whole project: every run reads it, then plans as for a list.
+    const project = await readSubscribedRegistry.executeWithOptions({ summary: `read the registry project ${subscription.url}` }, [{ subscription }]);
+    const accepted: AcceptedList = { listId: project.listId, images: project.images };
+    return reconcile(subscription, accepted, previous, { fetched: 'changed', invalid: project.invalid });
+  }
   const read = await readSubscribedList.executeWithOptions({ summary: `read the image list ${subscription.url}` }, [
     {
       subscription,
@@ -59,6 +68,16 @@ export async function syncImageList({ subscription }: SyncImageListInput): Promi
     accepted = { listId: read.list.identifier, version: read.list.version, etag: read.etag, lastModified: read.lastModified, images: read.images };
     invalid = read.invalid;
   }
+  return reconcile(subscription, accepted, previous, { fetched: read.notModified ? 'not-modified' : 'changed', invalid });
+}
+
+/** The accepted images against the cloud and the previous copy: what to register and expire, delivered; the run's result. */
+async function reconcile(
+  subscription: SubscriptionSpec,
+  accepted: AcceptedList,
+  previous: AcceptedList | undefined,
+  read: Pick<SyncSummary, 'fetched' | 'invalid'>,
+): Promise<SyncImageListResult> {
   upsertSearchAttributes([{ key: SA_IMAGE_LIST_ID, value: accepted.listId }]);
 
   const options = subscriptionOptions(subscription);
@@ -81,15 +100,15 @@ export async function syncImageList({ subscription }: SyncImageListInput): Promi
   const expired = plan.expire.map((e, i) => described(e.event, e.reason, ids[plan.register.length + i]));
   if (plan.unresolved.length > 0) log.warn('old public revisions carry no sha512 and were left as they are', { unresolved: plan.unresolved });
 
-  const summary: SyncImageListResult['summary'] = {
+  const summary: SyncSummary = {
     url: subscription.url,
     listId: accepted.listId,
     version: accepted.version,
-    fetched: read.notModified ? 'not-modified' : 'changed',
+    fetched: read.fetched,
     registered,
     expired,
     unchanged: plan.unchanged.length,
-    invalid,
+    invalid: read.invalid,
     unresolved: plan.unresolved,
   };
   // The Web UI shows it on the run's User Metadata tab (Current Details), without opening the result.

@@ -5,7 +5,7 @@ import { DurationSchema, SubscriptionSchema, type Config } from '../../core/conf
 import { InvalidInputError } from '../../core/errors.js';
 import { connectTemporal, workflowUiLink } from '../../core/temporal-client.js';
 import { syncedImageName, type SyncImageListResult, type SyncSummary } from '../../core/workflow-contract.js';
-import { applySubscriptions, listSubscriptionSchedules, subscribe, subscriptionScheduleId, unsubscribe } from '../../image-lists/schedules.js';
+import { applySubscriptions, listSubscriptionSchedules, scheduleIdForUrl, subscribe, unsubscribe } from '../../image-lists/schedules.js';
 import { ConfiguredCommand, EXIT } from '../base-command.js';
 
 /** How the last run of a subscription ended, for `subscriptions` and `sync-now`. */
@@ -104,7 +104,7 @@ export class SubscriptionsCommand extends TemporalCommand {
           this.out(JSON.stringify({ scheduleId, url: spec.url, origin: spec.origin, everyMs: spec.everyMs, paused: description.state.paused, lastRun: last, nextRun: next }));
           continue;
         }
-        this.out(`${spec.url}  [${spec.origin}] every ${Math.round(spec.everyMs / 60_000)} min${description.state.paused ? ', PAUSED' : ''}`);
+        this.out(`${spec.url}  [${spec.origin}${spec.source === 'registry' ? ', registry' : ''}] every ${Math.round(spec.everyMs / 60_000)} min${description.state.paused ? ', PAUSED' : ''}`);
         this.out(`  schedule: ${scheduleId}`);
         if (!last) this.out('  last run: none yet');
         else {
@@ -207,18 +207,18 @@ export class UnsubscribeCommand extends TemporalCommand {
 export class SyncNowCommand extends TemporalCommand {
   static override paths = [['sync-now']];
   static override usage = Command.Usage({
-    description: 'Sync a subscribed image list now, outside its schedule',
-    details: 'Triggers the list\'s schedule (after the run in progress, if any). With --wait, waits for the run and prints what it did; a refused list exits with 1 and says why.',
+    description: 'Sync a subscribed image list or registry project now, outside its schedule',
+    details: 'Triggers the subscription\'s schedule (after the run in progress, if any); a registry project is named `<registry>/<project>`, e.g. https://registry.egi.eu/egi_vm_images. With --wait, waits for the run and prints what it did; a refused list or registry login exits with 1 and says why.',
     examples: [['Sync and wait', '$0 sync-now --conf app.conf --url https://example.org/image.list --wait']],
   });
 
-  url = Option.String('--url', { required: true, description: 'The subscribed image list URL' });
+  url = Option.String('--url', { required: true, description: 'The subscribed image list URL, or <registry>/<project>' });
   wait = Option.Boolean('--wait', false, { description: 'Wait for the run to finish and print its summary' });
   timeout = Option.String('--timeout', '10m', { validator: isDuration, description: 'With --wait: give up waiting after this long (default 10m)' });
 
   async run(): Promise<number> {
     return this.withClient(async (client, config) => {
-      const handle = client.schedule.getHandle(subscriptionScheduleId(this.url));
+      const handle = client.schedule.getHandle(scheduleIdForUrl(config, this.url));
       const before = new Set((await handle.describe()).info.recentActions.map((a) => a.action.workflow.workflowId));
       await handle.trigger(ScheduleOverlapPolicy.BUFFER_ONE);
       if (!this.wait) {

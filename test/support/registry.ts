@@ -41,6 +41,8 @@ export interface TestRegistry {
   push(repository: string, artifact: ArtifactToPush): Promise<PushedArtifact>;
   /** Points `tag` at an already pushed manifest (as `oras tag`). */
   tag(repository: string, manifestDigest: string, tag: string): Promise<void>;
+  /** Deletes a manifest and with it every tag naming it (as `oras manifest delete`). */
+  deleteManifest(repository: string, manifestDigest: string): Promise<void>;
   /** Overwrites a stored blob's bytes: the registry serves them under the old digest. */
   corruptBlob(digest: string, bytes: Buffer): Promise<void>;
   /** The registry's log so far (for a failing test's message). */
@@ -195,7 +197,7 @@ export async function startRegistry(opts: StartRegistryOptions): Promise<TestReg
     await new Promise<void>((resolve) => tokenServer!.listen(0, '127.0.0.1', resolve));
     tokenRealm = `http://127.0.0.1:${(tokenServer.address() as AddressInfo).port}/token`;
     authSection = `auth:\n  token:\n    realm: ${tokenRealm}\n    service: ${SERVICE}\n    issuer: ${ISSUER}\n    rootcertbundle: ${certFile}\n`;
-    pushAuthorization = (repository) => `Bearer ${issuer.mint(PUSHER, [{ type: 'repository', name: repository, actions: ['pull', 'push'] }])}`;
+    pushAuthorization = (repository) => `Bearer ${issuer.mint(PUSHER, [{ type: 'repository', name: repository, actions: ['pull', 'push', 'delete'] }])}`;
   }
 
   const config = path.join(dir, 'config.yml');
@@ -235,7 +237,7 @@ export async function startRegistry(opts: StartRegistryOptions): Promise<TestReg
     await new Promise((r) => setTimeout(r, 100));
   }
 
-  async function call(method: 'POST' | 'PUT' | 'GET', target: string, repository: string, body?: Buffer | string, headers: Record<string, string> = {}) {
+  async function call(method: 'POST' | 'PUT' | 'GET' | 'DELETE', target: string, repository: string, body?: Buffer | string, headers: Record<string, string> = {}) {
     const authorization = pushAuthorization(repository);
     const response = await request(new URL(target, url), {
       method,
@@ -292,6 +294,9 @@ export async function startRegistry(opts: StartRegistryOptions): Promise<TestReg
     async tag(repository, manifestDigest, tag) {
       const { text } = await call('GET', `/v2/${repository}/manifests/${manifestDigest}`, repository, undefined, { accept: 'application/vnd.oci.image.manifest.v1+json' });
       await putManifest(repository, tag, text);
+    },
+    async deleteManifest(repository, manifestDigest) {
+      await call('DELETE', `/v2/${repository}/manifests/${manifestDigest}`, repository);
     },
     async corruptBlob(digest, bytes) {
       const hex = digest.slice('sha256:'.length);
