@@ -1,17 +1,27 @@
 /**
- * Bridge ingest: a queue holding 5,000 events, then `snf-vmcatcher dequeue --server` started
- * against the project's Temporal dev server (started here); events per second until 5,000
- * workflows are started, with no worker running and with a worker running.
+ * Bridge ingest, on the production Temporal server (temporal-server on PostgreSQL, set up by
+ * docker/temporal/ as compose does): a queue holding 5,000 events, then `snf-vmcatcher dequeue
+ * --server`; events per second until 5,000 workflows are started, with no worker running and with
+ * a worker running. The reference, on the same server in the same run: a plain Temporal client
+ * (bench/plain-client.ts, a process of its own) making the same starts with as many in flight as
+ * the bridge's prefetch. The CPU each process used tells what bounds each.
  */
 import { rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { execa } from 'execa';
 import { deleteTopology, uniqueTopology, writeConf } from '../test/support/rabbit.js';
 import { publishBodies, registerBody, queueDepth } from '../test/support/bridge.js';
-import { BENCH_TMP, REPEATS, log, median, round, type BenchResult } from './lib.js';
-import { freePort, startSnf, startTemporal, type Proc } from './services.js';
+import { startProductionTemporal, type ProductionTemporal } from '../test/support/production-temporal.js';
+import { BENCH_TMP, REPEATS, ROOT, cpuSeconds, cpuSecondsOfCommand, log, median, round, type BenchResult } from './lib.js';
+import { freePort, startSnf, type Proc } from './services.js';
 
 const EVENTS = Number(process.env.SNF_VMCATCHER_BENCH_EVENTS ?? 5000);
+/** The bridge's default rabbitmq.prefetch, and the plain client's number of starts in flight. */
+const CONCURRENCY = Number(process.env.SNF_VMCATCHER_BENCH_CONCURRENCY ?? 16);
+
+type Mode = 'client' | 'bridge' | 'bridge+worker';
+const MODES: Mode[] = ['client', 'bridge', 'bridge+worker'];
 
 async function counter(metricsUrl: string, name: string): Promise<number> {
   const text = await (await fetch(metricsUrl)).text();
@@ -20,20 +30,47 @@ async function counter(metricsUrl: string, name: string): Promise<number> {
 }
 
 interface IngestRun {
-  /** From the bridge's "consuming" log line to the last workflow started. */
+  /** From the bridge's "consuming" log line (the client's first start) to the last workflow started. */
   ms: number;
-  /** From spawning the bridge process. */
+  /** From spawning the bridge process (the client: same as ms). */
   msWithStartup: number;
   eventsPerSecond: number;
+  /** CPU seconds used meanwhile by: the bridge or the client, the Temporal server, PostgreSQL, RabbitMQ, a running worker. */
+  cpu: Record<'starter' | 'temporal' | 'postgres' | 'rabbitmq' | 'worker', number>;
 }
 
-async function ingestOnce(temporalAddress: string, withWorker: boolean, n: number): Promise<IngestRun> {
+/** CPU counters of the machine's servers, to subtract. */
+function serverCpu(temporal: ProductionTemporal) {
+  return { temporal: cpuSeconds(temporal.pid()!), postgres: cpuSecondsOfCommand('postgres'), rabbitmq: cpuSecondsOfCommand('beam.smp') };
+}
+
+async function clientOnce(temporal: ProductionTemporal, n: number): Promise<IngestRun> {
+  const before = serverCpu(temporal);
+  const { stdout } = await execa(
+    process.execPath,
+    ['--import', 'tsx', path.join(ROOT, 'bench/plain-client.ts'), temporal.address, `bench-client-${n}`, `bench-client-list-${n}-${Date.now()}`, String(EVENTS), String(CONCURRENCY)],
+    { cwd: ROOT },
+  );
+  const after = serverCpu(temporal);
+  const result = JSON.parse(stdout.trim().split('\n').pop()!) as { ms: number; eventsPerSecond: number; cpuSeconds: number };
+  return {
+    ms: result.ms,
+    msWithStartup: result.ms,
+    eventsPerSecond: result.eventsPerSecond,
+    cpu: { starter: result.cpuSeconds, temporal: after.temporal - before.temporal, postgres: after.postgres - before.postgres, rabbitmq: after.rabbitmq - before.rabbitmq, worker: 0 },
+  };
+}
+
+async function bridgeOnce(temporal: ProductionTemporal, withWorker: boolean, n: number): Promise<IngestRun> {
   const topology = uniqueTopology('bench-ingest');
   const taskQueue = `bench-ingest-${n}-${withWorker ? 'w' : 'n'}`;
   const listId = `bench-list-${topology.queue}`;
   const metricsPort = await freePort();
-  const conf = await writeConf(topology, `temporal { address = "${temporalAddress}", taskQueue = "${taskQueue}" }\nworker { workingFolder = "${BENCH_TMP}/ingest-work" }\nspool { folder = "${BENCH_TMP}/ingest-spool" }`);
-  const env = { TEMPORAL_ADDRESS: temporalAddress };
+  const conf = await writeConf(
+    topology,
+    `temporal { address = "${temporal.address}", taskQueue = "${taskQueue}" }\nworker { workingFolder = "${BENCH_TMP}/ingest-work" }\nspool { folder = "${BENCH_TMP}/ingest-spool" }\nrabbitmq.prefetch = ${CONCURRENCY}`,
+  );
+  const env = { TEMPORAL_ADDRESS: temporal.address };
   let worker: Proc | undefined;
   let bridge: Proc | undefined;
   try {
@@ -45,6 +82,7 @@ async function ingestOnce(temporalAddress: string, withWorker: boolean, n: numbe
     // download 5,000 images that do not exist; the starts the bridge makes are the same.
     bridge = await startSnf(['dequeue', '--server', '--conf', conf, '--metrics-port', String(metricsPort), '--handler', 'JustLogHandler'], env, /"consuming"|consuming/);
     const consuming = process.hrtime.bigint();
+    const before = { ...serverCpu(temporal), starter: cpuSeconds(bridge.proc.pid!), worker: worker ? cpuSeconds(worker.proc.pid!) : 0 };
     const url = `http://127.0.0.1:${metricsPort}/metrics`;
     const deadline = Date.now() + 15 * 60_000;
     let started = 0;
@@ -53,8 +91,10 @@ async function ingestOnce(temporalAddress: string, withWorker: boolean, n: numbe
       await new Promise((r) => setTimeout(r, 20));
     }
     const done = process.hrtime.bigint();
+    const after = { ...serverCpu(temporal), starter: cpuSeconds(bridge.proc.pid!), worker: worker ? cpuSeconds(worker.proc.pid!) : 0 };
     const ms = Number(done - consuming) / 1e6;
-    return { ms, msWithStartup: Number(done - spawned) / 1e6, eventsPerSecond: EVENTS / (ms / 1000) };
+    const cpu = Object.fromEntries(Object.keys(after).map((k) => [k, after[k as keyof typeof after] - before[k as keyof typeof before]])) as IngestRun['cpu'];
+    return { ms, msWithStartup: Number(done - spawned) / 1e6, eventsPerSecond: EVENTS / (ms / 1000), cpu };
   } finally {
     await bridge?.stop();
     await worker?.stop();
@@ -64,37 +104,58 @@ async function ingestOnce(temporalAddress: string, withWorker: boolean, n: numbe
 }
 
 export async function benchBridge(): Promise<BenchResult> {
-  const temporal = await startTemporal(path.join(BENCH_TMP, 'ingest-temporal'));
-  const runs: Record<'stopped' | 'running', IngestRun[]> = { stopped: [], running: [] };
+  const temporal = await startProductionTemporal('snf_bench_ingest', path.join(BENCH_TMP, 'ingest-temporal'));
+  log(`Temporal server ${temporal.address} on PostgreSQL databases ${temporal.databases.temporal}, ${temporal.databases.visibility}`);
+  const runs: Record<Mode, IngestRun[]> = { client: [], bridge: [], 'bridge+worker': [] };
   try {
     for (let i = 0; i < REPEATS; i++) {
-      for (const mode of ['stopped', 'running'] as const) {
-        const run = await ingestOnce(temporal.address, mode === 'running', i);
+      for (const mode of MODES) {
+        const run = mode === 'client' ? await clientOnce(temporal, i) : await bridgeOnce(temporal, mode === 'bridge+worker', i);
         runs[mode].push(run);
-        log(`ingest #${i + 1}, worker ${mode}: ${EVENTS} events in ${round(run.ms, 0)} ms = ${round(run.eventsPerSecond, 1)} events/s (with bridge start-up ${round(run.msWithStartup, 0)} ms)`);
+        const cpu = Object.entries(run.cpu)
+          .map(([k, v]) => `${k} ${round(v, 1)} s`)
+          .join(', ');
+        log(`ingest #${i + 1}, ${mode}: ${EVENTS} starts in ${round(run.ms, 0)} ms = ${round(run.eventsPerSecond, 1)}/s; CPU ${cpu}`);
       }
     }
   } finally {
-    await temporal.stop();
+    await temporal.destroy();
     await rm(path.join(BENCH_TMP, 'ingest-temporal'), { recursive: true, force: true });
   }
-  const med = (mode: 'stopped' | 'running', key: keyof IngestRun) => median(runs[mode].map((r) => r[key]));
-  const stopped = med('stopped', 'eventsPerSecond');
-  const running = med('running', 'eventsPerSecond');
+  const med = (mode: Mode, pick: (r: IngestRun) => number) => median(runs[mode].map(pick));
+  const rate = (mode: Mode) => med(mode, (r) => r.eventsPerSecond);
+  /** CPU milliseconds per start, and the share of the two cores the run kept busy. */
+  const cpuPerStart = (mode: Mode, key: keyof IngestRun['cpu']) => round(med(mode, (r) => (r.cpu[key] * 1000) / EVENTS), 2);
+  const busy = (mode: Mode) => round(med(mode, (r) => Object.values(r.cpu).reduce((a, b) => a + b, 0) / (r.ms / 1000) / os.cpus().length), 2);
+  const ratio = rate('bridge') / rate('client');
+  const row = (mode: Mode, what: string) => ({
+    'starts made by': what,
+    'median starts/s': round(rate(mode), 1),
+    'median ms': round(med(mode, (r) => r.ms), 0),
+    'CPU ms/start: starter': cpuPerStart(mode, 'starter'),
+    'temporal-server': cpuPerStart(mode, 'temporal'),
+    'PostgreSQL': cpuPerStart(mode, 'postgres'),
+    'RabbitMQ': cpuPerStart(mode, 'rabbitmq'),
+    'worker': cpuPerStart(mode, 'worker'),
+    'cores busy': busy(mode),
+  });
   return {
     name: 'bridge',
-    title: `Bridge ingest: ${EVENTS} queued events to started workflows`,
+    title: `Bridge ingest on the PostgreSQL-backed Temporal server: ${EVENTS} queued events to started workflows, against a plain client`,
     method:
-      `${EVENTS} flat register events published (persistent, confirmed) to a fresh queue on the local RabbitMQ; then \`snf-vmcatcher dequeue --server\` (default prefetch) ` +
-      'is started against a Temporal dev server (the project\'s .tools/bin/temporal, SQLite file, started by the benchmark). The time runs from the bridge\'s "consuming" log line ' +
-      `until its snf_vmcatcher_bridge_events_delivered_total metric reaches ${EVENTS}. "worker running": an \`snf-vmcatcher worker\` on the same task queue runs the workflows meanwhile ` +
-      `(handler JustLogHandler, so they complete at once). ${REPEATS} repeats per mode, interleaved; everything on the same 2-core machine.`,
-    rows: [
-      { 'worker': 'stopped', 'median events/s': round(stopped, 1), 'median ms': round(med('stopped', 'ms'), 0), 'median ms incl. bridge start-up': round(med('stopped', 'msWithStartup'), 0) },
-      { 'worker': 'running', 'median events/s': round(running, 1), 'median ms': round(med('running', 'ms'), 0), 'median ms incl. bridge start-up': round(med('running', 'msWithStartup'), 0) },
+      `The production Temporal server (temporal-server ${'built by scripts/setup.sh'} on two fresh PostgreSQL databases, set up by docker/temporal/ as compose does). ` +
+      `Plain client: bench/plain-client.ts in a process of its own makes the bridge's start (core/starter.ts signal-with-start, JustLogHandler) for ${EVENTS} events, ` +
+      `${CONCURRENCY} in flight, timed from its first start to its last. Bridge: ${EVENTS} flat register events published (persistent, confirmed) to a fresh queue on the local RabbitMQ; ` +
+      `then \`snf-vmcatcher dequeue --server\` (rabbitmq.prefetch ${CONCURRENCY}, handler JustLogHandler) is started; the time runs from its "consuming" log line until its ` +
+      `snf_vmcatcher_bridge_events_delivered_total metric reaches ${EVENTS}. "bridge+worker": an \`snf-vmcatcher worker\` on the same task queue runs the workflows meanwhile. ` +
+      `CPU: user+system seconds of each process (/proc) over the timed part, per start; "cores busy" = all of it / wall time / ${os.cpus().length} cores. ` +
+      `${REPEATS} repeats per mode, interleaved; everything on the same machine.`,
+    rows: [row('client', 'plain Temporal client'), row('bridge', 'bridge, worker stopped'), row('bridge+worker', 'bridge, worker running')],
+    targets: [
+      { target: 'bridge ≥ 0.9 × the plain client, same server, same concurrency', measured: `${round(ratio, 2)} × (${round(rate('bridge'), 1)} vs ${round(rate('client'), 1)} starts/s)`, met: ratio >= 0.9 },
+      { target: '≥ 100 events/s queue → started workflows, worker stopped', measured: `${round(rate('bridge'), 1)} events/s`, met: rate('bridge') >= 100 },
     ],
-    targets: [{ target: '≥ 100 events/s queue → started workflows, worker stopped', measured: `${round(stopped, 1)} events/s`, met: stopped >= 100 }],
-    notes: [`Load average when the benchmark ended: ${os.loadavg().map((l) => round(l, 2)).join(', ')} (other processes on the machine share its 2 cores).`],
+    notes: [`Load average when the benchmark ended: ${os.loadavg().map((l) => round(l, 2)).join(', ')} (other processes on the machine share its cores).`],
     raw: runs,
   };
 }

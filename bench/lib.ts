@@ -1,5 +1,5 @@
 /** Shared helpers of the benchmarks: timing, medians, a static file server, big temporary files. */
-import { createReadStream } from 'node:fs';
+import { createReadStream, readdirSync, readFileSync } from 'node:fs';
 import { randomFillSync } from 'node:crypto';
 import { chmod, mkdir, open, rm, stat, writeFile } from 'node:fs/promises';
 import http from 'node:http';
@@ -161,4 +161,34 @@ export async function stopAll(stops: Array<() => Promise<unknown> | undefined>):
   const failures: unknown[] = [];
   for (const stop of stops) await Promise.resolve(stop()).catch((err: unknown) => failures.push(err));
   if (failures.length > 0) throw failures[0];
+}
+
+const CLOCK_TICKS = 100;
+
+/** CPU seconds (user + system) a process has used so far, from /proc (Linux). */
+export function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the command name (which may contain spaces): utime is the 14th field overall.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+}
+
+/**
+ * CPU seconds used so far by every process whose command name is `comm` (e.g. `postgres`,
+ * `beam.smp`), including their exited children: for a server made of several processes.
+ */
+export function cpuSecondsOfCommand(comm: string): number {
+  let total = 0;
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      if (stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')) !== comm) continue;
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      total += (Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14])) / CLOCK_TICKS;
+    } catch {
+      // The process ended meanwhile.
+    }
+  }
+  return total;
 }

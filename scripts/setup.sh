@@ -27,6 +27,10 @@ if [ ! -x "$TEMPORAL_CLI" ]; then
   if [ "$(basename "$TEMPORAL_CLI")" != temporal ]; then mv "$(dirname "$TEMPORAL_CLI")/temporal" "$TEMPORAL_CLI"; fi
 fi
 
+# 2b. The production Temporal server, temporal-sql-tool and Web UI server (`npm run stack -- --production`,
+#     the bridge benchmark), at the versions of docker/temporal/versions.
+bash scripts/build-temporal-server.sh
+
 # 3. System tools the pipeline runs: qemu-img, and the unpackers; Chromium for the Web UI test
 #    (test/e2e/web-ui.test.ts drives it headless through playwright-core).
 missing=()
@@ -71,4 +75,4 @@ if [ -z "$(find dist -name main.js -newer package.json 2>/dev/null | head -1)" ]
   say "building"
   npm run --silent build >&2
 fi
-say "ready (Temporal CLI: $TEMPORAL_CLI, qemu-img: $(command -v qemu-img))"
+say "ready (Temporal CLI: $TEMPORAL_CLI, Temporal server: $ROOT/.tools/bin/temporal-server, qemu-img: $(command -v qemu-img))"

@@ -9,10 +9,12 @@ import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { Ajv, type ValidateFunction } from 'ajv';
+import { execa } from 'execa';
 import { parse as parseYaml } from 'yaml';
 import { ENV_OVERRIDES, loadConfig } from '../../core/config.js';
 import { SEARCH_ATTRIBUTES } from '../../core/workflow-contract.js';
 import { ROOT, runCli } from '../support/cli.js';
+import { TEMPORAL_SERVER, TEMPORAL_UI_SERVER, versions } from '../support/production-temporal.js';
 
 interface Healthcheck {
   test?: string | string[];
@@ -230,5 +232,78 @@ describe('Dockerfile', () => {
 
   it('starts the snf-vmcatcher CLI', () => {
     expect(dockerfile).toMatch(/^ENTRYPOINT \[.*"node", "[^"]*bin\/snf-vmcatcher\.js"\]$/m);
+  });
+});
+
+/** The default of a `${VAR:-default}` image tag. */
+const defaultTag = (image: string | undefined): string => /:\$\{[A-Z_]+:-([^}]+)\}$/.exec(image ?? '')?.[1] ?? (image ?? '').split(':')[1] ?? '';
+const read = (file: string) => readFileSync(path.join(ROOT, file), 'utf8');
+/** The shell script's text without its comments. */
+const code = (file: string) => read(file).replace(/^\s*#.*$/gm, '');
+
+describe('one source of truth for the Temporal server: compose and the native production stack', () => {
+  const { TEMPORAL_SERVER_VERSION, TEMPORAL_UI_VERSION } = versions();
+  const server = compose.services.temporal;
+  const envOf = (svc: Service) => (Array.isArray(svc.environment) ? {} : (svc.environment ?? {}));
+
+  it('pins the server, admin-tools (whose temporal-sql-tool carries the schema) and Web UI of docker/temporal/versions', () => {
+    expect(TEMPORAL_SERVER_VERSION).toMatch(/^\d+\.\d+\.\d+$/);
+    expect(defaultTag(server.image)).toBe(TEMPORAL_SERVER_VERSION);
+    const adminTools = services.filter(([, svc]) => svc.image?.startsWith('temporalio/admin-tools:'));
+    expect(adminTools.length).toBe(2);
+    for (const [, svc] of adminTools) expect(defaultTag(svc.image)).toMatch(new RegExp(`^${TEMPORAL_SERVER_VERSION.replace(/\./g, '\\.')}(-|$)`));
+    const ui = services.find(([, svc]) => svc.image?.startsWith('temporalio/ui:'));
+    expect(defaultTag(ui?.[1].image)).toBe(TEMPORAL_UI_VERSION);
+    expect(code('scripts/build-temporal-server.sh')).toMatch(/docker\/temporal\/versions/);
+  });
+
+  it('runs the same set-up scripts and server configuration in compose as in the native stack and the tests', () => {
+    // compose: the project's docker/temporal folder, mounted into each Temporal container.
+    const mounted = (svc: Service) => (svc.volumes ?? []).map(String).find((v) => v.startsWith('./docker/temporal:'))?.split(':')[1];
+    expect(asArgs(server.entrypoint)).toEqual(['/bin/sh', `${mounted(server)}/start-server.sh`]);
+    const job = (script: string) => services.find(([, svc]) => asArgs(svc.command).join(' ') === `${mounted(svc)}/${script}`);
+    expect(job('setup-postgres.sh')?.[0]).toBe('temporal-admin-tools');
+    expect(job('create-namespace.sh')?.[0]).toBe('temporal-create-namespace');
+    // The native stack and the test support run those very scripts.
+    for (const file of ['scripts/stack.sh', 'test/support/production-temporal.ts']) {
+      const text = code(file);
+      for (const script of ['setup-postgres.sh', 'start-server.sh', 'create-namespace.sh']) expect([file, script, text.includes(script)]).toEqual([file, script, true]);
+    }
+    // start-server.sh reads the configuration and the dynamic config beside it, nothing of the image's.
+    const start = code('docker/temporal/start-server.sh');
+    expect(start).toMatch(/--config "\$here\/config" --env production/);
+    expect(start).toMatch(/\$here\/dynamicconfig\/production-sql\.yaml/);
+    expect(existsSync(path.join(ROOT, 'docker/temporal/config/production.yaml'))).toBe(true);
+    expect(Object.keys(envOf(server))).not.toContain('DYNAMIC_CONFIG_FILE_PATH');
+  });
+
+  it('sets the schema up from the one embedded in temporal-sql-tool (the server version\'s), not from a folder of an image', () => {
+    const setup = code('docker/temporal/setup-postgres.sh');
+    expect(setup).toMatch(/update-schema --schema-name "\$schema"/);
+    expect(setup).toMatch(/postgresql\/v12\/\$\{pair#\*:\}/);
+    expect(setup).toMatch(/:temporal"/);
+    expect(setup).toMatch(/:visibility"/);
+    expect(setup).not.toMatch(/\/etc\/temporal\/schema|--schema-dir|-d "/);
+  });
+
+  // scripts/setup.sh (npm test's pretest) builds them.
+  it('the binaries scripts/setup.sh built are the versions compose runs', async () => {
+    expect((await execa(TEMPORAL_SERVER, ['--version'])).stdout).toContain(TEMPORAL_SERVER_VERSION);
+    expect((await execa(path.join(path.dirname(TEMPORAL_SERVER), 'temporal-sql-tool'), ['--version'])).stdout).toContain(TEMPORAL_SERVER_VERSION);
+    expect((await execa(TEMPORAL_UI_SERVER.binary, ['--version'])).stdout).toContain(TEMPORAL_UI_VERSION);
+  });
+
+  it('the server renders docker/temporal/config/production.yaml with compose\'s environment, and accepts the dynamic config', async () => {
+    const dynamicConfig = path.join(ROOT, 'docker/temporal/dynamicconfig/production-sql.yaml');
+    const env = { ...envOf(server), POSTGRES_PWD: 'from-env', DYNAMIC_CONFIG_FILE_PATH: dynamicConfig } as Record<string, string>;
+    const rendered = await execa(TEMPORAL_SERVER, ['--config', path.join(ROOT, 'docker/temporal/config'), '--env', 'production', 'render-config'], { env, extendEnv: false });
+    expect(rendered.stdout).toMatch(/databaseName: temporal\n/);
+    expect(rendered.stdout).toMatch(/databaseName: temporal_visibility\n/);
+    expect(rendered.stdout).toMatch(/connectAddr: postgresql:5432/);
+    expect(rendered.stdout).toMatch(/pluginName: postgres12/);
+    expect(rendered.stdout).toContain(`filepath: ${dynamicConfig}`);
+    expect(rendered.stdout).toMatch(/listenAddress: 0\.0\.0\.0:8000/);
+    const validated = await execa(TEMPORAL_SERVER, ['validate-dynamic-config', dynamicConfig], { reject: false });
+    expect([validated.exitCode, validated.stdout]).toEqual([0, expect.not.stringMatching(/error/i)]);
   });
 });

@@ -1,0 +1,154 @@
+/**
+ * The production Temporal server for a test or a benchmark: temporal-server (built by
+ * scripts/build-temporal-server.sh) on two PostgreSQL databases of its own, set up, started and
+ * given its namespace by the very scripts docker-compose.yml runs (docker/temporal/), as
+ * `npm run stack -- --production` does.
+ */
+import { readFileSync } from 'node:fs';
+import { mkdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import net from 'node:net';
+import { execa, type ResultPromise } from 'execa';
+import { ROOT } from './cli.js';
+import { waitForDevServer } from './temporal-server.js';
+
+const TOOLS = process.env.SNF_VMCATCHER_TOOLS ?? path.join(ROOT, '.tools');
+export const TEMPORAL_SERVER = path.join(TOOLS, 'bin/temporal-server');
+const SCRIPTS = path.join(ROOT, 'docker/temporal');
+/** PostgreSQL of every development and CI machine. */
+const POSTGRES = { POSTGRES_SEEDS: '127.0.0.1', DB_PORT: '5432', POSTGRES_USER: 'postgres' };
+
+export interface ProductionTemporal {
+  /** host:port of the frontend. */
+  address: string;
+  /** The server's Prometheus endpoint. */
+  metricsUrl: string;
+  /** The server process's id (while it runs). */
+  pid(): number | undefined;
+  databases: { temporal: string; visibility: string };
+  /** Stops the server (SIGTERM, as `docker compose restart` does) and starts it again on the same databases and ports. */
+  restart(): Promise<void>;
+  /** Stops the server and drops its databases. */
+  destroy(): Promise<void>;
+}
+
+/**
+ * A fresh server on databases named `<name>_temporal` and `<name>_visibility` (dropped first if
+ * left over), its log appended to `<logDir>/temporal-server.log`.
+ */
+export async function startProductionTemporal(name: string, logDir: string): Promise<ProductionTemporal> {
+  const databases = { temporal: `${name.toLowerCase()}_temporal`, visibility: `${name.toLowerCase()}_visibility` };
+  await dropDatabases(databases);
+  const ports: Record<string, string> = {};
+  for (const key of [
+    'FRONTEND_GRPC_PORT',
+    'FRONTEND_HTTP_PORT',
+    'FRONTEND_MEMBERSHIP_PORT',
+    'HISTORY_GRPC_PORT',
+    'HISTORY_MEMBERSHIP_PORT',
+    'MATCHING_GRPC_PORT',
+    'MATCHING_MEMBERSHIP_PORT',
+    'WORKER_GRPC_PORT',
+    'WORKER_MEMBERSHIP_PORT',
+    'METRICS_PORT',
+  ]) {
+    ports[key] = String(await freeLowPort());
+  }
+  const address = `127.0.0.1:${ports.FRONTEND_GRPC_PORT}`;
+  const metrics = `127.0.0.1:${ports.METRICS_PORT}`;
+  const env = {
+    ...POSTGRES,
+    DBNAME: databases.temporal,
+    VISIBILITY_DBNAME: databases.visibility,
+    ...ports,
+    PROMETHEUS_ENDPOINT: metrics,
+    TEMPORAL_SERVER,
+    TEMPORAL_ADDRESS: address,
+    PATH: `${path.join(TOOLS, 'bin')}:${process.env.PATH}`,
+  };
+  await mkdir(logDir, { recursive: true });
+  const logFile = path.join(logDir, 'temporal-server.log');
+  let server: ResultPromise | undefined;
+
+  const startServer = async () => {
+    const log = { file: logFile, append: true };
+    const proc = execa('sh', [path.join(SCRIPTS, 'start-server.sh')], { env, reject: false, stdin: 'ignore', stdout: log, stderr: log });
+    server = proc;
+    const exited = proc.then((r) => {
+      throw new Error(`temporal-server exited (${r.exitCode ?? r.signal}) on start`);
+    });
+    try {
+      await Promise.race([waitForDevServer(address, 90_000), exited]);
+    } catch (err) {
+      proc.kill('SIGKILL');
+      const tail = await readFile(logFile, 'utf8').then((t) => t.slice(-3000), () => '');
+      throw new Error(`${(err as Error).message}\n${logFile}:\n${tail}`);
+    }
+    void exited.catch(() => undefined);
+  };
+  const stop = async () => {
+    if (!server || server.exitCode !== null) return;
+    server.kill('SIGTERM');
+    await server;
+  };
+  // As compose orders it: the schema job, the server, the namespace job.
+  await runScript('setup-postgres.sh', env, logFile);
+  await startServer();
+  await runScript('create-namespace.sh', env, logFile);
+  return {
+    address,
+    metricsUrl: `http://${metrics}/metrics`,
+    databases,
+    pid: () => server?.pid,
+    async restart() {
+      await stop();
+      await startServer();
+    },
+    async destroy() {
+      await stop();
+      await dropDatabases(databases);
+    },
+  };
+}
+
+/** A free port below 32768: the server stores its membership ports in a smallint column. */
+async function freeLowPort(): Promise<number> {
+  for (;;) {
+    const port = 10_000 + Math.floor(Math.random() * 22_000);
+    const free = await new Promise<boolean>((resolve) => {
+      const probe = net.createServer();
+      probe.once('error', () => resolve(false));
+      probe.listen(port, '127.0.0.1', () => probe.close(() => resolve(true)));
+    });
+    if (free) return port;
+  }
+}
+
+async function runScript(script: string, env: Record<string, string>, logFile: string): Promise<void> {
+  const log = { file: logFile, append: true };
+  const result = await execa('sh', [path.join(SCRIPTS, script)], { env, reject: false, stdin: 'ignore', stdout: log, stderr: log, timeout: 180_000 });
+  if (result.exitCode !== 0) throw new Error(`docker/temporal/${script} failed (exit ${result.exitCode}); see ${logFile}`);
+}
+
+async function dropDatabases(databases: { temporal: string; visibility: string }): Promise<void> {
+  for (const db of Object.values(databases)) {
+    await execa('psql', ['-h', POSTGRES.POSTGRES_SEEDS, '-U', POSTGRES.POSTGRES_USER, '-d', 'postgres', '-qc', `DROP DATABASE IF EXISTS "${db}" WITH (FORCE)`]);
+  }
+}
+
+/** The Web UI server (the one the temporalio/ui image runs) and the folder of its configuration template. */
+export const TEMPORAL_UI_SERVER = {
+  binary: path.join(TOOLS, 'bin/temporal-ui-server'),
+  root: path.join(TOOLS, 'share/temporal-ui', versions().TEMPORAL_UI_VERSION),
+};
+
+/** docker/temporal/versions: the Temporal versions both production stacks run. */
+export function versions(): Record<string, string> {
+  const text = readFileSync(path.join(SCRIPTS, 'versions'), 'utf8');
+  return Object.fromEntries(
+    text
+      .split('\n')
+      .filter((l) => /^[A-Z_]+=/.test(l))
+      .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1).trim()]),
+  );
+}
