@@ -29,11 +29,24 @@ export default tseslint.config(
       '@typescript-eslint/no-restricted-imports': [
         'error',
         {
-          paths: nodeBuiltins.map((name) => ({ name, message: 'Workflow code must not use Node built-ins; do it in an activity.' })),
+          paths: nodeBuiltins.map((name) => ({
+            name,
+            message: 'Workflow code must not use Node built-ins; do it in an activity.',
+          })),
           patterns: [
-            { group: ['../activities/*', '../clouds/**'], allowTypeImports: true, message: 'Import activity types only (import type).' },
-            { group: ['../worker/*'], message: 'Workflows take activity types from activities/ and the contract, never from worker/.' },
-            { group: ['undici', 'execa', 'amqplib', 'amqp-connection-manager', 'pino', 'fs-extra'], message: 'I/O libraries belong in activities.' },
+            {
+              group: ['../activities/*', '../clouds/**'],
+              allowTypeImports: true,
+              message: 'Import activity types only (import type).',
+            },
+            {
+              group: ['../worker/*'],
+              message: 'Workflows take activity types from activities/ and the contract, never from worker/.',
+            },
+            {
+              group: ['undici', 'execa', 'amqplib', 'amqp-connection-manager', 'pino', 'fs-extra'],
+              message: 'I/O libraries belong in activities.',
+            },
           ],
         },
       ],

@@ -6,7 +6,13 @@ import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
 import type { Config } from '../core/config.js';
 import { credentialNameFor, resolveCredential } from '../core/credentials.js';
-import { FetchError, ImageIntegrityError, InvalidInputError, OutOfSpaceError, SnfVmcatcherError } from '../core/errors.js';
+import {
+  FetchError,
+  ImageIntegrityError,
+  InvalidInputError,
+  OutOfSpaceError,
+  SnfVmcatcherError,
+} from '../core/errors.js';
 import type { ImageEvent } from '../core/event.js';
 import type { Logger } from '../core/logging.js';
 import { basicAuth, createDispatcher, describeFetchFailure, httpGet, redact, type HttpResponse } from '../core/http.js';
@@ -53,10 +59,14 @@ export function publishedFileName(event: Pick<ImageEvent, 'uri' | 'filename'>): 
 /** Compares what we got with what the event promised; throws naming both. */
 export function checkIntegrity(what: string, expected: Expected, actual: { bytes: number; sha512: string }): void {
   if (expected.size !== undefined && expected.size !== actual.bytes) {
-    throw new ImageIntegrityError(`${what}: size mismatch: expected ${expected.size} bytes (hv:size), got ${actual.bytes}`);
+    throw new ImageIntegrityError(
+      `${what}: size mismatch: expected ${expected.size} bytes (hv:size), got ${actual.bytes}`,
+    );
   }
   if (expected.sha512 && expected.sha512.toLowerCase() !== actual.sha512) {
-    throw new ImageIntegrityError(`${what}: sha512 mismatch: expected ${expected.sha512.toLowerCase()}, got ${actual.sha512}`);
+    throw new ImageIntegrityError(
+      `${what}: sha512 mismatch: expected ${expected.sha512.toLowerCase()}, got ${actual.sha512}`,
+    );
   }
 }
 
@@ -79,16 +89,33 @@ export async function acquireImage(deps: ActivityDeps, input: AcquireInput): Pro
       signal: cancel ? AbortSignal.any([cancel, lease.signal]) : lease.signal,
     };
     if (event.type === 'AvailablePostfix' && event.cacheDir && event.filename) {
-      return { ...(await copyFromVmcatcherCache(attempt, event.cacheDir, event.filename)), source: 'vmcatcher-cache', fileName };
+      return {
+        ...(await copyFromVmcatcherCache(attempt, event.cacheDir, event.filename)),
+        source: 'vmcatcher-cache',
+        fileName,
+      };
     }
     const url = imageUrl(event);
     if (url.protocol === 'file:') return { ...(await useLocalFile(attempt, url)), source: 'file', fileName };
     const dest = path.join(lease.dir, safeFileName(fileName));
-    const credentialName = input.credentialName ?? credentialNameFor(deps.config, { url: event.uri, imageListId: event.imageListId });
+    const credentialName =
+      input.credentialName ?? credentialNameFor(deps.config, { url: event.uri, imageListId: event.imageListId });
     const blob = registryBlobOf(event, url);
     if (blob) {
-      const pulled = await downloadFromRegistry(attempt, { blob, dest, insecureSsl: input.insecureSsl, credentialName });
-      return { workDir: lease.dir, path: dest, bytes: pulled.bytes, sha256: pulled.sha256, source: 'download', fileName };
+      const pulled = await downloadFromRegistry(attempt, {
+        blob,
+        dest,
+        insecureSsl: input.insecureSsl,
+        credentialName,
+      });
+      return {
+        workDir: lease.dir,
+        path: dest,
+        bytes: pulled.bytes,
+        sha256: pulled.sha256,
+        source: 'download',
+        fileName,
+      };
     }
     const got = await download(attempt, { url, dest, insecureSsl: input.insecureSsl, credentialName });
     return { workDir: lease.dir, path: dest, ...got, source: 'download', fileName };
@@ -96,7 +123,8 @@ export async function acquireImage(deps: ActivityDeps, input: AcquireInput): Pro
 }
 
 function imageUrl(event: ImageEvent): URL {
-  if (!event.uri) throw new InvalidInputError('the event has neither VMCATCHER_EVENT_HV_URI nor a vmcatcher cache file');
+  if (!event.uri)
+    throw new InvalidInputError('the event has neither VMCATCHER_EVENT_HV_URI nor a vmcatcher cache file');
   let url: URL;
   try {
     url = new URL(event.uri);
@@ -125,7 +153,9 @@ export function registryBlobOf(event: ImageEvent, url: URL): RegistryBlob | unde
   if (event.origin !== 'registry') return undefined;
   const match = /^(.*?\/)v2\/(.+)\/blobs\/(sha256:[0-9a-f]{64})$/.exec(url.pathname);
   if (!match || !event.checksumSha256 || match[3] !== `sha256:${event.checksumSha256.toLowerCase()}`) {
-    throw new InvalidInputError(`registry image ${event.imageId ?? '?'}: ${redact(url)} is not the blob of its layer sha256:${event.checksumSha256 ?? '(none)'}`);
+    throw new InvalidInputError(
+      `registry image ${event.imageId ?? '?'}: ${redact(url)} is not the blob of its layer sha256:${event.checksumSha256 ?? '(none)'}`,
+    );
   }
   return { registry: new URL(match[1], url), repository: match[2], digest: match[3] };
 }
@@ -133,7 +163,9 @@ export function registryBlobOf(event: ImageEvent, url: URL): RegistryBlob | unde
 /** The file's size against hv:size before reading a byte of it: a wrong file costs nothing. */
 function checkSizeFirst(what: string, expected: Expected, bytes: number): void {
   if (expected.size !== undefined && expected.size !== bytes) {
-    throw new ImageIntegrityError(`${what}: size mismatch: expected ${expected.size} bytes (hv:size), the file has ${bytes}`);
+    throw new ImageIntegrityError(
+      `${what}: size mismatch: expected ${expected.size} bytes (hv:size), the file has ${bytes}`,
+    );
   }
 }
 
@@ -146,7 +178,11 @@ async function useLocalFile(attempt: Attempt, url: URL): Promise<{ workDir: stri
   if (!info.isFile()) throw new InvalidInputError(`${source} is not a regular file`);
   checkSizeFirst(source, attempt.expected, info.size);
   const hasher = trailingHasher(source, { available: info.size, signal: attempt.signal });
-  const stopBeating = keepHeartbeating(() => ({ step: 'sha512 of the local file', bytesDone: hasher.hashed(), bytesTotal: info.size }));
+  const stopBeating = keepHeartbeating(() => ({
+    step: 'sha512 of the local file',
+    bytesDone: hasher.hashed(),
+    bytesTotal: info.size,
+  }));
   try {
     const got = await hasher.finish(info.size);
     checkIntegrity(source, attempt.expected, got);
@@ -162,7 +198,11 @@ async function useLocalFile(attempt: Attempt, url: URL): Promise<{ workDir: stri
  * vmcatcher's cache: copied out at once (vmcatcher deletes files it does not know about), the
  * copy hashed behind the writes.
  */
-async function copyFromVmcatcherCache(attempt: Attempt, cacheDir: string, fileName: string): Promise<{ workDir: string; path: string } & FileDigest> {
+async function copyFromVmcatcherCache(
+  attempt: Attempt,
+  cacheDir: string,
+  fileName: string,
+): Promise<{ workDir: string; path: string } & FileDigest> {
   const { config, logger } = attempt.deps;
   if (fileName.includes('/') || fileName.includes('\\') || fileName === '..' || fileName === '.') {
     throw new InvalidInputError(`VMCATCHER_EVENT_FILENAME '${fileName}' must be a plain file name`);
@@ -183,7 +223,13 @@ async function copyFromVmcatcherCache(attempt: Attempt, cacheDir: string, fileNa
   try {
     const got = await writeHashed(
       attempt.signal,
-      { what: `the copy of ${what}`, source: createReadStream(source, { highWaterMark: 1024 * 1024 }), dest, start: 0, maxBytes: info.size },
+      {
+        what: `the copy of ${what}`,
+        source: createReadStream(source, { highWaterMark: 1024 * 1024 }),
+        dest,
+        start: 0,
+        maxBytes: info.size,
+      },
       meter,
     );
     checkIntegrity(what, attempt.expected, got);
@@ -240,7 +286,8 @@ async function writeHashed(signal: AbortSignal, job: WriteJob, meter: Meter): Pr
   try {
     const writer = fileWriter(file, job.start, {
       maxBytes: job.maxBytes,
-      tooLarge: job.tooLarge ?? (() => new ImageIntegrityError(`${job.what}: more than the ${job.maxBytes} bytes expected`)),
+      tooLarge:
+        job.tooLarge ?? (() => new ImageIntegrityError(`${job.what}: more than the ${job.maxBytes} bytes expected`)),
       onWritten: (bytes) => {
         meter.written = bytes;
         hasher.advance(bytes);
@@ -263,7 +310,11 @@ async function writeHashed(signal: AbortSignal, job: WriteJob, meter: Meter): Pr
  * A Writable onto an open file at explicit positions that reports, after each write returns,
  * how many bytes the file holds: what the hasher may read and what a retry may resume from.
  */
-function fileWriter(file: FileHandle, start: number, opts: { maxBytes: number; tooLarge: () => Error; onWritten: (bytes: number) => void }): Writable {
+function fileWriter(
+  file: FileHandle,
+  start: number,
+  opts: { maxBytes: number; tooLarge: () => Error; onWritten: (bytes: number) => void },
+): Writable {
   let position = start;
   return new Writable({
     highWaterMark: WRITE_BUFFER_BYTES,
@@ -299,7 +350,12 @@ async function writeAll(file: FileHandle, buffers: Buffer[], length: number, pos
  * the work folder touches nothing: the file is its retry's now. A full disk, a wrong file or a
  * URL that will never work removes the partial file; anything else keeps it for a retry to resume.
  */
-async function failed(attempt: Attempt, err: unknown, dest: string, opts: { keepPartial: boolean; neededBytes: number }): Promise<unknown> {
+async function failed(
+  attempt: Attempt,
+  err: unknown,
+  dest: string,
+  opts: { keepPartial: boolean; neededBytes: number },
+): Promise<unknown> {
   const { lease } = attempt;
   const cancel = cancellationSignal();
   if (!lease.owns()) return lease.signal.reason ?? err;
@@ -357,7 +413,10 @@ interface RegistryBlobRequest {
  * Range from where the previous attempt's heartbeat says the file is good, the size the manifest
  * declares, the sha256 checked in the same pass; a redirect to blob storage gets no credentials.
  */
-async function downloadFromRegistry(attempt: Attempt, req: RegistryBlobRequest): Promise<{ bytes: number; sha256: string }> {
+async function downloadFromRegistry(
+  attempt: Attempt,
+  req: RegistryBlobRequest,
+): Promise<{ bytes: number; sha256: string }> {
   const { config, logger } = attempt.deps;
   const { blob, dest } = req;
   const size = attempt.expected.size;
@@ -365,24 +424,37 @@ async function downloadFromRegistry(attempt: Attempt, req: RegistryBlobRequest):
   const what = `the download of registry ${blob.registry.host} ${blob.repository}@${blob.digest}`;
   if (size === undefined) throw new InvalidInputError(`${what}: the event carries no size (the layer descriptor's)`);
   if (size > config.security.maxImageBytes) {
-    throw new ImageIntegrityError(`${what}: the layer's ${size} bytes exceed the limit of ${config.security.maxImageBytes} bytes (security.maxImageBytes)`);
+    throw new ImageIntegrityError(
+      `${what}: the layer's ${size} bytes exceed the limit of ${config.security.maxImageBytes} bytes (security.maxImageBytes)`,
+    );
   }
   const login = req.credentialName ? await resolveRegistryLogin(config, req.credentialName) : undefined;
   const offset = await resumePoint(dest, size);
   const space = await reserveSpace(attempt.lease.dir, size - offset, what, diskPolicy(config));
   const timeout = AbortSignal.timeout(config.worker.downloadTimeoutMs);
   const signal = AbortSignal.any([attempt.signal, timeout]);
-  const client = new RegistryClient({ registry: blob.registry, login, security: config.security, insecureTls: req.insecureSsl });
+  const client = new RegistryClient({
+    registry: blob.registry,
+    login,
+    security: config.security,
+    insecureTls: req.insecureSsl,
+  });
   try {
     return await heartbeatingDownload(attempt, { url, dest, offset, total: size, timeout }, async (meter) => {
-      logger.info({ url: redact(url), dest, offset }, offset ? 'downloading the rest of the registry layer' : 'downloading the registry layer');
+      logger.info(
+        { url: redact(url), dest, offset },
+        offset ? 'downloading the rest of the registry layer' : 'downloading the registry layer',
+      );
       const got = await downloadBlob(client, blob.repository, { digest: blob.digest, size }, dest, {
         signal,
         onProgress: (bytes) => {
           meter.written = bytes;
         },
       });
-      logger.info({ url: redact(url), bytes: got.bytes, resumedFrom: got.resumedFrom }, 'download complete, sha256 matches the digest');
+      logger.info(
+        { url: redact(url), bytes: got.bytes, resumedFrom: got.resumedFrom },
+        'download complete, sha256 matches the digest',
+      );
       return got;
     });
   } finally {
@@ -406,10 +478,18 @@ interface DownloadInProgress {
  * failed). The heartbeat's `offset` is the resume point a retry reads back (previousHeartbeat);
  * after a failure, afterFailedDownload decides what stays for that retry.
  */
-async function heartbeatingDownload<T>(attempt: Attempt, d: DownloadInProgress, run: (meter: Meter, d: DownloadInProgress) => Promise<T>): Promise<T> {
+async function heartbeatingDownload<T>(
+  attempt: Attempt,
+  d: DownloadInProgress,
+  run: (meter: Meter, d: DownloadInProgress) => Promise<T>,
+): Promise<T> {
   const meter = new Meter('download', d.total);
   meter.written = d.offset;
-  const progress = (): DownloadProgress => ({ ...meter.progress(), offset: meter.written, ...(d.total === undefined ? {} : { total: d.total }) });
+  const progress = (): DownloadProgress => ({
+    ...meter.progress(),
+    offset: meter.written,
+    ...(d.total === undefined ? {} : { total: d.total }),
+  });
   const stopBeating = keepHeartbeating(progress);
   try {
     return await run(meter, d);
@@ -437,42 +517,78 @@ async function download(attempt: Attempt, req: DownloadRequest): Promise<FileDig
   const what = `the download of ${where}`;
 
   if (expected.size !== undefined && expected.size > security.maxImageBytes) {
-    throw new ImageIntegrityError(`${where}: hv:size ${expected.size} exceeds the limit of ${security.maxImageBytes} bytes (security.maxImageBytes)`);
+    throw new ImageIntegrityError(
+      `${where}: hv:size ${expected.size} exceeds the limit of ${security.maxImageBytes} bytes (security.maxImageBytes)`,
+    );
   }
   const headers = await credentialHeaders(config, req.credentialName);
   if (req.insecureSsl && url.protocol === 'https:') {
-    logger.warn({ url: where, host: url.hostname }, `TLS certificate and host name checks are OFF for host ${url.hostname} (insecureSsl); redirects to other hosts are verified`);
+    logger.warn(
+      { url: where, host: url.hostname },
+      `TLS certificate and host name checks are OFF for host ${url.hostname} (insecureSsl); redirects to other hosts are verified`,
+    );
   }
 
   const offset = await resumePoint(dest, expected.size);
   // hv:size known: refuse before the first request when the disk cannot hold the rest.
   let space: SpaceReservation | undefined =
-    expected.size !== undefined ? await reserveSpace(attempt.lease.dir, expected.size - offset, what, diskPolicy(config)) : undefined;
+    expected.size !== undefined
+      ? await reserveSpace(attempt.lease.dir, expected.size - offset, what, diskPolicy(config))
+      : undefined;
   const timeout = AbortSignal.timeout(config.worker.downloadTimeoutMs);
   const signal = AbortSignal.any([attempt.signal, timeout]);
-  const dispatcher = createDispatcher({ insecureTlsHost: req.insecureSsl ? url.hostname : undefined, connectTimeoutMs: security.connectTimeoutMs, readTimeoutMs: security.readTimeoutMs });
+  const dispatcher = createDispatcher({
+    insecureTlsHost: req.insecureSsl ? url.hostname : undefined,
+    connectTimeoutMs: security.connectTimeoutMs,
+    readTimeoutMs: security.readTimeoutMs,
+  });
   let source: Readable | undefined;
   try {
-    return await heartbeatingDownload(attempt, { url, dest, offset, total: expected.size, timeout }, async (meter, d) => {
-      const opened = await openSource(attempt, { url, dest, offset, headers, dispatcher, signal, maxRedirects: security.maxRedirects, logger });
-      source = opened.source;
-      const start = (d.offset = meter.written = opened.offset);
-      if (!space && opened.declaredBytes) space = await reserveSpace(attempt.lease.dir, opened.declaredBytes, what, diskPolicy(config));
-      const tooLarge = () =>
-        expected.size !== undefined
-          ? new ImageIntegrityError(`${where}: size mismatch: expected ${expected.size} bytes (hv:size), the server sends more`)
-          : new ImageIntegrityError(`${where} is larger than the limit of ${security.maxImageBytes} bytes (security.maxImageBytes)`);
-      const got = await writeHashed(signal, { what, source: opened.source, dest, start, maxBytes: expected.size ?? security.maxImageBytes, tooLarge }, meter).catch(
-        (err: unknown) => {
+    return await heartbeatingDownload(
+      attempt,
+      { url, dest, offset, total: expected.size, timeout },
+      async (meter, d) => {
+        const opened = await openSource(attempt, {
+          url,
+          dest,
+          offset,
+          headers,
+          dispatcher,
+          signal,
+          maxRedirects: security.maxRedirects,
+          logger,
+        });
+        source = opened.source;
+        const start = (d.offset = meter.written = opened.offset);
+        if (!space && opened.declaredBytes)
+          space = await reserveSpace(attempt.lease.dir, opened.declaredBytes, what, diskPolicy(config));
+        const tooLarge = () =>
+          expected.size !== undefined
+            ? new ImageIntegrityError(
+                `${where}: size mismatch: expected ${expected.size} bytes (hv:size), the server sends more`,
+              )
+            : new ImageIntegrityError(
+                `${where} is larger than the limit of ${security.maxImageBytes} bytes (security.maxImageBytes)`,
+              );
+        const got = await writeHashed(
+          signal,
+          { what, source: opened.source, dest, start, maxBytes: expected.size ?? security.maxImageBytes, tooLarge },
+          meter,
+        ).catch((err: unknown) => {
           const code = (err as NodeJS.ErrnoException).code;
-          throw err instanceof SnfVmcatcherError || attempt.signal.aborted || code === 'ENOSPC' || code === 'EDQUOT' ? err : describeFetchFailure(err, url);
-        },
-      );
-      logger.info({ url: where, bytes: got.bytes, fetchedThisAttempt: got.bytes - start, resumedFrom: start }, 'download complete');
-      checkIntegrity(where, expected, got);
-      if (got.bytes === 0) throw new ImageIntegrityError(`${where} is empty (0 bytes)`);
-      return got;
-    });
+          throw err instanceof SnfVmcatcherError || attempt.signal.aborted || code === 'ENOSPC' || code === 'EDQUOT'
+            ? err
+            : describeFetchFailure(err, url);
+        });
+        logger.info(
+          { url: where, bytes: got.bytes, fetchedThisAttempt: got.bytes - start, resumedFrom: start },
+          'download complete',
+        );
+        checkIntegrity(where, expected, got);
+        if (got.bytes === 0) throw new ImageIntegrityError(`${where} is empty (0 bytes)`);
+        return got;
+      },
+    );
   } finally {
     space?.release();
     // An unread body would keep the dispatcher from closing.
@@ -485,12 +601,23 @@ async function download(attempt: Attempt, req: DownloadRequest): Promise<FileDig
  * What to write from where: the server's response (openDownload) with the size it declares, or
  * nothing when a previous attempt got every byte and stopped while hashing.
  */
-async function openSource(attempt: Attempt, o: OpenDownload): Promise<{ source: Readable; offset: number; declaredBytes?: number }> {
-  if (attempt.expected.size !== undefined && o.offset === attempt.expected.size) return { source: Readable.from([]), offset: o.offset };
-  o.logger.info({ url: redact(o.url), dest: o.dest, offset: o.offset }, o.offset ? 'downloading the rest of the image' : 'downloading the image');
+async function openSource(
+  attempt: Attempt,
+  o: OpenDownload,
+): Promise<{ source: Readable; offset: number; declaredBytes?: number }> {
+  if (attempt.expected.size !== undefined && o.offset === attempt.expected.size)
+    return { source: Readable.from([]), offset: o.offset };
+  o.logger.info(
+    { url: redact(o.url), dest: o.dest, offset: o.offset },
+    o.offset ? 'downloading the rest of the image' : 'downloading the image',
+  );
   const { response, offset } = await openDownload(o);
   const declared = Number(response.headers['content-length']);
-  return { source: response.body, offset, declaredBytes: Number.isFinite(declared) && declared > 0 ? declared : undefined };
+  return {
+    source: response.body,
+    offset,
+    declaredBytes: Number.isFinite(declared) && declared > 0 ? declared : undefined,
+  };
 }
 
 /**
@@ -505,14 +632,24 @@ async function afterFailedDownload(
 ): Promise<unknown> {
   const { config, logger } = attempt.deps;
   const where = redact(f.url);
-  const onDisk = await stat(f.dest).then((s) => s.size).catch(() => 0);
-  logger.warn({ url: where, fetchedThisAttempt: Math.max(0, onDisk - f.offset), error: (err as Error).message }, 'download failed');
-  const outcome = await failed(attempt, err, f.dest, { keepPartial: true, neededBytes: (attempt.expected.size ?? onDisk) - f.offset });
+  const onDisk = await stat(f.dest)
+    .then((s) => s.size)
+    .catch(() => 0);
+  logger.warn(
+    { url: where, fetchedThisAttempt: Math.max(0, onDisk - f.offset), error: (err as Error).message },
+    'download failed',
+  );
+  const outcome = await failed(attempt, err, f.dest, {
+    keepPartial: true,
+    neededBytes: (attempt.expected.size ?? onDisk) - f.offset,
+  });
   const kept = !(err instanceof SnfVmcatcherError && err.permanent) && !(outcome instanceof OutOfSpaceError);
   // After a network error, a timeout, a worker shutdown: the next attempt resumes where the file on disk is good.
   if (kept && attempt.lease.owns()) f.resumeAt(onDisk);
   if (outcome === err && f.timeout.aborted && !attempt.signal.aborted) {
-    return new FetchError(`the download of ${where} timed out after ${config.worker.downloadTimeoutMs} ms (worker.downloadTimeoutMs)`);
+    return new FetchError(
+      `the download of ${where} timed out after ${config.worker.downloadTimeoutMs} ms (worker.downloadTimeoutMs)`,
+    );
   }
   return outcome;
 }
@@ -535,7 +672,13 @@ interface OpenDownload {
 async function openDownload(o: OpenDownload): Promise<{ response: HttpResponse; offset: number }> {
   const where = redact(o.url);
   const get = (extra: Record<string, string>) =>
-    httpGet(o.url, { dispatcher: o.dispatcher, redirects: { maxRedirects: o.maxRedirects }, headers: extra, credentialHeaders: o.headers, signal: o.signal });
+    httpGet(o.url, {
+      dispatcher: o.dispatcher,
+      redirects: { maxRedirects: o.maxRedirects },
+      headers: extra,
+      credentialHeaders: o.headers,
+      signal: o.signal,
+    });
   let response: HttpResponse | undefined;
   if (o.offset) {
     response = await get({ range: `bytes=${o.offset}-` }).catch((err: unknown) => {
@@ -543,15 +686,22 @@ async function openDownload(o: OpenDownload): Promise<{ response: HttpResponse; 
       if (err instanceof FetchError && err.status === 416) return undefined;
       throw err;
     });
-    if (response?.status === 206 && contentRangeStartsAt(response.headers['content-range'], o.offset)) return { response, offset: o.offset };
-    o.logger.info({ url: where, status: response?.status }, 'the server did not resume at our offset; downloading the whole image again');
+    if (response?.status === 206 && contentRangeStartsAt(response.headers['content-range'], o.offset))
+      return { response, offset: o.offset };
+    o.logger.info(
+      { url: where, status: response?.status },
+      'the server did not resume at our offset; downloading the whole image again',
+    );
     await response?.body.dump().catch(() => undefined);
     await truncate(o.dest, 0);
   }
   response = await get({});
   if (response.status !== 200 && response.status !== 206) {
     await response.body.dump().catch(() => undefined);
-    throw new FetchError(`GET ${where} answered HTTP ${response.status}, not the image`, { permanent: true, status: response.status });
+    throw new FetchError(`GET ${where} answered HTTP ${response.status}, not the image`, {
+      permanent: true,
+      status: response.status,
+    });
   }
   return { response, offset: 0 };
 }
@@ -561,4 +711,3 @@ function contentRangeStartsAt(header: string | string[] | undefined, offset: num
   const match = /^bytes (\d+)-\d+\/(\d+|\*)$/.exec(value ?? '');
   return match !== null && Number(match[1]) === offset;
 }
-

@@ -44,7 +44,9 @@ export function unsafeMemberReason(member: ArchiveMember): string | undefined {
   if (member.kind === 'link') {
     const target = member.linkTarget ?? '';
     if (target.startsWith('/') || /^[A-Za-z]:/.test(target)) return `link '${p}' points to absolute path '${target}'`;
-    const resolved = path.posix.normalize(path.posix.join(path.posix.dirname(p.replace(/\\/g, '/')), target.replace(/\\/g, '/')));
+    const resolved = path.posix.normalize(
+      path.posix.join(path.posix.dirname(p.replace(/\\/g, '/')), target.replace(/\\/g, '/')),
+    );
     if (resolved === '..' || resolved.startsWith('../')) return `link '${p}' points outside the archive ('${target}')`;
   }
   return undefined;
@@ -53,7 +55,9 @@ export function unsafeMemberReason(member: ArchiveMember): string | undefined {
 /** Checks every member and the totals; throws ImageIntegrityError naming the first problem. */
 export function checkMembers(archive: string, members: readonly ArchiveMember[], limits: ArchiveLimits): void {
   if (members.length > limits.maxEntries) {
-    throw new ImageIntegrityError(`${archive} has ${members.length} entries, more than the limit of ${limits.maxEntries} (security.maxArchiveEntries)`);
+    throw new ImageIntegrityError(
+      `${archive} has ${members.length} entries, more than the limit of ${limits.maxEntries} (security.maxArchiveEntries)`,
+    );
   }
   let total = 0;
   for (const member of members) {
@@ -62,14 +66,22 @@ export function checkMembers(archive: string, members: readonly ArchiveMember[],
     total += member.size;
   }
   if (total > limits.maxUnpackedBytes) {
-    throw new ImageIntegrityError(`${archive} would unpack to ${total} bytes, more than the limit of ${limits.maxUnpackedBytes} (${limits.unpackedName ?? 'security.maxUnpackedBytes'})`);
+    throw new ImageIntegrityError(
+      `${archive} would unpack to ${total} bytes, more than the limit of ${limits.maxUnpackedBytes} (${limits.unpackedName ?? 'security.maxUnpackedBytes'})`,
+    );
   }
 }
 
-const normaliseMemberPath = (p: string) => p.replace(/\\/g, '/').replace(/^(\.\/)+/, '').replace(/\/+$/, '');
+const normaliseMemberPath = (p: string) =>
+  p
+    .replace(/\\/g, '/')
+    .replace(/^(\.\/)+/, '')
+    .replace(/\/+$/, '');
 
 /** The image among the members of a plain archive: the only (else the largest) non-metadata file. */
-export function chooseImageMember(members: readonly ArchiveMember[]): { member: ArchiveMember; others: string[] } | undefined {
+export function chooseImageMember(
+  members: readonly ArchiveMember[],
+): { member: ArchiveMember; others: string[] } | undefined {
   const candidates = members.filter((m) => m.kind === 'file' && !METADATA.test(m.path)).sort((a, b) => b.size - a.size);
   if (!candidates.length) return undefined;
   return { member: candidates[0], others: candidates.slice(1).map((m) => m.path) };
@@ -154,7 +166,12 @@ export async function listTarArchive(file: string, opts: StreamOptions = {}): Pr
 }
 
 /** Unpacks one regular-file member to `dest` (through a private staging folder next to it). */
-export async function extractTarMember(file: string, memberPath: string, dest: string, opts: StreamOptions = {}): Promise<void> {
+export async function extractTarMember(
+  file: string,
+  memberPath: string,
+  dest: string,
+  opts: StreamOptions = {},
+): Promise<void> {
   const staging = `${dest}.unpacking`;
   await rm(staging, { recursive: true, force: true });
   await mkdir(staging, { mode: 0o700 });
@@ -164,11 +181,15 @@ export async function extractTarMember(file: string, memberPath: string, dest: s
       strict: true,
       preservePaths: false,
       preserveOwner: false,
-      filter: (p, entry) => normaliseMemberPath(p) === memberPath && (entry as ReadEntry).type !== 'SymbolicLink' && (entry as ReadEntry).type !== 'Link',
+      filter: (p, entry) =>
+        normaliseMemberPath(p) === memberPath &&
+        (entry as ReadEntry).type !== 'SymbolicLink' &&
+        (entry as ReadEntry).type !== 'Link',
     });
     await feedTar(file, unpack, 'close', opts);
     const out = path.join(staging, memberPath);
-    if (!(await stat(out)).isFile()) throw new ImageIntegrityError(`${memberPath} in ${path.basename(file)} is not a regular file`);
+    if (!(await stat(out)).isFile())
+      throw new ImageIntegrityError(`${memberPath} in ${path.basename(file)} is not a regular file`);
     await rename(out, dest);
   } finally {
     await rm(staging, { recursive: true, force: true });
@@ -182,8 +203,10 @@ const S_IFLNK = 0o120000;
 
 function openZip(file: string): Promise<yauzl.ZipFile> {
   return new Promise((resolve, reject) =>
-    yauzl.open(file, { lazyEntries: true, autoClose: false, decodeStrings: true, validateEntrySizes: true, strictFileNames: false }, (err, zip) =>
-      err ? reject(err) : resolve(zip),
+    yauzl.open(
+      file,
+      { lazyEntries: true, autoClose: false, decodeStrings: true, validateEntrySizes: true, strictFileNames: false },
+      (err, zip) => (err ? reject(err) : resolve(zip)),
     ),
   );
 }
@@ -231,7 +254,13 @@ export async function listZipArchive(file: string): Promise<ArchiveMember[]> {
 }
 
 /** Unpacks one member to `dest`, refusing more bytes than the entry declared (validated by yauzl). */
-export async function extractZipMember(file: string, memberPath: string, dest: string, maxBytes: number, opts: StreamOptions = {}): Promise<void> {
+export async function extractZipMember(
+  file: string,
+  memberPath: string,
+  dest: string,
+  maxBytes: number,
+  opts: StreamOptions = {},
+): Promise<void> {
   const zip = await openZip(file);
   try {
     let found = false;
@@ -241,7 +270,9 @@ export async function extractZipMember(file: string, memberPath: string, dest: s
       const stream = await new Promise<NodeJS.ReadableStream>((resolve, reject) =>
         zip.openReadStream(entry, (err, s) => (err ? reject(err) : resolve(s))),
       );
-      await pipeline(stream, byteLimit(maxBytes, memberPath, opts.onBytes), createWriteStream(dest, { mode: 0o600 }), { signal: opts.signal });
+      await pipeline(stream, byteLimit(maxBytes, memberPath, opts.onBytes), createWriteStream(dest, { mode: 0o600 }), {
+        signal: opts.signal,
+      });
       return true;
     });
     if (!found) throw new ImageIntegrityError(`${memberPath} not found in ${path.basename(file)}`);
@@ -257,7 +288,12 @@ export async function extractZipMember(file: string, memberPath: string, dest: s
 }
 
 /** A pass-through that fails once more than `maxBytes` went through (decompression bombs). */
-export function byteLimit(maxBytes: number, what: string, onBytes?: (total: number) => void, limitName = 'security.maxUnpackedBytes'): Transform {
+export function byteLimit(
+  maxBytes: number,
+  what: string,
+  onBytes?: (total: number) => void,
+  limitName = 'security.maxUnpackedBytes',
+): Transform {
   let total = 0;
   return new Transform({
     transform(chunk: Buffer, _enc, done) {

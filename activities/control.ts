@@ -23,7 +23,13 @@ export function createControlActivities({ slots }: { slots: SlotKeeper }) {
       // Counts, not the ids: a long queue must not make every heartbeat large.
       const stop = keepHeartbeating(() => {
         const { capacity, holders, waiting } = slots.state();
-        return { step: 'waiting for a slot on this host', position: slots.position(workflowId), capacity, holders: holders.length, waiting: waiting.length };
+        return {
+          step: 'waiting for a slot on this host',
+          position: slots.position(workflowId),
+          capacity,
+          holders: holders.length,
+          waiting: waiting.length,
+        };
       });
       try {
         await slots.acquire(workflowId, signal);

@@ -18,9 +18,25 @@ import {
   type ArchiveMember,
 } from './archive.js';
 import { cancellationSignal } from './context.js';
-import { asOutOfSpace, diskPolicy, filesystemSpace, reserveOf, reserveSpace, usableCapacity, type DiskPolicy } from './disk.js';
+import {
+  asOutOfSpace,
+  diskPolicy,
+  filesystemSpace,
+  reserveOf,
+  reserveSpace,
+  usableCapacity,
+  type DiskPolicy,
+} from './disk.js';
 import { keepHeartbeating, type StepProgress } from './heartbeats.js';
-import { ACCEPTED_FORMATS, DISK_FORMATS, WRAPPER_FORMATS, checkDiskImage, inspectFile, normaliseFormat, qemuImageSpec } from './inspect.js';
+import {
+  ACCEPTED_FORMATS,
+  DISK_FORMATS,
+  WRAPPER_FORMATS,
+  checkDiskImage,
+  inspectFile,
+  normaliseFormat,
+  qemuImageSpec,
+} from './inspect.js';
 import { chooseOvfDisk } from './ovf.js';
 import { guarded } from './tool-runner.js';
 import type { DiskFormat } from '../clouds/target.js';
@@ -82,7 +98,8 @@ export interface ConvertLimits {
 
 export async function convertLimits(config: Config, dir: string): Promise<ConvertLimits> {
   const { maxUnpackedBytes, maxVirtualBytes } = config.security;
-  const capacity = maxUnpackedBytes === undefined || maxVirtualBytes === undefined ? await usableCapacity(dir, diskPolicy(config)) : 0;
+  const capacity =
+    maxUnpackedBytes === undefined || maxVirtualBytes === undefined ? await usableCapacity(dir, diskPolicy(config)) : 0;
   const byDefault = (key: string) => `${key}, by default what the working folder's filesystem can hold`;
   return {
     maxUnpackedBytes: maxUnpackedBytes ?? capacity,
@@ -100,14 +117,25 @@ export async function convertLimits(config: Config, dir: string): Promise<Conver
  * and the error propagates (a half-converted image is never passed on as raw). The input file
  * itself is left alone, so a retry can start over.
  */
-export async function convertToRaw(deps: ConvertDeps, input: ConvertInput, keep: readonly DiskFormat[] = ['raw']): Promise<RawImage> {
+export async function convertToRaw(
+  deps: ConvertDeps,
+  input: ConvertInput,
+  keep: readonly DiskFormat[] = ['raw'],
+): Promise<RawImage> {
   return withWorkDir(deps.config, input.workflowId, (lease) => convertInFolder(deps, input, lease, keep));
 }
 
-async function convertInFolder(deps: ConvertDeps, input: ConvertInput, lease: WorkDirLease, keep: readonly DiskFormat[]): Promise<RawImage> {
+async function convertInFolder(
+  deps: ConvertDeps,
+  input: ConvertInput,
+  lease: WorkDirLease,
+  keep: readonly DiskFormat[],
+): Promise<RawImage> {
   const workDir = lease.dir;
   if (path.resolve(input.workDir) !== workDir) {
-    throw new InvalidInputError(`convert: work folder ${input.workDir} is not the one of workflow ${input.workflowId} (${workDir})`);
+    throw new InvalidInputError(
+      `convert: work folder ${input.workDir} is not the one of workflow ${input.workflowId} (${workDir})`,
+    );
   }
   const signal = AbortSignal.any([lease.signal, cancellationSignal()].filter((s): s is AbortSignal => s !== undefined));
   const conversion = new Conversion(deps, input, lease, signal, await convertLimits(deps.config, workDir), keep);
@@ -115,7 +143,8 @@ async function convertInFolder(deps: ConvertDeps, input: ConvertInput, lease: Wo
   try {
     for (let n = 0; ; n++) {
       if (signal.aborted) throw signal.reason;
-      if (n >= MAX_STEPS) throw new ImageIntegrityError(`${path.basename(input.path)} is wrapped more than ${MAX_STEPS} levels deep`);
+      if (n >= MAX_STEPS)
+        throw new ImageIntegrityError(`${path.basename(input.path)} is wrapped more than ${MAX_STEPS} levels deep`);
       if (!WRAPPER_FORMATS.has(conversion.format)) return await conversion.toRaw();
       await conversion.unwrap();
     }
@@ -165,29 +194,58 @@ class Conversion {
       const out = this.outputPath(decompressedName(name, format));
       const estimate = await decompressedEstimate(format, this.current, signal);
       if (estimate > limits.maxUnpackedBytes) {
-        throw new ImageIntegrityError(`${name} unpacks to ${estimate} bytes, more than the limit of ${limits.maxUnpackedBytes} (${limits.unpackedName})`);
+        throw new ImageIntegrityError(
+          `${name} unpacks to ${estimate} bytes, more than the limit of ${limits.maxUnpackedBytes} (${limits.unpackedName})`,
+        );
       }
       const from = this.current;
-      await this.step(`${format === 'gz' ? 'gunzip' : format === 'bz2' ? 'bunzip2' : 'unxz'} ${name}`, out, estimate, (ctx) =>
-        decompress(format, from, out, { maxBytes: limits.maxUnpackedBytes, limitName: limits.unpackedName, timeoutMs: toolTimeoutMs, estimate, ...ctx }),
+      await this.step(
+        `${format === 'gz' ? 'gunzip' : format === 'bz2' ? 'bunzip2' : 'unxz'} ${name}`,
+        out,
+        estimate,
+        (ctx) =>
+          decompress(format, from, out, {
+            maxBytes: limits.maxUnpackedBytes,
+            limitName: limits.unpackedName,
+            timeoutMs: toolTimeoutMs,
+            estimate,
+            ...ctx,
+          }),
       );
     } else {
       this.progress = { step: `list ${name}` };
-      const { member, note } = await chooseArchiveMember(this.current, format, config.security.maxArchiveEntries, limits, signal, (bytesDone, bytesTotal) => {
-        this.progress = { step: `list ${name}`, bytesDone, bytesTotal };
-      });
+      const { member, note } = await chooseArchiveMember(
+        this.current,
+        format,
+        config.security.maxArchiveEntries,
+        limits,
+        signal,
+        (bytesDone, bytesTotal) => {
+          this.progress = { step: `list ${name}`, bytesDone, bytesTotal };
+        },
+      );
       if (note) logger.info({ archive: name, member: member.path }, note);
       const out = this.outputPath(path.posix.basename(member.path));
       const archive = this.current;
-      await this.step(`unpack ${member.path} from ${format === 'ova' ? 'OVA' : format} ${name}`, out, member.size, (ctx) =>
-        format === 'zip'
-          ? extractZipMember(archive, member.path, out, member.size, { signal: ctx.signal, onBytes: (b) => ctx.report(b, member.size) })
-          : extractTarMember(archive, member.path, out, { signal: ctx.signal, onBytes: ctx.report }),
+      await this.step(
+        `unpack ${member.path} from ${format === 'ova' ? 'OVA' : format} ${name}`,
+        out,
+        member.size,
+        (ctx) =>
+          format === 'zip'
+            ? extractZipMember(archive, member.path, out, member.size, {
+                signal: ctx.signal,
+                onBytes: (b) => ctx.report(b, member.size),
+              })
+            : extractTarMember(archive, member.path, out, { signal: ctx.signal, onBytes: ctx.report }),
       );
     }
     const unpacked = path.basename(this.current);
     this.progress = { step: `inspect ${unpacked}` };
-    const detected = await inspectFile({ path: this.current, fileName: unpacked }, { signal, timeoutMs: toolTimeoutMs });
+    const detected = await inspectFile(
+      { path: this.current, fileName: unpacked },
+      { signal, timeoutMs: toolTimeoutMs },
+    );
     logger.info({ file: unpacked, ...detected }, `convert: ${unpacked} is ${detected.format}`);
     this.format = detected.format;
   }
@@ -201,29 +259,45 @@ class Conversion {
     const { format, limits, toolTimeoutMs, workDir } = this;
     const name = path.basename(this.current);
     if (format === 'iso') {
-      throw new ImageIntegrityError(`${name} is an ISO 9660 CD image (installation media), not a disk image; it cannot be registered as one`);
+      throw new ImageIntegrityError(
+        `${name} is an ISO 9660 CD image (installation media), not a disk image; it cannot be registered as one`,
+      );
     }
     if (!DISK_FORMATS.has(format) || !ACCEPTED_FORMATS.has(format)) {
-      throw new ImageIntegrityError(`${name}: format '${format}' is not accepted (accepted: ${[...ACCEPTED_FORMATS].join(', ')})`);
+      throw new ImageIntegrityError(
+        `${name}: format '${format}' is not accepted (accepted: ${[...ACCEPTED_FORMATS].join(', ')})`,
+      );
     }
 
     this.progress = { step: `check ${name}` };
     const checked = await checkDiskImage(this.current, format, { signal: this.signal, timeoutMs: toolTimeoutMs });
     if (checked.virtualSize > limits.maxVirtualBytes) {
-      throw new ImageIntegrityError(`${name} has a virtual size of ${checked.virtualSize} bytes, more than the limit of ${limits.maxVirtualBytes} (${limits.virtualName})`);
+      throw new ImageIntegrityError(
+        `${name} has a virtual size of ${checked.virtualSize} bytes, more than the limit of ${limits.maxVirtualBytes} (${limits.virtualName})`,
+      );
     }
 
-    const output: DiskFormat = this.keep.find((f) => f === format) ?? (this.keep.includes('raw') ? 'raw' : this.keep[0]);
+    const output: DiskFormat =
+      this.keep.find((f) => f === format) ?? (this.keep.includes('raw') ? 'raw' : this.keep[0]);
     if (format === output && path.dirname(this.current) === workDir) {
       // Already what the cloud takes, where we may keep it: no copy.
       const { size } = await stat(this.current);
       this.created.delete(this.current);
-      if (output !== 'raw') this.deps.logger.info({ file: name, format }, `convert: keeping ${name} as ${format}, which the cloud takes`);
-      return { path: this.current, format: output, virtualSize: output === 'raw' ? size : checked.virtualSize, bytes: size, steps: this.steps };
+      if (output !== 'raw')
+        this.deps.logger.info({ file: name, format }, `convert: keeping ${name} as ${format}, which the cloud takes`);
+      return {
+        path: this.current,
+        format: output,
+        virtualSize: output === 'raw' ? size : checked.virtualSize,
+        bytes: size,
+        steps: this.steps,
+      };
     }
     const out = this.outputPath(output === 'raw' ? rawName(name) : `${rawName(name).replace(/\.raw$/, '')}.${output}`);
     const description =
-      format === output ? `copy ${format} ${name} into the work folder` : `qemu-img convert ${name} from ${format} to ${output}`;
+      format === output
+        ? `copy ${format} ${name} into the work folder`
+        : `qemu-img convert ${name} from ${format} to ${output}`;
     const from = this.current;
     await this.step(description, out, checked.virtualSize, (ctx) =>
       qemuImgConvert(format, from, out, { output, timeoutMs: toolTimeoutMs, virtualSize: checked.virtualSize, ...ctx }),
@@ -244,18 +318,34 @@ class Conversion {
   }
 
   /** Runs a step that writes about `bytes` to `out`, with space reserved and watched; `out` becomes the current file. */
-  private async step(description: string, out: string, bytes: number, run: (ctx: StepContext) => Promise<void>): Promise<void> {
+  private async step(
+    description: string,
+    out: string,
+    bytes: number,
+    run: (ctx: StepContext) => Promise<void>,
+  ): Promise<void> {
     const { signal, workDir, policy } = this;
     this.deps.logger.info({ step: description, from: this.current, to: out, bytes }, `convert: ${description}`);
     this.progress = { step: description };
     const reservation = await reserveSpace(workDir, bytes, description, policy);
     this.created.add(out);
     const diskFull = new AbortController();
-    const stopWatching = watchDisk(workDir, policy, diskFull, description, bytes, this.deps.diskWatchMs ?? DISK_WATCH_MS);
+    const stopWatching = watchDisk(
+      workDir,
+      policy,
+      diskFull,
+      description,
+      bytes,
+      this.deps.diskWatchMs ?? DISK_WATCH_MS,
+    );
     const ctx: StepContext = {
       signal: AbortSignal.any([signal, diskFull.signal]),
       report: (bytesDone, bytesTotal) => {
-        this.progress = { step: description, ...(bytesDone === undefined ? {} : { bytesDone }), ...(bytesTotal === undefined ? {} : { bytesTotal }) };
+        this.progress = {
+          step: description,
+          ...(bytesDone === undefined ? {} : { bytesDone }),
+          ...(bytesTotal === undefined ? {} : { bytesTotal }),
+        };
       },
     };
     try {
@@ -280,7 +370,14 @@ class Conversion {
  * reserve while a step writes: estimates can be wrong (bzip2 does not record its size, other
  * images on the host write too), and the disk must never fill up.
  */
-function watchDisk(dir: string, policy: DiskPolicy, controller: AbortController, what: string, neededBytes: number, everyMs: number): () => void {
+function watchDisk(
+  dir: string,
+  policy: DiskPolicy,
+  controller: AbortController,
+  what: string,
+  neededBytes: number,
+  everyMs: number,
+): () => void {
   let checking = false;
   const timer = setInterval(() => {
     if (checking || controller.signal.aborted) return;
@@ -290,11 +387,14 @@ function watchDisk(dir: string, policy: DiskPolicy, controller: AbortController,
         const reserve = reserveOf(policy, total);
         if (free < reserve) {
           controller.abort(
-            new OutOfSpaceError(`not enough disk space in ${dir} for ${what}: ${free} bytes free, less than the reserve of ${reserve}; stopped before the disk filled up`, {
-              neededBytes,
-              freeBytes: free,
-              canEverFit: true,
-            }),
+            new OutOfSpaceError(
+              `not enough disk space in ${dir} for ${what}: ${free} bytes free, less than the reserve of ${reserve}; stopped before the disk filled up`,
+              {
+                neededBytes,
+                freeBytes: free,
+                canEverFit: true,
+              },
+            ),
           );
         }
       })
@@ -319,7 +419,12 @@ async function chooseArchiveMember(
     checkMembers(name, members, archiveLimits);
     const choice = chooseImageMember(members);
     if (!choice) throw new ImageIntegrityError(`${name} holds no image file`);
-    return { member: choice.member, note: choice.others.length ? `zip holds several files; taking the largest, ignoring ${choice.others.join(', ')}` : undefined };
+    return {
+      member: choice.member,
+      note: choice.others.length
+        ? `zip holds several files; taking the largest, ignoring ${choice.others.join(', ')}`
+        : undefined,
+    };
   }
   const { size } = await stat(file);
   const { members, ovfs } = await listTarArchive(file, { signal, onBytes: (b) => onBytes(b, size) });
@@ -329,14 +434,20 @@ async function chooseArchiveMember(
     const choice = chooseOvfDisk(ovfXml);
     const href = choice.href.replace(/^(\.\/)+/, '');
     const member = members.find((m) => m.kind === 'file' && m.path === href);
-    if (!member) throw new ImageIntegrityError(`${name}: disk ${choice.href} named by ${ovfPath} is not in the archive`);
+    if (!member)
+      throw new ImageIntegrityError(`${name}: disk ${choice.href} named by ${ovfPath} is not in the archive`);
     const others = choice.others.length ? `; other disks not used: ${choice.others.join(', ')}` : '';
     return { member, note: `OVF ${ovfPath}: boot disk ${href} (${choice.reason})${others}` };
   }
   if (format === 'ova') throw new ImageIntegrityError(`${name} is an OVA without a readable .ovf descriptor`);
   const choice = chooseImageMember(members);
   if (!choice) throw new ImageIntegrityError(`${name} holds no image file`);
-  return { member: choice.member, note: choice.others.length ? `tar holds several files; taking the largest, ignoring ${choice.others.join(', ')}` : undefined };
+  return {
+    member: choice.member,
+    note: choice.others.length
+      ? `tar holds several files; taking the largest, ignoring ${choice.others.join(', ')}`
+      : undefined,
+  };
 }
 
 /**
@@ -358,7 +469,12 @@ async function decompressedEstimate(format: string, file: string, signal: AbortS
   }
   if (format === 'xz') {
     const [command, args] = guarded('xz', ['--robot', '--list', '--', file]);
-    const result = await execa(command, args, { reject: false, cancelSignal: signal, timeout: 60_000, stdin: 'ignore' });
+    const result = await execa(command, args, {
+      reject: false,
+      cancelSignal: signal,
+      timeout: 60_000,
+      stdin: 'ignore',
+    });
     const totals = String(result.stdout)
       .split('\n')
       .find((l) => l.startsWith('totals\t'))
@@ -397,7 +513,9 @@ async function decompress(
     const { size } = await stat(file);
     const read = counter((bytes) => opts.report(bytes, size));
     try {
-      await pipeline(createReadStream(file, { highWaterMark: 1024 * 1024 }), read, createGunzip(), limit, sink, { signal });
+      await pipeline(createReadStream(file, { highWaterMark: 1024 * 1024 }), read, createGunzip(), limit, sink, {
+        signal,
+      });
     } catch (err) {
       throw decompressError(err, name, opts.signal, timeout);
     }
@@ -469,10 +587,14 @@ async function qemuImgConvert(
   const result = await subprocess;
   if (result.exitCode === 0) return;
   if (opts.signal.aborted) throw opts.signal.reason;
-  if (result.timedOut) throw new ToolError(`qemu-img convert of ${name} timed out after ${opts.timeoutMs} ms (worker.toolTimeoutMs)`);
+  if (result.timedOut)
+    throw new ToolError(`qemu-img convert of ${name} timed out after ${opts.timeoutMs} ms (worker.toolTimeoutMs)`);
   if (result.signal) throw new ToolError(`qemu-img convert of ${name} was killed by ${result.signal}`);
   if (result.exitCode === undefined) throw new ToolError(`qemu-img could not be run: ${result.shortMessage}`);
-  const message = (String(result.stderr).trim().split('\n').pop() || `exit code ${result.exitCode}`).replace(/json:\{.*?\}(?=[:'\s]|$)/g, name);
+  const message = (String(result.stderr).trim().split('\n').pop() || `exit code ${result.exitCode}`).replace(
+    /json:\{.*?\}(?=[:'\s]|$)/g,
+    name,
+  );
   if (/No space left on device|Disk quota exceeded/i.test(message)) {
     throw new OutOfSpaceError(`the disk of ${path.dirname(out)} filled up while converting ${name}: ${message}`, {
       neededBytes: opts.virtualSize,

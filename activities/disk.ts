@@ -55,7 +55,12 @@ export interface SpaceReservation {
  * Throws OutOfSpaceError naming what is needed and what is free: `canEverFit` is false when the
  * filesystem could not hold this much even empty.
  */
-export async function reserveSpace(dir: string, bytes: number, what: string, policy: DiskPolicy): Promise<SpaceReservation> {
+export async function reserveSpace(
+  dir: string,
+  bytes: number,
+  what: string,
+  policy: DiskPolicy,
+): Promise<SpaceReservation> {
   const key = path.resolve(dir);
   const { free, total } = await filesystemSpace(key);
   const reserve = reserveOf(policy, total);
@@ -86,7 +91,13 @@ export async function reserveSpace(dir: string, bytes: number, what: string, pol
 }
 
 /** Runs `write` holding a reservation of `bytes`; the reservation goes when it ends, however it ends. */
-export async function withSpace<T>(dir: string, bytes: number, what: string, policy: DiskPolicy, write: () => Promise<T>): Promise<T> {
+export async function withSpace<T>(
+  dir: string,
+  bytes: number,
+  what: string,
+  policy: DiskPolicy,
+  write: () => Promise<T>,
+): Promise<T> {
   const reservation = await reserveSpace(dir, bytes, what, policy);
   try {
     return await write();

@@ -28,14 +28,21 @@ export function toActivityFailure(err: unknown): Error {
   }
   if (err instanceof SnfVmcatcherError) {
     const message = scrubSecrets(err.message);
-    return err.permanent ? ApplicationFailure.nonRetryable(message, err.name) : ApplicationFailure.retryable(message, err.name);
+    return err.permanent
+      ? ApplicationFailure.nonRetryable(message, err.name)
+      : ApplicationFailure.retryable(message, err.name);
   }
   const e = err instanceof Error ? err : new Error(String(err));
   const code = (e as NodeJS.ErrnoException).code;
   const message = scrubSecrets(e.message);
   if (code && PERMANENT_SYSTEM_CODES.has(code)) return ApplicationFailure.nonRetryable(message, code);
   if (code === 'ENOSPC' || code === 'EDQUOT') {
-    return ApplicationFailure.create({ message: `out of disk space: ${message}`, type: OUT_OF_SPACE, nonRetryable: true, details: [{ neededBytes: 0, freeBytes: 0 }] });
+    return ApplicationFailure.create({
+      message: `out of disk space: ${message}`,
+      type: OUT_OF_SPACE,
+      nonRetryable: true,
+      details: [{ neededBytes: 0, freeBytes: 0 }],
+    });
   }
   // EIO, a killed process, a bug: worth another attempt (maybe on another host).
   return ApplicationFailure.retryable(message, code ?? e.name ?? 'Error');

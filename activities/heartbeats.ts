@@ -44,7 +44,10 @@ export function keepHeartbeating(progress: () => StepProgress): () => void {
 }
 
 /** Runs `work` while heartbeating with `progress` (fixed details, or a function giving the latest). */
-export async function whileHeartbeating<T>(progress: StepProgress | (() => StepProgress), work: () => Promise<T>): Promise<T> {
+export async function whileHeartbeating<T>(
+  progress: StepProgress | (() => StepProgress),
+  work: () => Promise<T>,
+): Promise<T> {
   const stop = keepHeartbeating(typeof progress === 'function' ? progress : () => progress);
   try {
     return await work();

@@ -15,7 +15,21 @@ export const HEADER_BYTES = 68 * 1024;
 export const TAIL_BYTES = 512;
 
 /** Formats qemu-img reads as disk images; everything else here is a wrapper or not a disk. */
-export const DISK_FORMATS = new Set(['raw', 'qcow2', 'vmdk', 'vdi', 'vpc', 'vhdx', 'qed', 'qcow', 'parallels', 'dmg', 'cloop', 'bochs', 'luks']);
+export const DISK_FORMATS = new Set([
+  'raw',
+  'qcow2',
+  'vmdk',
+  'vdi',
+  'vpc',
+  'vhdx',
+  'qed',
+  'qcow',
+  'parallels',
+  'dmg',
+  'cloop',
+  'bochs',
+  'luks',
+]);
 
 /**
  * The disk formats we convert: an allow-list, each with checks that the image is one
@@ -117,16 +131,24 @@ export interface DetectOptions {
  * An MBR/GPT boot sector or unknown binary is taken as raw; `details` says why.
  */
 export function detectFormat(header: Buffer, opts: DetectOptions = {}): ImageFormatInfo {
-  const content = (format: string, details?: string): ImageFormatInfo => ({ format, detectedBy: 'content', ...(details ? { details } : {}) });
+  const content = (format: string, details?: string): ImageFormatInfo => ({
+    format,
+    detectedBy: 'content',
+    ...(details ? { details } : {}),
+  });
 
-  if (ascii(header, 0, 4) === 'QFI\xfb') return header.length >= 8 && header.readUInt32BE(4) === 1 ? content('qcow', 'qcow version 1') : content('qcow2');
+  if (ascii(header, 0, 4) === 'QFI\xfb')
+    return header.length >= 8 && header.readUInt32BE(4) === 1 ? content('qcow', 'qcow version 1') : content('qcow2');
   if (ascii(header, 0, 6) === 'LUKS\xba\xbe') return content('luks', 'LUKS encrypted volume');
-  if (ascii(header, 0, 16) === 'WithoutFreeSpace' || ascii(header, 0, 16) === 'WithouFreSpacExt') return content('parallels');
+  if (ascii(header, 0, 16) === 'WithoutFreeSpace' || ascii(header, 0, 16) === 'WithouFreSpacExt')
+    return content('parallels');
   if (ascii(header, 0, 22) === 'Bochs Virtual HD Image') return content('bochs');
   if (ascii(header, 0, 21) === '#!/bin/sh\n#V2.0 Format') return content('cloop');
-  if (ascii(header, 0, 4) === 'KDMV') return content('vmdk', 'VMware sparse extent (monolithicSparse or streamOptimized)');
+  if (ascii(header, 0, 4) === 'KDMV')
+    return content('vmdk', 'VMware sparse extent (monolithicSparse or streamOptimized)');
   if (ascii(header, 0, 4) === 'COWD') return content('vmdk', 'VMware ESX sparse extent');
-  if (/^\s*# Disk DescriptorFile/.test(ascii(header, 0, 64))) return content('vmdk', 'VMware descriptor file (data in separate extents)');
+  if (/^\s*# Disk DescriptorFile/.test(ascii(header, 0, 64)))
+    return content('vmdk', 'VMware descriptor file (data in separate extents)');
   if (startsWithBytes(header, 0x40, [0x7f, 0x10, 0xda, 0xbe])) return content('vdi');
   if (ascii(header, 0, 8) === 'vhdxfile') return content('vhdx');
   if (ascii(header, 0, 8) === 'conectix') return content('vpc', 'dynamic VHD');
@@ -134,7 +156,8 @@ export function detectFormat(header: Buffer, opts: DetectOptions = {}): ImageFor
     return content('vpc', 'fixed VHD (footer in the last 512 bytes)');
   }
   if (ascii(header, 0, 4) === 'QED\0') return content('qed');
-  if (opts.tail && opts.tail.length >= 512 && ascii(opts.tail, opts.tail.length - 512, 4) === 'koly') return content('dmg', 'Apple disk image (koly trailer)');
+  if (opts.tail && opts.tail.length >= 512 && ascii(opts.tail, opts.tail.length - 512, 4) === 'koly')
+    return content('dmg', 'Apple disk image (koly trailer)');
   if (startsWithBytes(header, 0, [0x1f, 0x8b])) return content('gz');
   if (ascii(header, 0, 3) === 'BZh' && header[3] >= 0x31 && header[3] <= 0x39) return content('bz2');
   if (startsWithBytes(header, 0, [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00])) return content('xz');
@@ -145,7 +168,8 @@ export function detectFormat(header: Buffer, opts: DetectOptions = {}): ImageFor
   }
   if (ascii(header, 0x8001, 5) === 'CD001') return content('iso');
 
-  const bootSector = ascii(header, 512, 8) === 'EFI PART' ? 'GPT' : startsWithBytes(header, 510, [0x55, 0xaa]) ? 'MBR' : undefined;
+  const bootSector =
+    ascii(header, 512, 8) === 'EFI PART' ? 'GPT' : startsWithBytes(header, 510, [0x55, 0xaa]) ? 'MBR' : undefined;
   const ignored: string[] = [];
   const fromText = (value: string | undefined, by: 'hint' | 'extension'): ImageFormatInfo | undefined => {
     const format = by === 'hint' ? normaliseFormat(value) : normaliseFormat(fileExtension(value));
@@ -154,7 +178,11 @@ export function detectFormat(header: Buffer, opts: DetectOptions = {}): ImageFor
       ignored.push(`${by} '${value}' ignored: no ${format} signature`);
       return undefined;
     }
-    return { format, detectedBy: by, details: `no format signature; ${by === 'hint' ? 'format hint' : 'file name'} '${value}' says ${format}` };
+    return {
+      format,
+      detectedBy: by,
+      details: `no format signature; ${by === 'hint' ? 'format hint' : 'file name'} '${value}' says ${format}`,
+    };
   };
   const byText = fromText(opts.formatHint, 'hint') ?? fromText(opts.fileName, 'extension');
   if (byText) return byText;
@@ -198,20 +226,25 @@ export function qcow2HeaderProblem(header: Buffer): string | undefined {
   const backingOffset = Number(header.readBigUInt64BE(8));
   if (backingOffset !== 0) {
     const size = header.readUInt32BE(16);
-    const name = backingOffset + size <= header.length ? header.toString('latin1', backingOffset, backingOffset + size) : '(name beyond the header)';
+    const name =
+      backingOffset + size <= header.length
+        ? header.toString('latin1', backingOffset, backingOffset + size)
+        : '(name beyond the header)';
     return `it refers to a backing file (${shown(name)})`;
   }
   const crypt = header.readUInt32BE(32);
-  if (crypt !== 0) return `it is encrypted (${crypt === 1 ? 'AES' : crypt === 2 ? 'LUKS' : `method ${crypt}`}); encrypted images need a key we do not have`;
+  if (crypt !== 0)
+    return `it is encrypted (${crypt === 1 ? 'AES' : crypt === 2 ? 'LUKS' : `method ${crypt}`}); encrypted images need a key we do not have`;
   let extensionsAt = 72;
   if (version === 3) {
     if (header.length < 104) return 'its qcow2 header is truncated';
     const incompatible = header.readBigUInt64BE(72);
     if (incompatible & QCOW2_INCOMPAT_DATA_FILE) return 'its data lives in an external data file (qcow2 data_file)';
-    if (incompatible & ~QCOW2_KNOWN_INCOMPAT) return `it uses unknown incompatible qcow2 features (0x${incompatible.toString(16)})`;
+    if (incompatible & ~QCOW2_KNOWN_INCOMPAT)
+      return `it uses unknown incompatible qcow2 features (0x${incompatible.toString(16)})`;
     extensionsAt = header.readUInt32BE(100);
   }
-  for (let at = extensionsAt; ; ) {
+  for (let at = extensionsAt; ;) {
     if (at + 8 > header.length) return 'its qcow2 header extensions run past the first 68 KiB';
     const type = header.readUInt32BE(at);
     const length = header.readUInt32BE(at + 4);
@@ -230,7 +263,8 @@ export function qedHeaderProblem(header: Buffer): string | undefined {
   if (header.readBigUInt64LE(16) & 1n) {
     const offset = header.readUInt32LE(56);
     const size = header.readUInt32LE(60);
-    const name = offset + size <= header.length ? header.toString('latin1', offset, offset + size) : '(name beyond the header)';
+    const name =
+      offset + size <= header.length ? header.toString('latin1', offset, offset + size) : '(name beyond the header)';
     return `it refers to a backing file (${shown(name)})`;
   }
   return undefined;
@@ -268,7 +302,11 @@ export function vmdkDescriptorRange(header: Buffer): { offset: number; length: n
  * Per-format checks on the first bytes (and the embedded VMDK descriptor), before qemu-img
  * opens the file at all: opening an image with an external data file already opens that file.
  */
-export function formatProblem(format: string, header: Buffer, opts: { tail?: Buffer; vmdkDescriptor?: string } = {}): string | undefined {
+export function formatProblem(
+  format: string,
+  header: Buffer,
+  opts: { tail?: Buffer; vmdkDescriptor?: string } = {},
+): string | undefined {
   if (!ACCEPTED_FORMATS.has(format)) {
     return `format '${format}' is not accepted (accepted: ${[...ACCEPTED_FORMATS].join(', ')})`;
   }
@@ -278,19 +316,23 @@ export function formatProblem(format: string, header: Buffer, opts: { tail?: Buf
     case 'qed':
       return qedHeaderProblem(header);
     case 'vmdk':
-      if (ascii(header, 0, 4) === 'COWD') return 'it is a VMware ESX sparse extent (COWD), one part of a multi-file VMDK';
-      if (ascii(header, 0, 4) !== 'KDMV') return 'it is a VMDK descriptor whose data lives in other files; only single-file VMDKs are accepted';
+      if (ascii(header, 0, 4) === 'COWD')
+        return 'it is a VMware ESX sparse extent (COWD), one part of a multi-file VMDK';
+      if (ascii(header, 0, 4) !== 'KDMV')
+        return 'it is a VMDK descriptor whose data lives in other files; only single-file VMDKs are accepted';
       return opts.vmdkDescriptor === undefined ? undefined : vmdkDescriptorProblem(opts.vmdkDescriptor);
     case 'vpc': {
       // The footer: a copy at 0 for dynamic disks, the last 512 bytes always. Type 4 is a differencing disk.
       const footer = ascii(header, 0, 8) === 'conectix' ? header : opts.tail;
-      if (footer && footer.length >= 64 && footer.readUInt32BE(60) === 4) return 'it is a differencing VHD, which needs its parent disk';
+      if (footer && footer.length >= 64 && footer.readUInt32BE(60) === 4)
+        return 'it is a differencing VHD, which needs its parent disk';
       return undefined;
     }
     case 'vdi': {
       if (header.length < 0x50) return 'its VDI header is truncated';
       const type = header.readUInt32LE(0x4c);
-      if (type !== 1 && type !== 2) return `it is a VDI of type ${type} (${type === 4 ? 'differencing' : type === 3 ? 'undo' : 'unknown'}); only normal and fixed VDIs are accepted`;
+      if (type !== 1 && type !== 2)
+        return `it is a VDI of type ${type} (${type === 4 ? 'differencing' : type === 3 ? 'undo' : 'unknown'}); only normal and fixed VDIs are accepted`;
       return undefined;
     }
     default:
@@ -333,7 +375,8 @@ export function diskSignature(header: Buffer): string | undefined {
   if (startsWithBytes(header, 1080, [0x53, 0xef])) return 'ext2/3/4 filesystem';
   if (ascii(header, 0, 4) === 'XFSB') return 'XFS filesystem';
   if (ascii(header, 0x10040, 8) === '_BHRfS_M') return 'btrfs filesystem';
-  for (let sector = 0; sector < 4; sector++) if (ascii(header, sector * 512, 8) === 'LABELONE') return 'LVM physical volume';
+  for (let sector = 0; sector < 4; sector++)
+    if (ascii(header, sector * 512, 8) === 'LABELONE') return 'LVM physical volume';
   return undefined;
 }
 
@@ -347,7 +390,8 @@ export function rawDiskProblem(header: Buffer, size: number): string | undefined
   const looks = describeNonDisk(header);
   if (looks) return `it looks like ${looks}`;
   if (size % 512 !== 0) return `its size (${size} bytes) is not a multiple of 512`;
-  if (header.every((b) => b === 0)) return `its first ${header.length} bytes are all zero: no partition table or filesystem`;
+  if (header.every((b) => b === 0))
+    return `its first ${header.length} bytes are all zero: no partition table or filesystem`;
   return 'it has no partition table (MBR or GPT) and no known filesystem signature (ext2/3/4, XFS, btrfs, LVM)';
 }
 
@@ -380,7 +424,10 @@ interface QemuInfoJson {
   encrypted?: boolean;
   'backing-filename'?: string;
   'full-backing-filename'?: string;
-  'format-specific'?: { type?: string; data?: { extents?: Array<{ filename?: string }>; 'data-file'?: string; encrypt?: unknown } };
+  'format-specific'?: {
+    type?: string;
+    data?: { extents?: Array<{ filename?: string }>; 'data-file'?: string; encrypt?: unknown };
+  };
 }
 
 export function parseQemuImgInfo(json: QemuInfoJson): QemuImgInfo {
@@ -412,16 +459,30 @@ export function infoProblem(info: QemuImgInfo, file: string, format: string): st
  * `qemu-img info --output=json` on our json: spec (explicit driver, plain file, no backing).
  * A failure to read is the image's fault (permanent); a kill or timeout is not.
  */
-export async function qemuImgInfo(file: string, format: string, opts: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<QemuImgInfo> {
+export async function qemuImgInfo(
+  file: string,
+  format: string,
+  opts: { timeoutMs?: number; signal?: AbortSignal } = {},
+): Promise<QemuImgInfo> {
   const [command, args] = guarded('qemu-img', ['info', '--output=json', qemuImageSpec(file, format)]);
-  const result = await execa(command, args, { reject: false, timeout: opts.timeoutMs ?? 60_000, cancelSignal: opts.signal, stdin: 'ignore' });
+  const result = await execa(command, args, {
+    reject: false,
+    timeout: opts.timeoutMs ?? 60_000,
+    cancelSignal: opts.signal,
+    stdin: 'ignore',
+  });
   if (result.exitCode !== 0) {
     if (opts.signal?.aborted) throw opts.signal.reason;
     if (result.timedOut || result.isCanceled || result.signal || result.exitCode === undefined) {
-      throw new ToolError(`qemu-img info ${path.basename(file)} did not finish: ${result.signal ?? (result.timedOut ? 'timeout' : result.shortMessage)}`, { exitCode: result.exitCode });
+      throw new ToolError(
+        `qemu-img info ${path.basename(file)} did not finish: ${result.signal ?? (result.timedOut ? 'timeout' : result.shortMessage)}`,
+        { exitCode: result.exitCode },
+      );
     }
     const message = String(result.stderr).trim().split('\n').pop() || `exit code ${result.exitCode}`;
-    throw new ImageIntegrityError(`qemu-img cannot read ${path.basename(file)} as ${format}: ${message.replace(/json:\{.*\}/, path.basename(file))}`);
+    throw new ImageIntegrityError(
+      `qemu-img cannot read ${path.basename(file)} as ${format}: ${message.replace(/json:\{.*\}/, path.basename(file))}`,
+    );
   }
   return parseQemuImgInfo(JSON.parse(String(result.stdout)) as QemuInfoJson);
 }
@@ -463,7 +524,8 @@ export async function checkDiskImage(
   }
   let vmdkDescriptor: string | undefined;
   const range = format === 'vmdk' && ascii(header, 0, 4) === 'KDMV' ? vmdkDescriptorRange(header) : undefined;
-  if (range) vmdkDescriptor = (await readRange(file, range.offset, range.length)).toString('latin1').replace(/\0.*$/s, '');
+  if (range)
+    vmdkDescriptor = (await readRange(file, range.offset, range.length)).toString('latin1').replace(/\0.*$/s, '');
   const problem = formatProblem(format, header, { tail, vmdkDescriptor });
   if (problem) throw new ImageIntegrityError(`${name} refused: ${problem}`);
   const info = await qemuImgInfo(file, format, opts);
@@ -477,14 +539,19 @@ export async function checkDiskImage(
  * without a signature. Disk images are then checked to be accepted, self-contained
  * (checkDiskImage) and, for raw, to look like a disk.
  */
-export async function inspectFile(input: InspectInput, opts: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<ImageFormatInfo> {
+export async function inspectFile(
+  input: InspectInput,
+  opts: { timeoutMs?: number; signal?: AbortSignal } = {},
+): Promise<ImageFormatInfo> {
   const { header, tail, size } = await readSignatureBytes(input.path);
   const name = input.fileName ?? path.basename(input.path);
   if (size === 0) throw new ImageIntegrityError(`${name} is empty (0 bytes)`);
   const detected = detectFormat(header, { tail, formatHint: input.formatHint, fileName: input.fileName });
   if (!DISK_FORMATS.has(detected.format)) return detected;
   if (!ACCEPTED_FORMATS.has(detected.format)) {
-    throw new ImageIntegrityError(`${name} refused: ${formatProblem(detected.format, header)}${detected.details ? ` (${detected.details})` : ''}`);
+    throw new ImageIntegrityError(
+      `${name} refused: ${formatProblem(detected.format, header)}${detected.details ? ` (${detected.details})` : ''}`,
+    );
   }
   const checked = await checkDiskImage(input.path, detected.format, { ...opts, displayName: name });
   return { ...detected, virtualSize: checked.virtualSize };

@@ -49,7 +49,12 @@ const DISK_DRIVE = 17;
 export function chooseOvfDisk(ovfXml: string): OvfDiskChoice {
   let doc: unknown;
   try {
-    doc = new XMLParser({ ignoreAttributes: false, attributeNamePrefix: '@', removeNSPrefix: true, parseTagValue: false }).parse(ovfXml);
+    doc = new XMLParser({
+      ignoreAttributes: false,
+      attributeNamePrefix: '@',
+      removeNSPrefix: true,
+      parseTagValue: false,
+    }).parse(ovfXml);
   } catch (err) {
     throw new ImageIntegrityError(`OVF descriptor is not valid XML: ${(err as Error).message}`);
   }
@@ -66,7 +71,10 @@ export function chooseOvfDisk(ovfXml: string): OvfDiskChoice {
   const hrefByDiskId = new Map(disks.map((d) => [d.diskId, hrefById.get(d.fileRef)!]));
 
   const hardware = findFirst(findFirst(envelope, 'VirtualSystem') ?? envelope, 'VirtualHardwareSection');
-  const items = [...asArray(hardware?.Item as Node | Node[] | undefined), ...asArray(hardware?.StorageItem as Node | Node[] | undefined)];
+  const items = [
+    ...asArray(hardware?.Item as Node | Node[] | undefined),
+    ...asArray(hardware?.StorageItem as Node | Node[] | undefined),
+  ];
   const addressOfInstance = new Map<string, number>();
   for (const item of items) {
     const id = text(item.InstanceID);

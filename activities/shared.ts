@@ -48,7 +48,10 @@ export function createSharedActivities(deps: SharedActivityDeps) {
 
     /** The original ThrowingHandler, for exercising failure paths. */
     async throwOnPurpose({ event }: { event: ImageEvent }): Promise<never> {
-      throw ApplicationFailure.retryable(`ThrowingHandler fails on purpose for image ${event.imageId ?? '(no id)'}`, 'ThrowingHandler');
+      throw ApplicationFailure.retryable(
+        `ThrowingHandler fails on purpose for image ${event.imageId ?? '(no id)'}`,
+        'ThrowingHandler',
+      );
     },
 
     findRegisteredImage: (req: ImageRequest) => cloud.findImage(req),

@@ -61,14 +61,19 @@ export function createSubscriptionActivities({ config, logger, temporal, cloud }
       const url = subscription.url;
       let read;
       try {
-        read = await whileHeartbeating({ step: `read the image list ${url}` }, () => readImageList({
-          url,
-          config,
-          logger: log,
-          tokens: subscription.credential ? { credential: subscription.credential } : {},
-          endorsers: subscription.endorsers.length > 0 ? { endorsers: subscription.endorsers, key: `the subscription of ${url}` } : undefined,
-          ifChanged: previous ? { etag: previous.etag, lastModified: previous.lastModified } : {},
-        }));
+        read = await whileHeartbeating({ step: `read the image list ${url}` }, () =>
+          readImageList({
+            url,
+            config,
+            logger: log,
+            tokens: subscription.credential ? { credential: subscription.credential } : {},
+            endorsers:
+              subscription.endorsers.length > 0
+                ? { endorsers: subscription.endorsers, key: `the subscription of ${url}` }
+                : undefined,
+            ifChanged: previous ? { etag: previous.etag, lastModified: previous.lastModified } : {},
+          }),
+        );
       } catch (err) {
         if (err instanceof SignatureError) throw rejected(url, err.message);
         throw err;
@@ -76,16 +81,30 @@ export function createSubscriptionActivities({ config, logger, temporal, cloud }
       if (!read) return { notModified: true };
       const { list, invalid } = read;
       if (list.expired) throw rejected(url, `the list expired on ${list.expires} (dc:date:expires)`);
-      if (list.createdInFuture) throw rejected(url, `the list is dated in the future (dc:date:created ${list.created})`);
-      if (previous?.version && list.version && previous.listId === list.identifier && compareVersions(list.version, previous.version) < 0) {
-        throw rejected(url, `version ${list.version} is older than ${previous.version}, the version accepted last (hv:version)`);
+      if (list.createdInFuture)
+        throw rejected(url, `the list is dated in the future (dc:date:created ${list.created})`);
+      if (
+        previous?.version &&
+        list.version &&
+        previous.listId === list.identifier &&
+        compareVersions(list.version, previous.version) < 0
+      ) {
+        throw rejected(
+          url,
+          `version ${list.version} is older than ${previous.version}, the version accepted last (hv:version)`,
+        );
       }
       const vo = subscription.vo ?? list.vo;
-      const selected = subscription.images ? list.images.filter((i) => subscription.images!.includes(i.identifier)) : list.images;
+      const selected = subscription.images
+        ? list.images.filter((i) => subscription.images!.includes(i.identifier))
+        : list.images;
       return {
         notModified: false,
         list: { identifier: list.identifier, title: list.title, version: list.version, vo },
-        images: selected.map((image) => ({ event: imageToEvent({ identifier: list.identifier, vo }, image), expired: image.expired })),
+        images: selected.map((image) => ({
+          event: imageToEvent({ identifier: list.identifier, vo }, image),
+          expired: image.expired,
+        })),
         invalid: invalid.map((i) => ({ identifier: i.identifier, problem: i.problem })),
         etag: read.etag,
         lastModified: read.lastModified,
@@ -101,9 +120,12 @@ export function createSubscriptionActivities({ config, logger, temporal, cloud }
      */
     async readSubscribedRegistry({ subscription }: { subscription: SubscriptionSpec }): Promise<ReadRegistryProject> {
       const project = subscription.registry;
-      if (subscription.source !== 'registry' || !project) throw new InvalidInputError(`subscription ${subscription.url} is not a registry project`);
+      if (subscription.source !== 'registry' || !project)
+        throw new InvalidInputError(`subscription ${subscription.url} is not a registry project`);
       const source = { ...project, credential: subscription.credential, vo: subscription.vo };
-      return whileHeartbeating({ step: `read the registry project ${subscription.url}` }, () => readRegistryProject({ source, config, logger: log }));
+      return whileHeartbeating({ step: `read the registry project ${subscription.url}` }, () =>
+        readRegistryProject({ source, config, logger: log }),
+      );
     },
 
     /** The images of this list that our account holds in the cloud (never another tenant's). */
@@ -115,7 +137,13 @@ export function createSubscriptionActivities({ config, logger, temporal, cloud }
      * path), so the hook path and the subscription never register an image twice. Delivering
      * again after a crash is harmless: the running workflow takes the same event once more.
      */
-    async deliverImageEvents({ events, options }: { events: ImageEvent[]; options: RegistrationOptions }): Promise<string[]> {
+    async deliverImageEvents({
+      events,
+      options,
+    }: {
+      events: ImageEvent[];
+      options: RegistrationOptions;
+    }): Promise<string[]> {
       const client = await temporal();
       let done = 0;
       const stop = keepHeartbeating(() => ({ step: 'delivering image events', done, total: events.length }));

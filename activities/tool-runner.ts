@@ -80,7 +80,9 @@ export async function runTool(run: ToolRun): Promise<ToolResult> {
   log.info({ command: display }, `running ${run.tool}`);
 
   const stopBeating = keepHeartbeating(() => ({ step: run.tool, elapsedMs: Date.now() - started }));
-  const cancel = [run.cancelSignal ?? ctx?.cancellationSignal, run.signal].filter((s): s is AbortSignal => s !== undefined);
+  const cancel = [run.cancelSignal ?? ctx?.cancellationSignal, run.signal].filter(
+    (s): s is AbortSignal => s !== undefined,
+  );
 
   const stderrTail: string[] = [];
   const logLines = (stream: 'stdout' | 'stderr') =>
@@ -115,18 +117,31 @@ export async function runTool(run: ToolRun): Promise<ToolResult> {
         throw new ToolError(`${run.tool} was cancelled`, { permanent: false });
       }
       if (result.timedOut) {
-        throw new ToolError(`${run.tool} timed out after ${run.timeoutMs} ms${tail ? `: ${tail}` : ''}`, { permanent: false });
-      }
-      if (result.signal) {
-        throw new ToolError(`${run.tool} was killed by ${result.signal}${tail ? `: ${tail}` : ''}`, { permanent: false });
-      }
-      if (result.exitCode === undefined) {
-        throw new ToolError(`${run.tool} could not be run (${run.command}): ${scrubSecrets(result.shortMessage ?? '')}`, {
-          permanent: (result.cause as NodeJS.ErrnoException | undefined)?.code === 'ENOENT',
+        throw new ToolError(`${run.tool} timed out after ${run.timeoutMs} ms${tail ? `: ${tail}` : ''}`, {
+          permanent: false,
         });
       }
-      if (command !== run.command && EXEC_FAILED.has(result.exitCode) && /^setpriv: failed to execute/m.test(String(result.stderr))) {
-        throw new ToolError(`${run.tool} could not be run (${run.command}): ${tail}`, { permanent: result.exitCode === 127 });
+      if (result.signal) {
+        throw new ToolError(`${run.tool} was killed by ${result.signal}${tail ? `: ${tail}` : ''}`, {
+          permanent: false,
+        });
+      }
+      if (result.exitCode === undefined) {
+        throw new ToolError(
+          `${run.tool} could not be run (${run.command}): ${scrubSecrets(result.shortMessage ?? '')}`,
+          {
+            permanent: (result.cause as NodeJS.ErrnoException | undefined)?.code === 'ENOENT',
+          },
+        );
+      }
+      if (
+        command !== run.command &&
+        EXEC_FAILED.has(result.exitCode) &&
+        /^setpriv: failed to execute/m.test(String(result.stderr))
+      ) {
+        throw new ToolError(`${run.tool} could not be run (${run.command}): ${tail}`, {
+          permanent: result.exitCode === 127,
+        });
       }
       const permanent = run.permanentExitCodes?.includes(result.exitCode) ?? false;
       log.warn({ exitCode: result.exitCode, elapsedMs }, `${run.tool} failed`);

@@ -7,7 +7,10 @@ import { realPathInFolders } from '../core/paths.js';
 
 /** A workflow id as a folder name: readable, unique (a hash of the id), no path characters. */
 export function workDirName(workflowId: string): string {
-  const readable = workflowId.replace(/[^A-Za-z0-9._-]+/g, '_').replace(/^[._]+/, '').slice(0, 80);
+  const readable = workflowId
+    .replace(/[^A-Za-z0-9._-]+/g, '_')
+    .replace(/^[._]+/, '')
+    .slice(0, 80);
   const hash = createHash('sha256').update(workflowId).digest('hex').slice(0, 12);
   return readable ? `${readable}-${hash}` : hash;
 }
@@ -64,7 +67,8 @@ export async function claimWorkDir(config: Config, workflowId: string): Promise<
       previous.released.then(() => true),
       new Promise<boolean>((resolve) => setTimeout(() => resolve(false), TAKEOVER_WAIT_MS).unref()),
     ]);
-    if (!stopped) throw new Error(`the previous attempt on ${dir} did not stop within ${TAKEOVER_WAIT_MS} ms; will retry`);
+    if (!stopped)
+      throw new Error(`the previous attempt on ${dir} did not stop within ${TAKEOVER_WAIT_MS} ms; will retry`);
   }
   const controller = new AbortController();
   let letGo!: () => void;
@@ -83,7 +87,11 @@ export async function claimWorkDir(config: Config, workflowId: string): Promise<
 }
 
 /** Runs `work` holding the workflow's work folder (see claimWorkDir). */
-export async function withWorkDir<T>(config: Config, workflowId: string, work: (lease: WorkDirLease) => Promise<T>): Promise<T> {
+export async function withWorkDir<T>(
+  config: Config,
+  workflowId: string,
+  work: (lease: WorkDirLease) => Promise<T>,
+): Promise<T> {
   const lease = await claimWorkDir(config, workflowId);
   try {
     return await work(lease);
@@ -105,22 +113,37 @@ export async function removeWorkDir(config: Config, workDir: string): Promise<vo
 
 /** A published file name made safe as a local file name (no path, no leading dot, bounded). */
 export function safeFileName(name: string | undefined, fallback = 'image'): string {
-  const base = (name ?? '').replace(/[?#].*$/, '').split(/[\\/]/).pop() ?? '';
-  const clean = base.replace(/[^A-Za-z0-9._+-]+/g, '_').replace(/^[.\-_]+/, '').slice(-120);
+  const base =
+    (name ?? '')
+      .replace(/[?#].*$/, '')
+      .split(/[\\/]/)
+      .pop() ?? '';
+  const clean = base
+    .replace(/[^A-Za-z0-9._+-]+/g, '_')
+    .replace(/^[.\-_]+/, '')
+    .slice(-120);
   return clean || fallback;
 }
 
 /** The real path of `candidate`, which must lie inside one of `folders` (core/paths.ts). */
-export async function resolveInsideFolders(candidate: string, folders: readonly string[], what: string): Promise<string> {
-  if (!folders.length) throw new InvalidInputError(`${what} ${candidate} refused: no folder is allowed for it in the configuration`);
+export async function resolveInsideFolders(
+  candidate: string,
+  folders: readonly string[],
+  what: string,
+): Promise<string> {
+  if (!folders.length)
+    throw new InvalidInputError(`${what} ${candidate} refused: no folder is allowed for it in the configuration`);
   let found: { real: string; inside: boolean };
   try {
     found = await realPathInFolders(candidate, folders, what);
   } catch (err) {
     if (err instanceof InvalidInputError) throw err;
-    throw new InvalidInputError(`${what} ${candidate} does not exist: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    throw new InvalidInputError(
+      `${what} ${candidate} does not exist: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+    );
   }
-  if (!found.inside) throw new InvalidInputError(`${what} ${candidate} is outside the allowed folders (${folders.join(', ')})`);
+  if (!found.inside)
+    throw new InvalidInputError(`${what} ${candidate} is outside the allowed folders (${folders.join(', ')})`);
   return found.real;
 }
 

@@ -13,7 +13,17 @@ import { execa } from 'execa';
 import { deleteTopology, uniqueTopology, writeConf } from '../test/support/rabbit.js';
 import { publishBodies, registerBody, queueDepth } from '../test/support/bridge.js';
 import { startProductionTemporal, type ProductionTemporal } from '../test/support/production-temporal.js';
-import { BENCH_TMP, REPEATS, ROOT, cpuSeconds, cpuSecondsOfCommand, log, median, round, type BenchResult } from './lib.js';
+import {
+  BENCH_TMP,
+  REPEATS,
+  ROOT,
+  cpuSeconds,
+  cpuSecondsOfCommand,
+  log,
+  median,
+  round,
+  type BenchResult,
+} from './lib.js';
 import { freePort, startSnf, type Proc } from './services.js';
 
 const EVENTS = Number(process.env.SNF_VMCATCHER_BENCH_EVENTS ?? 5000);
@@ -41,23 +51,46 @@ interface IngestRun {
 
 /** CPU counters of the machine's servers, to subtract. */
 function serverCpu(temporal: ProductionTemporal) {
-  return { temporal: cpuSeconds(temporal.pid()!), postgres: cpuSecondsOfCommand('postgres'), rabbitmq: cpuSecondsOfCommand('beam.smp') };
+  return {
+    temporal: cpuSeconds(temporal.pid()!),
+    postgres: cpuSecondsOfCommand('postgres'),
+    rabbitmq: cpuSecondsOfCommand('beam.smp'),
+  };
 }
 
 async function clientOnce(temporal: ProductionTemporal, n: number): Promise<IngestRun> {
   const before = serverCpu(temporal);
   const { stdout } = await execa(
     process.execPath,
-    ['--import', 'tsx', path.join(ROOT, 'bench/plain-client.ts'), temporal.address, `bench-client-${n}`, `bench-client-list-${n}-${Date.now()}`, String(EVENTS), String(CONCURRENCY)],
+    [
+      '--import',
+      'tsx',
+      path.join(ROOT, 'bench/plain-client.ts'),
+      temporal.address,
+      `bench-client-${n}`,
+      `bench-client-list-${n}-${Date.now()}`,
+      String(EVENTS),
+      String(CONCURRENCY),
+    ],
     { cwd: ROOT },
   );
   const after = serverCpu(temporal);
-  const result = JSON.parse(stdout.trim().split('\n').pop()!) as { ms: number; eventsPerSecond: number; cpuSeconds: number };
+  const result = JSON.parse(stdout.trim().split('\n').pop()!) as {
+    ms: number;
+    eventsPerSecond: number;
+    cpuSeconds: number;
+  };
   return {
     ms: result.ms,
     msWithStartup: result.ms,
     eventsPerSecond: result.eventsPerSecond,
-    cpu: { starter: result.cpuSeconds, temporal: after.temporal - before.temporal, postgres: after.postgres - before.postgres, rabbitmq: after.rabbitmq - before.rabbitmq, worker: 0 },
+    cpu: {
+      starter: result.cpuSeconds,
+      temporal: after.temporal - before.temporal,
+      postgres: after.postgres - before.postgres,
+      rabbitmq: after.rabbitmq - before.rabbitmq,
+      worker: 0,
+    },
   };
 }
 
@@ -74,15 +107,26 @@ async function bridgeOnce(temporal: ProductionTemporal, withWorker: boolean, n: 
   let worker: Proc | undefined;
   let bridge: Proc | undefined;
   try {
-    await publishBodies(topology, Array.from({ length: EVENTS }, (_, i) => registerBody(listId, i)));
+    await publishBodies(
+      topology,
+      Array.from({ length: EVENTS }, (_, i) => registerBody(listId, i)),
+    );
     if ((await queueDepth(topology.queue)) !== EVENTS) throw new Error('the queue does not hold every event');
     if (withWorker) worker = await startSnf(['worker', '--conf', conf], env, /worker started/);
     const spawned = process.hrtime.bigint();
     // JustLogHandler: with a worker running, the workflows complete at once instead of trying to
     // download 5,000 images that do not exist; the starts the bridge makes are the same.
-    bridge = await startSnf(['dequeue', '--server', '--conf', conf, '--metrics-port', String(metricsPort), '--handler', 'JustLogHandler'], env, /"consuming"|consuming/);
+    bridge = await startSnf(
+      ['dequeue', '--server', '--conf', conf, '--metrics-port', String(metricsPort), '--handler', 'JustLogHandler'],
+      env,
+      /"consuming"|consuming/,
+    );
     const consuming = process.hrtime.bigint();
-    const before = { ...serverCpu(temporal), starter: cpuSeconds(bridge.proc.pid!), worker: worker ? cpuSeconds(worker.proc.pid!) : 0 };
+    const before = {
+      ...serverCpu(temporal),
+      starter: cpuSeconds(bridge.proc.pid!),
+      worker: worker ? cpuSeconds(worker.proc.pid!) : 0,
+    };
     const url = `http://127.0.0.1:${metricsPort}/metrics`;
     const deadline = Date.now() + 15 * 60_000;
     let started = 0;
@@ -91,9 +135,15 @@ async function bridgeOnce(temporal: ProductionTemporal, withWorker: boolean, n: 
       await new Promise((r) => setTimeout(r, 20));
     }
     const done = process.hrtime.bigint();
-    const after = { ...serverCpu(temporal), starter: cpuSeconds(bridge.proc.pid!), worker: worker ? cpuSeconds(worker.proc.pid!) : 0 };
+    const after = {
+      ...serverCpu(temporal),
+      starter: cpuSeconds(bridge.proc.pid!),
+      worker: worker ? cpuSeconds(worker.proc.pid!) : 0,
+    };
     const ms = Number(done - consuming) / 1e6;
-    const cpu = Object.fromEntries(Object.keys(after).map((k) => [k, after[k as keyof typeof after] - before[k as keyof typeof before]])) as IngestRun['cpu'];
+    const cpu = Object.fromEntries(
+      Object.keys(after).map((k) => [k, after[k as keyof typeof after] - before[k as keyof typeof before]]),
+    ) as IngestRun['cpu'];
     return { ms, msWithStartup: Number(done - spawned) / 1e6, eventsPerSecond: EVENTS / (ms / 1000), cpu };
   } finally {
     await bridge?.stop();
@@ -105,17 +155,22 @@ async function bridgeOnce(temporal: ProductionTemporal, withWorker: boolean, n: 
 
 export async function benchBridge(): Promise<BenchResult> {
   const temporal = await startProductionTemporal('snf_bench_ingest', path.join(BENCH_TMP, 'ingest-temporal'));
-  log(`Temporal server ${temporal.address} on PostgreSQL databases ${temporal.databases.temporal}, ${temporal.databases.visibility}`);
+  log(
+    `Temporal server ${temporal.address} on PostgreSQL databases ${temporal.databases.temporal}, ${temporal.databases.visibility}`,
+  );
   const runs: Record<Mode, IngestRun[]> = { client: [], bridge: [], 'bridge+worker': [] };
   try {
     for (let i = 0; i < REPEATS; i++) {
       for (const mode of MODES) {
-        const run = mode === 'client' ? await clientOnce(temporal, i) : await bridgeOnce(temporal, mode === 'bridge+worker', i);
+        const run =
+          mode === 'client' ? await clientOnce(temporal, i) : await bridgeOnce(temporal, mode === 'bridge+worker', i);
         runs[mode].push(run);
         const cpu = Object.entries(run.cpu)
           .map(([k, v]) => `${k} ${round(v, 1)} s`)
           .join(', ');
-        log(`ingest #${i + 1}, ${mode}: ${EVENTS} starts in ${round(run.ms, 0)} ms = ${round(run.eventsPerSecond, 1)}/s; CPU ${cpu}`);
+        log(
+          `ingest #${i + 1}, ${mode}: ${EVENTS} starts in ${round(run.ms, 0)} ms = ${round(run.eventsPerSecond, 1)}/s; CPU ${cpu}`,
+        );
       }
     }
   } finally {
@@ -125,18 +180,29 @@ export async function benchBridge(): Promise<BenchResult> {
   const med = (mode: Mode, pick: (r: IngestRun) => number) => median(runs[mode].map(pick));
   const rate = (mode: Mode) => med(mode, (r) => r.eventsPerSecond);
   /** CPU milliseconds per start, and the share of the two cores the run kept busy. */
-  const cpuPerStart = (mode: Mode, key: keyof IngestRun['cpu']) => round(med(mode, (r) => (r.cpu[key] * 1000) / EVENTS), 2);
-  const busy = (mode: Mode) => round(med(mode, (r) => Object.values(r.cpu).reduce((a, b) => a + b, 0) / (r.ms / 1000) / os.cpus().length), 2);
+  const cpuPerStart = (mode: Mode, key: keyof IngestRun['cpu']) =>
+    round(
+      med(mode, (r) => (r.cpu[key] * 1000) / EVENTS),
+      2,
+    );
+  const busy = (mode: Mode) =>
+    round(
+      med(mode, (r) => Object.values(r.cpu).reduce((a, b) => a + b, 0) / (r.ms / 1000) / os.cpus().length),
+      2,
+    );
   const ratio = rate('bridge') / rate('client');
   const row = (mode: Mode, what: string) => ({
     'starts made by': what,
     'median starts/s': round(rate(mode), 1),
-    'median ms': round(med(mode, (r) => r.ms), 0),
+    'median ms': round(
+      med(mode, (r) => r.ms),
+      0,
+    ),
     'CPU ms/start: starter': cpuPerStart(mode, 'starter'),
     'temporal-server': cpuPerStart(mode, 'temporal'),
-    'PostgreSQL': cpuPerStart(mode, 'postgres'),
-    'RabbitMQ': cpuPerStart(mode, 'rabbitmq'),
-    'worker': cpuPerStart(mode, 'worker'),
+    PostgreSQL: cpuPerStart(mode, 'postgres'),
+    RabbitMQ: cpuPerStart(mode, 'rabbitmq'),
+    worker: cpuPerStart(mode, 'worker'),
     'cores busy': busy(mode),
   });
   return {
@@ -150,12 +216,29 @@ export async function benchBridge(): Promise<BenchResult> {
       `snf_vmcatcher_bridge_events_delivered_total metric reaches ${EVENTS}. "bridge+worker": an \`snf-vmcatcher worker\` on the same task queue runs the workflows meanwhile. ` +
       `CPU: user+system seconds of each process (/proc) over the timed part, per start; "cores busy" = all of it / wall time / ${os.cpus().length} cores. ` +
       `${REPEATS} repeats per mode, interleaved; everything on the same machine.`,
-    rows: [row('client', 'plain Temporal client'), row('bridge', 'bridge, worker stopped'), row('bridge+worker', 'bridge, worker running')],
-    targets: [
-      { target: 'bridge ≥ 0.9 × the plain client, same server, same concurrency', measured: `${round(ratio, 2)} × (${round(rate('bridge'), 1)} vs ${round(rate('client'), 1)} starts/s)`, met: ratio >= 0.9 },
-      { target: '≥ 100 events/s queue → started workflows, worker stopped', measured: `${round(rate('bridge'), 1)} events/s`, met: rate('bridge') >= 100 },
+    rows: [
+      row('client', 'plain Temporal client'),
+      row('bridge', 'bridge, worker stopped'),
+      row('bridge+worker', 'bridge, worker running'),
     ],
-    notes: [`Load average when the benchmark ended: ${os.loadavg().map((l) => round(l, 2)).join(', ')} (other processes on the machine share its cores).`],
+    targets: [
+      {
+        target: 'bridge ≥ 0.9 × the plain client, same server, same concurrency',
+        measured: `${round(ratio, 2)} × (${round(rate('bridge'), 1)} vs ${round(rate('client'), 1)} starts/s)`,
+        met: ratio >= 0.9,
+      },
+      {
+        target: '≥ 100 events/s queue → started workflows, worker stopped',
+        measured: `${round(rate('bridge'), 1)} events/s`,
+        met: rate('bridge') >= 100,
+      },
+    ],
+    notes: [
+      `Load average when the benchmark ended: ${os
+        .loadavg()
+        .map((l) => round(l, 2))
+        .join(', ')} (other processes on the machine share its cores).`,
+    ],
     raw: runs,
   };
 }

@@ -26,12 +26,16 @@ export async function benchConvert(): Promise<BenchResult> {
   const runs = { ours: [] as number[], bare: [] as number[] };
   try {
     for (let i = 0; i < REPEATS; i++) {
-      const ourRun = await timed(() => convertToRaw({ config, logger }, { workflowId, path: qcow2, workDir: work, format: 'qcow2' }));
+      const ourRun = await timed(() =>
+        convertToRaw({ config, logger }, { workflowId, path: qcow2, workDir: work, format: 'qcow2' }),
+      );
       if (ourRun.value.virtualSize !== GiB) throw new Error(`convertToRaw returned ${JSON.stringify(ourRun.value)}`);
       await rm(ourRun.value.path, { force: true });
       runs.ours.push(ourRun.ms);
       const out = path.join(dir, 'bare.raw');
-      runs.bare.push((await timed(() => execa('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', '--', qcow2, out]))).ms);
+      runs.bare.push(
+        (await timed(() => execa('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', '--', qcow2, out]))).ms,
+      );
       await rm(out, { force: true });
       log(`convert #${i + 1}: ours ${round(runs.ours[i], 0)} ms, qemu-img convert ${round(runs.bare[i], 0)} ms`);
     }
@@ -52,7 +56,9 @@ export async function benchConvert(): Promise<BenchResult> {
       { contender: 'ours (convertToRaw)', 'median ms': round(ours, 0), ratio: round(ratio, 3) },
       { contender: 'qemu-img convert', 'median ms': round(bare, 0), ratio: 1 },
     ],
-    targets: [{ target: 'convert ≤ 1.05 × bare qemu-img convert', measured: `${round(ratio, 3)} ×`, met: ratio <= 1.05 }],
+    targets: [
+      { target: 'convert ≤ 1.05 × bare qemu-img convert', measured: `${round(ratio, 3)} ×`, met: ratio <= 1.05 },
+    ],
     raw: runs,
   };
 }

@@ -9,10 +9,19 @@ import { ImageEventSchema } from '../dist/core/event.js';
 
 const [url, size, sha512, workingFolder, id] = process.argv.slice(2);
 const config = parseConfig({ worker: { workingFolder }, security: { maxImageBytes: 64 * 1024 ** 3 } }, 'bench');
-const event = ImageEventSchema.parse({ origin: 'command', imageListId: 'bench', imageId: id, uri: url, size: Number(size), checksumSha512: sha512 });
+const event = ImageEventSchema.parse({
+  origin: 'command',
+  imageListId: 'bench',
+  imageId: id,
+  uri: url,
+  size: Number(size),
+  checksumSha512: sha512,
+});
 const start = process.hrtime.bigint();
 const got = await acquireImage({ config, logger: pino({ level: 'silent' }) }, { workflowId: `bench-${id}`, event });
 const ms = Number(process.hrtime.bigint() - start) / 1e6;
 const status = readFileSync('/proc/self/status', 'utf8');
 const kib = (key) => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
-process.stdout.write(`${JSON.stringify({ ms, bytes: got.bytes, path: got.path, sha512ok: got.sha512 === sha512, vmHwmKiB: kib('VmHWM'), vmRssKiB: kib('VmRSS') })}\n`);
+process.stdout.write(
+  `${JSON.stringify({ ms, bytes: got.bytes, path: got.path, sha512ok: got.sha512 === sha512, vmHwmKiB: kib('VmHWM'), vmRssKiB: kib('VmRSS') })}\n`,
+);

@@ -5,7 +5,20 @@
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
-import { BENCH_TMP, GiB, MiB, REPEATS, log, median, randomFile, round, serveFolder, sha512File, timed, type BenchResult } from './lib.js';
+import {
+  BENCH_TMP,
+  GiB,
+  MiB,
+  REPEATS,
+  log,
+  median,
+  randomFile,
+  round,
+  serveFolder,
+  sha512File,
+  timed,
+  type BenchResult,
+} from './lib.js';
 
 interface OursRun {
   ms: number;
@@ -15,7 +28,14 @@ interface OursRun {
 }
 
 async function ours(url: string, size: number, sha512: string, work: string, id: string): Promise<OursRun> {
-  const { stdout } = await execa('node', [path.join(import.meta.dirname, 'download-child.mjs'), url, String(size), sha512, work, id]);
+  const { stdout } = await execa('node', [
+    path.join(import.meta.dirname, 'download-child.mjs'),
+    url,
+    String(size),
+    sha512,
+    work,
+    id,
+  ]);
   const run = JSON.parse(stdout.trim().split('\n').pop()!) as OursRun & { path: string };
   if (!run.sha512ok || run.bytes !== size) throw new Error(`our download of ${url} returned a wrong file`);
   await rm(path.dirname(run.path), { recursive: true, force: true });
@@ -30,7 +50,9 @@ async function curlO(url: string, dest: string): Promise<number> {
 
 async function curlTeeSha(url: string, dest: string, sha512: string): Promise<number> {
   // A shell pipeline is the reference being measured here (never how the product runs programs).
-  const { ms, value } = await timed(() => execa('bash', ['-o', 'pipefail', '-c', 'curl -sS --fail "$1" | tee "$2" | sha512sum', 'bench', url, dest]));
+  const { ms, value } = await timed(() =>
+    execa('bash', ['-o', 'pipefail', '-c', 'curl -sS --fail "$1" | tee "$2" | sha512sum', 'bench', url, dest]),
+  );
   await rm(dest, { force: true });
   if (!value.stdout.startsWith(sha512)) throw new Error('curl | tee | sha512sum computed a different sha512');
   return ms;
@@ -48,7 +70,15 @@ export async function benchDownload(): Promise<BenchResult> {
   const sha4 = four ? await sha512File(four) : '';
   const server = await serveFolder(data);
   const dest = path.join(BENCH_TMP, 'curl-out.bin');
-  const runs = { ours: [] as number[], oursHwmKiB: [] as number[], curlO: [] as number[], curlTee: [] as number[], sha512sum: [] as number[], ours4g: [] as number[], ours4gHwmKiB: [] as number[] };
+  const runs = {
+    ours: [] as number[],
+    oursHwmKiB: [] as number[],
+    curlO: [] as number[],
+    curlTee: [] as number[],
+    sha512sum: [] as number[],
+    ours4g: [] as number[],
+    ours4gHwmKiB: [] as number[],
+  };
   try {
     const url1 = server.url('image-1g.bin');
     // Interleaved, so drift (page cache, other load) affects every contender alike.
@@ -60,7 +90,9 @@ export async function benchDownload(): Promise<BenchResult> {
       runs.curlTee.push(await curlTeeSha(url1, dest, sha1));
       // The hash alone, from the page cache: a floor for any download that verifies sha512.
       runs.sha512sum.push((await timed(() => execa('sha512sum', [one]))).ms);
-      log(`download 1 GiB #${i + 1}: ours ${round(run.ms, 0)} ms (VmHWM ${round(run.vmHwmKiB / 1024, 1)} MiB), curl -o ${round(runs.curlO[i], 0)} ms, curl|tee|sha512sum ${round(runs.curlTee[i], 0)} ms`);
+      log(
+        `download 1 GiB #${i + 1}: ours ${round(run.ms, 0)} ms (VmHWM ${round(run.vmHwmKiB / 1024, 1)} MiB), curl -o ${round(runs.curlO[i], 0)} ms, curl|tee|sha512sum ${round(runs.curlTee[i], 0)} ms`,
+      );
     }
     for (let i = 0; four && i < REPEATS; i++) {
       const run = await ours(server.url('image-4g.bin'), 4 * GiB, sha4, work, `4g-${i}`);
@@ -103,11 +135,13 @@ export async function benchDownload(): Promise<BenchResult> {
     method:
       `A 1 GiB file of random bytes served by a Node HTTP server on 127.0.0.1; ${REPEATS} interleaved repeats. ` +
       '"ours" is acquireImage (activities/acquire.ts) with an http URL, hv:size and sha512, run in a child process on the compiled code; ' +
-      'its time is the call itself (the worker is a long-running process), peak memory is the child\'s VmHWM (whole Node process). ' +
+      "its time is the call itself (the worker is a long-running process), peak memory is the child's VmHWM (whole Node process). " +
       'The sha512 is computed on a worker thread that reads the file behind the writes (activities/trailing-hash.ts). ' +
       'The references, timed as whole processes in the same run: `curl -o` (the transfer alone), `sha512sum` of the cached file (the hash alone), ' +
       'and `curl | tee file | sha512sum` (the same work as ours, in a shell pipeline). A verified download cannot beat the slower of the first two. ' +
-      (four ? `Memory is also measured downloading a 4 GiB file (${REPEATS} repeats).` : 'The 4 GiB memory run was skipped (SNF_VMCATCHER_BENCH_DOWNLOAD_4G=0).'),
+      (four
+        ? `Memory is also measured downloading a 4 GiB file (${REPEATS} repeats).`
+        : 'The 4 GiB memory run was skipped (SNF_VMCATCHER_BENCH_DOWNLOAD_4G=0).'),
     rows: [
       row('ours (acquireImage)', m.ours, GiB, m.hwm1),
       row('curl -o (transfer only)', m.curlO),
@@ -124,11 +158,19 @@ export async function benchDownload(): Promise<BenchResult> {
       { target: 'download ≤ curl | tee | sha512sum', measured: `${round(vsTee, 2)} ×`, met: vsTee <= 1 },
       {
         target: 'peak memory ≤ 200 MiB',
-        measured: four ? `${round(m.hwm1, 1)} MiB (1 GiB), ${round(m.hwm4, 1)} MiB (4 GiB)` : `${round(m.hwm1, 1)} MiB (1 GiB)`,
+        measured: four
+          ? `${round(m.hwm1, 1)} MiB (1 GiB), ${round(m.hwm4, 1)} MiB (4 GiB)`
+          : `${round(m.hwm1, 1)} MiB (1 GiB)`,
         met: Math.max(m.hwm1, four ? m.hwm4 : 0) <= 200,
       },
       ...(four
-        ? [{ target: 'peak memory no higher at 4 GiB than at 1 GiB (±5 %)', measured: `${round(m.hwm4 - m.hwm1, 1)} MiB difference`, met: flat }]
+        ? [
+            {
+              target: 'peak memory no higher at 4 GiB than at 1 GiB (±5 %)',
+              measured: `${round(m.hwm4 - m.hwm1, 1)} MiB difference`,
+              met: flat,
+            },
+          ]
         : []),
     ],
     raw: runs,

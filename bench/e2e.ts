@@ -11,7 +11,19 @@ import { parseConfig } from '../core/config.js';
 import { ImageEventSchema } from '../core/event.js';
 import { startWorkflowForEvent } from '../core/starter.js';
 import { connectTemporal } from '../core/temporal-client.js';
-import { BENCH_TMP, REPEATS, benchToolchain, log, median, round, serveFolder, sha512File, stopAll, timed, type BenchResult } from './lib.js';
+import {
+  BENCH_TMP,
+  REPEATS,
+  benchToolchain,
+  log,
+  median,
+  round,
+  serveFolder,
+  sha512File,
+  stopAll,
+  timed,
+  type BenchResult,
+} from './lib.js';
 import { startSnf, startTemporal, type Proc } from './services.js';
 import { writeLinuxMbr } from '../test/support/disk-images.js';
 
@@ -96,7 +108,9 @@ export async function benchE2e(): Promise<BenchResult> {
         if (repeat >= 0) {
           perRepeatTotal.push(total.ms);
           const these = perImage.slice(-batch.length);
-          log(`e2e #${repeat + 1}: ${batch.length} images in ${round(total.ms, 0)} ms; median per image ${round(median(these.map((p) => p.wallMs)), 0)} ms wall, ${round(median(these.map((p) => p.toolMs)), 0)} ms tools, ${round(median(these.map((p) => p.overheadMs)), 0)} ms overhead`);
+          log(
+            `e2e #${repeat + 1}: ${batch.length} images in ${round(total.ms, 0)} ms; median per image ${round(median(these.map((p) => p.wallMs)), 0)} ms wall, ${round(median(these.map((p) => p.toolMs)), 0)} ms tools, ${round(median(these.map((p) => p.overheadMs)), 0)} ms overhead`,
+          );
         }
       }
     } finally {
@@ -117,17 +131,26 @@ export async function benchE2e(): Promise<BenchResult> {
     method:
       `${IMAGES} qcow2 images (32 MiB virtual, 2 MiB of random data, each different) served over local HTTP, registered one after another with registerImage ` +
       '(started with the Temporal client, as the bridge and register-now do) by a real `snf-vmcatcher worker` on a Temporal dev server started by the benchmark. ' +
-      'kamaki, snf-mkimage (the fakes from test/fakes/) and qemu-img run through wrappers that log each invocation\'s duration; ' +
+      "kamaki, snf-mkimage (the fakes from test/fakes/) and qemu-img run through wrappers that log each invocation's duration; " +
       `a workflow's overhead is its wall time (start → result) minus the sum of those durations. ${REPEATS} repeats of all ${IMAGES} images (new image list id each time), after one warm-up registration.`,
     rows: [
       { figure: 'wall time per image', 'median ms': round(med('wallMs'), 0) },
       { figure: 'tool time per image (kamaki + snf-mkimage + qemu-img)', 'median ms': round(med('toolMs'), 0) },
-      ...toolNames.map((t) => ({ figure: `  of which ${t}`, 'median ms': round(median(perImage.map((p) => p.tools[t] ?? 0)), 0) })),
+      ...toolNames.map((t) => ({
+        figure: `  of which ${t}`,
+        'median ms': round(median(perImage.map((p) => p.tools[t] ?? 0)), 0),
+      })),
       { figure: 'overhead per image (wall − tools)', 'median ms': round(overhead, 0) },
       { figure: 'overhead per image, 90th percentile', 'median ms': round(p90, 0) },
       { figure: `all ${IMAGES} images, one after another`, 'median ms': round(median(perRepeatTotal), 0) },
     ],
-    targets: [{ target: 'orchestration overhead ≤ 1 s per image', measured: `${round(overhead / 1000, 3)} s (median), ${round(p90 / 1000, 3)} s (90th percentile)`, met: overhead <= 1000 }],
+    targets: [
+      {
+        target: 'orchestration overhead ≤ 1 s per image',
+        measured: `${round(overhead / 1000, 3)} s (median), ${round(p90 / 1000, 3)} s (90th percentile)`,
+        met: overhead <= 1000,
+      },
+    ],
     notes: [
       'The overhead includes everything that is not a tool: Temporal round trips and activity scheduling, the download from the local server with sha512 and size checks, format detection, heartbeats, the work-folder clean-up.',
       'The fakes are Node scripts, so their "tool time" is mostly Node start-up (real kamaki and snf-mkimage are Python and take far longer: uploads, sysprep).',

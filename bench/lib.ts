@@ -131,7 +131,10 @@ export async function benchToolchain(dir: string, taskQueue: string, wrapper: (n
     await chmod(path.join(wrappers, name), 0o755);
   }
   const kamakirc = path.join(dir, 'kamakirc');
-  await writeFile(kamakirc, '[global]\ndefault_cloud = bench\n\n[cloud "bench"]\nurl = https://accounts.example.org/identity/v2.0\ntoken = bench-token-not-secret\n');
+  await writeFile(
+    kamakirc,
+    '[global]\ndefault_cloud = bench\n\n[cloud "bench"]\nurl = https://accounts.example.org/identity/v2.0\ntoken = bench-token-not-secret\n',
+  );
   const conf = path.join(dir, 'application.conf');
   await writeFile(
     conf,

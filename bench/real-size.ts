@@ -14,7 +14,19 @@ import { startWorkflowForEvent } from '../core/starter.js';
 import { connectTemporal } from '../core/temporal-client.js';
 import type { ImageRevisionResult } from '../core/workflow-contract.js';
 import { writeLinuxMbr } from '../test/support/disk-images.js';
-import { BENCH_TMP, GiB, MiB, benchToolchain, log, round, serveFolder, sha512File, stopAll, timed, type BenchResult } from './lib.js';
+import {
+  BENCH_TMP,
+  GiB,
+  MiB,
+  benchToolchain,
+  log,
+  round,
+  serveFolder,
+  sha512File,
+  stopAll,
+  timed,
+  type BenchResult,
+} from './lib.js';
 import { startSnf, startTemporal, type Proc } from './services.js';
 
 const SIZE_GIB = Number(process.env.SNF_VMCATCHER_BENCH_REAL_GIB ?? 2);
@@ -52,7 +64,18 @@ async function makeImages(folder: string): Promise<Array<{ name: string; size: n
         await execa('qemu-img', ['convert', '-q', '-f', 'raw', '-O', 'qcow2', raw, file]);
       } else {
         const vmdk = path.join(folder, `disk-${i}.vmdk`);
-        await execa('qemu-img', ['convert', '-q', '-f', 'raw', '-O', 'vmdk', '-o', 'subformat=streamOptimized', raw, vmdk]);
+        await execa('qemu-img', [
+          'convert',
+          '-q',
+          '-f',
+          'raw',
+          '-O',
+          'vmdk',
+          '-o',
+          'subformat=streamOptimized',
+          raw,
+          vmdk,
+        ]);
         await execa('bash', ['-c', 'gzip -1 -c -- "$1" > "$2"', 'gzip', vmdk, file]);
         await rm(vmdk);
       }
@@ -83,7 +106,10 @@ export async function benchRealSize(): Promise<BenchResult> {
   try {
     const env = toolchain.env(temporal.address, { SNF_BENCH_RSS_LOG: rssLog });
     worker = await startSnf(['worker', '--conf', toolchain.conf], env, /worker started/);
-    const config = parseConfig({ temporal: { address: temporal.address, taskQueue }, synnefo: { cloud: 'bench' } }, 'bench');
+    const config = parseConfig(
+      { temporal: { address: temporal.address, taskQueue }, synnefo: { cloud: 'bench' } },
+      'bench',
+    );
     const { client, connection } = await connectTemporal(config.temporal);
     try {
       const started = Date.now();
@@ -104,7 +130,12 @@ export async function benchRealSize(): Promise<BenchResult> {
               (r) => ((r as ImageRevisionResult).register?.imageId ? 'registered' : 'not registered'),
               (err: unknown) => `failed: ${(err as Error).message}`,
             );
-            perImage.push({ image: img.name, sizeGiB: round(img.size / GiB, 2), wallS: round((Date.now() - started) / 1000, 1), outcome });
+            perImage.push({
+              image: img.name,
+              sizeGiB: round(img.size / GiB, 2),
+              wallS: round((Date.now() - started) / 1000, 1),
+              outcome,
+            });
             log(`real-size: ${img.name} ${outcome} after ${round((Date.now() - started) / 1000, 1)} s`);
           }),
         ),
@@ -140,14 +171,28 @@ export async function benchRealSize(): Promise<BenchResult> {
       '(two file-step slots, default timeouts) on a Temporal dev server started by the benchmark. qemu-img is the real one; kamaki and snf-mkimage are the fakes ' +
       "from test/fakes/. Each external program runs under GNU time (its peak RSS); the worker's and the server's peak RSS is their VmHWM at the end.",
     rows: [
-      ...perImage.map((p) => ({ figure: `${p.image} (${p.sizeGiB} GiB) done after`, value: `${p.wallS} s (${p.outcome})` })),
+      ...perImage.map((p) => ({
+        figure: `${p.image} (${p.sizeGiB} GiB) done after`,
+        value: `${p.wallS} s (${p.outcome})`,
+      })),
       { figure: `all ${COUNT} images`, value: `${round(wallMs / 1000, 1)} s` },
       { figure: 'peak RSS: worker (Node)', value: `${workerRss} MiB` },
       { figure: 'peak RSS: Temporal dev server', value: `${temporalRss} MiB` },
-      ...[...toolRss.entries()].map(([name, e]) => ({ figure: `peak RSS: ${name} (${e.calls} calls, ${round(e.seconds, 0)} s in all)`, value: `${e.maxMiB} MiB` })),
+      ...[...toolRss.entries()].map(([name, e]) => ({
+        figure: `peak RSS: ${name} (${e.calls} calls, ${round(e.seconds, 0)} s in all)`,
+        value: `${e.maxMiB} MiB`,
+      })),
     ],
     targets: [{ target: 'no failed workflow', measured: `${failed} failed of ${COUNT}`, met: failed === 0 }],
-    notes: [`${round(totalGiB, 1)} GiB downloaded, verified, unpacked and converted: ${round((totalGiB * 1024) / (wallMs / 1000), 0)} MiB/s of published image through one worker.`],
-    raw: { perImage, toolRss: Object.fromEntries(toolRss), workerRss, temporalRss, sizes: images.map((i) => i.size / MiB) },
+    notes: [
+      `${round(totalGiB, 1)} GiB downloaded, verified, unpacked and converted: ${round((totalGiB * 1024) / (wallMs / 1000), 0)} MiB/s of published image through one worker.`,
+    ],
+    raw: {
+      perImage,
+      toolRss: Object.fromEntries(toolRss),
+      workerRss,
+      temporalRss,
+      sizes: images.map((i) => i.size / MiB),
+    },
   };
 }

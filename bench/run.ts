@@ -80,7 +80,10 @@ function markdown(file: ResultsFile): string {
       out.push(`| ${name} | | not measured: ${cell(r.skipped)} | |`);
       continue;
     }
-    for (const t of r.targets) out.push(`| ${name} | ${cell(t.target)} | ${cell(t.measured)} | ${t.met ? 'yes' : `**no**${t.note ? `: ${cell(t.note)}` : ''}`} |`);
+    for (const t of r.targets)
+      out.push(
+        `| ${name} | ${cell(t.target)} | ${cell(t.measured)} | ${t.met ? 'yes' : `**no**${t.note ? `: ${cell(t.note)}` : ''}`} |`,
+      );
   }
   for (const name of Object.keys(BENCHES)) {
     const r = file.results[name];
@@ -98,7 +101,8 @@ function markdown(file: ResultsFile): string {
 
 async function main(): Promise<void> {
   const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));
-  for (const name of wanted) if (!BENCHES[name]) throw new Error(`unknown benchmark '${name}' (known: ${Object.keys(BENCHES).join(', ')})`);
+  for (const name of wanted)
+    if (!BENCHES[name]) throw new Error(`unknown benchmark '${name}' (known: ${Object.keys(BENCHES).join(', ')})`);
   const names = wanted.length ? wanted : Object.keys(BENCHES);
   const previous: ResultsFile = await readFile(RESULTS_JSON, 'utf8')
     .then((t) => JSON.parse(t) as ResultsFile)

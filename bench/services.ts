@@ -28,6 +28,10 @@ export async function startTemporal(dir: string): Promise<Proc & { address: stri
 
 /** A long-running snf-vmcatcher command, ready once `ready` appears in its log. */
 export async function startSnf(args: string[], env: Record<string, string>, ready: RegExp): Promise<Proc> {
-  const service = await startService(args, { env: { SNF_VMCATCHER_LOG_LEVEL: 'info', ...env }, readyPattern: ready, timeoutMs: 120_000 });
+  const service = await startService(args, {
+    env: { SNF_VMCATCHER_LOG_LEVEL: 'info', ...env },
+    readyPattern: ready,
+    timeoutMs: 120_000,
+  });
   return { proc: service.proc, output: service.log, stop: service.stop };
 }

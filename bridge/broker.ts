@@ -79,7 +79,9 @@ export async function openBroker(rabbit: RabbitConfig, opts: OpenOptions = {}): 
       failures.push(`${server}: ${describeAmqpError(err)}`);
     }
   }
-  throw new BrokerError(`cannot connect to RabbitMQ (vhost '${rabbit.vhost}', user '${rabbit.username}'): ${failures.join('; ')}`);
+  throw new BrokerError(
+    `cannot connect to RabbitMQ (vhost '${rabbit.vhost}', user '${rabbit.username}'): ${failures.join('; ')}`,
+  );
 }
 
 export function describeAmqpError(err: unknown): string {

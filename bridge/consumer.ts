@@ -111,7 +111,10 @@ class SpoolReplays {
       }
     } catch (err) {
       metrics.errors.inc({ kind: 'spool-replay' });
-      log.warn({ err: (err as Error).message, folder: config.spool.folder }, 'could not replay the spool; it is kept for the next connect');
+      log.warn(
+        { err: (err as Error).message, folder: config.spool.folder },
+        'could not replay the spool; it is kept for the next connect',
+      );
     }
   }
 }
@@ -199,9 +202,14 @@ class Bridge {
       },
       'bridge starting',
     );
-    if (this.registration.insecureSsl) this.log.warn('insecure TLS is ON for the image downloads of every event this bridge starts');
+    if (this.registration.insecureSsl)
+      this.log.warn('insecure TLS is ON for the image downloads of every event this bridge starts');
     const problem = await spoolFolderProblem(this.config.spool.folder).catch(() => undefined);
-    if (problem) this.log.warn({ folder: this.config.spool.folder }, `the bridge may not be able to replay spooled events: ${problem} See docs/image-lists.md`);
+    if (problem)
+      this.log.warn(
+        { folder: this.config.spool.folder },
+        `the bridge may not be able to replay spooled events: ${problem} See docs/image-lists.md`,
+      );
     this.broker.connect();
   }
 
@@ -225,7 +233,9 @@ class Bridge {
     this.metrics.consumed.inc();
     const task =
       this.sleepMillis > 0
-        ? (this.paced = this.paced.then(() => this.handle(session, msg)).then(() => this.sleeps.sleep(this.sleepMillis)))
+        ? (this.paced = this.paced
+            .then(() => this.handle(session, msg))
+            .then(() => this.sleeps.sleep(this.sleepMillis)))
         : this.handle(session, msg);
     this.inFlight.add(task);
     void task.finally(() => this.inFlight.delete(task));
@@ -277,7 +287,12 @@ class Bridge {
   }
 
   /** Metrics and the log line of a handled message (`settled` is undefined when its channel was lost). */
-  private async record(session: BrokerSession, msg: Message, decision: MessageDecision, settled: Settled | undefined): Promise<void> {
+  private async record(
+    session: BrokerSession,
+    msg: Message,
+    decision: MessageDecision,
+    settled: Settled | undefined,
+  ): Promise<void> {
     const messageId = msg.properties.messageId as string | undefined;
     if (decision.kind === 'start') {
       const { outcome, workflowId } = decision.result;
@@ -290,7 +305,10 @@ class Bridge {
       this.log.warn({ reason, key, detail, messageId }, 'invalid message moved to the dead-letter queue');
     } else if (settled?.how === 'dead-letter-failed') {
       this.metrics.errors.inc({ kind: 'dead-letter-publish' });
-      this.log.error({ err: settled.error.message, messageId }, 'could not dead-letter an invalid message; it stays on the queue');
+      this.log.error(
+        { err: settled.error.message, messageId },
+        'could not dead-letter an invalid message; it stays on the queue',
+      );
       // Not at once: a broker that refuses the publish must not turn this into a hot loop.
       await this.sleeps.sleep(1000);
       this.requeue(session, msg);

@@ -30,7 +30,9 @@ export const DETAIL_HEADER = 'x-snf-vmcatcher-error';
 
 /** Classifies an InvalidEventError (from parsing or from the starter's checks). */
 export function deadLetterCause(err: InvalidEventError): DeadLetterCause {
-  return err.key ? { reason: err.reason, key: err.key, detail: err.message } : { reason: err.reason, detail: err.message };
+  return err.key
+    ? { reason: err.reason, key: err.key, detail: err.message }
+    : { reason: err.reason, detail: err.message };
 }
 
 /** What a failed start means for the message. */
@@ -62,7 +64,11 @@ const INVALID_ARGUMENT = 3;
 
 /** The gRPC status code of a Temporal client error, looking through its `cause` chain. */
 export function grpcCode(err: unknown): number | undefined {
-  for (let e = err as { code?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 5; e = e.cause as typeof e, depth++) {
+  for (
+    let e = err as { code?: unknown; cause?: unknown } | undefined, depth = 0;
+    e && depth < 5;
+    e = e.cause as typeof e, depth++
+  ) {
     if (typeof e.code === 'number') return e.code;
   }
   return undefined;
@@ -77,7 +83,10 @@ export function classifyStartFailure(err: unknown): StartFailure {
   // INVALID_ARGUMENT is Temporal refusing this one start request (e.g. an id or search
   // attribute it does not accept): retrying the same message can never succeed.
   if (code === INVALID_ARGUMENT) {
-    return { kind: 'invalid', cause: { reason: 'rejected-by-temporal', detail: `Temporal refused the start: ${line}` } };
+    return {
+      kind: 'invalid',
+      cause: { reason: 'rejected-by-temporal', detail: `Temporal refused the start: ${line}` },
+    };
   }
   return { kind: 'unavailable', detail: code === undefined ? line : `${GRPC_STATUS_NAMES[code] ?? code}: ${line}` };
 }
@@ -123,8 +132,17 @@ export function deadLetterPublishOptions(
 // Dead letters
 
 /** Publishes the dead-lettered copy through the default exchange and waits for the broker's confirm. */
-export async function publishDeadLetter(channel: ConfirmChannel, rabbit: RabbitConfig, msg: Message, cause: DeadLetterCause): Promise<void> {
-  const options = deadLetterPublishOptions(msg.properties, cause, { queue: rabbit.queue, redelivered: msg.fields.redelivered, now: new Date() });
+export async function publishDeadLetter(
+  channel: ConfirmChannel,
+  rabbit: RabbitConfig,
+  msg: Message,
+  cause: DeadLetterCause,
+): Promise<void> {
+  const options = deadLetterPublishOptions(msg.properties, cause, {
+    queue: rabbit.queue,
+    redelivered: msg.fields.redelivered,
+    now: new Date(),
+  });
   await new Promise<void>((resolve, reject) => {
     channel.sendToQueue(deadLetterQueue(rabbit), msg.content, options, (err) => (err ? reject(err) : resolve()));
   });
@@ -168,7 +186,8 @@ export async function decideMessage(ctx: StartContext, body: Buffer): Promise<Me
     return { kind: 'start', event, result };
   } catch (err) {
     const failure = classifyStartFailure(err);
-    if (failure.kind !== 'invalid' || failure.cause.reason !== 'rejected-by-temporal' || !mentionsSearchAttribute(err)) return failure;
+    if (failure.kind !== 'invalid' || failure.cause.reason !== 'rejected-by-temporal' || !mentionsSearchAttribute(err))
+      return failure;
     // Every start sets the same search attributes: a refusal that names one is either about
     // this event's value (dead-letter it) or about the namespace (keep everything). The
     // server's list of registered attributes tells which.
@@ -176,12 +195,19 @@ export async function decideMessage(ctx: StartContext, body: Buffer): Promise<Me
     try {
       missing = await missingSearchAttributes(ctx.client, ctx.config.temporal.namespace, ctx.startTimeoutMs);
     } catch (listErr) {
-      return { kind: 'unavailable', detail: `${failure.cause.detail}; and the search attributes could not be listed: ${(listErr as Error).message}` };
+      return {
+        kind: 'unavailable',
+        detail: `${failure.cause.detail}; and the search attributes could not be listed: ${(listErr as Error).message}`,
+      };
     }
     // A server that lists them but still says "not defined" has not refreshed its cache yet.
     if (missing.length === 0) missing = undefinedInMessage(err);
     if (missing.length === 0) return failure;
-    return { kind: 'misconfigured', missing, detail: searchAttributesAdvice(ctx.config.temporal.namespace, missing, failure.cause.detail) };
+    return {
+      kind: 'misconfigured',
+      missing,
+      detail: searchAttributesAdvice(ctx.config.temporal.namespace, missing, failure.cause.detail),
+    };
   }
 }
 
@@ -206,7 +232,12 @@ export type Settled =
  * once the broker confirms the copy, acked; a message that is not at fault (Temporal unavailable,
  * or its namespace misconfigured) goes back to the queue. Ack and nack throw on a closed channel.
  */
-export async function settleMessage(channel: ConfirmChannel, rabbit: RabbitConfig, msg: Message, decision: MessageDecision): Promise<Settled> {
+export async function settleMessage(
+  channel: ConfirmChannel,
+  rabbit: RabbitConfig,
+  msg: Message,
+  decision: MessageDecision,
+): Promise<Settled> {
   switch (decision.kind) {
     case 'start':
       channel.ack(msg);
@@ -228,7 +259,11 @@ export async function settleMessage(channel: ConfirmChannel, rabbit: RabbitConfi
 
 function errorMessages(err: unknown): string {
   const messages: string[] = [];
-  for (let e = err as { message?: string; cause?: unknown } | undefined, depth = 0; e && depth < 5; e = e.cause as typeof e, depth++) {
+  for (
+    let e = err as { message?: string; cause?: unknown } | undefined, depth = 0;
+    e && depth < 5;
+    e = e.cause as typeof e, depth++
+  ) {
     messages.push(e.message ?? '');
   }
   return messages.join('\n');
@@ -242,25 +277,41 @@ function mentionsSearchAttribute(err: unknown): boolean {
 function undefinedInMessage(err: unknown): string[] {
   const text = errorMessages(err);
   return SEARCH_ATTRIBUTES.filter(
-    ({ name }) => new RegExp(`search attribute ${name} is not defined`).test(text) || new RegExp(`no mapping defined for search attribute ${name}\\b`).test(text),
+    ({ name }) =>
+      new RegExp(`search attribute ${name} is not defined`).test(text) ||
+      new RegExp(`no mapping defined for search attribute ${name}\\b`).test(text),
   ).map(({ name, type }) => `${name} (${type})`);
 }
 
 /** Gives the Temporal IndexedValueType enum value of a search attribute type name ('Keyword' → 2). */
-const INDEXED_VALUE_TYPES: Readonly<Record<string, number>> = { Text: 1, Keyword: 2, Int: 3, Double: 4, Bool: 5, Datetime: 6, KeywordList: 7 };
+const INDEXED_VALUE_TYPES: Readonly<Record<string, number>> = {
+  Text: 1,
+  Keyword: 2,
+  Int: 3,
+  Double: 4,
+  Bool: 5,
+  Datetime: 6,
+  KeywordList: 7,
+};
 
 /**
  * The search attributes of the workflow contract that the namespace lacks (or has with another
  * type), as `Name (Type)`.
  */
 export async function missingSearchAttributes(client: Client, namespace: string, timeoutMs: number): Promise<string[]> {
-  const response = await client.withDeadline(Date.now() + timeoutMs, () => client.connection.operatorService.listSearchAttributes({ namespace }));
+  const response = await client.withDeadline(Date.now() + timeoutMs, () =>
+    client.connection.operatorService.listSearchAttributes({ namespace }),
+  );
   const known: Record<string, unknown> = { ...(response.systemAttributes ?? {}), ...(response.customAttributes ?? {}) };
   return SEARCH_ATTRIBUTES.filter(({ name, type }) => {
     const registered = known[name];
     if (registered === undefined || registered === null) return true;
     // Enum values may arrive as numbers or as their names, depending on the decoder.
-    return registered !== INDEXED_VALUE_TYPES[type] && registered !== type && registered !== `INDEXED_VALUE_TYPE_${type.toUpperCase()}`;
+    return (
+      registered !== INDEXED_VALUE_TYPES[type] &&
+      registered !== type &&
+      registered !== `INDEXED_VALUE_TYPE_${type.toUpperCase()}`
+    );
   }).map(({ name, type }) => `${name} (${type})`);
 }
 

@@ -32,7 +32,10 @@ export function createBridgeMetrics(): BridgeMetrics {
   return {
     registry,
     consumed: counter('messages_consumed_total', 'Messages received from the queue'),
-    delivered: counter('events_delivered_total', "Events delivered to their image revision's workflow (started for them, or already running)"),
+    delivered: counter(
+      'events_delivered_total',
+      "Events delivered to their image revision's workflow (started for them, or already running)",
+    ),
     ignored: counter('ignored_total', 'Events that need no action (e.g. ProcessPrefix)'),
     deadLettered: counter('dead_lettered_total', 'Messages moved to the dead-letter queue, by reason', ['reason']),
     errors: counter(
@@ -41,13 +44,19 @@ export function createBridgeMetrics(): BridgeMetrics {
       ['kind'],
     ),
     paused: gauge('paused', '1 while consumption is paused because Temporal is unavailable'),
-    temporalMisconfigured: gauge('temporal_misconfigured', '1 while consumption is stopped because the Temporal namespace lacks the search attributes'),
+    temporalMisconfigured: gauge(
+      'temporal_misconfigured',
+      '1 while consumption is stopped because the Temporal namespace lacks the search attributes',
+    ),
     brokerConnected: gauge('broker_connected', '1 while consuming from RabbitMQ'),
   };
 }
 
 /** Serves `GET /metrics` on `port` (all interfaces). Resolves once listening. */
-export async function serveMetrics(registry: Registry, port: number): Promise<{ port: number; close(): Promise<void> }> {
+export async function serveMetrics(
+  registry: Registry,
+  port: number,
+): Promise<{ port: number; close(): Promise<void> }> {
   const server: Server = createServer((req, res) => {
     if (req.method === 'GET' && (req.url === '/metrics' || req.url?.startsWith('/metrics?'))) {
       registry

@@ -28,7 +28,12 @@ export interface ProduceResult {
  * publish the new messages with confirms. When the broker is away or does not confirm,
  * either spool what is left (nothing is lost) or fail.
  */
-export async function produceMessages(config: Config, bodies: Buffer[], logger: Logger, opts: ProduceOptions): Promise<ProduceResult> {
+export async function produceMessages(
+  config: Config,
+  bodies: Buffer[],
+  logger: Logger,
+  opts: ProduceOptions,
+): Promise<ProduceResult> {
   const result: ProduceResult = { published: 0, spooled: [] };
   const spoolRest = async (err: unknown, from: number): Promise<ProduceResult> => {
     if (!opts.spoolOnFailure || !(err instanceof BrokerError)) throw err;

@@ -69,7 +69,8 @@ export function publisherOn(session: BrokerSession, rabbit: RabbitConfig): Publi
             mandatory: true,
             appId: 'snf-vmcatcher',
           },
-          (err) => (err ? reject(new BrokerError(`RabbitMQ refused message ${messageId} (nack)`, { cause: err })) : resolve()),
+          (err) =>
+            err ? reject(new BrokerError(`RabbitMQ refused message ${messageId} (nack)`, { cause: err })) : resolve(),
         );
       } catch (err) {
         reject(new BrokerError(`cannot publish: ${describeAmqpError(err)}`, { cause: err }));
@@ -78,7 +79,12 @@ export function publisherOn(session: BrokerSession, rabbit: RabbitConfig): Publi
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(
-        () => reject(new BrokerError(`RabbitMQ did not confirm message ${messageId} within ${rabbit.confirmTimeoutMs} ms (rabbitmq.confirmTimeoutMs)`)),
+        () =>
+          reject(
+            new BrokerError(
+              `RabbitMQ did not confirm message ${messageId} within ${rabbit.confirmTimeoutMs} ms (rabbitmq.confirmTimeoutMs)`,
+            ),
+          ),
         rabbit.confirmTimeoutMs,
       );
     });

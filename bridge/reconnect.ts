@@ -65,7 +65,9 @@ export class ReconnectingConsumer {
     const session = this.session;
     if (!session || this.consumerTag || !this.deps.mayConsume() || this.deps.sleeps.stopped) return;
     const { rabbit, log, metrics } = this.deps;
-    const { consumerTag } = await session.channel.consume(rabbit.queue, (msg) => this.onDelivery(session, msg), { noAck: false });
+    const { consumerTag } = await session.channel.consume(rabbit.queue, (msg) => this.onDelivery(session, msg), {
+      noAck: false,
+    });
     if (this.session !== session) return;
     this.consumerTag = consumerTag;
     metrics.brokerConnected.set(1);
@@ -118,7 +120,8 @@ export class ReconnectingConsumer {
           // has cleared this.session and the loop goes round again; a later one finds no loop
           // running and starts one.
           if (this.session !== session) throw new Error('the connection closed while the consumer was starting');
-          if (!this.consumerTag && this.deps.mayConsume() && !sleeps.stopped) throw new Error('the consumer did not start');
+          if (!this.consumerTag && this.deps.mayConsume() && !sleeps.stopped)
+            throw new Error('the consumer did not start');
           this.connectLoopRunning = false;
           this.deps.onConnected();
           return;
@@ -127,7 +130,10 @@ export class ReconnectingConsumer {
           if (session) await this.drop(session);
           if (sleeps.stopped) break;
           const delay = backoffMs(attempt, maxBackoffMs);
-          log.warn({ err: (err as Error).message, attempt: attempt + 1, retryInMs: delay }, 'cannot connect to RabbitMQ; retrying');
+          log.warn(
+            { err: (err as Error).message, attempt: attempt + 1, retryInMs: delay },
+            'cannot connect to RabbitMQ; retrying',
+          );
           await sleeps.sleep(delay);
         }
       }

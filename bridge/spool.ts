@@ -128,7 +128,11 @@ export async function spoolNeedsReplay(folder: string): Promise<boolean> {
  * never deleted. Each file is claimed by renaming it first, so two processes replaying at
  * once do not both publish it; within one process, replays of a folder run one at a time.
  */
-export function replaySpool(config: Pick<Config, 'spool'>, publisher: Publisher, logger: Logger): Promise<ReplayResult> {
+export function replaySpool(
+  config: Pick<Config, 'spool'>,
+  publisher: Publisher,
+  logger: Logger,
+): Promise<ReplayResult> {
   return oneAtATime(config.spool.folder, () => replayOnce(config.spool.folder, publisher, logger));
 }
 
@@ -152,7 +156,9 @@ async function replayOnce(folder: string, publisher: Publisher, logger: Logger):
       await rename(claimed, file).catch(() => undefined);
       if (!isPermissionError(err)) throw err;
       result.unreadable++;
-      const owner = await stat(file).then((s) => ({ uid: s.uid, gid: s.gid, mode: (s.mode & 0o7777).toString(8) })).catch(() => undefined);
+      const owner = await stat(file)
+        .then((s) => ({ uid: s.uid, gid: s.gid, mode: (s.mode & 0o7777).toString(8) }))
+        .catch(() => undefined);
       logger.error(
         { file, owner, uid: process.getuid?.(), reason: (err as Error).message },
         'cannot read a spooled message: it stays in the spool for a user who can (make spool files group-readable by a group this user is in; see docs/image-lists.md)',
@@ -164,7 +170,10 @@ async function replayOnce(folder: string, publisher: Publisher, logger: Logger):
     } catch (err) {
       await rename(claimed, `${file}.bad`);
       result.quarantined++;
-      logger.error({ file: `${file}.bad`, reason: (err as Error).message }, 'spooled message is not a valid event; moved aside');
+      logger.error(
+        { file: `${file}.bad`, reason: (err as Error).message },
+        'spooled message is not a valid event; moved aside',
+      );
       continue;
     }
     try {
@@ -174,7 +183,10 @@ async function replayOnce(folder: string, publisher: Publisher, logger: Logger):
     } catch (err) {
       await rename(claimed, file).catch(() => undefined);
       result.remaining = files.length - i;
-      logger.warn({ remaining: result.remaining, reason: (err as Error).message }, 'spool replay stopped; the rest stays spooled');
+      logger.warn(
+        { remaining: result.remaining, reason: (err as Error).message },
+        'spool replay stopped; the rest stays spooled',
+      );
       throw err;
     }
     await unlink(claimed).catch(async (err: unknown) => {
@@ -205,9 +217,13 @@ async function reclaimAbandoned(folder: string, logger: Logger): Promise<void> {
     if (pid !== process.pid && isAlive(pid)) continue;
     try {
       await rename(path.join(folder, name), path.join(folder, m[1]));
-      logger.info({ file: path.join(folder, m[1]), claimedBy: pid }, 'took back a spooled message an ended replay had claimed');
+      logger.info(
+        { file: path.join(folder, m[1]), claimedBy: pid },
+        'took back a spooled message an ended replay had claimed',
+      );
     } catch (err) {
-      if ((err as { code?: string }).code !== 'ENOENT') throw await spoolAccessError(err, folder, path.join(folder, name));
+      if ((err as { code?: string }).code !== 'ENOENT')
+        throw await spoolAccessError(err, folder, path.join(folder, name));
     }
   }
 }
@@ -235,7 +251,9 @@ export async function spoolFolderProblem(folder: string): Promise<string | undef
   try {
     info = await stat(folder);
   } catch (err) {
-    return (err as { code?: string }).code === 'ENOENT' ? undefined : `cannot stat ${folder}: ${(err as Error).message}`;
+    return (err as { code?: string }).code === 'ENOENT'
+      ? undefined
+      : `cannot stat ${folder}: ${(err as Error).message}`;
   }
   const mode = (info.mode & 0o7777).toString(8).padStart(4, '0');
   const who = `uid ${process.getuid?.()}`;
@@ -243,7 +261,8 @@ export async function spoolFolderProblem(folder: string): Promise<string | undef
     () => true,
     () => false,
   );
-  if (!writable) return `${folder} (mode ${mode}, owner ${info.uid}:${info.gid}) is not writable by this process (${who}).`;
+  if (!writable)
+    return `${folder} (mode ${mode}, owner ${info.uid}:${info.gid}) is not writable by this process (${who}).`;
   if (info.mode & 0o1000 && info.uid !== process.getuid?.()) {
     return `${folder} (mode ${mode}) has the sticky bit: this process (${who}) may only rename or delete the files it owns.`;
   }

@@ -97,13 +97,19 @@ export class TemporalGate {
         metrics.temporalMisconfigured.set(0);
         log.info(
           { pausedForMs: Date.now() - since },
-          this.kind === 'unavailable' ? 'Temporal answers again: resumed consuming' : 'the search attributes are registered now: resumed consuming',
+          this.kind === 'unavailable'
+            ? 'Temporal answers again: resumed consuming'
+            : 'the search attributes are registered now: resumed consuming',
         );
         await this.deps.resumeConsuming();
         return;
       }
       if (this.kind === 'unavailable') log.info({ pausedForMs: Date.now() - since }, 'Temporal still unavailable');
-      else log.error({ pausedForMs: Date.now() - since, detail: still }, 'still not consuming: the Temporal namespace lacks search attributes');
+      else
+        log.error(
+          { pausedForMs: Date.now() - since, detail: still },
+          'still not consuming: the Temporal namespace lacks search attributes',
+        );
     }
   }
 }

@@ -80,7 +80,8 @@ export abstract class BaseCommand extends Command<CliContext> {
 
   /** The one mapping from a thrown error to a line and an exit code. */
   protected report(err: unknown): ExitCode {
-    if (err instanceof UsageError || err instanceof ConfigError || err instanceof InvalidInputError) return this.fail(err.message, EXIT.usage);
+    if (err instanceof UsageError || err instanceof ConfigError || err instanceof InvalidInputError)
+      return this.fail(err.message, EXIT.usage);
     const known = err instanceof SnfVmcatcherError;
     const e = err as Error | undefined;
     this.say.error(known ? e!.message : `unexpected error: ${e?.message ?? String(err)}`);

@@ -21,7 +21,7 @@ export abstract class ImageListCommand extends ConfiguredCommand {
     description: 'Send the named credential of security.credentials as the token',
   });
   insecureSsl = Option.Boolean('--insecure-ssl', false, {
-    description: 'Do not check the list server\'s TLS certificate (debugging only; logged as a warning)',
+    description: "Do not check the list server's TLS certificate (debugging only; logged as a warning)",
   });
 
   protected async readList(): Promise<ReadImageList> {

@@ -43,4 +43,3 @@ export async function main(argv: readonly string[], context: Partial<CliContext>
   }
   return cli.run(command, ctx);
 }
-

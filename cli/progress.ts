@@ -22,7 +22,12 @@ export async function snapshot(handle: WorkflowHandle): Promise<Snapshot> {
   const payload = pending?.heartbeatDetails?.payloads?.[0];
   if (payload) {
     // Every long step reports bytesDone/bytesTotal (activities/heartbeats.ts); older workers, offset/total.
-    const details = defaultPayloadConverter.fromPayload<{ bytesDone?: number; bytesTotal?: number; offset?: number; total?: number }>(payload as never);
+    const details = defaultPayloadConverter.fromPayload<{
+      bytesDone?: number;
+      bytesTotal?: number;
+      offset?: number;
+      total?: number;
+    }>(payload as never);
     bytesDone = details?.bytesDone ?? details?.offset;
     bytesTotal = details?.bytesTotal ?? details?.total;
   }
@@ -43,11 +48,19 @@ const MiB = 1024 * 1024;
  * Follows a workflow until it closes: a progress bar on a terminal, plain lines otherwise
  * (one per stage change or failed attempt, and every 10% of a download).
  */
-export async function followProgress(handle: WorkflowHandle, out: NodeJS.WritableStream, intervalMs = 1000): Promise<void> {
+export async function followProgress(
+  handle: WorkflowHandle,
+  out: NodeJS.WritableStream,
+  intervalMs = 1000,
+): Promise<void> {
   const tty = Boolean((out as NodeJS.WriteStream).isTTY);
   const bar = tty
     ? new cliProgress.SingleBar(
-        { format: '{stage} |{bar}| {percentage}% {done}/{total} MiB', hideCursor: true, stream: out as NodeJS.WriteStream },
+        {
+          format: '{stage} |{bar}| {percentage}% {done}/{total} MiB',
+          hideCursor: true,
+          stream: out as NodeJS.WriteStream,
+        },
         cliProgress.Presets.shades_classic,
       )
     : undefined;
@@ -74,7 +87,8 @@ export async function followProgress(handle: WorkflowHandle, out: NodeJS.Writabl
       lastLine = line;
       if (s.bytesTotal) {
         const decile = Math.floor(((s.bytesDone ?? 0) / s.bytesTotal) * 10);
-        if (decile !== lastDecile) out.write(`  ${((s.bytesDone ?? 0) / MiB).toFixed(0)} of ${(s.bytesTotal / MiB).toFixed(0)} MiB\n`);
+        if (decile !== lastDecile)
+          out.write(`  ${((s.bytesDone ?? 0) / MiB).toFixed(0)} of ${(s.bytesTotal / MiB).toFixed(0)} MiB\n`);
         lastDecile = decile;
       }
     }
@@ -89,7 +103,11 @@ export async function followProgress(handle: WorkflowHandle, out: NodeJS.Writabl
  * has started it; undefined when the revision's workflow closed without running one (a later
  * event superseded it).
  */
-export async function waitForChild(parent: WorkflowHandle, action: RevisionAction, intervalMs = 300): Promise<WorkflowHandle | undefined> {
+export async function waitForChild(
+  parent: WorkflowHandle,
+  action: RevisionAction,
+  intervalMs = 300,
+): Promise<WorkflowHandle | undefined> {
   for (;;) {
     const current = await parent.query<CurrentChild | undefined>(CURRENT_QUERY).catch(() => undefined);
     if (current?.action === action) return parent.client.getHandle(current.workflowId, current.runId);

@@ -4,7 +4,11 @@ import type { Logger } from '../core/logging.js';
  * Waits for `done`, calling `stop` on the first SIGTERM or SIGINT. A second signal exits at
  * once, for an operator who does not want to wait for the grace period.
  */
-export async function untilSignal(done: Promise<unknown>, stop: () => void | Promise<void>, logger: Logger): Promise<void> {
+export async function untilSignal(
+  done: Promise<unknown>,
+  stop: () => void | Promise<void>,
+  logger: Logger,
+): Promise<void> {
   let stopping = false;
   const onSignal = (signal: NodeJS.Signals) => {
     if (stopping) {

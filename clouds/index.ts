@@ -10,6 +10,7 @@ import type { CloudTarget } from './target.js';
  */
 export function cloudTarget(deps: ActivityDeps): CloudTarget {
   const cloud = deps.config.cloud;
-  if (cloud.type === 'glance') return glanceTarget({ ...deps, logger: deps.logger.child({ cloud: `glance-${cloud.name}` }) }, cloud);
+  if (cloud.type === 'glance')
+    return glanceTarget({ ...deps, logger: deps.logger.child({ cloud: `glance-${cloud.name}` }) }, cloud);
   return synnefoTarget({ ...deps, logger: deps.logger.child({ cloud: 'synnefo' }) });
 }

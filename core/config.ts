@@ -13,9 +13,7 @@ const hocon = require('@pushcorn/hocon-parser') as {
   parse(opts: { url?: string; text?: string; strict?: boolean }): Promise<unknown>;
 };
 
-const hostPort = z
-  .string()
-  .regex(/^[^\s:]+(:\d{1,5})?$/, 'expected "host" or "host:port"');
+const hostPort = z.string().regex(/^[^\s:]+(:\d{1,5})?$/, 'expected "host" or "host:port"');
 
 const sizeBytes = z.coerce.number().int().nonnegative();
 const millis = z.coerce.number().int().positive();
@@ -141,7 +139,10 @@ export const GlanceConfigSchema = z
      * Disk formats this cloud takes, preferred first. A qcow2 image is uploaded as qcow2 when
      * `qcow2` is listed; otherwise it is converted to raw (e.g. for a Ceph RBD backend).
      */
-    diskFormats: z.array(z.enum(['qcow2', 'raw'])).min(1).default(['qcow2', 'raw']),
+    diskFormats: z
+      .array(z.enum(['qcow2', 'raw']))
+      .min(1)
+      .default(['qcow2', 'raw']),
     /** What an expiry does: deactivate the image and make it private, or delete it. */
     expireAction: z.enum(['deactivate', 'delete']).default('deactivate'),
     /** Glance's `[DEFAULT] hashing_algorithm`, computed while uploading and compared with os_hash_value. */
@@ -153,20 +154,36 @@ export const GlanceConfigSchema = z
   .superRefine((glance, ctx) => {
     const byPassword = glance.username !== undefined || glance.project !== undefined;
     if (glance.applicationCredentialId !== undefined && byPassword) {
-      ctx.addIssue({ code: 'custom', path: ['applicationCredentialId'], message: 'give applicationCredentialId or username and project, not both' });
-    } else if (glance.applicationCredentialId === undefined && !(glance.username !== undefined && glance.project !== undefined)) {
-      ctx.addIssue({ code: 'custom', path: ['applicationCredentialId'], message: 'give applicationCredentialId (recommended) or username and project' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['applicationCredentialId'],
+        message: 'give applicationCredentialId or username and project, not both',
+      });
+    } else if (
+      glance.applicationCredentialId === undefined &&
+      !(glance.username !== undefined && glance.project !== undefined)
+    ) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['applicationCredentialId'],
+        message: 'give applicationCredentialId (recommended) or username and project',
+      });
     }
   });
 export type GlanceConfig = z.infer<typeof GlanceConfigSchema>;
 
 /** Where registrations go: Synnefo (the `synnefo` block's settings) or a Glance cloud. */
-export const CloudConfigSchema = z.discriminatedUnion('type', [z.object({ type: z.literal('synnefo') }).strict(), GlanceConfigSchema]);
+export const CloudConfigSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('synnefo') }).strict(),
+  GlanceConfigSchema,
+]);
 export type CloudConfig = z.infer<typeof CloudConfigSchema>;
 
 /** The site's cloud as registration identities name it (registrationTarget). */
 export function siteCloud(config: Pick<Config, 'cloud' | 'synnefo'>): SiteCloud {
-  return config.cloud.type === 'glance' ? { type: 'glance', name: config.cloud.name } : { type: 'synnefo', kamakiCloud: config.synnefo.cloud };
+  return config.cloud.type === 'glance'
+    ? { type: 'glance', name: config.cloud.name }
+    : { type: 'synnefo', kamakiCloud: config.synnefo.cloud };
 }
 
 export const SignaturePolicySchema = z.enum(['require', 'warn', 'accept']);
@@ -187,11 +204,21 @@ export type Endorser = z.infer<typeof EndorserSchema>;
 
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 const DURATION_SPELLINGS: Record<string, string> = {
-  ms: 'ms', millisecond: 'ms', milliseconds: 'ms',
-  s: 's', second: 's', seconds: 's',
-  m: 'm', minute: 'm', minutes: 'm',
-  h: 'h', hour: 'h', hours: 'h',
-  d: 'd', day: 'd', days: 'd',
+  ms: 'ms',
+  millisecond: 'ms',
+  milliseconds: 'ms',
+  s: 's',
+  second: 's',
+  seconds: 's',
+  m: 'm',
+  minute: 'm',
+  minutes: 'm',
+  h: 'h',
+  hour: 'h',
+  hours: 'h',
+  d: 'd',
+  day: 'd',
+  days: 'd',
 };
 
 /** A HOCON duration ("6h", "30 minutes") or a number of milliseconds → milliseconds. */
@@ -204,7 +231,10 @@ export const DurationSchema = z.union([z.number(), z.string()]).transform((value
     if (m && unit) ms = Math.round(Number(m[1]) * DURATION_UNITS[unit]);
   }
   if (!(Number.isInteger(ms) && ms > 0)) {
-    ctx.addIssue({ code: 'custom', message: `'${value}' is not a duration (e.g. "6h", "30 minutes", or milliseconds)` });
+    ctx.addIssue({
+      code: 'custom',
+      message: `'${value}' is not a duration (e.g. "6h", "30 minutes", or milliseconds)`,
+    });
     return z.NEVER;
   }
   return ms;
@@ -220,10 +250,17 @@ const ListUrlSchema = z.string().superRefine((text, ctx) => {
     return;
   }
   if (!['http:', 'https:', 'file:'].includes(url.protocol)) {
-    ctx.addIssue({ code: 'custom', message: `scheme ${url.protocol} is not supported (expected https:, http: or file:)` });
+    ctx.addIssue({
+      code: 'custom',
+      message: `scheme ${url.protocol} is not supported (expected https:, http: or file:)`,
+    });
   }
   if (url.username || url.password) {
-    ctx.addIssue({ code: 'custom', message: 'the URL carries credentials: name a credential (security.credentials) in the subscription\'s credential instead' });
+    ctx.addIssue({
+      code: 'custom',
+      message:
+        "the URL carries credentials: name a credential (security.credentials) in the subscription's credential instead",
+    });
   }
 });
 
@@ -258,11 +295,17 @@ const RegistryUrlSchema = z.string().superRefine((text, ctx) => {
     ctx.addIssue({ code: 'custom', message: `'${text}' is not a URL (expected https://registry.example.org)` });
     return;
   }
-  if (!['http:', 'https:'].includes(url.protocol)) ctx.addIssue({ code: 'custom', message: `scheme ${url.protocol} is not supported (expected https: or http:)` });
+  if (!['http:', 'https:'].includes(url.protocol))
+    ctx.addIssue({ code: 'custom', message: `scheme ${url.protocol} is not supported (expected https: or http:)` });
   if (url.username || url.password) {
-    ctx.addIssue({ code: 'custom', message: 'the URL carries credentials: name a credential (security.credentials) in the subscription\'s credential instead' });
+    ctx.addIssue({
+      code: 'custom',
+      message:
+        "the URL carries credentials: name a credential (security.credentials) in the subscription's credential instead",
+    });
   }
-  if (url.pathname !== '/' || url.search) ctx.addIssue({ code: 'custom', message: `name the registry only (${url.origin}); the project goes in project` });
+  if (url.pathname !== '/' || url.search)
+    ctx.addIssue({ code: 'custom', message: `name the registry only (${url.origin}); the project goes in project` });
 });
 
 /**
@@ -273,7 +316,12 @@ const RegistryUrlSchema = z.string().superRefine((text, ctx) => {
 export const RegistrySubscriptionSchema = z
   .object({
     registry: RegistryUrlSchema,
-    project: z.string().regex(/^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:\/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$/, 'must be a registry project or repository prefix (lower case, e.g. egi_vm_images)'),
+    project: z
+      .string()
+      .regex(
+        /^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:\/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$/,
+        'must be a registry project or repository prefix (lower case, e.g. egi_vm_images)',
+      ),
     /** Tags to take (a regular expression). Unset: the short tags, as EGI's central sync (^[^-]+$). */
     tags: z
       .string()
@@ -306,7 +354,8 @@ const SubscriptionEntrySchema = z.unknown().transform((entry, ctx): Subscription
   const registry = typeof entry === 'object' && entry !== null && 'registry' in entry;
   const result = (registry ? RegistrySubscriptionSchema : SubscriptionSchema).safeParse(entry);
   if (result.success) return result.data;
-  for (const issue of result.error.issues) ctx.addIssue({ code: 'custom', message: issue.message, path: issue.path as PropertyKey[] });
+  for (const issue of result.error.issues)
+    ctx.addIssue({ code: 'custom', message: issue.message, path: issue.path as PropertyKey[] });
   return z.NEVER;
 });
 
@@ -368,39 +417,54 @@ export const BridgeConfigSchema = z.object({
   sleepMillis: z.coerce.number().int().nonnegative().default(0),
 });
 
-export const ConfigSchema = z.object({
-  rabbitmq: RabbitConfigSchema.prefault({}),
-  temporal: TemporalConfigSchema.prefault({}),
-  worker: WorkerConfigSchema.prefault({}),
-  synnefo: SynnefoConfigSchema.prefault({}),
-  cloud: CloudConfigSchema.default({ type: 'synnefo' }),
-  security: SecurityConfigSchema.prefault({}),
-  spool: SpoolConfigSchema.prefault({}),
-  bridge: BridgeConfigSchema.prefault({}),
-  /** Image lists (issue #12) and registry projects (issue #15) this site subscribes to. */
-  subscriptions: z.array(SubscriptionEntrySchema).default([]),
-}).superRefine((config, ctx) => {
-  const seen = new Map<string, number>();
-  config.subscriptions.forEach((sub, i) => {
-    if (sub.credential !== undefined && !(sub.credential in config.security.credentials)) {
-      ctx.addIssue({ code: 'custom', path: ['subscriptions', i, 'credential'], message: `credential '${sub.credential}' is not defined in security.credentials` });
+export const ConfigSchema = z
+  .object({
+    rabbitmq: RabbitConfigSchema.prefault({}),
+    temporal: TemporalConfigSchema.prefault({}),
+    worker: WorkerConfigSchema.prefault({}),
+    synnefo: SynnefoConfigSchema.prefault({}),
+    cloud: CloudConfigSchema.default({ type: 'synnefo' }),
+    security: SecurityConfigSchema.prefault({}),
+    spool: SpoolConfigSchema.prefault({}),
+    bridge: BridgeConfigSchema.prefault({}),
+    /** Image lists (issue #12) and registry projects (issue #15) this site subscribes to. */
+    subscriptions: z.array(SubscriptionEntrySchema).default([]),
+  })
+  .superRefine((config, ctx) => {
+    const seen = new Map<string, number>();
+    config.subscriptions.forEach((sub, i) => {
+      if (sub.credential !== undefined && !(sub.credential in config.security.credentials)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['subscriptions', i, 'credential'],
+          message: `credential '${sub.credential}' is not defined in security.credentials`,
+        });
+      }
+      const key = isRegistrySubscription(sub) ? registrySubscriptionKey(sub) : subscriptionKey(sub.url);
+      const earlier = seen.get(key);
+      if (earlier !== undefined) {
+        const [field, what] = isRegistrySubscription(sub) ? ['project', 'project'] : ['url', 'list'];
+        ctx.addIssue({
+          code: 'custom',
+          path: ['subscriptions', i, field],
+          message: `the same ${what} as subscriptions.${earlier}`,
+        });
+      }
+      seen.set(key, i);
+    });
+    if (config.cloud.type === 'glance' && !(config.cloud.credential in config.security.credentials)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['cloud', 'credential'],
+        message: `credential '${config.cloud.credential}' is not defined in security.credentials`,
+      });
     }
-    const key = isRegistrySubscription(sub) ? registrySubscriptionKey(sub) : subscriptionKey(sub.url);
-    const earlier = seen.get(key);
-    if (earlier !== undefined) {
-      const [field, what] = isRegistrySubscription(sub) ? ['project', 'project'] : ['url', 'list'];
-      ctx.addIssue({ code: 'custom', path: ['subscriptions', i, field], message: `the same ${what} as subscriptions.${earlier}` });
-    }
-    seen.set(key, i);
-  });
-  if (config.cloud.type === 'glance' && !(config.cloud.credential in config.security.credentials)) {
-    ctx.addIssue({ code: 'custom', path: ['cloud', 'credential'], message: `credential '${config.cloud.credential}' is not defined in security.credentials` });
-  }
-}).transform(({ subscriptions, ...config }) => ({
-  ...config,
-  subscriptions: subscriptions.filter((s): s is Subscription => !isRegistrySubscription(s)),
-  registrySubscriptions: subscriptions.filter(isRegistrySubscription),
-}));
+  })
+  .transform(({ subscriptions, ...config }) => ({
+    ...config,
+    subscriptions: subscriptions.filter((s): s is Subscription => !isRegistrySubscription(s)),
+    registrySubscriptions: subscriptions.filter(isRegistrySubscription),
+  }));
 
 /** How subscriptions and command-line URLs are matched: parsed, without credentials or fragment. */
 export function subscriptionKey(url: string | URL): string {
@@ -431,8 +495,15 @@ const envName = (key: string) => key.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCa
  * EXCHANGE, ROUTING_KEY).
  */
 export const ENV_OVERRIDES: ReadonlyArray<{ env: string; key: string; list?: boolean }> = [
-  ...['address', 'namespace', 'apiKey', 'taskQueue'].map((key) => ({ env: `TEMPORAL_${envName(key)}`, key: `temporal.${key}` })),
-  ...RABBITMQ_OVERRIDES.map((key) => ({ env: `SNF_VMCATCHER_RABBITMQ_${envName(key)}`, key: `rabbitmq.${key}`, list: key === 'servers' || undefined })),
+  ...['address', 'namespace', 'apiKey', 'taskQueue'].map((key) => ({
+    env: `TEMPORAL_${envName(key)}`,
+    key: `temporal.${key}`,
+  })),
+  ...RABBITMQ_OVERRIDES.map((key) => ({
+    env: `SNF_VMCATCHER_RABBITMQ_${envName(key)}`,
+    key: `rabbitmq.${key}`,
+    list: key === 'servers' || undefined,
+  })),
   { env: 'SNF_VMCATCHER_WORKING_FOLDER', key: 'worker.workingFolder' },
   { env: 'SNF_VMCATCHER_SPOOL_FOLDER', key: 'spool.folder' },
   { env: 'SNF_VMCATCHER_KAMAKI', key: 'synnefo.kamaki' },
@@ -471,7 +542,16 @@ export async function loadConfig(opts: LoadOptions = {}): Promise<LoadedConfig> 
   for (const { env: name, key, list } of ENV_OVERRIDES) {
     const value = env[name];
     if (value !== undefined && value !== '') {
-      setPath(raw, key, list ? value.split(',').map((s) => s.trim()).filter(Boolean) : value);
+      setPath(
+        raw,
+        key,
+        list
+          ? value
+              .split(',')
+              .map((s) => s.trim())
+              .filter(Boolean)
+          : value,
+      );
     }
   }
   for (const [key, value] of Object.entries(opts.overrides ?? {})) {

@@ -41,7 +41,10 @@ export async function resolveCredential(config: Config, name: string): Promise<s
     try {
       secret = (await readFile(entry.file, 'utf8')).trim();
     } catch (err) {
-      throw new ConfigError(`${key}: cannot read ${entry.file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { key });
+      throw new ConfigError(
+        `${key}: cannot read ${entry.file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+        { key },
+      );
     }
   } else {
     secret = process.env[entry.env] ?? '';

@@ -159,7 +159,11 @@ export function eventFromFlat(flat: Record<string, unknown>, origin: EventOrigin
   for (const [key, rawValue] of Object.entries(flat)) {
     if (rawValue === null || rawValue === undefined) continue;
     if (typeof rawValue === 'object') {
-      throw new InvalidEventError(`${key} must be a string, not a nested ${Array.isArray(rawValue) ? 'array' : 'object'}`, 'nested-value', key);
+      throw new InvalidEventError(
+        `${key} must be a string, not a nested ${Array.isArray(rawValue) ? 'array' : 'object'}`,
+        'nested-value',
+        key,
+      );
     }
     const value = String(rawValue);
     const field = KEY_TO_FIELD.get(key);
@@ -170,7 +174,8 @@ export function eventFromFlat(flat: Record<string, unknown>, origin: EventOrigin
     if (value === '') continue;
     if (field === 'type') candidate.type = parseEventType(value);
     else if (field === 'size') {
-      if (!/^\d+$/.test(value.trim())) throw new InvalidEventError(`${key} '${value}' is not a size in bytes`, 'invalid-value', key);
+      if (!/^\d+$/.test(value.trim()))
+        throw new InvalidEventError(`${key} '${value}' is not a size in bytes`, 'invalid-value', key);
       candidate.size = Number(value.trim());
     } else candidate[field] = value;
   }
@@ -239,7 +244,8 @@ export function eventAction(event: Pick<ImageEvent, 'type'>): EventAction {
 export function assertActionable(event: ImageEvent): void {
   const action = eventAction(event);
   if (action === 'ignore') return;
-  if (!event.imageId) throw new InvalidEventError(`${EVENT_FIELDS.imageId} is required`, 'missing-key', EVENT_FIELDS.imageId);
+  if (!event.imageId)
+    throw new InvalidEventError(`${EVENT_FIELDS.imageId} is required`, 'missing-key', EVENT_FIELDS.imageId);
   if (event.uri && /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*@/i.test(event.uri)) {
     // The event becomes a workflow input, kept in Temporal's history: never a credential.
     throw new InvalidEventError(

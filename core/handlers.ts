@@ -28,7 +28,9 @@ const HANDLER_ALIASES: Readonly<Record<string, HandlerName>> = {
  */
 export function handlerFromName(name: string): HandlerName {
   const trimmed = name.trim();
-  const short = trimmed.startsWith(`${ORIGINAL_HANDLER_PACKAGE}.`) ? trimmed.slice(ORIGINAL_HANDLER_PACKAGE.length + 1) : trimmed;
+  const short = trimmed.startsWith(`${ORIGINAL_HANDLER_PACKAGE}.`)
+    ? trimmed.slice(ORIGINAL_HANDLER_PACKAGE.length + 1)
+    : trimmed;
   const handler = HANDLER_ALIASES[short.toLowerCase()];
   if (!handler) {
     throw new InvalidInputError(

@@ -22,7 +22,11 @@ export interface DispatcherOptions {
 
 /** Host names compare without IPv6 brackets, case and a trailing dot. */
 export function sameHost(a: string, b: string): boolean {
-  const norm = (h: string) => h.replace(/^\[(.*)\]$/, '$1').replace(/\.$/, '').toLowerCase();
+  const norm = (h: string) =>
+    h
+      .replace(/^\[(.*)\]$/, '$1')
+      .replace(/\.$/, '')
+      .toLowerCase();
   return norm(a) === norm(b);
 }
 
@@ -30,15 +34,21 @@ export function sameHost(a: string, b: string): boolean {
 const insecureHosts = new WeakMap<Dispatcher, string>();
 
 export function createDispatcher(opts: DispatcherOptions): Dispatcher {
-  const timeouts = { connectTimeout: opts.connectTimeoutMs, headersTimeout: opts.readTimeoutMs, bodyTimeout: opts.readTimeoutMs };
+  const timeouts = {
+    connectTimeout: opts.connectTimeoutMs,
+    headersTimeout: opts.readTimeoutMs,
+    bodyTimeout: opts.readTimeoutMs,
+  };
   const insecureHost = opts.insecureTlsHost;
-  if (!insecureHost) return new Agent({ connect: { timeout: opts.connectTimeoutMs, rejectUnauthorized: true }, ...timeouts });
+  if (!insecureHost)
+    return new Agent({ connect: { timeout: opts.connectTimeoutMs, rejectUnauthorized: true }, ...timeouts });
   // One connector per trust level, chosen per connection by the host it goes to: a redirect
   // to another host must not inherit the operator's exception for the image host.
   const verified = buildConnector({ timeout: opts.connectTimeoutMs, rejectUnauthorized: true });
   const unverified = buildConnector({ timeout: opts.connectTimeoutMs, rejectUnauthorized: false });
   const agent = new Agent({
-    connect: (options, callback) => (sameHost(options.hostname, insecureHost) ? unverified : verified)(options, callback),
+    connect: (options, callback) =>
+      (sameHost(options.hostname, insecureHost) ? unverified : verified)(options, callback),
     ...timeouts,
   });
   insecureHosts.set(agent, insecureHost);
@@ -56,9 +66,16 @@ export type RedirectDecision = { follow: true; url: URL; keepCredentials: boolea
  * Pure redirect policy. `origin` is where the credentials were meant to go: they follow a
  * redirect only while it stays on that origin (scheme, host and port), or upgrades it to https.
  */
-export function decideRedirect(from: URL, location: string | undefined, origin: URL, hops: number, policy: RedirectPolicy): RedirectDecision {
+export function decideRedirect(
+  from: URL,
+  location: string | undefined,
+  origin: URL,
+  hops: number,
+  policy: RedirectPolicy,
+): RedirectDecision {
   if (!location) return { follow: false, reason: `redirect from ${redact(from)} has no Location header` };
-  if (hops >= policy.maxRedirects) return { follow: false, reason: `too many redirects (more than ${policy.maxRedirects}) from ${redact(from)}` };
+  if (hops >= policy.maxRedirects)
+    return { follow: false, reason: `too many redirects (more than ${policy.maxRedirects}) from ${redact(from)}` };
   let next: URL;
   try {
     next = new URL(location, from);
@@ -72,7 +89,12 @@ export function decideRedirect(from: URL, location: string | undefined, origin: 
     return { follow: false, reason: `refusing redirect from https to plain http (${redact(from)} → ${redact(next)})` };
   }
   // An http→https upgrade on the same host (default ports) keeps them too: same server, safer channel.
-  const upgrade = origin.protocol === 'http:' && next.protocol === 'https:' && origin.port === '' && next.port === '' && next.hostname === origin.hostname;
+  const upgrade =
+    origin.protocol === 'http:' &&
+    next.protocol === 'https:' &&
+    origin.port === '' &&
+    next.port === '' &&
+    next.hostname === origin.hostname;
   return { follow: true, url: next, keepCredentials: next.origin === origin.origin || upgrade };
 }
 
@@ -128,7 +150,13 @@ export async function httpGet(url: URL, opts: HttpGetOptions): Promise<HttpRespo
     if (statusCode >= 300 && statusCode < 400 && statusCode !== 304) {
       await response.body.dump().catch(() => undefined);
       const location = response.headers.location;
-      const decision = decideRedirect(current, Array.isArray(location) ? location[0] : location, origin, hops, opts.redirects);
+      const decision = decideRedirect(
+        current,
+        Array.isArray(location) ? location[0] : location,
+        origin,
+        hops,
+        opts.redirects,
+      );
       if (!decision.follow) throw new FetchError(decision.reason, { permanent: true, status: statusCode });
       current = decision.url;
       withCredentials = withCredentials && decision.keepCredentials;
@@ -179,23 +207,35 @@ export function describeFetchFailure(err: unknown, url?: URL | string): FetchErr
   if (err instanceof FetchError) return err;
   const where = url ? ` ${redact(url)}` : '';
   const chain: Array<{ code?: string; message?: string; name?: string }> = [];
-  for (let e = err as { code?: string; message?: string; cause?: unknown } | undefined; e && chain.length < 5; e = e.cause as typeof e) {
+  for (
+    let e = err as { code?: string; message?: string; cause?: unknown } | undefined;
+    e && chain.length < 5;
+    e = e.cause as typeof e
+  ) {
     chain.push(e);
   }
   const codes = chain.map((e) => e.code ?? '');
   const has = (...wanted: string[]) => codes.some((c) => wanted.includes(c));
   const tls = codes.find((c) => c in TLS_CODES);
   if (tls) {
-    return new FetchError(`TLS error fetching${where}: ${TLS_CODES[tls]} (use --insecure-ssl only if you trust this server)`, { permanent: true, cause: err });
+    return new FetchError(
+      `TLS error fetching${where}: ${TLS_CODES[tls]} (use --insecure-ssl only if you trust this server)`,
+      { permanent: true, cause: err },
+    );
   }
   if (has('UND_ERR_CONNECT_TIMEOUT')) return new FetchError(`connect timeout fetching${where}`, { cause: err });
-  if (has('UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'ETIMEDOUT')) return new FetchError(`read timeout fetching${where}: the server stopped answering`, { cause: err });
+  if (has('UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'ETIMEDOUT'))
+    return new FetchError(`read timeout fetching${where}: the server stopped answering`, { cause: err });
   if (has('ECONNREFUSED')) return new FetchError(`connection refused fetching${where}`, { cause: err });
-  if (has('ENOTFOUND', 'EAI_AGAIN')) return new FetchError(`unknown host fetching${where}`, { permanent: !has('EAI_AGAIN'), cause: err });
-  if (has('ECONNRESET', 'UND_ERR_SOCKET', 'EPIPE')) return new FetchError(`connection reset fetching${where}`, { cause: err });
-  if (has('UND_ERR_ABORTED', 'ABORT_ERR') || chain.some((e) => e.name === 'AbortError')) return new FetchError(`fetching${where} was cancelled`, { cause: err });
+  if (has('ENOTFOUND', 'EAI_AGAIN'))
+    return new FetchError(`unknown host fetching${where}`, { permanent: !has('EAI_AGAIN'), cause: err });
+  if (has('ECONNRESET', 'UND_ERR_SOCKET', 'EPIPE'))
+    return new FetchError(`connection reset fetching${where}`, { cause: err });
+  if (has('UND_ERR_ABORTED', 'ABORT_ERR') || chain.some((e) => e.name === 'AbortError'))
+    return new FetchError(`fetching${where} was cancelled`, { cause: err });
   const tlsMessage = chain.find((e) => /certificate|ssl|tls/i.test(e.message ?? ''));
-  if (tlsMessage) return new FetchError(`TLS error fetching${where}: ${tlsMessage.message}`, { permanent: true, cause: err });
+  if (tlsMessage)
+    return new FetchError(`TLS error fetching${where}: ${tlsMessage.message}`, { permanent: true, cause: err });
   const first = chain[0];
   return new FetchError(`fetching${where} failed: ${first?.message ?? String(err)}`, { cause: err });
 }
@@ -205,7 +245,9 @@ export async function readBodyLimited(response: HttpResponse, maxBytes: number, 
   const declared = Number(response.headers['content-length']);
   if (Number.isFinite(declared) && declared > maxBytes) {
     await response.body.dump().catch(() => undefined);
-    throw new FetchError(`${what} is too large: ${declared} bytes declared, the limit is ${maxBytes}`, { permanent: true });
+    throw new FetchError(`${what} is too large: ${declared} bytes declared, the limit is ${maxBytes}`, {
+      permanent: true,
+    });
   }
   const chunks: Buffer[] = [];
   let total = 0;

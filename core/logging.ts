@@ -45,7 +45,16 @@ export function createLogger(name: string, opts: LogOptions = {}): Logger {
       base: { pid: process.pid },
       timestamp: pino.stdTimeFunctions.isoTime,
       redact: {
-        paths: ['password', 'token', 'apiKey', '*.password', '*.token', '*.apiKey', 'headers.authorization', '*.headers.authorization'],
+        paths: [
+          'password',
+          'token',
+          'apiKey',
+          '*.password',
+          '*.token',
+          '*.apiKey',
+          'headers.authorization',
+          '*.headers.authorization',
+        ],
         censor: '***',
       },
     },

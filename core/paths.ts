@@ -25,11 +25,21 @@ export function isInsideFolders(file: string, folders: readonly string[]): boole
  * segments is refused outright, so no path is ever "normalised" into an allowed folder. When the
  * candidate does not exist, realpath's error is thrown as it is, for the caller to word.
  */
-export async function realPathInFolders(candidate: string, folders: readonly string[], what: string): Promise<{ real: string; inside: boolean }> {
+export async function realPathInFolders(
+  candidate: string,
+  folders: readonly string[],
+  what: string,
+): Promise<{ real: string; inside: boolean }> {
   if (!path.isAbsolute(candidate) || candidate.split(/[\\/]/).includes('..')) {
     throw new InvalidInputError(`${what} ${candidate} must be an absolute path without '..'`);
   }
   const real = await realpath(candidate);
   const realFolders = await Promise.all(folders.map((folder) => realpath(folder).catch(() => undefined)));
-  return { real, inside: isInsideFolders(real, realFolders.filter((f): f is string => f !== undefined)) };
+  return {
+    real,
+    inside: isInsideFolders(
+      real,
+      realFolders.filter((f): f is string => f !== undefined),
+    ),
+  };
 }

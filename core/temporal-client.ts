@@ -6,7 +6,11 @@ import { TemporalUnavailableError } from './errors.js';
  * The options of every Temporal connection this service opens (the CLI's and the bridge's
  * client connections, the worker's native one): address, TLS and API key, from one place.
  */
-export function temporalConnectionOptions(temporal: Pick<TemporalConfig, 'address' | 'tls' | 'apiKey'>): { address: string; tls?: boolean; apiKey?: string } {
+export function temporalConnectionOptions(temporal: Pick<TemporalConfig, 'address' | 'tls' | 'apiKey'>): {
+  address: string;
+  tls?: boolean;
+  apiKey?: string;
+} {
   return { address: temporal.address, tls: temporal.tls || undefined, apiKey: temporal.apiKey };
 }
 

@@ -141,7 +141,11 @@ export function imageSearchAttributes(event: ImageEvent, stage: Stage | 'delegat
   return pairs;
 }
 
-const ACTION_VERB: Record<RevisionAction | 'revision', string> = { register: 'Register', expire: 'Expire', revision: 'Image' };
+const ACTION_VERB: Record<RevisionAction | 'revision', string> = {
+  register: 'Register',
+  expire: 'Expire',
+  revision: 'Image',
+};
 
 /** One line naming the image, for Temporal's static summary of its workflows (the Web UI's User Metadata). */
 export function imageSummary(what: RevisionAction | 'revision', event: ImageEvent, target: string): string {
@@ -158,7 +162,15 @@ export function imageDetails(event: ImageEvent, target: string, options: Registr
     ['Image', event.imageId],
     ['Image list', event.imageListId],
     ['VO', event.vo],
-    ['Revision', [event.version && `version ${event.version}`, event.checksumSha512 && `sha512 ${event.checksumSha512.slice(0, 16)}…`].filter(Boolean).join(', ')],
+    [
+      'Revision',
+      [
+        event.version && `version ${event.version}`,
+        event.checksumSha512 && `sha512 ${event.checksumSha512.slice(0, 16)}…`,
+      ]
+        .filter(Boolean)
+        .join(', '),
+    ],
     ['Target', target],
     ['Source', event.uri ?? event.filename],
     ['Event', `${event.type ?? ''} from ${event.origin}`.trim()],
@@ -302,7 +314,11 @@ export const IDENTITY_PROPERTIES = {
 } as const;
 
 export function imageIdentity(event: ImageEvent): { imageListId: string; imageId: string; revision: string } {
-  return { imageListId: idPart(event.imageListId, 'no-list'), imageId: idPart(event.imageId, 'no-id'), revision: imageRevision(event) };
+  return {
+    imageListId: idPart(event.imageListId, 'no-list'),
+    imageId: idPart(event.imageId, 'no-id'),
+    revision: imageRevision(event),
+  };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -350,7 +366,9 @@ export interface SubscriptionSpec {
  * Registration options of a subscription's events: its cloud, when it names one, and for a
  * registry project the name of its login, which the acquire step resolves to pull the layer.
  */
-export function subscriptionOptions(subscription: Pick<SubscriptionSpec, 'cloud' | 'source' | 'credential'>): RegistrationOptions {
+export function subscriptionOptions(
+  subscription: Pick<SubscriptionSpec, 'cloud' | 'source' | 'credential'>,
+): RegistrationOptions {
   const options: RegistrationOptions = subscription.cloud ? { kamakiCloud: subscription.cloud } : {};
   if (subscription.source === 'registry' && subscription.credential) options.credentialName = subscription.credential;
   return options;
@@ -391,7 +409,11 @@ export function syncedImageName(image: SyncedImage): string {
 
 /** What a sync did, in markdown, for the run's current details in the Web UI (User Metadata): counts first, then the images by title. */
 export function syncSummaryMarkdown(summary: SyncSummary): string {
-  const counts = [`${summary.registered.length} registered`, `${summary.expired.length} expired`, `${summary.unchanged} unchanged`];
+  const counts = [
+    `${summary.registered.length} registered`,
+    `${summary.expired.length} expired`,
+    `${summary.unchanged} unchanged`,
+  ];
   if (summary.invalid.length) counts.push(`${summary.invalid.length} invalid`);
   const lines = [
     `**${summary.listId ?? summary.url}**${summary.version ? ` version ${summary.version}` : ''} (${summary.fetched === 'not-modified' ? 'not modified' : 'read and verified'}): ${counts.join(', ')}`,
@@ -402,8 +424,14 @@ export function syncSummaryMarkdown(summary: SyncSummary): string {
   };
   section('Registered', summary.registered.map(syncedImageName));
   section('Expired', summary.expired.map(syncedImageName));
-  section('Invalid entries', summary.invalid.map((i) => `${i.identifier ?? '?'}: ${i.problem}`));
-  section('Old revisions without a sha512, left as they are', summary.unresolved.map((u) => `${u.imageId} (${u.cloudImageId})`));
+  section(
+    'Invalid entries',
+    summary.invalid.map((i) => `${i.identifier ?? '?'}: ${i.problem}`),
+  );
+  section(
+    'Old revisions without a sha512, left as they are',
+    summary.unresolved.map((u) => `${u.imageId} (${u.cloudImageId})`),
+  );
   return lines.join('\n');
 }
 

@@ -6,8 +6,7 @@ import { InvalidInputError } from '../core/errors.js';
  * parsed here; the signature itself is checked by openssl (signature.ts).
  */
 export type ImageListEnvelope =
-  | { kind: 'plain'; json: string }
-  | { kind: 'smime'; json: string; micalg?: string; boundary: string };
+  { kind: 'plain'; json: string } | { kind: 'smime'; json: string; micalg?: string; boundary: string };
 
 export interface MimeHeaders {
   /** Lower-cased header name → unfolded value (the last one wins). */
@@ -127,12 +126,17 @@ export function openEnvelope(raw: Buffer | string): ImageListEnvelope {
   if (!contentType) throw new InvalidInputError('image list: MIME message without a Content-Type header');
   const { type, params } = parseContentType(contentType);
   if (type !== 'multipart/signed') {
-    throw new InvalidInputError(`image list: unsupported MIME type ${type} (expected multipart/signed S/MIME or plain JSON)`);
+    throw new InvalidInputError(
+      `image list: unsupported MIME type ${type} (expected multipart/signed S/MIME or plain JSON)`,
+    );
   }
   const boundary = params.boundary;
   if (!boundary) throw new InvalidInputError('image list: multipart/signed without a boundary parameter');
   const parts = splitMultipart(body, boundary);
-  if (parts.length < 2) throw new InvalidInputError(`image list: multipart/signed needs 2 parts (content and signature), found ${parts.length}`);
+  if (parts.length < 2)
+    throw new InvalidInputError(
+      `image list: multipart/signed needs 2 parts (content and signature), found ${parts.length}`,
+    );
   return { kind: 'smime', json: partContent(parts[0]), micalg: params.micalg, boundary };
 }
 

@@ -30,7 +30,10 @@ export interface FetchImageListOptions {
   insecureTls?: boolean;
   /** Ask for the list only if it changed (If-None-Match / If-Modified-Since). */
   ifChanged?: ListValidators;
-  security: Pick<Config['security'], 'connectTimeoutMs' | 'readTimeoutMs' | 'maxImageListBytes' | 'maxRedirects' | 'allowedFileFolders'>;
+  security: Pick<
+    Config['security'],
+    'connectTimeoutMs' | 'readTimeoutMs' | 'maxImageListBytes' | 'maxRedirects' | 'allowedFileFolders'
+  >;
 }
 
 /**
@@ -43,12 +46,16 @@ export function parseImageListUrl(raw: string): { url: URL; token?: string } {
   try {
     // The original accepted a relative `file:name` (relative to the current folder); WHATWG
     // URL parsing would read it as `/name`.
-    url = /^file:[^/]/i.test(raw) ? new URL(raw.slice('file:'.length), pathToFileURL(`${process.cwd()}/`)) : new URL(raw);
+    url = /^file:[^/]/i.test(raw)
+      ? new URL(raw.slice('file:'.length), pathToFileURL(`${process.cwd()}/`))
+      : new URL(raw);
   } catch {
     throw new InvalidInputError(`--image-list-url: '${raw}' is not a URL (expected http:, https: or file:)`);
   }
   if (!['http:', 'https:', 'file:'].includes(url.protocol)) {
-    throw new InvalidInputError(`--image-list-url: scheme ${url.protocol} is not supported (expected http:, https: or file:)`);
+    throw new InvalidInputError(
+      `--image-list-url: scheme ${url.protocol} is not supported (expected http:, https: or file:)`,
+    );
   }
   let token: string | undefined;
   if (url.username) {
@@ -71,7 +78,10 @@ function header(value: string | string[] | undefined): string | undefined {
 }
 
 /** Fetches the list; `undefined` when `ifChanged` was given and the server answered 304 Not Modified. */
-export async function fetchImageList(url: URL, opts: FetchImageListOptions & { ifChanged: ListValidators }): Promise<ImageListSource | undefined>;
+export async function fetchImageList(
+  url: URL,
+  opts: FetchImageListOptions & { ifChanged: ListValidators },
+): Promise<ImageListSource | undefined>;
 export async function fetchImageList(url: URL, opts: FetchImageListOptions): Promise<ImageListSource>;
 export async function fetchImageList(url: URL, opts: FetchImageListOptions): Promise<ImageListSource | undefined> {
   if (url.protocol === 'file:') return readImageListFile(url, opts.security);
@@ -92,7 +102,13 @@ export async function fetchImageList(url: URL, opts: FetchImageListOptions): Pro
       return undefined;
     }
     const bytes = await readBodyLimited(response, opts.security.maxImageListBytes, `image list ${redact(url)}`);
-    return { url: redact(url), from: redact(response.url), bytes, etag: header(response.headers.etag), lastModified: header(response.headers['last-modified']) };
+    return {
+      url: redact(url),
+      from: redact(response.url),
+      bytes,
+      etag: header(response.headers.etag),
+      lastModified: header(response.headers['last-modified']),
+    };
   } finally {
     await dispatcher.close().catch(() => undefined);
   }
@@ -106,7 +122,9 @@ async function readImageListFile(url: URL, security: FetchImageListOptions['secu
     throw new InvalidInputError(`--image-list-url: ${url.href} is not a local file URL: ${(err as Error).message}`);
   }
   if (security.allowedFileFolders.length === 0) {
-    throw new InvalidInputError(`file: image lists are disabled: ${requested} is refused (list the folders in security.allowedFileFolders)`);
+    throw new InvalidInputError(
+      `file: image lists are disabled: ${requested} is refused (list the folders in security.allowedFileFolders)`,
+    );
   }
   let found: { real: string; inside: boolean };
   try {
@@ -127,7 +145,10 @@ async function readImageListFile(url: URL, security: FetchImageListOptions['secu
     const stat = await handle.stat();
     if (!stat.isFile()) throw new InvalidInputError(`image list ${real} is not a regular file`);
     if (stat.size > security.maxImageListBytes) {
-      throw new FetchError(`image list ${real} is too large: ${stat.size} bytes, the limit is ${security.maxImageListBytes}`, { permanent: true });
+      throw new FetchError(
+        `image list ${real} is too large: ${stat.size} bytes, the limit is ${security.maxImageListBytes}`,
+        { permanent: true },
+      );
     }
     return { url: url.href, from: real, bytes: await handle.readFile() };
   } finally {

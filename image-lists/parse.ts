@@ -21,7 +21,9 @@ export function parseListDate(value: string): Date | undefined {
   return date;
 }
 
-const listDate = z.string().refine((v) => parseListDate(v) !== undefined, { message: 'must be a date like 2015-06-18T21:14:00Z' });
+const listDate = z
+  .string()
+  .refine((v) => parseListDate(v) !== undefined, { message: 'must be a date like 2015-06-18T21:14:00Z' });
 
 /** AppDB writes numbers as strings, hepixvmitrust as numbers: accept both as text. */
 const textual = z.union([z.string(), z.number(), z.boolean()]).transform((v) => String(v));
@@ -31,21 +33,19 @@ const optionalText = textual.optional().transform((v) => (v === undefined || v.t
 
 const requiredText = textual.refine((v) => v.trim() !== '', { message: 'must not be empty' });
 
-const count = z
-  .union([z.number(), z.string()])
-  .transform((v, ctx) => {
-    const text = String(v).trim();
-    if (!/^\d+$/.test(text)) {
-      ctx.addIssue({ code: 'custom', message: `'${String(v)}' is not a whole number` });
-      return z.NEVER;
-    }
-    const n = Number(text);
-    if (!Number.isSafeInteger(n)) {
-      ctx.addIssue({ code: 'custom', message: `'${text}' is too large` });
-      return z.NEVER;
-    }
-    return n;
-  });
+const count = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  const text = String(v).trim();
+  if (!/^\d+$/.test(text)) {
+    ctx.addIssue({ code: 'custom', message: `'${String(v)}' is not a whole number` });
+    return z.NEVER;
+  }
+  const n = Number(text);
+  if (!Number.isSafeInteger(n)) {
+    ctx.addIssue({ code: 'custom', message: `'${text}' is too large` });
+    return z.NEVER;
+  }
+  return n;
+});
 
 const sha512 = textual.pipe(
   z
@@ -233,7 +233,10 @@ export function parseImageList(json: string | unknown, now: Date = new Date()): 
   const invalid: InvalidImageEntry[] = [];
   raw['hv:images'].forEach((entry, index) => {
     const image = (entry as Record<string, unknown> | null)?.['hv:image'];
-    const identifier = typeof (image as Record<string, unknown>)?.['dc:identifier'] === 'string' ? ((image as Record<string, string>)['dc:identifier'] || undefined) : undefined;
+    const identifier =
+      typeof (image as Record<string, unknown>)?.['dc:identifier'] === 'string'
+        ? (image as Record<string, string>)['dc:identifier'] || undefined
+        : undefined;
     if (image === null || typeof image !== 'object') {
       invalid.push({ index, problem: 'entry has no hv:image object' });
       return;
@@ -264,7 +267,9 @@ export function parseImageList(json: string | unknown, now: Date = new Date()): 
     uri: raw['hv:uri'],
     version: raw['hv:version'],
     vo: raw['ad:vo'],
-    endorser: x509 ? { creator: x509['dc:creator'], ca: x509['hv:ca'], dn: x509['hv:dn'], email: x509['hv:email'] } : undefined,
+    endorser: x509
+      ? { creator: x509['dc:creator'], ca: x509['hv:ca'], dn: x509['hv:dn'], email: x509['hv:email'] }
+      : undefined,
     numberOfImages: raw['ad:num_of_images'],
     publisher: Object.keys(publisher).length > 0 ? publisher : undefined,
     expired: expires !== undefined && expires.getTime() <= now.getTime(),

@@ -3,8 +3,20 @@ import type { Logger } from '../core/logging.js';
 import { openEnvelope, signedContentText } from './envelope.js';
 import { fetchImageList, parseImageListUrl, type ListValidators } from './fetch.js';
 import { parseImageList, type ParsedImageList } from './parse.js';
-import { applySignaturePolicy, endorserMismatch, verifySmime, type SignatureOutcome, type SignatureStatus } from './signature.js';
-import { authorisedEndorsers, endorserNotAuthorised, resolveListToken, type AuthorisedEndorsers, type TokenSources } from './subscription.js';
+import {
+  applySignaturePolicy,
+  endorserMismatch,
+  verifySmime,
+  type SignatureOutcome,
+  type SignatureStatus,
+} from './signature.js';
+import {
+  authorisedEndorsers,
+  endorserNotAuthorised,
+  resolveListToken,
+  type AuthorisedEndorsers,
+  type TokenSources,
+} from './subscription.js';
 
 export interface ReadImageListOptions {
   url: string;
@@ -36,17 +48,27 @@ export interface ReadImageList extends ParsedImageList {
  * authorised endorsers, and apply the policies → parse. The one way every command reads an
  * image list, so they all trust the same lists.
  */
-export async function readImageList(opts: ReadImageListOptions & { ifChanged: ListValidators }): Promise<ReadImageList | undefined>;
+export async function readImageList(
+  opts: ReadImageListOptions & { ifChanged: ListValidators },
+): Promise<ReadImageList | undefined>;
 export async function readImageList(opts: ReadImageListOptions): Promise<ReadImageList>;
 export async function readImageList(opts: ReadImageListOptions): Promise<ReadImageList | undefined> {
   const { security } = opts.config;
   const { url, token: urlToken } = parseImageListUrl(opts.url);
   const { token, source: tokenSource } = await resolveListToken(opts.config, url, { ...opts.tokens, urlToken });
   if (opts.insecureTls) {
-    opts.logger.warn({ url: url.href }, `TLS certificate checks are OFF for this image list's host ${url.hostname} (--insecure-ssl); redirects to other hosts are verified`);
+    opts.logger.warn(
+      { url: url.href },
+      `TLS certificate checks are OFF for this image list's host ${url.hostname} (--insecure-ssl); redirects to other hosts are verified`,
+    );
   }
   if (tokenSource) opts.logger.debug({ url: url.href, tokenFrom: tokenSource }, 'sending a token to the list host');
-  const source = await fetchImageList(url, { token, insecureTls: opts.insecureTls, security, ifChanged: opts.ifChanged });
+  const source = await fetchImageList(url, {
+    token,
+    insecureTls: opts.insecureTls,
+    security,
+    ifChanged: opts.ifChanged,
+  });
   if (!source) {
     opts.logger.debug({ url: url.href }, 'image list not modified since the last accepted copy');
     return undefined;
@@ -59,7 +81,11 @@ export async function readImageList(opts: ReadImageListOptions): Promise<ReadIma
   if (envelope.kind === 'plain') {
     outcome = { state: 'unsigned' };
   } else {
-    const verification = await verifySmime(source.bytes, { caPath: security.caPath, crlCheck: security.crlCheck, timeoutMs: security.readTimeoutMs });
+    const verification = await verifySmime(source.bytes, {
+      caPath: security.caPath,
+      crlCheck: security.crlCheck,
+      timeoutMs: security.readTimeoutMs,
+    });
     if (verification.verified) {
       // Parse exactly what openssl verified, not our own reading of the MIME parts.
       json = signedContentText(verification.content);
@@ -68,19 +94,34 @@ export async function readImageList(opts: ReadImageListOptions): Promise<ReadIma
         state: 'verified',
         signer: verification.signer,
         endorserProblem: endorserMismatch(verification.signer, declared),
-        authorisationProblem: endorserNotAuthorised(verification.signer, opts.endorsers ?? authorisedEndorsers(opts.config, url), source.url),
+        authorisationProblem: endorserNotAuthorised(
+          verification.signer,
+          opts.endorsers ?? authorisedEndorsers(opts.config, url),
+          source.url,
+        ),
       };
     } else {
       outcome = { state: 'invalid', reason: verification.reason, signer: verification.signer };
     }
-    opts.logger.debug({ url: source.url, crlChecked: verification.crlChecked ?? false }, 'signature checked by openssl');
+    opts.logger.debug(
+      { url: source.url, crlChecked: verification.crlChecked ?? false },
+      'signature checked by openssl',
+    );
   }
   const signature = applySignaturePolicy(outcome, security);
   if (signature.warning) opts.logger.warn({ url: source.url }, signature.warning);
-  opts.logger.debug({ url: source.url, signature: signature.status, signer: signature.signer }, 'image list signature checked');
+  opts.logger.debug(
+    { url: source.url, signature: signature.status, signer: signature.signer },
+    'image list signature checked',
+  );
 
   const parsed = parseImageList(json, opts.now);
-  if (parsed.list.expired) opts.logger.warn({ url: source.url, expires: parsed.list.expires }, 'image list has expired (dc:date:expires)');
-  if (parsed.list.createdInFuture) opts.logger.warn({ url: source.url, created: parsed.list.created }, 'image list is dated in the future (dc:date:created)');
+  if (parsed.list.expired)
+    opts.logger.warn({ url: source.url, expires: parsed.list.expires }, 'image list has expired (dc:date:expires)');
+  if (parsed.list.createdInFuture)
+    opts.logger.warn(
+      { url: source.url, created: parsed.list.created },
+      'image list is dated in the future (dc:date:created)',
+    );
   return { url: source.url, json, signature, etag: source.etag, lastModified: source.lastModified, ...parsed };
 }

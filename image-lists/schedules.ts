@@ -12,10 +12,22 @@ import {
   type ScheduleOptions,
   type ScheduleUpdateOptions,
 } from '@temporalio/client';
-import { registrySubscriptionKey, subscriptionKey, type Config, type RegistrySubscription, type Subscription } from '../core/config.js';
+import {
+  registrySubscriptionKey,
+  subscriptionKey,
+  type Config,
+  type RegistrySubscription,
+  type Subscription,
+} from '../core/config.js';
 import { InvalidInputError } from '../core/errors.js';
 import type { Logger } from '../core/logging.js';
-import { shortDigest, SYNC_WORKFLOW, type RegistryProjectSpec, type SubscriptionSpec, type SyncImageListInput } from '../core/workflow-contract.js';
+import {
+  shortDigest,
+  SYNC_WORKFLOW,
+  type RegistryProjectSpec,
+  type SubscriptionSpec,
+  type SyncImageListInput,
+} from '../core/workflow-contract.js';
 
 /** EGI's central sync runs every three hours; so does a subscription that does not say. */
 export const DEFAULT_SYNC_INTERVAL_MS = 3 * 3600_000;
@@ -26,7 +38,10 @@ const REGISTRY_PREFIX = 'registry:';
 
 function scheduleIdOf(prefix: string, key: string): string {
   const parsed = new URL(key);
-  const readable = `${parsed.host}${parsed.pathname}`.replace(/[^A-Za-z0-9._-]+/g, '_').replace(/^_+|_+$/g, '').slice(0, 80);
+  const readable = `${parsed.host}${parsed.pathname}`
+    .replace(/[^A-Za-z0-9._-]+/g, '_')
+    .replace(/^_+|_+$/g, '')
+    .slice(0, 80);
   return `${SCHEDULE_PREFIX}${prefix}${readable}:${shortDigest(key)}`;
 }
 
@@ -48,7 +63,9 @@ export function scheduleIdForUrl(config: Config, url: string): string {
 }
 
 function scheduleIdOfSpec(spec: SubscriptionSpec): string {
-  return spec.source === 'registry' && spec.registry ? registryScheduleId(spec.registry) : subscriptionScheduleId(spec.url);
+  return spec.source === 'registry' && spec.registry
+    ? registryScheduleId(spec.registry)
+    : subscriptionScheduleId(spec.url);
 }
 
 /** The schedule's action and the runs it starts carry this, never a secret. */
@@ -67,12 +84,22 @@ export function subscriptionSpec(sub: Subscription, origin: SubscriptionSpec['or
 }
 
 /** A registry project's schedule carries where the project is and what to take of it; the login by name only. */
-export function registrySubscriptionSpec(sub: RegistrySubscription, origin: SubscriptionSpec['origin']): SubscriptionSpec {
+export function registrySubscriptionSpec(
+  sub: RegistrySubscription,
+  origin: SubscriptionSpec['origin'],
+): SubscriptionSpec {
   const registry: RegistryProjectSpec = { registry: new URL(sub.registry).origin, project: sub.project };
   if (sub.tags) registry.tags = sub.tags;
   if (sub.repositories) registry.repositories = [...sub.repositories];
   if (sub.api) registry.api = sub.api;
-  const spec: SubscriptionSpec = { url: registrySubscriptionKey(sub), source: 'registry', registry, endorsers: [], everyMs: sub.every ?? DEFAULT_SYNC_INTERVAL_MS, origin };
+  const spec: SubscriptionSpec = {
+    url: registrySubscriptionKey(sub),
+    source: 'registry',
+    registry,
+    endorsers: [],
+    everyMs: sub.every ?? DEFAULT_SYNC_INTERVAL_MS,
+    origin,
+  };
   if (sub.credential) spec.credential = sub.credential;
   if (sub.vo) spec.vo = sub.vo;
   if (sub.cloud) spec.cloud = sub.cloud;
@@ -100,7 +127,7 @@ function scheduleOptions(config: Config, spec: SubscriptionSpec, paused: boolean
           : `Reads and verifies the list at ${spec.url} (host ${host}), then registers its new images and revisions and expires what it no longer names.`,
         `What a run changed is on its User Metadata tab (Current Details).`,
         '',
-        `- **VO**: ${spec.vo ?? '(the list\'s own)'}`,
+        `- **VO**: ${spec.vo ?? "(the list's own)"}`,
         `- **Target**: ${spec.cloud ?? '(the default cloud)'}`,
         `- **Endorsers**: ${spec.endorsers.map((e) => e.dn).join('; ') || '(security.endorsers)'}`,
       ].join('\n'),
@@ -129,7 +156,9 @@ async function describe(client: Client, scheduleId: string): Promise<ScheduleDes
 }
 
 /** Every subscription schedule of the namespace, with its spec. */
-export async function listSubscriptionSchedules(client: Client): Promise<Array<{ scheduleId: string; description: ScheduleDescription; spec: SubscriptionSpec }>> {
+export async function listSubscriptionSchedules(
+  client: Client,
+): Promise<Array<{ scheduleId: string; description: ScheduleDescription; spec: SubscriptionSpec }>> {
   const found = [];
   for await (const summary of client.schedule.list()) {
     if (!summary.scheduleId.startsWith(SCHEDULE_PREFIX)) continue;
@@ -161,8 +190,20 @@ function sameSchedule(description: ScheduleDescription, spec: SubscriptionSpec, 
 export async function applySubscriptions(client: Client, config: Config, logger: Logger): Promise<ApplyResult> {
   const result: ApplyResult = { created: [], updated: [], deleted: [], unchanged: [] };
   const wanted = new Map<string, { spec: SubscriptionSpec; paused: boolean }>([
-    ...config.subscriptions.map((sub) => [subscriptionScheduleId(sub.url), { spec: subscriptionSpec(sub, 'config'), paused: sub.paused ?? false }] as const),
-    ...config.registrySubscriptions.map((sub) => [registryScheduleId(sub), { spec: registrySubscriptionSpec(sub, 'config'), paused: sub.paused ?? false }] as const),
+    ...config.subscriptions.map(
+      (sub) =>
+        [
+          subscriptionScheduleId(sub.url),
+          { spec: subscriptionSpec(sub, 'config'), paused: sub.paused ?? false },
+        ] as const,
+    ),
+    ...config.registrySubscriptions.map(
+      (sub) =>
+        [
+          registryScheduleId(sub),
+          { spec: registrySubscriptionSpec(sub, 'config'), paused: sub.paused ?? false },
+        ] as const,
+    ),
   ]);
   for (const [scheduleId, { spec, paused }] of wanted) {
     const existing = await describe(client, scheduleId);
@@ -173,7 +214,13 @@ export async function applySubscriptions(client: Client, config: Config, logger:
     } else if (sameSchedule(existing, spec, paused)) {
       result.unchanged.push(scheduleId);
     } else {
-      await client.schedule.getHandle(scheduleId).update((previous): ScheduleUpdateOptions => ({ ...previous, spec: options.spec, action: options.action, policies: options.policies, state: { ...previous.state, paused, note: options.state?.note } }));
+      await client.schedule.getHandle(scheduleId).update((previous): ScheduleUpdateOptions => ({
+        ...previous,
+        spec: options.spec,
+        action: options.action,
+        policies: options.policies,
+        state: { ...previous.state, paused, note: options.state?.note },
+      }));
       result.updated.push(scheduleId);
     }
   }
@@ -191,13 +238,17 @@ export async function applySubscriptions(client: Client, config: Config, logger:
 export async function subscribe(client: Client, config: Config, sub: Subscription): Promise<string> {
   const scheduleId = subscriptionScheduleId(sub.url);
   if (config.subscriptions.some((s) => subscriptionScheduleId(s.url) === scheduleId)) {
-    throw new InvalidInputError(`${subscriptionKey(sub.url)} is declared in the configuration's subscriptions: change it there and run \`subscriptions apply\``);
+    throw new InvalidInputError(
+      `${subscriptionKey(sub.url)} is declared in the configuration's subscriptions: change it there and run \`subscriptions apply\``,
+    );
   }
   const spec = subscriptionSpec(sub, 'command');
   const existing = await describe(client, scheduleId);
   const options = scheduleOptions(config, spec, false);
   if (existing) {
-    await client.schedule.getHandle(scheduleId).update((previous) => ({ ...previous, spec: options.spec, action: options.action, policies: options.policies }));
+    await client.schedule
+      .getHandle(scheduleId)
+      .update((previous) => ({ ...previous, spec: options.spec, action: options.action, policies: options.policies }));
   } else {
     await client.schedule.create(options);
   }
@@ -208,7 +259,9 @@ export async function subscribe(client: Client, config: Config, sub: Subscriptio
 export async function unsubscribe(client: Client, config: Config, url: string): Promise<string> {
   const scheduleId = subscriptionScheduleId(url);
   if (config.subscriptions.some((s) => subscriptionScheduleId(s.url) === scheduleId)) {
-    throw new InvalidInputError(`${subscriptionKey(url)} is declared in the configuration's subscriptions: remove it there and run \`subscriptions apply\``);
+    throw new InvalidInputError(
+      `${subscriptionKey(url)} is declared in the configuration's subscriptions: remove it there and run \`subscriptions apply\``,
+    );
   }
   if (!(await describe(client, scheduleId))) throw new InvalidInputError(`no subscription to ${subscriptionKey(url)}`);
   await client.schedule.getHandle(scheduleId).delete();

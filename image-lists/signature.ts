@@ -63,13 +63,17 @@ export async function verifySmime(message: Buffer, opts: VerifyOptions): Promise
     const signerFile = path.join(dir, 'signer.pem');
     // -purpose any: AppDB signs with a host certificate (serverAuth), which the default
     // smimesign purpose check would refuse although the chain is sound.
-    const result = await execa(openssl, ['smime', '-verify', '-inform', 'SMIME', ...caArgs, '-purpose', 'any', '-signer', signerFile], {
-      input: message,
-      encoding: 'buffer',
-      reject: false,
-      timeout,
-      stripFinalNewline: false,
-    });
+    const result = await execa(
+      openssl,
+      ['smime', '-verify', '-inform', 'SMIME', ...caArgs, '-purpose', 'any', '-signer', signerFile],
+      {
+        input: message,
+        encoding: 'buffer',
+        reject: false,
+        timeout,
+        stripFinalNewline: false,
+      },
+    );
     if (result.timedOut) return { verified: false, reason: 'openssl timed out verifying the signature' };
     if (result.exitCode !== 0) {
       const stderr = Buffer.from(result.stderr).toString('utf8');
@@ -93,7 +97,10 @@ export async function verifySmime(message: Buffer, opts: VerifyOptions): Promise
 }
 
 async function readSignerNames(openssl: string, certFile: string, timeout: number): Promise<SignerIdentity | string> {
-  const names = await execa(openssl, ['x509', '-in', certFile, '-noout', '-subject', '-issuer', '-nameopt', 'compat'], { reject: false, timeout });
+  const names = await execa(openssl, ['x509', '-in', certFile, '-noout', '-subject', '-issuer', '-nameopt', 'compat'], {
+    reject: false,
+    timeout,
+  });
   return names.exitCode === 0 ? parseSignerNames(names.stdout) : names.stderr.trim();
 }
 
@@ -101,12 +108,21 @@ async function readSignerNames(openssl: string, certFile: string, timeout: numbe
  * A message whose certificate chain failed: is the signature itself intact, and by whom?
  * openssl checks the chain first, so this is how an operator learns both.
  */
-async function inspectUnverified(openssl: string, message: Buffer, certFile: string, timeout: number): Promise<{ signer?: SignerIdentity; contentMismatch: boolean }> {
-  const result = await execa(openssl, ['smime', '-verify', '-inform', 'SMIME', '-noverify', '-signer', certFile, '-out', os.devNull], {
-    input: message,
-    reject: false,
-    timeout,
-  });
+async function inspectUnverified(
+  openssl: string,
+  message: Buffer,
+  certFile: string,
+  timeout: number,
+): Promise<{ signer?: SignerIdentity; contentMismatch: boolean }> {
+  const result = await execa(
+    openssl,
+    ['smime', '-verify', '-inform', 'SMIME', '-noverify', '-signer', certFile, '-out', os.devNull],
+    {
+      input: message,
+      reject: false,
+      timeout,
+    },
+  );
   if (result.exitCode !== 0) return { contentMismatch: /digest failure|signature failure/i.test(result.stderr) };
   const signer = await readSignerNames(openssl, certFile, timeout);
   return { signer: typeof signer === 'string' ? undefined : signer, contentMismatch: false };
@@ -114,8 +130,14 @@ async function inspectUnverified(openssl: string, message: Buffer, certFile: str
 
 /** What openssl's CRL errors mean for an operator; the CRLs come from fetch-crl. */
 const CRL_ERRORS: Array<[RegExp, string]> = [
-  [/certificate revoked/i, "the signer's certificate, or a CA certificate above it, has been revoked (CRL in security.caPath)"],
-  [/unable to get certificate CRL/i, 'no CRL for a CA in the signer\'s chain: CRLs are checked because security.caPath holds *.r0 files (run fetch-crl, or set security.crlCheck = off)'],
+  [
+    /certificate revoked/i,
+    "the signer's certificate, or a CA certificate above it, has been revoked (CRL in security.caPath)",
+  ],
+  [
+    /unable to get certificate CRL/i,
+    "no CRL for a CA in the signer's chain: CRLs are checked because security.caPath holds *.r0 files (run fetch-crl, or set security.crlCheck = off)",
+  ],
   [/CRL has expired/i, 'a CRL in security.caPath has expired (run fetch-crl)'],
   [/CRL is not yet valid/i, 'a CRL in security.caPath is not yet valid (check the clock)'],
 ];
@@ -178,7 +200,10 @@ export function normaliseDn(dn: string): string {
       const eq = rdn.indexOf('=');
       if (eq < 0) return rdn.trim();
       const type = rdn.slice(0, eq).trim();
-      const value = rdn.slice(eq + 1).trim().replace(/\\(.)/g, '$1');
+      const value = rdn
+        .slice(eq + 1)
+        .trim()
+        .replace(/\\(.)/g, '$1');
       return `${DN_TYPE_ALIASES[type.toUpperCase()] ?? type}=${value}`;
     })
     .map((rdn) => `/${rdn}`)
@@ -267,20 +292,28 @@ export function applySignaturePolicy(outcome: SignatureOutcome, policy: TrustPol
     /** The setting that decided, as the message names it. */
     because: (policy: SignaturePolicy) => string;
   }
-  const bySignaturePolicy = { policy: policy.signaturePolicy, because: (p: SignaturePolicy) => `security.signaturePolicy = ${p}` };
+  const bySignaturePolicy = {
+    policy: policy.signaturePolicy,
+    because: (p: SignaturePolicy) => `security.signaturePolicy = ${p}`,
+  };
   const checks: Check[] = [];
-  if (outcome.state === 'unsigned') checks.push({ status: 'unsigned', detail: 'the list is not signed', ...bySignaturePolicy });
+  if (outcome.state === 'unsigned')
+    checks.push({ status: 'unsigned', detail: 'the list is not signed', ...bySignaturePolicy });
   else if (outcome.state === 'invalid') {
     const signer = outcome.signer ? ` (signer ${outcome.signer.subject}, CA ${outcome.signer.issuer})` : '';
     checks.push({ status: 'invalid', detail: `${outcome.reason}${signer}`, ...bySignaturePolicy });
   } else {
-    if (policy.pinEndorser && outcome.endorserProblem) checks.push({ status: 'wrong-endorser', detail: outcome.endorserProblem, ...bySignaturePolicy });
+    if (policy.pinEndorser && outcome.endorserProblem)
+      checks.push({ status: 'wrong-endorser', detail: outcome.endorserProblem, ...bySignaturePolicy });
     if (outcome.authorisationProblem) {
       checks.push({
         status: 'unauthorised-endorser',
         detail: outcome.authorisationProblem,
         policy: policy.endorserPolicy ?? policy.signaturePolicy,
-        because: (p) => (policy.endorserPolicy ? `security.endorserPolicy = ${p}` : `security.endorserPolicy unset, so security.signaturePolicy = ${p} applies`),
+        because: (p) =>
+          policy.endorserPolicy
+            ? `security.endorserPolicy = ${p}`
+            : `security.endorserPolicy unset, so security.signaturePolicy = ${p} applies`,
       });
     }
   }
@@ -289,7 +322,9 @@ export function applySignaturePolicy(outcome: SignatureOutcome, policy: TrustPol
 
   const refused = checks.find((c) => c.policy === 'require');
   if (refused) throw new SignatureError(`image list refused: ${refused.detail} (${refused.because('require')})`);
-  const warnings = checks.filter((c) => c.policy === 'warn').map((c) => `image list accepted although ${c.detail} (${c.because('warn')})`);
+  const warnings = checks
+    .filter((c) => c.policy === 'warn')
+    .map((c) => `image list accepted although ${c.detail} (${c.because('warn')})`);
   return {
     status: checks[0].status,
     signer,

@@ -14,7 +14,10 @@ import { normaliseDn, sameDn, type SignerIdentity } from './signature.js';
 /** The environment variable that can carry an image list token, so it is never on a command line. */
 export const TOKEN_ENV = 'SNF_VMCATCHER_IMAGE_LIST_TOKEN';
 
-export function findSubscription(config: Config, url: string | URL): { subscription: Subscription; index: number } | undefined {
+export function findSubscription(
+  config: Config,
+  url: string | URL,
+): { subscription: Subscription; index: number } | undefined {
   const key = subscriptionKey(url);
   const index = config.subscriptions.findIndex((s) => subscriptionKey(s.url) === key);
   return index < 0 ? undefined : { subscription: config.subscriptions[index], index };
@@ -32,13 +35,18 @@ export function authorisedEndorsers(config: Config, url: string | URL): Authoris
   if (found) {
     const { subscription, index } = found;
     const own = [...(subscription.endorser ? [subscription.endorser] : []), ...(subscription.endorsers ?? [])];
-    if (own.length > 0) return { endorsers: own, key: `subscriptions.${index}.endorser${subscription.endorsers ? 's' : ''}` };
+    if (own.length > 0)
+      return { endorsers: own, key: `subscriptions.${index}.endorser${subscription.endorsers ? 's' : ''}` };
   }
   return { endorsers: config.security.endorsers, key: 'security.endorsers' };
 }
 
 /** Why `signer` may not sign this list, or undefined when it is one of the authorised endorsers. */
-export function endorserNotAuthorised(signer: SignerIdentity, authorised: AuthorisedEndorsers, url: string): string | undefined {
+export function endorserNotAuthorised(
+  signer: SignerIdentity,
+  authorised: AuthorisedEndorsers,
+  url: string,
+): string | undefined {
   if (authorised.endorsers.length === 0) {
     return (
       `no endorser is authorised for ${url}: set security.endorsers = [{ dn = "${signer.subject}", ca = "${signer.issuer}" }] ` +
@@ -83,8 +91,10 @@ export async function resolveListToken(config: Config, url: string | URL, source
   if (given.length > 1) throw new InvalidInputError(`give only one of ${given.join(', ')}`);
 
   if (sources.token !== undefined) return { token: nonEmpty(sources.token, '--token'), source: '--token' };
-  if (sources.tokenFile !== undefined) return { token: await readTokenFile(sources.tokenFile), source: `--token-file ${sources.tokenFile}` };
-  if (sources.credential !== undefined) return { token: await resolveCredential(config, sources.credential), source: `credential ${sources.credential}` };
+  if (sources.tokenFile !== undefined)
+    return { token: await readTokenFile(sources.tokenFile), source: `--token-file ${sources.tokenFile}` };
+  if (sources.credential !== undefined)
+    return { token: await resolveCredential(config, sources.credential), source: `credential ${sources.credential}` };
   if (sources.urlToken) return { token: sources.urlToken, source: 'the URL' };
   const fromEnv = sources.env?.[TOKEN_ENV];
   if (fromEnv !== undefined && fromEnv.trim() !== '') {
@@ -94,7 +104,10 @@ export async function resolveListToken(config: Config, url: string | URL, source
   const found = findSubscription(config, url);
   if (found?.subscription.credential) {
     const name = found.subscription.credential;
-    return { token: await resolveCredential(config, name), source: `credential ${name} (subscriptions.${found.index}.credential)` };
+    return {
+      token: await resolveCredential(config, name),
+      source: `credential ${name} (subscriptions.${found.index}.credential)`,
+    };
   }
   return {};
 }
@@ -109,11 +122,14 @@ async function readTokenFile(file: string): Promise<string> {
   try {
     text = await readFile(file, 'utf8');
   } catch (err) {
-    throw new InvalidInputError(`--token-file ${file}: cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    throw new InvalidInputError(
+      `--token-file ${file}: cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
+    );
   }
   const token = text.trim();
   if (token === '') throw new InvalidInputError(`--token-file ${file} is empty`);
-  if (/\s/.test(token)) throw new InvalidInputError(`--token-file ${file}: expected one token, found several words or lines`);
+  if (/\s/.test(token))
+    throw new InvalidInputError(`--token-file ${file}: expected one token, found several words or lines`);
   registerSecrets([token]);
   return token;
 }

@@ -46,7 +46,13 @@ export function expiryEvent(
   checksumSha512?: string,
   checksumSha256?: string,
 ): ImageEvent {
-  const event: ImageEvent = { origin: 'image-list', type: 'ExpirePostfix', imageListId: listId, imageId: base.imageId, extra: {} };
+  const event: ImageEvent = {
+    origin: 'image-list',
+    type: 'ExpirePostfix',
+    imageListId: listId,
+    imageId: base.imageId,
+    extra: {},
+  };
   if (base.vo) event.vo = base.vo;
   if (base.title) event.title = base.title;
   if (base.version) event.version = base.version;
@@ -81,7 +87,11 @@ export function planSync(input: SyncPlanInput): SyncPlan {
       continue;
     }
     const earlier = before.get(id);
-    const reason: RegisterReason = !earlier ? 'new' : revisionOf(earlier) === revision ? 'missing-from-cloud' : 'updated';
+    const reason: RegisterReason = !earlier
+      ? 'new'
+      : revisionOf(earlier) === revision
+        ? 'missing-from-cloud'
+        : 'updated';
     plan.register.push({ reason, event });
   }
 
@@ -97,7 +107,9 @@ export function planSync(input: SyncPlanInput): SyncPlan {
     if (!live(image)) continue;
     const key = `${image.imageId}\u0000${image.revision}`;
     // Name the expired revision by what is known of it: the list's entry, the last accepted copy's, or the id alone.
-    const known = [expiredInList.get(image.imageId), before.get(image.imageId)].find((e) => e && revisionOf(e) === image.revision);
+    const known = [expiredInList.get(image.imageId), before.get(image.imageId)].find(
+      (e) => e && revisionOf(e) === image.revision,
+    );
     const base = known ?? { imageId: image.imageId, vo: input.vo };
     if (!now) {
       const reason: ExpireReason = expiredInList.has(image.imageId) ? 'expired' : 'removed';
@@ -105,7 +117,10 @@ export function planSync(input: SyncPlanInput): SyncPlan {
     } else if (!image.checksumSha512 && !image.checksumSha256) {
       plan.unresolved.push({ imageId: image.imageId, revision: image.revision, cloudImageId: image.cloudImageId });
     } else {
-      expire(key, { reason: 'old-revision', event: expiryEvent(listId, base, image.checksumSha512, image.checksumSha256) });
+      expire(key, {
+        reason: 'old-revision',
+        event: expiryEvent(listId, base, image.checksumSha512, image.checksumSha256),
+      });
     }
   }
   // A revision the last accepted copy named that is not (yet) in the cloud may still be on its

@@ -21,7 +21,11 @@ const ANNOTATION_FIELDS = {
 } as const satisfies Record<string, keyof ImageEvent>;
 
 /** Annotations copied as image properties (besides every org.openstack.glance.* and eu.egi.cloud.* one). */
-const COPIED_ANNOTATIONS = ['org.opencontainers.image.revision', 'org.opencontainers.image.source', 'org.opencontainers.image.created'];
+const COPIED_ANNOTATIONS = [
+  'org.opencontainers.image.revision',
+  'org.opencontainers.image.source',
+  'org.opencontainers.image.created',
+];
 
 /**
  * The image's properties, named as EGI's sync names them in Glance: `org.openstack.glance.X` → `X`

@@ -42,7 +42,7 @@ export function parseChallenges(header: string | string[] | undefined): Challeng
       skip(/\s/);
       let param = '';
       if (value[i] === '"') {
-        for (i++; i < value.length && value[i] !== '"'; i++) param += value[i] === '\\' ? value[++i] ?? '' : value[i];
+        for (i++; i < value.length && value[i] !== '"'; i++) param += value[i] === '\\' ? (value[++i] ?? '') : value[i];
         i++;
       } else {
         const start = i;
@@ -64,7 +64,12 @@ export function pullScope(repository: string): string {
 export function tokenFromResponse(body: unknown): { token: string; expiresInS: number } | undefined {
   if (body === null || typeof body !== 'object') return undefined;
   const record = body as Record<string, unknown>;
-  const token = typeof record.token === 'string' && record.token ? record.token : typeof record.access_token === 'string' ? record.access_token : '';
+  const token =
+    typeof record.token === 'string' && record.token
+      ? record.token
+      : typeof record.access_token === 'string'
+        ? record.access_token
+        : '';
   if (!token) return undefined;
   const expires = typeof record.expires_in === 'number' && record.expires_in > 0 ? record.expires_in : 60;
   return { token, expiresInS: expires };

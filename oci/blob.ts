@@ -56,7 +56,11 @@ export async function downloadBlob(
       transform(chunk: Buffer, _encoding, callback) {
         written += chunk.length;
         if (written > blob.size) {
-          callback(new ImageIntegrityError(`${what}: the registry sent more than the ${blob.size} bytes the manifest declares`));
+          callback(
+            new ImageIntegrityError(
+              `${what}: the registry sent more than the ${blob.size} bytes the manifest declares`,
+            ),
+          );
           return;
         }
         pass.update(chunk);
@@ -65,7 +69,9 @@ export async function downloadBlob(
       },
     });
     try {
-      await pipeline(response.body, counter, createWriteStream(file, { flags: append ? 'a' : 'w' }), { signal: opts.signal });
+      await pipeline(response.body, counter, createWriteStream(file, { flags: append ? 'a' : 'w' }), {
+        signal: opts.signal,
+      });
     } catch (err) {
       if (err instanceof ImageIntegrityError) {
         await rm(file, { force: true });
@@ -78,7 +84,14 @@ export async function downloadBlob(
   return finish(what, file, blob, written, have, hash);
 }
 
-async function finish(what: string, file: string, blob: Pick<Descriptor, 'digest' | 'size'>, bytes: number, resumedFrom: number, hash: ReturnType<typeof createHash>): Promise<BlobDownload> {
+async function finish(
+  what: string,
+  file: string,
+  blob: Pick<Descriptor, 'digest' | 'size'>,
+  bytes: number,
+  resumedFrom: number,
+  hash: ReturnType<typeof createHash>,
+): Promise<BlobDownload> {
   if (bytes !== blob.size) {
     // Short: the connection ended early; the next attempt resumes from here.
     throw new FetchError(`${what}: got ${bytes} of ${blob.size} bytes`);
@@ -86,7 +99,9 @@ async function finish(what: string, file: string, blob: Pick<Descriptor, 'digest
   const sha256 = hash.digest('hex');
   if (`sha256:${sha256}` !== blob.digest) {
     await rm(file, { force: true });
-    throw new ImageIntegrityError(`${what}: the blob's bytes have sha256 ${sha256}, not the digest the manifest names; refused`);
+    throw new ImageIntegrityError(
+      `${what}: the blob's bytes have sha256 ${sha256}, not the digest the manifest names; refused`,
+    );
   }
   return { bytes, resumedFrom, sha256 };
 }

@@ -8,7 +8,15 @@ import type { Dispatcher } from 'undici';
 import type { Config } from '../core/config.js';
 import { resolveCredential } from '../core/credentials.js';
 import { ConfigError, FetchError } from '../core/errors.js';
-import { basicAuth, createDispatcher, httpGet, readBodyLimited, redact, sameHost, type HttpResponse } from '../core/http.js';
+import {
+  basicAuth,
+  createDispatcher,
+  httpGet,
+  readBodyLimited,
+  redact,
+  sameHost,
+  type HttpResponse,
+} from '../core/http.js';
 import { parseChallenges, pullScope, tokenFromResponse, type Challenge } from './auth.js';
 
 /** A registry login: Harbor robot accounts and htpasswd users alike. Never logged, never in workflow history. */
@@ -27,7 +35,9 @@ export async function resolveRegistryLogin(config: Config, name: string): Promis
   const secret = await resolveCredential(config, name);
   const colon = secret.indexOf(':');
   if (colon <= 0 || colon === secret.length - 1) {
-    throw new ConfigError(`security.credentials.${name}: a registry credential is written "user:password"`, { key: `security.credentials.${name}` });
+    throw new ConfigError(`security.credentials.${name}: a registry credential is written "user:password"`, {
+      key: `security.credentials.${name}`,
+    });
   }
   return { username: secret.slice(0, colon), password: secret.slice(colon + 1), name };
 }
@@ -103,7 +113,10 @@ export class RegistryClient {
   }
 
   /** GET a JSON document (bounded), with the response's headers. */
-  async getJson(pathAndQuery: string, req: RegistryGet = {}): Promise<{ body: unknown; bytes: Buffer; response: HttpResponse }> {
+  async getJson(
+    pathAndQuery: string,
+    req: RegistryGet = {},
+  ): Promise<{ body: unknown; bytes: Buffer; response: HttpResponse }> {
     const response = await this.get(pathAndQuery, { accept: ['application/json'], ...req });
     const bytes = await readBodyLimited(response, MAX_REGISTRY_JSON_BYTES, `${this.name}: ${pathAndQuery}`);
     try {
@@ -128,12 +141,17 @@ export class RegistryClient {
   }
 
   private refused(url: URL, status: number): FetchError {
-    const who = this.opts.login ? `the credential '${this.opts.login.name}' (user ${this.opts.login.username})` : 'anonymous access';
+    const who = this.opts.login
+      ? `the credential '${this.opts.login.name}' (user ${this.opts.login.username})`
+      : 'anonymous access';
     const what = status === 403 ? 'does not allow' : 'refused';
-    return new FetchError(`registry ${this.name} ${what} ${who} for ${redact(url)} (HTTP ${status}): check the credential and its pull permission`, {
-      permanent: true,
-      status,
-    });
+    return new FetchError(
+      `registry ${this.name} ${what} ${who} for ${redact(url)} (HTTP ${status}): check the credential and its pull permission`,
+      {
+        permanent: true,
+        status,
+      },
+    );
   }
 
   private async authenticate(challenges: Challenge[], scope: string, url: URL): Promise<void> {
@@ -141,17 +159,30 @@ export class RegistryClient {
     const basic = challenges.find((c) => c.scheme === 'basic');
     if (bearer) {
       const header = await this.fetchToken(bearer, scope, url);
-      this.authorizations.set(header.scope, { header: `Bearer ${header.token}`, until: Date.now() + Math.max(10, header.expiresInS - 10) * 1000 });
+      this.authorizations.set(header.scope, {
+        header: `Bearer ${header.token}`,
+        until: Date.now() + Math.max(10, header.expiresInS - 10) * 1000,
+      });
       if (header.scope !== scope) this.authorizations.set(scope, this.authorizations.get(header.scope)!);
       return;
     }
     if (basic) {
-      if (!this.opts.login) throw new FetchError(`registry ${this.name} requires a login for ${redact(url)}: name a credential in the subscription`, { permanent: true, status: 401 });
-      this.authorizations.set('', { header: basicAuth(this.opts.login.username, this.opts.login.password), until: Number.POSITIVE_INFINITY });
+      if (!this.opts.login)
+        throw new FetchError(
+          `registry ${this.name} requires a login for ${redact(url)}: name a credential in the subscription`,
+          { permanent: true, status: 401 },
+        );
+      this.authorizations.set('', {
+        header: basicAuth(this.opts.login.username, this.opts.login.password),
+        until: Number.POSITIVE_INFINITY,
+      });
       return;
     }
     const offered = challenges.map((c) => c.scheme).join(', ') || 'none';
-    throw new FetchError(`registry ${this.name} answered 401 for ${redact(url)} without a Basic or Bearer challenge (offered: ${offered})`, { permanent: true, status: 401 });
+    throw new FetchError(
+      `registry ${this.name} answered 401 for ${redact(url)} without a Basic or Bearer challenge (offered: ${offered})`,
+      { permanent: true, status: 401 },
+    );
   }
 
   /**
@@ -159,22 +190,32 @@ export class RegistryClient {
    * sending the login as Basic only where it may go: the registry's own host, or a token service
    * over https. A token service on plain http elsewhere would receive the password in clear.
    */
-  private async fetchToken(challenge: Challenge, scope: string, url: URL): Promise<{ token: string; expiresInS: number; scope: string }> {
+  private async fetchToken(
+    challenge: Challenge,
+    scope: string,
+    url: URL,
+  ): Promise<{ token: string; expiresInS: number; scope: string }> {
     const realmText = challenge.params.realm;
     let realm: URL;
     try {
       realm = new URL(realmText ?? '');
     } catch {
-      throw new FetchError(`registry ${this.name}: its Bearer challenge names no valid realm ('${realmText ?? ''}')`, { permanent: true, status: 401 });
+      throw new FetchError(`registry ${this.name}: its Bearer challenge names no valid realm ('${realmText ?? ''}')`, {
+        permanent: true,
+        status: 401,
+      });
     }
     const wanted = challenge.params.scope ?? scope;
     if (challenge.params.service) realm.searchParams.set('service', challenge.params.service);
     if (wanted) for (const s of wanted.split(' ')) realm.searchParams.append('scope', s);
     const login = this.opts.login;
     if (login && !sameHost(realm.hostname, this.registry.hostname) && realm.protocol !== 'https:') {
-      throw new FetchError(`registry ${this.name}: its token service ${redact(realm)} is on another host over plain http; refusing to send the credential '${login.name}' there`, {
-        permanent: true,
-      });
+      throw new FetchError(
+        `registry ${this.name}: its token service ${redact(realm)} is on another host over plain http; refusing to send the credential '${login.name}' there`,
+        {
+          permanent: true,
+        },
+      );
     }
     if (login) realm.searchParams.set('account', login.username);
     const response = await httpGet(realm, {
@@ -187,12 +228,19 @@ export class RegistryClient {
     if (response.status === 401 || response.status === 403) {
       await response.body.dump().catch(() => undefined);
       const who = login ? `the credential '${login.name}' (user ${login.username})` : 'an anonymous token';
-      throw new FetchError(`registry ${this.name}: its token service ${redact(new URL(realm.pathname, realm))} refused ${who} (HTTP ${response.status}) for ${redact(url)}`, {
-        permanent: true,
-        status: response.status,
-      });
+      throw new FetchError(
+        `registry ${this.name}: its token service ${redact(new URL(realm.pathname, realm))} refused ${who} (HTTP ${response.status}) for ${redact(url)}`,
+        {
+          permanent: true,
+          status: response.status,
+        },
+      );
     }
-    const bytes = await readBodyLimited(response, MAX_REGISTRY_JSON_BYTES, `token from ${redact(new URL(realm.pathname, realm))}`);
+    const bytes = await readBodyLimited(
+      response,
+      MAX_REGISTRY_JSON_BYTES,
+      `token from ${redact(new URL(realm.pathname, realm))}`,
+    );
     let parsed: unknown;
     try {
       parsed = JSON.parse(bytes.toString('utf8'));
@@ -200,7 +248,11 @@ export class RegistryClient {
       parsed = undefined;
     }
     const token = tokenFromResponse(parsed);
-    if (!token) throw new FetchError(`registry ${this.name}: its token service ${redact(new URL(realm.pathname, realm))} answered no token`, { permanent: true });
+    if (!token)
+      throw new FetchError(
+        `registry ${this.name}: its token service ${redact(new URL(realm.pathname, realm))} answered no token`,
+        { permanent: true },
+      );
     return { ...token, scope };
   }
 }

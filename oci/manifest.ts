@@ -67,13 +67,21 @@ export function sha256Digest(bytes: Buffer): string {
  * fetched by digest must have that digest; the registry's Docker-Content-Digest, when sent, must
  * be the digest of the bytes. Throws InvalidInputError naming what was wrong.
  */
-export function readDiskManifest(where: string, bytes: Buffer, contentType: string | undefined, reference: string, headerDigest?: string): DiskManifest {
+export function readDiskManifest(
+  where: string,
+  bytes: Buffer,
+  contentType: string | undefined,
+  reference: string,
+  headerDigest?: string,
+): DiskManifest {
   const digest = sha256Digest(bytes);
   if (reference.startsWith('sha256:') && reference !== digest) {
     throw new InvalidInputError(`${where}: the manifest's bytes have digest ${digest}, not ${reference} as asked`);
   }
   if (headerDigest && headerDigest !== digest) {
-    throw new InvalidInputError(`${where}: the registry says the manifest is ${headerDigest}, but its bytes have digest ${digest}`);
+    throw new InvalidInputError(
+      `${where}: the registry says the manifest is ${headerDigest}, but its bytes have digest ${digest}`,
+    );
   }
   let doc: unknown;
   try {
@@ -81,30 +89,44 @@ export function readDiskManifest(where: string, bytes: Buffer, contentType: stri
   } catch {
     throw new InvalidInputError(`${where}: the manifest is not JSON`);
   }
-  const declared = typeof (doc as { mediaType?: unknown })?.mediaType === 'string' ? (doc as { mediaType: string }).mediaType : undefined;
+  const declared =
+    typeof (doc as { mediaType?: unknown })?.mediaType === 'string'
+      ? (doc as { mediaType: string }).mediaType
+      : undefined;
   const type = (contentType ?? '').split(';')[0].trim().toLowerCase() || declared || OCI_MANIFEST;
   if (declared && declared !== type) {
     throw new InvalidInputError(`${where}: the registry sent it as ${type}, but the manifest says it is ${declared}`);
   }
   if (type === OCI_INDEX || type === DOCKER_MANIFEST_LIST) {
-    throw new InvalidInputError(`${where}: is an index of several manifests (${type}), not one disk image; select a tag that names an image manifest`);
+    throw new InvalidInputError(
+      `${where}: is an index of several manifests (${type}), not one disk image; select a tag that names an image manifest`,
+    );
   }
   if (!(ACCEPTED_MANIFESTS as readonly string[]).includes(type)) {
     const hint = type === DOCKER_MANIFEST ? ' (a container image, not a disk image pushed with oras)' : '';
-    throw new InvalidInputError(`${where}: manifest type ${type} is not supported${hint}; expected ${ACCEPTED_MANIFESTS.join(' or ')}`);
+    throw new InvalidInputError(
+      `${where}: manifest type ${type} is not supported${hint}; expected ${ACCEPTED_MANIFESTS.join(' or ')}`,
+    );
   }
   const parsed = type === OCI_MANIFEST ? ImageManifestSchema.safeParse(doc) : ArtifactManifestSchema.safeParse(doc);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
-    throw new InvalidInputError(`${where}: not a valid ${type}: ${issue.path.join('.') || '(document)'}: ${issue.message}`);
+    throw new InvalidInputError(
+      `${where}: not a valid ${type}: ${issue.path.join('.') || '(document)'}: ${issue.message}`,
+    );
   }
   const layers = 'layers' in parsed.data ? parsed.data.layers : parsed.data.blobs;
   const disks = layers.filter((l) => l.mediaType === DISK_LAYER);
   if (disks.length !== 1) {
     const found = layers.map((l) => l.mediaType).join(', ') || 'none';
-    throw new InvalidInputError(`${where}: expected exactly one layer of type ${DISK_LAYER}, found ${disks.length} (layers: ${found})`);
+    throw new InvalidInputError(
+      `${where}: expected exactly one layer of type ${DISK_LAYER}, found ${disks.length} (layers: ${found})`,
+    );
   }
-  if (disks[0].urls?.length) throw new InvalidInputError(`${where}: the disk layer names external URLs (a foreign layer); only blobs the registry holds are read`);
+  if (disks[0].urls?.length)
+    throw new InvalidInputError(
+      `${where}: the disk layer names external URLs (a foreign layer); only blobs the registry holds are read`,
+    );
   return {
     digest,
     mediaType: type,

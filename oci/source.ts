@@ -12,7 +12,13 @@ import type { Logger } from '../core/logging.js';
 import type { ListedImage } from '../core/workflow-contract.js';
 import { compareVersions } from '../image-lists/sync-plan.js';
 import { registryImageToEvent } from './annotations.js';
-import { MAX_REGISTRY_JSON_BYTES, nextLink, RegistryClient, resolveRegistryLogin, type RegistryLogin } from './client.js';
+import {
+  MAX_REGISTRY_JSON_BYTES,
+  nextLink,
+  RegistryClient,
+  resolveRegistryLogin,
+  type RegistryLogin,
+} from './client.js';
 import { ACCEPTED_MANIFESTS, readDiskManifest, type DiskManifest } from './manifest.js';
 
 /** EGI's central sync keeps the short tags (`22.04`, not `22.04-20250301-1a2b3c4`). */
@@ -60,10 +66,15 @@ export function tagPattern(source: Pick<RegistrySource, 'tags'>): RegExp {
 const PAGE = 100;
 
 /** Follows `Link: <…>; rel="next"` from `first`, collecting what `take` finds on each page. */
-async function paged<T>(client: RegistryClient, first: string, scope: string | undefined, take: (body: unknown) => T[]): Promise<T[]> {
+async function paged<T>(
+  client: RegistryClient,
+  first: string,
+  scope: string | undefined,
+  take: (body: unknown) => T[],
+): Promise<T[]> {
   const items: T[] = [];
   const seen = new Set<string>();
-  for (let next: string | undefined = first; next && !seen.has(next); ) {
+  for (let next: string | undefined = first; next && !seen.has(next);) {
     seen.add(next);
     const { body, response } = await client.getJson(next, { scope });
     items.push(...take(body));
@@ -75,7 +86,8 @@ async function paged<T>(client: RegistryClient, first: string, scope: string | u
 function stringsAt(body: unknown, key: string, where: string): string[] {
   const value = (body as Record<string, unknown> | null)?.[key];
   if (value === null || value === undefined) return [];
-  if (!Array.isArray(value) || value.some((v) => typeof v !== 'string')) throw new FetchError(`${where}: '${key}' is not a list of names`, { permanent: true });
+  if (!Array.isArray(value) || value.some((v) => typeof v !== 'string'))
+    throw new FetchError(`${where}: '${key}' is not a list of names`, { permanent: true });
   return value as string[];
 }
 
@@ -91,29 +103,47 @@ async function isHarbor(client: RegistryClient): Promise<boolean> {
 }
 
 /** The repositories of a project, project prefix included (`egi_vm_images/ubuntu`), sorted. */
-export async function listRepositories(client: RegistryClient, project: string, api: RegistryApi = 'auto'): Promise<string[]> {
+export async function listRepositories(
+  client: RegistryClient,
+  project: string,
+  api: RegistryApi = 'auto',
+): Promise<string[]> {
   const harbor = api === 'harbor' || (api === 'auto' && (await isHarbor(client)));
   let names: string[];
   if (harbor) {
     const first = `api/v2.0/projects/${encodeURIComponent(project)}/repositories?page_size=${PAGE}&page=1`;
     names = await paged(client, first, undefined, (body) => {
-      if (!Array.isArray(body)) throw new FetchError(`registry ${client.name}: the repositories of project ${project} are not a list`, { permanent: true });
+      if (!Array.isArray(body))
+        throw new FetchError(`registry ${client.name}: the repositories of project ${project} are not a list`, {
+          permanent: true,
+        });
       return body.map((r) => String((r as { name?: unknown }).name ?? ''));
     });
   } else {
-    const all = await paged(client, `v2/_catalog?n=${PAGE}`, 'registry:catalog:*', (body) => stringsAt(body, 'repositories', `registry ${client.name} catalog`));
+    const all = await paged(client, `v2/_catalog?n=${PAGE}`, 'registry:catalog:*', (body) =>
+      stringsAt(body, 'repositories', `registry ${client.name} catalog`),
+    );
     names = all;
   }
   return [...new Set(names.filter((n) => n.startsWith(`${project}/`)))].sort();
 }
 
 export async function listTags(client: RegistryClient, repository: string): Promise<string[]> {
-  return paged(client, `v2/${repository}/tags/list?n=${PAGE}`, client.scopeFor(repository), (body) => stringsAt(body, 'tags', `registry ${client.name} ${repository}`));
+  return paged(client, `v2/${repository}/tags/list?n=${PAGE}`, client.scopeFor(repository), (body) =>
+    stringsAt(body, 'tags', `registry ${client.name} ${repository}`),
+  );
 }
 
 /** Reads the manifest `reference` (tag or digest) names, checked as readDiskManifest checks it. */
-export async function readManifest(client: RegistryClient, repository: string, reference: string): Promise<DiskManifest> {
-  const response = await client.get(`v2/${repository}/manifests/${reference}`, { accept: ACCEPTED_MANIFESTS, scope: client.scopeFor(repository) });
+export async function readManifest(
+  client: RegistryClient,
+  repository: string,
+  reference: string,
+): Promise<DiskManifest> {
+  const response = await client.get(`v2/${repository}/manifests/${reference}`, {
+    accept: ACCEPTED_MANIFESTS,
+    scope: client.scopeFor(repository),
+  });
   const bytes = await readBodyLimited(response, MAX_REGISTRY_JSON_BYTES, `manifest ${repository}:${reference}`);
   const header = response.headers['docker-content-digest'];
   const contentType = response.headers['content-type'];
@@ -140,16 +170,27 @@ export interface ReadRegistryOptions {
  * reported. A manifest this service cannot read is reported and skipped; a refused login or an
  * unreachable registry fails the whole read (nothing would be known about the project).
  */
-export async function readRegistryProject({ source, config, logger, login }: ReadRegistryOptions): Promise<ReadRegistryProject> {
+export async function readRegistryProject({
+  source,
+  config,
+  logger,
+  login,
+}: ReadRegistryOptions): Promise<ReadRegistryProject> {
   const pattern = tagPattern(source);
-  const resolvedLogin = login ?? (source.credential ? await resolveRegistryLogin(config, source.credential) : undefined);
-  const client = new RegistryClient({ registry: new URL(source.registry), login: resolvedLogin, security: config.security });
+  const resolvedLogin =
+    login ?? (source.credential ? await resolveRegistryLogin(config, source.credential) : undefined);
+  const client = new RegistryClient({
+    registry: new URL(source.registry),
+    login: resolvedLogin,
+    security: config.security,
+  });
   const listId = registryListId(source.registry, source.project);
   const images: ListedImage[] = [];
   const invalid: ReadRegistryProject['invalid'] = [];
   try {
     let repositories = await listRepositories(client, source.project, source.api);
-    if (source.repositories) repositories = repositories.filter((r) => source.repositories!.includes(r.slice(source.project.length + 1)));
+    if (source.repositories)
+      repositories = repositories.filter((r) => source.repositories!.includes(r.slice(source.project.length + 1)));
     for (const repository of repositories) {
       const tags = (await listTags(client, repository)).filter((t) => pattern.test(t)).sort(compareVersions);
       const byDigest = new Map<string, { tag: string; manifest: DiskManifest }>();
@@ -158,8 +199,13 @@ export async function readRegistryProject({ source, config, logger, login }: Rea
           const manifest = await readManifest(client, repository, tag);
           byDigest.set(manifest.digest, { tag, manifest }); // tags ascend: the newest tag naming a manifest wins
         } catch (err) {
-          if (err instanceof InvalidInputError) invalid.push({ identifier: `${repository}:${tag}`, problem: err.message });
-          else if (err instanceof FetchError && err.status === 404) invalid.push({ identifier: `${repository}:${tag}`, problem: `the tag disappeared while reading (${err.message})` });
+          if (err instanceof InvalidInputError)
+            invalid.push({ identifier: `${repository}:${tag}`, problem: err.message });
+          else if (err instanceof FetchError && err.status === 404)
+            invalid.push({
+              identifier: `${repository}:${tag}`,
+              problem: `the tag disappeared while reading (${err.message})`,
+            });
           else throw err;
         }
       }
@@ -172,12 +218,23 @@ export async function readRegistryProject({ source, config, logger, login }: Rea
           problem: `tags ${other.tag} and ${newest.tag} of ${repository} name different manifests; one image per repository: ${newest.tag} is taken (narrow the tag pattern)`,
         });
       }
-      const event = registryImageToEvent({ listId, registry: client.registry, project: source.project, repository, tag: newest.tag, manifest: newest.manifest, vo: source.vo });
+      const event = registryImageToEvent({
+        listId,
+        registry: client.registry,
+        project: source.project,
+        repository,
+        tag: newest.tag,
+        manifest: newest.manifest,
+        vo: source.vo,
+      });
       images.push({ event, expired: false });
     }
   } finally {
     await client.close();
   }
-  logger.debug({ registry: client.name, project: source.project, images: images.length, invalid: invalid.length }, 'registry project read');
+  logger.debug(
+    { registry: client.name, project: source.project, images: images.length, invalid: invalid.length },
+    'registry project read',
+  );
   return { listId, images, invalid };
 }

@@ -23,7 +23,10 @@ const historyType = patchProtobufRoot(require('@temporalio/proto')).lookupType('
 const loadHistory = (json) => fromJson(historyType, json, { ignoreUnknownFields: true });
 const files = (await readdir(folder)).filter((f) => f.endsWith('.json')).sort();
 const histories = await Promise.all(
-  files.map(async (file) => ({ workflowId: file, history: loadHistory(JSON.parse(await readFile(path.join(folder, file), 'utf8'))) })),
+  files.map(async (file) => ({
+    workflowId: file,
+    history: loadHistory(JSON.parse(await readFile(path.join(folder, file), 'utf8'))),
+  })),
 );
 let failed = 0;
 for await (const result of Worker.runReplayHistories({ workflowsPath }, histories)) {

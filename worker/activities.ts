@@ -32,7 +32,10 @@ function adoptingSlots<T extends ActivityMap>(activities: T, slots: HostSlots): 
 export function buildActivities(config: Config, logger: Logger, slots: HostSlots, temporal: () => Promise<Client>) {
   const shared = createSharedActivities({ config, logger: logger.child({ component: 'shared' }), temporal });
   // Not a slot holder's step: the clean-up also runs after the image gave its slot back, or moved away.
-  const { cleanupWorkspace, ...fileSteps } = createHostActivities({ config, logger: logger.child({ component: 'host' }) });
+  const { cleanupWorkspace, ...fileSteps } = createHostActivities({
+    config,
+    logger: logger.child({ component: 'host' }),
+  });
   return {
     shared,
     host: { ...adoptingSlots(fileSteps, slots), cleanupWorkspace },

@@ -39,7 +39,11 @@ export class HostSlots implements SlotKeeper {
   }
 
   state(): SlotState {
-    return { capacity: this.capacity, holders: [...this.holders.keys()], waiting: this.waiters.map((w) => w.workflowId) };
+    return {
+      capacity: this.capacity,
+      holders: [...this.holders.keys()],
+      waiting: this.waiters.map((w) => w.workflowId),
+    };
   }
 
   /** The position of a waiting image (1 = next), 0 when it holds a slot, -1 when unknown. */

@@ -60,10 +60,17 @@ export async function sweepWorkFolders(client: Client, config: Config, logger: L
       // only an old folder whose transform process is gone is taken for left over.
       closed = state === 'closed' || (state === 'unknown' && !transformAlive(owner.workflowId) && (await old()));
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT' || err instanceof SyntaxError || (err as Error).message === 'no workflowId') {
+      if (
+        (err as NodeJS.ErrnoException).code === 'ENOENT' ||
+        err instanceof SyntaxError ||
+        (err as Error).message === 'no workflowId'
+      ) {
         closed = await old();
       } else {
-        logger.warn({ dir, error: (err as Error).message }, 'sweep: cannot tell whether the work folder is still used; keeping it');
+        logger.warn(
+          { dir, error: (err as Error).message },
+          'sweep: cannot tell whether the work folder is still used; keeping it',
+        );
         continue;
       }
     }
@@ -85,7 +92,10 @@ export async function auditSlots(client: Client, slots: HostSlots, logger: Logge
         freed.push(workflowId);
       }
     } catch (err) {
-      logger.warn({ workflowId, error: (err as Error).message }, 'slot audit: cannot describe the workflow holding a slot');
+      logger.warn(
+        { workflowId, error: (err as Error).message },
+        'slot audit: cannot describe the workflow holding a slot',
+      );
     }
   }
   if (freed.length) logger.warn({ freed }, 'slot audit: released the slots of closed workflows');

@@ -112,15 +112,32 @@ export async function startWorker({ config, logger }: { config: Config; logger: 
   if (config.worker.applySubscriptions) {
     // Every worker makes the schedules match its configuration; a failure is logged, not fatal:
     // `subscriptions apply` does the same on demand.
-    await applySubscriptions(housekeeping.client, config, logger.child({ component: 'subscriptions' })).catch((err: unknown) =>
-      logger.error({ err: String(err) }, 'could not make the subscription schedules match the configuration'),
+    await applySubscriptions(housekeeping.client, config, logger.child({ component: 'subscriptions' })).catch(
+      (err: unknown) =>
+        logger.error({ err: String(err) }, 'could not make the subscription schedules match the configuration'),
     );
   }
   const housekeepingLog = logger.child({ component: 'housekeeping' });
-  const stopSweep = every(config.worker.sweepIntervalMs, () => sweepWorkFolders(housekeeping.client, config, housekeepingLog), housekeepingLog, 'work folder sweep');
-  const stopAudit = every(config.worker.slotAuditIntervalMs, () => auditSlots(housekeeping.client, slots, housekeepingLog), housekeepingLog, 'slot audit');
+  const stopSweep = every(
+    config.worker.sweepIntervalMs,
+    () => sweepWorkFolders(housekeeping.client, config, housekeepingLog),
+    housekeepingLog,
+    'work folder sweep',
+  );
+  const stopAudit = every(
+    config.worker.slotAuditIntervalMs,
+    () => auditSlots(housekeeping.client, slots, housekeepingLog),
+    housekeepingLog,
+    'slot audit',
+  );
   logger.info(
-    { sharedTaskQueue: config.temporal.taskQueue, hostTaskQueue: hostQueue, controlTaskQueue: controlQueue, slots: slots.capacity, address: config.temporal.address },
+    {
+      sharedTaskQueue: config.temporal.taskQueue,
+      hostTaskQueue: hostQueue,
+      controlTaskQueue: controlQueue,
+      slots: slots.capacity,
+      address: config.temporal.address,
+    },
     'worker started',
   );
   const closeAll = async () => {

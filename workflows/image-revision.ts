@@ -93,7 +93,8 @@ export async function imageRevision(): Promise<ImageRevisionResult> {
     } catch (err) {
       if (generation === mine) throw err;
       // A newer event superseded this one (cancelled, or it failed on the way): act on the newer one.
-      if (!isCancellation(err)) log.warn('the superseded action failed; going on with the newer event', { error: String(err) });
+      if (!isCancellation(err))
+        log.warn('the superseded action failed; going on with the newer event', { error: String(err) });
     } finally {
       running = undefined;
     }
@@ -103,4 +104,3 @@ export async function imageRevision(): Promise<ImageRevisionResult> {
     }
   }
 }
-

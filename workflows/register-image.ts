@@ -79,7 +79,11 @@ function controlActivities(claim: HostClaim): ActivityInterfaceFor<ControlActivi
     startToCloseTimeout: '3650 days',
     scheduleToStartTimeout: claim.scheduleToStartTimeoutMs,
     heartbeatTimeout: claim.heartbeatTimeoutMs,
-    retry: { initialInterval: claim.retryInitialIntervalMs, maximumInterval: claim.retryMaximumIntervalMs, backoffCoefficient: 2 },
+    retry: {
+      initialInterval: claim.retryInitialIntervalMs,
+      maximumInterval: claim.retryMaximumIntervalMs,
+      backoffCoefficient: 2,
+    },
   });
 }
 
@@ -92,7 +96,9 @@ function isHostLost(err: unknown): boolean {
 }
 
 function failureType(err: unknown): string | undefined {
-  return err instanceof ActivityFailure && err.cause instanceof ApplicationFailure ? err.cause.type ?? undefined : undefined;
+  return err instanceof ActivityFailure && err.cause instanceof ApplicationFailure
+    ? (err.cause.type ?? undefined)
+    : undefined;
 }
 
 /**
@@ -124,11 +130,21 @@ export async function registerImage(input: ImageRequest): Promise<RegisterImageR
       throw ApplicationFailure.nonRetryable('ThrowingHandler returned without throwing', 'HandlerBug');
     }
 
-    const existing = await shared.findRegisteredImage.executeWithOptions({ summary: 'look for this revision on the cloud' }, [{ event, options }]);
+    const existing = await shared.findRegisteredImage.executeWithOptions(
+      { summary: 'look for this revision on the cloud' },
+      [{ event, options }],
+    );
     if (existing) {
       log.info('image already registered; nothing to do', { imageId: existing.imageId });
       stage('done');
-      return { handler, imageId: existing.imageId, reused: true, name: existing.name, location: existing.location, properties: existing.properties };
+      return {
+        handler,
+        imageId: existing.imageId,
+        reused: true,
+        name: existing.name,
+        location: existing.location,
+        properties: existing.properties,
+      };
     }
 
     for (let host = 1; ; host++) {
@@ -137,7 +153,9 @@ export async function registerImage(input: ImageRequest): Promise<RegisterImageR
         return await onHost(input, claim, stage, (p) => (progress = { ...progress, ...p }));
       } catch (err) {
         if (isHostLost(err) && host < MAX_HOSTS) {
-          log.warn('the worker holding this image stopped answering; starting over on another host', { host: claim.hostname });
+          log.warn('the worker holding this image stopped answering; starting over on another host', {
+            host: claim.hostname,
+          });
           continue;
         }
         throw err;
@@ -157,7 +175,12 @@ type StageSetter = (next: Stage, step?: string) => void;
  * best effort and not cancellable, unless the host is gone: waiting for a host that does not
  * answer would only delay the move to another one (its worker sweeps up if it ever comes back).
  */
-async function thenOnHost<T>(claim: HostClaim, what: string, work: () => Promise<T>, tidyUp: () => Promise<unknown>): Promise<T> {
+async function thenOnHost<T>(
+  claim: HostClaim,
+  what: string,
+  work: () => Promise<T>,
+  tidyUp: () => Promise<unknown>,
+): Promise<T> {
   let hostLost = false;
   try {
     return await work();
@@ -166,21 +189,33 @@ async function thenOnHost<T>(claim: HostClaim, what: string, work: () => Promise
     throw err;
   } finally {
     if (!hostLost) {
-      await CancellationScope.nonCancellable(tidyUp).catch((err: unknown) => log.warn(`could not ${what}`, { host: claim.hostname, error: String(err) }));
+      await CancellationScope.nonCancellable(tidyUp).catch((err: unknown) =>
+        log.warn(`could not ${what}`, { host: claim.hostname, error: String(err) }),
+      );
     }
   }
 }
 
-async function onHost(input: ImageRequest, claim: HostClaim, stage: StageSetter, note: (p: Partial<Progress>) => void): Promise<RegisterImageResult> {
+async function onHost(
+  input: ImageRequest,
+  claim: HostClaim,
+  stage: StageSetter,
+  note: (p: Partial<Progress>) => void,
+): Promise<RegisterImageResult> {
   const control = controlActivities(claim);
   const { workflowId } = workflowInfo();
   stage('waiting-for-host', `waiting for a slot on ${claim.hostname}`);
-  await control.acquireHostSlot.executeWithOptions({ summary: `wait for a slot on ${claim.hostname}` }, [{ workflowId }]);
+  await control.acquireHostSlot.executeWithOptions({ summary: `wait for a slot on ${claim.hostname}` }, [
+    { workflowId },
+  ]);
   return thenOnHost(
     claim,
     'give the host slot back',
     () => registerOnHost(input, claim, stage, note),
-    () => control.releaseHostSlot.executeWithOptions({ summary: `give the slot on ${claim.hostname} back` }, [{ workflowId }]),
+    () =>
+      control.releaseHostSlot.executeWithOptions({ summary: `give the slot on ${claim.hostname} back` }, [
+        { workflowId },
+      ]),
   );
 }
 
@@ -189,7 +224,12 @@ async function onHost(input: ImageRequest, claim: HostClaim, stage: StageSetter,
  * waiting-for-disk) and tries again, up to `diskWaitMaxMs`. A step that can never fit
  * (DiskTooSmallError) fails like any other non-retryable failure.
  */
-async function withDiskWait<T>(claim: HostClaim, stage: StageSetter, current: () => Progress, run: () => Promise<T>): Promise<T> {
+async function withDiskWait<T>(
+  claim: HostClaim,
+  stage: StageSetter,
+  current: () => Progress,
+  run: () => Promise<T>,
+): Promise<T> {
   let waited = 0;
   for (;;) {
     try {
@@ -199,7 +239,10 @@ async function withDiskWait<T>(claim: HostClaim, stage: StageSetter, current: ()
       if (type !== OUT_OF_SPACE) throw err;
       const message = (err as ActivityFailure).cause?.message ?? String(err);
       if (waited + claim.diskWaitIntervalMs > claim.diskWaitMaxMs) {
-        throw ApplicationFailure.nonRetryable(`gave up after waiting ${claim.diskWaitMaxMs} ms for disk space (worker.diskWaitMaxMs): ${message}`, OUT_OF_SPACE);
+        throw ApplicationFailure.nonRetryable(
+          `gave up after waiting ${claim.diskWaitMaxMs} ms for disk space (worker.diskWaitMaxMs): ${message}`,
+          OUT_OF_SPACE,
+        );
       }
       const resume = current();
       log.warn('not enough disk space on this host; waiting', { host: claim.hostname, message });
@@ -228,42 +271,56 @@ async function registerOnHost(
   };
   const onDisk = <T>(run: () => Promise<T>) => withDiskWait(claim, stage, () => current, run);
   // Whatever happens, the work folder goes: a failed step leaves no files behind.
-  return thenOnHost(claim, 'clean up the work folder', async () => {
-    const source = `${event.uri ? 'download' : 'copy'} ${event.uri ?? event.filename ?? ''}`.trim();
-    step('acquiring', source);
-    const acquired = await onDisk(() =>
-      download.acquireImage.executeWithOptions({ summary: source }, [
-        { workflowId, event, insecureSsl: options.insecureSsl, credentialName: options.credentialName },
-      ]),
-    );
-    const { workDir } = acquired;
-    note({ bytesDone: acquired.bytes, bytesTotal: acquired.bytes });
+  return thenOnHost(
+    claim,
+    'clean up the work folder',
+    async () => {
+      const source = `${event.uri ? 'download' : 'copy'} ${event.uri ?? event.filename ?? ''}`.trim();
+      step('acquiring', source);
+      const acquired = await onDisk(() =>
+        download.acquireImage.executeWithOptions({ summary: source }, [
+          { workflowId, event, insecureSsl: options.insecureSsl, credentialName: options.credentialName },
+        ]),
+      );
+      const { workDir } = acquired;
+      note({ bytesDone: acquired.bytes, bytesTotal: acquired.bytes });
 
-    step('inspecting');
-    const info = await quick.inspectImage.executeWithOptions({ summary: `detect the format of ${acquired.fileName}` }, [
-      { path: acquired.path, formatHint: options.formatHint ?? event.format, fileName: acquired.fileName },
-    ]);
+      step('inspecting');
+      const info = await quick.inspectImage.executeWithOptions(
+        { summary: `detect the format of ${acquired.fileName}` },
+        [{ path: acquired.path, formatHint: options.formatHint ?? event.format, fileName: acquired.fileName }],
+      );
 
-    step('converting', `${info.format} → raw`);
-    const raw = await onDisk(() =>
-      tools.convertToRaw.executeWithOptions({ summary: `qemu-img convert ${info.format} → raw` }, [{ workflowId, path: acquired.path, workDir, format: info.format }]),
-    );
+      step('converting', `${info.format} → raw`);
+      const raw = await onDisk(() =>
+        tools.convertToRaw.executeWithOptions({ summary: `qemu-img convert ${info.format} → raw` }, [
+          { workflowId, path: acquired.path, workDir, format: info.format },
+        ]),
+      );
 
-    step('preparing');
-    const prepared = await onDisk(() => tools.prepareImage.executeWithOptions({ summary: 'snf-mkimage (prepare the image)' }, [{ rawPath: raw.path, workDir, event, options }]));
+      step('preparing');
+      const prepared = await onDisk(() =>
+        tools.prepareImage.executeWithOptions({ summary: 'snf-mkimage (prepare the image)' }, [
+          { rawPath: raw.path, workDir, event, options },
+        ]),
+      );
 
-    step('registering');
-    const registered = await tools.registerWithKamaki.executeWithOptions({ summary: 'kamaki upload and register' }, [{ path: prepared.path, event, options, metadata: prepared.metadata }]);
+      step('registering');
+      const registered = await tools.registerWithKamaki.executeWithOptions({ summary: 'kamaki upload and register' }, [
+        { path: prepared.path, event, options, metadata: prepared.metadata },
+      ]);
 
-    stage('done');
-    return {
-      handler: 'registerImage',
-      imageId: registered.imageId,
-      reused: registered.reused,
-      name: registered.name,
-      location: registered.location,
-      format: info.format,
-      properties: registered.properties,
-    };
-  }, () => quick.cleanupWorkspace.executeWithOptions({ summary: 'remove the work folder' }, [{ workflowId }]));
+      stage('done');
+      return {
+        handler: 'registerImage',
+        imageId: registered.imageId,
+        reused: registered.reused,
+        name: registered.name,
+        location: registered.location,
+        format: info.format,
+        properties: registered.properties,
+      };
+    },
+    () => quick.cleanupWorkspace.executeWithOptions({ summary: 'remove the work folder' }, [{ workflowId }]),
+  );
 }

@@ -1,4 +1,11 @@
-import { ApplicationFailure, log, proxyActivities, setCurrentDetails, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import {
+  ApplicationFailure,
+  log,
+  proxyActivities,
+  setCurrentDetails,
+  upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
 import type { SubscriptionActivities } from '../activities/subscriptions.js';
 import {
   LIST_REJECTED,
@@ -20,11 +27,12 @@ import { planSync } from '../image-lists/sync-plan.js';
  * again on another (or the restarted) worker; reading a list and starting its workflows are
  * both safe to repeat.
  */
-const { readSubscribedList, readSubscribedRegistry, cloudInventory, deliverImageEvents } = proxyActivities<SubscriptionActivities>({
-  startToCloseTimeout: '30 minutes',
-  heartbeatTimeout: '20 seconds',
-  retry: { initialInterval: '2 seconds', backoffCoefficient: 2, maximumInterval: '2 minutes', maximumAttempts: 10 },
-});
+const { readSubscribedList, readSubscribedRegistry, cloudInventory, deliverImageEvents } =
+  proxyActivities<SubscriptionActivities>({
+    startToCloseTimeout: '30 minutes',
+    heartbeatTimeout: '20 seconds',
+    retry: { initialInterval: '2 seconds', backoffCoefficient: 2, maximumInterval: '2 minutes', maximumAttempts: 10 },
+  });
 
 function described(event: ImageEvent, reason: string, workflowId?: string): SyncedImage {
   const entry: SyncedImage = { imageId: event.imageId ?? '', reason };
@@ -48,27 +56,48 @@ export async function syncImageList({ subscription }: SyncImageListInput): Promi
   setCurrentDetails(`Reading ${subscription.url}`);
   if (subscription.source === 'registry') {
     // A registry has no conditional read of a whole project: every run reads it, then plans as for a list.
-    const project = await readSubscribedRegistry.executeWithOptions({ summary: `read the registry project ${subscription.url}` }, [{ subscription }]);
+    const project = await readSubscribedRegistry.executeWithOptions(
+      { summary: `read the registry project ${subscription.url}` },
+      [{ subscription }],
+    );
     const accepted: AcceptedList = { listId: project.listId, images: project.images };
     return reconcile(subscription, accepted, previous, { fetched: 'changed', invalid: project.invalid });
   }
   const read = await readSubscribedList.executeWithOptions({ summary: `read the image list ${subscription.url}` }, [
     {
       subscription,
-      previous: previous && { listId: previous.listId, version: previous.version, etag: previous.etag, lastModified: previous.lastModified },
+      previous: previous && {
+        listId: previous.listId,
+        version: previous.version,
+        etag: previous.etag,
+        lastModified: previous.lastModified,
+      },
     },
   ]);
 
   let accepted: AcceptedList;
   let invalid: SyncImageListResult['summary']['invalid'] = [];
   if (read.notModified) {
-    if (!previous) throw ApplicationFailure.nonRetryable(`${subscription.url} answered 304 Not Modified to an unconditional request`, LIST_REJECTED);
+    if (!previous)
+      throw ApplicationFailure.nonRetryable(
+        `${subscription.url} answered 304 Not Modified to an unconditional request`,
+        LIST_REJECTED,
+      );
     accepted = previous;
   } else {
-    accepted = { listId: read.list.identifier, version: read.list.version, etag: read.etag, lastModified: read.lastModified, images: read.images };
+    accepted = {
+      listId: read.list.identifier,
+      version: read.list.version,
+      etag: read.etag,
+      lastModified: read.lastModified,
+      images: read.images,
+    };
     invalid = read.invalid;
   }
-  return reconcile(subscription, accepted, previous, { fetched: read.notModified ? 'not-modified' : 'changed', invalid });
+  return reconcile(subscription, accepted, previous, {
+    fetched: read.notModified ? 'not-modified' : 'changed',
+    invalid,
+  });
 }
 
 /** The accepted images against the cloud and the previous copy: what to register and expire, delivered; the run's result. */
@@ -81,9 +110,10 @@ async function reconcile(
   upsertSearchAttributes([{ key: SA_IMAGE_LIST_ID, value: accepted.listId }]);
 
   const options = subscriptionOptions(subscription);
-  const { images: cloud, expireAction } = await cloudInventory.executeWithOptions({ summary: `list the cloud's images of ${accepted.listId}` }, [
-    { listId: accepted.listId, options },
-  ]);
+  const { images: cloud, expireAction } = await cloudInventory.executeWithOptions(
+    { summary: `list the cloud's images of ${accepted.listId}` },
+    [{ listId: accepted.listId, options }],
+  );
   const plan = planSync({
     listId: accepted.listId,
     vo: subscription.vo,
@@ -95,10 +125,12 @@ async function reconcile(
 
   const events = [...plan.register.map((r) => r.event), ...plan.expire.map((e) => e.event)];
   const deliver = `deliver ${events.length} events (${plan.register.length} to register, ${plan.expire.length} to expire)`;
-  const ids = events.length > 0 ? await deliverImageEvents.executeWithOptions({ summary: deliver }, [{ events, options }]) : [];
+  const ids =
+    events.length > 0 ? await deliverImageEvents.executeWithOptions({ summary: deliver }, [{ events, options }]) : [];
   const registered = plan.register.map((r, i) => described(r.event, r.reason, ids[i]));
   const expired = plan.expire.map((e, i) => described(e.event, e.reason, ids[plan.register.length + i]));
-  if (plan.unresolved.length > 0) log.warn('old public revisions carry no sha512 and were left as they are', { unresolved: plan.unresolved });
+  if (plan.unresolved.length > 0)
+    log.warn('old public revisions carry no sha512 and were left as they are', { unresolved: plan.unresolved });
 
   const summary: SyncSummary = {
     url: subscription.url,

@@ -41,19 +41,34 @@ export class DequeueCommand extends ConfiguredCommand {
     ],
   });
 
-  server = Option.Boolean('--server', false, { description: 'Run as a service: consume until SIGTERM/SIGINT (the original -server)' });
-  handler = Option.String('--handler', {
-    description: 'What the workflow does: registerImage (default), JustLogHandler, ThrowingHandler, or the original class names',
+  server = Option.Boolean('--server', false, {
+    description: 'Run as a service: consume until SIGTERM/SIGINT (the original -server)',
   });
-  kamakiCloud = Option.String('--kamaki-cloud', { description: 'kamaki cloud name (from ~/.kamakirc) for the registrations' });
-  insecureSsl = Option.Boolean('--insecure-ssl', false, { description: 'Do not verify TLS for the image downloads (debugging aid; logged)' });
+  handler = Option.String('--handler', {
+    description:
+      'What the workflow does: registerImage (default), JustLogHandler, ThrowingHandler, or the original class names',
+  });
+  kamakiCloud = Option.String('--kamaki-cloud', {
+    description: 'kamaki cloud name (from ~/.kamakirc) for the registrations',
+  });
+  insecureSsl = Option.Boolean('--insecure-ssl', false, {
+    description: 'Do not verify TLS for the image downloads (debugging aid; logged)',
+  });
   sleepMillis = Option.String('--sleep-millis', {
     validator: nonNegative,
     description: 'Pause between messages in server mode, in ms (not capped, unlike the original)',
   });
-  prefetch = Option.String('--prefetch', { validator: positive, description: 'Unacked messages in flight in server mode (default rabbitmq.prefetch)' });
-  metricsPort = Option.String('--metrics-port', { validator: nonNegative, description: 'Serve Prometheus metrics on this port (0 = off)' });
-  wait = Option.Boolean('--wait', false, { description: 'One-shot: wait for the workflow and exit non-zero when it fails' });
+  prefetch = Option.String('--prefetch', {
+    validator: positive,
+    description: 'Unacked messages in flight in server mode (default rabbitmq.prefetch)',
+  });
+  metricsPort = Option.String('--metrics-port', {
+    validator: nonNegative,
+    description: 'Serve Prometheus metrics on this port (0 = off)',
+  });
+  wait = Option.Boolean('--wait', false, {
+    description: 'One-shot: wait for the workflow and exit non-zero when it fails',
+  });
 
   registrationOptions(): RegistrationOptions {
     const options: RegistrationOptions = {};
@@ -115,9 +130,13 @@ export class DequeueCommand extends ConfiguredCommand {
       switch (decision.kind) {
         case 'invalid':
           if (settled.how === 'dead-letter-failed') {
-            return this.fail(`the message is not a valid event (${decision.cause.reason}: ${decision.cause.detail}) and could not be dead-lettered (${settled.error.message}); it stays on the queue`);
+            return this.fail(
+              `the message is not a valid event (${decision.cause.reason}: ${decision.cause.detail}) and could not be dead-lettered (${settled.error.message}); it stays on the queue`,
+            );
           }
-          return this.fail(`the message is not a valid event (${decision.cause.reason}: ${decision.cause.detail}); moved to the dead-letter queue`);
+          return this.fail(
+            `the message is not a valid event (${decision.cause.reason}: ${decision.cause.detail}); moved to the dead-letter queue`,
+          );
         case 'misconfigured':
           return this.fail(`${decision.detail}; the message is back on the queue`, EXIT.usage);
         case 'unavailable':
@@ -134,11 +153,19 @@ export class DequeueCommand extends ConfiguredCommand {
   private reportStarted(config: Config, decision: StartDecision): void {
     const { outcome, workflowId, childWorkflowType } = decision.result;
     if (outcome === 'ignored') this.out(`Ignored ${decision.event.type ?? 'an'} event: it needs no action`);
-    else this.out(`Delivered the event to workflow ${workflowId}, which runs ${childWorkflowType} (${workflowUiLink(config.temporal, workflowId!)})`);
+    else
+      this.out(
+        `Delivered the event to workflow ${workflowId}, which runs ${childWorkflowType} (${workflowUiLink(config.temporal, workflowId!)})`,
+      );
   }
 
   /** --wait: the message stays unacked until the workflow ends; a failed workflow puts it back, as the original did with a throwing handler. */
-  private async waitThenSettle(config: Config, session: BrokerSession, msg: GetMessage, decision: StartDecision): Promise<number> {
+  private async waitThenSettle(
+    config: Config,
+    session: BrokerSession,
+    msg: GetMessage,
+    decision: StartDecision,
+  ): Promise<number> {
     this.reportStarted(config, decision);
     const { result } = decision;
     try {

@@ -7,7 +7,8 @@ export class DrainQueueCommand extends ConfiguredCommand {
   static override paths = [['drain-queue']];
   static override usage = Command.Usage({
     description: 'Remove every message from the queue and print how many were removed',
-    details: 'Each message is acked (removed) first, then logged as an event when it parses. The dead-letter queue is left alone.',
+    details:
+      'Each message is acked (removed) first, then logged as an event when it parses. The dead-letter queue is left alone.',
     examples: [['Empty the queue', '$0 drain-queue --conf /etc/snf-vmcatcher/application.conf']],
   });
 

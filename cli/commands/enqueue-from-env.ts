@@ -18,16 +18,23 @@ export class EnqueueFromEnvCommand extends ConfiguredCommand {
       on start, publishes it.
     `,
     examples: [
-      ['As the vmcatcher hook (VMCATCHER_CACHE_EVENT)', '$0 -v enqueue-from-env -conf /etc/snf-vmcatcher/application.conf'],
+      [
+        'As the vmcatcher hook (VMCATCHER_CACHE_EVENT)',
+        '$0 -v enqueue-from-env -conf /etc/snf-vmcatcher/application.conf',
+      ],
     ],
   });
 
   async run(): Promise<number> {
     const config = await this.config();
     const env = this.context.env;
-    const flat = Object.fromEntries(VMCATCHER_VARIABLES.filter((k) => env[k] !== undefined).map((k) => [k, env[k] as string]));
+    const flat = Object.fromEntries(
+      VMCATCHER_VARIABLES.filter((k) => env[k] !== undefined).map((k) => [k, env[k] as string]),
+    );
     if (Object.keys(flat).length === 0) {
-      throw new InvalidInputError('no VMCATCHER_* variables in the environment: enqueue-from-env runs as the vmcatcher cache hook (VMCATCHER_CACHE_EVENT)');
+      throw new InvalidInputError(
+        'no VMCATCHER_* variables in the environment: enqueue-from-env runs as the vmcatcher cache hook (VMCATCHER_CACHE_EVENT)',
+      );
     }
     let body: Buffer;
     try {
@@ -42,12 +49,17 @@ export class EnqueueFromEnvCommand extends ConfiguredCommand {
     } catch (err) {
       if (!(err instanceof InvalidEventError)) throw err;
       // Never lose what vmcatcher sent: publish it as it came; the bridge dead-letters it with the reason.
-      this.log.warn({ reason: err.message, event: flat }, 'event is not valid; publishing it as received so it is dead-lettered, not lost');
+      this.log.warn(
+        { reason: err.message, event: flat },
+        'event is not valid; publishing it as received so it is dead-lettered, not lost',
+      );
       body = Buffer.from(`${JSON.stringify(flat, null, 2)}\n`);
     }
     const result = await produceMessages(config, [body], this.log, { spoolOnFailure: true });
     if (result.spooled.length > 0) {
-      this.say.warn(`event not published (${result.brokerProblem}); spooled to ${result.spooled[0]}; the next enqueue or the bridge will publish it`);
+      this.say.warn(
+        `event not published (${result.brokerProblem}); spooled to ${result.spooled[0]}; the next enqueue or the bridge will publish it`,
+      );
     } else {
       this.log.info({ replayed: result.replay?.published ?? 0 }, 'event published');
     }

@@ -17,12 +17,20 @@ export class EnqueueFromImageListCommand extends ImageListCommand {
       published first. An expired list, or one dated in the future, is refused.
     `,
     examples: [
-      ['Enqueue every image of a VO list', '$0 enqueue-from-image-list --conf /etc/snf-vmcatcher/application.conf --image-list-url https://vmcaster.appdb.egi.eu/store/vo/fedcloud.egi.eu/image.list --token-file /etc/snf-vmcatcher/appdb.token'],
-      ['Enqueue one image (original spelling)', '$0 enqueue-from-image-list -conf app.conf -image-list-url file:///srv/lists/image.list -image-identifier c0482bc2-bf41-5d49-aaaa-a750174a186b'],
+      [
+        'Enqueue every image of a VO list',
+        '$0 enqueue-from-image-list --conf /etc/snf-vmcatcher/application.conf --image-list-url https://vmcaster.appdb.egi.eu/store/vo/fedcloud.egi.eu/image.list --token-file /etc/snf-vmcatcher/appdb.token',
+      ],
+      [
+        'Enqueue one image (original spelling)',
+        '$0 enqueue-from-image-list -conf app.conf -image-list-url file:///srv/lists/image.list -image-identifier c0482bc2-bf41-5d49-aaaa-a750174a186b',
+      ],
     ],
   });
 
-  imageIdentifier = Option.String('--image-identifier', { description: 'Enqueue only the image with this dc:identifier (exact match)' });
+  imageIdentifier = Option.String('--image-identifier', {
+    description: 'Enqueue only the image with this dc:identifier (exact match)',
+  });
 
   async run(): Promise<number> {
     const read = await this.readList();
@@ -32,10 +40,15 @@ export class EnqueueFromImageListCommand extends ImageListCommand {
       return this.fail('Could not parse events from image list');
     }
     if (list.expired || list.createdInFuture) {
-      return this.fail(`Image list ${list.identifier} is ${list.expired ? `expired (dc:date:expires ${list.expires})` : `dated in the future (dc:date:created ${list.created})`}; nothing enqueued`);
+      return this.fail(
+        `Image list ${list.identifier} is ${list.expired ? `expired (dc:date:expires ${list.expires})` : `dated in the future (dc:date:created ${list.created})`}; nothing enqueued`,
+      );
     }
     this.say.note(`Parsed image list dc:identifier = ${list.identifier}`);
-    const images = this.imageIdentifier === undefined ? list.images : list.images.filter((i) => i.identifier === this.imageIdentifier);
+    const images =
+      this.imageIdentifier === undefined
+        ? list.images
+        : list.images.filter((i) => i.identifier === this.imageIdentifier);
     if (images.length === 0) {
       this.say.note(`Available identifiers are: ${list.images.map((i) => i.identifier).join(', ')}`);
       return this.fail(`Image identifier ${this.imageIdentifier} not found`, EXIT.usage);
@@ -45,8 +58,12 @@ export class EnqueueFromImageListCommand extends ImageListCommand {
     const config = await this.config();
     const result = await produceMessages(config, events.map(serialiseEvent), this.log, {
       spoolOnFailure: false,
-      beforePublish: (i) => this.say.note(`Enqueueing event for dc:identifier = ${events[i].imageId}, hv:uri = ${events[i].uri ?? ''}, ad:mpuri = ${events[i].mpUri ?? ''}`),
-      onPublished: (i, message) => this.log.debug({ imageId: events[i].imageId, messageId: message.messageId }, 'event published'),
+      beforePublish: (i) =>
+        this.say.note(
+          `Enqueueing event for dc:identifier = ${events[i].imageId}, hv:uri = ${events[i].uri ?? ''}, ad:mpuri = ${events[i].mpUri ?? ''}`,
+        ),
+      onPublished: (i, message) =>
+        this.log.debug({ imageId: events[i].imageId, messageId: message.messageId }, 'event published'),
     });
     if (result.replay?.published) this.say.note(`Published ${result.replay.published} spooled event(s) first`);
     this.say.note(`Enqueued ${result.published} event(s)`);

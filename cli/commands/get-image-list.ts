@@ -10,7 +10,12 @@ export class GetImageListCommand extends ImageListCommand {
       Prints the JSON content of the list (for a signed list, the content openssl verified)
       on stdout. The signature policy applies as for every command that reads a list.
     `,
-    examples: [['Save a verified copy of a list', '$0 get-image-list --image-list-url https://cernvm.cern.ch/releases/image.list > image.list.json']],
+    examples: [
+      [
+        'Save a verified copy of a list',
+        '$0 get-image-list --image-list-url https://cernvm.cern.ch/releases/image.list > image.list.json',
+      ],
+    ],
   });
 
   async run(): Promise<number> {

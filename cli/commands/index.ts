@@ -7,7 +7,13 @@ import { ParseImageListCommand } from './parse-image-list.js';
 import { RegisterNowCommand } from './register-now.js';
 import { RegistrationsCommand } from './registrations.js';
 import { RunCommand } from './run.js';
-import { SubscribeCommand, SubscriptionsApplyCommand, SubscriptionsCommand, SyncNowCommand, UnsubscribeCommand } from './subscriptions.js';
+import {
+  SubscribeCommand,
+  SubscriptionsApplyCommand,
+  SubscriptionsCommand,
+  SyncNowCommand,
+  UnsubscribeCommand,
+} from './subscriptions.js';
 import { ShowConfCommand } from './show-conf.js';
 import { ShowEnvCommand } from './show-env.js';
 import { TestQueueCommand } from './test-queue.js';
@@ -16,4 +22,25 @@ import { UsageCommand } from './usage.js';
 import { WorkerCommand } from './worker.js';
 
 /** Every command, in the original's order where it has one. */
-export const commands = [UsageCommand, ShowEnvCommand, ShowConfCommand, EnqueueFromEnvCommand, EnqueueFromImageListCommand, DequeueCommand, TestQueueCommand, RegisterNowCommand, ParseImageListCommand, GetImageListCommand, DrainQueueCommand, TransformCommand, WorkerCommand, RunCommand, RegistrationsCommand, SubscriptionsCommand, SubscriptionsApplyCommand, SubscribeCommand, UnsubscribeCommand, SyncNowCommand];
+export const commands = [
+  UsageCommand,
+  ShowEnvCommand,
+  ShowConfCommand,
+  EnqueueFromEnvCommand,
+  EnqueueFromImageListCommand,
+  DequeueCommand,
+  TestQueueCommand,
+  RegisterNowCommand,
+  ParseImageListCommand,
+  GetImageListCommand,
+  DrainQueueCommand,
+  TransformCommand,
+  WorkerCommand,
+  RunCommand,
+  RegistrationsCommand,
+  SubscriptionsCommand,
+  SubscriptionsApplyCommand,
+  SubscribeCommand,
+  UnsubscribeCommand,
+  SyncNowCommand,
+];

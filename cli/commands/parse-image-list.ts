@@ -15,7 +15,10 @@ export class ParseImageListCommand extends ImageListCommand {
       Exits 1 when the list cannot be fetched or the signature policy refuses it.
     `,
     examples: [
-      ['Show an AppDB VO list', '$0 parse-image-list --image-list-url https://vmcaster.appdb.egi.eu/store/vo/fedcloud.egi.eu/image.list --token-file /etc/snf-vmcatcher/appdb.token'],
+      [
+        'Show an AppDB VO list',
+        '$0 parse-image-list --image-list-url https://vmcaster.appdb.egi.eu/store/vo/fedcloud.egi.eu/image.list --token-file /etc/snf-vmcatcher/appdb.token',
+      ],
       ['Machine-readable output', '$0 parse-image-list --image-list-url file:///srv/lists/image.list --json'],
     ],
   });
@@ -27,7 +30,13 @@ export class ParseImageListCommand extends ImageListCommand {
     reportInvalid(read, this.say);
     this.say.note(`Found ${read.list.images.length} events`);
     if (this.json) {
-      this.out(JSON.stringify({ url: read.url, signature: read.signature, imageList: read.list, invalid: read.invalid }, null, 2));
+      this.out(
+        JSON.stringify(
+          { url: read.url, signature: read.signature, imageList: read.list, invalid: read.invalid },
+          null,
+          2,
+        ),
+      );
     } else {
       this.out(renderImageList(read.list, read.signature));
     }
@@ -38,13 +47,18 @@ export class ParseImageListCommand extends ImageListCommand {
 /** Each invalid image entry of a list, as a warning: the list is used without it. */
 export function reportInvalid(read: Pick<ReadImageList, 'invalid'>, say: Pick<Say, 'warn'>): void {
   for (const entry of read.invalid) {
-    say.warn(`Invalid image #${entry.index}${entry.identifier ? ` (dc:identifier = ${entry.identifier})` : ''} skipped: ${entry.problem}`);
+    say.warn(
+      `Invalid image #${entry.index}${entry.identifier ? ` (dc:identifier = ${entry.identifier})` : ''} skipped: ${entry.problem}`,
+    );
   }
 }
 
 /** Smallest first, as the original's parse-image-list; ties keep list order. */
 export function sortBySize(images: readonly ImageListImage[]): ImageListImage[] {
-  return images.map((image, i) => ({ image, i })).sort((a, b) => a.image.size - b.image.size || a.i - b.i).map(({ image }) => image);
+  return images
+    .map((image, i) => ({ image, i }))
+    .sort((a, b) => a.image.size - b.image.size || a.i - b.i)
+    .map(({ image }) => image);
 }
 
 export function describeSignature(signature: SignatureStatus): string {
@@ -55,7 +69,9 @@ export function describeSignature(signature: SignatureStatus): string {
 
 function table(rows: string[][]): string {
   const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
-  return rows.map((r) => r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]))).join('  ')).join('\n');
+  return rows
+    .map((r) => r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]))).join('  '))
+    .join('\n');
 }
 
 export function renderImageList(list: ImageList, signature: SignatureStatus): string {
@@ -73,7 +89,15 @@ export function renderImageList(list: ImageList, signature: SignatureStatus): st
   const rows = [['IDENTIFIER', 'SIZE', 'FORMAT', 'VERSION', 'OS', 'TITLE', 'URI']];
   for (const image of sortBySize(list.images)) {
     const os = [image.osName ?? image.os, image.osVersion].filter(Boolean).join(' ');
-    rows.push([image.identifier, String(image.size), image.format ?? '-', image.version ?? '-', os || '-', image.title ?? '-', image.uri]);
+    rows.push([
+      image.identifier,
+      String(image.size),
+      image.format ?? '-',
+      image.version ?? '-',
+      os || '-',
+      image.title ?? '-',
+      image.uri,
+    ]);
   }
   return `${header.join('\n')}\n\n${table(rows)}`;
 }

@@ -4,7 +4,13 @@ import * as t from 'typanion';
 import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import { startWorkflowForEvent } from '../../core/starter.js';
 import { connectTemporal, workflowUiLink } from '../../core/temporal-client.js';
-import { assertActionable, EVENT_FIELDS, ImageEventSchema, InvalidEventError, type ImageEvent } from '../../core/event.js';
+import {
+  assertActionable,
+  EVENT_FIELDS,
+  ImageEventSchema,
+  InvalidEventError,
+  type ImageEvent,
+} from '../../core/event.js';
 import { InvalidInputError } from '../../core/errors.js';
 import type { ImageRevisionResult } from '../../core/workflow-contract.js';
 import type { Config } from '../../core/config.js';
@@ -19,23 +25,38 @@ export class RegisterNowCommand extends ConfiguredCommand {
       'Starts `registerImage` on the Temporal server for the image at `--url` (http, https, or a file: URL inside `security.allowedFileFolders`), prints the workflow id and its Web UI link, follows its progress, and exits 0 only when the image is registered. The workflow id derives from the image identity, so running the same command again joins the running workflow or finds the finished one and registers nothing twice.',
     examples: [
       ['Register a qcow2 image', '$0 register-now --url https://example.org/debian.qcow2 --kamaki-cloud mycloud'],
-      ['The original spelling', '$0 register-now -url https://example.org/x.ova -kamaki-cloud occi-test -osfamily linux -users root'],
+      [
+        'The original spelling',
+        '$0 register-now -url https://example.org/x.ova -kamaki-cloud occi-test -osfamily linux -users root',
+      ],
       ['Start and return at once', '$0 register-now --url https://example.org/x.img --no-wait'],
     ],
   });
 
   url = Option.String('--url', { required: true, description: 'Where the image is (http, https or file URL)' });
-  kamakiCloud = Option.String('--kamaki-cloud', { description: 'kamaki cloud name from ~/.kamakirc (default: synnefo.cloud)' });
+  kamakiCloud = Option.String('--kamaki-cloud', {
+    description: 'kamaki cloud name from ~/.kamakirc (default: synnefo.cloud)',
+  });
   osfamily = Option.String('--osfamily', { description: 'OSFAMILY property (default: synnefo.osfamily, "linux")' });
   users = Option.String('--users', { description: 'USERS property (default: synnefo.users, "root")' });
   format = Option.String('--format', { description: 'Format hint, used only when the content cannot tell' });
-  insecureSsl = Option.Boolean('--insecure-ssl', false, { description: 'Do not verify the TLS certificate of the download' });
-  credential = Option.String('--credential', {
-    description: 'Name of a credential in the worker\'s security.credentials to send with the download (default: security.credentialRules)',
+  insecureSsl = Option.Boolean('--insecure-ssl', false, {
+    description: 'Do not verify the TLS certificate of the download',
   });
-  sha512 = Option.String('--sha512', { description: 'Expected sha512 of the file at --url (checked while downloading)' });
-  size = Option.String('--size', { validator: t.isNumber(), description: 'Expected size in bytes of the file at --url' });
-  imageIdentifier = Option.String('--image-identifier', { description: 'Identifier of the image (default: the file name in --url)' });
+  credential = Option.String('--credential', {
+    description:
+      "Name of a credential in the worker's security.credentials to send with the download (default: security.credentialRules)",
+  });
+  sha512 = Option.String('--sha512', {
+    description: 'Expected sha512 of the file at --url (checked while downloading)',
+  });
+  size = Option.String('--size', {
+    validator: t.isNumber(),
+    description: 'Expected size in bytes of the file at --url',
+  });
+  imageIdentifier = Option.String('--image-identifier', {
+    description: 'Identifier of the image (default: the file name in --url)',
+  });
   noWait = Option.Boolean('--no-wait', false, { description: 'Print the workflow id and return without waiting' });
   json = Option.Boolean('--json', false, { description: 'Print the result as JSON' });
 
@@ -58,13 +79,19 @@ export class RegisterNowCommand extends ConfiguredCommand {
       const started = await startWorkflowForEvent(client, config, event, options);
       const parent = started.handle as WorkflowHandle;
       const link = workflowUiLink(config.temporal, started.workflowId!);
-      if (this.insecureSsl) this.log.warn({ url: this.url }, 'TLS certificate verification is OFF for this download (--insecure-ssl)');
+      if (this.insecureSsl)
+        this.log.warn({ url: this.url }, 'TLS certificate verification is OFF for this download (--insecure-ssl)');
       this.say.note(`Sent the image to workflow ${started.workflowId}; the registration is ${started.childWorkflowId}`);
       this.say.note(`Web UI: ${link}`);
       if (this.noWait) {
         this.out(
           this.json
-            ? JSON.stringify({ workflowId: started.workflowId, registrationWorkflowId: started.childWorkflowId, outcome: started.outcome, link })
+            ? JSON.stringify({
+                workflowId: started.workflowId,
+                registrationWorkflowId: started.childWorkflowId,
+                outcome: started.outcome,
+                link,
+              })
             : started.workflowId!,
         );
         return EXIT.ok;
@@ -77,8 +104,16 @@ export class RegisterNowCommand extends ConfiguredCommand {
           return this.fail(`The image was expired by a later event before it was registered; see ${link}`);
         }
         const registered = result.register;
-        if (this.json) this.out(JSON.stringify({ workflowId: started.workflowId, registrationWorkflowId: started.childWorkflowId, link, ...registered }, null, 2));
-        else if (registered.reused) this.out(`Image ${registered.imageId} (${registered.name ?? ''}) is already registered; nothing added`);
+        if (this.json)
+          this.out(
+            JSON.stringify(
+              { workflowId: started.workflowId, registrationWorkflowId: started.childWorkflowId, link, ...registered },
+              null,
+              2,
+            ),
+          );
+        else if (registered.reused)
+          this.out(`Image ${registered.imageId} (${registered.name ?? ''}) is already registered; nothing added`);
         else this.out(`Registered image ${registered.imageId} (${registered.name ?? ''}) from ${this.url}`);
         return EXIT.ok;
       } catch (err) {
@@ -96,11 +131,17 @@ export class RegisterNowCommand extends ConfiguredCommand {
   private checkCredential(config: Config): void {
     if (this.credential === undefined) return;
     if (!/^[A-Za-z0-9_.-]+$/.test(this.credential)) {
-      throw new InvalidInputError(`--credential '${this.credential}' is not a credential name (letters, digits, '_', '-', '.')`);
+      throw new InvalidInputError(
+        `--credential '${this.credential}' is not a credential name (letters, digits, '_', '-', '.')`,
+      );
     }
     // The worker resolves the name from its own configuration, which may differ from this one.
     if (!(this.credential in config.security.credentials)) {
-      this.log.warn({ credential: this.credential }, 'this configuration does not define security.credentials.%s; the worker must', this.credential);
+      this.log.warn(
+        { credential: this.credential },
+        'this configuration does not define security.credentials.%s; the worker must',
+        this.credential,
+      );
     }
   }
 
@@ -134,7 +175,8 @@ export class RegisterNowCommand extends ConfiguredCommand {
     try {
       assertActionable(result.data);
     } catch (err) {
-      if (err instanceof InvalidEventError && err.key === EVENT_FIELDS.uri) throw new InvalidInputError(err.message.replace(EVENT_FIELDS.uri, '--url'));
+      if (err instanceof InvalidEventError && err.key === EVENT_FIELDS.uri)
+        throw new InvalidInputError(err.message.replace(EVENT_FIELDS.uri, '--url'));
       throw err;
     }
     return result.data;

@@ -64,12 +64,23 @@ export class RegistrationsCommand extends ConfiguredCommand {
     ],
   });
 
-  stage = Option.String('--stage', { validator: t.isEnum(STAGES), description: `Only this stage (${STAGES.join(', ')})` });
-  status = Option.String('--status', { validator: t.isEnum(STATUSES), description: `Only this status (${STATUSES.join(', ')})` });
+  stage = Option.String('--stage', {
+    validator: t.isEnum(STAGES),
+    description: `Only this stage (${STAGES.join(', ')})`,
+  });
+  status = Option.String('--status', {
+    validator: t.isEnum(STATUSES),
+    description: `Only this status (${STATUSES.join(', ')})`,
+  });
   imageIdentifier = Option.String('--image-identifier', { description: 'Only this image (dc:identifier)' });
-  imageListIdentifier = Option.String('--image-list-identifier', { description: 'Only this image list (its dc:identifier)' });
+  imageListIdentifier = Option.String('--image-list-identifier', {
+    description: 'Only this image list (its dc:identifier)',
+  });
   vo = Option.String('--vo', { description: 'Only this VO' });
-  limit = Option.String('--limit', '50', { validator: t.cascade(t.isNumber(), t.isInteger(), t.isAtLeast(1)), description: 'At most this many (default 50)' });
+  limit = Option.String('--limit', '50', {
+    validator: t.cascade(t.isNumber(), t.isInteger(), t.isAtLeast(1)),
+    description: 'At most this many (default 50)',
+  });
   json = Option.Boolean('--json', false, { description: 'Print JSON lines, one per workflow' });
 
   async run(): Promise<number> {
@@ -106,9 +117,22 @@ export class RegistrationsCommand extends ConfiguredCommand {
         this.say.note(`No registrations match (${query})`);
       } else {
         const header = ['STATUS', 'STAGE', 'IMAGE', 'IMAGE LIST', 'STARTED', 'WORKFLOW ID'];
-        const table = rows.map((r) => [r.status, r.stage, r.imageIdentifier, r.imageListIdentifier, r.started.slice(0, 19).replace('T', ' '), r.workflowId]);
+        const table = rows.map((r) => [
+          r.status,
+          r.stage,
+          r.imageIdentifier,
+          r.imageListIdentifier,
+          r.started.slice(0, 19).replace('T', ' '),
+          r.workflowId,
+        ]);
         const widths = header.map((h, i) => Math.max(h.length, ...table.map((row) => row[i].length)));
-        for (const row of [header, ...table]) this.out(row.map((cell, i) => cell.padEnd(widths[i])).join('  ').trimEnd());
+        for (const row of [header, ...table])
+          this.out(
+            row
+              .map((cell, i) => cell.padEnd(widths[i]))
+              .join('  ')
+              .trimEnd(),
+          );
       }
       return EXIT.ok;
     } finally {

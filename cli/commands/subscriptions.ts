@@ -5,7 +5,13 @@ import { DurationSchema, SubscriptionSchema, type Config } from '../../core/conf
 import { InvalidInputError } from '../../core/errors.js';
 import { connectTemporal, workflowUiLink } from '../../core/temporal-client.js';
 import { syncedImageName, type SyncImageListResult, type SyncSummary } from '../../core/workflow-contract.js';
-import { applySubscriptions, listSubscriptionSchedules, scheduleIdForUrl, subscribe, unsubscribe } from '../../image-lists/schedules.js';
+import {
+  applySubscriptions,
+  listSubscriptionSchedules,
+  scheduleIdForUrl,
+  subscribe,
+  unsubscribe,
+} from '../../image-lists/schedules.js';
 import { ConfiguredCommand, EXIT } from '../base-command.js';
 
 /** How the last run of a subscription ended, for `subscriptions` and `sync-now`. */
@@ -27,7 +33,13 @@ function failureMessage(err: unknown): string {
   return cause instanceof Error ? cause.message : String(cause);
 }
 
-async function runOutcome(client: Client, config: Config, workflowId: string, runId: string, wait: boolean): Promise<RunOutcome> {
+async function runOutcome(
+  client: Client,
+  config: Config,
+  workflowId: string,
+  runId: string,
+  wait: boolean,
+): Promise<RunOutcome> {
   const handle = client.workflow.getHandle(workflowId, runId);
   const described = await handle.describe();
   const outcome: RunOutcome = {
@@ -61,8 +73,12 @@ export function describeSummary(summary: SyncSummary): string {
     `${summary.expired.length} to expire${summary.expired.length ? `: ${names(summary.expired)}` : ''}`,
     `${summary.unchanged} unchanged`,
   ];
-  if (summary.invalid.length) parts.push(`${summary.invalid.length} invalid: ${summary.invalid.map((i) => `${i.identifier ?? '?'} (${i.problem})`).join(', ')}`);
-  if (summary.unresolved.length) parts.push(`${summary.unresolved.length} old revision(s) without a sha512 left as they are`);
+  if (summary.invalid.length)
+    parts.push(
+      `${summary.invalid.length} invalid: ${summary.invalid.map((i) => `${i.identifier ?? '?'} (${i.problem})`).join(', ')}`,
+    );
+  if (summary.unresolved.length)
+    parts.push(`${summary.unresolved.length} old revision(s) without a sha512 left as they are`);
   return parts.join('; ');
 }
 
@@ -83,7 +99,7 @@ export class SubscriptionsCommand extends TemporalCommand {
   static override usage = Command.Usage({
     description: 'List the subscribed image lists: their schedule, last run and its outcome, next run',
     details:
-      'Every subscribed list has a Temporal Schedule (the Web UI\'s Schedules page) that runs a sync: read and verify the list, register new images and revisions, expire what it no longer names. Lists declared in the configuration are marked `config`, lists added with `subscribe` are marked `command`.',
+      "Every subscribed list has a Temporal Schedule (the Web UI's Schedules page) that runs a sync: read and verify the list, register new images and revisions, expire what it no longer names. Lists declared in the configuration are marked `config`, lists added with `subscribe` are marked `command`.",
     examples: [['Subscriptions and their last runs', '$0 subscriptions --conf /etc/snf-vmcatcher/application.conf']],
   });
 
@@ -93,7 +109,9 @@ export class SubscriptionsCommand extends TemporalCommand {
     return this.withClient(async (client, config) => {
       const schedules = await listSubscriptionSchedules(client);
       if (schedules.length === 0) {
-        this.say.note('No subscriptions (declare them in the configuration\'s subscriptions and run `subscriptions apply`, or use `subscribe`)');
+        this.say.note(
+          "No subscriptions (declare them in the configuration's subscriptions and run `subscriptions apply`, or use `subscribe`)",
+        );
         return EXIT.ok;
       }
       for (const { scheduleId, description, spec } of schedules) {
@@ -101,14 +119,28 @@ export class SubscriptionsCommand extends TemporalCommand {
         const last = run ? await runOutcome(client, config, run.workflowId, run.firstExecutionRunId, false) : undefined;
         const next = description.state.paused ? undefined : description.info.nextActionTimes[0]?.toISOString();
         if (this.json) {
-          this.out(JSON.stringify({ scheduleId, url: spec.url, origin: spec.origin, everyMs: spec.everyMs, paused: description.state.paused, lastRun: last, nextRun: next }));
+          this.out(
+            JSON.stringify({
+              scheduleId,
+              url: spec.url,
+              origin: spec.origin,
+              everyMs: spec.everyMs,
+              paused: description.state.paused,
+              lastRun: last,
+              nextRun: next,
+            }),
+          );
           continue;
         }
-        this.out(`${spec.url}  [${spec.origin}${spec.source === 'registry' ? ', registry' : ''}] every ${Math.round(spec.everyMs / 60_000)} min${description.state.paused ? ', PAUSED' : ''}`);
+        this.out(
+          `${spec.url}  [${spec.origin}${spec.source === 'registry' ? ', registry' : ''}] every ${Math.round(spec.everyMs / 60_000)} min${description.state.paused ? ', PAUSED' : ''}`,
+        );
         this.out(`  schedule: ${scheduleId}`);
         if (!last) this.out('  last run: none yet');
         else {
-          this.out(`  last run: ${last.startedAt.slice(0, 19).replace('T', ' ')} ${last.status}${last.error ? `: ${last.error}` : ''}`);
+          this.out(
+            `  last run: ${last.startedAt.slice(0, 19).replace('T', ' ')} ${last.status}${last.error ? `: ${last.error}` : ''}`,
+          );
           if (last.summary) this.out(`            ${describeSummary(last.summary)}`);
           this.out(`            ${last.link}`);
         }
@@ -123,7 +155,8 @@ export class SubscriptionsApplyCommand extends TemporalCommand {
   static override paths = [['subscriptions', 'apply']];
   static override usage = Command.Usage({
     description: 'Make the Temporal Schedules match the subscriptions of the configuration',
-    details: 'Creates a schedule for each subscription the file declares, updates those that changed (pausing those marked `paused = true`), and deletes the schedules of subscriptions the file no longer declares. Every worker does this when it starts.',
+    details:
+      'Creates a schedule for each subscription the file declares, updates those that changed (pausing those marked `paused = true`), and deletes the schedules of subscriptions the file no longer declares. Every worker does this when it starts.',
     examples: [['After editing application.conf', '$0 subscriptions apply --conf /etc/snf-vmcatcher/application.conf']],
   });
 
@@ -148,22 +181,31 @@ export class SubscribeCommand extends TemporalCommand {
   static override paths = [['subscribe']];
   static override usage = Command.Usage({
     description: 'Follow an image list that the configuration does not declare',
-    details: 'Adds a schedule that syncs the list every `--every` (default 3h). Name who may sign it (`--endorser-dn` and `--endorser-ca`), or the signers of security.endorsers apply. The credential is a name from security.credentials, never the token itself. Lists declared in the configuration are managed with `subscriptions apply`.',
-    examples: [['Follow a VO list every 3 hours', '$0 subscribe --conf app.conf --url https://vmcaster.appdb.egi.eu/store/vo/fedcloud.egi.eu/image.list --credential appdb --endorser-dn "/DC=EU/…" --endorser-ca "/DC=EU/…"']],
+    details:
+      'Adds a schedule that syncs the list every `--every` (default 3h). Name who may sign it (`--endorser-dn` and `--endorser-ca`), or the signers of security.endorsers apply. The credential is a name from security.credentials, never the token itself. Lists declared in the configuration are managed with `subscriptions apply`.',
+    examples: [
+      [
+        'Follow a VO list every 3 hours',
+        '$0 subscribe --conf app.conf --url https://vmcaster.appdb.egi.eu/store/vo/fedcloud.egi.eu/image.list --credential appdb --endorser-dn "/DC=EU/…" --endorser-ca "/DC=EU/…"',
+      ],
+    ],
   });
 
   url = Option.String('--url', { required: true, description: 'The image list URL (https:, http: or file:)' });
   every = Option.String('--every', { validator: isDuration, description: 'How often to sync (default 3h)' });
-  credential = Option.String('--credential', { description: 'Name of a credential in security.credentials sent to the list host' });
+  credential = Option.String('--credential', {
+    description: 'Name of a credential in security.credentials sent to the list host',
+  });
   endorserDn = Option.String('--endorser-dn', { description: 'Subject DN of the signer authorised for this list' });
   endorserCa = Option.String('--endorser-ca', { description: 'Issuer DN of that signer' });
-  vo = Option.String('--vo', { description: 'VO of the list\'s images (default: the list\'s own)' });
+  vo = Option.String('--vo', { description: "VO of the list's images (default: the list's own)" });
   cloud = Option.String('--cloud', { description: 'kamaki cloud to register into (default: synnefo.cloud)' });
   images = Option.Array('--image', { description: 'Only this image identifier (repeatable)' });
   syncNow = Option.Boolean('--sync-now', false, { description: 'Start the first sync at once' });
 
   async run(): Promise<number> {
-    if ((this.endorserDn === undefined) !== (this.endorserCa === undefined)) throw new InvalidInputError('give both --endorser-dn and --endorser-ca, or neither');
+    if ((this.endorserDn === undefined) !== (this.endorserCa === undefined))
+      throw new InvalidInputError('give both --endorser-dn and --endorser-ca, or neither');
     const parsed = SubscriptionSchema.safeParse({
       url: this.url,
       every: this.every,
@@ -173,7 +215,10 @@ export class SubscribeCommand extends TemporalCommand {
       cloud: this.cloud,
       images: this.images,
     });
-    if (!parsed.success) throw new InvalidInputError(parsed.error.issues.map((i) => `--${String(i.path[0] ?? 'url')}: ${i.message}`).join('; '));
+    if (!parsed.success)
+      throw new InvalidInputError(
+        parsed.error.issues.map((i) => `--${String(i.path[0] ?? 'url')}: ${i.message}`).join('; '),
+      );
     return this.withClient(async (client, config) => {
       if (parsed.data.credential && !config.security.credentials[parsed.data.credential]) {
         throw new InvalidInputError(`--credential ${parsed.data.credential} is not defined in security.credentials`);
@@ -190,7 +235,7 @@ export class UnsubscribeCommand extends TemporalCommand {
   static override paths = [['unsubscribe']];
   static override usage = Command.Usage({
     description: 'Stop following an image list added with `subscribe`',
-    details: 'Deletes the list\'s schedule. The images it registered stay as they are.',
+    details: "Deletes the list's schedule. The images it registered stay as they are.",
     examples: [['Stop following a list', '$0 unsubscribe --conf app.conf --url https://example.org/image.list']],
   });
 
@@ -208,13 +253,20 @@ export class SyncNowCommand extends TemporalCommand {
   static override paths = [['sync-now']];
   static override usage = Command.Usage({
     description: 'Sync a subscribed image list or registry project now, outside its schedule',
-    details: 'Triggers the subscription\'s schedule (after the run in progress, if any); a registry project is named `<registry>/<project>`, e.g. https://registry.egi.eu/egi_vm_images. With --wait, waits for the run and prints what it did; a refused list or registry login exits with 1 and says why.',
+    details:
+      "Triggers the subscription's schedule (after the run in progress, if any); a registry project is named `<registry>/<project>`, e.g. https://registry.egi.eu/egi_vm_images. With --wait, waits for the run and prints what it did; a refused list or registry login exits with 1 and says why.",
     examples: [['Sync and wait', '$0 sync-now --conf app.conf --url https://example.org/image.list --wait']],
   });
 
-  url = Option.String('--url', { required: true, description: 'The subscribed image list URL, or <registry>/<project>' });
+  url = Option.String('--url', {
+    required: true,
+    description: 'The subscribed image list URL, or <registry>/<project>',
+  });
   wait = Option.Boolean('--wait', false, { description: 'Wait for the run to finish and print its summary' });
-  timeout = Option.String('--timeout', '10m', { validator: isDuration, description: 'With --wait: give up waiting after this long (default 10m)' });
+  timeout = Option.String('--timeout', '10m', {
+    validator: isDuration,
+    description: 'With --wait: give up waiting after this long (default 10m)',
+  });
 
   async run(): Promise<number> {
     return this.withClient(async (client, config) => {
@@ -228,13 +280,19 @@ export class SyncNowCommand extends TemporalCommand {
       const deadline = Date.now() + (DurationSchema.parse(this.timeout) as number);
       let run: { workflowId: string; firstExecutionRunId: string } | undefined;
       while (!run) {
-        if (Date.now() > deadline) throw new InvalidInputError(`the sync of ${this.url} did not start within --timeout ${this.timeout}`);
+        if (Date.now() > deadline)
+          throw new InvalidInputError(`the sync of ${this.url} did not start within --timeout ${this.timeout}`);
         await new Promise((resolve) => setTimeout(resolve, 250));
-        run = (await handle.describe()).info.recentActions.map((a) => a.action.workflow).find((w) => !before.has(w.workflowId));
+        run = (await handle.describe()).info.recentActions
+          .map((a) => a.action.workflow)
+          .find((w) => !before.has(w.workflowId));
       }
       const outcome = await runOutcome(client, config, run.workflowId, run.firstExecutionRunId, true);
       if (outcome.summary) this.out(describeSummary(outcome.summary));
-      if (outcome.status !== 'COMPLETED') return this.fail(`the sync ${outcome.status}${outcome.error ? `: ${outcome.error}` : ''} (see ${outcome.link})`);
+      if (outcome.status !== 'COMPLETED')
+        return this.fail(
+          `the sync ${outcome.status}${outcome.error ? `: ${outcome.error}` : ''} (see ${outcome.link})`,
+        );
       this.say.note(`See ${outcome.link}`);
       return EXIT.ok;
     });

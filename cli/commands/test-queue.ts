@@ -16,7 +16,9 @@ export class TestQueueCommand extends ConfiguredCommand {
     try {
       const session = await openBroker(config.rabbitmq);
       await session.close();
-      this.out(`Successfully connected to queue using ${this.configName} (${session.server}, queue '${config.rabbitmq.queue}')`);
+      this.out(
+        `Successfully connected to queue using ${this.configName} (${session.server}, queue '${config.rabbitmq.queue}')`,
+      );
       return EXIT.ok;
     } catch (err) {
       if (err instanceof BrokerError) {

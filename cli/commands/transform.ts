@@ -19,13 +19,20 @@ export class TransformCommand extends ConfiguredCommand {
     examples: [
       ['Convert a remote OVA', '$0 transform --url https://example.org/appliance.ova'],
       ['A local file, with a format hint', '$0 transform --url file:///srv/images/disk.bin --format raw'],
-      ['The original spelling', '$0 -working-folder /mnt/tmp transform -url https://example.org/x.vmdk.gz -insecure-ssl'],
+      [
+        'The original spelling',
+        '$0 -working-folder /mnt/tmp transform -url https://example.org/x.vmdk.gz -insecure-ssl',
+      ],
     ],
   });
 
   url = Option.String('--url', { required: true, description: 'Where the image is (http, https or file URL)' });
-  insecureSsl = Option.Boolean('--insecure-ssl', false, { description: 'Do not verify the TLS certificate of the download' });
-  format = Option.String('--format', { description: 'Format hint (hv:format), used only when the content cannot tell' });
+  insecureSsl = Option.Boolean('--insecure-ssl', false, {
+    description: 'Do not verify the TLS certificate of the download',
+  });
+  format = Option.String('--format', {
+    description: 'Format hint (hv:format), used only when the content cannot tell',
+  });
 
   async run(): Promise<number> {
     const config = structuredClone(await this.config());
@@ -45,9 +52,21 @@ export class TransformCommand extends ConfiguredCommand {
     const workflowId = `transform-${Date.now().toString(36)}-${process.pid}`;
     try {
       const acquired = await acquireImage(deps, { workflowId, event, insecureSsl: this.insecureSsl });
-      const info = await inspectImage(deps, { path: acquired.path, formatHint: this.format, fileName: acquired.fileName });
-      logger.info({ format: info.format, detectedBy: info.detectedBy, details: info.details }, `${acquired.fileName ?? acquired.path} is ${info.format}`);
-      const raw = await convertToRaw(deps, { workflowId, path: acquired.path, workDir: acquired.workDir, format: info.format });
+      const info = await inspectImage(deps, {
+        path: acquired.path,
+        formatHint: this.format,
+        fileName: acquired.fileName,
+      });
+      logger.info(
+        { format: info.format, detectedBy: info.detectedBy, details: info.details },
+        `${acquired.fileName ?? acquired.path} is ${info.format}`,
+      );
+      const raw = await convertToRaw(deps, {
+        workflowId,
+        path: acquired.path,
+        workDir: acquired.workDir,
+        format: info.format,
+      });
       if (acquired.source !== 'file' && acquired.path !== raw.path) {
         await rm(acquired.path, { force: true });
       }

@@ -7,7 +7,7 @@ export class WorkerCommand extends ConfiguredCommand {
   static override usage = Command.Usage({
     description: 'Run a Temporal worker: the registration workflows and their activities',
     details:
-      'Polls the shared task queue (`temporal.taskQueue`) and this host\'s own queue (`worker.hostTaskQueue`, default `<taskQueue>-<hostname>`), on which every step that touches an image file runs. SIGTERM or SIGINT stops taking new tasks and lets running steps finish for `worker.shutdownGraceMs`.',
+      "Polls the shared task queue (`temporal.taskQueue`) and this host's own queue (`worker.hostTaskQueue`, default `<taskQueue>-<hostname>`), on which every step that touches an image file runs. SIGTERM or SIGINT stops taking new tasks and lets running steps finish for `worker.shutdownGraceMs`.",
     examples: [['Run a worker', '$0 worker --conf /etc/snf-vmcatcher/application.conf']],
   });
 

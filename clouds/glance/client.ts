@@ -23,9 +23,31 @@ export const INCOMPLETE_STATUSES = ['queued', 'saving', 'uploading', 'importing'
 
 /** The image fields Glance defines; every other key is a custom property (a string). */
 export const CORE_FIELDS = new Set([
-  'id', 'name', 'status', 'visibility', 'owner', 'size', 'virtual_size', 'checksum', 'os_hash_algo', 'os_hash_value', 'disk_format',
-  'container_format', 'min_disk', 'min_ram', 'protected', 'tags', 'created_at', 'updated_at', 'file', 'schema', 'self', 'direct_url',
-  'locations', 'os_hidden', 'stores',
+  'id',
+  'name',
+  'status',
+  'visibility',
+  'owner',
+  'size',
+  'virtual_size',
+  'checksum',
+  'os_hash_algo',
+  'os_hash_value',
+  'disk_format',
+  'container_format',
+  'min_disk',
+  'min_ram',
+  'protected',
+  'tags',
+  'created_at',
+  'updated_at',
+  'file',
+  'schema',
+  'self',
+  'direct_url',
+  'locations',
+  'os_hidden',
+  'stores',
 ]);
 
 const ImageSchema = z
@@ -53,7 +75,8 @@ export type ImageMember = z.infer<typeof MemberSchema>;
 /** The custom (string) properties of an image. */
 export function customProperties(image: GlanceImage): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const [key, value] of Object.entries(image)) if (!CORE_FIELDS.has(key) && typeof value === 'string') out[key] = value;
+  for (const [key, value] of Object.entries(image))
+    if (!CORE_FIELDS.has(key) && typeof value === 'string') out[key] = value;
   return out;
 }
 
@@ -135,7 +158,10 @@ export class GlanceClient {
   }
 
   async getImage(id: string): Promise<GlanceImage | undefined> {
-    const res = await this.call('GET', `/v2/images/${encodeURIComponent(id)}`, { accept: [404], what: `read image ${id}` });
+    const res = await this.call('GET', `/v2/images/${encodeURIComponent(id)}`, {
+      accept: [404],
+      what: `read image ${id}`,
+    });
     return res.status === 404 ? undefined : ImageSchema.parse(res.json);
   }
 
@@ -167,7 +193,11 @@ export class GlanceClient {
       try {
         res = await request(url, {
           method: 'PUT',
-          headers: { 'x-auth-token': token, 'content-type': 'application/octet-stream', 'content-length': String(size) },
+          headers: {
+            'x-auth-token': token,
+            'content-type': 'application/octet-stream',
+            'content-length': String(size),
+          },
           body: meter,
           signal: opts.signal,
           dispatcher: this.opts.dispatcher,
@@ -176,7 +206,10 @@ export class GlanceClient {
         });
       } catch (err) {
         source.destroy();
-        throw new CloudApiError(`uploading ${file} to Glance image ${id} failed: ${describeFetchFailure(err, url).message}`, { cause: err });
+        throw new CloudApiError(
+          `uploading ${file} to Glance image ${id} failed: ${describeFetchFailure(err, url).message}`,
+          { cause: err },
+        );
       }
       const text = await res.body.text();
       source.destroy();
@@ -185,9 +218,15 @@ export class GlanceClient {
         continue;
       }
       if (res.statusCode !== 204 && res.statusCode !== 200) {
-        throw new CloudApiError(`Glance refused the upload of ${file} to image ${id}: HTTP ${res.statusCode} ${errorText(text)}`, { status: res.statusCode });
+        throw new CloudApiError(
+          `Glance refused the upload of ${file} to image ${id}: HTTP ${res.statusCode} ${errorText(text)}`,
+          { status: res.statusCode },
+        );
       }
-      if (done !== size) throw new CloudApiError(`uploading ${file} to image ${id}: ${done} of ${size} bytes left, the file changed while uploading`);
+      if (done !== size)
+        throw new CloudApiError(
+          `uploading ${file} to image ${id}: ${done} of ${size} bytes left, the file changed while uploading`,
+        );
       return { size, md5: md5.digest('hex'), hashAlgo: this.hashAlgorithm, hashValue: hash.digest('hex') };
     }
   }
@@ -202,13 +241,17 @@ export class GlanceClient {
     const problems: string[] = [];
     if (image.status !== 'active') problems.push(`status is '${image.status}', not 'active'`);
     if (image.size !== sent.size) problems.push(`size is ${image.size ?? 'unset'}, we sent ${sent.size} bytes`);
-    if (image.checksum && image.checksum !== sent.md5) problems.push(`checksum (md5) is ${image.checksum}, we sent ${sent.md5}`);
+    if (image.checksum && image.checksum !== sent.md5)
+      problems.push(`checksum (md5) is ${image.checksum}, we sent ${sent.md5}`);
     if (image.os_hash_algo !== sent.hashAlgo) {
-      problems.push(`Glance hashed with '${image.os_hash_algo ?? 'nothing'}', we computed ${sent.hashAlgo} (set the target's hashAlgorithm to Glance's hashing_algorithm)`);
+      problems.push(
+        `Glance hashed with '${image.os_hash_algo ?? 'nothing'}', we computed ${sent.hashAlgo} (set the target's hashAlgorithm to Glance's hashing_algorithm)`,
+      );
     } else if (image.os_hash_value !== sent.hashValue) {
       problems.push(`os_hash_value (${sent.hashAlgo}) is ${image.os_hash_value}, we sent ${sent.hashValue}`);
     }
-    if (problems.length > 0) throw new ImageIntegrityError(`Glance image ${id} does not hold what we uploaded: ${problems.join('; ')}`);
+    if (problems.length > 0)
+      throw new ImageIntegrityError(`Glance image ${id} does not hold what we uploaded: ${problems.join('; ')}`);
     return image;
   }
 
@@ -228,7 +271,9 @@ export class GlanceClient {
       found.push(...page.images);
       next = page.next;
     }
-    return found.filter((image) => image.owner === owner && Object.entries(properties).every(([k, v]) => image[k] === v));
+    return found.filter(
+      (image) => image.owner === owner && Object.entries(properties).every(([k, v]) => image[k] === v),
+    );
   }
 
   /**
@@ -236,20 +281,29 @@ export class GlanceClient {
    * crashed or cancelled upload leaves. Returns their ids. Never touches another project's images.
    */
   async deleteIncomplete(properties: Record<string, string>): Promise<string[]> {
-    const incomplete = (await this.findOurImages(properties)).filter((image) => (INCOMPLETE_STATUSES as readonly string[]).includes(image.status));
+    const incomplete = (await this.findOurImages(properties)).filter((image) =>
+      (INCOMPLETE_STATUSES as readonly string[]).includes(image.status),
+    );
     for (const image of incomplete) await this.deleteImage(image.id);
     return incomplete.map((image) => image.id);
   }
 
   /** JSON-patch: `set` adds or replaces properties, `remove` drops them (absent ones are skipped). */
-  async updateImage(id: string, change: { set?: Record<string, string | number | boolean>; remove?: string[] }): Promise<GlanceImage> {
+  async updateImage(
+    id: string,
+    change: { set?: Record<string, string | number | boolean>; remove?: string[] },
+  ): Promise<GlanceImage> {
     const current = await this.getImage(id);
     if (!current) throw new CloudApiError(`Glance image ${id} does not exist`, { status: 404 });
     const ops: unknown[] = [];
-    for (const [key, value] of Object.entries(change.set ?? {})) ops.push({ op: key in current ? 'replace' : 'add', path: `/${key}`, value });
+    for (const [key, value] of Object.entries(change.set ?? {}))
+      ops.push({ op: key in current ? 'replace' : 'add', path: `/${key}`, value });
     for (const key of change.remove ?? []) if (key in current) ops.push({ op: 'remove', path: `/${key}` });
     if (ops.length === 0) return current;
-    const res = await this.call('PATCH', `/v2/images/${encodeURIComponent(id)}`, { patch: ops, what: `update image ${id}` });
+    const res = await this.call('PATCH', `/v2/images/${encodeURIComponent(id)}`, {
+      patch: ops,
+      what: `update image ${id}`,
+    });
     return ImageSchema.parse(res.json);
   }
 
@@ -269,13 +323,19 @@ export class GlanceClient {
   }
 
   async members(id: string): Promise<ImageMember[]> {
-    const res = await this.call('GET', `/v2/images/${encodeURIComponent(id)}/members`, { what: `list members of image ${id}` });
+    const res = await this.call('GET', `/v2/images/${encodeURIComponent(id)}/members`, {
+      what: `list members of image ${id}`,
+    });
     return z.object({ members: z.array(MemberSchema) }).parse(res.json).members;
   }
 
   /** Shares the image with a project (the image must be `shared`); already a member is fine. */
   async addMember(id: string, projectId: string): Promise<void> {
-    await this.call('POST', `/v2/images/${encodeURIComponent(id)}/members`, { json: { member: projectId }, accept: [409], what: `share image ${id} with project ${projectId}` });
+    await this.call('POST', `/v2/images/${encodeURIComponent(id)}/members`, {
+      json: { member: projectId },
+      accept: [409],
+      what: `share image ${id} with project ${projectId}`,
+    });
   }
 
   async removeMember(id: string, projectId: string): Promise<void> {
@@ -288,15 +348,22 @@ export class GlanceClient {
   /** As the member project: accept (or reject) an image shared with us. */
   async setMemberStatus(id: string, status: 'accepted' | 'rejected' | 'pending'): Promise<void> {
     const me = await this.projectId();
-    await this.call('PUT', `/v2/images/${encodeURIComponent(id)}/members/${encodeURIComponent(me)}`, { json: { status }, what: `${status} image ${id}` });
+    await this.call('PUT', `/v2/images/${encodeURIComponent(id)}/members/${encodeURIComponent(me)}`, {
+      json: { status },
+      what: `${status} image ${id}`,
+    });
   }
 
   async deactivate(id: string): Promise<void> {
-    await this.call('POST', `/v2/images/${encodeURIComponent(id)}/actions/deactivate`, { what: `deactivate image ${id}` });
+    await this.call('POST', `/v2/images/${encodeURIComponent(id)}/actions/deactivate`, {
+      what: `deactivate image ${id}`,
+    });
   }
 
   async reactivate(id: string): Promise<void> {
-    await this.call('POST', `/v2/images/${encodeURIComponent(id)}/actions/reactivate`, { what: `reactivate image ${id}` });
+    await this.call('POST', `/v2/images/${encodeURIComponent(id)}/actions/reactivate`, {
+      what: `reactivate image ${id}`,
+    });
   }
 
   /** Deletes an image; one already gone is fine. */
@@ -310,7 +377,12 @@ export class GlanceClient {
   }
 
   private async call(method: Method, route: string, opts: CallOptions): Promise<{ status: number; json: unknown }> {
-    const body = opts.patch !== undefined ? JSON.stringify(opts.patch) : opts.json !== undefined ? JSON.stringify(opts.json) : undefined;
+    const body =
+      opts.patch !== undefined
+        ? JSON.stringify(opts.patch)
+        : opts.json !== undefined
+          ? JSON.stringify(opts.json)
+          : undefined;
     const contentType = opts.patch !== undefined ? 'application/openstack-images-v2.1-json-patch' : 'application/json';
     for (let attempt = 1; ; attempt++) {
       const token = await this.opts.session.token();
@@ -319,14 +391,20 @@ export class GlanceClient {
       try {
         res = await request(url, {
           method,
-          headers: { 'x-auth-token': token, accept: 'application/json', ...(body !== undefined ? { 'content-type': contentType } : {}) },
+          headers: {
+            'x-auth-token': token,
+            accept: 'application/json',
+            ...(body !== undefined ? { 'content-type': contentType } : {}),
+          },
           body,
           dispatcher: this.opts.dispatcher,
           headersTimeout: this.opts.timeoutMs ?? 120_000,
           bodyTimeout: this.opts.timeoutMs ?? 120_000,
         });
       } catch (err) {
-        throw new CloudApiError(`Glance: ${opts.what} failed: ${describeFetchFailure(err, url).message}`, { cause: err });
+        throw new CloudApiError(`Glance: ${opts.what} failed: ${describeFetchFailure(err, url).message}`, {
+          cause: err,
+        });
       }
       const text = await res.body.text();
       if (res.statusCode === 401 && attempt === 1) {
@@ -334,7 +412,9 @@ export class GlanceClient {
         continue;
       }
       if (res.statusCode >= 300 && !(opts.accept ?? []).includes(res.statusCode)) {
-        throw new CloudApiError(`Glance: ${opts.what} failed: HTTP ${res.statusCode} ${errorText(text)}`, { status: res.statusCode });
+        throw new CloudApiError(`Glance: ${opts.what} failed: HTTP ${res.statusCode} ${errorText(text)}`, {
+          status: res.statusCode,
+        });
       }
       let json: unknown;
       try {

@@ -9,7 +9,8 @@ export class CloudApiError extends SnfVmcatcherError {
   readonly status?: number;
   constructor(message: string, opts: { status?: number; permanent?: boolean; cause?: unknown } = {}) {
     const status = opts.status;
-    const permanent = opts.permanent ?? (status !== undefined && status >= 400 && status < 500 && status !== 408 && status !== 429);
+    const permanent =
+      opts.permanent ?? (status !== undefined && status >= 400 && status < 500 && status !== 408 && status !== 429);
     super(message, { permanent, cause: opts.cause });
     this.status = status;
   }

@@ -5,7 +5,12 @@ import type { ActivityDeps } from '../../activities/types.js';
 import type { GlanceConfig } from '../../core/config.js';
 import { ImageIntegrityError } from '../../core/errors.js';
 import { EVENT_FIELDS, type ImageEvent } from '../../core/event.js';
-import { IDENTITY_PROPERTIES, imageIdentity, type ExpireImageResult, type RegistrationOptions } from '../../core/workflow-contract.js';
+import {
+  IDENTITY_PROPERTIES,
+  imageIdentity,
+  type ExpireImageResult,
+  type RegistrationOptions,
+} from '../../core/workflow-contract.js';
 import type { CloudImage, CloudInventory, CloudTarget, DiskFormat, RegisteredImage } from '../target.js';
 import type { GlanceClient, GlanceImage } from './client.js';
 import { expireInGlance, findGlanceImage, publishToGlance, type GlanceRegistration } from './registration.js';
@@ -46,7 +51,10 @@ export function glanceTarget(deps: ActivityDeps, glance: GlanceConfig): CloudTar
   let client: Promise<GlanceClient> | undefined;
   const connect = (options: RegistrationOptions): Promise<GlanceClient> => {
     if (options.kamakiCloud !== undefined) {
-      logger.warn({ kamakiCloud: options.kamakiCloud, cloud: glance.name }, 'the event names a kamaki cloud; this worker registers into its Glance cloud');
+      logger.warn(
+        { kamakiCloud: options.kamakiCloud, cloud: glance.name },
+        'the event names a kamaki cloud; this worker registers into its Glance cloud',
+      );
     }
     client ??= glanceClientFromConfig(config, glance).catch((err: unknown) => {
       client = undefined;
@@ -80,7 +88,14 @@ export function glanceTarget(deps: ActivityDeps, glance: GlanceConfig): CloudTar
           publishToGlance(
             c,
             glance,
-            { event, file, diskFormat, osfamily: options.osfamily, signal: cancellationSignal(), onProgress: (bytesDone, bytesTotal) => (progress = { bytesDone, bytesTotal }) },
+            {
+              event,
+              file,
+              diskFormat,
+              osfamily: options.osfamily,
+              signal: cancellationSignal(),
+              onProgress: (bytesDone, bytesTotal) => (progress = { bytesDone, bytesTotal }),
+            },
             await c.endpoint(),
             logger,
           ),
@@ -97,7 +112,9 @@ export function glanceTarget(deps: ActivityDeps, glance: GlanceConfig): CloudTar
     async inventory({ imageListId, options }): Promise<CloudInventory> {
       const c = await connect(options);
       const stored = imageIdentity({ imageListId } as ImageEvent).imageListId;
-      const ours = await whileHeartbeating({ step: 'list our images in Glance' }, () => c.findOurImages({ [IDENTITY_PROPERTIES.imageListId]: stored }));
+      const ours = await whileHeartbeating({ step: 'list our images in Glance' }, () =>
+        c.findOurImages({ [IDENTITY_PROPERTIES.imageListId]: stored }),
+      );
       // A record whose upload never finished is not a registration: the next registration replaces it.
       const images = ours.filter((image) => REGISTERED_STATUSES.has(image.status)).map(inventoryImage);
       return { images, expireAction: syncExpireAction(glance.expireAction) };
@@ -112,6 +129,9 @@ export function glanceTarget(deps: ActivityDeps, glance: GlanceConfig): CloudTar
 async function uploadFormat(file: string, wanted: readonly DiskFormat[], timeoutMs: number): Promise<DiskFormat> {
   const { format } = await inspectFile({ path: file }, { timeoutMs, signal: cancellationSignal() });
   const known = wanted.find((f) => f === format);
-  if (!known) throw new ImageIntegrityError(`the file to upload to Glance is ${format}, which this cloud does not take (cloud.diskFormats: ${wanted.join(', ')})`);
+  if (!known)
+    throw new ImageIntegrityError(
+      `the file to upload to Glance is ${format}, which this cloud does not take (cloud.diskFormats: ${wanted.join(', ')})`,
+    );
   return known;
 }

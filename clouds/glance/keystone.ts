@@ -12,7 +12,14 @@ import { CloudApiError } from './errors.js';
 
 export type KeystoneCredential =
   | { type: 'application-credential'; id: string; secret: string }
-  | { type: 'password'; username: string; userDomain: string; password: string; project: string; projectDomain: string };
+  | {
+      type: 'password';
+      username: string;
+      userDomain: string;
+      password: string;
+      project: string;
+      projectDomain: string;
+    };
 
 export type EndpointInterface = 'public' | 'internal' | 'admin';
 
@@ -43,7 +50,14 @@ const TokenBodySchema = z.object({
         z.object({
           type: z.string(),
           name: z.string().optional(),
-          endpoints: z.array(z.object({ interface: z.string(), url: z.string(), region: z.string().nullish(), region_id: z.string().nullish() })),
+          endpoints: z.array(
+            z.object({
+              interface: z.string(),
+              url: z.string(),
+              region: z.string().nullish(),
+              region_id: z.string().nullish(),
+            }),
+          ),
         }),
       )
       .default([]),
@@ -70,13 +84,22 @@ export function keystoneV3Url(authUrl: string): string {
 export function authRequestBody(credential: KeystoneCredential): unknown {
   if (credential.type === 'application-credential') {
     // An application credential is bound to its project: no scope may be given.
-    return { auth: { identity: { methods: ['application_credential'], application_credential: { id: credential.id, secret: credential.secret } } } };
+    return {
+      auth: {
+        identity: {
+          methods: ['application_credential'],
+          application_credential: { id: credential.id, secret: credential.secret },
+        },
+      },
+    };
   }
   return {
     auth: {
       identity: {
         methods: ['password'],
-        password: { user: { name: credential.username, domain: { name: credential.userDomain }, password: credential.password } },
+        password: {
+          user: { name: credential.username, domain: { name: credential.userDomain }, password: credential.password },
+        },
       },
       scope: { project: { name: credential.project, domain: { name: credential.projectDomain } } },
     },
@@ -84,21 +107,35 @@ export function authRequestBody(credential: KeystoneCredential): unknown {
 }
 
 /** The endpoint of a service type in a catalog, for an interface and (optionally) a region. */
-export function catalogEndpoint(catalog: Catalog, serviceType: string, iface: EndpointInterface, region?: string): string {
+export function catalogEndpoint(
+  catalog: Catalog,
+  serviceType: string,
+  iface: EndpointInterface,
+  region?: string,
+): string {
   const services = catalog.filter((s) => s.type === serviceType);
-  if (services.length === 0) throw new CloudApiError(`Keystone's catalog has no '${serviceType}' service`, { permanent: true });
+  if (services.length === 0)
+    throw new CloudApiError(`Keystone's catalog has no '${serviceType}' service`, { permanent: true });
   const endpoints = services
     .flatMap((s) => s.endpoints)
     .filter((e) => e.interface === iface && (region === undefined || e.region_id === region || e.region === region));
   const urls = [...new Set(endpoints.map((e) => e.url.replace(/\/+$/, '')))];
   const where = `interface ${iface}${region ? `, region ${region}` : ''}`;
   if (urls.length === 0) {
-    const regions = [...new Set(services.flatMap((s) => s.endpoints).map((e) => `${e.interface}@${e.region_id ?? e.region ?? '?'}`))];
-    throw new CloudApiError(`Keystone's catalog has no '${serviceType}' endpoint for ${where} (it has: ${regions.join(', ') || 'none'})`, {
+    const regions = [
+      ...new Set(services.flatMap((s) => s.endpoints).map((e) => `${e.interface}@${e.region_id ?? e.region ?? '?'}`)),
+    ];
+    throw new CloudApiError(
+      `Keystone's catalog has no '${serviceType}' endpoint for ${where} (it has: ${regions.join(', ') || 'none'})`,
+      {
+        permanent: true,
+      },
+    );
+  }
+  if (urls.length > 1)
+    throw new CloudApiError(`Keystone's catalog has several '${serviceType}' endpoints for ${where}: name the region`, {
       permanent: true,
     });
-  }
-  if (urls.length > 1) throw new CloudApiError(`Keystone's catalog has several '${serviceType}' endpoints for ${where}: name the region`, { permanent: true });
   return urls[0];
 }
 
@@ -145,13 +182,19 @@ export class KeystoneSession {
 
   private expiresSoon(token: Token): boolean {
     const lifetime = token.expiresAt - token.issuedAt;
-    const margin = this.opts.renewBeforeMs !== undefined ? Math.min(this.opts.renewBeforeMs, lifetime - 1000) : Math.min(5 * 60_000, lifetime / 4);
+    const margin =
+      this.opts.renewBeforeMs !== undefined
+        ? Math.min(this.opts.renewBeforeMs, lifetime - 1000)
+        : Math.min(5 * 60_000, lifetime / 4);
     return Date.now() >= token.expiresAt - margin;
   }
 
   private async authenticate(): Promise<Token> {
     const url = `${this.url}/auth/tokens`;
-    const what = this.opts.credential.type === 'password' ? `user ${this.opts.credential.username}` : `application credential ${this.opts.credential.id}`;
+    const what =
+      this.opts.credential.type === 'password'
+        ? `user ${this.opts.credential.username}`
+        : `application credential ${this.opts.credential.id}`;
     let res: Dispatcher.ResponseData;
     try {
       res = await request(url, {
@@ -163,20 +206,31 @@ export class KeystoneSession {
         bodyTimeout: this.opts.timeoutMs ?? 60_000,
       });
     } catch (err) {
-      throw new CloudApiError(`Keystone at ${redact(url)} cannot be reached: ${describeFetchFailure(err, url).message}`, { cause: err });
+      throw new CloudApiError(
+        `Keystone at ${redact(url)} cannot be reached: ${describeFetchFailure(err, url).message}`,
+        { cause: err },
+      );
     }
     const text = await res.body.text();
     if (res.statusCode !== 201 && res.statusCode !== 200) {
-      const refused = res.statusCode === 401 ? ` refused ${what} (check the credential and its project)` : ` answered HTTP ${res.statusCode}`;
-      throw new CloudApiError(`Keystone at ${redact(this.url)}${refused}: ${errorText(text)}`, { status: res.statusCode });
+      const refused =
+        res.statusCode === 401
+          ? ` refused ${what} (check the credential and its project)`
+          : ` answered HTTP ${res.statusCode}`;
+      throw new CloudApiError(`Keystone at ${redact(this.url)}${refused}: ${errorText(text)}`, {
+        status: res.statusCode,
+      });
     }
     const value = res.headers['x-subject-token'];
     const parsed = TokenBodySchema.safeParse(safeJson(text));
     if (typeof value !== 'string' || !parsed.success) {
-      throw new CloudApiError(`Keystone at ${redact(this.url)} answered without a token (no X-Subject-Token or an unexpected body)`);
+      throw new CloudApiError(
+        `Keystone at ${redact(this.url)} answered without a token (no X-Subject-Token or an unexpected body)`,
+      );
     }
     const body = parsed.data.token;
-    if (!body.project) throw new CloudApiError(`Keystone gave ${what} a token that is not scoped to a project`, { permanent: true });
+    if (!body.project)
+      throw new CloudApiError(`Keystone gave ${what} a token that is not scoped to a project`, { permanent: true });
     this.authentications += 1;
     return {
       value,

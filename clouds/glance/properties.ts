@@ -17,8 +17,22 @@ export const GLANCE_TAG = 'snf-vmcatcher';
 
 /** Event fields copied as lower-case `vmcatcher_event_*` keys, as cloud-info-provider and atrope read them. */
 const VMCATCHER_EVENT_KEYS = [
-  'imageListId', 'imageId', 'title', 'description', 'mpUri', 'version', 'uri', 'checksumSha512', 'vo', 'os', 'osName', 'osVersion',
-  'arch', 'hypervisor', 'format', 'size',
+  'imageListId',
+  'imageId',
+  'title',
+  'description',
+  'mpUri',
+  'version',
+  'uri',
+  'checksumSha512',
+  'vo',
+  'os',
+  'osName',
+  'osVersion',
+  'arch',
+  'hypervisor',
+  'format',
+  'size',
 ] as const satisfies ReadonlyArray<keyof typeof EVENT_FIELDS>;
 
 /** cloudkeeper-os's APPLIANCE_* keys, from the event fields that carry the same meaning. */

@@ -42,15 +42,27 @@ function registration(image: GlanceImage, reused: boolean, glanceUrl: string): G
  * Brings an image's visibility to the site's setting; a `shared` image gets its VO's project
  * (voProjects) as a member. A VO without a project is logged: the image stays shared with nobody.
  */
-export async function applyVisibility(client: GlanceClient, image: GlanceImage, settings: GlanceSettings, event: ImageEvent, logger: Logger): Promise<GlanceImage> {
+export async function applyVisibility(
+  client: GlanceClient,
+  image: GlanceImage,
+  settings: GlanceSettings,
+  event: ImageEvent,
+  logger: Logger,
+): Promise<GlanceImage> {
   const wanted: Visibility = settings.visibility;
   let current = image;
   if (current.visibility !== wanted) current = await client.setVisibility(current.id, wanted);
   if (wanted === 'shared') {
     const project = event.vo === undefined ? undefined : settings.voProjects[event.vo];
     if (project === undefined) {
-      logger.warn({ imageId: current.id, vo: event.vo ?? null }, 'shared image: no project is mapped to its VO (cloud.voProjects), so it is shared with nobody yet');
-    } else if (project !== (await client.projectId()) && !(await client.members(current.id)).some((m) => m.member_id === project)) {
+      logger.warn(
+        { imageId: current.id, vo: event.vo ?? null },
+        'shared image: no project is mapped to its VO (cloud.voProjects), so it is shared with nobody yet',
+      );
+    } else if (
+      project !== (await client.projectId()) &&
+      !(await client.members(current.id)).some((m) => m.member_id === project)
+    ) {
       await client.addMember(current.id, project);
     }
   }
@@ -65,7 +77,9 @@ export async function findGlanceImage(
   glanceUrl: string,
   logger: Logger,
 ): Promise<GlanceRegistration | null> {
-  const usable = (await client.findOurImages(identityFilter(event))).filter((i) => i.status === 'active' || i.status === 'deactivated');
+  const usable = (await client.findOurImages(identityFilter(event))).filter(
+    (i) => i.status === 'active' || i.status === 'deactivated',
+  );
   if (usable.length === 0) return null;
   // The oldest is the one registered first; later duplicates (none, unless a human made them) stay as they are.
   usable.sort((a, b) => String(a.created_at).localeCompare(String(b.created_at)));
@@ -103,9 +117,14 @@ export async function publishToGlance(
   const existing = await findGlanceImage(client, settings, input.event, glanceUrl, logger);
   if (existing) return existing;
   const leftovers = await client.deleteIncomplete(identityFilter(input.event));
-  if (leftovers.length > 0) logger.info({ imageIds: leftovers }, 'deleted image records an interrupted upload left behind');
+  if (leftovers.length > 0)
+    logger.info({ imageIds: leftovers }, 'deleted image records an interrupted upload left behind');
 
-  const { properties, truncated } = buildGlanceProperties({ event: input.event, osfamily: input.osfamily, siteProperties: settings.properties });
+  const { properties, truncated } = buildGlanceProperties({
+    event: input.event,
+    osfamily: input.osfamily,
+    siteProperties: settings.properties,
+  });
   if (truncated.length > 0) logger.info({ keys: truncated }, "property values cut to Glance's 255 characters");
   const record = await client.createImage({
     name: imageDisplayName(input.event),
@@ -121,7 +140,11 @@ export async function publishToGlance(
     image = await client.verifyUpload(record.id, sent);
   } catch (err) {
     // A record without (the right) data must not stay; if this fails too, the next attempt's clean-up removes it.
-    await client.deleteImage(record.id).catch((cleanupErr: unknown) => logger.warn({ imageId: record.id, err: String(cleanupErr) }, 'could not delete the failed image record'));
+    await client
+      .deleteImage(record.id)
+      .catch((cleanupErr: unknown) =>
+        logger.warn({ imageId: record.id, err: String(cleanupErr) }, 'could not delete the failed image record'),
+      );
     throw err;
   }
   image = await applyVisibility(client, image, settings, input.event, logger);
@@ -139,7 +162,12 @@ export interface GlanceExpiry {
  * configures. As on Synnefo, an event with a checksum expires exactly that revision (an update's
  * new revision is never hidden); one without expires every revision of the image. Ours only.
  */
-export async function expireInGlance(client: GlanceClient, settings: GlanceSettings, event: ImageEvent, logger: Logger): Promise<GlanceExpiry> {
+export async function expireInGlance(
+  client: GlanceClient,
+  settings: GlanceSettings,
+  event: ImageEvent,
+  logger: Logger,
+): Promise<GlanceExpiry> {
   const action = settings.expireAction;
   const found = await client.findOurImages(identityFilter(event, !event.checksumSha512 && !event.checksumSha256));
   for (const image of found) {

@@ -9,7 +9,8 @@ import { KeystoneSession, type KeystoneCredential } from './keystone.js';
 
 export async function keystoneCredential(config: Config, glance: GlanceConfig): Promise<KeystoneCredential> {
   const secret = await resolveCredential(config, glance.credential);
-  if (glance.applicationCredentialId !== undefined) return { type: 'application-credential', id: glance.applicationCredentialId, secret };
+  if (glance.applicationCredentialId !== undefined)
+    return { type: 'application-credential', id: glance.applicationCredentialId, secret };
   return {
     type: 'password',
     username: glance.username ?? '',

@@ -7,7 +7,10 @@ import { Kamaki, imagesMatching, kamakiCloud } from './kamaki.js';
  * vmcatcher expired this image: make the revision our account registered private (the default,
  * reversible) or unregister it, as `synnefo.expireAction` says. Finding nothing is success.
  */
-export async function expireRegisteredImages({ config, logger }: ActivityDeps, input: ImageRequest): Promise<ExpireImageResult> {
+export async function expireRegisteredImages(
+  { config, logger }: ActivityDeps,
+  input: ImageRequest,
+): Promise<ExpireImageResult> {
   const action = config.synnefo.expireAction;
   const kamaki = new Kamaki(config, logger, kamakiCloud(config, input.options));
   // vmcatcher's expire event carries the expired revision's sha512: expire exactly that one, so
@@ -18,7 +21,10 @@ export async function expireRegisteredImages({ config, logger }: ActivityDeps, i
   // properties is none of our business, and we could not change it anyway.
   const found = imagesMatching((await kamaki.listOwnImages()).own, identityFilter(input.event, anyRevision));
   if (found.length === 0) {
-    logger.info({ imageListId: input.event.imageListId, imageId: input.event.imageId }, 'no registered image to expire');
+    logger.info(
+      { imageListId: input.event.imageListId, imageId: input.event.imageId },
+      'no registered image to expire',
+    );
     return { action, imageIds: [] };
   }
   for (const img of found) {

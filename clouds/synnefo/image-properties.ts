@@ -111,7 +111,11 @@ export function buildImageProperties(input: {
     if (cleaned === '') return;
     const existing = entries.get(key);
     if (existing && !override) return;
-    entries.set(key, { value: cleaned, rank: Math.min(rank, existing?.rank ?? rank), order: existing?.order ?? order++ });
+    entries.set(key, {
+      value: cleaned,
+      rank: Math.min(rank, existing?.rank ?? rank),
+      order: existing?.order ?? order++,
+    });
   };
 
   // Identity values are ours: nothing from the metadata may replace them.
@@ -173,5 +177,8 @@ export function buildImageProperties(input: {
 
 /** A source's property name as a Synnefo property key: `eu.egi.cloud.tag` → `EU_EGI_CLOUD_TAG`. */
 export function sourcePropertyKey(name: string): string {
-  return name.replace(/[^A-Za-z0-9]+/g, '_').replace(/^_+|_+$/g, '').toUpperCase();
+  return name
+    .replace(/[^A-Za-z0-9]+/g, '_')
+    .replace(/^_+|_+$/g, '')
+    .toUpperCase();
 }

@@ -71,10 +71,18 @@ export class Kamaki {
       logger: this.logger,
     });
     if (SYNTAX_ERROR.test(result.stdout)) {
-      const first = result.stdout.split('\n').filter((l) => l.trim()).slice(0, 2).join(' | ').slice(0, 300);
-      throw new ToolError(`kamaki ${what} refused its command line (exit status 0, but it printed: ${first}); snf-vmcatcher needs kamaki 0.13 or newer`, {
-        permanent: true,
-      });
+      const first = result.stdout
+        .split('\n')
+        .filter((l) => l.trim())
+        .slice(0, 2)
+        .join(' | ')
+        .slice(0, 300);
+      throw new ToolError(
+        `kamaki ${what} refused its command line (exit status 0, but it printed: ${first}); snf-vmcatcher needs kamaki 0.13 or newer`,
+        {
+          permanent: true,
+        },
+      );
     }
     return result;
   }
@@ -111,7 +119,8 @@ export class Kamaki {
   async listImages(): Promise<KamakiImage[]> {
     const { stdout } = await this.run(['image', 'list', '--details', '--output-format', 'json'], 'image list');
     const parsed = firstJsonValue(stdout, 'kamaki image list');
-    if (!Array.isArray(parsed)) throw new ToolError('kamaki image list: expected a JSON list of images', { permanent: false });
+    if (!Array.isArray(parsed))
+      throw new ToolError('kamaki image list: expected a JSON list of images', { permanent: false });
     return parsed.map(toKamakiImage);
   }
 
@@ -145,9 +154,14 @@ export class Kamaki {
 
   /** `-f`: a retry overwrites the object a failed attempt left behind. */
   async upload(localPath: string, container: string, objectName: string): Promise<void> {
-    const { stderr } = await this.run(['file', 'upload', localPath, `/${container}/${objectName}`, '-f', '--no-progress-bar'], 'file upload');
+    const { stderr } = await this.run(
+      ['file', 'upload', localPath, `/${container}/${objectName}`, '-f', '--no-progress-bar'],
+      'file upload',
+    );
     if (!UPLOAD_COMPLETED.test(stderr)) {
-      throw new ToolError(`kamaki file upload of ${objectName} exited 0 without saying "Upload completed"`, { permanent: false });
+      throw new ToolError(`kamaki file upload of ${objectName} exited 0 without saying "Upload completed"`, {
+        permanent: false,
+      });
     }
   }
 
@@ -172,9 +186,12 @@ export class Kamaki {
     await this.run(['image', 'modify', imageId, isPublic ? '--public' : '--private'], 'image modify');
     const after = await this.imageInfo(imageId);
     if (after.is_public !== isPublic) {
-      throw new ToolError(`kamaki image modify ${imageId} exited 0 but the image is still ${after.is_public ? 'public' : 'private'}`, {
-        permanent: false,
-      });
+      throw new ToolError(
+        `kamaki image modify ${imageId} exited 0 but the image is still ${after.is_public ? 'public' : 'private'}`,
+        {
+          permanent: false,
+        },
+      );
     }
   }
 
@@ -185,14 +202,17 @@ export class Kamaki {
 
 /** Plankton answers with `is_public` (list) or `is-public` (register), a boolean or "True"/"False". */
 export function toKamakiImage(raw: unknown): KamakiImage {
-  if (raw === null || typeof raw !== 'object') throw new ToolError('kamaki: expected a JSON object for an image', { permanent: false });
+  if (raw === null || typeof raw !== 'object')
+    throw new ToolError('kamaki: expected a JSON object for an image', { permanent: false });
   const r = raw as Record<string, unknown>;
-  if (typeof r.id !== 'string' || !r.id) throw new ToolError('kamaki: image without an id in the output', { permanent: false });
+  if (typeof r.id !== 'string' || !r.id)
+    throw new ToolError('kamaki: image without an id in the output', { permanent: false });
   const flag = r.is_public ?? r['is-public'];
   const properties: Record<string, string> = {};
   if (r.properties && typeof r.properties === 'object') {
     // Property keys are compared upper-case: kamaki upper-cases them, some Plankton versions lower-case them.
-    for (const [k, v] of Object.entries(r.properties as Record<string, unknown>)) properties[k.toUpperCase()] = String(v);
+    for (const [k, v] of Object.entries(r.properties as Record<string, unknown>))
+      properties[k.toUpperCase()] = String(v);
   }
   return {
     id: r.id,

@@ -24,7 +24,10 @@ export async function prepareImage({ config, logger }: ActivityDeps, input: Prep
   const outfile = path.join(input.workDir, `${imageObjectName(input.event)}.diskdump`);
   const [program, ...prefix] = [...config.synnefo.sudo, config.synnefo.snfMkimage];
   // Only for the heartbeat details: a missing file is the tool's error to report.
-  const bytesTotal = await stat(input.rawPath).then((st) => st.size, () => undefined);
+  const bytesTotal = await stat(input.rawPath).then(
+    (st) => st.size,
+    () => undefined,
+  );
   const started = Date.now();
   // Details name the step, so the Web UI tells a long snf-mkimage run from a hung one.
   await whileHeartbeating(
@@ -59,7 +62,9 @@ export async function readMetaFile(file: string): Promise<Record<string, string>
   try {
     parsed = JSON.parse(await readFile(file, 'utf8'));
   } catch (err) {
-    throw new ToolError(`snf-mkimage left no readable metadata file ${file}: ${(err as Error).message}`, { permanent: false });
+    throw new ToolError(`snf-mkimage left no readable metadata file ${file}: ${(err as Error).message}`, {
+      permanent: false,
+    });
   }
   const properties = (parsed as { properties?: unknown } | null)?.properties;
   if (!properties || typeof properties !== 'object' || Array.isArray(properties)) {

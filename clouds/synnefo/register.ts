@@ -9,7 +9,14 @@ import { buildImageProperties } from './image-properties.js';
 import { Kamaki, imagesMatching, kamakiCloud, type KamakiImage } from './kamaki.js';
 
 function toRegistered(img: KamakiImage, reused: boolean): RegisteredImage {
-  return { imageId: img.id, name: img.name, location: img.location ?? '', reused, isPublic: img.is_public, properties: img.properties };
+  return {
+    imageId: img.id,
+    name: img.name,
+    location: img.location ?? '',
+    reused,
+    isPublic: img.is_public,
+    properties: img.properties,
+  };
 }
 
 /**
@@ -22,17 +29,25 @@ export async function findRegisteredImage(deps: ActivityDeps, input: ImageReques
   return reuseExisting(deps, kamaki, input.event);
 }
 
-async function reuseExisting({ config, logger }: ActivityDeps, kamaki: Kamaki, event: ImageEvent): Promise<RegisteredImage | null> {
+async function reuseExisting(
+  { config, logger }: ActivityDeps,
+  kamaki: Kamaki,
+  event: ImageEvent,
+): Promise<RegisteredImage | null> {
   const filter = identityFilter(event);
   const { own, others } = await kamaki.listOwnImages();
   const impostors = imagesMatching(others, filter);
   if (impostors.length) {
     // The identity properties are public and derivable: anyone can put them on an image.
-    logger.warn({ imageIds: impostors.map((i) => i.id), owners: [...new Set(impostors.map((i) => i.owner))] }, 'images of other accounts carry this identity: ignored');
+    logger.warn(
+      { imageIds: impostors.map((i) => i.id), owners: [...new Set(impostors.map((i) => i.owner))] },
+      'images of other accounts carry this identity: ignored',
+    );
   }
   const found = imagesMatching(own, filter);
   if (found.length === 0) return null;
-  if (found.length > 1) logger.warn({ imageIds: found.map((i) => i.id) }, 'several images carry this identity; using the first');
+  if (found.length > 1)
+    logger.warn({ imageIds: found.map((i) => i.id) }, 'several images carry this identity; using the first');
   const img = found[0];
   logger.info({ imageId: img.id }, 'an image with this identity is registered already: reusing it');
   if (img.is_public !== config.synnefo.public) {
@@ -67,13 +82,22 @@ export async function registerWithKamaki(deps: ActivityDeps, input: PublishInput
   const container = config.synnefo.container;
   await kamaki.ensureContainer(container);
   // Only for the heartbeat details: a missing file is the tool's error to report.
-  const bytesTotal = await stat(input.path).then((st) => st.size, () => undefined);
+  const bytesTotal = await stat(input.path).then(
+    (st) => st.size,
+    () => undefined,
+  );
   const started = Date.now();
   await whileHeartbeating(
     () => ({ step: 'kamaki file upload', tool: 'kamaki', bytesTotal, elapsedMs: Date.now() - started }),
     () => kamaki.upload(input.path, container, objectName),
   );
-  const img = await kamaki.register({ name: imageDisplayName(input.event), container, objectName, properties, isPublic: config.synnefo.public });
+  const img = await kamaki.register({
+    name: imageDisplayName(input.event),
+    container,
+    objectName,
+    properties,
+    isPublic: config.synnefo.public,
+  });
   logger.info({ imageId: img.id, location: img.location, public: img.is_public }, 'image registered');
   return toRegistered(img, false);
 }

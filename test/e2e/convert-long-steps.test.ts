@@ -33,7 +33,13 @@ describe('long local steps', () => {
     dir = await mkdtemp(path.join(ROOT, 'tmp', 'long-steps-'));
     const at = (f: string) => path.join(dir, f);
     // 1 GiB of random data behind an MBR: nothing compresses it, so every step moves all of it.
-    await execa('dd', ['if=/dev/urandom', `of=${at('disk.raw')}`, 'bs=1M', `count=${GiB / 1024 / 1024}`, 'status=none']);
+    await execa('dd', [
+      'if=/dev/urandom',
+      `of=${at('disk.raw')}`,
+      'bs=1M',
+      `count=${GiB / 1024 / 1024}`,
+      'status=none',
+    ]);
     await writeLinuxMbr(at('disk.raw'), GiB);
     await execa('qemu-img', ['convert', '-q', '-f', 'raw', '-O', 'qcow2', at('disk.raw'), at('disk.qcow2')]);
     await execa('qemu-img', ['convert', '-q', '-f', 'raw', '-O', 'vmdk', at('disk.raw'), at('disk.vmdk')]);
@@ -83,7 +89,10 @@ ${cloud.synnefoConf('prepare = false')}`,
     const { cloud, conf, env } = await setUp('heartbeats', HEARTBEAT_TIMEOUT_MS);
     workers.push(await startService(['worker', '--conf', conf], { env }));
     for (const image of ['appliance.ova', 'disk.qcow2']) {
-      const result = await runCli(['register-now', '--conf', conf, '--url', server.at(`/images/${image}`), '--kamaki-cloud', 'e2e'], { env, timeoutMs: 600_000 });
+      const result = await runCli(
+        ['register-now', '--conf', conf, '--url', server.at(`/images/${image}`), '--kamaki-cloud', 'e2e'],
+        { env, timeoutMs: 600_000 },
+      );
       expect(result.stderr).not.toMatch(/Registration failed/);
       expect(result.exitCode).toBe(0);
       const workflowId = /the registration is (\S+)/.exec(result.stderr)?.[1];
@@ -93,7 +102,9 @@ ${cloud.synnefoConf('prepare = false')}`,
       expect(runs[0]).toMatchObject({ attempt: 1, completed: true, timedOut: false });
       // Honest only if the step really outlived the heartbeat timeout several times over.
       expect(runs[0].ms).toBeGreaterThan(3 * HEARTBEAT_TIMEOUT_MS);
-      console.log(`${image}: convertToRaw took ${runs[0].ms} ms on attempt ${runs[0].attempt} (heartbeat timeout ${HEARTBEAT_TIMEOUT_MS} ms)`);
+      console.log(
+        `${image}: convertToRaw took ${runs[0].ms} ms on attempt ${runs[0].attempt} (heartbeat timeout ${HEARTBEAT_TIMEOUT_MS} ms)`,
+      );
     }
     expect(await cloud.images()).toHaveLength(2);
   }, 900_000);
@@ -101,7 +112,10 @@ ${cloud.synnefoConf('prepare = false')}`,
   test('a worker killed (SIGKILL) mid-convert leaves no qemu-img running and nothing writing; the retry on a new worker completes', async () => {
     const { cloud, conf, env, work } = await setUp('kill', 3000);
     workers.push(await startService(['worker', '--conf', conf], { env }));
-    const started = await runCli(['register-now', '--conf', conf, '--url', server.at('/crash/disk.qcow2'), '--kamaki-cloud', 'e2e', '--no-wait'], { env });
+    const started = await runCli(
+      ['register-now', '--conf', conf, '--url', server.at('/crash/disk.qcow2'), '--kamaki-cloud', 'e2e', '--no-wait'],
+      { env },
+    );
     expect(started.exitCode).toBe(0);
     const handle = await registrationOf(client, started.stdout.trim());
 
@@ -109,14 +123,22 @@ ${cloud.synnefoConf('prepare = false')}`,
     let seen: unknown;
     const progress = await waitFor(async () => {
       const pending = (await handle.describe()).raw.pendingActivities?.[0];
-      seen = { activity: pending?.activityType?.name, attempt: pending?.attempt, lastFailure: pending?.lastFailure?.message };
+      seen = {
+        activity: pending?.activityType?.name,
+        attempt: pending?.attempt,
+        lastFailure: pending?.lastFailure?.message,
+      };
       if (pending?.activityType?.name !== 'convertToRaw') return undefined;
       const payload = pending.heartbeatDetails?.payloads?.[0];
-      const details = payload ? defaultPayloadConverter.fromPayload<{ step?: string; bytesDone?: number }>(payload as never) : undefined;
+      const details = payload
+        ? defaultPayloadConverter.fromPayload<{ step?: string; bytesDone?: number }>(payload as never)
+        : undefined;
       seen = { ...(seen as object), details };
       return details?.step?.startsWith('qemu-img convert') && (details.bytesDone ?? 0) > 0 ? details : undefined;
     }, 180_000).catch((err: Error) => {
-      throw new Error(`${err.message}; last seen ${JSON.stringify(seen)}; worker log: ${workers.at(-1)?.log().slice(-3000)}`);
+      throw new Error(
+        `${err.message}; last seen ${JSON.stringify(seen)}; worker log: ${workers.at(-1)?.log().slice(-3000)}`,
+      );
     });
     expect(progress.step).toMatch(/^qemu-img convert disk\.qcow2/);
     const before = await qemuImgProcesses(work);
@@ -160,7 +182,8 @@ async function qemuImgProcesses(folder: string): Promise<number[]> {
       const cmdline = (await readFile(`/proc/${entry}/cmdline`, 'utf8')).split('\0');
       const state = /\)\s+(\S)/.exec(await readFile(`/proc/${entry}/stat`, 'utf8'))?.[1];
       if (state === 'Z') continue;
-      if (cmdline.some((a) => path.basename(a) === 'qemu-img') && cmdline.some((a) => a.includes(folder))) pids.push(Number(entry));
+      if (cmdline.some((a) => path.basename(a) === 'qemu-img') && cmdline.some((a) => a.includes(folder)))
+        pids.push(Number(entry));
     } catch {
       // the process ended while we looked
     }
@@ -190,9 +213,15 @@ interface ActivityRun {
 /** Each scheduled run of an activity in the workflow's history: its last attempt, outcome and duration. */
 async function activityRuns(handle: WorkflowHandle, type: string): Promise<ActivityRun[]> {
   const events = (await handle.fetchHistory()).events ?? [];
-  const time = (e: (typeof events)[number] | undefined) => (e?.eventTime ? Number(e.eventTime.seconds) * 1000 + (e.eventTime.nanos ?? 0) / 1e6 : NaN);
-  const forRun = (id: number, key: 'activityTaskStartedEventAttributes' | 'activityTaskCompletedEventAttributes' | 'activityTaskTimedOutEventAttributes') =>
-    events.find((e) => Number(e[key]?.scheduledEventId ?? -1) === id);
+  const time = (e: (typeof events)[number] | undefined) =>
+    e?.eventTime ? Number(e.eventTime.seconds) * 1000 + (e.eventTime.nanos ?? 0) / 1e6 : NaN;
+  const forRun = (
+    id: number,
+    key:
+      | 'activityTaskStartedEventAttributes'
+      | 'activityTaskCompletedEventAttributes'
+      | 'activityTaskTimedOutEventAttributes',
+  ) => events.find((e) => Number(e[key]?.scheduledEventId ?? -1) === id);
   return events
     .filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === type)
     .map((s) => {

@@ -14,7 +14,7 @@ import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/s
  * (vmcatcher's hook line → RabbitMQ → `run` → kamaki), registration must not take their image
  * for ours, and expiry must leave it alone.
  */
-describe('another tenant\'s image carrying our identity, end to end', () => {
+describe("another tenant's image carrying our identity, end to end", () => {
   const topology = uniqueTopology('foreign');
   const imageId = '5d1a2f5e-8a55-4a57-9d7e-2f0c1b7e0a11';
   const listId = `list-${Math.random().toString(16).slice(2, 10)}`;
@@ -89,23 +89,38 @@ ${cloud.synnefoConf('cloud = "site"')}`,
     const ours = (all: FakeImage[]) => all.filter((i) => i.owner === account);
 
     const hookLine = ['-v', 'enqueue-from-env', '-conf', conf];
-    const available = await runCli(hookLine, { env: { ...env, ...vmcatcherEnv, VMCATCHER_EVENT_TYPE: 'AvailablePostfix', VMCATCHER_EVENT_FILENAME: imageId } });
+    const available = await runCli(hookLine, {
+      env: { ...env, ...vmcatcherEnv, VMCATCHER_EVENT_TYPE: 'AvailablePostfix', VMCATCHER_EVENT_FILENAME: imageId },
+    });
     expect(available.exitCode).toBe(0);
     await waitFor('our image to be registered', async () => ours(await images()).length === 1);
     const [mine] = ours(await images());
     expect(mine.id).not.toBe(theirs.id);
-    expect(mine).toMatchObject({ is_public: true, properties: { VMCATCHER_DC_IDENTIFIER: imageId, VMCATCHER_REVISION: `sha512-${sha512.slice(0, 32)}` } });
+    expect(mine).toMatchObject({
+      is_public: true,
+      properties: { VMCATCHER_DC_IDENTIFIER: imageId, VMCATCHER_REVISION: `sha512-${sha512.slice(0, 32)}` },
+    });
     expect(mine.location).toMatch(new RegExp(`^pithos://${account}/images/`));
     expect(service.log()).toContain('images of other accounts carry this identity: ignored');
 
     const expire = await runCli(hookLine, {
-      env: { ...env, ...vmcatcherEnv, VMCATCHER_EVENT_TYPE: 'ExpirePostfix', VMCATCHER_EVENT_FILENAME: `${imageId}.2026-11-30_12-00-00` },
+      env: {
+        ...env,
+        ...vmcatcherEnv,
+        VMCATCHER_EVENT_TYPE: 'ExpirePostfix',
+        VMCATCHER_EVENT_FILENAME: `${imageId}.2026-11-30_12-00-00`,
+      },
     });
     expect(expire.exitCode).toBe(0);
     await waitFor('our image to be made private', async () => ours(await images())[0]?.is_public === false);
     const after = await images();
     expect(after).toHaveLength(2);
-    expect(after.find((i) => i.id === theirs.id)).toMatchObject({ owner: theirs.owner, is_public: true, status: 'AVAILABLE', deleted_at: '' });
+    expect(after.find((i) => i.id === theirs.id)).toMatchObject({
+      owner: theirs.owner,
+      is_public: true,
+      status: 'AVAILABLE',
+      deleted_at: '',
+    });
     // No kamaki command ever named their image.
     expect((await cloud.state()).invocations.filter((i) => i.argv.includes(theirs.id))).toEqual([]);
   });

@@ -59,14 +59,26 @@ const sha512sum = async (file: string) => (await execa('sha512sum', [file])).std
 /** What the other tenant made: an active, community image carrying the identity of one of our events. */
 async function lookAlike(event: ImageEvent): Promise<GlanceImage> {
   const { properties } = buildGlanceProperties({ event });
-  const record = await theirs.createImage({ name: 'look-alike', diskFormat: 'raw', containerFormat: 'bare', visibility: 'private', properties, tags: [GLANCE_TAG] });
+  const record = await theirs.createImage({
+    name: 'look-alike',
+    diskFormat: 'raw',
+    containerFormat: 'bare',
+    visibility: 'private',
+    properties,
+    tags: [GLANCE_TAG],
+  });
   await theirs.verifyUpload(record.id, await theirs.uploadFile(record.id, path.join(dir, 'disk.raw')));
   return theirs.setVisibility(record.id, 'community');
 }
 
 async function untouched(image: GlanceImage): Promise<void> {
   const now = await theirs.getImage(image.id);
-  expect(now).toMatchObject({ status: 'active', visibility: 'community', owner: openstack.other.projectId, updated_at: image.updated_at });
+  expect(now).toMatchObject({
+    status: 'active',
+    visibility: 'community',
+    owner: openstack.other.projectId,
+    updated_at: image.updated_at,
+  });
 }
 
 beforeAll(async () => {
@@ -82,7 +94,17 @@ beforeAll(async () => {
     await execa('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', raw, qcow2]);
     qcow2Sha512 = await sha512sum(qcow2);
     // vmcatcher names the cached file after the image UUID, with no extension.
-    await execa('qemu-img', ['convert', '-f', 'raw', '-O', 'vmdk', '-o', 'subformat=streamOptimized', raw, path.join(cacheDir, imageId)]);
+    await execa('qemu-img', [
+      'convert',
+      '-f',
+      'raw',
+      '-O',
+      'vmdk',
+      '-o',
+      'subformat=streamOptimized',
+      raw,
+      path.join(cacheDir, imageId),
+    ]);
   };
   // Keystone and glance-api take most of the set-up: make the images meanwhile.
   [openstack] = await Promise.all([startOpenStack(), prepareImages()]);
@@ -164,12 +186,19 @@ const workFiles = async () => (await execa('find', [`${dir}/work`, '-type', 'f']
 test('register-now uploads a qcow2 served over HTTP to Glance as the same qcow2, once; running it again adds nothing', async () => {
   const url = server.at('/images/centos-9.qcow2');
   const event = eventFromFlat(
-    { VMCATCHER_EVENT_IL_DC_IDENTIFIER: 'register-now', VMCATCHER_EVENT_DC_IDENTIFIER: 'centos-9.qcow2', VMCATCHER_EVENT_SL_CHECKSUM_SHA512: qcow2Sha512 },
+    {
+      VMCATCHER_EVENT_IL_DC_IDENTIFIER: 'register-now',
+      VMCATCHER_EVENT_DC_IDENTIFIER: 'centos-9.qcow2',
+      VMCATCHER_EVENT_SL_CHECKSUM_SHA512: qcow2Sha512,
+    },
     'message',
   );
   const theirCopy = await lookAlike(event);
 
-  const first = await runCli(['register-now', '-conf', conf, '-url', url, '-osfamily', 'linux', '--sha512', qcow2Sha512], { env, timeoutMs: 180_000 });
+  const first = await runCli(
+    ['register-now', '-conf', conf, '-url', url, '-osfamily', 'linux', '--sha512', qcow2Sha512],
+    { env, timeoutMs: 180_000 },
+  );
   expect(first.stderr).toContain('Sent the image to workflow image:glance-e2e:register-now:centos-9.qcow2:');
   expect(first.exitCode).toBe(0);
   const imageIdShown = /^Registered image (\S+)/.exec(first.stdout)?.[1];
@@ -193,18 +222,28 @@ test('register-now uploads a qcow2 served over HTTP to Glance as the same qcow2,
   });
   expect(await workFiles()).toBe('');
 
-  const second = await runCli(['register-now', '-conf', conf, '-url', url, '--sha512', qcow2Sha512], { env, timeoutMs: 180_000 });
+  const second = await runCli(['register-now', '-conf', conf, '-url', url, '--sha512', qcow2Sha512], {
+    env,
+    timeoutMs: 180_000,
+  });
   expect(second.exitCode).toBe(0);
   expect(second.stdout).toMatch(/^Image \S+ \(.*\) is already registered; nothing added/);
-  expect((await ours.findOurImages(identityFilter(event))).map((i) => [i.id, i.updated_at])).toEqual([[image.id, image.updated_at]]);
+  expect((await ours.findOurImages(identityFilter(event))).map((i) => [i.id, i.updated_at])).toEqual([
+    [image.id, image.updated_at],
+  ]);
   await untouched(theirCopy);
 });
 
-test('a vmcatcher event through RabbitMQ registers one raw image in Glance (twice sent); its expiry deactivates it and makes it private; the other tenant\'s look-alike stays as it was', async () => {
+test("a vmcatcher event through RabbitMQ registers one raw image in Glance (twice sent); its expiry deactivates it and makes it private; the other tenant's look-alike stays as it was", async () => {
   const event = eventFromFlat(vmcatcherEnv, 'message');
   const theirCopy = await lookAlike(event);
   const hookLine = ['-v', 'enqueue-from-env', '-conf', conf];
-  const available = { ...env, ...vmcatcherEnv, VMCATCHER_EVENT_TYPE: 'AvailablePostfix', VMCATCHER_EVENT_FILENAME: imageId };
+  const available = {
+    ...env,
+    ...vmcatcherEnv,
+    VMCATCHER_EVENT_TYPE: 'AvailablePostfix',
+    VMCATCHER_EVENT_FILENAME: imageId,
+  };
   expect((await runCli(hookLine, { env: available })).exitCode).toBe(0);
   // vmcatcher may run the hook again for the same image: still one image.
   expect((await runCli(hookLine, { env: available })).exitCode).toBe(0);
@@ -212,11 +251,19 @@ test('a vmcatcher event through RabbitMQ registers one raw image in Glance (twic
   // Active, then given the site's visibility: the registration's last step.
   const image = await waitFor('the image to be registered', async () => {
     const found = await ours.findOurImages(identityFilter(event));
-    return found.length > 0 && found.every((i) => i.status === 'active' && i.visibility === 'community') ? found : undefined;
+    return found.length > 0 && found.every((i) => i.status === 'active' && i.visibility === 'community')
+      ? found
+      : undefined;
   });
   expect(image).toHaveLength(1);
   // A vmdk is not what Glance takes here: converted to raw (its virtual size, 8 MiB).
-  expect(image[0]).toMatchObject({ disk_format: 'raw', size: 8 * 1024 * 1024, owner: openstack.demo.projectId, os_distro: 'almalinux', architecture: 'x86_64' });
+  expect(image[0]).toMatchObject({
+    disk_format: 'raw',
+    size: 8 * 1024 * 1024,
+    owner: openstack.demo.projectId,
+    os_distro: 'almalinux',
+    architecture: 'x86_64',
+  });
   expect(image[0].vmcatcher_event_ad_mpuri).toBe(vmcatcherEnv.VMCATCHER_EVENT_AD_MPURI);
 
   // What a subscription's sync sees of the list: our image only, live, with its full checksum.
@@ -225,16 +272,27 @@ test('a vmcatcher event through RabbitMQ registers one raw image in Glance (twic
   const inventory = () => target.inventory({ imageListId: listId, options: {} });
   const revision = `sha512-${vmcatcherEnv.VMCATCHER_EVENT_SL_CHECKSUM_SHA512.slice(0, 32)}`;
   const checksumSha512 = vmcatcherEnv.VMCATCHER_EVENT_SL_CHECKSUM_SHA512;
-  expect(await inventory()).toEqual({ expireAction: 'make-private', images: [{ cloudImageId: image[0].id, imageId, revision, checksumSha512, isPublic: true }] });
+  expect(await inventory()).toEqual({
+    expireAction: 'make-private',
+    images: [{ cloudImageId: image[0].id, imageId, revision, checksumSha512, isPublic: true }],
+  });
 
-  const expire = { ...env, ...vmcatcherEnv, VMCATCHER_EVENT_TYPE: 'ExpirePostfix', VMCATCHER_EVENT_FILENAME: `${imageId}.2026-11-30_12-00-00` };
+  const expire = {
+    ...env,
+    ...vmcatcherEnv,
+    VMCATCHER_EVENT_TYPE: 'ExpirePostfix',
+    VMCATCHER_EVENT_FILENAME: `${imageId}.2026-11-30_12-00-00`,
+  };
   expect((await runCli(hookLine, { env: expire })).exitCode).toBe(0);
   await waitFor('the image to be deactivated and made private', async () => {
     const now = await ours.getImage(image[0].id);
     return now?.status === 'deactivated' && now.visibility === 'private' ? now : undefined;
   });
   expect((await ours.findOurImages(identityFilter(event, true))).map((i) => i.id)).toEqual([image[0].id]);
-  expect(await inventory()).toEqual({ expireAction: 'make-private', images: [{ cloudImageId: image[0].id, imageId, revision, checksumSha512, isPublic: false }] });
+  expect(await inventory()).toEqual({
+    expireAction: 'make-private',
+    images: [{ cloudImageId: image[0].id, imageId, revision, checksumSha512, isPublic: false }],
+  });
   await untouched(theirCopy);
   expect(await workFiles()).toBe('');
 });

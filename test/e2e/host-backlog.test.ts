@@ -66,7 +66,22 @@ ${cloud.synnefoConf('prepare = false')}`,
     const starts = await Promise.all(
       images.map((image, i) =>
         runCli(
-          ['register-now', '--conf', conf, '--url', image.url, '--image-identifier', `backlog-${i}`, '--kamaki-cloud', 'e2e', '--format', 'raw', '--sha512', image.sha512, '--no-wait'],
+          [
+            'register-now',
+            '--conf',
+            conf,
+            '--url',
+            image.url,
+            '--image-identifier',
+            `backlog-${i}`,
+            '--kamaki-cloud',
+            'e2e',
+            '--format',
+            'raw',
+            '--sha512',
+            image.sha512,
+            '--no-wait',
+          ],
           { env },
         ),
       ),
@@ -81,7 +96,10 @@ ${cloud.synnefoConf('prepare = false')}`,
     let settled = false;
     void results.finally(() => (settled = true)).catch(() => undefined);
     while (!settled) {
-      const listed = await runCli(['registrations', '--conf', conf, '--stage', 'waiting-for-host', '--status', 'running', '--json'], { env });
+      const listed = await runCli(
+        ['registrations', '--conf', conf, '--stage', 'waiting-for-host', '--status', 'running', '--json'],
+        { env },
+      );
       expect(listed.exitCode).toBe(0);
       const waiting = listed.stdout.split('\n').filter((l) => l.includes('"backlog-'));
       mostWaiting = Math.max(mostWaiting, waiting.length);
@@ -95,10 +113,13 @@ ${cloud.synnefoConf('prepare = false')}`,
     for (const id of revisionIds) {
       const registration = await registrationOf(client, id);
       const events = (await registration.fetchHistory()).events ?? [];
-      const scheduled = (name: string) => events.filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === name);
+      const scheduled = (name: string) =>
+        events.filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === name);
       expect(scheduled('claimHost')).toHaveLength(1);
       expect(scheduled('acquireImage')).toHaveLength(1);
-      const attempts = events.filter((e) => e.activityTaskStartedEventAttributes).map((e) => e.activityTaskStartedEventAttributes!.attempt);
+      const attempts = events
+        .filter((e) => e.activityTaskStartedEventAttributes)
+        .map((e) => e.activityTaskStartedEventAttributes!.attempt);
       expect(attempts.every((a) => a === 1)).toBe(true);
     }
     // Each image was fetched once, whole; each registered once.

@@ -55,7 +55,20 @@ ${cloud.synnefoConf('prepare = false')}`,
     workers.push(hostA);
 
     const started = await runCli(
-      ['register-now', '--conf', await conf('hostA'), '--url', server.url, '--kamaki-cloud', 'e2e', '--format', 'raw', '--sha512', sha512, '--no-wait'],
+      [
+        'register-now',
+        '--conf',
+        await conf('hostA'),
+        '--url',
+        server.url,
+        '--kamaki-cloud',
+        'e2e',
+        '--format',
+        'raw',
+        '--sha512',
+        sha512,
+        '--no-wait',
+      ],
       { env },
     );
     expect(started.exitCode).toBe(0);
@@ -74,7 +87,9 @@ ${cloud.synnefoConf('prepare = false')}`,
     // Host B did the file-bound steps (its own queue), after host A's queue stopped answering.
     expect(hostB.log()).toMatch(/downloading the image/);
     const history = await handle.fetchHistory();
-    const claims = history.events!.filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'claimHost');
+    const claims = history.events!.filter(
+      (e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'claimHost',
+    );
     expect(claims).toHaveLength(2);
     const hostQueues = history
       .events!.map((e) => e.activityTaskScheduledEventAttributes)

@@ -34,14 +34,27 @@ describe('image lifecycle: the cloud follows the last event', () => {
     servers.push(disk.server);
     return disk;
   };
-  const event = (imageId: string, img: { url: string; sha512: string }, type: 'AvailablePostfix' | 'ExpirePostfix'): ImageEvent =>
-    ImageEventSchema.parse({ origin: 'message', type, imageListId: 'lifecycle', imageId, uri: img.url, checksumSha512: img.sha512, format: 'raw' });
+  const event = (
+    imageId: string,
+    img: { url: string; sha512: string },
+    type: 'AvailablePostfix' | 'ExpirePostfix',
+  ): ImageEvent =>
+    ImageEventSchema.parse({
+      origin: 'message',
+      type,
+      imageListId: 'lifecycle',
+      imageId,
+      uri: img.url,
+      checksumSha512: img.sha512,
+      format: 'raw',
+    });
   const deliver = async (e: ImageEvent, options: RegistrationOptions = { kamakiCloud: 'e2e' }) => {
     const started = await startWorkflowForEvent(client, config, e, options);
     expect(started.outcome).toBe('delivered');
     return started;
   };
-  const ours = async (imageId: string) => (await cloud.images()).filter((i) => i.properties.VMCATCHER_DC_IDENTIFIER === imageId);
+  const ours = async (imageId: string) =>
+    (await cloud.images()).filter((i) => i.properties.VMCATCHER_DC_IDENTIFIER === imageId);
 
   beforeAll(async () => {
     await mkdir(path.join(ROOT, 'tmp'), { recursive: true });
@@ -49,7 +62,10 @@ describe('image lifecycle: the cloud follows the last event', () => {
     cloud = await fakeCloud(dir);
     const taskQueue = uniqueTaskQueue('lifecycle');
     const conf = path.join(dir, 'application.conf');
-    await writeFile(conf, `worker {\n  workingFolder = "${dir}/work"\n  heartbeatTimeoutMs = 3000\n}\n${cloud.synnefoConf('prepare = false\n  public = true')}`);
+    await writeFile(
+      conf,
+      `worker {\n  workingFolder = "${dir}/work"\n  heartbeatTimeoutMs = 3000\n}\n${cloud.synnefoConf('prepare = false\n  public = true')}`,
+    );
     worker = await startService(['worker', '--conf', conf], { env: { TEMPORAL_TASK_QUEUE: taskQueue, ...cloud.env } });
     connection = await Connection.connect({ address: process.env.TEMPORAL_ADDRESS });
     client = new Client({ connection });
@@ -94,20 +110,27 @@ describe('image lifecycle: the cloud follows the last event', () => {
     // Nothing registered public for it, now or later (the download was stopped, not finished).
     await new Promise((r) => setTimeout(r, 3000));
     expect((await ours('withdrawn')).filter((i) => i.is_public)).toEqual([]);
-    const leftovers = await execa('find', [`${dir}/work`, '-type', 'f', '-not', '-name', '.workflow.json']).catch(() => ({ stdout: '' }));
+    const leftovers = await execa('find', [`${dir}/work`, '-type', 'f', '-not', '-name', '.workflow.json']).catch(
+      () => ({ stdout: '' }),
+    );
     expect(leftovers.stdout).toBe('');
   });
 
   test('a JustLogHandler trial does not absorb the real registration (the cloud is in the identity too: test/unit/workflow-ids)', async () => {
     const img = await image('trial.raw', 4, 64 * MiB);
-    const trial = await deliver(event('trial', img, 'AvailablePostfix'), { handler: 'JustLogHandler', kamakiCloud: 'e2e' });
+    const trial = await deliver(event('trial', img, 'AvailablePostfix'), {
+      handler: 'JustLogHandler',
+      kamakiCloud: 'e2e',
+    });
     await trial.handle!.result();
     expect(await ours('trial')).toEqual([]);
 
     const real = await deliver(event('trial', img, 'AvailablePostfix'), { kamakiCloud: 'e2e' });
     expect(real.workflowId).not.toBe(trial.workflowId);
-    expect((await real.handle!.result()) as ImageRevisionResult).toMatchObject({ action: 'register', register: { reused: false } });
+    expect((await real.handle!.result()) as ImageRevisionResult).toMatchObject({
+      action: 'register',
+      register: { reused: false },
+    });
     expect(await ours('trial')).toHaveLength(1);
-
   });
 });

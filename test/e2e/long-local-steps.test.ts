@@ -106,15 +106,22 @@ ${cloud.synnefoConf('prepare = false')}`,
       const payload = pending?.heartbeatDetails?.payloads?.[0];
       if (payload) progress.push(defaultPayloadConverter.fromPayload(payload as never));
       const events = (await handle.fetchHistory()).events ?? [];
-      const scheduled = events.find((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'acquireImage');
+      const scheduled = events.find(
+        (e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'acquireImage',
+      );
       const ended = scheduled
         ? events.find((e) => {
-            const a = e.activityTaskCompletedEventAttributes ?? e.activityTaskFailedEventAttributes ?? e.activityTaskTimedOutEventAttributes;
+            const a =
+              e.activityTaskCompletedEventAttributes ??
+              e.activityTaskFailedEventAttributes ??
+              e.activityTaskTimedOutEventAttributes;
             return a && Number(a.scheduledEventId) === Number(scheduled.eventId);
           })
         : undefined;
       if (ended) {
-        const started = events.find((e) => Number(e.activityTaskStartedEventAttributes?.scheduledEventId ?? -1) === Number(scheduled!.eventId))!;
+        const started = events.find(
+          (e) => Number(e.activityTaskStartedEventAttributes?.scheduledEventId ?? -1) === Number(scheduled!.eventId),
+        )!;
         const ms = (e: typeof started) => Number(e.eventTime!.seconds) * 1000 + (e.eventTime!.nanos ?? 0) / 1e6;
         outcome = {
           attempt: started.activityTaskStartedEventAttributes!.attempt ?? 0,
@@ -138,7 +145,22 @@ ${cloud.synnefoConf('prepare = false')}`,
 
   test('a 2 GiB file: image is hashed in place on the first attempt, reporting its progress', async () => {
     const started = await runCli(
-      ['register-now', '--conf', conf, '--url', `file://${imageFile}`, '--kamaki-cloud', 'e2e', '--format', 'raw', '--sha512', sha512, '--size', String(SIZE), '--no-wait'],
+      [
+        'register-now',
+        '--conf',
+        conf,
+        '--url',
+        `file://${imageFile}`,
+        '--kamaki-cloud',
+        'e2e',
+        '--format',
+        'raw',
+        '--sha512',
+        sha512,
+        '--size',
+        String(SIZE),
+        '--no-wait',
+      ],
       { env },
     );
     expect(started.exitCode).toBe(0);
@@ -168,7 +190,9 @@ ${cloud.synnefoConf('prepare = false')}`,
     const outcome = await followAcquire(await registrationOf(client, start.workflowId!));
     expect(outcome).toMatchObject({ attempt: 1, completed: true });
     expect(outcome.durationMs).toBeGreaterThanOrEqual(3 * HEARTBEAT_TIMEOUT_MS);
-    expect(outcome.progress.some((p) => p.step?.startsWith('copy from the vmcatcher cache') && p.bytesTotal !== undefined)).toBe(true);
+    expect(
+      outcome.progress.some((p) => p.step?.startsWith('copy from the vmcatcher cache') && p.bytesTotal !== undefined),
+    ).toBe(true);
     console.log(`vmcatcher cache copy in ${Math.round(outcome.durationMs)} ms, attempt ${outcome.attempt}`);
   }, 240_000);
 });

@@ -47,18 +47,26 @@ describe('a subscribed registry project keeps the cloud in step with its tags', 
   const pushed: Record<string, PushedArtifact> = {};
   const projectUrl = (project: string) => `${registry.url}/${project}`;
   /** The project's images carry `<host>/<project>` as the list id, spelled as an identity property (`127.0.0.1_PORT_project`). */
-  const listIdentity = (project: string) => imageIdentity({ origin: 'registry', imageListId: `${registry.host}/${project}`, extra: {} }).imageListId;
+  const listIdentity = (project: string) =>
+    imageIdentity({ origin: 'registry', imageListId: `${registry.host}/${project}`, extra: {} }).imageListId;
 
-  const cli = (args: string[]) => runCli([...args, '--conf', conf], { env: { TEMPORAL_TASK_QUEUE: taskQueue }, timeoutMs: 120_000 });
+  const cli = (args: string[]) =>
+    runCli([...args, '--conf', conf], { env: { TEMPORAL_TASK_QUEUE: taskQueue }, timeoutMs: 120_000 });
   const syncNow = (project: string) => cli(['sync-now', '--url', projectUrl(project), '--wait']);
   const ours = async (project: string) =>
-    (await cloud.images()).filter((i) => i.properties.VMCATCHER_IL_DC_IDENTIFIER === listIdentity(project) && !i.deleted_at);
+    (await cloud.images()).filter(
+      (i) => i.properties.VMCATCHER_IL_DC_IDENTIFIER === listIdentity(project) && !i.deleted_at,
+    );
   /** `repository:sha256 prefix:public|private` of every image of the project in the cloud, sorted. */
   const cloudView = async (project = PROJECT) =>
     (await ours(project))
-      .map((i) => `${i.properties.VMCATCHER_DC_IDENTIFIER}:${i.properties.VMCATCHER_EVENT_SL_CHECKSUM_SHA256?.slice(0, 12)}:${i.is_public ? 'public' : 'private'}`)
+      .map(
+        (i) =>
+          `${i.properties.VMCATCHER_DC_IDENTIFIER}:${i.properties.VMCATCHER_EVENT_SL_CHECKSUM_SHA256?.slice(0, 12)}:${i.is_public ? 'public' : 'private'}`,
+      )
       .sort();
-  const rev = (name: string) => `${name.split('@')[0]}:${pushed[name].layerDigest.slice('sha256:'.length, 'sha256:'.length + 12)}`;
+  const rev = (name: string) =>
+    `${name.split('@')[0]}:${pushed[name].layerDigest.slice('sha256:'.length, 'sha256:'.length + 12)}`;
   const waitForCloud = async (expected: string[], timeoutMs = 60_000) => {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
@@ -75,11 +83,16 @@ describe('a subscribed registry project keeps the cloud in step with its tags', 
       if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, plain(x)]));
       return v;
     };
-    return JSON.stringify(plain(await client.workflow.getHandle(workflowId, runId).fetchHistory())).replaceAll('\\"', '"');
+    return JSON.stringify(plain(await client.workflow.getHandle(workflowId, runId).fetchHistory())).replaceAll(
+      '\\"',
+      '"',
+    );
   };
   /** The last run of a project's schedule and its history. */
   const lastRun = async (project: string) => {
-    const description = await client.schedule.getHandle(registryScheduleId({ registry: registry.url, project })).describe();
+    const description = await client.schedule
+      .getHandle(registryScheduleId({ registry: registry.url, project }))
+      .describe();
     const run = description.info.recentActions.at(-1)!.action.workflow;
     const handle = client.workflow.getHandle(run.workflowId, run.firstExecutionRunId);
     return { run, handle, history: await handle.fetchHistory() };
@@ -94,16 +107,26 @@ describe('a subscribed registry project keeps the cloud in step with its tags', 
       disk: await qcow2Disk(dir, 'ubuntu'),
       annotations: egiAnnotations('ubuntu', '22.04'),
     });
-    pushed.almalinux = await registry.push(`${PROJECT}/almalinux`, { tags: ['9'], disk: await qcow2Disk(dir, 'alma'), annotations: egiAnnotations('almalinux', '9'), config: 'oras' });
+    pushed.almalinux = await registry.push(`${PROJECT}/almalinux`, {
+      tags: ['9'],
+      disk: await qcow2Disk(dir, 'alma'),
+      annotations: egiAnnotations('almalinux', '9'),
+      config: 'oras',
+    });
     // The manifest names the layer's digest; the registry then serves other bytes of the same size under it.
     const debian = await qcow2Disk(dir, 'debian');
-    pushed.debian = await registry.push(`${TAMPERED}/debian`, { tags: ['12'], disk: debian, annotations: egiAnnotations('debian', '12') });
+    pushed.debian = await registry.push(`${TAMPERED}/debian`, {
+      tags: ['12'],
+      disk: debian,
+      annotations: egiAnnotations('debian', '12'),
+    });
     await registry.corruptBlob(pushed.debian.layerDigest, randomBytes(debian.length));
 
     cloud = await fakeCloud(dir);
     taskQueue = uniqueTaskQueue('oci');
     conf = path.join(dir, 'application.conf');
-    const sub = (project: string, credential: string) => `{ registry = "${registry.url}", project = "${project}", credential = ${credential}, every = 1h, cloud = "e2e" }`;
+    const sub = (project: string, credential: string) =>
+      `{ registry = "${registry.url}", project = "${project}", credential = ${credential}, every = 1h, cloud = "e2e" }`;
     await writeFile(
       conf,
       [
@@ -121,7 +144,11 @@ describe('a subscribed registry project keeps the cloud in step with its tags', 
   afterAll(async () => {
     await worker?.stop();
     for (const project of [PROJECT, TAMPERED, LOCKED]) {
-      if (registry) await client?.schedule.getHandle(registryScheduleId({ registry: registry.url, project })).delete().catch(() => undefined);
+      if (registry)
+        await client?.schedule
+          .getHandle(registryScheduleId({ registry: registry.url, project }))
+          .delete()
+          .catch(() => undefined);
     }
     await registry?.close();
     await connection?.close();
@@ -161,7 +188,12 @@ describe('a subscribed registry project keeps the cloud in step with its tags', 
     // The registry login went to the worker by name only: in the sync's history and the registrations'.
     const { run, handle } = await lastRun(PROJECT);
     const registrations = ((await handle.result()) as SyncImageListResult).summary.registered.map((r) => r.workflowId!);
-    const histories = (await Promise.all([historyText(run.workflowId, run.firstExecutionRunId), ...registrations.map((id) => historyText(id))])).join('\n');
+    const histories = (
+      await Promise.all([
+        historyText(run.workflowId, run.firstExecutionRunId),
+        ...registrations.map((id) => historyText(id)),
+      ])
+    ).join('\n');
     expect(histories.includes('"credentialName":"egi-site"')).toBe(true);
     expect(histories.includes('"checksumSha256":"' + pushed.ubuntu.layerDigest.slice('sha256:'.length))).toBe(true);
     expect(histories.includes(SITE.password)).toBe(false);
@@ -169,20 +201,26 @@ describe('a subscribed registry project keeps the cloud in step with its tags', 
 
   test('a new tag for ubuntu: the next sync registers its digest and expires the one it replaced; almalinux untouched', async () => {
     const almaBefore = (await ours(PROJECT)).find((i) => i.properties.VMCATCHER_DC_IDENTIFIER === 'almalinux');
-    pushed['ubuntu@24.04'] = await registry.push(`${PROJECT}/ubuntu`, { tags: ['24.04'], disk: await qcow2Disk(dir, 'ubuntu-24'), annotations: egiAnnotations('ubuntu', '24.04') });
+    pushed['ubuntu@24.04'] = await registry.push(`${PROJECT}/ubuntu`, {
+      tags: ['24.04'],
+      disk: await qcow2Disk(dir, 'ubuntu-24'),
+      annotations: egiAnnotations('ubuntu', '24.04'),
+    });
     const r = await syncNow(PROJECT);
     expect(r.exitCode).toBe(0);
     expect(r.stdout).toContain('1 to register: ubuntu 24.04 (updated)');
     expect(r.stdout).toContain('1 to expire: ubuntu 22.04 (old-revision)');
     expect(r.stdout).toContain('1 unchanged');
     // One repository is one image: the older short tag naming another manifest is reported.
-    expect(r.stdout).toContain(`${PROJECT}/ubuntu:22.04 (tags 22.04 and 24.04 of ${PROJECT}/ubuntu name different manifests`);
+    expect(r.stdout).toContain(
+      `${PROJECT}/ubuntu:22.04 (tags 22.04 and 24.04 of ${PROJECT}/ubuntu name different manifests`,
+    );
     const expected = [`${rev('ubuntu@24.04')}:public`, `${rev('ubuntu')}:private`, `${rev('almalinux')}:public`];
     expect(await waitForCloud(expected)).toEqual(expected.sort());
     expect((await ours(PROJECT)).find((i) => i.properties.VMCATCHER_DC_IDENTIFIER === 'almalinux')).toEqual(almaBefore);
   });
 
-  test('almalinux\'s tag left the project: the next sync expires its image; ubuntu unchanged', async () => {
+  test("almalinux's tag left the project: the next sync expires its image; ubuntu unchanged", async () => {
     await registry.deleteManifest(`${PROJECT}/almalinux`, pushed.almalinux.manifestDigest);
     const r = await syncNow(PROJECT);
     expect(r.exitCode).toBe(0);
@@ -204,7 +242,9 @@ describe('a subscribed registry project keeps the cloud in step with its tags', 
     expect(failure).toBeInstanceOf(WorkflowFailedError);
     let cause: unknown = failure;
     while (cause instanceof Error && cause.cause instanceof Error) cause = cause.cause;
-    expect((cause as Error).message).toContain(`registry ${registry.host} ${TAMPERED}/debian@${pushed.debian.layerDigest}`);
+    expect((cause as Error).message).toContain(
+      `registry ${registry.host} ${TAMPERED}/debian@${pushed.debian.layerDigest}`,
+    );
     expect((cause as Error).message).toContain('not the digest the manifest names; refused');
     expect(await ours(TAMPERED)).toEqual([]);
     expect(await readdir(path.join(dir, 'work')).catch(() => [])).toEqual([]);

@@ -7,7 +7,12 @@ import { execa } from 'execa';
 import { runCli, type CliResult } from '../support/cli.js';
 import { fakeCloud } from '../support/fake-cloud.js';
 import { writeLinuxMbr } from '../support/disk-images.js';
-import { generateSelfSignedCertificate, startTestServer, type SelfSignedCertificate, type TestServer } from '../support/http-server.js';
+import {
+  generateSelfSignedCertificate,
+  startTestServer,
+  type SelfSignedCertificate,
+  type TestServer,
+} from '../support/http-server.js';
 import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/service-process.js';
 
 /**
@@ -62,7 +67,9 @@ ${cloud.synnefoConf('prepare = false')}`,
     );
     env = { TEMPORAL_TASK_QUEUE: uniqueTaskQueue('private'), ...cloud.env };
     // The worker trusts the test certificate the way a site trusts its CA: no --insecure-ssl.
-    worker = await startService(['worker', '--conf', conf], { env: { ...env, NODE_EXTRA_CA_CERTS: cert.certPath, SNF_VMCATCHER_LOG_LEVEL: 'debug' } });
+    worker = await startService(['worker', '--conf', conf], {
+      env: { ...env, NODE_EXTRA_CA_CERTS: cert.certPath, SNF_VMCATCHER_LOG_LEVEL: 'debug' },
+    });
     connection = await Connection.connect({ address: process.env.TEMPORAL_ADDRESS });
   });
 
@@ -75,10 +82,26 @@ ${cloud.synnefoConf('prepare = false')}`,
   });
 
   const register = async (url: string, extra: string[] = []) => {
-    const result = await runCli(['register-now', '--conf', conf, '--url', url, '--kamaki-cloud', 'e2e', '--format', 'qcow2', '--sha512', sha512, ...extra], {
-      env,
-      timeoutMs: 180_000,
-    });
+    const result = await runCli(
+      [
+        'register-now',
+        '--conf',
+        conf,
+        '--url',
+        url,
+        '--kamaki-cloud',
+        'e2e',
+        '--format',
+        'qcow2',
+        '--sha512',
+        sha512,
+        ...extra,
+      ],
+      {
+        env,
+        timeoutMs: 180_000,
+      },
+    );
     outputs.push(result);
     return result;
   };
@@ -122,7 +145,10 @@ ${cloud.synnefoConf('prepare = false')}`,
   }, 200_000);
 
   test('register-now --credential NAME sends the named token where no rule applies; only the name is in the history', async () => {
-    const result = await register(server.at('/named/ubuntu.qcow2').replace('localhost', '127.0.0.1'), ['--credential', 'appdb']);
+    const result = await register(server.at('/named/ubuntu.qcow2').replace('localhost', '127.0.0.1'), [
+      '--credential',
+      'appdb',
+    ]);
     expect(result.exitCode).toBe(0);
     expect(result.stdout).toMatch(/^Registered image \S+/);
     const history = await historyText(workflowIdOf(result));
@@ -132,7 +158,10 @@ ${cloud.synnefoConf('prepare = false')}`,
   }, 200_000);
 
   test('register-now refuses a --credential that is not a credential name, before starting anything', async () => {
-    const result = await runCli(['register-now', '--conf', conf, '--url', server.at('/named/nothing.qcow2'), '--credential', 'app db;x'], { env });
+    const result = await runCli(
+      ['register-now', '--conf', conf, '--url', server.at('/named/nothing.qcow2'), '--credential', 'app db;x'],
+      { env },
+    );
     expect(result.exitCode).not.toBe(0);
     expect(result.stderr).toContain("--credential 'app db;x' is not a credential name");
     expect(result.stderr).not.toContain('Started workflow');

@@ -49,10 +49,27 @@ describe('register-now end to end', () => {
 
   test('registers a qcow2 served over HTTP as one image with the expected properties; running it again adds nothing', async () => {
     const url = server.at('/images/debian-12.qcow2');
-    const first = await runCli(['register-now', '-conf', conf, '-url', url, '-kamaki-cloud', 'e2e', '-osfamily', 'linux', '-users', 'root', '--sha512', sha512], {
-      env,
-      timeoutMs: 120_000,
-    });
+    const first = await runCli(
+      [
+        'register-now',
+        '-conf',
+        conf,
+        '-url',
+        url,
+        '-kamaki-cloud',
+        'e2e',
+        '-osfamily',
+        'linux',
+        '-users',
+        'root',
+        '--sha512',
+        sha512,
+      ],
+      {
+        env,
+        timeoutMs: 120_000,
+      },
+    );
     expect(first.stderr).toContain('Sent the image to workflow image:synnefo-e2e:register-now:debian-12.qcow2:');
     expect(first.stderr).toContain('the registration is register:synnefo-e2e:register-now:debian-12.qcow2:');
     expect(first.stderr).toContain('Web UI: http://localhost:8233/namespaces/default/workflows/');
@@ -85,7 +102,10 @@ describe('register-now end to end', () => {
     const leftovers = await execa('find', [`${dir}/work`, '-type', 'f']).catch(() => ({ stdout: '' }));
     expect(leftovers.stdout).toBe('');
 
-    const second = await runCli(['register-now', '-conf', conf, '-url', url, '-kamaki-cloud', 'e2e', '--sha512', sha512], { env, timeoutMs: 120_000 });
+    const second = await runCli(
+      ['register-now', '-conf', conf, '-url', url, '-kamaki-cloud', 'e2e', '--sha512', sha512],
+      { env, timeoutMs: 120_000 },
+    );
     expect(second.exitCode).toBe(0);
     expect(second.stdout).toMatch(/^Image \S+ \(.*\) is already registered; nothing added/);
     const after2 = await state();
@@ -97,7 +117,10 @@ describe('register-now end to end', () => {
     const url = server.at('/images/debian-12.qcow2');
     const wrong = 'a'.repeat(128);
     const before = (await state()).images.length;
-    const result = await runCli(['register-now', '-conf', conf, '-url', url, '-kamaki-cloud', 'e2e', '--sha512', wrong], { env, timeoutMs: 120_000 });
+    const result = await runCli(
+      ['register-now', '-conf', conf, '-url', url, '-kamaki-cloud', 'e2e', '--sha512', wrong],
+      { env, timeoutMs: 120_000 },
+    );
     expect(result.exitCode).toBe(1);
     expect(result.stderr).toMatch(/Registration failed: .*sha512/i);
     expect((await state()).images.length).toBe(before);

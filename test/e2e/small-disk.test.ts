@@ -74,7 +74,21 @@ ${cloud.synnefoConf('prepare = false')}`,
   test('an image larger than the filesystem fails at once, naming what it needs and what fits, writing nothing', async () => {
     const huge = await image('huge.raw', 40, 64 * MiB);
     const result = await runCli(
-      ['register-now', '--conf', conf, '--url', huge.url, '--format', 'raw', '--kamaki-cloud', 'e2e', '--sha512', huge.sha512, '--size', String(huge.size)],
+      [
+        'register-now',
+        '--conf',
+        conf,
+        '--url',
+        huge.url,
+        '--format',
+        'raw',
+        '--kamaki-cloud',
+        'e2e',
+        '--sha512',
+        huge.sha512,
+        '--size',
+        String(huge.size),
+      ],
       { env, timeoutMs: 120_000 },
     );
     expect(result.exitCode).toBe(1);
@@ -89,7 +103,24 @@ ${cloud.synnefoConf('prepare = false')}`,
     const client = new Client({ connection });
     const start = async (img: typeof a, id: string) => {
       const started = await runCli(
-        ['register-now', '--conf', conf, '--url', img.url, '--image-identifier', id, '--format', 'raw', '--kamaki-cloud', 'e2e', '--sha512', img.sha512, '--size', String(img.size), '--no-wait'],
+        [
+          'register-now',
+          '--conf',
+          conf,
+          '--url',
+          img.url,
+          '--image-identifier',
+          id,
+          '--format',
+          'raw',
+          '--kamaki-cloud',
+          'e2e',
+          '--sha512',
+          img.sha512,
+          '--size',
+          String(img.size),
+          '--no-wait',
+        ],
         { env },
       );
       expect(started.exitCode).toBe(0);

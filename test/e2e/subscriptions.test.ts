@@ -8,7 +8,12 @@ import { startWorkflowForEvent } from '../../core/starter.js';
 import { subscriptionScheduleId } from '../../image-lists/schedules.js';
 import { ROOT, runCli } from '../support/cli.js';
 import { FAKE_KAMAKI, fakeCloud } from '../support/fake-cloud.js';
-import { generateSelfSignedCertificate, startTestServer, type SelfSignedCertificate, type TestServer } from '../support/http-server.js';
+import {
+  generateSelfSignedCertificate,
+  startTestServer,
+  type SelfSignedCertificate,
+  type TestServer,
+} from '../support/http-server.js';
 import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/service-process.js';
 import { createTestPki, type TestPki, type TestSigner } from '../support/test-pki.js';
 import { servedDisk } from '../support/throttled-file-server.js';
@@ -60,7 +65,9 @@ describe('subscriptions: a subscribed list, synced on a Temporal Schedule, keeps
         'dc:date:created': '2024-01-01T00:00:00Z',
         'dc:date:expires': expires,
         'hv:version': version,
-        'hv:endorser': { 'hv:x509': { 'dc:creator': 'test', 'hv:ca': pki.caDn, 'hv:dn': signer.dn, 'hv:email': 'a@b.c' } },
+        'hv:endorser': {
+          'hv:x509': { 'dc:creator': 'test', 'hv:ca': pki.caDn, 'hv:dn': signer.dn, 'hv:email': 'a@b.c' },
+        },
         'hv:images': images,
       },
     });
@@ -70,13 +77,21 @@ describe('subscriptions: a subscribed list, synced on a Temporal Schedule, keeps
   };
   const signed = (json: string, signer = publisher) => pki.sign(json, signer);
 
-  const cli = (args: string[]) => runCli([...args, '--conf', conf], { env: { TEMPORAL_TASK_QUEUE: taskQueue, NODE_EXTRA_CA_CERTS: cert.certPath }, timeoutMs: 180_000 });
+  const cli = (args: string[]) =>
+    runCli([...args, '--conf', conf], {
+      env: { TEMPORAL_TASK_QUEUE: taskQueue, NODE_EXTRA_CA_CERTS: cert.certPath },
+      timeoutMs: 180_000,
+    });
   const syncNow = () => cli(['sync-now', '--url', listUrl, '--wait']);
-  const ours = async () => (await cloud.images()).filter((i) => i.properties.VMCATCHER_IL_DC_IDENTIFIER === LIST_ID && !i.deleted_at);
+  const ours = async () =>
+    (await cloud.images()).filter((i) => i.properties.VMCATCHER_IL_DC_IDENTIFIER === LIST_ID && !i.deleted_at);
   /** image id → [revision, public] of every image of the list in the cloud, sorted. */
   const cloudView = async () =>
     (await ours())
-      .map((i) => `${i.properties.VMCATCHER_DC_IDENTIFIER}:${i.properties.VMCATCHER_EVENT_SL_CHECKSUM_SHA512?.slice(0, 8)}:${i.is_public ? 'public' : 'private'}`)
+      .map(
+        (i) =>
+          `${i.properties.VMCATCHER_DC_IDENTIFIER}:${i.properties.VMCATCHER_EVENT_SL_CHECKSUM_SHA512?.slice(0, 8)}:${i.is_public ? 'public' : 'private'}`,
+      )
       .sort();
   const rev = (id: string) => `${id}:${disks[id].sha512.slice(0, 8)}`;
   const waitForCloud = async (expected: string[], timeoutMs = 120_000) => {
@@ -87,8 +102,7 @@ describe('subscriptions: a subscribed list, synced on a Temporal Schedule, keeps
       await new Promise((r) => setTimeout(r, 500));
     }
   };
-  const startWorker = async () =>
-    startService(['worker', '--conf', conf], { env: workerEnv });
+  const startWorker = async () => startService(['worker', '--conf', conf], { env: workerEnv });
 
   beforeAll(async () => {
     await mkdir(path.join(ROOT, 'tmp'), { recursive: true });
@@ -98,7 +112,15 @@ describe('subscriptions: a subscribed list, synced on a Temporal Schedule, keeps
     cert = await generateSelfSignedCertificate('localhost');
     lists = await startTestServer({ tls: cert, hostname: 'localhost' });
     listUrl = lists.at('/image.list');
-    for (const [id, mib] of [['a', 2], ['a2', 2], ['b', 2], ['c', 2], ['d', 2], ['e', 2], ['f', 2]] as const) {
+    for (const [id, mib] of [
+      ['a', 2],
+      ['a2', 2],
+      ['b', 2],
+      ['c', 2],
+      ['d', 2],
+      ['e', 2],
+      ['f', 2],
+    ] as const) {
       disks[id] = await servedDisk(dir, `${id}.raw`, mib, 256 * MiB);
     }
     cloud = await fakeCloud(dir);
@@ -109,7 +131,9 @@ describe('subscriptions: a subscribed list, synced on a Temporal Schedule, keeps
     await writeFile(conf, `${base}\nsubscriptions = [ ${subscription} ]\n`);
     await writeFile(`${conf}.without`, `${base}\nsubscriptions = []\n`);
     workerEnv = { TEMPORAL_TASK_QUEUE: taskQueue, NODE_EXTRA_CA_CERTS: cert.certPath, ...cloud.env };
-    publish(await signed(listJson('1', [entry('a', disks.a, '1'), entry('b', disks.b, '1'), entry('c', disks.c, '1')])));
+    publish(
+      await signed(listJson('1', [entry('a', disks.a, '1'), entry('b', disks.b, '1'), entry('c', disks.c, '1')])),
+    );
     worker = await startWorker();
     connection = await Connection.connect({ address: process.env.TEMPORAL_ADDRESS });
     client = new Client({ connection });
@@ -117,7 +141,10 @@ describe('subscriptions: a subscribed list, synced on a Temporal Schedule, keeps
 
   afterAll(async () => {
     await worker?.stop();
-    await client?.schedule.getHandle(subscriptionScheduleId(listUrl)).delete().catch(() => undefined);
+    await client?.schedule
+      .getHandle(subscriptionScheduleId(listUrl))
+      .delete()
+      .catch(() => undefined);
     for (const disk of Object.values(disks)) await disk.server.close();
     await lists?.close();
     await connection?.close();
@@ -135,7 +162,7 @@ describe('subscriptions: a subscribed list, synced on a Temporal Schedule, keeps
     expect(r.stdout).toMatch(/next run: \d{4}-/);
   });
 
-  test('first sync registers the list\'s 3 images', async () => {
+  test("first sync registers the list's 3 images", async () => {
     const r = await syncNow();
     expect(r.exitCode).toBe(0);
     expect(r.stdout).toContain('3 to register: Image a 1 (new), Image b 1 (new), Image c 1 (new)');
@@ -147,7 +174,9 @@ describe('subscriptions: a subscribed list, synced on a Temporal Schedule, keeps
   test('v2 (a new revision of a, c removed, d added): the new revision and d registered, the old revision and c expired, b untouched', async () => {
     const bBefore = (await ours()).find((i) => i.properties.VMCATCHER_DC_IDENTIFIER === 'b');
     // a's new revision is served from another file: a new checksum and version.
-    publish(await signed(listJson('2', [entry('a', disks.a2, '2'), entry('b', disks.b, '1'), entry('d', disks.d, '1')])));
+    publish(
+      await signed(listJson('2', [entry('a', disks.a2, '2'), entry('b', disks.b, '1'), entry('d', disks.d, '1')])),
+    );
     const r = await syncNow();
     expect(r.exitCode).toBe(0);
     expect(r.stdout).toContain('2 to register: Image a 2 (updated), Image d 1 (new)');
@@ -156,7 +185,13 @@ describe('subscriptions: a subscribed list, synced on a Temporal Schedule, keeps
     expect(r.stdout).toContain('Image c 1 (removed)');
     expect(r.stdout).toContain('1 unchanged');
     const a2 = `a:${disks.a2.sha512.slice(0, 8)}`;
-    const expected = [`${a2}:public`, `${rev('a')}:private`, `${rev('b')}:public`, `${rev('c')}:private`, `${rev('d')}:public`];
+    const expected = [
+      `${a2}:public`,
+      `${rev('a')}:private`,
+      `${rev('b')}:public`,
+      `${rev('c')}:private`,
+      `${rev('d')}:public`,
+    ];
     expect(await waitForCloud(expected)).toEqual(expected.sort());
     const bAfter = (await ours()).find((i) => i.properties.VMCATCHER_DC_IDENTIFIER === 'b');
     expect(bAfter).toEqual(bBefore);
@@ -176,8 +211,19 @@ describe('subscriptions: a subscribed list, synced on a Temporal Schedule, keeps
   });
 
   test.each([
-    ['v3 tampered after signing', async () => Buffer.from((await signed(listJson('3', []))).toString('utf8').replace('E2E subscribed list', 'E2E subscribed lisT')), /signature|verif/i],
-    ['v4 signed by a signer not authorised for this subscription', async () => signed(listJson('4', [], undefined, intruder), intruder), /not an authorised endorser/],
+    [
+      'v3 tampered after signing',
+      async () =>
+        Buffer.from(
+          (await signed(listJson('3', []))).toString('utf8').replace('E2E subscribed list', 'E2E subscribed lisT'),
+        ),
+      /signature|verif/i,
+    ],
+    [
+      'v4 signed by a signer not authorised for this subscription',
+      async () => signed(listJson('4', [], undefined, intruder), intruder),
+      /not an authorised endorser/,
+    ],
     ['v5 expired', async () => signed(listJson('5', [], '2020-01-01T00:00:00Z')), /expired/],
   ])('%s: refused, the cloud unchanged, the reason visible in `subscriptions`', async (_name, body, reason) => {
     const view = await cloudView();
@@ -192,7 +238,12 @@ describe('subscriptions: a subscribed list, synced on a Temporal Schedule, keeps
   });
 
   test('an image deleted from the cloud by hand is back after the next sync (v2 again: not modified, reconciled with the cloud)', async () => {
-    lists.route('/image.list', { body: await signed(listJson('2', [entry('a', disks.a2, '2'), entry('b', disks.b, '1'), entry('d', disks.d, '1')])), etag: '"v2"' });
+    lists.route('/image.list', {
+      body: await signed(
+        listJson('2', [entry('a', disks.a2, '2'), entry('b', disks.b, '1'), entry('d', disks.d, '1')]),
+      ),
+      etag: '"v2"',
+    });
     const b = (await ours()).find((i) => i.properties.VMCATCHER_DC_IDENTIFIER === 'b')!;
     await execa(FAKE_KAMAKI, ['image', 'unregister', b.id, '--cloud', 'e2e'], { env: cloud.env });
     expect((await cloudView()).some((v) => v.startsWith('b:'))).toBe(false);
@@ -200,7 +251,17 @@ describe('subscriptions: a subscribed list, synced on a Temporal Schedule, keeps
     expect(r.exitCode).toBe(0);
     expect(r.stdout).toContain('(not modified)');
     expect(r.stdout).toContain('1 to register: Image b 1 (missing-from-cloud)');
-    expect((await waitForCloud([`a:${disks.a2.sha512.slice(0, 8)}:public`, `${rev('a')}:private`, `${rev('b')}:public`, `${rev('c')}:private`, `${rev('d')}:public`])).filter((v) => v.startsWith('b:'))).toEqual([`${rev('b')}:public`]);
+    expect(
+      (
+        await waitForCloud([
+          `a:${disks.a2.sha512.slice(0, 8)}:public`,
+          `${rev('a')}:private`,
+          `${rev('b')}:public`,
+          `${rev('c')}:private`,
+          `${rev('d')}:public`,
+        ])
+      ).filter((v) => v.startsWith('b:')),
+    ).toEqual([`${rev('b')}:public`]);
   });
 
   test('the same image through the vmcatcher hook and through the subscription is registered once', async () => {
@@ -217,18 +278,45 @@ describe('subscriptions: a subscribed list, synced on a Temporal Schedule, keeps
       title: 'Image e',
     });
     const hooked = await startWorkflowForEvent(client, config, hookEvent);
-    publish(await signed(listJson('6', [entry('a', disks.a2, '2'), entry('b', disks.b, '1'), entry('d', disks.d, '1'), entry('e', disks.e, '1')])));
+    publish(
+      await signed(
+        listJson('6', [
+          entry('a', disks.a2, '2'),
+          entry('b', disks.b, '1'),
+          entry('d', disks.d, '1'),
+          entry('e', disks.e, '1'),
+        ]),
+      ),
+    );
     const r = await syncNow();
     expect(r.exitCode).toBe(0);
     await hooked.handle!.result();
-    await waitForCloud([`a:${disks.a2.sha512.slice(0, 8)}:public`, `${rev('a')}:private`, `${rev('b')}:public`, `${rev('c')}:private`, `${rev('d')}:public`, `${rev('e')}:public`]);
+    await waitForCloud([
+      `a:${disks.a2.sha512.slice(0, 8)}:public`,
+      `${rev('a')}:private`,
+      `${rev('b')}:public`,
+      `${rev('c')}:private`,
+      `${rev('d')}:public`,
+      `${rev('e')}:public`,
+    ]);
     expect((await ours()).filter((i) => i.properties.VMCATCHER_DC_IDENTIFIER === 'e')).toHaveLength(1);
     expect(disks.e.server.served.filter((s) => s.status === 200)).toHaveLength(1);
   });
 
   test('the worker SIGKILLed mid-sync: the sync completes after the restart, nothing registered twice', async () => {
     // The list server answers slowly, so the sync is reading the list when the worker dies.
-    publish(await signed(listJson('7', [entry('a', disks.a2, '2'), entry('b', disks.b, '1'), entry('d', disks.d, '1'), entry('e', disks.e, '1'), entry('f', disks.f, '1')])), { delayMs: 4000 });
+    publish(
+      await signed(
+        listJson('7', [
+          entry('a', disks.a2, '2'),
+          entry('b', disks.b, '1'),
+          entry('d', disks.d, '1'),
+          entry('e', disks.e, '1'),
+          entry('f', disks.f, '1'),
+        ]),
+      ),
+      { delayMs: 4000 },
+    );
     const before = lists.requests.length;
     const triggered = await cli(['sync-now', '--url', listUrl]);
     expect(triggered.exitCode).toBe(0);
@@ -237,7 +325,15 @@ describe('subscriptions: a subscribed list, synced on a Temporal Schedule, keeps
     expect(lists.requests.length).toBeGreaterThan(before);
     await worker.kill();
     worker = await startWorker();
-    const f = await waitForCloud([`a:${disks.a2.sha512.slice(0, 8)}:public`, `${rev('a')}:private`, `${rev('b')}:public`, `${rev('c')}:private`, `${rev('d')}:public`, `${rev('e')}:public`, `${rev('f')}:public`]);
+    const f = await waitForCloud([
+      `a:${disks.a2.sha512.slice(0, 8)}:public`,
+      `${rev('a')}:private`,
+      `${rev('b')}:public`,
+      `${rev('c')}:private`,
+      `${rev('d')}:public`,
+      `${rev('e')}:public`,
+      `${rev('f')}:public`,
+    ]);
     expect(f.filter((v) => v.startsWith('f:'))).toEqual([`${rev('f')}:public`]);
     expect((await ours()).filter((i) => i.properties.VMCATCHER_DC_IDENTIFIER === 'f')).toHaveLength(1);
     const listed = await cli(['subscriptions']);
@@ -246,9 +342,13 @@ describe('subscriptions: a subscribed list, synced on a Temporal Schedule, keeps
   });
 
   test('removing the subscription from application.conf removes its schedule (`subscriptions apply`)', async () => {
-    const r = await runCli(['subscriptions', 'apply', '--conf', `${conf}.without`], { env: { TEMPORAL_TASK_QUEUE: taskQueue } });
+    const r = await runCli(['subscriptions', 'apply', '--conf', `${conf}.without`], {
+      env: { TEMPORAL_TASK_QUEUE: taskQueue },
+    });
     expect(r.exitCode).toBe(0);
     expect(r.stdout).toContain(`deleted ${subscriptionScheduleId(listUrl)}`);
-    await expect(client.schedule.getHandle(subscriptionScheduleId(listUrl)).describe()).rejects.toBeInstanceOf(ScheduleNotFoundError);
+    await expect(client.schedule.getHandle(subscriptionScheduleId(listUrl)).describe()).rejects.toBeInstanceOf(
+      ScheduleNotFoundError,
+    );
   });
 });

@@ -30,12 +30,23 @@ describe('untrusted images through the worker', () => {
     const scratch = path.join(dir, 'scratch');
     const qcow2 = path.join(dir, 'innocent.qcow2');
     await execa('truncate', ['-s', '1M', scratch]);
-    await execa('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', `data_file=${scratch},data_file_raw=on,preallocation=metadata`, qcow2, '1M']);
+    await execa('qemu-img', [
+      'create',
+      '-q',
+      '-f',
+      'qcow2',
+      '-o',
+      `data_file=${scratch},data_file_raw=on,preallocation=metadata`,
+      qcow2,
+      '1M',
+    ]);
     await execa('qemu-img', ['amend', '-f', 'qcow2', '-o', `data_file=${secret}`, qcow2]);
     server = await startTestServer({
       routes: {
         '/images/innocent.qcow2': { file: qcow2 },
-        '/images/disk.img': { body: '<!DOCTYPE html><html><head><title>Token expired</title></head><body>Log in again</body></html>' },
+        '/images/disk.img': {
+          body: '<!DOCTYPE html><html><head><title>Token expired</title></head><body>Log in again</body></html>',
+        },
       },
     });
     cloud = await fakeCloud(dir);
@@ -52,11 +63,22 @@ describe('untrusted images through the worker', () => {
   });
 
   test.each([
-    ['a qcow2 whose data file is the worker’s token', '/images/innocent.qcow2', /Registration failed: .*innocent\.qcow2 refused: its data lives in an external data file/],
-    ['an HTML error page served with 200', '/images/disk.img', /Registration failed: .*disk\.img is not a disk image: it looks like an HTML page \(title 'Token expired'\)/],
+    [
+      'a qcow2 whose data file is the worker’s token',
+      '/images/innocent.qcow2',
+      /Registration failed: .*innocent\.qcow2 refused: its data lives in an external data file/,
+    ],
+    [
+      'an HTML error page served with 200',
+      '/images/disk.img',
+      /Registration failed: .*disk\.img is not a disk image: it looks like an HTML page \(title 'Token expired'\)/,
+    ],
   ])('%s fails at once, naming why, and nothing is uploaded', async (_name, route, expected) => {
     const started = Date.now();
-    const result = await runCli(['register-now', '--conf', conf, '--url', server.at(route), '--kamaki-cloud', 'e2e'], { env, timeoutMs: 120_000 });
+    const result = await runCli(['register-now', '--conf', conf, '--url', server.at(route), '--kamaki-cloud', 'e2e'], {
+      env,
+      timeoutMs: 120_000,
+    });
     expect(result.exitCode).toBe(1);
     expect(result.stderr).toMatch(expected);
     expect(result.stderr).not.toMatch(/attempt 2/);

@@ -33,7 +33,17 @@ describe('a vmcatcher cache event, end to end', () => {
     const raw = path.join(dir, 'disk.raw');
     await execa('qemu-img', ['create', '-f', 'raw', raw, '8M']);
     await writeLinuxMbr(raw, 8 * 1024 * 1024);
-    await execa('qemu-img', ['convert', '-f', 'raw', '-O', 'vmdk', '-o', 'subformat=streamOptimized', raw, path.join(cacheDir, imageId)]);
+    await execa('qemu-img', [
+      'convert',
+      '-f',
+      'raw',
+      '-O',
+      'vmdk',
+      '-o',
+      'subformat=streamOptimized',
+      raw,
+      path.join(cacheDir, imageId),
+    ]);
     const cached = path.join(cacheDir, imageId);
     const sha512 = (await execa('sha512sum', [cached])).stdout.split(' ')[0];
     const size = (await execa('stat', ['-c', '%s', cached])).stdout.trim();
@@ -88,10 +98,14 @@ ${cloud.synnefoConf('cloud = "site"')}`,
 
   test('AvailablePostfix registers the cached image once, with its provenance; ExpirePostfix makes it private', async () => {
     const hookLine = ['-v', 'enqueue-from-env', '-conf', conf];
-    const available = await runCli(hookLine, { env: { ...env, ...vmcatcherEnv, VMCATCHER_EVENT_TYPE: 'AvailablePostfix', VMCATCHER_EVENT_FILENAME: imageId } });
+    const available = await runCli(hookLine, {
+      env: { ...env, ...vmcatcherEnv, VMCATCHER_EVENT_TYPE: 'AvailablePostfix', VMCATCHER_EVENT_FILENAME: imageId },
+    });
     expect(available.exitCode).toBe(0);
     // vmcatcher may run the hook again for the same image (e.g. a re-run): still one image.
-    const again = await runCli(hookLine, { env: { ...env, ...vmcatcherEnv, VMCATCHER_EVENT_TYPE: 'AvailablePostfix', VMCATCHER_EVENT_FILENAME: imageId } });
+    const again = await runCli(hookLine, {
+      env: { ...env, ...vmcatcherEnv, VMCATCHER_EVENT_TYPE: 'AvailablePostfix', VMCATCHER_EVENT_FILENAME: imageId },
+    });
     expect(again.exitCode).toBe(0);
 
     await waitFor('the image to be registered', async () => (await images()).length === 1);
@@ -105,7 +119,12 @@ ${cloud.synnefoConf('cloud = "site"')}`,
     });
 
     const expire = await runCli(hookLine, {
-      env: { ...env, ...vmcatcherEnv, VMCATCHER_EVENT_TYPE: 'ExpirePostfix', VMCATCHER_EVENT_FILENAME: `${imageId}.2026-11-26_12-00-00` },
+      env: {
+        ...env,
+        ...vmcatcherEnv,
+        VMCATCHER_EVENT_TYPE: 'ExpirePostfix',
+        VMCATCHER_EVENT_FILENAME: `${imageId}.2026-11-26_12-00-00`,
+      },
     });
     expect(expire.exitCode).toBe(0);
     await waitFor('the image to be made private', async () => (await images())[0]?.is_public === false);

@@ -6,7 +6,12 @@ import { SYNC_WORKFLOW } from '../../core/workflow-contract.js';
 import { freePort } from '../support/bridge.js';
 import { ROOT, runCli } from '../support/cli.js';
 import { fakeCloud } from '../support/fake-cloud.js';
-import { generateSelfSignedCertificate, startTestServer, type SelfSignedCertificate, type TestServer } from '../support/http-server.js';
+import {
+  generateSelfSignedCertificate,
+  startTestServer,
+  type SelfSignedCertificate,
+  type TestServer,
+} from '../support/http-server.js';
 import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/service-process.js';
 import { startDevServer, stopDevServer, waitForDevServer } from '../support/temporal-server.js';
 import { createTestPki, type TestPki } from '../support/test-pki.js';
@@ -17,7 +22,15 @@ const LIST_ID = 'web-ui-list';
 const TITLES = { a: 'Web UI Alpine 3.20', b: 'Web UI Debian 12' } as const;
 /** Chromium from Debian (scripts/setup.sh installs it); flags that keep it off the network it has no business with. */
 const CHROMIUM = process.env.SNF_VMCATCHER_CHROMIUM ?? '/usr/bin/chromium';
-const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const CHROMIUM_ARGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
 
 type Disk = Awaited<ReturnType<typeof servedDisk>>;
 
@@ -27,7 +40,7 @@ type Disk = Awaited<ReturnType<typeof servedDisk>>;
  * subscribed list served over HTTPS and signed at test time, the fake cloud; then headless
  * Chromium looks at the pages an operator would open.
  */
-describe('Web UI: the workflows of a sync show their images\' titles, a sync run shows what it changed', () => {
+describe("Web UI: the workflows of a sync show their images' titles, a sync run shows what it changed", () => {
   let dir: string;
   let server: ReturnType<typeof startDevServer> | undefined;
   let address: string;
@@ -44,7 +57,8 @@ describe('Web UI: the workflows of a sync show their images\' titles, a sync run
   let syncRun: { workflowId: string; runId: string };
   const disks: Record<string, Disk> = {};
 
-  const shot = (name: string) => page.screenshot({ path: path.join(ROOT, 'tmp', `web-ui-${name}.png`), fullPage: true });
+  const shot = (name: string) =>
+    page.screenshot({ path: path.join(ROOT, 'tmp', `web-ui-${name}.png`), fullPage: true });
 
   beforeAll(async () => {
     await mkdir(path.join(ROOT, 'tmp'), { recursive: true });
@@ -76,7 +90,9 @@ describe('Web UI: the workflows of a sync show their images\' titles, a sync run
         'dc:date:created': '2024-01-01T00:00:00Z',
         'dc:date:expires': '2499-01-01T00:00:00Z',
         'hv:version': '1',
-        'hv:endorser': { 'hv:x509': { 'dc:creator': 'test', 'hv:ca': pki.caDn, 'hv:dn': publisher.dn, 'hv:email': 'a@b.c' } },
+        'hv:endorser': {
+          'hv:x509': { 'dc:creator': 'test', 'hv:ca': pki.caDn, 'hv:dn': publisher.dn, 'hv:email': 'a@b.c' },
+        },
         'hv:images': [entry('a'), entry('b')],
       },
     });
@@ -88,20 +104,29 @@ describe('Web UI: the workflows of a sync show their images\' titles, a sync run
       conf,
       `worker {\n  workingFolder = "${dir}/work"\n}\nsecurity { caPath = "${pki.caDir}" }\n${cloud.synnefoConf('prepare = false\n  public = true\n  cloud = "e2e"')}\nsubscriptions = [ ${subscription} ]\n`,
     );
-    const env = { TEMPORAL_ADDRESS: address, TEMPORAL_TASK_QUEUE: uniqueTaskQueue('web-ui'), NODE_EXTRA_CA_CERTS: cert.certPath };
+    const env = {
+      TEMPORAL_ADDRESS: address,
+      TEMPORAL_TASK_QUEUE: uniqueTaskQueue('web-ui'),
+      NODE_EXTRA_CA_CERTS: cert.certPath,
+    };
     await waitForDevServer(address);
     worker = await startService(['worker', '--conf', conf], { env: { ...env, ...cloud.env } });
 
-    const synced = await runCli(['sync-now', '--url', lists.at('/image.list'), '--wait', '--conf', conf], { env, timeoutMs: 60_000 });
+    const synced = await runCli(['sync-now', '--url', lists.at('/image.list'), '--wait', '--conf', conf], {
+      env,
+      timeoutMs: 60_000,
+    });
     if (synced.exitCode !== 0) throw new Error(`sync-now failed (${synced.exitCode}): ${synced.stderr.slice(-2000)}`);
     expect(synced.stdout).toContain(`2 to register: ${TITLES.a} 1 (new), ${TITLES.b} 1 (new)`);
 
     connection = await Connection.connect({ address });
     client = new Client({ connection });
-    for await (const run of client.workflow.list({ query: `WorkflowType = '${SYNC_WORKFLOW}'` })) syncRun = { workflowId: run.workflowId, runId: run.runId };
+    for await (const run of client.workflow.list({ query: `WorkflowType = '${SYNC_WORKFLOW}'` }))
+      syncRun = { workflowId: run.workflowId, runId: run.runId };
     // The registrations end before the browser looks, so the list holds their final state.
     const deadline = Date.now() + 60_000;
-    while ((await cloud.images()).filter((i) => !i.deleted_at).length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 500));
+    while ((await cloud.images()).filter((i) => !i.deleted_at).length < 2 && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 500));
 
     browser = await chromium.launchPersistentContext(path.join(dir, 'chromium-profile'), {
       executablePath: CHROMIUM,
@@ -124,7 +149,7 @@ describe('Web UI: the workflows of a sync show their images\' titles, a sync run
     await rm(dir, { recursive: true, force: true });
   });
 
-  test('the workflow list of the sync\'s image list, with the ImageTitle column added, shows each image\'s title', async () => {
+  test("the workflow list of the sync's image list, with the ImageTitle column added, shows each image's title", async () => {
     const query = encodeURIComponent(`ImageListIdentifier = "${LIST_ID}"`);
     await page.goto(`${ui}/namespaces/default/workflows?query=${query}`, { waitUntil: 'load' });
     // 2.42 offers no summary column; an operator adds the ImageTitle search attribute's column once (the UI remembers it).
@@ -151,10 +176,24 @@ describe('Web UI: the workflows of a sync show their images\' titles, a sync run
     }
   });
 
-  test('the sync run\'s User Metadata shows its summary and, as current details, what it changed', async () => {
-    await page.goto(`${ui}/namespaces/default/workflows/${encodeURIComponent(syncRun.workflowId)}/${syncRun.runId}/user-metadata`, { waitUntil: 'load' });
+  test("the sync run's User Metadata shows its summary and, as current details, what it changed", async () => {
+    await page.goto(
+      `${ui}/namespaces/default/workflows/${encodeURIComponent(syncRun.workflowId)}/${syncRun.runId}/user-metadata`,
+      { waitUntil: 'load' },
+    );
     // The UI renders each markdown block (summary, details, current details) in a frame of its own.
-    const blocks = async () => Promise.all(page.frames().filter((f) => f !== page.mainFrame()).map((f) => f.locator('body').innerText().catch(() => '')));
+    const blocks = async () =>
+      Promise.all(
+        page
+          .frames()
+          .filter((f) => f !== page.mainFrame())
+          .map((f) =>
+            f
+              .locator('body')
+              .innerText()
+              .catch(() => ''),
+          ),
+      );
     // Current Details come from the run itself (setCurrentDetails), asked of the worker.
     const deadline = Date.now() + 20_000;
     let texts = await blocks();
@@ -172,18 +211,45 @@ describe('Web UI: the workflows of a sync show their images\' titles, a sync run
     expect(current).toMatch(new RegExp(`Registered:\\s+${TITLES.a} 1 \\(new\\)\\s+${TITLES.b} 1 \\(new\\)\\s*$`));
   });
 
-  test('a registration\'s User Metadata names the image and lists its steps by what they did', async () => {
+  test("a registration's User Metadata names the image and lists its steps by what they did", async () => {
     let id = { workflowId: '', runId: '' };
-    for await (const run of client.workflow.list({ query: `WorkflowType = 'registerImage' AND ImageIdentifier = 'a'` })) id = run;
-    await page.goto(`${ui}/namespaces/default/workflows/${encodeURIComponent(id.workflowId)}/${id.runId}/user-metadata`, { waitUntil: 'load' });
+    for await (const run of client.workflow.list({ query: `WorkflowType = 'registerImage' AND ImageIdentifier = 'a'` }))
+      id = run;
+    await page.goto(
+      `${ui}/namespaces/default/workflows/${encodeURIComponent(id.workflowId)}/${id.runId}/user-metadata`,
+      { waitUntil: 'load' },
+    );
     await page.getByText('kamaki upload and register').waitFor({ timeout: 15_000 });
     await shot('registration');
-    const blocks = await Promise.all(page.frames().filter((f) => f !== page.mainFrame()).map((f) => f.locator('body').innerText().catch(() => '')));
+    const blocks = await Promise.all(
+      page
+        .frames()
+        .filter((f) => f !== page.mainFrame())
+        .map((f) =>
+          f
+            .locator('body')
+            .innerText()
+            .catch(() => ''),
+        ),
+    );
     expect(blocks.map((t) => t.trim())).toContain(`Register ${TITLES.a} 1 of ${LIST_ID} on synnefo-e2e`);
     const details = blocks.find((t) => t.includes('Image list')) ?? blocks.join('\n---\n');
     expect(blocks.map((t) => t.trim())).toContain('Stage done');
-    for (const line of [`Title: ${TITLES.a}`, `Image list: ${LIST_ID}`, 'VO: ui.example.org', `sha512 ${disks.a.sha512.slice(0, 16)}`, 'Target: synnefo-e2e']) expect(details).toContain(line);
+    for (const line of [
+      `Title: ${TITLES.a}`,
+      `Image list: ${LIST_ID}`,
+      'VO: ui.example.org',
+      `sha512 ${disks.a.sha512.slice(0, 16)}`,
+      'Target: synnefo-e2e',
+    ])
+      expect(details).toContain(line);
     const steps = await page.locator('main').innerText();
-    for (const step of [`download ${disks.a.url}`, 'detect the format of a.raw', 'qemu-img convert raw → raw', 'kamaki upload and register']) expect(steps).toContain(step);
+    for (const step of [
+      `download ${disks.a.url}`,
+      'detect the format of a.raw',
+      'qemu-img convert raw → raw',
+      'kamaki upload and register',
+    ])
+      expect(steps).toContain(step);
   });
 });

@@ -50,7 +50,22 @@ ${cloud.synnefoConf('prepare = false')}`,
     workers.push(await startService(['worker', '--conf', conf], { env }));
 
     const started = await runCli(
-      ['register-now', '--conf', conf, '--url', server.url, '--kamaki-cloud', 'e2e', '--format', 'raw', '--sha512', sha512, '--size', String(SIZE), '--no-wait'],
+      [
+        'register-now',
+        '--conf',
+        conf,
+        '--url',
+        server.url,
+        '--kamaki-cloud',
+        'e2e',
+        '--format',
+        'raw',
+        '--sha512',
+        sha512,
+        '--size',
+        String(SIZE),
+        '--no-wait',
+      ],
       { env },
     );
     expect(started.exitCode).toBe(0);
@@ -77,6 +92,8 @@ ${cloud.synnefoConf('prepare = false')}`,
     expect(bytesAfterRestart).toBeGreaterThan(0);
 
     expect(await cloud.images()).toHaveLength(1);
-    console.log(`resumed download: ${(bytesAfterRestart / MiB).toFixed(0)} MiB fetched after the restart, of ${SIZE / MiB} MiB`);
+    console.log(
+      `resumed download: ${(bytesAfterRestart / MiB).toFixed(0)} MiB fetched after the restart, of ${SIZE / MiB} MiB`,
+    );
   }, 240_000);
 });

@@ -14,7 +14,12 @@ import { parseConfig } from '../../core/config.js';
 import { pipelineConfig, quietLogger, tempDir } from '../support/pipeline-fixtures.js';
 
 const sha512 = (b: Buffer) => createHash('sha512').update(b).digest('hex');
-const event = (fields: Partial<ImageEvent>): ImageEvent => ({ origin: 'image-list', imageId: 'img-1', extra: {}, ...fields });
+const event = (fields: Partial<ImageEvent>): ImageEvent => ({
+  origin: 'image-list',
+  imageId: 'img-1',
+  extra: {},
+  ...fields,
+});
 
 describe('acquireImage gets the image into the work folder, verified', () => {
   let server: ImageServer;
@@ -53,7 +58,12 @@ describe('acquireImage gets the image into the work folder, verified', () => {
       workflowId: 'ok',
       event: event({ uri: server.at('/image.qcow2'), size: image.length, checksumSha512: sha512(image) }),
     });
-    expect(got).toMatchObject({ source: 'download', bytes: image.length, sha512: sha512(image), fileName: 'image.qcow2' });
+    expect(got).toMatchObject({
+      source: 'download',
+      bytes: image.length,
+      sha512: sha512(image),
+      fileName: 'image.qcow2',
+    });
     expect((await readFile(got.path)).equals(image)).toBe(true);
   });
 
@@ -74,7 +84,10 @@ describe('acquireImage gets the image into the work folder, verified', () => {
 
   test('a size mismatch fails non-retryable', async () => {
     await expect(
-      activities.acquireImage({ workflowId: 'bad-size', event: event({ uri: server.at('/image.qcow2'), size: image.length - 1 }) }),
+      activities.acquireImage({
+        workflowId: 'bad-size',
+        event: event({ uri: server.at('/image.qcow2'), size: image.length - 1 }),
+      }),
     ).rejects.toMatchObject({ nonRetryable: true, message: expect.stringMatching(/size mismatch/) });
   });
 
@@ -85,14 +98,21 @@ describe('acquireImage gets the image into the work folder, verified', () => {
     [503, false],
   ])('HTTP %i fails with nonRetryable=%s', async (status, nonRetryable) => {
     server.route(`/status-${status}`, { status });
-    await expect(activities.acquireImage({ workflowId: `status-${status}`, event: event({ uri: server.at(`/status-${status}`) }) })).rejects.toMatchObject({
+    await expect(
+      activities.acquireImage({
+        workflowId: `status-${status}`,
+        event: event({ uri: server.at(`/status-${status}`) }),
+      }),
+    ).rejects.toMatchObject({
       nonRetryable,
       message: expect.stringContaining(`HTTP ${status}`),
     });
   });
 
   test('a connection refused is transient', async () => {
-    await expect(activities.acquireImage({ workflowId: 'refused', event: event({ uri: 'http://127.0.0.1:1/x.img' }) })).rejects.toMatchObject({
+    await expect(
+      activities.acquireImage({ workflowId: 'refused', event: event({ uri: 'http://127.0.0.1:1/x.img' }) }),
+    ).rejects.toMatchObject({
       nonRetryable: false,
     });
   });
@@ -101,7 +121,10 @@ describe('acquireImage gets the image into the work folder, verified', () => {
     const body = randomBytes(4 * 1024 * 1024);
     const cut = 1536 * 1024;
     server.route('/resume.vmdk', { body, cutAfterBytes: cut, cuts: 1 });
-    const input = { workflowId: 'resume', event: event({ uri: server.at('/resume.vmdk'), size: body.length, checksumSha512: sha512(body) }) };
+    const input = {
+      workflowId: 'resume',
+      event: event({ uri: server.at('/resume.vmdk'), size: body.length, checksumSha512: sha512(body) }),
+    };
 
     const first = workerActivityEnv();
     const beats: DownloadProgress[] = [];
@@ -125,7 +148,10 @@ describe('acquireImage gets the image into the work folder, verified', () => {
   test('a server that ignores Range gets a full download, still verified', async () => {
     const body = randomBytes(256 * 1024);
     server.route('/norange.img', { body, ignoreRange: true });
-    const input = { workflowId: 'norange', event: event({ uri: server.at('/norange.img'), checksumSha512: sha512(body) }) };
+    const input = {
+      workflowId: 'norange',
+      event: event({ uri: server.at('/norange.img'), checksumSha512: sha512(body) }),
+    };
     await activities.acquireImage(input); // leaves the file where a resumed attempt would find it
     const retry = workerActivityEnv({ heartbeatDetails: { offset: 1000 } });
     const got = (await retry.run(activities.acquireImage, input)) as AcquiredImage;
@@ -134,8 +160,14 @@ describe('acquireImage gets the image into the work folder, verified', () => {
   });
 
   test('a named credential is sent as HTTP Basic token:x-oauth-basic', async () => {
-    await activities.acquireImage({ workflowId: 'cred', event: event({ uri: server.at('/image.qcow2') }), credentialName: 'appdb' });
-    expect(server.authorizations[server.authorizations.length - 1]).toBe(`Basic ${Buffer.from('sekrit-token-123:x-oauth-basic').toString('base64')}`);
+    await activities.acquireImage({
+      workflowId: 'cred',
+      event: event({ uri: server.at('/image.qcow2') }),
+      credentialName: 'appdb',
+    });
+    expect(server.authorizations[server.authorizations.length - 1]).toBe(
+      `Basic ${Buffer.from('sekrit-token-123:x-oauth-basic').toString('base64')}`,
+    );
   });
 
   test('a vmcatcher cache file in an allowed folder is copied out and verified', async () => {
@@ -143,7 +175,14 @@ describe('acquireImage gets the image into the work folder, verified', () => {
     await writeFile(path.join(cache, 'c0ffee-uuid'), body);
     const got = await activities.acquireImage({
       workflowId: 'cache',
-      event: event({ origin: 'vmcatcher', type: 'AvailablePostfix', cacheDir: cache, filename: 'c0ffee-uuid', checksumSha512: sha512(body), size: body.length }),
+      event: event({
+        origin: 'vmcatcher',
+        type: 'AvailablePostfix',
+        cacheDir: cache,
+        filename: 'c0ffee-uuid',
+        checksumSha512: sha512(body),
+        size: body.length,
+      }),
     });
     expect(got).toMatchObject({ source: 'vmcatcher-cache', bytes: body.length, sha512: sha512(body) });
     expect(path.dirname(got.path).startsWith(work)).toBe(true);
@@ -153,41 +192,60 @@ describe('acquireImage gets the image into the work folder, verified', () => {
   test('a vmcatcher cache folder outside the allowed ones is refused', async () => {
     await writeFile(path.join(outside, 'secret'), 'root:x:0:0');
     await expect(
-      activities.acquireImage({ workflowId: 'cache-out', event: event({ origin: 'vmcatcher', type: 'AvailablePostfix', cacheDir: outside, filename: 'secret' }) }),
+      activities.acquireImage({
+        workflowId: 'cache-out',
+        event: event({ origin: 'vmcatcher', type: 'AvailablePostfix', cacheDir: outside, filename: 'secret' }),
+      }),
     ).rejects.toMatchObject({ nonRetryable: true, message: expect.stringMatching(/outside the allowed folders/) });
   });
 
   test('with no vmcatcher cache folder configured, a cache event naming any folder (here /etc) is refused', async () => {
-    const strict = asRunByWorker(createHostActivities({ config: pipelineConfig(work, { vmcatcherCacheFolders: [] }), logger: quietLogger }));
+    const strict = asRunByWorker(
+      createHostActivities({ config: pipelineConfig(work, { vmcatcherCacheFolders: [] }), logger: quietLogger }),
+    );
     await expect(
-      strict.acquireImage({ workflowId: 'cache-etc', event: event({ origin: 'vmcatcher', type: 'AvailablePostfix', cacheDir: '/etc', filename: 'passwd' }) }),
+      strict.acquireImage({
+        workflowId: 'cache-etc',
+        event: event({ origin: 'vmcatcher', type: 'AvailablePostfix', cacheDir: '/etc', filename: 'passwd' }),
+      }),
     ).rejects.toMatchObject({ nonRetryable: true, message: expect.stringMatching(/no folder is allowed/) });
   });
 
   test('a symlink in the cache pointing outside is refused', async () => {
     await symlink(path.join(outside, 'secret'), path.join(cache, 'link-uuid'));
     await expect(
-      activities.acquireImage({ workflowId: 'cache-link', event: event({ origin: 'vmcatcher', type: 'AvailablePostfix', cacheDir: cache, filename: 'link-uuid' }) }),
+      activities.acquireImage({
+        workflowId: 'cache-link',
+        event: event({ origin: 'vmcatcher', type: 'AvailablePostfix', cacheDir: cache, filename: 'link-uuid' }),
+      }),
     ).rejects.toMatchObject({ nonRetryable: true, message: expect.stringMatching(/outside the allowed folders/) });
   });
 
   test('a cache file name with a path in it is refused', async () => {
     await expect(
-      activities.acquireImage({ workflowId: 'cache-dots', event: event({ origin: 'vmcatcher', type: 'AvailablePostfix', cacheDir: cache, filename: '../outside/secret' }) }),
+      activities.acquireImage({
+        workflowId: 'cache-dots',
+        event: event({ origin: 'vmcatcher', type: 'AvailablePostfix', cacheDir: cache, filename: '../outside/secret' }),
+      }),
     ).rejects.toMatchObject({ nonRetryable: true });
   });
 
   test('file: URLs work inside allowed folders (percent-decoded) and are refused outside', async () => {
     const body = randomBytes(1024);
     await writeFile(path.join(cache, 'my image.img'), body);
-    const got = await activities.acquireImage({ workflowId: 'file-ok', event: event({ uri: `file://${cache}/my%20image.img` }) });
+    const got = await activities.acquireImage({
+      workflowId: 'file-ok',
+      event: event({ uri: `file://${cache}/my%20image.img` }),
+    });
     expect(got).toMatchObject({ source: 'file', path: path.join(cache, 'my image.img'), sha512: sha512(body) });
-    await expect(activities.acquireImage({ workflowId: 'file-out', event: event({ uri: `file://${outside}/secret` }) })).rejects.toMatchObject({
+    await expect(
+      activities.acquireImage({ workflowId: 'file-out', event: event({ uri: `file://${outside}/secret` }) }),
+    ).rejects.toMatchObject({
       nonRetryable: true,
     });
   });
 
-  test('cleanupWorkspace removes the workflow\'s work folder and is idempotent; folders outside the working folder are refused', async () => {
+  test("cleanupWorkspace removes the workflow's work folder and is idempotent; folders outside the working folder are refused", async () => {
     await activities.acquireImage({ workflowId: 'cleanup', event: event({ uri: server.at('/image.qcow2') }) });
     expect((await readdir(work)).some((d) => d.startsWith('cleanup-'))).toBe(true);
     await activities.cleanupWorkspace({ workflowId: 'cleanup' });
@@ -237,14 +295,23 @@ describe('acquireImage under heartbeat timeouts, stale attempts, a full disk and
     const beforeHeaders = beats.filter((b) => b.bytesDone === 0);
     // 1.5 s of silence at one beat per 100 ms: well over 5 beats, none of them from bytes flowing.
     expect(beforeHeaders.length).toBeGreaterThanOrEqual(5);
-    expect(beforeHeaders[0]).toMatchObject({ step: 'download', bytesDone: 0, bytesTotal: body.length, offset: 0, total: body.length });
+    expect(beforeHeaders[0]).toMatchObject({
+      step: 'download',
+      bytesDone: 0,
+      bytesTotal: body.length,
+      offset: 0,
+      total: body.length,
+    });
   });
 
   test('a stale attempt (replaced by its retry, then told NOT_FOUND) neither deletes nor writes the file its retry is writing', async () => {
     const body = randomBytes(16 * 1024 * 1024);
     // About 2.5 s for the whole body: the retry starts while the first attempt is mid-way.
     server.route('/stale.img', { body, chunkBytes: 128 * 1024, chunkDelayMs: 20 });
-    const input = { workflowId: 'stale', event: event({ uri: server.at('/stale.img'), size: body.length, checksumSha512: sha512(body) }) };
+    const input = {
+      workflowId: 'stale',
+      event: event({ uri: server.at('/stale.img'), size: body.length, checksumSha512: sha512(body) }),
+    };
 
     const first = workerActivityEnv({ heartbeatTimeoutMs: 400 });
     const beats: DownloadProgress[] = [];
@@ -274,10 +341,16 @@ describe('acquireImage under heartbeat timeouts, stale attempts, a full disk and
   test('an attempt that died while hashing a complete file hashes it again without fetching anything', async () => {
     const body = randomBytes(512 * 1024);
     server.route('/complete.img', { body });
-    const input = { workflowId: 'complete', event: event({ uri: server.at('/complete.img'), size: body.length, checksumSha512: sha512(body) }) };
+    const input = {
+      workflowId: 'complete',
+      event: event({ uri: server.at('/complete.img'), size: body.length, checksumSha512: sha512(body) }),
+    };
     await activities.acquireImage(input);
     const requests = server.ranges.length;
-    const retry = workerActivityEnv({ heartbeatDetails: { step: 'download: sha512', offset: body.length, total: body.length }, attempt: 2 });
+    const retry = workerActivityEnv({
+      heartbeatDetails: { step: 'download: sha512', offset: body.length, total: body.length },
+      attempt: 2,
+    });
     const got = (await retry.run(activities.acquireImage, input)) as AcquiredImage;
     expect(got).toMatchObject({ bytes: body.length, sha512: sha512(body) });
     expect(server.ranges.length).toBe(requests);
@@ -288,13 +361,19 @@ describe('acquireImage under heartbeat timeouts, stale attempts, a full disk and
     const fs = await statfs(work);
     const free = fs.bavail * fs.bsize;
     // Everything free right now is the reserve: a 1 GiB image cannot fit unless 1 GiB is freed meanwhile.
-    const full = parseConfig({ worker: { workingFolder: work, diskReserveBytes: free, diskReservePercent: 0 } }, 'test');
+    const full = parseConfig(
+      { worker: { workingFolder: work, diskReserveBytes: free, diskReservePercent: 0 } },
+      'test',
+    );
     const strict = asRunByWorker(createHostActivities({ config: full, logger: quietLogger }));
     server.route('/big.img', { body: Buffer.alloc(16) });
     const requests = server.ranges.length;
     const size = 1024 ** 3;
     const failure = (await strict
-      .acquireImage({ workflowId: 'nospace', event: event({ uri: server.at('/big.img'), size, checksumSha512: 'ab'.repeat(64) }) })
+      .acquireImage({
+        workflowId: 'nospace',
+        event: event({ uri: server.at('/big.img'), size, checksumSha512: 'ab'.repeat(64) }),
+      })
       .catch((e: unknown) => e)) as ApplicationFailure;
     expect(failure.type).toBe('OutOfSpaceError');
     expect(failure.nonRetryable).toBe(true);
@@ -324,14 +403,27 @@ describe('acquireImage under heartbeat timeouts, stale attempts, a full disk and
     server.route('/private.img', { body: Buffer.from('private image') });
     const basic = (token: string) => `Basic ${Buffer.from(`${token}:x-oauth-basic`).toString('base64')}`;
 
-    await withRules.acquireImage({ workflowId: 'rule-host', event: event({ uri: server.at('/private.img'), imageListId: 'appdb-list' }) });
+    await withRules.acquireImage({
+      workflowId: 'rule-host',
+      event: event({ uri: server.at('/private.img'), imageListId: 'appdb-list' }),
+    });
     expect(server.authorizations[server.authorizations.length - 1]).toBe(basic('rule-token-456'));
-    await withRules.acquireImage({ workflowId: 'rule-list', event: event({ uri: server.at('/private.img'), imageListId: 'private-list' }) });
+    await withRules.acquireImage({
+      workflowId: 'rule-list',
+      event: event({ uri: server.at('/private.img'), imageListId: 'private-list' }),
+    });
     expect(server.authorizations[server.authorizations.length - 1]).toBe(basic('other-token'));
-    await withRules.acquireImage({ workflowId: 'rule-none', event: event({ uri: server.at('/private.img'), imageListId: 'public-list' }) });
+    await withRules.acquireImage({
+      workflowId: 'rule-none',
+      event: event({ uri: server.at('/private.img'), imageListId: 'public-list' }),
+    });
     expect(server.authorizations[server.authorizations.length - 1]).toBeUndefined();
     // A name in the input wins over the rules.
-    await withRules.acquireImage({ workflowId: 'rule-named', event: event({ uri: server.at('/private.img'), imageListId: 'private-list' }), credentialName: 'appdb' });
+    await withRules.acquireImage({
+      workflowId: 'rule-named',
+      event: event({ uri: server.at('/private.img'), imageListId: 'private-list' }),
+      credentialName: 'appdb',
+    });
     expect(server.authorizations[server.authorizations.length - 1]).toBe(basic('rule-token-456'));
   });
 });

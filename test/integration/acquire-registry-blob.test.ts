@@ -74,10 +74,14 @@ describe('acquireImage pulls a registry layer by digest', () => {
   test('bytes that are not the digest: refused non-retryable, naming the registry and the digest, no file left', async () => {
     const layer = randomBytes(64 * 1024);
     server.route(blobPath('egi_vm_images/ubuntu', layer), { body: randomBytes(layer.length) });
-    const failure = (await activities.acquireImage({ workflowId: 'registry-bad', event: event(layer) }).catch((e: unknown) => e)) as ApplicationFailure;
+    const failure = (await activities
+      .acquireImage({ workflowId: 'registry-bad', event: event(layer) })
+      .catch((e: unknown) => e)) as ApplicationFailure;
     expect(failure.nonRetryable).toBe(true);
     expect(failure.type).toBe('ImageIntegrityError');
-    expect(failure.message).toContain(`registry 127.0.0.1:${new URL(server.at('/')).port} egi_vm_images/ubuntu@sha256:${sha256(layer)}`);
+    expect(failure.message).toContain(
+      `registry 127.0.0.1:${new URL(server.at('/')).port} egi_vm_images/ubuntu@sha256:${sha256(layer)}`,
+    );
     const dir = (await readdir(work)).find((d) => d.startsWith('registry-bad-'))!;
     expect(await readdir(path.join(work, dir))).toEqual(['.workflow.json']);
   });
@@ -95,7 +99,10 @@ describe('acquireImage pulls a registry layer by digest', () => {
     const layer = randomBytes(1024);
     const before = server.ranges.length;
     await expect(
-      activities.acquireImage({ workflowId: 'registry-foreign', event: event(layer, { uri: server.at('/v2/egi_vm_images/ubuntu/blobs/sha256:' + 'a'.repeat(64)) }) }),
+      activities.acquireImage({
+        workflowId: 'registry-foreign',
+        event: event(layer, { uri: server.at('/v2/egi_vm_images/ubuntu/blobs/sha256:' + 'a'.repeat(64)) }),
+      }),
     ).rejects.toMatchObject({ nonRetryable: true, message: expect.stringContaining('is not the blob of its layer') });
     expect(server.ranges.length).toBe(before);
   });

@@ -20,13 +20,37 @@ const INVALID: Array<{ body: string; reason: string; key?: string }> = [
   { body: '{"VMCATCHER_EVENT_DC_IDENTIFIER": "broken', reason: 'invalid-json' },
   { body: 'not json at all', reason: 'invalid-json' },
   { body: '["VMCATCHER_EVENT_DC_IDENTIFIER"]', reason: 'not-an-object' },
-  { body: '{"VMCATCHER_EVENT_DC_IDENTIFIER": {"nested": "x"}, "VMCATCHER_EVENT_HV_URI": "http://h/a"}', reason: 'nested-value', key: 'VMCATCHER_EVENT_DC_IDENTIFIER' },
-  { body: '{"VMCATCHER_EVENT_DC_IDENTIFIER": "a", "VMCATCHER_EVENT_HV_URI": ["http://h/a"]}', reason: 'nested-value', key: 'VMCATCHER_EVENT_HV_URI' },
-  { body: '{"VMCATCHER_EVENT_TYPE": "AvailablePostFix", "VMCATCHER_EVENT_DC_IDENTIFIER": "a"}', reason: 'bad-event-type', key: 'VMCATCHER_EVENT_TYPE' },
-  { body: '{"VMCATCHER_EVENT_TYPE": "", "VMCATCHER_EVENT_DC_IDENTIFIER": "a", "VMCATCHER_EVENT_TYPE ": 1}', reason: 'missing-key', key: 'VMCATCHER_EVENT_HV_URI' },
-  { body: '{"VMCATCHER_EVENT_HV_URI": "http://h/no-id.img"}', reason: 'missing-key', key: 'VMCATCHER_EVENT_DC_IDENTIFIER' },
+  {
+    body: '{"VMCATCHER_EVENT_DC_IDENTIFIER": {"nested": "x"}, "VMCATCHER_EVENT_HV_URI": "http://h/a"}',
+    reason: 'nested-value',
+    key: 'VMCATCHER_EVENT_DC_IDENTIFIER',
+  },
+  {
+    body: '{"VMCATCHER_EVENT_DC_IDENTIFIER": "a", "VMCATCHER_EVENT_HV_URI": ["http://h/a"]}',
+    reason: 'nested-value',
+    key: 'VMCATCHER_EVENT_HV_URI',
+  },
+  {
+    body: '{"VMCATCHER_EVENT_TYPE": "AvailablePostFix", "VMCATCHER_EVENT_DC_IDENTIFIER": "a"}',
+    reason: 'bad-event-type',
+    key: 'VMCATCHER_EVENT_TYPE',
+  },
+  {
+    body: '{"VMCATCHER_EVENT_TYPE": "", "VMCATCHER_EVENT_DC_IDENTIFIER": "a", "VMCATCHER_EVENT_TYPE ": 1}',
+    reason: 'missing-key',
+    key: 'VMCATCHER_EVENT_HV_URI',
+  },
+  {
+    body: '{"VMCATCHER_EVENT_HV_URI": "http://h/no-id.img"}',
+    reason: 'missing-key',
+    key: 'VMCATCHER_EVENT_DC_IDENTIFIER',
+  },
   { body: '{"VMCATCHER_EVENT_DC_IDENTIFIER": "no-uri"}', reason: 'missing-key', key: 'VMCATCHER_EVENT_HV_URI' },
-  { body: '{"VMCATCHER_EVENT_DC_IDENTIFIER": "a", "VMCATCHER_EVENT_HV_URI": "http://h/a", "VMCATCHER_EVENT_HV_SIZE": "huge"}', reason: 'invalid-value', key: 'VMCATCHER_EVENT_HV_SIZE' },
+  {
+    body: '{"VMCATCHER_EVENT_DC_IDENTIFIER": "a", "VMCATCHER_EVENT_HV_URI": "http://h/a", "VMCATCHER_EVENT_HV_SIZE": "huge"}',
+    reason: 'invalid-value',
+    key: 'VMCATCHER_EVENT_HV_SIZE',
+  },
 ];
 
 function shuffle<T>(items: T[], seed = 42): T[] {
@@ -73,9 +97,24 @@ describe('dequeue --server (the bridge) ingesting a queue', () => {
       TEMPORAL_TASK_QUEUE: taskQueue,
     });
 
-    await waitFor('the main queue to empty', () => queueDepth(topology.queue), (n) => n === 0, 90_000);
-    await waitFor('10 dead letters', () => queueDepth(topology.deadLetterQueue), (n) => n === 10, 30_000);
-    const runs = await waitFor('790 workflows', () => runsByWorkflowId(temporal.client, listId), (m) => m.size >= 790, 60_000);
+    await waitFor(
+      'the main queue to empty',
+      () => queueDepth(topology.queue),
+      (n) => n === 0,
+      90_000,
+    );
+    await waitFor(
+      '10 dead letters',
+      () => queueDepth(topology.deadLetterQueue),
+      (n) => n === 10,
+      30_000,
+    );
+    const runs = await waitFor(
+      '790 workflows',
+      () => runsByWorkflowId(temporal.client, listId),
+      (m) => m.size >= 790,
+      60_000,
+    );
     const elapsed = Date.now() - started;
 
     // Prometheus text from a real HTTP GET, while the bridge runs.
@@ -93,7 +132,11 @@ describe('dequeue --server (the bridge) ingesting a queue', () => {
 
     const dead = await takeAll(topology.deadLetterQueue);
     expect(dead).toHaveLength(10);
-    const got = dead.map((m) => ({ body: m.content.toString('utf8'), reason: m.properties.headers?.['x-snf-vmcatcher-reason'], key: m.properties.headers?.['x-snf-vmcatcher-key'] }));
+    const got = dead.map((m) => ({
+      body: m.content.toString('utf8'),
+      reason: m.properties.headers?.['x-snf-vmcatcher-reason'],
+      key: m.properties.headers?.['x-snf-vmcatcher-key'],
+    }));
     for (const expected of INVALID) {
       expect(got).toContainEqual({ body: expected.body, reason: expected.reason, key: expected.key });
     }

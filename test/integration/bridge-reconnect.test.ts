@@ -71,28 +71,57 @@ describe('the bridge when consuming fails while it reconnects', () => {
 
   test('one connect loop: afterwards one connection, one consumer, and far more than prefetch messages are consumed', async () => {
     const prefetch = 4;
-    const conf = await writeConf(topology, `spool { folder = "${dir}/spool" }\nrabbitmq { username = "${user}", password = "${password}" }`);
+    const conf = await writeConf(
+      topology,
+      `spool { folder = "${dir}/spool" }\nrabbitmq { username = "${user}", password = "${password}" }`,
+    );
     const metricsPort = await freePort();
-    bridge = spawnCli(['dequeue', '--server', '--conf', conf, '--prefetch', String(prefetch), '--metrics-port', String(metricsPort)], {
-      TEMPORAL_TASK_QUEUE: uniqueId('bridge-reconnect-tq'),
-    });
+    bridge = spawnCli(
+      ['dequeue', '--server', '--conf', conf, '--prefetch', String(prefetch), '--metrics-port', String(metricsPort)],
+      {
+        TEMPORAL_TASK_QUEUE: uniqueId('bridge-reconnect-tq'),
+      },
+    );
     await bridge.waitForLog(/"msg":"consuming"/);
 
     // The user may still declare and bind, but no longer read the queue: the reconnect gets
     // as far as basic.consume, which the broker refuses (ACCESS_REFUSED closes the channel).
     await rabbitmqctl('set_permissions', '-p', '/', user, '.*', '.*', `^${topology.exchange.replace(/\./g, '\\.')}$`);
     await closeConnectionNamed(bridge.connectionName);
-    await waitFor('three refused consumes', async () => count(bridge!.stderr(), /"msg":"cannot connect to RabbitMQ; retrying"/g), (n) => n >= 3, 60_000);
+    await waitFor(
+      'three refused consumes',
+      async () => count(bridge!.stderr(), /"msg":"cannot connect to RabbitMQ; retrying"/g),
+      (n) => n >= 3,
+      60_000,
+    );
     expect(bridge.stderr()).toMatch(/ACCESS_REFUSED/);
     expect(await metric(metricsPort, 'broker_connected')).toBe(0);
 
     await rabbitmqctl('set_permissions', '-p', '/', user, '.*', '.*', '.*');
-    await waitFor('consuming again', async () => count(bridge!.stderr(), /"msg":"consuming"/g), (n) => n >= 2, 60_000);
+    await waitFor(
+      'consuming again',
+      async () => count(bridge!.stderr(), /"msg":"consuming"/g),
+      (n) => n >= 2,
+      60_000,
+    );
 
     const messages = prefetch * 10;
-    await publishBodies(topology, Array.from({ length: messages }, (_, n) => registerBody(listId, n)));
-    await waitFor('the main queue to empty', () => queueDepth(topology.queue), (n) => n === 0, 60_000);
-    const runs = await waitFor(`${messages} workflows`, () => runsByWorkflowId(temporal.client, listId), (m) => m.size >= messages, 60_000);
+    await publishBodies(
+      topology,
+      Array.from({ length: messages }, (_, n) => registerBody(listId, n)),
+    );
+    await waitFor(
+      'the main queue to empty',
+      () => queueDepth(topology.queue),
+      (n) => n === 0,
+      60_000,
+    );
+    const runs = await waitFor(
+      `${messages} workflows`,
+      () => runsByWorkflowId(temporal.client, listId),
+      (m) => m.size >= messages,
+      60_000,
+    );
     expect(runs.size).toBe(messages);
 
     // Exactly one loop connected: one connection under the bridge's name, one consumer, and
@@ -132,22 +161,37 @@ describe('the bridge against a Temporal namespace without the search attributes'
     await probe.close();
 
     const messages = 12;
-    await publishBodies(topology, Array.from({ length: messages }, (_, n) => registerBody(listId, n)));
+    await publishBodies(
+      topology,
+      Array.from({ length: messages }, (_, n) => registerBody(listId, n)),
+    );
     const conf = await writeConf(topology, `spool { folder = "${dir}/spool" }`);
     const metricsPort = await freePort();
-    bridge = spawnCli(['dequeue', '--server', '--conf', conf, '--prefetch', '4', '--metrics-port', String(metricsPort)], {
-      TEMPORAL_ADDRESS: address,
-      TEMPORAL_TASK_QUEUE: uniqueId('bridge-no-sa-tq'),
-    });
+    bridge = spawnCli(
+      ['dequeue', '--server', '--conf', conf, '--prefetch', '4', '--metrics-port', String(metricsPort)],
+      {
+        TEMPORAL_ADDRESS: address,
+        TEMPORAL_TASK_QUEUE: uniqueId('bridge-no-sa-tq'),
+      },
+    );
 
     await bridge.waitForLog(/stopped consuming: the Temporal namespace 'default' lacks the search attributes/, 60_000);
-    const line = bridge.stderr().split('\n').find((l) => l.includes('stopped consuming'))!;
-    for (const name of ['ImageIdentifier', 'ImageListIdentifier', 'ImageVO', 'ImageStage']) expect(line).toContain(`${name} (Keyword)`);
+    const line = bridge
+      .stderr()
+      .split('\n')
+      .find((l) => l.includes('stopped consuming'))!;
+    for (const name of ['ImageIdentifier', 'ImageListIdentifier', 'ImageVO', 'ImageStage'])
+      expect(line).toContain(`${name} (Keyword)`);
     expect(line).toContain('temporal operator search-attribute create --namespace default');
     expect(await metric(metricsPort, 'temporal_misconfigured')).toBe(1);
 
     // Nothing dead-lettered, nothing lost: all the messages are back on the queue, and stay there.
-    await waitFor('every message back on the queue', () => queueDepth(topology.queue), (n) => n === messages, 30_000);
+    await waitFor(
+      'every message back on the queue',
+      () => queueDepth(topology.queue),
+      (n) => n === messages,
+      30_000,
+    );
     await new Promise((r) => setTimeout(r, 3000));
     expect(await queueDepth(topology.queue)).toBe(messages);
     expect(await queueDepth(topology.deadLetterQueue)).toBe(0);
@@ -159,10 +203,20 @@ describe('the bridge against a Temporal namespace without the search attributes'
     expect(created.stderr).toBe('');
     expect(created.exitCode).toBe(0);
     await bridge.waitForLog(/the search attributes are registered now: resumed consuming/, 90_000);
-    await waitFor('the main queue to empty', () => queueDepth(topology.queue), (n) => n === 0, 60_000);
+    await waitFor(
+      'the main queue to empty',
+      () => queueDepth(topology.queue),
+      (n) => n === 0,
+      60_000,
+    );
     const temporal = await temporalClient(address);
     try {
-      const runs = await waitFor(`${messages} workflows`, () => runsByWorkflowId(temporal.client, listId), (m) => m.size >= messages, 60_000);
+      const runs = await waitFor(
+        `${messages} workflows`,
+        () => runsByWorkflowId(temporal.client, listId),
+        (m) => m.size >= messages,
+        60_000,
+      );
       expect(runs.size).toBe(messages);
     } finally {
       await temporal.close();

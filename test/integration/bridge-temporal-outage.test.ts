@@ -42,15 +42,37 @@ describe('the bridge when the Temporal server goes away for 20 seconds mid-inges
     let temporal = await waitFor('the dev server', () => temporalClient(address), Boolean, 30_000);
     await temporal.close();
 
-    await publishBodies(topology, Array.from({ length: 300 }, (_, n) => registerBody(listId, n)));
+    await publishBodies(
+      topology,
+      Array.from({ length: 300 }, (_, n) => registerBody(listId, n)),
+    );
     const conf = await writeConf(topology, `spool { folder = "${dir}/spool" }`);
     const metricsPort = await freePort();
-    bridge = spawnCli(['dequeue', '--server', '--conf', conf, '--prefetch', '4', '--sleep-millis', '40', '--metrics-port', String(metricsPort)], {
-      TEMPORAL_ADDRESS: address,
-      TEMPORAL_TASK_QUEUE: uniqueId('bridge-temporal-tq'),
-    });
+    bridge = spawnCli(
+      [
+        'dequeue',
+        '--server',
+        '--conf',
+        conf,
+        '--prefetch',
+        '4',
+        '--sleep-millis',
+        '40',
+        '--metrics-port',
+        String(metricsPort),
+      ],
+      {
+        TEMPORAL_ADDRESS: address,
+        TEMPORAL_TASK_QUEUE: uniqueId('bridge-temporal-tq'),
+      },
+    );
     await bridge.waitForLog(/"msg":"consuming"/);
-    await waitFor('the ingest to be under way', () => queueDepth(topology.queue), (n) => n < 260, 30_000);
+    await waitFor(
+      'the ingest to be under way',
+      () => queueDepth(topology.queue),
+      (n) => n < 260,
+      30_000,
+    );
 
     await stopDevServer(server);
     const stoppedAt = Date.now();
@@ -66,11 +88,23 @@ describe('the bridge when the Temporal server goes away for 20 seconds mid-inges
     server = startDevServer(port, dbFile);
 
     await bridge.waitForLog(/Temporal answers again: resumed consuming/, 60_000);
-    await waitFor('the main queue to empty', () => queueDepth(topology.queue), (n) => n === 0, 60_000);
+    await waitFor(
+      'the main queue to empty',
+      () => queueDepth(topology.queue),
+      (n) => n === 0,
+      60_000,
+    );
     temporal = await temporalClient(address);
     try {
-      const byImage = await waitFor('300 images with workflows', () => executionsByImage(temporal.client, listId), (m) => m.size >= 300, 60_000);
-      const missingOrDoubled = Array.from({ length: 300 }, (_, n) => `image-${n}`).filter((image) => byImage.get(image) !== 1);
+      const byImage = await waitFor(
+        '300 images with workflows',
+        () => executionsByImage(temporal.client, listId),
+        (m) => m.size >= 300,
+        60_000,
+      );
+      const missingOrDoubled = Array.from({ length: 300 }, (_, n) => `image-${n}`).filter(
+        (image) => byImage.get(image) !== 1,
+      );
       expect(missingOrDoubled).toEqual([]);
     } finally {
       await temporal.close();

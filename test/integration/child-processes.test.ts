@@ -27,14 +27,19 @@ async function alive(pid: number): Promise<boolean> {
 /** Starts a node parent running `command args`, returns the parent and the child's pid. */
 async function parentOf(command: string, args: string[]) {
   const parent = execa('node', ['-e', PARENT, command, ...args], { reject: false, buffer: false });
-  const pid = await new Promise<number>((resolve) => parent.stdout!.once('data', (d: Buffer) => resolve(Number(String(d).trim()))));
+  const pid = await new Promise<number>((resolve) =>
+    parent.stdout!.once('data', (d: Buffer) => resolve(Number(String(d).trim()))),
+  );
   return { parent, pid };
 }
 
 describe('child programs die with the worker', () => {
   test('setpriv is there (util-linux), so children are guarded', () => {
     expect(setprivPath()).toMatch(/\/setpriv$/);
-    expect(guarded('qemu-img', ['info', '--', 'x'])).toEqual([setprivPath(), ['--pdeathsig', 'SIGKILL', '--', 'qemu-img', 'info', '--', 'x']]);
+    expect(guarded('qemu-img', ['info', '--', 'x'])).toEqual([
+      setprivPath(),
+      ['--pdeathsig', 'SIGKILL', '--', 'qemu-img', 'info', '--', 'x'],
+    ]);
   });
 
   test('a guarded child is killed by the kernel when its parent is SIGKILLed; an unguarded one survives', async () => {
@@ -67,7 +72,17 @@ describe('child programs die with the worker', () => {
 
   test('runTool says a program that does not exist could not be run, and that this is permanent', async () => {
     await expect(
-      runTool({ tool: 'kamaki', command: '/nonexistent/kamaki', args: ['--version'], timeoutMs: 10_000, logger: pino({ level: 'silent' }) }),
-    ).rejects.toMatchObject({ name: 'ToolError', permanent: true, message: expect.stringMatching(/kamaki could not be run \(\/nonexistent\/kamaki\)/) });
+      runTool({
+        tool: 'kamaki',
+        command: '/nonexistent/kamaki',
+        args: ['--version'],
+        timeoutMs: 10_000,
+        logger: pino({ level: 'silent' }),
+      }),
+    ).rejects.toMatchObject({
+      name: 'ToolError',
+      permanent: true,
+      message: expect.stringMatching(/kamaki could not be run \(\/nonexistent\/kamaki\)/),
+    });
   });
 });

@@ -11,7 +11,12 @@ describe('show-conf', () => {
     const result = await runCli(['-v', 'show-conf', '-conf', SAMPLE]);
     expect(result.exitCode).toBe(0);
     const shown = JSON.parse(result.stdout);
-    expect(shown.rabbitmq).toMatchObject({ servers: ['localhost:5672'], username: 'vmcatcher', queue: 'vmcatcher', password: '***redacted***' });
+    expect(shown.rabbitmq).toMatchObject({
+      servers: ['localhost:5672'],
+      username: 'vmcatcher',
+      queue: 'vmcatcher',
+      password: '***redacted***',
+    });
     expect(result.stdout).not.toContain('*****');
   });
 
@@ -38,7 +43,9 @@ describe('show-conf', () => {
 
 describe('show-env and usage', () => {
   test('show-env prints the environment as JSON with secret variables redacted', async () => {
-    const result = await runCli(['show-env'], { env: { VMCATCHER_EVENT_TYPE: 'AvailablePostfix', SNF_VMCATCHER_RABBITMQ_PASSWORD: 'do-not-show' } });
+    const result = await runCli(['show-env'], {
+      env: { VMCATCHER_EVENT_TYPE: 'AvailablePostfix', SNF_VMCATCHER_RABBITMQ_PASSWORD: 'do-not-show' },
+    });
     expect(result.exitCode).toBe(0);
     const env = JSON.parse(result.stdout);
     expect(env.VMCATCHER_EVENT_TYPE).toBe('AvailablePostfix');
@@ -48,7 +55,8 @@ describe('show-env and usage', () => {
   test('usage lists the commands; no command at all prints usage and exits 1 like the original', async () => {
     const usage = await runCli(['usage']);
     expect(usage.exitCode).toBe(0);
-    for (const command of ['show-env', 'show-conf', 'test-queue', 'register-now']) expect(usage.stdout).toContain(command);
+    for (const command of ['show-env', 'show-conf', 'test-queue', 'register-now'])
+      expect(usage.stdout).toContain(command);
     const none = await runCli(['-v']);
     expect(none.exitCode).toBe(1);
     expect(none.stdout).toContain('show-conf');
@@ -78,7 +86,7 @@ describe('test-queue', () => {
 });
 
 describe('register-now refuses before contacting anything', () => {
-  test('a URL with credentials in it (they would be kept in Temporal\'s history): exit 2, one line naming --url', async () => {
+  test("a URL with credentials in it (they would be kept in Temporal's history): exit 2, one line naming --url", async () => {
     const result = await runCli(['register-now', '--url', 'https://TOKEN123:x-oauth-basic@example.org/a.img']);
     expect(result.exitCode).toBe(2);
     expect(result.stderr.trim()).toBe(
@@ -87,8 +95,12 @@ describe('register-now refuses before contacting anything', () => {
   });
 
   test('an unreachable Temporal server is one line naming the address and the key, exit 1', async () => {
-    const result = await runCli(['register-now', '--url', 'https://example.org/a.img'], { env: { TEMPORAL_ADDRESS: '127.0.0.1:1' } });
+    const result = await runCli(['register-now', '--url', 'https://example.org/a.img'], {
+      env: { TEMPORAL_ADDRESS: '127.0.0.1:1' },
+    });
     expect(result.exitCode).toBe(1);
-    expect(result.stderr).toMatch(/^snf-vmcatcher: cannot reach the Temporal server at 127\.0\.0\.1:1 \(temporal\.address \/ TEMPORAL_ADDRESS\)/);
+    expect(result.stderr).toMatch(
+      /^snf-vmcatcher: cannot reach the Temporal server at 127\.0\.0\.1:1 \(temporal\.address \/ TEMPORAL_ADDRESS\)/,
+    );
   });
 });

@@ -24,7 +24,8 @@ async function qemuImgIn(folder: string): Promise<number[]> {
     try {
       const cmdline = (await readFile(`/proc/${entry}/cmdline`, 'utf8')).split('\0');
       if (/\)\s+Z/.test(await readFile(`/proc/${entry}/stat`, 'utf8'))) continue;
-      if (cmdline.some((a) => path.basename(a) === 'qemu-img') && cmdline.some((a) => a.includes(folder))) pids.push(Number(entry));
+      if (cmdline.some((a) => path.basename(a) === 'qemu-img') && cmdline.some((a) => a.includes(folder)))
+        pids.push(Number(entry));
     } catch {
       // gone while we looked
     }

@@ -24,7 +24,14 @@ describe('convertToRaw keeps the formats the configured cloud takes', () => {
         worker: { workingFolder: work },
         security: { credentials: { glance: 'not-used-here' } },
         cloud: diskFormats
-          ? { type: 'glance', name: 'site', authUrl: 'http://127.0.0.1:9/v3', applicationCredentialId: 'id', credential: 'glance', diskFormats }
+          ? {
+              type: 'glance',
+              name: 'site',
+              authUrl: 'http://127.0.0.1:9/v3',
+              applicationCredentialId: 'id',
+              credential: 'glance',
+              diskFormats,
+            }
           : { type: 'synnefo' },
       },
       'test',

@@ -41,13 +41,22 @@ describe('convert and the disk', () => {
     await root?.cleanup();
   });
 
-  async function run(file: string, format: string, worker: Record<string, unknown>, security: Record<string, unknown> = {}, diskWatchMs?: number) {
+  async function run(
+    file: string,
+    format: string,
+    worker: Record<string, unknown>,
+    security: Record<string, unknown> = {},
+    diskWatchMs?: number,
+  ) {
     const config = parseConfig({ worker: { workingFolder: work, diskReservePercent: 0, ...worker }, security }, 'test');
     const workflowId = `space ${file} ${Math.random()}`;
     const workDir = await createWorkDir(config, workflowId);
     const input = path.join(workDir, file);
     await copyFile(path.join(src, file), input);
-    const convert = () => workerActivityEnv().run(() => convertToRaw({ config, logger: quietLogger, diskWatchMs }, { workflowId, path: input, workDir, format }));
+    const convert = () =>
+      workerActivityEnv().run(() =>
+        convertToRaw({ config, logger: quietLogger, diskWatchMs }, { workflowId, path: input, workDir, format }),
+      );
     const left = async () => (await readdir(workDir)).filter((f) => f !== OWNER_FILE);
     return { convert, left, input };
   }
@@ -56,11 +65,28 @@ describe('convert and the disk', () => {
   const capacityOf = async (capacity: number) => ({ diskReserveBytes: (await filesystemSpace(work)).total - capacity });
 
   test.each([
-    ['qemu-img convert of a qcow2 whose 64 MiB raw cannot fit', 'disk.qcow2', 'qcow2', /qemu-img convert disk\.qcow2 from qcow2 to raw needs 67108864 bytes, but the filesystem .* holds at most 4194304/],
-    ['unpacking a 64 MiB tar member that cannot fit', 'disk.tar', 'tar', /unpack disk\.img from tar disk\.tar needs 67108864 bytes, but the filesystem .* holds at most 4194304/],
+    [
+      'qemu-img convert of a qcow2 whose 64 MiB raw cannot fit',
+      'disk.qcow2',
+      'qcow2',
+      /qemu-img convert disk\.qcow2 from qcow2 to raw needs 67108864 bytes, but the filesystem .* holds at most 4194304/,
+    ],
+    [
+      'unpacking a 64 MiB tar member that cannot fit',
+      'disk.tar',
+      'tar',
+      /unpack disk\.img from tar disk\.tar needs 67108864 bytes, but the filesystem .* holds at most 4194304/,
+    ],
   ])('%s: DiskTooSmallError before anything is written', async (_name, file, format, expected) => {
-    const { convert, left } = await run(file, format, await capacityOf(4 * MiB), { maxVirtualBytes: 1024 ** 4, maxUnpackedBytes: 1024 ** 4 });
-    await expect(convert()).rejects.toMatchObject({ type: 'DiskTooSmallError', nonRetryable: true, message: expect.stringMatching(expected) });
+    const { convert, left } = await run(file, format, await capacityOf(4 * MiB), {
+      maxVirtualBytes: 1024 ** 4,
+      maxUnpackedBytes: 1024 ** 4,
+    });
+    await expect(convert()).rejects.toMatchObject({
+      type: 'DiskTooSmallError',
+      nonRetryable: true,
+      message: expect.stringMatching(expected),
+    });
     expect(await left()).toEqual([file]);
   });
 
@@ -68,21 +94,32 @@ describe('convert and the disk', () => {
     const { convert, left } = await run('disk.qcow2', 'qcow2', await capacityOf(4 * MiB));
     await expect(convert()).rejects.toMatchObject({
       type: 'ImageIntegrityError',
-      message: expect.stringMatching(/virtual size of 67108864 bytes, more than the limit of 4194304 \(security\.maxVirtualBytes, by default what the working folder's filesystem can hold\)/),
+      message: expect.stringMatching(
+        /virtual size of 67108864 bytes, more than the limit of 4194304 \(security\.maxVirtualBytes, by default what the working folder's filesystem can hold\)/,
+      ),
     });
     expect(await left()).toEqual(['disk.qcow2']);
   });
 
   test('explicit limits still apply', async () => {
     const { convert } = await run('disk.qcow2', 'qcow2', {}, { maxVirtualBytes: 32 * MiB });
-    await expect(convert()).rejects.toMatchObject({ type: 'ImageIntegrityError', message: expect.stringMatching(/more than the limit of 33554432 \(security\.maxVirtualBytes\)$/) });
+    await expect(convert()).rejects.toMatchObject({
+      type: 'ImageIntegrityError',
+      message: expect.stringMatching(/more than the limit of 33554432 \(security\.maxVirtualBytes\)$/),
+    });
   });
 
   test('a gzip whose output outgrows its estimate is stopped before the free space falls into the reserve, and its output deleted', async () => {
     // Leave 256 MiB above the reserve: the 1 GiB of zeros does not fit.
     const { free } = await filesystemSpace(work);
     const { convert, left } = await run('liar.img.gz', 'gz', { diskReserveBytes: free - 256 * MiB }, {}, 50);
-    await expect(convert()).rejects.toMatchObject({ type: 'OutOfSpaceError', nonRetryable: true, message: expect.stringMatching(/not enough disk space in .* for gunzip liar\.img\.gz: .*stopped before the disk filled up/) });
+    await expect(convert()).rejects.toMatchObject({
+      type: 'OutOfSpaceError',
+      nonRetryable: true,
+      message: expect.stringMatching(
+        /not enough disk space in .* for gunzip liar\.img\.gz: .*stopped before the disk filled up/,
+      ),
+    });
     expect(await left()).toEqual(['liar.img.gz']);
   });
 });

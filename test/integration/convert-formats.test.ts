@@ -5,7 +5,15 @@ import { createHostActivities } from '../../activities/host.js';
 import { asRunByWorker } from '../support/activities.js';
 import { detectFormat, readSignatureBytes } from '../../activities/inspect.js';
 import { OWNER_FILE, createWorkDir } from '../../activities/workspace.js';
-import { makeRawDisk, makeTar, ovfFor, pipelineConfig, qemuConvert, quietLogger, tempDir } from '../support/pipeline-fixtures.js';
+import {
+  makeRawDisk,
+  makeTar,
+  ovfFor,
+  pipelineConfig,
+  qemuConvert,
+  quietLogger,
+  tempDir,
+} from '../support/pipeline-fixtures.js';
 
 /**
  * Every format and wrapper the pipeline accepts, made by qemu-img (and gzip, bzip2, xz, zip,
@@ -24,21 +32,81 @@ interface Case {
 }
 
 const CASES: Case[] = [
-  { name: 'raw with a .img name', input: 'disk.img', inner: { file: 'disk.img', format: 'raw' }, detected: 'raw', unwraps: 0 },
+  {
+    name: 'raw with a .img name',
+    input: 'disk.img',
+    inner: { file: 'disk.img', format: 'raw' },
+    detected: 'raw',
+    unwraps: 0,
+  },
   { name: 'qcow2', input: 'disk.qcow2', inner: { file: 'disk.qcow2', format: 'qcow2' }, detected: 'qcow2', unwraps: 0 },
-  { name: 'vmdk monolithicSparse', input: 'disk.vmdk', inner: { file: 'disk.vmdk', format: 'vmdk' }, detected: 'vmdk', unwraps: 0 },
-  { name: 'vmdk streamOptimized', input: 'stream.vmdk', inner: { file: 'stream.vmdk', format: 'vmdk' }, detected: 'vmdk', unwraps: 0 },
+  {
+    name: 'vmdk monolithicSparse',
+    input: 'disk.vmdk',
+    inner: { file: 'disk.vmdk', format: 'vmdk' },
+    detected: 'vmdk',
+    unwraps: 0,
+  },
+  {
+    name: 'vmdk streamOptimized',
+    input: 'stream.vmdk',
+    inner: { file: 'stream.vmdk', format: 'vmdk' },
+    detected: 'vmdk',
+    unwraps: 0,
+  },
   { name: 'vdi', input: 'disk.vdi', inner: { file: 'disk.vdi', format: 'vdi' }, detected: 'vdi', unwraps: 0 },
-  { name: 'vpc (dynamic VHD)', input: 'disk.vhd', inner: { file: 'disk.vhd', format: 'vpc' }, detected: 'vpc', unwraps: 0 },
-  { name: 'vpc (fixed VHD, footer only)', input: 'fixed.vhd', inner: { file: 'fixed.vhd', format: 'vpc' }, detected: 'vpc', unwraps: 0 },
+  {
+    name: 'vpc (dynamic VHD)',
+    input: 'disk.vhd',
+    inner: { file: 'disk.vhd', format: 'vpc' },
+    detected: 'vpc',
+    unwraps: 0,
+  },
+  {
+    name: 'vpc (fixed VHD, footer only)',
+    input: 'fixed.vhd',
+    inner: { file: 'fixed.vhd', format: 'vpc' },
+    detected: 'vpc',
+    unwraps: 0,
+  },
   { name: 'vhdx', input: 'disk.vhdx', inner: { file: 'disk.vhdx', format: 'vhdx' }, detected: 'vhdx', unwraps: 0 },
   { name: 'qed', input: 'disk.qed', inner: { file: 'disk.qed', format: 'qed' }, detected: 'qed', unwraps: 0 },
-  { name: 'vmdk in gzip (.vmdk.gz)', input: 'disk.vmdk.gz', inner: { file: 'disk.vmdk', format: 'vmdk' }, detected: 'gz', unwraps: 1 },
-  { name: 'qcow2 in bzip2', input: 'disk.qcow2.bz2', inner: { file: 'disk.qcow2', format: 'qcow2' }, detected: 'bz2', unwraps: 1 },
-  { name: 'raw in xz (.img.xz)', input: 'disk.img.xz', inner: { file: 'disk.img', format: 'raw' }, detected: 'xz', unwraps: 1 },
+  {
+    name: 'vmdk in gzip (.vmdk.gz)',
+    input: 'disk.vmdk.gz',
+    inner: { file: 'disk.vmdk', format: 'vmdk' },
+    detected: 'gz',
+    unwraps: 1,
+  },
+  {
+    name: 'qcow2 in bzip2',
+    input: 'disk.qcow2.bz2',
+    inner: { file: 'disk.qcow2', format: 'qcow2' },
+    detected: 'bz2',
+    unwraps: 1,
+  },
+  {
+    name: 'raw in xz (.img.xz)',
+    input: 'disk.img.xz',
+    inner: { file: 'disk.img', format: 'raw' },
+    detected: 'xz',
+    unwraps: 1,
+  },
   { name: 'vdi in zip', input: 'disk.zip', inner: { file: 'disk.vdi', format: 'vdi' }, detected: 'zip', unwraps: 1 },
-  { name: 'qcow2 in tar.gz', input: 'disk.tar.gz', inner: { file: 'disk.qcow2', format: 'qcow2' }, detected: 'gz', unwraps: 2 },
-  { name: 'OVA with one streamOptimized vmdk', input: 'one.ova', inner: { file: 'stream.vmdk', format: 'vmdk' }, detected: 'ova', unwraps: 1 },
+  {
+    name: 'qcow2 in tar.gz',
+    input: 'disk.tar.gz',
+    inner: { file: 'disk.qcow2', format: 'qcow2' },
+    detected: 'gz',
+    unwraps: 2,
+  },
+  {
+    name: 'OVA with one streamOptimized vmdk',
+    input: 'one.ova',
+    inner: { file: 'stream.vmdk', format: 'vmdk' },
+    detected: 'ova',
+    unwraps: 1,
+  },
   {
     name: 'OVA with two disks: the OVF boot disk, not the first in the archive',
     input: 'two.ova',
@@ -46,7 +114,13 @@ const CASES: Case[] = [
     detected: 'ova',
     unwraps: 1,
   },
-  { name: 'misnamed: a qcow2 called .raw', input: 'liar.raw', inner: { file: 'disk.qcow2', format: 'qcow2' }, detected: 'qcow2', unwraps: 0 },
+  {
+    name: 'misnamed: a qcow2 called .raw',
+    input: 'liar.raw',
+    inner: { file: 'disk.qcow2', format: 'qcow2' },
+    detected: 'qcow2',
+    unwraps: 0,
+  },
 ];
 
 describe('convertToRaw turns every supported format and wrapper into the raw disk qemu-img makes', () => {
@@ -75,13 +149,26 @@ describe('convertToRaw turns every supported format and wrapper into the raw dis
     await qemuConvert(at('disk.img'), 'raw', at('boot.vmdk'), 'vmdk', ['-o', 'subformat=streamOptimized']);
     await qemuConvert(at('other.img'), 'raw', at('data.vmdk'), 'vmdk', ['-o', 'subformat=streamOptimized']);
     await copyFile(at('disk.qcow2'), at('liar.raw'));
-    await execa('sh', ['-c', 'gzip -c disk.vmdk > disk.vmdk.gz && bzip2 -c disk.qcow2 > disk.qcow2.bz2 && xz -T1 -0 -c disk.img > disk.img.xz'], { cwd: src });
+    await execa(
+      'sh',
+      [
+        '-c',
+        'gzip -c disk.vmdk > disk.vmdk.gz && bzip2 -c disk.qcow2 > disk.qcow2.bz2 && xz -T1 -0 -c disk.img > disk.img.xz',
+      ],
+      { cwd: src },
+    );
     await execa('zip', ['-q', 'disk.zip', 'disk.vdi'], { cwd: src });
     await makeTar(at('disk.tar.gz'), src, ['disk.qcow2'], { gzip: true });
     await writeFile(at('one.ovf'), ovfFor([{ href: 'stream.vmdk', address: 0 }]));
     await makeTar(at('one.ova'), src, ['one.ovf', 'stream.vmdk']);
     // data.vmdk comes first in the archive and in References; the hardware section boots boot.vmdk.
-    await writeFile(at('two.ovf'), ovfFor([{ href: 'data.vmdk', address: 1 }, { href: 'boot.vmdk', address: 0 }]));
+    await writeFile(
+      at('two.ovf'),
+      ovfFor([
+        { href: 'data.vmdk', address: 1 },
+        { href: 'boot.vmdk', address: 0 },
+      ]),
+    );
     await makeTar(at('two.ova'), src, ['two.ovf', 'data.vmdk', 'boot.vmdk']);
   });
 
@@ -131,7 +218,14 @@ describe('convertToRaw turns every supported format and wrapper into the raw dis
     await writeFile(iso, buf);
     const info = await activities.inspectImage({ path: iso });
     expect(info).toMatchObject({ format: 'iso', detectedBy: 'content' });
-    await expect(activities.convertToRaw({ workflowId: 'iso', path: iso, workDir: await createWorkDir(pipelineConfig(work), 'iso'), format: 'iso' })).rejects.toMatchObject({
+    await expect(
+      activities.convertToRaw({
+        workflowId: 'iso',
+        path: iso,
+        workDir: await createWorkDir(pipelineConfig(work), 'iso'),
+        format: 'iso',
+      }),
+    ).rejects.toMatchObject({
       nonRetryable: true,
       message: expect.stringContaining('ISO 9660'),
     });

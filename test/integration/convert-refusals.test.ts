@@ -37,14 +37,35 @@ describe('images that reach outside their own file, or are not disks, are refuse
 
     // The attack of issue #10.1: a qcow2 whose raw external data file is the host file.
     await execa('truncate', ['-s', '1M', at('scratch')]);
-    await qemu('create', '-q', '-f', 'qcow2', '-o', `data_file=${at('scratch')},data_file_raw=on,preallocation=metadata`, at('datafile.qcow2'), '1M');
+    await qemu(
+      'create',
+      '-q',
+      '-f',
+      'qcow2',
+      '-o',
+      `data_file=${at('scratch')},data_file_raw=on,preallocation=metadata`,
+      at('datafile.qcow2'),
+      '1M',
+    );
     await qemu('amend', '-f', 'qcow2', '-o', `data_file=${secret}`, at('datafile.qcow2'));
     // Confirm the fixture is the real attack: plain qemu-img copies the secret into the raw image.
     await qemu('convert', '-f', 'qcow2', '-O', 'raw', at('datafile.qcow2'), at('leak.raw'));
     expect((await readFile(at('leak.raw'), 'latin1')).includes(SECRET)).toBe(true);
 
     await qemu('create', '-q', '-f', 'qcow2', '-b', secret, '-F', 'raw', at('backing.qcow2'), '1M');
-    await qemu('create', '-q', '-f', 'qcow2', '-u', '-b', `json:{"driver":"file","filename":"${secret}"}`, '-F', 'raw', at('json-backing.qcow2'), '1M');
+    await qemu(
+      'create',
+      '-q',
+      '-f',
+      'qcow2',
+      '-u',
+      '-b',
+      `json:{"driver":"file","filename":"${secret}"}`,
+      '-F',
+      'raw',
+      at('json-backing.qcow2'),
+      '1M',
+    );
     await qemu('create', '-q', '-f', 'qed', '-b', secret, '-F', 'raw', at('backing.qed'), '1M');
     await makeRawDisk(at('parent.img'), 1);
     await qemu('convert', '-q', '-f', 'raw', '-O', 'vmdk', at('parent.img'), at('parent.vmdk'));
@@ -53,12 +74,25 @@ describe('images that reach outside their own file, or are not disks, are refuse
     const descriptor = (await readFile(at('flat.vmdk'), 'utf8')).replace(/"flat-flat\.vmdk"/, `"${secret}"`);
     await writeFile(at('extent.vmdk'), descriptor);
     const key = ['--object', 'secret,id=k,data=passphrase'];
-    await qemu('create', '-q', '-f', 'qcow2', ...key, '-o', 'encrypt.format=luks,encrypt.key-secret=k', at('luks.qcow2'), '1M');
+    await qemu(
+      'create',
+      '-q',
+      '-f',
+      'qcow2',
+      ...key,
+      '-o',
+      'encrypt.format=luks,encrypt.key-secret=k',
+      at('luks.qcow2'),
+      '1M',
+    );
     await qemu('create', '-q', '-f', 'luks', ...key, '-o', 'key-secret=k', at('volume.luks'), '1M');
     await makeTar(at('datafile.tar.gz'), src, ['datafile.qcow2'], { gzip: true });
 
     // Not disks.
-    await writeFile(at('expired.img'), '<!DOCTYPE html>\n<html><head><title>Token expired</title></head><body>Please log in again</body></html>\n');
+    await writeFile(
+      at('expired.img'),
+      '<!DOCTYPE html>\n<html><head><title>Token expired</title></head><body>Please log in again</body></html>\n',
+    );
     await writeFile(at('error.img'), JSON.stringify({ error: 'invalid_token', status: 401 }));
     await writeFile(at('soap.img'), '<?xml version="1.0"?>\n<Error><Code>AccessDenied</Code></Error>\n');
     await writeFile(at('notes.img'), 'This image has moved, see the new list.\n'.repeat(100));
@@ -97,17 +131,35 @@ describe('images that reach outside their own file, or are not disks, are refuse
   }
 
   test.each([
-    ['a qcow2 whose external data file is a host file', 'datafile.qcow2', 'qcow2', /datafile\.qcow2 refused: its data lives in an external data file/],
+    [
+      'a qcow2 whose external data file is a host file',
+      'datafile.qcow2',
+      'qcow2',
+      /datafile\.qcow2 refused: its data lives in an external data file/,
+    ],
     ['a qcow2 with a backing file', 'backing.qcow2', 'qcow2', /refers to a backing file \(.*secret\.conf\)/],
     ['a qcow2 whose backing file is a json: name', 'json-backing.qcow2', 'qcow2', /refers to a backing file \(json:\{/],
     ['a QED with a backing file', 'backing.qed', 'qed', /backing\.qed refused: it refers to a backing file/],
-    ['a VMDK with a parent disk (parentFileNameHint)', 'child.vmdk', 'vmdk', /child\.vmdk refused: it refers to a parent disk/],
-    ['a VMDK descriptor whose extent is a host file', 'extent.vmdk', 'vmdk', /extent\.vmdk refused: it is a VMDK descriptor whose data lives in other files/],
+    [
+      'a VMDK with a parent disk (parentFileNameHint)',
+      'child.vmdk',
+      'vmdk',
+      /child\.vmdk refused: it refers to a parent disk/,
+    ],
+    [
+      'a VMDK descriptor whose extent is a host file',
+      'extent.vmdk',
+      'vmdk',
+      /extent\.vmdk refused: it is a VMDK descriptor whose data lives in other files/,
+    ],
     ['a LUKS-encrypted qcow2', 'luks.qcow2', 'qcow2', /luks\.qcow2 refused: it is encrypted \(LUKS\)/],
     ['a bare LUKS volume', 'volume.luks', 'luks', /volume\.luks refused: format 'luks' is not accepted/],
   ])('%s: inspect and convert both refuse it, and nothing is written', async (_name, file, format, expected) => {
     const { workflowId, workDir, input } = await copyIn(file, file);
-    await expect(activities.inspectImage({ path: input, fileName: file })).rejects.toMatchObject({ nonRetryable: true, message: expect.stringMatching(expected) });
+    await expect(activities.inspectImage({ path: input, fileName: file })).rejects.toMatchObject({
+      nonRetryable: true,
+      message: expect.stringMatching(expected),
+    });
     // Convert refuses on its own, even when told the format without inspecting.
     await expect(activities.convertToRaw({ workflowId, path: input, workDir, format })).rejects.toMatchObject({
       nonRetryable: true,
@@ -120,7 +172,9 @@ describe('images that reach outside their own file, or are not disks, are refuse
     const { workflowId, workDir, input } = await copyIn('datafile.tar.gz', 'tar');
     const info = await activities.inspectImage({ path: input });
     expect(info.format).toBe('gz');
-    await expect(activities.convertToRaw({ workflowId, path: input, workDir, format: info.format })).rejects.toMatchObject({
+    await expect(
+      activities.convertToRaw({ workflowId, path: input, workDir, format: info.format }),
+    ).rejects.toMatchObject({
       nonRetryable: true,
       message: expect.stringMatching(/datafile\.qcow2 refused: its data lives in an external data file/),
     });
@@ -128,16 +182,38 @@ describe('images that reach outside their own file, or are not disks, are refuse
   });
 
   test.each([
-    ['an HTML error page', 'expired.img', /expired\.img is not a disk image: it looks like an HTML page \(title 'Token expired'\)/],
+    [
+      'an HTML error page',
+      'expired.img',
+      /expired\.img is not a disk image: it looks like an HTML page \(title 'Token expired'\)/,
+    ],
     ['a JSON body', 'error.img', /error\.img is not a disk image: it looks like a JSON document/],
-    ['an XML body', 'soap.img', /soap\.img is not a disk image: it looks like an XML document \(root element <Error>\)/],
-    ['a text file', 'notes.img', /notes\.img is not a disk image: it looks like a text file \(first line 'This image has moved/],
-    ['a size that is not a multiple of 512', 'odd.img', /odd\.img is not a disk image: its size \(1048577 bytes\) is not a multiple of 512/],
+    [
+      'an XML body',
+      'soap.img',
+      /soap\.img is not a disk image: it looks like an XML document \(root element <Error>\)/,
+    ],
+    [
+      'a text file',
+      'notes.img',
+      /notes\.img is not a disk image: it looks like a text file \(first line 'This image has moved/,
+    ],
+    [
+      'a size that is not a multiple of 512',
+      'odd.img',
+      /odd\.img is not a disk image: its size \(1048577 bytes\) is not a multiple of 512/,
+    ],
     ['all zero bytes', 'zeros.img', /zeros\.img is not a disk image: its first \d+ bytes are all zero/],
   ])('%s is refused as not a disk image, naming what it looks like', async (_name, file, expected) => {
     const { workflowId, workDir, input } = await copyIn(file, file);
-    await expect(activities.inspectImage({ path: input, fileName: file, formatHint: 'raw' })).rejects.toMatchObject({ nonRetryable: true, message: expect.stringMatching(expected) });
-    await expect(activities.convertToRaw({ workflowId, path: input, workDir, format: 'raw' })).rejects.toMatchObject({ nonRetryable: true, message: expect.stringMatching(expected) });
+    await expect(activities.inspectImage({ path: input, fileName: file, formatHint: 'raw' })).rejects.toMatchObject({
+      nonRetryable: true,
+      message: expect.stringMatching(expected),
+    });
+    await expect(activities.convertToRaw({ workflowId, path: input, workDir, format: 'raw' })).rejects.toMatchObject({
+      nonRetryable: true,
+      message: expect.stringMatching(expected),
+    });
     await expectNoLeak(workDir, input);
   });
 
@@ -162,7 +238,9 @@ describe('images that reach outside their own file, or are not disks, are refuse
       const result = await runCli(['transform', '--url', `file://${at(file)}`, '--working-folder', work]);
       expect(result.exitCode).toBe(1);
       expect(result.stdout).toBe('');
-      expect(result.stderr.split('\n').filter((l) => l.startsWith('snf-vmcatcher:'))).toEqual([expect.stringMatching(expected)]);
+      expect(result.stderr.split('\n').filter((l) => l.startsWith('snf-vmcatcher:'))).toEqual([
+        expect.stringMatching(expected),
+      ]);
       expect(result.stderr).not.toContain(SECRET);
       expect(await readdir(work)).toEqual(before);
     }

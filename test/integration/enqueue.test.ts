@@ -101,7 +101,9 @@ describe('enqueue-from-env (the vmcatcher hook)', () => {
     '%s needs no action: skipped with exit 0, nothing on the queue',
     async (type) => {
       const { topology, good } = await setup();
-      const r = await runCli(['enqueue-from-env', '--conf', good], { env: { ...AVAILABLE_POSTFIX, VMCATCHER_EVENT_TYPE: type } });
+      const r = await runCli(['enqueue-from-env', '--conf', good], {
+        env: { ...AVAILABLE_POSTFIX, VMCATCHER_EVENT_TYPE: type },
+      });
       expect(r.exitCode).toBe(0);
       expect(r.stderr).toContain('event needs no action');
       expect(await takeAll(topology.queue)).toHaveLength(0);
@@ -111,13 +113,21 @@ describe('enqueue-from-env (the vmcatcher hook)', () => {
   test('with the broker unreachable the event is spooled (exit 0, warning) and the next enqueue publishes it first', async () => {
     const { topology, spool, good } = await setup();
     const port = await closedPort();
-    const down = await writeConf(topology, `spool { folder = "${spool}" }\nrabbitmq.connectTimeoutMs = 2000`, [`127.0.0.1:${port}`]);
+    const down = await writeConf(topology, `spool { folder = "${spool}" }\nrabbitmq.connectTimeoutMs = 2000`, [
+      `127.0.0.1:${port}`,
+    ]);
     const first = await runCli(['enqueue-from-env', '-conf', down], { env: AVAILABLE_POSTFIX });
     expect(first.exitCode).toBe(0);
-    expect(first.stderr).toMatch(/warning: event not published \(cannot connect to RabbitMQ.*connection refused\); spooled to /);
+    expect(first.stderr).toMatch(
+      /warning: event not published \(cannot connect to RabbitMQ.*connection refused\); spooled to /,
+    );
     expect((await readdir(spool)).filter((n) => n.endsWith('.json'))).toHaveLength(1);
     // A second event while the broker is still down: both wait, in order.
-    const secondEnv = { ...AVAILABLE_POSTFIX, VMCATCHER_EVENT_TYPE: 'ExpirePostfix', VMCATCHER_EVENT_FILENAME: 'c0482bc2.2015-06-18_21-14-00' };
+    const secondEnv = {
+      ...AVAILABLE_POSTFIX,
+      VMCATCHER_EVENT_TYPE: 'ExpirePostfix',
+      VMCATCHER_EVENT_FILENAME: 'c0482bc2.2015-06-18_21-14-00',
+    };
     expect((await runCli(['enqueue-from-env', '-conf', down], { env: secondEnv })).exitCode).toBe(0);
     expect(await takeAll(topology.queue)).toHaveLength(0);
 
@@ -139,7 +149,9 @@ describe('enqueue-from-env (the vmcatcher hook)', () => {
     await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
     try {
       const { port } = silent.address() as net.AddressInfo;
-      const mute = await writeConf(topology, `spool { folder = "${spool}" }\nrabbitmq.connectTimeoutMs = 1000`, [`127.0.0.1:${port}`]);
+      const mute = await writeConf(topology, `spool { folder = "${spool}" }\nrabbitmq.connectTimeoutMs = 1000`, [
+        `127.0.0.1:${port}`,
+      ]);
       const started = Date.now();
       const r = await runCli(['enqueue-from-env', '-conf', mute], { env: AVAILABLE_POSTFIX });
       expect(r.exitCode).toBe(0);
@@ -153,13 +165,21 @@ describe('enqueue-from-env (the vmcatcher hook)', () => {
 
   test('a corrupt spool file is moved aside as *.bad, never deleted, and the others are published', async () => {
     const { topology, spool, good } = await setup();
-    await writeFile(path.join(spool, '000000000000001-000001-1-aaaaaa.json'), '{"VMCATCHER_EVENT_TYPE": "AvailablePostfix", trunc');
-    await writeFile(path.join(spool, '000000000000002-000001-1-bbbbbb.json'), JSON.stringify({ ...AVAILABLE_POSTFIX, VMCATCHER_EVENT_UUID_SESSION: 'spooled' }));
+    await writeFile(
+      path.join(spool, '000000000000001-000001-1-aaaaaa.json'),
+      '{"VMCATCHER_EVENT_TYPE": "AvailablePostfix", trunc',
+    );
+    await writeFile(
+      path.join(spool, '000000000000002-000001-1-bbbbbb.json'),
+      JSON.stringify({ ...AVAILABLE_POSTFIX, VMCATCHER_EVENT_UUID_SESSION: 'spooled' }),
+    );
     const r = await runCli(['enqueue-from-env', '-conf', good], { env: AVAILABLE_POSTFIX });
     expect(r.exitCode).toBe(0);
     expect(r.stderr).toContain('spooled message is not a valid event; moved aside');
     expect(await readdir(spool)).toEqual(['000000000000001-000001-1-aaaaaa.json.bad']);
-    const sessions = (await takeAll(topology.queue)).map((m) => JSON.parse(m.content.toString('utf8')).VMCATCHER_EVENT_UUID_SESSION);
+    const sessions = (await takeAll(topology.queue)).map(
+      (m) => JSON.parse(m.content.toString('utf8')).VMCATCHER_EVENT_UUID_SESSION,
+    );
     expect(sessions).toEqual(['spooled', AVAILABLE_POSTFIX.VMCATCHER_EVENT_UUID_SESSION]);
   });
 
@@ -180,10 +200,15 @@ describe('enqueue-from-image-list', () => {
     expect(r.exitCode).toBe(0);
     expect(r.stderr).toContain('Parsed image list dc:identifier = 76fdee70-8119-5d33-aaaa-3c57e1c60df1');
     expect(r.stderr).toContain('Matched 2 event(s)');
-    expect(r.stderr).toContain('Enqueueing event for dc:identifier = c0482bc2-bf41-5d49-aaaa-a750174a186b, hv:uri = https://');
+    expect(r.stderr).toContain(
+      'Enqueueing event for dc:identifier = c0482bc2-bf41-5d49-aaaa-a750174a186b, hv:uri = https://',
+    );
     expect(r.stderr).toContain('Enqueued 2 event(s)');
     const bodies = (await takeAll(topology.queue)).map((m) => JSON.parse(m.content.toString('utf8')));
-    expect(bodies.map((b) => b.VMCATCHER_EVENT_DC_IDENTIFIER)).toEqual(['c0482bc2-bf41-5d49-aaaa-a750174a186b', '662b0e71-3e21-bbbb-b6a1-cc2f51319fa7']);
+    expect(bodies.map((b) => b.VMCATCHER_EVENT_DC_IDENTIFIER)).toEqual([
+      'c0482bc2-bf41-5d49-aaaa-a750174a186b',
+      '662b0e71-3e21-bbbb-b6a1-cc2f51319fa7',
+    ]);
     expect(bodies[0]).toMatchObject({
       VMCATCHER_EVENT_IL_DC_IDENTIFIER: '76fdee70-8119-5d33-aaaa-3c57e1c60df1',
       VMCATCHER_EVENT_VO: 'some1.vo.net',
@@ -195,15 +220,35 @@ describe('enqueue-from-image-list', () => {
 
   test('with -image-identifier exactly one message; an unknown identifier lists the available ones', async () => {
     const { topology, good } = await setup();
-    const one = await runCli(['enqueue-from-image-list', '-conf', good, '-image-list-url', SIGNED_URL, '-image-identifier', '662b0e71-3e21-bbbb-b6a1-cc2f51319fa7']);
+    const one = await runCli([
+      'enqueue-from-image-list',
+      '-conf',
+      good,
+      '-image-list-url',
+      SIGNED_URL,
+      '-image-identifier',
+      '662b0e71-3e21-bbbb-b6a1-cc2f51319fa7',
+    ]);
     expect(one.exitCode).toBe(0);
     const messages = await takeAll(topology.queue);
-    expect(messages.map((m) => JSON.parse(m.content.toString('utf8')).VMCATCHER_EVENT_DC_IDENTIFIER)).toEqual(['662b0e71-3e21-bbbb-b6a1-cc2f51319fa7']);
+    expect(messages.map((m) => JSON.parse(m.content.toString('utf8')).VMCATCHER_EVENT_DC_IDENTIFIER)).toEqual([
+      '662b0e71-3e21-bbbb-b6a1-cc2f51319fa7',
+    ]);
 
-    const unknown = await runCli(['enqueue-from-image-list', '-conf', good, '-image-list-url', SIGNED_URL, '-image-identifier', 'nope']);
+    const unknown = await runCli([
+      'enqueue-from-image-list',
+      '-conf',
+      good,
+      '-image-list-url',
+      SIGNED_URL,
+      '-image-identifier',
+      'nope',
+    ]);
     expect(unknown.exitCode).not.toBe(0);
     expect(unknown.stderr).toContain('Image identifier nope not found');
-    expect(unknown.stderr).toContain('Available identifiers are: c0482bc2-bf41-5d49-aaaa-a750174a186b, 662b0e71-3e21-bbbb-b6a1-cc2f51319fa7');
+    expect(unknown.stderr).toContain(
+      'Available identifiers are: c0482bc2-bf41-5d49-aaaa-a750174a186b, 662b0e71-3e21-bbbb-b6a1-cc2f51319fa7',
+    );
     expect(await takeAll(topology.queue)).toHaveLength(0);
   });
 });

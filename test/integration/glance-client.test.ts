@@ -11,7 +11,12 @@ import { GlanceClient, type UploadResult } from '../../clouds/glance/client.js';
 import { CloudApiError } from '../../clouds/glance/errors.js';
 import { KeystoneSession } from '../../clouds/glance/keystone.js';
 import { buildGlanceProperties, GLANCE_TAG } from '../../clouds/glance/properties.js';
-import { expireInGlance, findGlanceImage, publishToGlance, type GlanceSettings } from '../../clouds/glance/registration.js';
+import {
+  expireInGlance,
+  findGlanceImage,
+  publishToGlance,
+  type GlanceSettings,
+} from '../../clouds/glance/registration.js';
 import { pino } from 'pino';
 import { REGION, startOpenStack, type OpenStack } from '../support/openstack.js';
 
@@ -48,7 +53,10 @@ afterAll(async () => {
 });
 
 type Account = OpenStack['demo'];
-function appCredentialSession(account: Account, opts: { region?: string; iface?: 'public' | 'internal' } = {}): KeystoneSession {
+function appCredentialSession(
+  account: Account,
+  opts: { region?: string; iface?: 'public' | 'internal' } = {},
+): KeystoneSession {
   return new KeystoneSession({
     dispatcher: agent,
     authUrl: cloud.keystoneUrl,
@@ -61,13 +69,20 @@ function passwordSession(user: { username: string; password: string; projectName
   return new KeystoneSession({
     dispatcher: agent,
     authUrl: cloud.keystoneUrl,
-    credential: { type: 'password', username: user.username, userDomain: 'Default', password: user.password, project: user.projectName, projectDomain: 'Default' },
+    credential: {
+      type: 'password',
+      username: user.username,
+      userDomain: 'Default',
+      password: user.password,
+      project: user.projectName,
+      projectDomain: 'Default',
+    },
     interface: 'public',
     region: REGION,
   });
 }
-const demoClient = () => new GlanceClient({ session: appCredentialSession(cloud.demo) , dispatcher: agent});
-const otherClient = () => new GlanceClient({ session: appCredentialSession(cloud.other) , dispatcher: agent});
+const demoClient = () => new GlanceClient({ session: appCredentialSession(cloud.demo), dispatcher: agent });
+const otherClient = () => new GlanceClient({ session: appCredentialSession(cloud.other), dispatcher: agent });
 
 let serial = 0;
 function event(imageId = `img-${++serial}-${randomBytes(3).toString('hex')}`) {
@@ -92,7 +107,14 @@ function event(imageId = `img-${++serial}-${randomBytes(3).toString('hex')}`) {
 /** Creates a record with the event's properties (not uploaded). */
 async function createFor(client: GlanceClient, ev = event(), visibility: 'private' | 'shared' = 'private') {
   const { properties } = buildGlanceProperties({ event: ev });
-  const image = await client.createImage({ name: `test ${ev.imageId}`, diskFormat: 'raw', containerFormat: 'bare', visibility, properties, tags: [GLANCE_TAG] });
+  const image = await client.createImage({
+    name: `test ${ev.imageId}`,
+    diskFormat: 'raw',
+    containerFormat: 'bare',
+    visibility,
+    properties,
+    tags: [GLANCE_TAG],
+  });
   return { ev, image, properties };
 }
 
@@ -123,14 +145,19 @@ describe('records, uploads and hashes', () => {
       [IDENTITY_PROPERTIES.imageId]: ev.imageId,
       [IDENTITY_PROPERTIES.imageListId]: 'list-glance-tests',
     });
-    expect(JSON.parse(String(image.APPLIANCE_ATTRIBUTES))).toMatchObject({ 'ad:mpuri': ev.mpUri, 'dc:identifier': ev.imageId });
+    expect(JSON.parse(String(image.APPLIANCE_ATTRIBUTES))).toMatchObject({
+      'ad:mpuri': ev.mpUri,
+      'dc:identifier': ev.imageId,
+    });
   });
 
   test('an upload streams the file with progress, and Glance computed the same size, md5 and sha512 as we did', async () => {
     const client = demoClient();
     const { image } = await createFor(client);
     const progress: number[] = [];
-    const sent = await client.uploadFile(image.id, smallFile, { onProgress: (done, total) => progress.push(done / total) });
+    const sent = await client.uploadFile(image.id, smallFile, {
+      onProgress: (done, total) => progress.push(done / total),
+    });
     expect(progress.length).toBeGreaterThan(1);
     expect(progress.at(-1)).toBe(1);
     expect(progress).toEqual([...progress].sort((a, b) => a - b));
@@ -142,7 +169,13 @@ describe('records, uploads and hashes', () => {
       hashValue: createHash('sha512').update(data).digest('hex'),
     });
     const verified = await client.verifyUpload(image.id, sent);
-    expect(verified).toMatchObject({ status: 'active', size: data.length, os_hash_algo: 'sha512', os_hash_value: sent.hashValue, checksum: sent.md5 });
+    expect(verified).toMatchObject({
+      status: 'active',
+      size: data.length,
+      os_hash_algo: 'sha512',
+      os_hash_value: sent.hashValue,
+      checksum: sent.md5,
+    });
   });
 
   test('verification refuses an image whose stored hash, size or hash algorithm is not what we sent', async () => {
@@ -153,8 +186,11 @@ describe('records, uploads and hashes', () => {
       { ...sent, size: sent.size + 1 },
       { ...sent, hashAlgo: 'sha256', hashValue: 'a'.repeat(64) },
     ];
-    for (const claim of wrong) await expect(client.verifyUpload(image.id, claim)).rejects.toBeInstanceOf(ImageIntegrityError);
-    await expect(client.verifyUpload(image.id, { ...sent, hashValue: '0'.repeat(128) })).rejects.toThrow(/os_hash_value \(sha512\) is [0-9a-f]{128}, we sent 0+/);
+    for (const claim of wrong)
+      await expect(client.verifyUpload(image.id, claim)).rejects.toBeInstanceOf(ImageIntegrityError);
+    await expect(client.verifyUpload(image.id, { ...sent, hashValue: '0'.repeat(128) })).rejects.toThrow(
+      /os_hash_value \(sha512\) is [0-9a-f]{128}, we sent 0+/,
+    );
   });
 });
 
@@ -173,7 +209,7 @@ describe('finding our images', () => {
   test("another project's images carrying our identity properties are never found, cleaned up or touched", async () => {
     const client = demoClient();
     const other = otherClient();
-    const admin = new GlanceClient({ session: passwordSession(cloud.admin) , dispatcher: agent});
+    const admin = new GlanceClient({ session: passwordSession(cloud.admin), dispatcher: agent });
     const ev = event();
     // The other tenant has a queued record and an active image with exactly our identity; the
     // cloud's admin a public one, which our project can see in its image list.
@@ -211,7 +247,7 @@ describe('visibility, members, deactivation, deletion', () => {
     expect((refused as Error).message).toMatch(/publicize_image policy needs the admin role/);
     expect((await client.getImage(image.id))?.visibility).toBe('private');
 
-    const admin = new GlanceClient({ session: passwordSession(cloud.admin) , dispatcher: agent});
+    const admin = new GlanceClient({ session: passwordSession(cloud.admin), dispatcher: agent });
     const adminImage = await createUploaded(admin);
     expect((await admin.setVisibility(adminImage.image.id, 'public')).visibility).toBe('public');
     await admin.deleteImage(adminImage.image.id);
@@ -224,15 +260,20 @@ describe('visibility, members, deactivation, deletion', () => {
     await client.setVisibility(image.id, 'shared');
     await client.addMember(image.id, cloud.other.projectId);
     await client.addMember(image.id, cloud.other.projectId); // already a member: fine
-    expect(await client.members(image.id)).toEqual([expect.objectContaining({ member_id: cloud.other.projectId, status: 'pending' })]);
+    expect(await client.members(image.id)).toEqual([
+      expect.objectContaining({ member_id: cloud.other.projectId, status: 'pending' }),
+    ]);
     expect((await other.getImage(image.id))?.id).toBe(image.id);
 
     await other.setMemberStatus(image.id, 'accepted');
     expect((await client.members(image.id))[0].status).toBe('accepted');
-    const listed = await request(`${cloud.glanceUrl}/v2/images?${new URLSearchParams(identityFilter({ ...event(), imageId: String(image[IDENTITY_PROPERTIES.imageId]) }))}`, {
-      headers: { 'x-auth-token': await appCredentialSession(cloud.other).token() },
-      dispatcher: agent,
-    }).then((r) => r.body.json() as Promise<{ images: Array<{ id: string }> }>);
+    const listed = await request(
+      `${cloud.glanceUrl}/v2/images?${new URLSearchParams(identityFilter({ ...event(), imageId: String(image[IDENTITY_PROPERTIES.imageId]) }))}`,
+      {
+        headers: { 'x-auth-token': await appCredentialSession(cloud.other).token() },
+        dispatcher: agent,
+      },
+    ).then((r) => r.body.json() as Promise<{ images: Array<{ id: string }> }>);
     expect(listed.images.map((i) => i.id)).toEqual([image.id]);
 
     await client.removeMember(image.id, cloud.other.projectId);
@@ -261,7 +302,10 @@ describe('a crash mid-upload', () => {
     const { image: first } = await createFor(client, ev);
     const abort = new AbortController();
     const failed = await client
-      .uploadFile(first.id, bigFile, { signal: abort.signal, onProgress: (done) => done > 8 * 1024 * 1024 && abort.abort() })
+      .uploadFile(first.id, bigFile, {
+        signal: abort.signal,
+        onProgress: (done) => done > 8 * 1024 * 1024 && abort.abort(),
+      })
       .catch((err: unknown) => err);
     expect(failed).toBeInstanceOf(CloudApiError);
     const left = await client.getImage(first.id);
@@ -278,7 +322,11 @@ describe('a crash mid-upload', () => {
 
 describe('Keystone', () => {
   test('a password credential works as well, and the Glance endpoint comes from the catalog by interface and region', async () => {
-    const session = passwordSession({ username: cloud.demo.username, password: cloud.demo.password, projectName: cloud.demo.projectName });
+    const session = passwordSession({
+      username: cloud.demo.username,
+      password: cloud.demo.password,
+      projectName: cloud.demo.projectName,
+    });
     expect(await session.endpoint('image')).toBe(cloud.glanceUrl);
     expect(await session.projectId()).toBe(cloud.demo.projectId);
     const internal = appCredentialSession(cloud.demo, { iface: 'internal' });
@@ -304,7 +352,10 @@ describe('Keystone', () => {
   });
 
   test('Glance answers 401 to a bad token; the client renews a revoked token and repeats the call, an upload included', async () => {
-    const raw = await request(`${cloud.glanceUrl}/v2/images`, { headers: { 'x-auth-token': 'gAAAAA-not-a-token' }, dispatcher: agent });
+    const raw = await request(`${cloud.glanceUrl}/v2/images`, {
+      headers: { 'x-auth-token': 'gAAAAA-not-a-token' },
+      dispatcher: agent,
+    });
     await raw.body.dump();
     expect(raw.statusCode).toBe(401);
 
@@ -328,12 +379,16 @@ describe('Keystone', () => {
     const renewing = new KeystoneSession({
       dispatcher: agent,
       authUrl: cloud.keystoneUrl,
-      credential: { type: 'application-credential', id: cloud.demo.appCredentialId, secret: cloud.demo.appCredentialSecret },
+      credential: {
+        type: 'application-credential',
+        id: cloud.demo.appCredentialId,
+        secret: cloud.demo.appCredentialSecret,
+      },
       interface: 'public',
       renewBeforeMs: (TOKEN_SECONDS - 5) * 1000,
     });
     const keeping = appCredentialSession(cloud.demo);
-    const client = new GlanceClient({ session: renewing , dispatcher: agent});
+    const client = new GlanceClient({ session: renewing, dispatcher: agent });
     const { image } = await createFor(client);
     const first = await renewing.token();
     const kept = await keeping.token();
@@ -359,11 +414,30 @@ describe('registration steps', () => {
   test('publishing the same revision twice registers one image, shared with its VO project; the second time reuses it', async () => {
     const client = demoClient();
     const ev = event();
-    const first = await publishToGlance(client, settings(), { event: ev, file: smallFile, diskFormat: 'raw' }, cloud.glanceUrl, logger);
-    expect(first).toMatchObject({ reused: false, visibility: 'shared', diskFormat: 'raw', location: `${cloud.glanceUrl}/v2/images/${first.imageId}` });
+    const first = await publishToGlance(
+      client,
+      settings(),
+      { event: ev, file: smallFile, diskFormat: 'raw' },
+      cloud.glanceUrl,
+      logger,
+    );
+    expect(first).toMatchObject({
+      reused: false,
+      visibility: 'shared',
+      diskFormat: 'raw',
+      location: `${cloud.glanceUrl}/v2/images/${first.imageId}`,
+    });
     expect(first.properties.hw_disk_bus).toBe('virtio');
-    expect(await client.members(first.imageId)).toEqual([expect.objectContaining({ member_id: cloud.other.projectId })]);
-    const second = await publishToGlance(client, settings(), { event: ev, file: smallFile, diskFormat: 'raw' }, cloud.glanceUrl, logger);
+    expect(await client.members(first.imageId)).toEqual([
+      expect.objectContaining({ member_id: cloud.other.projectId }),
+    ]);
+    const second = await publishToGlance(
+      client,
+      settings(),
+      { event: ev, file: smallFile, diskFormat: 'raw' },
+      cloud.glanceUrl,
+      logger,
+    );
     expect(second).toMatchObject({ imageId: first.imageId, reused: true });
     expect((await client.findOurImages(identityFilter(ev))).map((i) => i.id)).toEqual([first.imageId]);
   });
@@ -372,30 +446,57 @@ describe('registration steps', () => {
     const client = demoClient();
     const ev = event();
     const { image: leftover } = await createFor(client, ev);
-    const published = await publishToGlance(client, settings({ visibility: 'private' }), { event: ev, file: smallFile, diskFormat: 'raw' }, cloud.glanceUrl, logger);
+    const published = await publishToGlance(
+      client,
+      settings({ visibility: 'private' }),
+      { event: ev, file: smallFile, diskFormat: 'raw' },
+      cloud.glanceUrl,
+      logger,
+    );
     expect(await client.getImage(leftover.id)).toBeUndefined();
-    expect((await client.findOurImages(identityFilter(ev))).map((i) => [i.id, i.status])).toEqual([[published.imageId, 'active']]);
+    expect((await client.findOurImages(identityFilter(ev))).map((i) => [i.id, i.status])).toEqual([
+      [published.imageId, 'active'],
+    ]);
   });
 
   test('an upload Glance does not confirm is deleted, leaving nothing behind', async () => {
     // Glance hashes with sha512; a client told the site uses sha256 cannot confirm the upload.
-    const client = new GlanceClient({ session: appCredentialSession(cloud.demo), dispatcher: agent, hashAlgorithm: 'sha256' });
+    const client = new GlanceClient({
+      session: appCredentialSession(cloud.demo),
+      dispatcher: agent,
+      hashAlgorithm: 'sha256',
+    });
     const ev = event();
-    const err = await publishToGlance(client, settings(), { event: ev, file: smallFile, diskFormat: 'raw' }, cloud.glanceUrl, logger).catch((e: unknown) => e);
+    const err = await publishToGlance(
+      client,
+      settings(),
+      { event: ev, file: smallFile, diskFormat: 'raw' },
+      cloud.glanceUrl,
+      logger,
+    ).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ImageIntegrityError);
     expect((err as Error).message).toMatch(/Glance hashed with 'sha512', we computed sha256/);
     expect(await client.findOurImages(identityFilter(ev))).toEqual([]);
   });
 
-  test("expiry deactivates and makes private our image only; the revision published again is reactivated", async () => {
+  test('expiry deactivates and makes private our image only; the revision published again is reactivated', async () => {
     const client = demoClient();
     const other = otherClient();
     const ev = event();
-    const ours = await publishToGlance(client, settings(), { event: ev, file: smallFile, diskFormat: 'raw' }, cloud.glanceUrl, logger);
+    const ours = await publishToGlance(
+      client,
+      settings(),
+      { event: ev, file: smallFile, diskFormat: 'raw' },
+      cloud.glanceUrl,
+      logger,
+    );
     const theirs = await createUploaded(other, ev);
     await other.setVisibility(theirs.image.id, 'community');
 
-    expect(await expireInGlance(client, settings(), ev, logger)).toEqual({ action: 'deactivate', imageIds: [ours.imageId] });
+    expect(await expireInGlance(client, settings(), ev, logger)).toEqual({
+      action: 'deactivate',
+      imageIds: [ours.imageId],
+    });
     expect(await client.getImage(ours.imageId)).toMatchObject({ status: 'deactivated', visibility: 'private' });
     expect(await other.getImage(theirs.image.id)).toMatchObject({ status: 'active', visibility: 'community' });
 
@@ -407,8 +508,17 @@ describe('registration steps', () => {
   test('expiry with expireAction delete deletes our image', async () => {
     const client = demoClient();
     const ev = event();
-    const ours = await publishToGlance(client, settings({ visibility: 'private' }), { event: ev, file: smallFile, diskFormat: 'raw' }, cloud.glanceUrl, logger);
-    expect(await expireInGlance(client, settings({ expireAction: 'delete' }), ev, logger)).toEqual({ action: 'delete', imageIds: [ours.imageId] });
+    const ours = await publishToGlance(
+      client,
+      settings({ visibility: 'private' }),
+      { event: ev, file: smallFile, diskFormat: 'raw' },
+      cloud.glanceUrl,
+      logger,
+    );
+    expect(await expireInGlance(client, settings({ expireAction: 'delete' }), ev, logger)).toEqual({
+      action: 'delete',
+      imageIds: [ours.imageId],
+    });
     expect(await client.getImage(ours.imageId)).toBeUndefined();
   });
 });

@@ -9,7 +9,11 @@ import { HostSlots } from '../../worker/host-slots.js';
 import { quietLogger } from '../support/pipeline-fixtures.js';
 import { uniqueTaskQueue } from '../support/service-process.js';
 
-const exists = (p: string) => stat(p).then(() => true, () => false);
+const exists = (p: string) =>
+  stat(p).then(
+    () => true,
+    () => false,
+  );
 
 /** Issue #9: work folders of closed workflows are swept; slots of closed workflows are given back. */
 describe('worker housekeeping against the real Temporal server', () => {
@@ -29,7 +33,10 @@ describe('worker housekeeping against the real Temporal server', () => {
   });
 
   afterAll(async () => {
-    await client.workflow.getHandle(runningId).terminate('test cleanup').catch(() => undefined);
+    await client.workflow
+      .getHandle(runningId)
+      .terminate('test cleanup')
+      .catch(() => undefined);
     await connection.close();
     await rm(dir, { recursive: true, force: true });
   });
@@ -58,7 +65,8 @@ describe('worker housekeeping against the real Temporal server', () => {
 
     const removed = await sweepWorkFolders(client, config, quietLogger);
     expect(removed.sort()).toEqual([closed, gone, oldLegacy].sort());
-    for (const kept of [running, recentLegacy, recentUnknown, liveTransform]) expect([kept, await exists(kept)]).toEqual([kept, true]);
+    for (const kept of [running, recentLegacy, recentUnknown, liveTransform])
+      expect([kept, await exists(kept)]).toEqual([kept, true]);
   });
 
   test('a slot held by a workflow that closed without giving it back is released; a running holder keeps its slot', async () => {

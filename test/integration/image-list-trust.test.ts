@@ -29,7 +29,16 @@ function listSignedBy(signer: TestSigner, caDn: string): string {
       'dc:date:created': '2024-01-01T00:00:00Z',
       'dc:date:expires': '2499-01-01T00:00:00Z',
       'hv:endorser': { 'hv:x509': { 'dc:creator': 'test', 'hv:ca': caDn, 'hv:dn': signer.dn, 'hv:email': 'a@b.c' } },
-      'hv:images': [{ 'hv:image': { 'dc:identifier': IMAGE_ID, 'hv:uri': 'https://images.example.org/a.img', 'hv:size': '1024', 'sl:checksum:sha512': 'a'.repeat(128) } }],
+      'hv:images': [
+        {
+          'hv:image': {
+            'dc:identifier': IMAGE_ID,
+            'hv:uri': 'https://images.example.org/a.img',
+            'hv:size': '1024',
+            'sl:checksum:sha512': 'a'.repeat(128),
+          },
+        },
+      ],
     },
   });
 }
@@ -41,13 +50,24 @@ async function conf(config: Record<string, unknown>): Promise<string> {
   return file;
 }
 
-const parse = async (config: Record<string, unknown>, url: string, extra: string[] = [], env: Record<string, string> = {}) =>
-  runCli(['-v', 'parse-image-list', '--conf', await conf(config), '--image-list-url', url, '--json', ...extra], { env });
+const parse = async (
+  config: Record<string, unknown>,
+  url: string,
+  extra: string[] = [],
+  env: Record<string, string> = {},
+) =>
+  runCli(['-v', 'parse-image-list', '--conf', await conf(config), '--image-list-url', url, '--json', ...extra], {
+    env,
+  });
 
 beforeAll(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'snf-trust-'));
   pki = await createTestPki();
-  [appdb, intruder, revoked] = await Promise.all([pki.issue('appdb.example.org'), pki.issue('intruder.example.org'), pki.issue('revoked.example.org')]);
+  [appdb, intruder, revoked] = await Promise.all([
+    pki.issue('appdb.example.org'),
+    pki.issue('intruder.example.org'),
+    pki.issue('revoked.example.org'),
+  ]);
   server = await startTestServer({
     routes: {
       '/appdb.list': { body: await pki.sign(listSignedBy(appdb, pki.caDn), appdb) },
@@ -70,35 +90,55 @@ describe('point 4: only authorised endorsers may sign a list', () => {
   test('a list signed by any certificate of a trusted CA, naming itself as endorser, is refused', async () => {
     const r = await parse({ security: { endorsers: [authorised()] } }, server.at('/intruder.list'));
     expect(r.exitCode).toBe(1);
-    expect(r.stderr).toContain(`image list refused: signer ${intruder.dn} (CA ${pki.caDn}) is not an authorised endorser of this list (security.endorsers: ${appdb.dn} (CA ${pki.caDn}))`);
+    expect(r.stderr).toContain(
+      `image list refused: signer ${intruder.dn} (CA ${pki.caDn}) is not an authorised endorser of this list (security.endorsers: ${appdb.dn} (CA ${pki.caDn}))`,
+    );
     expect(r.stdout).toBe('');
   });
 
   test('with no endorser configured anywhere, a validly signed list is refused and the message names the key to set', async () => {
     const r = await parse({}, server.at('/appdb.list'));
     expect(r.exitCode).toBe(1);
-    expect(r.stderr).toContain(`no endorser is authorised for ${server.at('/appdb.list')}: set security.endorsers = [{ dn = "${appdb.dn}", ca = "${pki.caDn}" }]`);
+    expect(r.stderr).toContain(
+      `no endorser is authorised for ${server.at('/appdb.list')}: set security.endorsers = [{ dn = "${appdb.dn}", ca = "${pki.caDn}" }]`,
+    );
     expect(r.stderr).toContain('(security.endorserPolicy unset, so security.signaturePolicy = require applies)');
   });
 
   test('the authorised endorser is accepted, written in RFC 2253 order', async () => {
     const rfc2253 = (dn: string) => dn.slice(1).split('/').reverse().join(',');
-    const r = await parse({ security: { endorsers: [{ dn: rfc2253(appdb.dn), ca: rfc2253(pki.caDn) }] } }, server.at('/appdb.list'));
+    const r = await parse(
+      { security: { endorsers: [{ dn: rfc2253(appdb.dn), ca: rfc2253(pki.caDn) }] } },
+      server.at('/appdb.list'),
+    );
     expect(r.exitCode).toBe(0);
-    expect(JSON.parse(r.stdout).signature).toEqual({ status: 'verified', signer: { subject: appdb.dn, issuer: pki.caDn } });
+    expect(JSON.parse(r.stdout).signature).toEqual({
+      status: 'verified',
+      signer: { subject: appdb.dn, issuer: pki.caDn },
+    });
   });
 
   test("a subscription's endorser applies to its own list only, instead of security.endorsers", async () => {
     const config = {
       security: { endorsers: [authorised()] },
-      subscriptions: [{ url: server.at('/intruder.list'), endorser: { dn: intruder.dn, ca: pki.caDn }, every: '6h', vo: 'vo.example.org' }],
+      subscriptions: [
+        {
+          url: server.at('/intruder.list'),
+          endorser: { dn: intruder.dn, ca: pki.caDn },
+          every: '6h',
+          vo: 'vo.example.org',
+        },
+      ],
     };
     const own = await parse(config, server.at('/intruder.list'));
     expect(own.exitCode).toBe(0);
     expect(JSON.parse(own.stdout).signature.status).toBe('verified');
     const other = await parse(config, server.at('/appdb.list'));
     expect(other.exitCode).toBe(0);
-    const swapped = await parse({ subscriptions: [{ url: server.at('/appdb.list'), endorsers: [{ dn: intruder.dn, ca: pki.caDn }] }] }, server.at('/appdb.list'));
+    const swapped = await parse(
+      { subscriptions: [{ url: server.at('/appdb.list'), endorsers: [{ dn: intruder.dn, ca: pki.caDn }] }] },
+      server.at('/appdb.list'),
+    );
     expect(swapped.exitCode).toBe(1);
     expect(swapped.stderr).toContain('is not an authorised endorser of this list (subscriptions.0.endorsers: ');
   });
@@ -111,16 +151,27 @@ describe('point 4: only authorised endorsers may sign a list', () => {
   });
 
   test('enqueue-from-image-list refuses an unauthorised list before publishing anything', async () => {
-    const r = await runCli(['enqueue-from-image-list', '-conf', await conf({ security: { endorsers: [authorised()] } }), '-image-list-url', server.at('/intruder.list')]);
+    const r = await runCli([
+      'enqueue-from-image-list',
+      '-conf',
+      await conf({ security: { endorsers: [authorised()] } }),
+      '-image-list-url',
+      server.at('/intruder.list'),
+    ]);
     expect(r.exitCode).toBe(1);
     expect(r.stderr).toContain('is not an authorised endorser of this list');
     expect(r.stderr).not.toContain('Enqueue');
   });
 
   test('a subscription naming an undefined credential is a configuration error', async () => {
-    const r = await parse({ subscriptions: [{ url: server.at('/appdb.list'), credential: 'nope' }] }, server.at('/appdb.list'));
+    const r = await parse(
+      { subscriptions: [{ url: server.at('/appdb.list'), credential: 'nope' }] },
+      server.at('/appdb.list'),
+    );
     expect(r.exitCode).toBe(2);
-    expect(r.stderr).toContain("invalid configuration key 'subscriptions.0.credential': credential 'nope' is not defined in security.credentials");
+    expect(r.stderr).toContain(
+      "invalid configuration key 'subscriptions.0.credential': credential 'nope' is not defined in security.credentials",
+    );
   });
 });
 
@@ -135,7 +186,9 @@ describe('point 4: CRLs in caPath (*.r0, as fetch-crl writes them)', () => {
     await pki.publishCrl([revoked]);
     const r = await parse({ security: { endorsers: everyone() } }, server.at('/revoked.list'));
     expect(r.exitCode).toBe(1);
-    expect(r.stderr).toContain("signature verification failed: the signer's certificate, or a CA certificate above it, has been revoked (CRL in security.caPath)");
+    expect(r.stderr).toContain(
+      "signature verification failed: the signer's certificate, or a CA certificate above it, has been revoked (CRL in security.caPath)",
+    );
     expect(r.stderr).toContain(`(signer ${revoked.dn}, CA ${pki.caDn})`);
 
     const good = await parse({ security: { endorsers: everyone() } }, server.at('/appdb.list'));
@@ -160,7 +213,9 @@ describe('point 5 (list side): the token from a file, the environment or a named
     return file;
   }
 
-  async function expectTokenSent(run: () => Promise<{ exitCode: number; stdout: string; stderr: string }>): Promise<void> {
+  async function expectTokenSent(
+    run: () => Promise<{ exitCode: number; stdout: string; stderr: string }>,
+  ): Promise<void> {
     server.requests.length = 0;
     const r = await run();
     expect(r.stderr).not.toContain('unexpected');
@@ -177,11 +232,24 @@ describe('point 5 (list side): the token from a file, the environment or a named
 
   test('-token-file FILE (the single-dash spelling)', async () => {
     const file = await tokenFile();
-    await expectTokenSent(async () => runCli(['-v', 'parse-image-list', '-conf', await conf(authorisedConf()), '-image-list-url', server.at('/appdb.list'), '-token-file', file]));
+    await expectTokenSent(async () =>
+      runCli([
+        '-v',
+        'parse-image-list',
+        '-conf',
+        await conf(authorisedConf()),
+        '-image-list-url',
+        server.at('/appdb.list'),
+        '-token-file',
+        file,
+      ]),
+    );
   });
 
   test('$SNF_VMCATCHER_IMAGE_LIST_TOKEN', async () => {
-    await expectTokenSent(async () => parse(authorisedConf(), server.at('/appdb.list'), [], { SNF_VMCATCHER_IMAGE_LIST_TOKEN: TOKEN }));
+    await expectTokenSent(async () =>
+      parse(authorisedConf(), server.at('/appdb.list'), [], { SNF_VMCATCHER_IMAGE_LIST_TOKEN: TOKEN }),
+    );
   });
 
   test('show-env does not print $SNF_VMCATCHER_IMAGE_LIST_TOKEN', async () => {
@@ -193,7 +261,12 @@ describe('point 5 (list side): the token from a file, the environment or a named
 
   test('--credential NAME, a credential read from a file', async () => {
     const file = await tokenFile();
-    await expectTokenSent(async () => parse(authorisedConf({ security: { credentials: { appdb: { file } } } }), server.at('/appdb.list'), ['--credential', 'appdb']));
+    await expectTokenSent(async () =>
+      parse(authorisedConf({ security: { credentials: { appdb: { file } } } }), server.at('/appdb.list'), [
+        '--credential',
+        'appdb',
+      ]),
+    );
   });
 
   test("the subscription's credential, read from the environment", async () => {
@@ -206,14 +279,25 @@ describe('point 5 (list side): the token from a file, the environment or a named
 
   test('no token is sent to a list no subscription or option gives one to', async () => {
     server.requests.length = 0;
-    const r = await parse(authorisedConf({ security: { credentials: { appdb: TOKEN } }, subscriptions: [{ url: server.at('/intruder.list'), credential: 'appdb' }] }), server.at('/appdb.list'));
+    const r = await parse(
+      authorisedConf({
+        security: { credentials: { appdb: TOKEN } },
+        subscriptions: [{ url: server.at('/intruder.list'), credential: 'appdb' }],
+      }),
+      server.at('/appdb.list'),
+    );
     expect(r.exitCode).toBe(0);
     expect(server.requests[0].headers.authorization).toBeUndefined();
   });
 
   test('the token is not sent to another host the list server redirects to', async () => {
-    const other = await startTestServer({ routes: { '/appdb.list': { body: await pki.sign(listSignedBy(appdb, pki.caDn), appdb) } } });
-    const origin = await startTestServer({ hostname: 'localhost', routes: { '/list': { redirect: other.at('/appdb.list') } } });
+    const other = await startTestServer({
+      routes: { '/appdb.list': { body: await pki.sign(listSignedBy(appdb, pki.caDn), appdb) } },
+    });
+    const origin = await startTestServer({
+      hostname: 'localhost',
+      routes: { '/list': { redirect: other.at('/appdb.list') } },
+    });
     try {
       const r = await parse(authorisedConf(), origin.at('/list'), ['--token-file', await tokenFile()]);
       expect(r.exitCode).toBe(0);
@@ -235,7 +319,10 @@ describe('point 5 (list side): the token from a file, the environment or a named
     const r = await parse(authorisedConf(), server.at('/appdb.list'), ['--token-file', empty]);
     expect(r.exitCode).toBe(2);
     expect(r.stderr).toContain(`--token-file ${empty} is empty`);
-    const missing = await parse(authorisedConf(), server.at('/appdb.list'), ['--token-file', path.join(dir, 'missing')]);
+    const missing = await parse(authorisedConf(), server.at('/appdb.list'), [
+      '--token-file',
+      path.join(dir, 'missing'),
+    ]);
     expect(missing.exitCode).toBe(2);
     expect(missing.stderr).toContain('cannot read it (ENOENT)');
   });

@@ -1,7 +1,12 @@
 import { readdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { runCli } from '../support/cli.js';
-import { generateSelfSignedCertificate, startTestServer, type SelfSignedCertificate, type TestServer } from '../support/http-server.js';
+import {
+  generateSelfSignedCertificate,
+  startTestServer,
+  type SelfSignedCertificate,
+  type TestServer,
+} from '../support/http-server.js';
 import { makeRawDisk, tempDir } from '../support/pipeline-fixtures.js';
 
 /**
@@ -24,7 +29,11 @@ describe('--insecure-ssl skips TLS checks for the image host only, not for the h
     await makeRawDisk(path.join(root.dir, 'disk.img'), 1);
     disk = await readFile(path.join(root.dir, 'disk.img'));
     for (let i = 0; i < 3; i++) certs.push(await generateSelfSignedCertificate());
-    otherHost = await startTestServer({ tls: certs[0], hostname: 'localhost', routes: { '/disk.img': { body: disk }, '/image.list': { body: 'x' } } });
+    otherHost = await startTestServer({
+      tls: certs[0],
+      hostname: 'localhost',
+      routes: { '/disk.img': { body: disk }, '/image.list': { body: 'x' } },
+    });
     sameHostOtherPort = await startTestServer({ tls: certs[1], routes: { '/disk.img': { body: disk } } });
     imageHost = await startTestServer({
       tls: certs[2],
@@ -44,7 +53,14 @@ describe('--insecure-ssl skips TLS checks for the image host only, not for the h
   });
 
   test('transform: the image host itself is accepted with insecure TLS', async () => {
-    const result = await runCli(['transform', '--url', imageHost.at('/disk.img'), '--working-folder', work, '--insecure-ssl']);
+    const result = await runCli([
+      'transform',
+      '--url',
+      imageHost.at('/disk.img'),
+      '--working-folder',
+      work,
+      '--insecure-ssl',
+    ]);
     expect(result.exitCode).toBe(0);
     const file = result.stdout.trim().split('\n')[1];
     expect((await readFile(file)).equals(disk)).toBe(true);
@@ -54,11 +70,20 @@ describe('--insecure-ssl skips TLS checks for the image host only, not for the h
 
   test('transform: a redirect to another host with a self-signed certificate fails with a TLS error naming that host', async () => {
     const before = await readdir(work).catch(() => []);
-    const result = await runCli(['transform', '--url', imageHost.at('/to-other-host.img'), '--working-folder', work, '--insecure-ssl']);
+    const result = await runCli([
+      'transform',
+      '--url',
+      imageHost.at('/to-other-host.img'),
+      '--working-folder',
+      work,
+      '--insecure-ssl',
+    ]);
     expect(result.exitCode).toBe(1);
     const lines = result.stderr.split('\n').filter((l) => l.startsWith('snf-vmcatcher:'));
     expect(lines).toEqual([
-      expect.stringContaining(`TLS error fetching ${otherHost.at('/disk.img')}: self-signed certificate (host localhost is verified: --insecure-ssl covers only the image host 127.0.0.1`),
+      expect.stringContaining(
+        `TLS error fetching ${otherHost.at('/disk.img')}: self-signed certificate (host localhost is verified: --insecure-ssl covers only the image host 127.0.0.1`,
+      ),
     ]);
     // The first hop was made (and accepted); the second host was contacted but refused by us.
     expect(imageHost.requests.map((r) => r.path)).toContain('/to-other-host.img');
@@ -67,7 +92,14 @@ describe('--insecure-ssl skips TLS checks for the image host only, not for the h
   });
 
   test('transform: a redirect to the same host name (another port) keeps the exception', async () => {
-    const result = await runCli(['transform', '--url', imageHost.at('/to-same-host.img'), '--working-folder', work, '--insecure-ssl']);
+    const result = await runCli([
+      'transform',
+      '--url',
+      imageHost.at('/to-same-host.img'),
+      '--working-folder',
+      work,
+      '--insecure-ssl',
+    ]);
     expect(result.exitCode).toBe(0);
     const file = result.stdout.trim().split('\n')[1];
     expect((await readFile(file)).equals(disk)).toBe(true);
@@ -76,9 +108,16 @@ describe('--insecure-ssl skips TLS checks for the image host only, not for the h
   });
 
   test('image lists: a redirect from the list host to another host is verified too', async () => {
-    const result = await runCli(['parse-image-list', '--image-list-url', imageHost.at('/to-other-host.list'), '--insecure-ssl']);
+    const result = await runCli([
+      'parse-image-list',
+      '--image-list-url',
+      imageHost.at('/to-other-host.list'),
+      '--insecure-ssl',
+    ]);
     expect(result.exitCode).toBe(1);
-    expect(result.stderr).toContain(`TLS error fetching ${otherHost.at('/image.list')}: self-signed certificate (host localhost is verified`);
+    expect(result.stderr).toContain(
+      `TLS error fetching ${otherHost.at('/image.list')}: self-signed certificate (host localhost is verified`,
+    );
     expect(otherHost.requests).toEqual([]);
   });
 });

@@ -13,7 +13,13 @@ import { RegistryClient, resolveRegistryLogin } from '../../oci/client.js';
 import { listRepositories, listTags, readManifest, readRegistryProject, registryListId } from '../../oci/source.js';
 import { startTestServer, type TestServer } from '../support/http-server.js';
 import { quietLogger, tempDir } from '../support/pipeline-fixtures.js';
-import { digestOf, egiAnnotations, startRegistry, type PushedArtifact, type TestRegistry } from '../support/registry.js';
+import {
+  digestOf,
+  egiAnnotations,
+  startRegistry,
+  type PushedArtifact,
+  type TestRegistry,
+} from '../support/registry.js';
 
 /**
  * The OCI source against a real registry (Debian's docker-registry on 127.0.0.1), with artifacts
@@ -38,9 +44,18 @@ async function pushEgiProject(registry: TestRegistry): Promise<{ ubuntu: PushedA
     annotations: egiAnnotations('ubuntu', '22.04'),
   });
   // Older oras: its own config type, no artifactType.
-  const alma = await registry.push(`${PROJECT}/almalinux`, { tags: ['9', '9-20250301-5e6f7a8'], disk: almaDisk, annotations: egiAnnotations('almalinux', '9'), config: 'oras' });
+  const alma = await registry.push(`${PROJECT}/almalinux`, {
+    tags: ['9', '9-20250301-5e6f7a8'],
+    disk: almaDisk,
+    annotations: egiAnnotations('almalinux', '9'),
+    config: 'oras',
+  });
   // Not the project's: never listed.
-  await registry.push('other_project/debian', { tags: ['12'], disk: randomBytes(1024), annotations: egiAnnotations('debian', '12') });
+  await registry.push('other_project/debian', {
+    tags: ['12'],
+    disk: randomBytes(1024),
+    annotations: egiAnnotations('debian', '12'),
+  });
   return { ubuntu, alma };
 }
 
@@ -58,7 +73,11 @@ describe('OCI registry with htpasswd basic auth', () => {
   });
 
   it('lists the repositories of the project only, through the catalog (not Harbor)', async () => {
-    const client = new RegistryClient({ registry: new URL(registry.url), login: await resolveRegistryLogin(config, 'reader'), security: config.security });
+    const client = new RegistryClient({
+      registry: new URL(registry.url),
+      login: await resolveRegistryLogin(config, 'reader'),
+      security: config.security,
+    });
     try {
       expect(await listRepositories(client, PROJECT)).toEqual([`${PROJECT}/almalinux`, `${PROJECT}/ubuntu`]);
       expect((await listTags(client, `${PROJECT}/ubuntu`)).sort()).toEqual(['22.04', '22.04-20250301-1a2b3c4']);
@@ -68,7 +87,11 @@ describe('OCI registry with htpasswd basic auth', () => {
   });
 
   it('selects the short tags by default and maps each manifest to an event with its annotations', async () => {
-    const read = await readRegistryProject({ source: { registry: registry.url, project: PROJECT, credential: 'reader' }, config, logger: quietLogger });
+    const read = await readRegistryProject({
+      source: { registry: registry.url, project: PROJECT, credential: 'reader' },
+      config,
+      logger: quietLogger,
+    });
     expect(read.listId).toBe(registryListId(registry.url, PROJECT));
     expect(read.invalid).toEqual([]);
     const events = Object.fromEntries(read.images.map((i) => [i.event.imageId, i.event]));
@@ -108,14 +131,30 @@ describe('OCI registry with htpasswd basic auth', () => {
   });
 
   it('takes another tag pattern, and reports a repository whose selected tags name different manifests', async () => {
-    await registry.push(`${PROJECT}/ubuntu`, { tags: ['24.04'], disk: randomBytes(2048), annotations: egiAnnotations('ubuntu', '24.04') });
+    await registry.push(`${PROJECT}/ubuntu`, {
+      tags: ['24.04'],
+      disk: randomBytes(2048),
+      annotations: egiAnnotations('ubuntu', '24.04'),
+    });
     try {
-      const long = await readRegistryProject({ source: { registry: registry.url, project: PROJECT, credential: 'reader', tags: '^22\\.04-' }, config, logger: quietLogger });
-      expect(long.images.map((i) => `${i.event.imageId}:${i.event.version}`)).toEqual(['ubuntu:22.04-20250301-1a2b3c4']);
-      const both = await readRegistryProject({ source: { registry: registry.url, project: PROJECT, credential: 'reader' }, config, logger: quietLogger });
+      const long = await readRegistryProject({
+        source: { registry: registry.url, project: PROJECT, credential: 'reader', tags: '^22\\.04-' },
+        config,
+        logger: quietLogger,
+      });
+      expect(long.images.map((i) => `${i.event.imageId}:${i.event.version}`)).toEqual([
+        'ubuntu:22.04-20250301-1a2b3c4',
+      ]);
+      const both = await readRegistryProject({
+        source: { registry: registry.url, project: PROJECT, credential: 'reader' },
+        config,
+        logger: quietLogger,
+      });
       const ubuntu = both.images.find((i) => i.event.imageId === 'ubuntu')!;
       expect(ubuntu.event.version).toBe('24.04');
-      expect(both.invalid).toEqual([{ identifier: `${PROJECT}/ubuntu:22.04`, problem: expect.stringContaining('name different manifests') }]);
+      expect(both.invalid).toEqual([
+        { identifier: `${PROJECT}/ubuntu:22.04`, problem: expect.stringContaining('name different manifests') },
+      ]);
     } finally {
       // Back to one short tag per repository for the other tests.
       await registry.tag(`${PROJECT}/ubuntu`, pushed.ubuntu.manifestDigest, '24.04');
@@ -123,39 +162,69 @@ describe('OCI registry with htpasswd basic auth', () => {
   });
 
   it('refuses a manifest without a qemu disk layer, naming it, and keeps the other images', async () => {
-    await registry.push(`${PROJECT}/container`, { tags: ['1'], disk: randomBytes(512), layerMediaType: 'application/vnd.oci.image.layer.v1.tar+gzip' });
-    const read = await readRegistryProject({ source: { registry: registry.url, project: PROJECT, credential: 'reader' }, config, logger: quietLogger });
+    await registry.push(`${PROJECT}/container`, {
+      tags: ['1'],
+      disk: randomBytes(512),
+      layerMediaType: 'application/vnd.oci.image.layer.v1.tar+gzip',
+    });
+    const read = await readRegistryProject({
+      source: { registry: registry.url, project: PROJECT, credential: 'reader' },
+      config,
+      logger: quietLogger,
+    });
     expect(read.invalid).toContainEqual({
       identifier: `${PROJECT}/container:1`,
-      problem: expect.stringMatching(/container:1: expected exactly one layer of type application\/x-qemu-disk, found 0 \(layers: application\/vnd\.oci\.image\.layer\.v1\.tar\+gzip\)/),
+      problem: expect.stringMatching(
+        /container:1: expected exactly one layer of type application\/x-qemu-disk, found 0 \(layers: application\/vnd\.oci\.image\.layer\.v1\.tar\+gzip\)/,
+      ),
     });
     expect(read.images.map((i) => i.event.imageId).sort()).toEqual(['almalinux', 'ubuntu']);
   });
 
   it('wrong credentials: a permanent error naming the registry and the credential', async () => {
-    const failure = await readRegistryProject({ source: { registry: registry.url, project: PROJECT, credential: 'wrong' }, config, logger: quietLogger }).catch((e: unknown) => e);
+    const failure = await readRegistryProject({
+      source: { registry: registry.url, project: PROJECT, credential: 'wrong' },
+      config,
+      logger: quietLogger,
+    }).catch((e: unknown) => e);
     expect(failure).toBeInstanceOf(FetchError);
     expect((failure as FetchError).permanent).toBe(true);
-    expect((failure as FetchError).message).toMatch(new RegExp(`^registry ${registry.host} refused the credential 'wrong' \\(user reader\\) .*\\(HTTP 401\\)`));
+    expect((failure as FetchError).message).toMatch(
+      new RegExp(`^registry ${registry.host} refused the credential 'wrong' \\(user reader\\) .*\\(HTTP 401\\)`),
+    );
     expect((failure as FetchError).message).not.toContain('not-the-password');
   });
 
   it('no credential where the registry wants one: a permanent error that says to name one', async () => {
-    const failure = await readRegistryProject({ source: { registry: registry.url, project: PROJECT }, config, logger: quietLogger }).catch((e: unknown) => e);
+    const failure = await readRegistryProject({
+      source: { registry: registry.url, project: PROJECT },
+      config,
+      logger: quietLogger,
+    }).catch((e: unknown) => e);
     expect((failure as FetchError).permanent).toBe(true);
-    expect((failure as FetchError).message).toMatch(new RegExp(`^registry ${registry.host} requires a login .*name a credential in the subscription`));
+    expect((failure as FetchError).message).toMatch(
+      new RegExp(`^registry ${registry.host} requires a login .*name a credential in the subscription`),
+    );
   });
 
   it('downloads a layer by digest, verified, and resumes a partial file with Range', async () => {
     const { dir, cleanup } = await tempDir('oci-blob-');
-    const client = new RegistryClient({ registry: new URL(registry.url), login: await resolveRegistryLogin(config, 'reader'), security: config.security });
+    const client = new RegistryClient({
+      registry: new URL(registry.url),
+      login: await resolveRegistryLogin(config, 'reader'),
+      security: config.security,
+    });
     try {
       const manifest = await readManifest(client, `${PROJECT}/ubuntu`, '22.04');
       expect(manifest.digest).toBe(pushed.ubuntu.manifestDigest);
       const file = path.join(dir, 'disk');
       await writeFile(file, ubuntuDisk.subarray(0, 10_000));
       const done = await downloadBlob(client, `${PROJECT}/ubuntu`, manifest.disk, file);
-      expect(done).toEqual({ bytes: ubuntuDisk.length, resumedFrom: 10_000, sha256: pushed.ubuntu.layerDigest.slice(7) });
+      expect(done).toEqual({
+        bytes: ubuntuDisk.length,
+        resumedFrom: 10_000,
+        sha256: pushed.ubuntu.layerDigest.slice(7),
+      });
       expect((await readFile(file)).equals(ubuntuDisk)).toBe(true);
     } finally {
       await client.close();
@@ -165,10 +234,18 @@ describe('OCI registry with htpasswd basic auth', () => {
 
   it('a layer whose bytes do not match its digest is refused and its file removed', async () => {
     const { dir, cleanup } = await tempDir('oci-blob-');
-    const corrupt = await registry.push(`${PROJECT}/corrupt`, { tags: ['1'], disk: randomBytes(4096), annotations: egiAnnotations('corrupt', '1') });
+    const corrupt = await registry.push(`${PROJECT}/corrupt`, {
+      tags: ['1'],
+      disk: randomBytes(4096),
+      annotations: egiAnnotations('corrupt', '1'),
+    });
     const tampered = randomBytes(4096);
     await registry.corruptBlob(corrupt.layerDigest, tampered);
-    const client = new RegistryClient({ registry: new URL(registry.url), login: await resolveRegistryLogin(config, 'reader'), security: config.security });
+    const client = new RegistryClient({
+      registry: new URL(registry.url),
+      login: await resolveRegistryLogin(config, 'reader'),
+      security: config.security,
+    });
     try {
       const manifest = await readManifest(client, `${PROJECT}/corrupt`, '1');
       const file = path.join(dir, 'disk');
@@ -189,7 +266,10 @@ describe('OCI registry with htpasswd basic auth', () => {
  * A front for the real registry that sends blob downloads to storage on another host (as Harbor
  * and registries on S3 do with a 307 to a signed URL) and passes every other request through.
  */
-async function redirectingFront(registryUrl: string, blobStore: TestServer): Promise<{ url: string; authorizations: Array<string | undefined>; close(): Promise<void> }> {
+async function redirectingFront(
+  registryUrl: string,
+  blobStore: TestServer,
+): Promise<{ url: string; authorizations: Array<string | undefined>; close(): Promise<void> }> {
   const authorizations: Array<string | undefined> = [];
   const server = http.createServer((req, res) => {
     authorizations.push(req.headers.authorization);
@@ -224,14 +304,30 @@ describe('OCI registry redirecting blobs to storage on another host', () => {
     let blobStore: TestServer | undefined;
     let front: Awaited<ReturnType<typeof redirectingFront>> | undefined;
     try {
-      const pushed = await registry.push(`${PROJECT}/ubuntu`, { tags: ['22.04'], disk, annotations: egiAnnotations('ubuntu', '22.04') });
+      const pushed = await registry.push(`${PROJECT}/ubuntu`, {
+        tags: ['22.04'],
+        disk,
+        annotations: egiAnnotations('ubuntu', '22.04'),
+      });
       // Another host name than the registry's (localhost, not 127.0.0.1): credentials must not follow.
-      blobStore = await startTestServer({ hostname: 'localhost', routes: { [`/blobs/${pushed.layerDigest}`]: { body: disk } } });
+      blobStore = await startTestServer({
+        hostname: 'localhost',
+        routes: { [`/blobs/${pushed.layerDigest}`]: { body: disk } },
+      });
       front = await redirectingFront(registry.url, blobStore);
-      const client = new RegistryClient({ registry: new URL(front.url), login: await resolveRegistryLogin(config, 'reader'), security: config.security });
+      const client = new RegistryClient({
+        registry: new URL(front.url),
+        login: await resolveRegistryLogin(config, 'reader'),
+        security: config.security,
+      });
       try {
         const file = path.join(dir, 'disk');
-        const done = await downloadBlob(client, `${PROJECT}/ubuntu`, { digest: pushed.layerDigest, size: pushed.layerSize }, file);
+        const done = await downloadBlob(
+          client,
+          `${PROJECT}/ubuntu`,
+          { digest: pushed.layerDigest, size: pushed.layerSize },
+          file,
+        );
         expect(done.sha256).toBe(pushed.layerDigest.slice(7));
         expect((await readFile(file)).equals(disk)).toBe(true);
       } finally {
@@ -264,7 +360,11 @@ describe('OCI registry with the Bearer token flow', () => {
 
   it('gets a token per scope from the realm the challenge names, with the login, and reads the project', async () => {
     registry.tokenRequests.length = 0;
-    const read = await readRegistryProject({ source: { registry: registry.url, project: PROJECT, credential: 'reader' }, config, logger: quietLogger });
+    const read = await readRegistryProject({
+      source: { registry: registry.url, project: PROJECT, credential: 'reader' },
+      config,
+      logger: quietLogger,
+    });
     expect(read.images.map((i) => [i.event.imageId, i.event.checksumSha256]).sort()).toEqual([
       ['almalinux', pushed.alma.layerDigest.slice(7)],
       ['ubuntu', pushed.ubuntu.layerDigest.slice(7)],
@@ -278,10 +378,19 @@ describe('OCI registry with the Bearer token flow', () => {
 
   it('downloads a layer with the repository token', async () => {
     const { dir, cleanup } = await tempDir('oci-blob-');
-    const client = new RegistryClient({ registry: new URL(registry.url), login: await resolveRegistryLogin(config, 'reader'), security: config.security });
+    const client = new RegistryClient({
+      registry: new URL(registry.url),
+      login: await resolveRegistryLogin(config, 'reader'),
+      security: config.security,
+    });
     try {
       const file = path.join(dir, 'disk');
-      const done = await downloadBlob(client, `${PROJECT}/almalinux`, { digest: pushed.alma.layerDigest, size: pushed.alma.layerSize }, file);
+      const done = await downloadBlob(
+        client,
+        `${PROJECT}/almalinux`,
+        { digest: pushed.alma.layerDigest, size: pushed.alma.layerSize },
+        file,
+      );
       expect(done.sha256).toBe(pushed.alma.layerDigest.slice(7));
       expect((await readFile(file)).equals(almaDisk)).toBe(true);
     } finally {
@@ -291,7 +400,11 @@ describe('OCI registry with the Bearer token flow', () => {
   });
 
   it('wrong credentials: the token service refuses them, a permanent error naming the registry', async () => {
-    const failure = await readRegistryProject({ source: { registry: registry.url, project: PROJECT, credential: 'wrong' }, config, logger: quietLogger }).catch((e: unknown) => e);
+    const failure = await readRegistryProject({
+      source: { registry: registry.url, project: PROJECT, credential: 'wrong' },
+      config,
+      logger: quietLogger,
+    }).catch((e: unknown) => e);
     expect(failure).toBeInstanceOf(FetchError);
     expect((failure as FetchError).permanent).toBe(true);
     expect((failure as FetchError).message).toBe(
@@ -300,8 +413,14 @@ describe('OCI registry with the Bearer token flow', () => {
   });
 
   it('anonymous: a token without access, so the registry refuses; the error says anonymous access', async () => {
-    const failure = await readRegistryProject({ source: { registry: registry.url, project: PROJECT }, config, logger: quietLogger }).catch((e: unknown) => e);
+    const failure = await readRegistryProject({
+      source: { registry: registry.url, project: PROJECT },
+      config,
+      logger: quietLogger,
+    }).catch((e: unknown) => e);
     expect((failure as FetchError).permanent).toBe(true);
-    expect((failure as FetchError).message).toMatch(new RegExp(`^registry ${registry.host} refused anonymous access for .*_catalog.* \\(HTTP 401\\)`));
+    expect((failure as FetchError).message).toMatch(
+      new RegExp(`^registry ${registry.host} refused anonymous access for .*_catalog.* \\(HTTP 401\\)`),
+    );
   });
 });

@@ -19,7 +19,9 @@ describe('transform converts an image to a raw temporary file, as the original c
     await qemuConvert(path.join(root.dir, 'disk.img'), 'raw', path.join(root.dir, 'disk.qcow2'), 'qcow2');
     disk = await readFile(path.join(root.dir, 'disk.img'));
     server.route('/disk.qcow2', { body: await readFile(path.join(root.dir, 'disk.qcow2')) });
-    server.route('/broken.vmdk.gz', { body: Buffer.concat([Buffer.from([0x1f, 0x8b, 0x08, 0x00]), randomBytes(4096)]) });
+    server.route('/broken.vmdk.gz', {
+      body: Buffer.concat([Buffer.from([0x1f, 0x8b, 0x08, 0x00]), randomBytes(4096)]),
+    });
   });
 
   afterAll(async () => {
@@ -53,13 +55,22 @@ describe('transform converts an image to a raw temporary file, as the original c
 
   test.each([
     ['a 404', '/missing.qcow2', /snf-vmcatcher: GET .*HTTP 404/],
-    ['a corrupt gzip (conversion failure is not swallowed)', '/broken.vmdk.gz', /snf-vmcatcher: broken\.vmdk\.gz cannot be decompressed/],
+    [
+      'a corrupt gzip (conversion failure is not swallowed)',
+      '/broken.vmdk.gz',
+      /snf-vmcatcher: broken\.vmdk\.gz cannot be decompressed/,
+    ],
   ])('%s fails with exit 1, one clear line, and leaves no temporary files', async (_name, p, expected) => {
     const before = await readdir(work).catch(() => []);
     const result = await runCli(['transform', '--url', server.at(p), '--working-folder', work]);
     expect(result.exitCode).toBe(1);
     expect(result.stdout).toBe('');
-    expect(result.stderr.trim().split('\n').filter((l) => l.startsWith('snf-vmcatcher:'))).toEqual([expect.stringMatching(expected)]);
+    expect(
+      result.stderr
+        .trim()
+        .split('\n')
+        .filter((l) => l.startsWith('snf-vmcatcher:')),
+    ).toEqual([expect.stringMatching(expected)]);
     expect(await readdir(work)).toEqual(before);
   });
 });

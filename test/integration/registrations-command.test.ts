@@ -7,13 +7,17 @@ import { runCli } from '../support/cli.js';
 import { uniqueTaskQueue } from '../support/service-process.js';
 
 /** Registrations and expiries, and the image revisions whose work no worker has taken up yet. */
-const ALL = "(WorkflowType IN ('registerImage', 'expireImage') OR (WorkflowType = 'imageRevision' AND ImageStage = 'queued'))";
+const ALL =
+  "(WorkflowType IN ('registerImage', 'expireImage') OR (WorkflowType = 'imageRevision' AND ImageStage = 'queued'))";
 
 describe('registrationsQuery', () => {
   test.each([
     [{}, ALL],
     [{ status: 'failed' as const }, `${ALL} AND ExecutionStatus = 'Failed'`],
-    [{ stage: 'acquiring', imageListIdentifier: "o'brien" }, `${ALL} AND ImageStage = 'acquiring' AND ImageListIdentifier = 'o\\'brien'`],
+    [
+      { stage: 'acquiring', imageListIdentifier: "o'brien" },
+      `${ALL} AND ImageStage = 'acquiring' AND ImageListIdentifier = 'o\\'brien'`,
+    ],
   ])('%j → %s', (filter, query) => {
     expect(registrationsQuery(filter)).toBe(query);
   });
@@ -30,7 +34,12 @@ describe('registrations', () => {
       // No worker polls this task queue: the workflows stay queued, as during an outage of the workers.
       for (const imageId of ['img-a', 'img-b']) {
         const event = eventFromFlat(
-          { VMCATCHER_EVENT_IL_DC_IDENTIFIER: listId, VMCATCHER_EVENT_DC_IDENTIFIER: imageId, VMCATCHER_EVENT_HV_URI: `https://example.org/${imageId}.qcow2`, VMCATCHER_EVENT_VO: 'vo.example.org' },
+          {
+            VMCATCHER_EVENT_IL_DC_IDENTIFIER: listId,
+            VMCATCHER_EVENT_DC_IDENTIFIER: imageId,
+            VMCATCHER_EVENT_HV_URI: `https://example.org/${imageId}.qcow2`,
+            VMCATCHER_EVENT_VO: 'vo.example.org',
+          },
           'image-list',
         );
         await startWorkflowForEvent(client, config, event);
@@ -44,7 +53,13 @@ describe('registrations', () => {
       }
       const rows = lines.map((l) => JSON.parse(l));
       expect(rows.map((r) => r.imageIdentifier).sort()).toEqual(['img-a', 'img-b']);
-      expect(rows[0]).toMatchObject({ type: 'imageRevision', status: 'RUNNING', stage: 'queued', imageListIdentifier: listId, vo: 'vo.example.org' });
+      expect(rows[0]).toMatchObject({
+        type: 'imageRevision',
+        status: 'RUNNING',
+        stage: 'queued',
+        imageListIdentifier: listId,
+        vo: 'vo.example.org',
+      });
 
       const table = await runCli(['registrations', '--image-list-identifier', listId, '--stage', 'queued']);
       expect(table.stdout.split('\n')[0]).toMatch(/^STATUS\s+STAGE\s+IMAGE\s+IMAGE LIST\s+STARTED\s+WORKFLOW ID$/);

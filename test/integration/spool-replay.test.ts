@@ -62,7 +62,12 @@ async function depth(queue: string): Promise<number> {
 function configFor(topology: Topology, folder: string): Config {
   return parseConfig(
     {
-      rabbitmq: { servers: ['127.0.0.1:5672'], queue: topology.queue, exchange: topology.exchange, routingKey: topology.routingKey },
+      rabbitmq: {
+        servers: ['127.0.0.1:5672'],
+        queue: topology.queue,
+        exchange: topology.exchange,
+        routingKey: topology.routingKey,
+      },
       spool: { folder },
     },
     'test',
@@ -130,7 +135,7 @@ describe('spool replay publishes every spooled file exactly once', () => {
       replays.push(replaySpool(config, wrapped, silent));
     };
     await startReplay();
-    for (let seen = -1; seen !== replays.length; ) {
+    for (let seen = -1; seen !== replays.length;) {
       seen = replays.length;
       await Promise.allSettled(replays);
     }
@@ -170,7 +175,9 @@ describe('spool replay publishes every spooled file exactly once', () => {
     const count = 400;
     for (let n = 0; n < count; n++) await spoolMessage(folder, Buffer.from(registerBody(listId, n)));
     const conf = await writeConf(topology, `spool { folder = "${folder}" }`);
-    const bridge = spawnCli(['dequeue', '--server', '--conf', conf, '--prefetch', '8'], { TEMPORAL_TASK_QUEUE: uniqueId('spool-bridge-tq') });
+    const bridge = spawnCli(['dequeue', '--server', '--conf', conf, '--prefetch', '8'], {
+      TEMPORAL_TASK_QUEUE: uniqueId('spool-bridge-tq'),
+    });
     cleanups.push(() => bridge.stop());
     await bridge.waitForLog(/"msg":"consuming"/, 60_000);
     // Deleting the queue cancels the bridge's consumer: it reconnects (declaring the queue
@@ -188,8 +195,18 @@ describe('spool replay publishes every spooled file exactly once', () => {
       await conn.close();
     }
     expect(cuts).toBeGreaterThanOrEqual(3);
-    await waitFor('the spool to empty', () => readdir(folder), (names) => names.length === 0, 120_000);
-    await waitFor(`${count} messages on the tap queue`, () => depth(tap), (n) => n >= count, 30_000);
+    await waitFor(
+      'the spool to empty',
+      () => readdir(folder),
+      (names) => names.length === 0,
+      120_000,
+    );
+    await waitFor(
+      `${count} messages on the tap queue`,
+      () => depth(tap),
+      (n) => n >= count,
+      30_000,
+    );
     await new Promise((r) => setTimeout(r, 1000)); // a late duplicate would show up by now
     // Each cut that found the bridge connected made it reconnect, while the replay went on.
     expect((bridge.stderr().match(/"msg":"connected to RabbitMQ"/g) ?? []).length).toBeGreaterThanOrEqual(3);
@@ -211,11 +228,29 @@ async function closedPort(): Promise<number> {
 }
 
 /** Runs `node bin/snf-vmcatcher.js` as another user, with numeric ids (no account needed). */
-function asUser(ids: { uid: number; gid: number; groups: number[] }, args: string[], env: Record<string, string>): ResultPromise {
+function asUser(
+  ids: { uid: number; gid: number; groups: number[] },
+  args: string[],
+  env: Record<string, string>,
+): ResultPromise {
   return execa(
     'setpriv',
-    [`--reuid=${ids.uid}`, `--regid=${ids.gid}`, `--groups=${ids.groups.join(',')}`, '--', process.execPath, BIN, ...args],
-    { cwd: ROOT, env: { SNF_VMCATCHER_LOG_LEVEL: 'info', HOME: '/nonexistent', ...env }, extendEnv: true, reject: false, stdin: 'ignore' },
+    [
+      `--reuid=${ids.uid}`,
+      `--regid=${ids.gid}`,
+      `--groups=${ids.groups.join(',')}`,
+      '--',
+      process.execPath,
+      BIN,
+      ...args,
+    ],
+    {
+      cwd: ROOT,
+      env: { SNF_VMCATCHER_LOG_LEVEL: 'info', HOME: '/nonexistent', ...env },
+      extendEnv: true,
+      reject: false,
+      stdin: 'ignore',
+    },
   );
 }
 
@@ -225,125 +260,155 @@ function asUser(ids: { uid: number; gid: number; groups: number[] }, args: strin
  */
 function otherUsersCanRunTheCli(): boolean {
   if (process.getuid?.() !== 0) return false;
-  const probe = spawnSync('setpriv', ['--reuid=64701', '--regid=64701', '--clear-groups', '--', process.execPath, BIN, 'usage'], { cwd: '/', stdio: 'ignore' });
+  const probe = spawnSync(
+    'setpriv',
+    ['--reuid=64701', '--regid=64701', '--clear-groups', '--', process.execPath, BIN, 'usage'],
+    { cwd: '/', stdio: 'ignore' },
+  );
   if (probe.status === 0) return true;
   console.warn('two-user spool tests skipped: not root, no setpriv, or the checkout is not readable by other users');
   return false;
 }
 
-(otherUsersCanRunTheCli() ? describe : describe.skip)('the two-user set-up: vmcatcher spools, the bridge (another user) replays', () => {
-  // Numeric ids that no account on a test machine uses.
-  const SHARED_GID = 64_700;
-  const VMCATCHER = { uid: 64_701, gid: 64_701, groups: [SHARED_GID] };
-  const BRIDGE = { uid: 64_702, gid: 64_702, groups: [SHARED_GID] };
-  const topology = uniqueTopology('spool-users');
-  let dir: string;
-  let bridge: ResultPromise | undefined;
+(otherUsersCanRunTheCli() ? describe : describe.skip)(
+  'the two-user set-up: vmcatcher spools, the bridge (another user) replays',
+  () => {
+    // Numeric ids that no account on a test machine uses.
+    const SHARED_GID = 64_700;
+    const VMCATCHER = { uid: 64_701, gid: 64_701, groups: [SHARED_GID] };
+    const BRIDGE = { uid: 64_702, gid: 64_702, groups: [SHARED_GID] };
+    const topology = uniqueTopology('spool-users');
+    let dir: string;
+    let bridge: ResultPromise | undefined;
 
-  beforeAll(async () => {
-    dir = await mkdtemp(path.join(os.tmpdir(), 'spool-users-'));
-    await chmod(dir, 0o755); // the configuration in it is read by both users
-  });
-  afterAll(async () => {
-    if (bridge && bridge.exitCode === null) {
-      bridge.kill('SIGTERM');
-      await bridge;
-    }
-    await deleteTopology(topology);
-    await rm(dir, { recursive: true, force: true });
-  });
+    beforeAll(async () => {
+      dir = await mkdtemp(path.join(os.tmpdir(), 'spool-users-'));
+      await chmod(dir, 0o755); // the configuration in it is read by both users
+    });
+    afterAll(async () => {
+      if (bridge && bridge.exitCode === null) {
+        bridge.kill('SIGTERM');
+        await bridge;
+      }
+      await deleteTopology(topology);
+      await rm(dir, { recursive: true, force: true });
+    });
 
-  test('events spooled by the hook under umask 077 into a setgid group-writable folder are replayed by the bridge, and the folder ends empty', async () => {
-    const spool = path.join(dir, 'spool');
-    // The documented set-up (docs/image-lists.md): owned by the writer, group shared with the bridge, setgid, no sticky bit.
-    await mkdir(spool);
-    await chown(spool, VMCATCHER.uid, SHARED_GID);
-    await chmod(spool, 0o2770);
-    const listId = uniqueId('two-users');
-    const down = await writeConf(topology, `spool { folder = "${spool}" }\nrabbitmq.connectTimeoutMs = 2000`, [`127.0.0.1:${await closedPort()}`]);
-    const up = await writeConf(topology, `spool { folder = "${spool}" }`);
-    for (const file of [down, up]) {
-      await chmod(path.dirname(file), 0o755);
-      await chmod(file, 0o644);
-    }
+    test('events spooled by the hook under umask 077 into a setgid group-writable folder are replayed by the bridge, and the folder ends empty', async () => {
+      const spool = path.join(dir, 'spool');
+      // The documented set-up (docs/image-lists.md): owned by the writer, group shared with the bridge, setgid, no sticky bit.
+      await mkdir(spool);
+      await chown(spool, VMCATCHER.uid, SHARED_GID);
+      await chmod(spool, 0o2770);
+      const listId = uniqueId('two-users');
+      const down = await writeConf(topology, `spool { folder = "${spool}" }\nrabbitmq.connectTimeoutMs = 2000`, [
+        `127.0.0.1:${await closedPort()}`,
+      ]);
+      const up = await writeConf(topology, `spool { folder = "${spool}" }`);
+      for (const file of [down, up]) {
+        await chmod(path.dirname(file), 0o755);
+        await chmod(file, 0o644);
+      }
 
-    // A hardened hook environment: nothing group-readable unless the program asks for it.
-    const umask = process.umask(0o077);
-    let hooks;
-    try {
-      hooks = await Promise.all(
-        [0, 1, 2].map((n) =>
-          asUser(VMCATCHER, ['enqueue-from-env', '--conf', down], {
-            VMCATCHER_EVENT_TYPE: 'AvailablePostfix',
-            VMCATCHER_EVENT_DC_IDENTIFIER: `image-${n}`,
-            VMCATCHER_EVENT_IL_DC_IDENTIFIER: listId,
-            VMCATCHER_EVENT_HV_URI: `http://images.example.invalid/${listId}/${n}.img`,
-            VMCATCHER_EVENT_VO: 'test.vo',
-          }),
-        ),
-      );
-    } finally {
-      process.umask(umask);
-    }
-    for (const hook of hooks) {
-      expect(hook.exitCode).toBe(0);
-      expect(String(hook.stderr)).toContain('spooled to');
-    }
-    const spooled = (await readdir(spool)).filter((n) => n.endsWith('.json'));
-    expect(spooled).toHaveLength(3);
-    for (const name of spooled) {
-      const info = await stat(path.join(spool, name));
-      expect([info.uid, info.gid, (info.mode & 0o777).toString(8)]).toEqual([VMCATCHER.uid, SHARED_GID, '640']);
-    }
+      // A hardened hook environment: nothing group-readable unless the program asks for it.
+      const umask = process.umask(0o077);
+      let hooks;
+      try {
+        hooks = await Promise.all(
+          [0, 1, 2].map((n) =>
+            asUser(VMCATCHER, ['enqueue-from-env', '--conf', down], {
+              VMCATCHER_EVENT_TYPE: 'AvailablePostfix',
+              VMCATCHER_EVENT_DC_IDENTIFIER: `image-${n}`,
+              VMCATCHER_EVENT_IL_DC_IDENTIFIER: listId,
+              VMCATCHER_EVENT_HV_URI: `http://images.example.invalid/${listId}/${n}.img`,
+              VMCATCHER_EVENT_VO: 'test.vo',
+            }),
+          ),
+        );
+      } finally {
+        process.umask(umask);
+      }
+      for (const hook of hooks) {
+        expect(hook.exitCode).toBe(0);
+        expect(String(hook.stderr)).toContain('spooled to');
+      }
+      const spooled = (await readdir(spool)).filter((n) => n.endsWith('.json'));
+      expect(spooled).toHaveLength(3);
+      for (const name of spooled) {
+        const info = await stat(path.join(spool, name));
+        expect([info.uid, info.gid, (info.mode & 0o777).toString(8)]).toEqual([VMCATCHER.uid, SHARED_GID, '640']);
+      }
 
-    // The bridge runs as its own user; the spool is the only thing the two share.
-    const temporal = await temporalClient();
-    try {
-      const child = asUser(BRIDGE, ['dequeue', '--server', '--conf', up], {
+      // The bridge runs as its own user; the spool is the only thing the two share.
+      const temporal = await temporalClient();
+      try {
+        const child = asUser(BRIDGE, ['dequeue', '--server', '--conf', up], {
+          TEMPORAL_ADDRESS: process.env.TEMPORAL_ADDRESS!,
+          TEMPORAL_TASK_QUEUE: uniqueId('two-users-tq'),
+        });
+        bridge = child;
+        let stderr = '';
+        child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
+        await waitFor(
+          'the spool to empty',
+          () => readdir(spool),
+          (names) => names.length === 0,
+          60_000,
+        );
+        const byImage = await waitFor(
+          '3 workflows',
+          () => executionsByImage(temporal.client, listId),
+          (m) => m.size >= 3,
+          60_000,
+        );
+        expect([...byImage.entries()].sort()).toEqual([
+          ['image-0', 1],
+          ['image-1', 1],
+          ['image-2', 1],
+        ]);
+        child.kill('SIGTERM');
+        expect((await child).exitCode).toBe(0);
+        expect(stderr).toMatch(/"published":3/);
+        expect(stderr).not.toMatch(/could not replay the spool|may not be able to replay/);
+      } finally {
+        await temporal.close();
+      }
+    });
+
+    test("a spool folder with the sticky bit: the bridge says at start why it cannot replay the hook's files", async () => {
+      const spool = path.join(dir, 'sticky');
+      await mkdir(spool);
+      await chown(spool, VMCATCHER.uid, SHARED_GID);
+      await chmod(spool, 0o3770);
+      const body = Buffer.from(registerBody(uniqueId('sticky'), 0));
+      await writeFile(path.join(spool, '000000000000001-000001-1-aaaaaa.json'), body, { mode: 0o640 });
+      await chown(path.join(spool, '000000000000001-000001-1-aaaaaa.json'), VMCATCHER.uid, SHARED_GID);
+      const conf = await writeConf(topology, `spool { folder = "${spool}" }`);
+      await chmod(path.dirname(conf), 0o755);
+      await chmod(conf, 0o644);
+      const child = asUser(BRIDGE, ['dequeue', '--server', '--conf', conf], {
         TEMPORAL_ADDRESS: process.env.TEMPORAL_ADDRESS!,
-        TEMPORAL_TASK_QUEUE: uniqueId('two-users-tq'),
+        TEMPORAL_TASK_QUEUE: uniqueId('sticky-tq'),
       });
-      bridge = child;
       let stderr = '';
       child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
-      await waitFor('the spool to empty', () => readdir(spool), (names) => names.length === 0, 60_000);
-      const byImage = await waitFor('3 workflows', () => executionsByImage(temporal.client, listId), (m) => m.size >= 3, 60_000);
-      expect([...byImage.entries()].sort()).toEqual([['image-0', 1], ['image-1', 1], ['image-2', 1]]);
-      child.kill('SIGTERM');
-      expect((await child).exitCode).toBe(0);
-      expect(stderr).toMatch(/"published":3/);
-      expect(stderr).not.toMatch(/could not replay the spool|may not be able to replay/);
-    } finally {
-      await temporal.close();
-    }
-  });
-
-  test('a spool folder with the sticky bit: the bridge says at start why it cannot replay the hook\'s files', async () => {
-    const spool = path.join(dir, 'sticky');
-    await mkdir(spool);
-    await chown(spool, VMCATCHER.uid, SHARED_GID);
-    await chmod(spool, 0o3770);
-    const body = Buffer.from(registerBody(uniqueId('sticky'), 0));
-    await writeFile(path.join(spool, '000000000000001-000001-1-aaaaaa.json'), body, { mode: 0o640 });
-    await chown(path.join(spool, '000000000000001-000001-1-aaaaaa.json'), VMCATCHER.uid, SHARED_GID);
-    const conf = await writeConf(topology, `spool { folder = "${spool}" }`);
-    await chmod(path.dirname(conf), 0o755);
-    await chmod(conf, 0o644);
-    const child = asUser(BRIDGE, ['dequeue', '--server', '--conf', conf], {
-      TEMPORAL_ADDRESS: process.env.TEMPORAL_ADDRESS!,
-      TEMPORAL_TASK_QUEUE: uniqueId('sticky-tq'),
+      try {
+        await waitFor(
+          'the replay to fail',
+          async () => stderr,
+          (s) => /could not replay the spool/.test(s),
+          30_000,
+        );
+      } finally {
+        child.kill('SIGTERM');
+        await child;
+      }
+      expect(stderr).toMatch(/may not be able to replay spooled events: .*sticky.* has the sticky bit/);
+      expect(stderr).toMatch(
+        /cannot move .*000000000000001-000001-1-aaaaaa\.json in the spool folder: EPERM.*setgid, without the sticky bit/,
+      );
+      // Nothing lost: the file is still there, unclaimed.
+      expect(await readdir(spool)).toEqual(['000000000000001-000001-1-aaaaaa.json']);
     });
-    let stderr = '';
-    child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
-    try {
-      await waitFor('the replay to fail', async () => stderr, (s) => /could not replay the spool/.test(s), 30_000);
-    } finally {
-      child.kill('SIGTERM');
-      await child;
-    }
-    expect(stderr).toMatch(/may not be able to replay spooled events: .*sticky.* has the sticky bit/);
-    expect(stderr).toMatch(/cannot move .*000000000000001-000001-1-aaaaaa\.json in the spool folder: EPERM.*setgid, without the sticky bit/);
-    // Nothing lost: the file is still there, unclaimed.
-    expect(await readdir(spool)).toEqual(['000000000000001-000001-1-aaaaaa.json']);
-  });
-});
+  },
+);

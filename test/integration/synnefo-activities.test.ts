@@ -31,7 +31,10 @@ let stateFile: string;
 
 /** The cloud steps as the worker runs them (on Synnefo): find and expire on the shared queue, prepare and register on the host's. */
 function synnefoActivities(deps: ActivityDeps) {
-  const { findRegisteredImage, expireRegisteredImages } = createSharedActivities({ ...deps, temporal: () => Promise.reject(new Error('no Temporal in this test')) });
+  const { findRegisteredImage, expireRegisteredImages } = createSharedActivities({
+    ...deps,
+    temporal: () => Promise.reject(new Error('no Temporal in this test')),
+  });
   const { prepareImage, registerWithKamaki } = createHostActivities(deps);
   return asRunByWorker({ findRegisteredImage, expireRegisteredImages, prepareImage, registerWithKamaki });
 }
@@ -39,7 +42,15 @@ function synnefoActivities(deps: ActivityDeps) {
 interface FakeState {
   objects: Record<string, { size: number; sha256: string }>;
   containers: Record<string, unknown>;
-  images: Array<{ id: string; owner: string; is_public: boolean; status: string; deleted_at: string; properties: Record<string, string>; location: string }>;
+  images: Array<{
+    id: string;
+    owner: string;
+    is_public: boolean;
+    status: string;
+    deleted_at: string;
+    properties: Record<string, string>;
+    location: string;
+  }>;
   invocations: Array<{ tool: string; argv: string[] }>;
 }
 const state = (): FakeState => JSON.parse(readFileSync(stateFile, 'utf8'));
@@ -92,7 +103,10 @@ function rawDisk(file: string): string {
 beforeEach(() => {
   dir = mkdtempSync(path.join(os.tmpdir(), 'synnefo-it-'));
   stateFile = path.join(dir, 'state.json');
-  writeFileSync(path.join(dir, 'kamakirc'), '[cloud "testcloud"]\nurl = https://accounts.example.org/identity/v2.0\ntoken = tok\n');
+  writeFileSync(
+    path.join(dir, 'kamakirc'),
+    '[cloud "testcloud"]\nurl = https://accounts.example.org/identity/v2.0\ntoken = tok\n',
+  );
   process.env.FAKE_SYNNEFO_STATE = stateFile;
   process.env.FAKE_KAMAKIRC = path.join(dir, 'kamakirc');
   delete process.env.FAKE_SYNNEFO_FAIL;
@@ -106,7 +120,12 @@ afterEach(() => {
 test('prepare then register twice gives exactly one image with the expected properties', async () => {
   const acts = synnefoActivities({ config: config(), logger });
   const raw = rawDisk(path.join(dir, 'image.raw'));
-  const prepared = await acts.prepareImage({ rawPath: raw, workDir: path.join(dir, 'work'), event: event(), options: {} });
+  const prepared = await acts.prepareImage({
+    rawPath: raw,
+    workDir: path.join(dir, 'work'),
+    event: event(),
+    options: {},
+  });
   expect(prepared.prepared).toBe(true);
   expect(existsSync(prepared.path)).toBe(true);
   expect(prepared.metadata).toMatchObject({ ROOT_PARTITION: '2', OSFAMILY: 'linux', PARTITION_TABLE: 'msdos' });
@@ -135,7 +154,10 @@ test('prepare then register twice gives exactly one image with the expected prop
   });
   for (const key of ORIGINAL_EXCLUDED_TASKS) expect(props[key]).toBe('yes');
   expect(Object.keys(props).length).toBeLessThanOrEqual(32);
-  expect(await acts.findRegisteredImage({ event: event(), options: {} })).toMatchObject({ imageId: first.imageId, reused: true });
+  expect(await acts.findRegisteredImage({ event: event(), options: {} })).toMatchObject({
+    imageId: first.imageId,
+    reused: true,
+  });
   expect(await acts.findRegisteredImage({ event: event('other-image'), options: {} })).toBeNull();
 });
 
@@ -168,14 +190,19 @@ test('a reused image gets the configured visibility', async () => {
   const pub = await synnefoActivities({ config: config({ public: true }), logger }).registerWithKamaki(input);
   expect(pub).toMatchObject({ imageId: priv.imageId, reused: true, isPublic: true });
   expect(liveImages()[0].is_public).toBe(true);
-  const kamakiCalls = state().invocations.filter((i) => i.tool === 'kamaki').map((i) => i.argv);
+  const kamakiCalls = state()
+    .invocations.filter((i) => i.tool === 'kamaki')
+    .map((i) => i.argv);
   // image modify prints nothing: the visibility is read back to confirm it.
   expect(kamakiCalls.slice(-2)).toEqual([
     ['image', 'modify', priv.imageId, '--public', '--cloud', 'testcloud'],
     ['image', 'info', priv.imageId, '--output-format', 'json', '--cloud', 'testcloud'],
   ]);
   // findRegisteredImage (the workflow's shortcut past the upload) reconciles it too.
-  const found = await synnefoActivities({ config: config({ public: false }), logger }).findRegisteredImage({ event: event(), options: {} });
+  const found = await synnefoActivities({ config: config({ public: false }), logger }).findRegisteredImage({
+    event: event(),
+    options: {},
+  });
   expect(found).toMatchObject({ imageId: priv.imageId, reused: true, isPublic: false });
   expect(liveImages()[0].is_public).toBe(false);
 });
@@ -184,7 +211,12 @@ test('expire makes the expired revision private by default, leaves a newer revis
   const acts = synnefoActivities({ config: config(), logger });
   const raw = rawDisk(path.join(dir, 'image.raw'));
   const a = await acts.registerWithKamaki({ path: raw, event: event('img-1', SHA), options: {}, metadata: {} });
-  const b = await acts.registerWithKamaki({ path: raw, event: event('img-1', '12'.repeat(64)), options: {}, metadata: {} });
+  const b = await acts.registerWithKamaki({
+    path: raw,
+    event: event('img-1', '12'.repeat(64)),
+    options: {},
+    metadata: {},
+  });
   const other = await acts.registerWithKamaki({ path: raw, event: event('img-2'), options: {}, metadata: {} });
   expect(new Set([a.imageId, b.imageId, other.imageId]).size).toBe(3);
 
@@ -196,14 +228,22 @@ test('expire makes the expired revision private by default, leaves a newer revis
   expect(byId.get(b.imageId)!.is_public).toBe(true);
   expect(byId.get(other.imageId)!.is_public).toBe(true);
 
-  expect(await acts.expireRegisteredImages({ event: event('never-registered'), options: {} })).toEqual({ action: 'make-private', imageIds: [] });
+  expect(await acts.expireRegisteredImages({ event: event('never-registered'), options: {} })).toEqual({
+    action: 'make-private',
+    imageIds: [],
+  });
 });
 
 test('an expire event without a checksum names only the image: every revision of it goes private', async () => {
   const acts = synnefoActivities({ config: config(), logger });
   const raw = rawDisk(path.join(dir, 'image.raw'));
   const a = await acts.registerWithKamaki({ path: raw, event: event('img-1', SHA), options: {}, metadata: {} });
-  const b = await acts.registerWithKamaki({ path: raw, event: event('img-1', '12'.repeat(64)), options: {}, metadata: {} });
+  const b = await acts.registerWithKamaki({
+    path: raw,
+    event: event('img-1', '12'.repeat(64)),
+    options: {},
+    metadata: {},
+  });
   const { checksumSha512: _drop, ...noChecksum } = event('img-1');
   const expired = await acts.expireRegisteredImages({ event: noChecksum, options: {} });
   expect(expired.imageIds.sort()).toEqual([a.imageId, b.imageId].sort());
@@ -214,7 +254,10 @@ test('expire with expireAction unregister removes the image', async () => {
   const acts = synnefoActivities({ config: config({ expireAction: 'unregister' }), logger });
   const raw = rawDisk(path.join(dir, 'image.raw'));
   const a = await acts.registerWithKamaki({ path: raw, event: event(), options: {}, metadata: {} });
-  expect(await acts.expireRegisteredImages({ event: event(), options: {} })).toEqual({ action: 'unregister', imageIds: [a.imageId] });
+  expect(await acts.expireRegisteredImages({ event: event(), options: {} })).toEqual({
+    action: 'unregister',
+    imageIds: [a.imageId],
+  });
   expect(liveImages()).toHaveLength(0);
   expect(await acts.findRegisteredImage({ event: event(), options: {} })).toBeNull();
 });
@@ -230,18 +273,30 @@ test('no kamaki cloud anywhere is a non-retryable error naming the option and th
   await expect(acts.findRegisteredImage({ event: event(), options: { kamakiCloud: 'testcloud' } })).resolves.toBeNull();
 });
 
-test('a cloud missing from .kamakirc fails with kamaki\'s message', async () => {
+test("a cloud missing from .kamakirc fails with kamaki's message", async () => {
   const acts = synnefoActivities({ config: config({ cloud: 'nowhere' }), logger });
-  const err = (await acts.findRegisteredImage({ event: event(), options: {} }).catch((e: unknown) => e)) as ApplicationFailure;
+  const err = (await acts
+    .findRegisteredImage({ event: event(), options: {} })
+    .catch((e: unknown) => e)) as ApplicationFailure;
   expect(err.message).toContain('No cloud "nowhere"');
 });
 
 /** The account of the cloud "testcloud", as kamaki tells it. */
 const account = () =>
-  JSON.parse(execFileSync(KAMAKI, ['user', 'info', '--output-format', 'json', '--cloud', 'testcloud'], { encoding: 'utf8', env: { ...process.env } })).id as string;
+  JSON.parse(
+    execFileSync(KAMAKI, ['user', 'info', '--output-format', 'json', '--cloud', 'testcloud'], {
+      encoding: 'utf8',
+      env: { ...process.env },
+    }),
+  ).id as string;
 /** Another tenant registers a (public) image carrying the given properties. */
 const seedForeign = (properties: Record<string, string>, isPublic = true) =>
-  JSON.parse(execFileSync('node', [path.join(root, 'test/fakes/lib/seed-image.js'), JSON.stringify({ properties, isPublic })], { encoding: 'utf8', env: { ...process.env } })) as {
+  JSON.parse(
+    execFileSync('node', [path.join(root, 'test/fakes/lib/seed-image.js'), JSON.stringify({ properties, isPublic })], {
+      encoding: 'utf8',
+      env: { ...process.env },
+    }),
+  ) as {
     id: string;
     owner: string;
   };
@@ -253,19 +308,30 @@ describe('issue #10.3: only images of our own account count', () => {
     [IDENTITY_PROPERTIES.revision]: `sha512-${sha.slice(0, 32)}`,
   });
 
-  test('another tenant\'s public image with our identity is neither reused nor expired', async () => {
+  test("another tenant's public image with our identity is neither reused nor expired", async () => {
     const theirs = seedForeign(identity());
     const acts = synnefoActivities({ config: config(), logger });
     expect(await acts.findRegisteredImage({ event: event(), options: {} })).toBeNull();
 
-    const ours = await acts.registerWithKamaki({ path: rawDisk(path.join(dir, 'image.raw')), event: event(), options: {}, metadata: {} });
+    const ours = await acts.registerWithKamaki({
+      path: rawDisk(path.join(dir, 'image.raw')),
+      event: event(),
+      options: {},
+      metadata: {},
+    });
     expect(ours.reused).toBe(false);
     expect(ours.imageId).not.toBe(theirs.id);
     const me = account();
     expect(liveImages().find((i) => i.id === ours.imageId)).toMatchObject({ owner: me, is_public: true });
-    expect(await acts.findRegisteredImage({ event: event(), options: {} })).toMatchObject({ imageId: ours.imageId, reused: true });
+    expect(await acts.findRegisteredImage({ event: event(), options: {} })).toMatchObject({
+      imageId: ours.imageId,
+      reused: true,
+    });
 
-    expect(await acts.expireRegisteredImages({ event: event(), options: {} })).toEqual({ action: 'make-private', imageIds: [ours.imageId] });
+    expect(await acts.expireRegisteredImages({ event: event(), options: {} })).toEqual({
+      action: 'make-private',
+      imageIds: [ours.imageId],
+    });
     const byId = new Map(liveImages().map((i) => [i.id, i]));
     expect(byId.get(ours.imageId)!.is_public).toBe(false);
     expect(byId.get(theirs.id)).toMatchObject({ owner: theirs.owner, is_public: true, status: 'AVAILABLE' });
@@ -276,9 +342,17 @@ describe('issue #10.3: only images of our own account count', () => {
   test('with expireAction unregister, only our revision goes; theirs stays registered', async () => {
     const theirs = seedForeign(identity());
     const acts = synnefoActivities({ config: config({ expireAction: 'unregister' }), logger });
-    const ours = await acts.registerWithKamaki({ path: rawDisk(path.join(dir, 'image.raw')), event: event(), options: {}, metadata: {} });
+    const ours = await acts.registerWithKamaki({
+      path: rawDisk(path.join(dir, 'image.raw')),
+      event: event(),
+      options: {},
+      metadata: {},
+    });
     const { checksumSha512: _drop, ...noChecksum } = event();
-    expect(await acts.expireRegisteredImages({ event: noChecksum, options: {} })).toEqual({ action: 'unregister', imageIds: [ours.imageId] });
+    expect(await acts.expireRegisteredImages({ event: noChecksum, options: {} })).toEqual({
+      action: 'unregister',
+      imageIds: [ours.imageId],
+    });
     expect(liveImages().map((i) => i.id)).toEqual([theirs.id]);
   });
 
@@ -286,11 +360,18 @@ describe('issue #10.3: only images of our own account count', () => {
     forgetKamakiAccounts();
     process.env.FAKE_SYNNEFO_FAIL = 'user:once';
     const acts = synnefoActivities({ config: config(), logger });
-    const first = (await acts.findRegisteredImage({ event: event(), options: {} }).catch((e: unknown) => e)) as ApplicationFailure;
+    const first = (await acts
+      .findRegisteredImage({ event: event(), options: {} })
+      .catch((e: unknown) => e)) as ApplicationFailure;
     expect(first).toBeInstanceOf(ApplicationFailure);
     expect(first.nonRetryable).toBe(false);
     await acts.findRegisteredImage({ event: event(), options: {} });
-    await acts.registerWithKamaki({ path: rawDisk(path.join(dir, 'image.raw')), event: event(), options: {}, metadata: {} });
+    await acts.registerWithKamaki({
+      path: rawDisk(path.join(dir, 'image.raw')),
+      event: event(),
+      options: {},
+      metadata: {},
+    });
     await acts.expireRegisteredImages({ event: event(), options: {} });
     const userInfo = state().invocations.filter((i) => i.argv[0] === 'user' && i.argv[1] === 'info');
     expect(userInfo).toHaveLength(2);
@@ -306,14 +387,20 @@ describe('issue #10.9: kamaki as it really is', () => {
     expect(a.location).toMatch(/\/images\/vmcatcher-list-1-img-1-/);
     expect(b.location).toMatch(/\/images\/vmcatcher-list-1-img-2-/);
     expect(Object.keys(state().containers)).toEqual([`${account()}/images`]);
-    const calls = state().invocations.filter((i) => i.tool === 'kamaki').map((i) => `${i.argv[0]} ${i.argv[1]}`);
+    const calls = state()
+      .invocations.filter((i) => i.tool === 'kamaki')
+      .map((i) => `${i.argv[0]} ${i.argv[1]}`);
     expect(calls.indexOf('container create')).toBeLessThan(calls.indexOf('file upload'));
   });
 
   test('a kamaki that prints "Syntax error" and exits 0 fails the step at once, naming the command; nothing is registered', async () => {
     // An older kamaki that does not know an option: it says so on stdout and exits 0.
     const wrapper = path.join(dir, 'old-kamaki');
-    writeFileSync(wrapper, `#!/bin/sh\ncase " $* " in *" upload "*) exec "${KAMAKI}" "$@" --not-in-this-version ;; esac\nexec "${KAMAKI}" "$@"\n`, { mode: 0o755 });
+    writeFileSync(
+      wrapper,
+      `#!/bin/sh\ncase " $* " in *" upload "*) exec "${KAMAKI}" "$@" --not-in-this-version ;; esac\nexec "${KAMAKI}" "$@"\n`,
+      { mode: 0o755 },
+    );
     const acts = synnefoActivities({ config: config({ kamaki: wrapper, prepare: false }), logger });
     const err = (await acts
       .registerWithKamaki({ path: rawDisk(path.join(dir, 'image.raw')), event: event(), options: {}, metadata: {} })
@@ -330,7 +417,9 @@ describe('issue #10.9: kamaki as it really is', () => {
     const wrapper = path.join(dir, 'old-kamaki');
     writeFileSync(wrapper, `#!/bin/sh\nexec "${KAMAKI}" "$@" --json\n`, { mode: 0o755 });
     const acts = synnefoActivities({ config: config({ kamaki: wrapper }), logger });
-    const err = (await acts.findRegisteredImage({ event: event(), options: {} }).catch((e: unknown) => e)) as ApplicationFailure;
+    const err = (await acts
+      .findRegisteredImage({ event: event(), options: {} })
+      .catch((e: unknown) => e)) as ApplicationFailure;
     expect(err.nonRetryable).toBe(true);
     expect(err.message).toMatch(/kamaki (user info|image list) refused its command line .*Syntax error/);
   });
@@ -340,15 +429,21 @@ test('snf-mkimage failures: unsupported media fails, a killed run is transient',
   const acts = synnefoActivities({ config: config(), logger });
   const blank = path.join(dir, 'blank.raw');
   writeFileSync(blank, Buffer.alloc(8192));
-  const unsupported = (await acts.prepareImage({ rawPath: blank, workDir: dir, event: event(), options: {} }).catch((e: unknown) => e)) as ApplicationFailure;
+  const unsupported = (await acts
+    .prepareImage({ rawPath: blank, workDir: dir, event: event(), options: {} })
+    .catch((e: unknown) => e)) as ApplicationFailure;
   expect(unsupported.message).toContain('unsupported');
 
   process.env.FAKE_SYNNEFO_FAIL = 'mkimage:kill';
   const raw = rawDisk(path.join(dir, 'image.raw'));
-  const killed = (await acts.prepareImage({ rawPath: raw, workDir: dir, event: event(), options: {} }).catch((e: unknown) => e)) as ApplicationFailure;
+  const killed = (await acts
+    .prepareImage({ rawPath: raw, workDir: dir, event: event(), options: {} })
+    .catch((e: unknown) => e)) as ApplicationFailure;
   expect(killed.message).toContain('SIGKILL');
   expect(killed.nonRetryable).toBe(false);
-  await expect(acts.prepareImage({ rawPath: raw, workDir: dir, event: event(), options: {} })).resolves.toMatchObject({ prepared: true });
+  await expect(acts.prepareImage({ rawPath: raw, workDir: dir, event: event(), options: {} })).resolves.toMatchObject({
+    prepared: true,
+  });
 });
 
 test('with synnefo.allowUnsupported, media snf-mkimage cannot recognise is prepared with every deployment task excluded', async () => {
@@ -366,8 +461,18 @@ test('snf-mkimage and the upload heartbeat with their step name in the details',
   const env = workerActivityEnv();
   const beats: Array<Record<string, unknown>> = [];
   env.on('heartbeat', (d: Record<string, unknown>) => beats.push(d));
-  const prepared: PreparedImage = await env.run(acts.prepareImage, { rawPath: raw, workDir: path.join(dir, 'work'), event: event(), options: {} });
-  await env.run(acts.registerWithKamaki, { path: prepared.path, event: event(), options: {}, metadata: prepared.metadata });
+  const prepared: PreparedImage = await env.run(acts.prepareImage, {
+    rawPath: raw,
+    workDir: path.join(dir, 'work'),
+    event: event(),
+    options: {},
+  });
+  await env.run(acts.registerWithKamaki, {
+    path: prepared.path,
+    event: event(),
+    options: {},
+    metadata: prepared.metadata,
+  });
   expect(beats).toContainEqual(expect.objectContaining({ step: 'snf-mkimage', bytesTotal: 256 * 1024 }));
   expect(beats).toContainEqual(expect.objectContaining({ step: 'kamaki file upload', bytesTotal: 256 * 1024 }));
 });
@@ -375,9 +480,18 @@ test('snf-mkimage and the upload heartbeat with their step name in the details',
 test('the tool runner kills the program on cancellation and on timeout', async () => {
   const controller = new AbortController();
   const started = Date.now();
-  const run = runTool({ tool: 'sleep', command: 'sleep', args: ['30'], timeoutMs: 60_000, logger, cancelSignal: controller.signal });
+  const run = runTool({
+    tool: 'sleep',
+    command: 'sleep',
+    args: ['30'],
+    timeoutMs: 60_000,
+    logger,
+    cancelSignal: controller.signal,
+  });
   setTimeout(() => controller.abort(), 200);
   await expect(run).rejects.toThrow('sleep was cancelled');
-  await expect(runTool({ tool: 'sleep', command: 'sleep', args: ['30'], timeoutMs: 300, logger })).rejects.toThrow(/timed out after 300 ms/);
+  await expect(runTool({ tool: 'sleep', command: 'sleep', args: ['30'], timeoutMs: 300, logger })).rejects.toThrow(
+    /timed out after 300 ms/,
+  );
   expect(Date.now() - started).toBeLessThan(10_000);
 });

@@ -10,7 +10,11 @@ import { ROOT } from '../support/cli.js';
  */
 describe('replay of recorded workflow histories', () => {
   test('every recorded history replays against the workflows in dist/', async () => {
-    const result = await execa('node', [path.join(ROOT, 'scripts/replay-histories.mjs'), path.join(ROOT, 'test/fixtures/histories')], { reject: false });
+    const result = await execa(
+      'node',
+      [path.join(ROOT, 'scripts/replay-histories.mjs'), path.join(ROOT, 'test/fixtures/histories')],
+      { reject: false },
+    );
     const lines = result.stdout.split('\n');
     expect(lines.filter((l) => l.startsWith('FAIL'))).toEqual([]);
     expect(lines.filter((l) => l.startsWith('ok')).length).toBeGreaterThanOrEqual(10);

@@ -4,7 +4,14 @@ import { Context } from '@temporalio/activity';
 import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
 import { ApplicationFailure, TypedSearchAttributes } from '@temporalio/common';
 import { execa } from 'execa';
-import { NativeConnection, Runtime, DefaultLogger, Worker, bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import {
+  NativeConnection,
+  Runtime,
+  DefaultLogger,
+  Worker,
+  bundleWorkflowCode,
+  type WorkflowBundleWithSourceMap,
+} from '@temporalio/worker';
 import { ImageEventSchema, type ImageEvent } from '../../core/event.js';
 import {
   DISK_TOO_SMALL,
@@ -37,7 +44,13 @@ interface Calls {
 
 /** An image of its own for each test (its queue), so no two tests share a child workflow id. */
 const imageOn = (queue: string): ImageEvent =>
-  ImageEventSchema.parse({ origin: 'message', imageListId: 'mocked', imageId: queue, uri: 'https://example.org/img.qcow2', checksumSha512: 'ab'.repeat(64) });
+  ImageEventSchema.parse({
+    origin: 'message',
+    imageListId: 'mocked',
+    imageId: queue,
+    uri: 'https://example.org/img.qcow2',
+    checksumSha512: 'ab'.repeat(64),
+  });
 
 function claimFor(queue: string, overrides: Partial<HostClaim> = {}): HostClaim {
   return {
@@ -78,7 +91,10 @@ describe('workflows with mocked activities', () => {
     } catch {
       // Installed already in this process.
     }
-    bundle = await bundleWorkflowCode({ workflowsPath: path.join(ROOT, 'workflows/index.ts'), logger: new DefaultLogger('WARN') });
+    bundle = await bundleWorkflowCode({
+      workflowsPath: path.join(ROOT, 'workflows/index.ts'),
+      logger: new DefaultLogger('WARN'),
+    });
     connection = await NativeConnection.connect({ address: process.env.TEMPORAL_ADDRESS });
     clientConnection = await Connection.connect({ address: process.env.TEMPORAL_ADDRESS });
     client = new Client({ connection: clientConnection });
@@ -91,7 +107,10 @@ describe('workflows with mocked activities', () => {
   });
 
   /** Runs `body` with a worker on a fresh queue whose activities are `activities` (all queues are that one). */
-  async function withWorker<T>(activities: Record<string, (...args: never[]) => Promise<unknown>>, body: (queue: string) => Promise<T>): Promise<T> {
+  async function withWorker<T>(
+    activities: Record<string, (...args: never[]) => Promise<unknown>>,
+    body: (queue: string) => Promise<T>,
+  ): Promise<T> {
     const taskQueue = uniqueTaskQueue('mocked');
     const worker = await Worker.create({ connection, taskQueue, workflowBundle: bundle, activities });
     return worker.runUntil(body(taskQueue));
@@ -100,19 +119,32 @@ describe('workflows with mocked activities', () => {
   const calls = (): Calls => ({});
   const count = (c: Calls, name: string) => (c[name] = (c[name] ?? 0) + 1);
 
-  function baseActivities(queue: string, c: Calls, overrides: Record<string, (...args: never[]) => Promise<unknown>> = {}) {
+  function baseActivities(
+    queue: string,
+    c: Calls,
+    overrides: Record<string, (...args: never[]) => Promise<unknown>> = {},
+  ) {
     return {
       claimHost: async () => (count(c, 'claimHost'), claimFor(queue)),
       findRegisteredImage: async () => (count(c, 'findRegisteredImage'), null),
       acquireHostSlot: async () => void count(c, 'acquireHostSlot'),
       releaseHostSlot: async () => void count(c, 'releaseHostSlot'),
-      acquireImage: async () => (count(c, 'acquireImage'), { workDir: '/w', path: '/w/img', bytes: 1, sha512: 'x', source: 'download' }),
+      acquireImage: async () => (
+        count(c, 'acquireImage'),
+        { workDir: '/w', path: '/w/img', bytes: 1, sha512: 'x', source: 'download' }
+      ),
       inspectImage: async () => (count(c, 'inspectImage'), { format: 'qcow2', detectedBy: 'content' }),
       convertToRaw: async () => (count(c, 'convertToRaw'), { path: '/w/img.raw', virtualSize: 1, bytes: 1, steps: [] }),
       prepareImage: async () => (count(c, 'prepareImage'), { path: '/w/img.raw', metadata: {}, prepared: true }),
-      registerWithKamaki: async () => (count(c, 'registerWithKamaki'), { imageId: 'new-image', name: 'img', location: 'pithos://x', reused: false, isPublic: true, properties: {} }),
+      registerWithKamaki: async () => (
+        count(c, 'registerWithKamaki'),
+        { imageId: 'new-image', name: 'img', location: 'pithos://x', reused: false, isPublic: true, properties: {} }
+      ),
       cleanupWorkspace: async () => void count(c, 'cleanupWorkspace'),
-      expireRegisteredImages: async () => (count(c, 'expireRegisteredImages'), { action: 'make-private', imageIds: ['new-image'] }),
+      expireRegisteredImages: async () => (
+        count(c, 'expireRegisteredImages'),
+        { action: 'make-private', imageIds: ['new-image'] }
+      ),
       logEvent: async () => void count(c, 'logEvent'),
       throwOnPurpose: async () => {
         throw ApplicationFailure.retryable('on purpose');
@@ -121,7 +153,11 @@ describe('workflows with mocked activities', () => {
     };
   }
 
-  async function deliver(queue: string, action: 'register' | 'expire', event: ImageEvent = imageOn(queue)): Promise<WorkflowHandle> {
+  async function deliver(
+    queue: string,
+    action: 'register' | 'expire',
+    event: ImageEvent = imageOn(queue),
+  ): Promise<WorkflowHandle> {
     const signal: ImageEventSignal = { action, event, options: { kamakiCloud: 'mock' }, target: 'synnefo-mock' };
     return client.workflow.signalWithStart(IMAGE_REVISION_WORKFLOW, {
       taskQueue: queue,
@@ -143,7 +179,18 @@ describe('workflows with mocked activities', () => {
     for await (const wf of client.workflow.list({ query: `TaskQueue = '${queue}'` })) {
       // The Temporal CLI writes the standard JSON history format (the SDK's writer needs the
       // protobufjs instance jest's module registry does not share).
-      const shown = await execa(TEMPORAL_CLI, ['workflow', 'show', '--address', process.env.TEMPORAL_ADDRESS!, '-w', wf.workflowId, '-r', wf.runId, '--output', 'json']);
+      const shown = await execa(TEMPORAL_CLI, [
+        'workflow',
+        'show',
+        '--address',
+        process.env.TEMPORAL_ADDRESS!,
+        '-w',
+        wf.workflowId,
+        '-r',
+        wf.runId,
+        '--output',
+        'json',
+      ]);
       await writeFile(path.join(HISTORIES, `${name}.${wf.type}.json`), shown.stdout);
     }
   }
@@ -224,7 +271,12 @@ describe('workflows with mocked activities', () => {
         convertToRaw: async () => {
           converts++;
           if (converts <= 2) {
-            throw ApplicationFailure.create({ message: 'need 10 bytes, 3 free', type: OUT_OF_SPACE, nonRetryable: true, details: [{ neededBytes: 10, freeBytes: 3 }] });
+            throw ApplicationFailure.create({
+              message: 'need 10 bytes, 3 free',
+              type: OUT_OF_SPACE,
+              nonRetryable: true,
+              details: [{ neededBytes: 10, freeBytes: 3 }],
+            });
           }
           return { path: '/w/img.raw', virtualSize: 1, bytes: 1, steps: [] };
         },
@@ -232,7 +284,9 @@ describe('workflows with mocked activities', () => {
       async (queue) => {
         const parent = await deliver(queue, 'register');
         const readStage = async () => {
-          for await (const wf of client.workflow.list({ query: `WorkflowType = 'registerImage' AND TaskQueue = '${queue}'` })) {
+          for await (const wf of client.workflow.list({
+            query: `WorkflowType = 'registerImage' AND TaskQueue = '${queue}'`,
+          })) {
             const stage = wf.typedSearchAttributes.get(SA_STAGE);
             if (stage && stages[stages.length - 1] !== stage) stages.push(stage);
           }
@@ -257,7 +311,11 @@ describe('workflows with mocked activities', () => {
         baseActivities('unused', never, {
           claimHost: async () => claimFor(Context.current().info.taskQueue),
           acquireImage: async () => {
-            throw ApplicationFailure.create({ message: 'the image needs 20 GiB; the filesystem holds 8 GiB', type: DISK_TOO_SMALL, nonRetryable: true });
+            throw ApplicationFailure.create({
+              message: 'the image needs 20 GiB; the filesystem holds 8 GiB',
+              type: DISK_TOO_SMALL,
+              nonRetryable: true,
+            });
           },
         }),
         async (queue) => (await deliver(queue, 'register')).result(),

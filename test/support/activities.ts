@@ -23,6 +23,9 @@ type Activities = Record<string, (...args: any[]) => Promise<unknown>>;
  */
 export function asRunByWorker<T extends Activities>(activities: T): T {
   return Object.fromEntries(
-    Object.entries(activities).map(([name, fn]) => [name, (...args: unknown[]) => (activityContext() ? fn(...args) : workerActivityEnv().run(fn, ...args))]),
+    Object.entries(activities).map(([name, fn]) => [
+      name,
+      (...args: unknown[]) => (activityContext() ? fn(...args) : workerActivityEnv().run(fn, ...args)),
+    ]),
   ) as T;
 }

@@ -26,7 +26,10 @@ export function registerBody(listId: string, n: number): string {
 }
 
 /** Publishes bodies to the exchange with the routing key, persistent, confirmed. */
-export async function publishBodies(topology: { exchange: string; routingKey: string; queue: string }, bodies: string[]): Promise<void> {
+export async function publishBodies(
+  topology: { exchange: string; routingKey: string; queue: string },
+  bodies: string[],
+): Promise<void> {
   const conn = await amqp.connect(RABBIT_URL);
   try {
     const ch = await conn.createConfirmChannel();
@@ -57,7 +60,9 @@ export async function queueDepth(queue: string): Promise<number> {
   }
 }
 
-export async function temporalClient(address = process.env.TEMPORAL_ADDRESS!): Promise<{ client: Client; close(): Promise<void> }> {
+export async function temporalClient(
+  address = process.env.TEMPORAL_ADDRESS!,
+): Promise<{ client: Client; close(): Promise<void> }> {
   const connection = await Connection.connect({ address });
   return { client: new Client({ connection }), close: () => connection.close() };
 }
@@ -81,7 +86,12 @@ export async function executionsByImage(client: Client, listId: string): Promise
   return runs;
 }
 
-export async function waitFor<T>(what: string, probe: () => Promise<T>, ok: (value: T) => boolean, timeoutMs: number): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T>,
+  ok: (value: T) => boolean,
+  timeoutMs: number,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: T | undefined;
   let lastError: unknown;
@@ -94,7 +104,9 @@ export async function waitFor<T>(what: string, probe: () => Promise<T>, ok: (val
     }
     await new Promise((resolve) => setTimeout(resolve, 500));
   }
-  throw new Error(`timed out waiting for ${what}; last value ${JSON.stringify(last)}${lastError ? `, last error ${String(lastError)}` : ''}`);
+  throw new Error(
+    `timed out waiting for ${what}; last value ${JSON.stringify(last)}${lastError ? `, last error ${String(lastError)}` : ''}`,
+  );
 }
 
 export async function freePort(): Promise<number> {
@@ -139,7 +151,8 @@ export function spawnCli(args: string[], env: Record<string, string>, role = 'br
     stderr: () => err,
     async waitForLog(pattern, timeoutMs = 30_000) {
       await waitFor(`log ${pattern}`, async () => pattern.test(err) || child.exitCode !== null, Boolean, timeoutMs);
-      if (!pattern.test(err)) throw new Error(`process exited (${child.exitCode}) before logging ${pattern}:\n${err.slice(-3000)}`);
+      if (!pattern.test(err))
+        throw new Error(`process exited (${child.exitCode}) before logging ${pattern}:\n${err.slice(-3000)}`);
     },
     async stop() {
       if (child.exitCode === null) child.kill('SIGTERM');
@@ -152,11 +165,18 @@ export function spawnCli(args: string[], env: Record<string, string>, role = 'br
 
 /** Closes the broker connection with this client-provided name, as an operator or a network fault would. */
 export async function closeConnectionNamed(name: string): Promise<void> {
-  const { stdout } = await execa('rabbitmqctl', ['-q', '--no-table-headers', 'list_connections', 'pid', 'client_properties']);
+  const { stdout } = await execa('rabbitmqctl', [
+    '-q',
+    '--no-table-headers',
+    'list_connections',
+    'pid',
+    'client_properties',
+  ]);
   const ours = stdout
     .split('\n')
     .filter((line) => line.includes(`{"connection_name","${name}"}`))
     .map((line) => line.split('\t')[0]);
   if (ours.length === 0) throw new Error(`no broker connection named ${name} in ${stdout.slice(0, 2000)}`);
-  for (const pid of ours) await execa('rabbitmqctl', ['-q', 'close_connection', pid, 'test: cutting the bridge connection']);
+  for (const pid of ours)
+    await execa('rabbitmqctl', ['-q', 'close_connection', pid, 'test: cutting the bridge connection']);
 }

@@ -22,7 +22,10 @@ export interface CliResult {
 }
 
 /** Runs the real command line (the compiled CLI) as a user or vmcatcher would. */
-export async function runCli(args: string[], opts: { env?: Record<string, string | undefined>; cwd?: string; timeoutMs?: number; input?: string } = {}): Promise<CliResult> {
+export async function runCli(
+  args: string[],
+  opts: { env?: Record<string, string | undefined>; cwd?: string; timeoutMs?: number; input?: string } = {},
+): Promise<CliResult> {
   const options: Options = {
     reject: false,
     cwd: opts.cwd ?? ROOT,

@@ -33,7 +33,10 @@ const SEED_IMAGE = path.join(ROOT, 'test/fakes/lib/seed-image.js');
 export async function fakeCloud(dir: string, cloud = 'e2e') {
   const kamakirc = path.join(dir, 'kamakirc');
   const stateFile = path.join(dir, 'synnefo-state.json');
-  await writeFile(kamakirc, `[global]\ndefault_cloud = ${cloud}\n\n[cloud "${cloud}"]\nurl = https://accounts.example.org/identity/v2.0\ntoken = not-a-real-token\n`);
+  await writeFile(
+    kamakirc,
+    `[global]\ndefault_cloud = ${cloud}\n\n[cloud "${cloud}"]\nurl = https://accounts.example.org/identity/v2.0\ntoken = not-a-real-token\n`,
+  );
   const env = { FAKE_SYNNEFO_STATE: stateFile, FAKE_KAMAKIRC: kamakirc };
   const state = async (): Promise<FakeState> => {
     try {
@@ -52,14 +55,21 @@ export async function fakeCloud(dir: string, cloud = 'e2e') {
     images: async () => (await state()).images,
     /** The uuid of the account this cloud's token belongs to, as `kamaki user info` tells it. */
     account: async (): Promise<string> => {
-      const { stdout } = await execa(FAKE_KAMAKI, ['user', 'info', '--output-format', 'json', '--cloud', cloud], { env });
+      const { stdout } = await execa(FAKE_KAMAKI, ['user', 'info', '--output-format', 'json', '--cloud', cloud], {
+        env,
+      });
       return (JSON.parse(stdout) as { id: string }).id;
     },
     /**
      * Another tenant registers an image on the same cloud (public by default): its properties
      * are whatever that tenant chose, ours included if they like.
      */
-    seedForeignImage: async (image: { properties: Record<string, string>; name?: string; isPublic?: boolean; owner?: string }): Promise<FakeImage> => {
+    seedForeignImage: async (image: {
+      properties: Record<string, string>;
+      name?: string;
+      isPublic?: boolean;
+      owner?: string;
+    }): Promise<FakeImage> => {
       const { stdout } = await execa('node', [SEED_IMAGE, JSON.stringify(image)], { env });
       return JSON.parse(stdout) as FakeImage;
     },

@@ -67,10 +67,22 @@ export async function generateSelfSignedCertificate(commonName = 'localhost'): P
   const keyPath = path.join(dir, 'key.pem');
   const certPath = path.join(dir, 'cert.pem');
   await promisify(execFile)('openssl', [
-    'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-sha256', '-days', '2',
-    '-subj', `/CN=${commonName}`,
-    '-addext', `subjectAltName=DNS:${commonName},IP:127.0.0.1`,
-    '-keyout', keyPath, '-out', certPath,
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-sha256',
+    '-days',
+    '2',
+    '-subj',
+    `/CN=${commonName}`,
+    '-addext',
+    `subjectAltName=DNS:${commonName},IP:127.0.0.1`,
+    '-keyout',
+    keyPath,
+    '-out',
+    certPath,
   ]);
   return {
     cert: await readFile(certPath, 'utf8'),
@@ -102,7 +114,9 @@ export async function startTestServer(opts: StartOptions = {}): Promise<TestServ
     requests.push({ method: req.method ?? 'GET', path: pathname, headers: req.headers });
     serve(routes.get(pathname), req, res).catch(() => res.destroy());
   };
-  const server = opts.tls ? https.createServer({ cert: opts.tls.cert, key: opts.tls.key }, handler) : http.createServer(handler);
+  const server = opts.tls
+    ? https.createServer({ cert: opts.tls.cert, key: opts.tls.key }, handler)
+    : http.createServer(handler);
   server.on('connection', (s) => {
     sockets.add(s);
     s.on('close', () => sockets.delete(s));
@@ -132,7 +146,9 @@ async function serve(route: Route | undefined, req: IncomingMessage, res: Server
   }
   if (route.delayMs) await sleep(route.delayMs);
   if (route.authorization !== undefined && req.headers.authorization !== route.authorization) {
-    res.writeHead(401, { 'www-authenticate': 'Basic realm="images"', 'content-type': 'text/plain' }).end('unauthorized\n');
+    res
+      .writeHead(401, { 'www-authenticate': 'Basic realm="images"', 'content-type': 'text/plain' })
+      .end('unauthorized\n');
     return;
   }
   if (route.etag && req.headers['if-none-match'] === route.etag) {
@@ -149,7 +165,11 @@ async function serve(route: Route | undefined, req: IncomingMessage, res: Server
     body = await readFile(route.file);
   } else body = Buffer.isBuffer(route.body) ? route.body : Buffer.from(route.body ?? '');
   let status = route.status ?? 200;
-  const headers: Record<string, string> = { 'accept-ranges': 'bytes', ...(route.etag ? { etag: route.etag } : {}), ...route.headers };
+  const headers: Record<string, string> = {
+    'accept-ranges': 'bytes',
+    ...(route.etag ? { etag: route.etag } : {}),
+    ...route.headers,
+  };
   const range = /^bytes=(\d*)-(\d*)$/.exec(String(req.headers.range ?? ''));
   if (range && !route.ignoreRange && status === 200) {
     const start = range[1] === '' ? Math.max(0, body.length - Number(range[2])) : Number(range[1]);

@@ -94,6 +94,10 @@ export async function startImageServer(): Promise<ImageServer> {
     bytesSent,
     ranges,
     authorizations,
-    close: () => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
   };
 }

@@ -64,7 +64,13 @@ process.once('exit', () => {
   for (const s of running) s.child.kill('SIGKILL');
 });
 
-function spawnService(name: string, command: string, args: string[], env: Record<string, string>, logFile: string): Service {
+function spawnService(
+  name: string,
+  command: string,
+  args: string[],
+  env: Record<string, string>,
+  logFile: string,
+): Service {
   const fd = openSync(logFile, 'a');
   const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', fd, fd] });
   closeSync(fd);
@@ -79,7 +85,10 @@ async function stopService(service: Service): Promise<void> {
   if (service.child.exitCode !== null || service.child.signalCode !== null) return;
   service.child.kill('SIGTERM');
   let timer: NodeJS.Timeout | undefined;
-  const killed = await Promise.race([service.exited.then(() => false), new Promise<boolean>((r) => (timer = setTimeout(() => r(true), 10_000)))]);
+  const killed = await Promise.race([
+    service.exited.then(() => false),
+    new Promise<boolean>((r) => (timer = setTimeout(() => r(true), 10_000))),
+  ]);
   clearTimeout(timer);
   if (killed) {
     service.child.kill('SIGKILL');
@@ -91,7 +100,9 @@ async function waitUntilAnswering(service: Service, url: string, logFile: string
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (service.child.exitCode !== null) {
-      throw new Error(`${service.name} exited with ${service.child.exitCode}; its log:\n${(await readFile(logFile, 'utf8')).slice(-4000)}`);
+      throw new Error(
+        `${service.name} exited with ${service.child.exitCode}; its log:\n${(await readFile(logFile, 'utf8')).slice(-4000)}`,
+      );
     }
     try {
       const res = await request(url, { headersTimeout: 5000, bodyTimeout: 5000 });
@@ -102,7 +113,9 @@ async function waitUntilAnswering(service: Service, url: string, logFile: string
     }
     await new Promise((r) => setTimeout(r, 200));
   }
-  throw new Error(`${service.name} did not answer ${url} within ${timeoutMs} ms; its log:\n${(await readFile(logFile, 'utf8')).slice(-4000)}`);
+  throw new Error(
+    `${service.name} did not answer ${url} within ${timeoutMs} ms; its log:\n${(await readFile(logFile, 'utf8')).slice(-4000)}`,
+  );
 }
 
 async function timed<T>(timings: Record<string, number>, phase: string, work: () => Promise<T>): Promise<T> {
@@ -116,7 +129,12 @@ async function timed<T>(timings: Record<string, number>, phase: string, work: ()
 
 function ini(sections: Record<string, Record<string, string | number>>): string {
   return Object.entries(sections)
-    .map(([name, values]) => `[${name}]\n${Object.entries(values).map(([k, v]) => `${k} = ${v}`).join('\n')}\n`)
+    .map(
+      ([name, values]) =>
+        `[${name}]\n${Object.entries(values)
+          .map(([k, v]) => `${k} = ${v}`)
+          .join('\n')}\n`,
+    )
     .join('\n');
 }
 
@@ -139,10 +157,16 @@ async function keystoneCall(
   return { status: res.statusCode, headers: res.headers, json: text ? JSON.parse(text) : undefined };
 }
 
-async function passwordToken(keystoneUrl: string, user: { username: string; password: string; projectName: string }): Promise<string> {
+async function passwordToken(
+  keystoneUrl: string,
+  user: { username: string; password: string; projectName: string },
+): Promise<string> {
   const res = await keystoneCall(keystoneUrl, 'POST', '/auth/tokens', undefined, {
     auth: {
-      identity: { methods: ['password'], password: { user: { name: user.username, domain: { name: DOMAIN }, password: user.password } } },
+      identity: {
+        methods: ['password'],
+        password: { user: { name: user.username, domain: { name: DOMAIN }, password: user.password } },
+      },
       scope: { project: { name: user.projectName, domain: { name: DOMAIN } } },
     },
   });
@@ -164,7 +188,8 @@ export async function startOpenStack(opts: StartOptions = {}): Promise<OpenStack
     const glanceUrl = `http://127.0.0.1:${glancePort}`;
     const adminPassword = 'admin-secret-pw';
     const glanceServicePassword = 'glance-service-pw';
-    for (const sub of ['fernet-keys', 'credential-keys', 'images', 'staging', 'tasks', 'lock']) await mkdir(path.join(dir, sub), { mode: 0o700 });
+    for (const sub of ['fernet-keys', 'credential-keys', 'images', 'staging', 'tasks', 'lock'])
+      await mkdir(path.join(dir, sub), { mode: 0o700 });
 
     const keystoneConf = path.join(dir, 'keystone.conf');
     await writeFile(
@@ -225,18 +250,40 @@ export async function startOpenStack(opts: StartOptions = {}): Promise<OpenStack
       execa('/usr/bin/keystone-manage', ['--config-file', keystoneConf, ...args], { env, all: true });
     // Glance's schema and Keystone's set-up are independent: run them side by side.
     await Promise.all([
-      timed(timings, 'glance db_sync', () => execa('/usr/bin/glance-manage', ['--config-file', glanceConf, 'db_sync'], { all: true })),
+      timed(timings, 'glance db_sync', () =>
+        execa('/usr/bin/glance-manage', ['--config-file', glanceConf, 'db_sync'], { all: true }),
+      ),
       timed(timings, 'keystone db_sync, keys, bootstrap', async () => {
         await manage(['db_sync']);
         // SQLite's default rollback journal makes concurrent writers fail with "database is locked".
-        await execa('/usr/bin/python3', ['-c', 'import sqlite3,sys; sqlite3.connect(sys.argv[1]).execute("PRAGMA journal_mode=WAL")', path.join(dir, 'keystone.sqlite')]);
+        await execa('/usr/bin/python3', [
+          '-c',
+          'import sqlite3,sys; sqlite3.connect(sys.argv[1]).execute("PRAGMA journal_mode=WAL")',
+          path.join(dir, 'keystone.sqlite'),
+        ]);
         await manage(['fernet_setup', '--keystone-user', user, '--keystone-group', group]);
         await manage(['credential_setup', '--keystone-user', user, '--keystone-group', group]);
         // The password goes through the environment, never argv.
         await manage(
-          ['bootstrap', '--bootstrap-username', 'admin', '--bootstrap-project-name', 'admin', '--bootstrap-role-name', 'admin',
-            '--bootstrap-service-name', 'keystone', '--bootstrap-region-id', REGION,
-            '--bootstrap-admin-url', keystoneUrl, '--bootstrap-public-url', keystoneUrl, '--bootstrap-internal-url', keystoneUrl],
+          [
+            'bootstrap',
+            '--bootstrap-username',
+            'admin',
+            '--bootstrap-project-name',
+            'admin',
+            '--bootstrap-role-name',
+            'admin',
+            '--bootstrap-service-name',
+            'keystone',
+            '--bootstrap-region-id',
+            REGION,
+            '--bootstrap-admin-url',
+            keystoneUrl,
+            '--bootstrap-public-url',
+            keystoneUrl,
+            '--bootstrap-internal-url',
+            keystoneUrl,
+          ],
           { OS_BOOTSTRAP_PASSWORD: adminPassword },
         );
       }),
@@ -249,8 +296,21 @@ export async function startOpenStack(opts: StartOptions = {}): Promise<OpenStack
         'uwsgi_python3',
         // One process, one thread: SQLite objects are per thread. uwsgi's http-socket does not keep
         // connections alive, so tell clients (keystonemiddleware's pooled session) to close them.
-        ['--http-socket', `127.0.0.1:${keystonePort}`, '--wsgi-file', '/usr/bin/keystone-wsgi-public', '--master', '--processes', '1',
-          '--threads', '1', '--die-on-term', '--add-header', 'Connection: close', '--need-app'],
+        [
+          '--http-socket',
+          `127.0.0.1:${keystonePort}`,
+          '--wsgi-file',
+          '/usr/bin/keystone-wsgi-public',
+          '--master',
+          '--processes',
+          '1',
+          '--threads',
+          '1',
+          '--die-on-term',
+          '--add-header',
+          'Connection: close',
+          '--need-app',
+        ],
         { OS_KEYSTONE_CONFIG_FILES: keystoneConf },
         keystoneLog,
       );
@@ -263,7 +323,8 @@ export async function startOpenStack(opts: StartOptions = {}): Promise<OpenStack
     const admin = { username: 'admin', password: adminPassword, projectName: 'admin' };
     const accounts = await timed(timings, 'keystone accounts', async () => {
       const adminToken = await passwordToken(keystoneUrl, admin);
-      const call = (method: 'GET' | 'POST' | 'PUT', route: string, body?: unknown) => keystoneCall(keystoneUrl, method, route, adminToken, body);
+      const call = (method: 'GET' | 'POST' | 'PUT', route: string, body?: unknown) =>
+        keystoneCall(keystoneUrl, method, route, adminToken, body);
       const roles = ((await call('GET', '/roles')).json as { roles: Array<{ id: string; name: string }> }).roles;
       const roleId = (name: string) => {
         const role = roles.find((r) => r.name === name);
@@ -271,20 +332,36 @@ export async function startOpenStack(opts: StartOptions = {}): Promise<OpenStack
         return role.id;
       };
       const createProject = async (name: string) =>
-        ((await call('POST', '/projects', { project: { name, domain_id: 'default' } })).json as { project: { id: string } }).project.id;
+        (
+          (await call('POST', '/projects', { project: { name, domain_id: 'default' } })).json as {
+            project: { id: string };
+          }
+        ).project.id;
       const createUser = async (name: string, password: string, projectId: string, role: string) => {
-        const userId = ((await call('POST', '/users', { user: { name, password, domain_id: 'default', default_project_id: projectId } })).json as {
-          user: { id: string };
-        }).user.id;
+        const userId = (
+          (
+            await call('POST', '/users', {
+              user: { name, password, domain_id: 'default', default_project_id: projectId },
+            })
+          ).json as {
+            user: { id: string };
+          }
+        ).user.id;
         await call('PUT', `/projects/${projectId}/users/${userId}/roles/${roleId(role)}`);
         return userId;
       };
 
       const serviceProject = await createProject('service');
       await createUser('glance', glanceServicePassword, serviceProject, 'admin');
-      const imageService = ((await call('POST', '/services', { service: { type: 'image', name: 'glance' } })).json as { service: { id: string } }).service.id;
+      const imageService = (
+        (await call('POST', '/services', { service: { type: 'image', name: 'glance' } })).json as {
+          service: { id: string };
+        }
+      ).service.id;
       for (const iface of ['public', 'internal']) {
-        await call('POST', '/endpoints', { endpoint: { service_id: imageService, interface: iface, url: glanceUrl, region_id: REGION } });
+        await call('POST', '/endpoints', {
+          endpoint: { service_id: imageService, interface: iface, url: glanceUrl, region_id: REGION },
+        });
       }
 
       const account = async (projectName: string, username: string, password: string): Promise<ProjectAccount> => {
@@ -307,7 +384,10 @@ export async function startOpenStack(opts: StartOptions = {}): Promise<OpenStack
           appCredentialSecret: created.application_credential.secret,
         };
       };
-      return { demo: await account('demo', 'demo', 'demo-user-pw'), other: await account('other', 'other', 'other-user-pw') };
+      return {
+        demo: await account('demo', 'demo', 'demo-user-pw'),
+        other: await account('other', 'other', 'other-user-pw'),
+      };
     });
 
     const glanceLog = path.join(dir, 'glance-api.stdout.log');

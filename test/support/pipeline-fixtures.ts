@@ -36,7 +36,13 @@ export async function makeRawDisk(file: string, mib: number): Promise<void> {
   }
 }
 
-export async function qemuConvert(from: string, fromFormat: string, to: string, toFormat: string, options: string[] = []): Promise<void> {
+export async function qemuConvert(
+  from: string,
+  fromFormat: string,
+  to: string,
+  toFormat: string,
+  options: string[] = [],
+): Promise<void> {
   await execa('qemu-img', ['convert', '-q', '-f', fromFormat, '-O', toFormat, ...options, from, to]);
 }
 
@@ -44,7 +50,10 @@ export async function qemuConvert(from: string, fromFormat: string, to: string, 
 export function ovfFor(disks: Array<{ href: string; address: number }>): string {
   const files = disks.map((d, i) => `<File ovf:id="file${i}" ovf:href="${d.href}"/>`).join('\n    ');
   const diskElems = disks
-    .map((_d, i) => `<Disk ovf:diskId="vmdisk${i}" ovf:fileRef="file${i}" ovf:capacity="8" ovf:capacityAllocationUnits="byte * 2^20" ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"/>`)
+    .map(
+      (_d, i) =>
+        `<Disk ovf:diskId="vmdisk${i}" ovf:fileRef="file${i}" ovf:capacity="8" ovf:capacityAllocationUnits="byte * 2^20" ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"/>`,
+    )
     .join('\n    ');
   const items = disks
     .map(
@@ -83,7 +92,12 @@ export function ovfFor(disks: Array<{ href: string; address: number }>): string 
 }
 
 /** Writes a tar with the given members in this order (GNU tar, so the OVF can come first). */
-export async function makeTar(file: string, dir: string, members: string[], opts: { gzip?: boolean } = {}): Promise<void> {
+export async function makeTar(
+  file: string,
+  dir: string,
+  members: string[],
+  opts: { gzip?: boolean } = {},
+): Promise<void> {
   await execa('tar', [opts.gzip ? '-czf' : '-cf', file, '-C', dir, ...members]);
 }
 

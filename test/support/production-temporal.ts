@@ -72,7 +72,13 @@ export async function startProductionTemporal(name: string, logDir: string): Pro
 
   const startServer = async () => {
     const log = { file: logFile, append: true };
-    const proc = execa('sh', [path.join(SCRIPTS, 'start-server.sh')], { env, reject: false, stdin: 'ignore', stdout: log, stderr: log });
+    const proc = execa('sh', [path.join(SCRIPTS, 'start-server.sh')], {
+      env,
+      reject: false,
+      stdin: 'ignore',
+      stdout: log,
+      stderr: log,
+    });
     server = proc;
     const exited = proc.then((r) => {
       throw new Error(`temporal-server exited (${r.exitCode ?? r.signal}) on start`);
@@ -81,7 +87,10 @@ export async function startProductionTemporal(name: string, logDir: string): Pro
       await Promise.race([waitForDevServer(address, 90_000), exited]);
     } catch (err) {
       proc.kill('SIGKILL');
-      const tail = await readFile(logFile, 'utf8').then((t) => t.slice(-3000), () => '');
+      const tail = await readFile(logFile, 'utf8').then(
+        (t) => t.slice(-3000),
+        () => '',
+      );
       throw new Error(`${(err as Error).message}\n${logFile}:\n${tail}`);
     }
     void exited.catch(() => undefined);
@@ -126,13 +135,30 @@ async function freeLowPort(): Promise<number> {
 
 async function runScript(script: string, env: Record<string, string>, logFile: string): Promise<void> {
   const log = { file: logFile, append: true };
-  const result = await execa('sh', [path.join(SCRIPTS, script)], { env, reject: false, stdin: 'ignore', stdout: log, stderr: log, timeout: 180_000 });
-  if (result.exitCode !== 0) throw new Error(`docker/temporal/${script} failed (exit ${result.exitCode}); see ${logFile}`);
+  const result = await execa('sh', [path.join(SCRIPTS, script)], {
+    env,
+    reject: false,
+    stdin: 'ignore',
+    stdout: log,
+    stderr: log,
+    timeout: 180_000,
+  });
+  if (result.exitCode !== 0)
+    throw new Error(`docker/temporal/${script} failed (exit ${result.exitCode}); see ${logFile}`);
 }
 
 async function dropDatabases(databases: { temporal: string; visibility: string }): Promise<void> {
   for (const db of Object.values(databases)) {
-    await execa('psql', ['-h', POSTGRES.POSTGRES_SEEDS, '-U', POSTGRES.POSTGRES_USER, '-d', 'postgres', '-qc', `DROP DATABASE IF EXISTS "${db}" WITH (FORCE)`]);
+    await execa('psql', [
+      '-h',
+      POSTGRES.POSTGRES_SEEDS,
+      '-U',
+      POSTGRES.POSTGRES_USER,
+      '-d',
+      'postgres',
+      '-qc',
+      `DROP DATABASE IF EXISTS "${db}" WITH (FORCE)`,
+    ]);
   }
 }
 

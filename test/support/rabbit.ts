@@ -13,7 +13,11 @@ export function uniqueTopology(prefix = 'test') {
 }
 
 /** Writes an original-style application.conf (HOCON) for a topology, plus extra HOCON sections. */
-export async function writeConf(topology: ReturnType<typeof uniqueTopology>, extra = '', servers = ['127.0.0.1:5672']): Promise<string> {
+export async function writeConf(
+  topology: ReturnType<typeof uniqueTopology>,
+  extra = '',
+  servers = ['127.0.0.1:5672'],
+): Promise<string> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'snf-conf-'));
   const file = path.join(dir, 'application.conf');
   await writeFile(

@@ -75,7 +75,11 @@ const EMPTY_CONFIG = 'application/vnd.oci.empty.v1+json';
 const ORAS_CONFIG = 'application/vnd.unknown.config.v1+json';
 
 /** The annotations EGI's build pipeline sets on an image (values as given). */
-export function egiAnnotations(distro: string, version: string, extra: Record<string, string> = {}): Record<string, string> {
+export function egiAnnotations(
+  distro: string,
+  version: string,
+  extra: Record<string, string> = {},
+): Record<string, string> {
   return {
     'org.openstack.glance.disk_format': 'qcow2',
     'org.openstack.glance.container_format': 'bare',
@@ -112,7 +116,21 @@ const ISSUER = 'test-token-issuer';
 async function tokenIssuer(dir: string): Promise<TokenIssuer> {
   const keyFile = path.join(dir, 'token.key');
   const certFile = path.join(dir, 'token.crt');
-  await execa('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', keyFile, '-out', certFile, '-days', '2', '-subj', '/CN=test token issuer']);
+  await execa('openssl', [
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-keyout',
+    keyFile,
+    '-out',
+    certFile,
+    '-days',
+    '2',
+    '-subj',
+    '/CN=test token issuer',
+  ]);
   const key = createPrivateKey(await readFile(keyFile));
   const certPem = await readFile(certFile, 'utf8');
   const der = new X509Certificate(certPem).raw.toString('base64');
@@ -121,7 +139,18 @@ async function tokenIssuer(dir: string): Promise<TokenIssuer> {
     mint(subject, access) {
       const now = Math.floor(Date.now() / 1000);
       const header = base64url(JSON.stringify({ alg: 'RS256', typ: 'JWT', x5c: [der] }));
-      const claims = base64url(JSON.stringify({ iss: ISSUER, sub: subject, aud: SERVICE, exp: now + 300, nbf: now - 10, iat: now, jti: randomUUID(), access }));
+      const claims = base64url(
+        JSON.stringify({
+          iss: ISSUER,
+          sub: subject,
+          aud: SERVICE,
+          exp: now + 300,
+          nbf: now - 10,
+          iat: now,
+          jti: randomUUID(),
+          access,
+        }),
+      );
       const signature = sign('sha256', Buffer.from(`${header}.${claims}`), key);
       return `${header}.${claims}.${base64url(signature)}`;
     },
@@ -174,7 +203,9 @@ export async function startRegistry(opts: StartRegistryOptions): Promise<TestReg
         const [name, password] = [decoded.slice(0, colon), decoded.slice(colon + 1)];
         if (users[name] === undefined || users[name] !== password) {
           tokenRequests.push({ account: url.searchParams.get('account') ?? undefined, scopes, user: name });
-          res.writeHead(401, { 'content-type': 'application/json' }).end(JSON.stringify({ errors: [{ code: 'UNAUTHORIZED', message: 'bad credentials' }] }));
+          res
+            .writeHead(401, { 'content-type': 'application/json' })
+            .end(JSON.stringify({ errors: [{ code: 'UNAUTHORIZED', message: 'bad credentials' }] }));
           return;
         }
         user = name;
@@ -186,18 +217,25 @@ export async function startRegistry(opts: StartRegistryOptions): Promise<TestReg
       }
       // Users may pull anything and list the catalog; anonymous callers only when the project is public.
       const access = scopes.flatMap((scope) => {
-        const [type, name, actions] = [scope.split(':')[0], scope.split(':').slice(1, -1).join(':'), scope.split(':').at(-1) ?? ''];
+        const [type, name, actions] = [
+          scope.split(':')[0],
+          scope.split(':').slice(1, -1).join(':'),
+          scope.split(':').at(-1) ?? '',
+        ];
         const allowed = user || opts.anonymousPull ? ['pull', '*'] : [];
         const granted = actions.split(',').filter((a) => allowed.includes(a));
         return granted.length > 0 ? [{ type, name, actions: granted }] : [];
       });
       const token = issuer.mint(user ?? '', access);
-      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ token, access_token: token, expires_in: 300, issued_at: new Date().toISOString() }));
+      res
+        .writeHead(200, { 'content-type': 'application/json' })
+        .end(JSON.stringify({ token, access_token: token, expires_in: 300, issued_at: new Date().toISOString() }));
     });
     await new Promise<void>((resolve) => tokenServer!.listen(0, '127.0.0.1', resolve));
     tokenRealm = `http://127.0.0.1:${(tokenServer.address() as AddressInfo).port}/token`;
     authSection = `auth:\n  token:\n    realm: ${tokenRealm}\n    service: ${SERVICE}\n    issuer: ${ISSUER}\n    rootcertbundle: ${certFile}\n`;
-    pushAuthorization = (repository) => `Bearer ${issuer.mint(PUSHER, [{ type: 'repository', name: repository, actions: ['pull', 'push', 'delete'] }])}`;
+    pushAuthorization = (repository) =>
+      `Bearer ${issuer.mint(PUSHER, [{ type: 'repository', name: repository, actions: ['pull', 'push', 'delete'] }])}`;
   }
 
   const config = path.join(dir, 'config.yml');
@@ -221,7 +259,11 @@ export async function startRegistry(opts: StartRegistryOptions): Promise<TestReg
     ].join('\n'),
   );
   let output = '';
-  const child: ResultPromise = execa('docker-registry', ['serve', config], { reject: false, stdin: 'ignore', all: true });
+  const child: ResultPromise = execa('docker-registry', ['serve', config], {
+    reject: false,
+    stdin: 'ignore',
+    all: true,
+  });
   child.all?.on('data', (chunk: Buffer) => {
     output += chunk.toString();
   });
@@ -237,7 +279,13 @@ export async function startRegistry(opts: StartRegistryOptions): Promise<TestReg
     await new Promise((r) => setTimeout(r, 100));
   }
 
-  async function call(method: 'POST' | 'PUT' | 'GET' | 'DELETE', target: string, repository: string, body?: Buffer | string, headers: Record<string, string> = {}) {
+  async function call(
+    method: 'POST' | 'PUT' | 'GET' | 'DELETE',
+    target: string,
+    repository: string,
+    body?: Buffer | string,
+    headers: Record<string, string> = {},
+  ) {
     const authorization = pushAuthorization(repository);
     const response = await request(new URL(target, url), {
       method,
@@ -254,12 +302,16 @@ export async function startRegistry(opts: StartRegistryOptions): Promise<TestReg
     const started = await call('POST', `/v2/${repository}/blobs/uploads/`, repository);
     const location = new URL(String(started.headers.location), url);
     location.searchParams.set('digest', digest);
-    await call('PUT', location.pathname + location.search, repository, bytes, { 'content-type': 'application/octet-stream' });
+    await call('PUT', location.pathname + location.search, repository, bytes, {
+      'content-type': 'application/octet-stream',
+    });
     return digest;
   }
 
   async function putManifest(repository: string, reference: string, manifest: string): Promise<void> {
-    await call('PUT', `/v2/${repository}/manifests/${reference}`, repository, manifest, { 'content-type': 'application/vnd.oci.image.manifest.v1+json' });
+    await call('PUT', `/v2/${repository}/manifests/${reference}`, repository, manifest, {
+      'content-type': 'application/vnd.oci.image.manifest.v1+json',
+    });
   }
 
   return {
@@ -276,7 +328,11 @@ export async function startRegistry(opts: StartRegistryOptions): Promise<TestReg
         schemaVersion: 2,
         mediaType: 'application/vnd.oci.image.manifest.v1+json',
         ...(artifact.config === 'oras' ? {} : { artifactType: EGI_ARTIFACT_TYPE }),
-        config: { mediaType: artifact.config === 'oras' ? ORAS_CONFIG : EMPTY_CONFIG, digest: configDigest, size: configBytes.length },
+        config: {
+          mediaType: artifact.config === 'oras' ? ORAS_CONFIG : EMPTY_CONFIG,
+          digest: configDigest,
+          size: configBytes.length,
+        },
         layers: [
           {
             mediaType: artifact.layerMediaType ?? 'application/x-qemu-disk',
@@ -292,7 +348,9 @@ export async function startRegistry(opts: StartRegistryOptions): Promise<TestReg
       return { manifestDigest: digestOf(Buffer.from(text)), layerDigest, layerSize: artifact.disk.length, manifest };
     },
     async tag(repository, manifestDigest, tag) {
-      const { text } = await call('GET', `/v2/${repository}/manifests/${manifestDigest}`, repository, undefined, { accept: 'application/vnd.oci.image.manifest.v1+json' });
+      const { text } = await call('GET', `/v2/${repository}/manifests/${manifestDigest}`, repository, undefined, {
+        accept: 'application/vnd.oci.image.manifest.v1+json',
+      });
       await putManifest(repository, tag, text);
     },
     async deleteManifest(repository, manifestDigest) {

@@ -10,13 +10,33 @@ export const TEMPORAL_CLI = process.env.SNF_VMCATCHER_TEMPORAL_CLI ?? path.join(
  * unless given a `uiPort` for its Web UI, with the project's search attributes (unless told not
  * to), persisting to a SQLite file that survives restarts.
  */
-export function startDevServer(port: number, dbFile: string, opts: { searchAttributes?: boolean; uiPort?: number } = {}): ResultPromise {
+export function startDevServer(
+  port: number,
+  dbFile: string,
+  opts: { searchAttributes?: boolean; uiPort?: number } = {},
+): ResultPromise {
   // Without them (searchAttributes: false): a namespace an operator forgot to set up.
-  const attributes = opts.searchAttributes === false ? [] : SEARCH_ATTRIBUTES.flatMap(({ name, type }) => ['--search-attribute', `${name}=${type}`]);
+  const attributes =
+    opts.searchAttributes === false
+      ? []
+      : SEARCH_ATTRIBUTES.flatMap(({ name, type }) => ['--search-attribute', `${name}=${type}`]);
   const ui = opts.uiPort === undefined ? ['--headless'] : ['--ui-ip', '127.0.0.1', '--ui-port', String(opts.uiPort)];
   return execa(
     TEMPORAL_CLI,
-    ['server', 'start-dev', ...ui, '--ip', '127.0.0.1', '--port', String(port), '--db-filename', dbFile, ...attributes, '--log-level', 'warn'],
+    [
+      'server',
+      'start-dev',
+      ...ui,
+      '--ip',
+      '127.0.0.1',
+      '--port',
+      String(port),
+      '--db-filename',
+      dbFile,
+      ...attributes,
+      '--log-level',
+      'warn',
+    ],
     { reject: false, stdin: 'ignore', stdout: 'ignore', stderr: 'ignore' },
   );
 }
@@ -25,7 +45,9 @@ export function startDevServer(port: number, dbFile: string, opts: { searchAttri
 export async function waitForDevServer(address: string, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const health = await execa(TEMPORAL_CLI, ['operator', 'cluster', 'health', '--address', address], { reject: false });
+    const health = await execa(TEMPORAL_CLI, ['operator', 'cluster', 'health', '--address', address], {
+      reject: false,
+    });
     if (health.exitCode === 0) return;
     if (Date.now() > deadline) throw new Error(`Temporal dev server at ${address} did not come up: ${health.stderr}`);
     await new Promise((r) => setTimeout(r, 500));

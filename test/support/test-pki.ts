@@ -35,8 +35,26 @@ export async function createTestPki(name = 'Test CA'): Promise<TestPki> {
   await mkdir(caDir);
   const caDn = `/DC=org/DC=snf-test/CN=${name}`;
   await openssl(
-    ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-sha256', '-days', '3', '-subj', caDn, '-keyout', 'ca.key', '-out', 'ca.pem',
-      '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'],
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-sha256',
+      '-days',
+      '3',
+      '-subj',
+      caDn,
+      '-keyout',
+      'ca.key',
+      '-out',
+      'ca.pem',
+      '-addext',
+      'basicConstraints=critical,CA:TRUE',
+      '-addext',
+      'keyUsage=critical,keyCertSign,cRLSign',
+    ],
     dir,
   );
   const hash = (await openssl(['x509', '-hash', '-noout', '-in', 'ca.pem'], dir)).trim();
@@ -45,7 +63,16 @@ export async function createTestPki(name = 'Test CA'): Promise<TestPki> {
   await writeFile(path.join(dir, 'crlnumber'), '01\n');
   await writeFile(
     path.join(dir, 'ca.cnf'),
-    ['[ca]', 'default_ca = test_ca', '[test_ca]', 'database = index.txt', 'crlnumber = crlnumber', 'default_md = sha256', 'default_crl_days = 2', ''].join('\n'),
+    [
+      '[ca]',
+      'default_ca = test_ca',
+      '[test_ca]',
+      'database = index.txt',
+      'crlnumber = crlnumber',
+      'default_md = sha256',
+      'default_crl_days = 2',
+      '',
+    ].join('\n'),
   );
   let serial = 1;
 
@@ -58,24 +85,55 @@ export async function createTestPki(name = 'Test CA'): Promise<TestPki> {
       const dn = `/DC=org/DC=snf-test/O=Hosts/CN=${cn}`;
       const keyPath = path.join(dir, `signer-${n}.key`);
       const certPath = path.join(dir, `signer-${n}.pem`);
-      await openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-subj', dn, '-keyout', keyPath, '-out', `signer-${n}.csr`], dir);
-      await openssl(['x509', '-req', '-in', `signer-${n}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-set_serial', String(1000 + n), '-days', '2', '-out', certPath], dir);
+      await openssl(
+        ['req', '-newkey', 'rsa:2048', '-nodes', '-subj', dn, '-keyout', keyPath, '-out', `signer-${n}.csr`],
+        dir,
+      );
+      await openssl(
+        [
+          'x509',
+          '-req',
+          '-in',
+          `signer-${n}.csr`,
+          '-CA',
+          'ca.pem',
+          '-CAkey',
+          'ca.key',
+          '-set_serial',
+          String(1000 + n),
+          '-days',
+          '2',
+          '-out',
+          certPath,
+        ],
+        dir,
+      );
       return { dn, certPath, keyPath };
     },
     async sign(content, signer) {
       const input = path.join(dir, `content-${serial++}.json`);
       await writeFile(input, content);
-      const { stdout } = await run('openssl', ['smime', '-sign', '-in', input, '-signer', signer.certPath, '-inkey', signer.keyPath], {
-        cwd: dir,
-        encoding: 'buffer',
-      });
+      const { stdout } = await run(
+        'openssl',
+        ['smime', '-sign', '-in', input, '-signer', signer.certPath, '-inkey', signer.keyPath],
+        {
+          cwd: dir,
+          encoding: 'buffer',
+        },
+      );
       return stdout;
     },
     async publishCrl(revoked) {
       for (const signer of revoked) {
-        await openssl(['ca', '-config', 'ca.cnf', '-keyfile', 'ca.key', '-cert', 'ca.pem', '-revoke', signer.certPath], dir);
+        await openssl(
+          ['ca', '-config', 'ca.cnf', '-keyfile', 'ca.key', '-cert', 'ca.pem', '-revoke', signer.certPath],
+          dir,
+        );
       }
-      await openssl(['ca', '-config', 'ca.cnf', '-keyfile', 'ca.key', '-cert', 'ca.pem', '-gencrl', '-out', 'crl.pem'], dir);
+      await openssl(
+        ['ca', '-config', 'ca.cnf', '-keyfile', 'ca.key', '-cert', 'ca.pem', '-gencrl', '-out', 'crl.pem'],
+        dir,
+      );
       await writeFile(path.join(caDir, `${hash}.r0`), await readFile(path.join(dir, 'crl.pem')));
     },
     cleanup: () => rm(dir, { recursive: true, force: true }),

@@ -37,7 +37,11 @@ export async function startThrottledFileServer(file: string, bytesPerSecond: num
         return;
       }
       record.status = 206;
-      res.writeHead(206, { 'content-length': String(size - start), 'content-range': `bytes ${start}-${size - 1}/${size}`, 'accept-ranges': 'bytes' });
+      res.writeHead(206, {
+        'content-length': String(size - start),
+        'content-range': `bytes ${start}-${size - 1}/${size}`,
+        'accept-ranges': 'bytes',
+      });
     } else {
       res.writeHead(200, { 'content-length': String(size), 'accept-ranges': 'bytes' });
     }
@@ -80,7 +84,13 @@ export async function slowImageDownload(prefix: string, sizeBytes: number, bytes
   await mkdir(path.join(ROOT, 'tmp'), { recursive: true });
   const dir = await mkdtemp(path.join(ROOT, 'tmp', `${prefix}-`));
   const image = path.join(dir, 'image.raw');
-  await execa('dd', ['if=/dev/urandom', `of=${image}`, 'bs=1M', `count=${Math.ceil(sizeBytes / 1024 / 1024)}`, 'status=none']);
+  await execa('dd', [
+    'if=/dev/urandom',
+    `of=${image}`,
+    'bs=1M',
+    `count=${Math.ceil(sizeBytes / 1024 / 1024)}`,
+    'status=none',
+  ]);
   // A partition table, so the image passes as a raw disk (issue #10: random bytes are not a disk).
   await writeLinuxMbr(image, sizeBytes);
   const sha512 = (await execa('sha512sum', [image])).stdout.split(' ')[0];
@@ -97,7 +107,11 @@ export async function slowImageDownload(prefix: string, sizeBytes: number, bytes
 }
 
 /** Waits until a workflow's running download has reported at least `bytes` in its heartbeats. */
-export async function waitForDownloadOffset(handle: WorkflowHandle, bytes: number, timeoutMs = 30_000): Promise<number> {
+export async function waitForDownloadOffset(
+  handle: WorkflowHandle,
+  bytes: number,
+  timeoutMs = 30_000,
+): Promise<number> {
   const deadline = Date.now() + timeoutMs;
   let offset = 0;
   while (offset < bytes && Date.now() < deadline) {

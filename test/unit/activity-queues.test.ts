@@ -11,7 +11,11 @@ import { pipelineConfig, quietLogger } from '../support/pipeline-fixtures.js';
  * typecheck` checks the @ts-expect-error lines: an activity called through another queue's proxy
  * does not compile.
  */
-export function callsThroughTheWrongQueue(shared: ActivityInterfaceFor<SharedActivities>, host: ActivityInterfaceFor<HostActivities>, control: ActivityInterfaceFor<ControlActivities>) {
+export function callsThroughTheWrongQueue(
+  shared: ActivityInterfaceFor<SharedActivities>,
+  host: ActivityInterfaceFor<HostActivities>,
+  control: ActivityInterfaceFor<ControlActivities>,
+) {
   return [
     // @ts-expect-error findRegisteredImage runs on the shared queue, not on a host's
     host.findRegisteredImage,
@@ -25,7 +29,9 @@ export function callsThroughTheWrongQueue(shared: ActivityInterfaceFor<SharedAct
 }
 
 test('the worker registers every activity on exactly one queue, the one its factory names', () => {
-  const activities = buildActivities(pipelineConfig('/nonexistent'), quietLogger, new HostSlots(1), () => Promise.reject(new Error('no Temporal in this test')));
+  const activities = buildActivities(pipelineConfig('/nonexistent'), quietLogger, new HostSlots(1), () =>
+    Promise.reject(new Error('no Temporal in this test')),
+  );
   const names = (queue: object) => Object.keys(queue).sort();
   expect(names(activities.shared)).toEqual([
     'claimHost',
@@ -35,8 +41,16 @@ test('the worker registers every activity on exactly one queue, the one its fact
     'findRegisteredImage',
     'logEvent',
     'readSubscribedList',
+    'readSubscribedRegistry',
     'throwOnPurpose',
   ]);
-  expect(names(activities.host)).toEqual(['acquireImage', 'cleanupWorkspace', 'convertToRaw', 'inspectImage', 'prepareImage', 'registerWithKamaki']);
+  expect(names(activities.host)).toEqual([
+    'acquireImage',
+    'cleanupWorkspace',
+    'convertToRaw',
+    'inspectImage',
+    'prepareImage',
+    'registerWithKamaki',
+  ]);
   expect(names(activities.control)).toEqual(['acquireHostSlot', 'releaseHostSlot']);
 });

@@ -28,11 +28,23 @@ describe('deadLetterCause names why a message is not a valid event', () => {
     ['[1,2]', 'not-an-object', undefined],
     ['"text"', 'not-an-object', undefined],
     ['{"VMCATCHER_EVENT_DC_IDENTIFIER": {"a": "b"}}', 'nested-value', 'VMCATCHER_EVENT_DC_IDENTIFIER'],
-    ['{"VMCATCHER_EVENT_TYPE": "Nonsense", "VMCATCHER_EVENT_DC_IDENTIFIER": "x"}', 'bad-event-type', 'VMCATCHER_EVENT_TYPE'],
+    [
+      '{"VMCATCHER_EVENT_TYPE": "Nonsense", "VMCATCHER_EVENT_DC_IDENTIFIER": "x"}',
+      'bad-event-type',
+      'VMCATCHER_EVENT_TYPE',
+    ],
     ['{"VMCATCHER_EVENT_HV_URI": "http://h/x.img"}', 'missing-key', 'VMCATCHER_EVENT_DC_IDENTIFIER'],
     ['{"VMCATCHER_EVENT_DC_IDENTIFIER": "x"}', 'missing-key', 'VMCATCHER_EVENT_HV_URI'],
-    ['{"VMCATCHER_EVENT_DC_IDENTIFIER": "x", "VMCATCHER_EVENT_HV_SIZE": "big"}', 'invalid-value', 'VMCATCHER_EVENT_HV_SIZE'],
-    ['{"VMCATCHER_EVENT_DC_IDENTIFIER": "x", "VMCATCHER_EVENT_HV_URI": "https://tok:x-oauth-basic@h/x.img"}', 'credentials-in-url', 'VMCATCHER_EVENT_HV_URI'],
+    [
+      '{"VMCATCHER_EVENT_DC_IDENTIFIER": "x", "VMCATCHER_EVENT_HV_SIZE": "big"}',
+      'invalid-value',
+      'VMCATCHER_EVENT_HV_SIZE',
+    ],
+    [
+      '{"VMCATCHER_EVENT_DC_IDENTIFIER": "x", "VMCATCHER_EVENT_HV_URI": "https://tok:x-oauth-basic@h/x.img"}',
+      'credentials-in-url',
+      'VMCATCHER_EVENT_HV_URI',
+    ],
   ])('%s → %s (key %s)', (body, reason, key) => {
     const cause = deadLetterCause(parseError(body));
     expect(cause.reason).toBe(reason);
@@ -44,20 +56,37 @@ describe('deadLetterCause names why a message is not a valid event', () => {
 describe('classifyStartFailure keeps messages through outages and dead-letters only what can never start', () => {
   const grpc = (code: number, message = 'boom') => Object.assign(new Error(message), { code });
   test.each([
-    ['UNAVAILABLE', new ServiceError('Failed to start Workflow', { cause: grpc(14, '14 UNAVAILABLE: No connection established') }), 'unavailable'],
+    [
+      'UNAVAILABLE',
+      new ServiceError('Failed to start Workflow', { cause: grpc(14, '14 UNAVAILABLE: No connection established') }),
+      'unavailable',
+    ],
     ['DEADLINE_EXCEEDED', grpc(4, 'Deadline exceeded'), 'unavailable'],
     ['RESOURCE_EXHAUSTED', grpc(8), 'unavailable'],
     ['namespace NOT_FOUND', new ServiceError('x', { cause: grpc(5, 'Namespace nope is not found') }), 'unavailable'],
-    ['a plain network error', Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }), 'unavailable'],
+    [
+      'a plain network error',
+      Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }),
+      'unavailable',
+    ],
     ['INVALID_ARGUMENT', new ServiceError('Failed to start Workflow', { cause: grpc(3, 'id too long') }), 'invalid'],
-    ['InvalidEventError', new InvalidEventError('VMCATCHER_EVENT_HV_URI is required', 'missing-key', 'VMCATCHER_EVENT_HV_URI'), 'invalid'],
+    [
+      'InvalidEventError',
+      new InvalidEventError('VMCATCHER_EVENT_HV_URI is required', 'missing-key', 'VMCATCHER_EVENT_HV_URI'),
+      'invalid',
+    ],
   ])('%s → %s', (_name, err, kind) => {
     expect(classifyStartFailure(err).kind).toBe(kind);
   });
 
   test('Temporal refusing a start is dead-lettered as rejected-by-temporal with the server message', () => {
-    const failure = classifyStartFailure(new ServiceError('Failed to start Workflow', { cause: grpc(3, 'id too long') }));
-    expect(failure).toEqual({ kind: 'invalid', cause: { reason: 'rejected-by-temporal', detail: expect.stringContaining('id too long') } });
+    const failure = classifyStartFailure(
+      new ServiceError('Failed to start Workflow', { cause: grpc(3, 'id too long') }),
+    );
+    expect(failure).toEqual({
+      kind: 'invalid',
+      cause: { reason: 'rejected-by-temporal', detail: expect.stringContaining('id too long') },
+    });
   });
 });
 
@@ -122,10 +151,19 @@ describe('backoffMs', () => {
 describe('decideMessage tells a namespace without our search attributes from a message Temporal refuses', () => {
   const grpc = (code: number, message: string) => Object.assign(new Error(message), { code });
   const config = parseConfig({}, 'test');
-  const body = Buffer.from(JSON.stringify({ VMCATCHER_EVENT_DC_IDENTIFIER: 'img', VMCATCHER_EVENT_HV_URI: 'http://h/img.raw', VMCATCHER_EVENT_IL_DC_IDENTIFIER: 'list' }));
+  const body = Buffer.from(
+    JSON.stringify({
+      VMCATCHER_EVENT_DC_IDENTIFIER: 'img',
+      VMCATCHER_EVENT_HV_URI: 'http://h/img.raw',
+      VMCATCHER_EVENT_IL_DC_IDENTIFIER: 'list',
+    }),
+  );
   const all = Object.fromEntries(SEARCH_ATTRIBUTES.map(({ name }) => [name, 2])); // 2 = Keyword
 
-  function clientRefusing(serverSays: string, listing: () => Promise<{ customAttributes: Record<string, number> }>): Client {
+  function clientRefusing(
+    serverSays: string,
+    listing: () => Promise<{ customAttributes: Record<string, number> }>,
+  ): Client {
     return {
       withDeadline: (_deadline: number, fn: () => Promise<unknown>) => fn(),
       workflow: {
@@ -139,25 +177,44 @@ describe('decideMessage tells a namespace without our search attributes from a m
   const decide = (client: Client) => decideMessage({ client, config, options: {}, startTimeoutMs: 1000 }, body);
 
   test('attributes missing from the namespace: misconfigured, naming each and the command that registers them', async () => {
-    const decision = await decide(clientRefusing('search attribute ImageStage is not defined', async () => ({ customAttributes: { ImageVO: 2 } })));
+    const decision = await decide(
+      clientRefusing('search attribute ImageStage is not defined', async () => ({ customAttributes: { ImageVO: 2 } })),
+    );
     expect(decision.kind).toBe('misconfigured');
     if (decision.kind !== 'misconfigured') return;
-    expect(decision.missing).toEqual(['ImageIdentifier (Keyword)', 'ImageListIdentifier (Keyword)', 'ImageStage (Keyword)', 'ImageTitle (Keyword)']);
-    expect(decision.detail).toContain(`temporal operator search-attribute create --namespace ${config.temporal.namespace} --name ImageIdentifier --type Keyword`);
+    expect(decision.missing).toEqual([
+      'ImageIdentifier (Keyword)',
+      'ImageListIdentifier (Keyword)',
+      'ImageStage (Keyword)',
+      'ImageTitle (Keyword)',
+    ]);
+    expect(decision.detail).toContain(
+      `temporal operator search-attribute create --namespace ${config.temporal.namespace} --name ImageIdentifier --type Keyword`,
+    );
   });
 
   test('an attribute registered with another type counts as missing', async () => {
-    const decision = await decide(clientRefusing('invalid value for search attribute ImageStage of type Int: queued', async () => ({ customAttributes: { ...all, ImageStage: 3 } })));
+    const decision = await decide(
+      clientRefusing('invalid value for search attribute ImageStage of type Int: queued', async () => ({
+        customAttributes: { ...all, ImageStage: 3 },
+      })),
+    );
     expect(decision).toMatchObject({ kind: 'misconfigured', missing: ['ImageStage (Keyword)'] });
   });
 
   test('every attribute registered and a value refused: the message is dead-lettered', async () => {
-    const decision = await decide(clientRefusing('search attribute ImageIdentifier value of size 5000: exceeds size limit 2048', async () => ({ customAttributes: all })));
+    const decision = await decide(
+      clientRefusing('search attribute ImageIdentifier value of size 5000: exceeds size limit 2048', async () => ({
+        customAttributes: all,
+      })),
+    );
     expect(decision).toMatchObject({ kind: 'invalid', cause: { reason: 'rejected-by-temporal' } });
   });
 
   test('listed, but the server still says "not defined" (its cache is behind): kept, not dead-lettered', async () => {
-    const decision = await decide(clientRefusing('search attribute ImageVO is not defined', async () => ({ customAttributes: all })));
+    const decision = await decide(
+      clientRefusing('search attribute ImageVO is not defined', async () => ({ customAttributes: all })),
+    );
     expect(decision).toMatchObject({ kind: 'misconfigured', missing: ['ImageVO (Keyword)'] });
   });
 

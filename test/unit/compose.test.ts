@@ -66,7 +66,9 @@ const envNames = (svc: Service): string[] =>
 
 /** Services that run our image: built from the Dockerfile, or the image the build produces. */
 const ourImage = (compose.services.worker?.image ?? '') as string;
-const snfServices = services.filter(([, svc]) => svc.build !== undefined || (svc.image !== undefined && svc.image === ourImage));
+const snfServices = services.filter(
+  ([, svc]) => svc.build !== undefined || (svc.image !== undefined && svc.image === ourImage),
+);
 
 /** One-shot jobs: something waits for them to complete successfully. */
 const oneShot = new Set(
@@ -174,10 +176,16 @@ describe('docker-compose.yml', () => {
         const [name, type] = line.trim().split(/\s+/);
         return { name, type };
       });
-    expect(listed.sort((a, b) => a.name.localeCompare(b.name))).toEqual([...SEARCH_ATTRIBUTES].sort((a, b) => a.name.localeCompare(b.name)));
+    expect(listed.sort((a, b) => a.name.localeCompare(b.name))).toEqual(
+      [...SEARCH_ATTRIBUTES].sort((a, b) => a.name.localeCompare(b.name)),
+    );
     for (const script of ['docker/temporal/create-namespace.sh', 'scripts/stack.sh']) {
       const text = readFileSync(path.join(ROOT, script), 'utf8');
-      expect([script, /search-attributes/.test(text), /ImageStage|ImageIdentifier/.test(text.replace(/^#.*$/gm, ''))]).toEqual([script, true, false]);
+      expect([
+        script,
+        /search-attributes/.test(text),
+        /ImageStage|ImageIdentifier/.test(text.replace(/^#.*$/gm, '')),
+      ]).toEqual([script, true, false]);
     }
   });
 
@@ -192,7 +200,11 @@ describe('docker-compose.yml', () => {
   it('mounts an application.conf that loads with the environment the services set', async () => {
     const { config } = await loadConfig({
       file: path.join(ROOT, 'docker/application.conf'),
-      env: { TEMPORAL_ADDRESS: 'temporal:7233', SNF_VMCATCHER_RABBITMQ_SERVERS: 'rabbitmq:5672', SNF_VMCATCHER_RABBITMQ_PASSWORD: 'from-env' },
+      env: {
+        TEMPORAL_ADDRESS: 'temporal:7233',
+        SNF_VMCATCHER_RABBITMQ_SERVERS: 'rabbitmq:5672',
+        SNF_VMCATCHER_RABBITMQ_PASSWORD: 'from-env',
+      },
     });
     expect(config.temporal.address).toBe('temporal:7233');
     expect(config.rabbitmq.servers).toEqual(['rabbitmq:5672']);
@@ -236,7 +248,8 @@ describe('Dockerfile', () => {
 });
 
 /** The default of a `${VAR:-default}` image tag. */
-const defaultTag = (image: string | undefined): string => /:\$\{[A-Z_]+:-([^}]+)\}$/.exec(image ?? '')?.[1] ?? (image ?? '').split(':')[1] ?? '';
+const defaultTag = (image: string | undefined): string =>
+  /:\$\{[A-Z_]+:-([^}]+)\}$/.exec(image ?? '')?.[1] ?? (image ?? '').split(':')[1] ?? '';
 const read = (file: string) => readFileSync(path.join(ROOT, file), 'utf8');
 /** The shell script's text without its comments. */
 const code = (file: string) => read(file).replace(/^\s*#.*$/gm, '');
@@ -251,7 +264,8 @@ describe('one source of truth for the Temporal server: compose and the native pr
     expect(defaultTag(server.image)).toBe(TEMPORAL_SERVER_VERSION);
     const adminTools = services.filter(([, svc]) => svc.image?.startsWith('temporalio/admin-tools:'));
     expect(adminTools.length).toBe(2);
-    for (const [, svc] of adminTools) expect(defaultTag(svc.image)).toMatch(new RegExp(`^${TEMPORAL_SERVER_VERSION.replace(/\./g, '\\.')}(-|$)`));
+    for (const [, svc] of adminTools)
+      expect(defaultTag(svc.image)).toMatch(new RegExp(`^${TEMPORAL_SERVER_VERSION.replace(/\./g, '\\.')}(-|$)`));
     const ui = services.find(([, svc]) => svc.image?.startsWith('temporalio/ui:'));
     expect(defaultTag(ui?.[1].image)).toBe(TEMPORAL_UI_VERSION);
     expect(code('scripts/build-temporal-server.sh')).toMatch(/docker\/temporal\/versions/);
@@ -259,15 +273,21 @@ describe('one source of truth for the Temporal server: compose and the native pr
 
   it('runs the same set-up scripts and server configuration in compose as in the native stack and the tests', () => {
     // compose: the project's docker/temporal folder, mounted into each Temporal container.
-    const mounted = (svc: Service) => (svc.volumes ?? []).map(String).find((v) => v.startsWith('./docker/temporal:'))?.split(':')[1];
+    const mounted = (svc: Service) =>
+      (svc.volumes ?? [])
+        .map(String)
+        .find((v) => v.startsWith('./docker/temporal:'))
+        ?.split(':')[1];
     expect(asArgs(server.entrypoint)).toEqual(['/bin/sh', `${mounted(server)}/start-server.sh`]);
-    const job = (script: string) => services.find(([, svc]) => asArgs(svc.command).join(' ') === `${mounted(svc)}/${script}`);
+    const job = (script: string) =>
+      services.find(([, svc]) => asArgs(svc.command).join(' ') === `${mounted(svc)}/${script}`);
     expect(job('setup-postgres.sh')?.[0]).toBe('temporal-admin-tools');
     expect(job('create-namespace.sh')?.[0]).toBe('temporal-create-namespace');
     // The native stack and the test support run those very scripts.
     for (const file of ['scripts/stack.sh', 'test/support/production-temporal.ts']) {
       const text = code(file);
-      for (const script of ['setup-postgres.sh', 'start-server.sh', 'create-namespace.sh']) expect([file, script, text.includes(script)]).toEqual([file, script, true]);
+      for (const script of ['setup-postgres.sh', 'start-server.sh', 'create-namespace.sh'])
+        expect([file, script, text.includes(script)]).toEqual([file, script, true]);
     }
     // start-server.sh reads the configuration and the dynamic config beside it, nothing of the image's.
     const start = code('docker/temporal/start-server.sh');
@@ -277,7 +297,7 @@ describe('one source of truth for the Temporal server: compose and the native pr
     expect(Object.keys(envOf(server))).not.toContain('DYNAMIC_CONFIG_FILE_PATH');
   });
 
-  it('sets the schema up from the one embedded in temporal-sql-tool (the server version\'s), not from a folder of an image', () => {
+  it("sets the schema up from the one embedded in temporal-sql-tool (the server version's), not from a folder of an image", () => {
     const setup = code('docker/temporal/setup-postgres.sh');
     expect(setup).toMatch(/update-schema --schema-name "\$schema"/);
     expect(setup).toMatch(/postgresql\/v12\/\$\{pair#\*:\}/);
@@ -289,14 +309,23 @@ describe('one source of truth for the Temporal server: compose and the native pr
   // scripts/setup.sh (npm test's pretest) builds them.
   it('the binaries scripts/setup.sh built are the versions compose runs', async () => {
     expect((await execa(TEMPORAL_SERVER, ['--version'])).stdout).toContain(TEMPORAL_SERVER_VERSION);
-    expect((await execa(path.join(path.dirname(TEMPORAL_SERVER), 'temporal-sql-tool'), ['--version'])).stdout).toContain(TEMPORAL_SERVER_VERSION);
+    expect(
+      (await execa(path.join(path.dirname(TEMPORAL_SERVER), 'temporal-sql-tool'), ['--version'])).stdout,
+    ).toContain(TEMPORAL_SERVER_VERSION);
     expect((await execa(TEMPORAL_UI_SERVER.binary, ['--version'])).stdout).toContain(TEMPORAL_UI_VERSION);
   });
 
-  it('the server renders docker/temporal/config/production.yaml with compose\'s environment, and accepts the dynamic config', async () => {
+  it("the server renders docker/temporal/config/production.yaml with compose's environment, and accepts the dynamic config", async () => {
     const dynamicConfig = path.join(ROOT, 'docker/temporal/dynamicconfig/production-sql.yaml');
-    const env = { ...envOf(server), POSTGRES_PWD: 'from-env', DYNAMIC_CONFIG_FILE_PATH: dynamicConfig } as Record<string, string>;
-    const rendered = await execa(TEMPORAL_SERVER, ['--config', path.join(ROOT, 'docker/temporal/config'), '--env', 'production', 'render-config'], { env, extendEnv: false });
+    const env = { ...envOf(server), POSTGRES_PWD: 'from-env', DYNAMIC_CONFIG_FILE_PATH: dynamicConfig } as Record<
+      string,
+      string
+    >;
+    const rendered = await execa(
+      TEMPORAL_SERVER,
+      ['--config', path.join(ROOT, 'docker/temporal/config'), '--env', 'production', 'render-config'],
+      { env, extendEnv: false },
+    );
     expect(rendered.stdout).toMatch(/databaseName: temporal\n/);
     expect(rendered.stdout).toMatch(/databaseName: temporal_visibility\n/);
     expect(rendered.stdout).toMatch(/connectAddr: postgresql:5432/);

@@ -28,13 +28,20 @@ describe('loadConfig', () => {
       routingKey: 'vmcatcher',
       vhost: '/',
     });
-    expect(config.temporal).toMatchObject({ address: '127.0.0.1:7233', namespace: 'default', taskQueue: 'snf-vmcatcher' });
+    expect(config.temporal).toMatchObject({
+      address: '127.0.0.1:7233',
+      namespace: 'default',
+      taskQueue: 'snf-vmcatcher',
+    });
     expect(config.security.signaturePolicy).toBe('require');
     expect(config.synnefo.sudo).toEqual(['sudo', '-n']);
   });
 
   test('JSON files are read as JSON', async () => {
-    const file = await tempFile('conf.json', JSON.stringify({ rabbitmq: { queue: 'q1' }, temporal: { namespace: 'ns' } }));
+    const file = await tempFile(
+      'conf.json',
+      JSON.stringify({ rabbitmq: { queue: 'q1' }, temporal: { namespace: 'ns' } }),
+    );
     const { config } = await loadConfig({ file, env: {} });
     expect(config.rabbitmq.queue).toBe('q1');
     expect(config.temporal.namespace).toBe('ns');
@@ -48,7 +55,7 @@ describe('loadConfig', () => {
     delete process.env.SNF_TEST_QUEUE_NAME;
   });
 
-  test('environment variables override the file, Temporal ones under Temporal\'s own names', async () => {
+  test("environment variables override the file, Temporal ones under Temporal's own names", async () => {
     const { config } = await loadConfig({
       file: SAMPLE,
       env: {

@@ -5,7 +5,12 @@ import { loadConfig, parseConfig } from '../../core/config.js';
 import { eventFromFlat } from '../../core/event.js';
 import { IDENTITY_PROPERTIES, imageIdentity } from '../../core/workflow-contract.js';
 import { authRequestBody, catalogEndpoint, keystoneV3Url } from '../../clouds/glance/keystone.js';
-import { buildGlanceProperties, glanceArchitecture, glanceOsDistro, MAX_PROPERTY_LENGTH } from '../../clouds/glance/properties.js';
+import {
+  buildGlanceProperties,
+  glanceArchitecture,
+  glanceOsDistro,
+  MAX_PROPERTY_LENGTH,
+} from '../../clouds/glance/properties.js';
 import { keystoneCredential } from '../../clouds/glance/session.js';
 
 const glance = {
@@ -15,7 +20,10 @@ const glance = {
   applicationCredentialId: 'ac-1',
   credential: 'glance-secret',
 };
-const withCredential = (cloud: Record<string, unknown>) => ({ cloud, security: { credentials: { 'glance-secret': 'the-secret-value' } } });
+const withCredential = (cloud: Record<string, unknown>) => ({
+  cloud,
+  security: { credentials: { 'glance-secret': 'the-secret-value' } },
+});
 
 describe('cloud configuration', () => {
   test('without a cloud block the target is Synnefo, as before', () => {
@@ -46,7 +54,9 @@ security { credentials { glance-secret = { env = "GLANCE_SECRET_FOR_TEST" } } }`
     });
     process.env.GLANCE_SECRET_FOR_TEST = 'secret-from-env';
     try {
-      expect(await keystoneCredential(config, config.cloud as Extract<typeof config.cloud, { type: 'glance' }>)).toEqual({
+      expect(
+        await keystoneCredential(config, config.cloud as Extract<typeof config.cloud, { type: 'glance' }>),
+      ).toEqual({
         type: 'application-credential',
         id: 'ac-1',
         secret: 'secret-from-env',
@@ -59,7 +69,10 @@ security { credentials { glance-secret = { env = "GLANCE_SECRET_FOR_TEST" } } }`
   test.each([
     [{ ...glance, credential: 'missing' }, /cloud\.credential.*'missing' is not defined in security\.credentials/],
     [{ ...glance, username: 'u', project: 'p' }, /applicationCredentialId.*not both/],
-    [{ ...glance, applicationCredentialId: undefined, username: 'u' }, /applicationCredentialId.*or username and project/],
+    [
+      { ...glance, applicationCredentialId: undefined, username: 'u' },
+      /applicationCredentialId.*or username and project/,
+    ],
     [{ ...glance, password: 'plain' }, /cloud/],
     [{ ...glance, visibility: 'everyone' }, /cloud\.visibility/],
     [{ ...glance, diskFormats: ['vmdk'] }, /cloud\.diskFormats/],
@@ -71,7 +84,10 @@ security { credentials { glance-secret = { env = "GLANCE_SECRET_FOR_TEST" } } }`
   });
 
   test('a password login names its user, project and the credential holding the password', async () => {
-    const config = parseConfig(withCredential({ ...glance, applicationCredentialId: undefined, username: 'sync', project: 'images' }), 'test');
+    const config = parseConfig(
+      withCredential({ ...glance, applicationCredentialId: undefined, username: 'sync', project: 'images' }),
+      'test',
+    );
     expect(await keystoneCredential(config, config.cloud as Extract<typeof config.cloud, { type: 'glance' }>)).toEqual({
       type: 'password',
       username: 'sync',
@@ -94,7 +110,16 @@ describe('Keystone requests and catalog', () => {
     expect(authRequestBody({ type: 'application-credential', id: 'i', secret: 's' })).toEqual({
       auth: { identity: { methods: ['application_credential'], application_credential: { id: 'i', secret: 's' } } },
     });
-    expect(authRequestBody({ type: 'password', username: 'u', userDomain: 'D', password: 'p', project: 'pr', projectDomain: 'PD' })).toMatchObject({
+    expect(
+      authRequestBody({
+        type: 'password',
+        username: 'u',
+        userDomain: 'D',
+        password: 'p',
+        project: 'pr',
+        projectDomain: 'PD',
+      }),
+    ).toMatchObject({
       auth: { scope: { project: { name: 'pr', domain: { name: 'PD' } } } },
     });
   });
@@ -112,8 +137,12 @@ describe('Keystone requests and catalog', () => {
   test('the endpoint is chosen by interface and region', () => {
     expect(catalogEndpoint(catalog, 'image', 'public', 'A')).toBe('https://glance.a.example.org');
     expect(catalogEndpoint(catalog, 'image', 'internal', 'A')).toBe('http://10.0.0.1:9292');
-    expect(() => catalogEndpoint(catalog, 'image', 'public')).toThrow(/several 'image' endpoints for interface public: name the region/);
-    expect(() => catalogEndpoint(catalog, 'image', 'admin', 'A')).toThrow(/no 'image' endpoint for interface admin, region A/);
+    expect(() => catalogEndpoint(catalog, 'image', 'public')).toThrow(
+      /several 'image' endpoints for interface public: name the region/,
+    );
+    expect(() => catalogEndpoint(catalog, 'image', 'admin', 'A')).toThrow(
+      /no 'image' endpoint for interface admin, region A/,
+    );
     expect(() => catalogEndpoint(catalog, 'volumev3', 'public', 'A')).toThrow(/no 'volumev3' service/);
   });
 });
@@ -191,7 +220,9 @@ describe('Glance properties', () => {
       siteProperties: { hw_disk_bus: 'virtio', [IDENTITY_PROPERTIES.imageId]: 'forged', os_distro: 'forged' },
     });
     expect(properties.vmcatcher_event_dc_description).toHaveLength(MAX_PROPERTY_LENGTH);
-    expect(truncated).toEqual(expect.arrayContaining(['vmcatcher_event_dc_description', 'vmcatcher_event_dc_title', 'APPLIANCE_DESCRIPTION']));
+    expect(truncated).toEqual(
+      expect.arrayContaining(['vmcatcher_event_dc_description', 'vmcatcher_event_dc_title', 'APPLIANCE_DESCRIPTION']),
+    );
     expect(properties.APPLIANCE_ATTRIBUTES.length).toBeLessThanOrEqual(MAX_PROPERTY_LENGTH);
     expect(JSON.parse(properties.APPLIANCE_ATTRIBUTES)['dc:title']).toBeUndefined();
     expect(properties.hw_disk_bus).toBe('virtio');
@@ -201,7 +232,11 @@ describe('Glance properties', () => {
   });
 
   test("os_type is only linux or windows; the operator's osfamily wins", () => {
-    expect(buildGlanceProperties({ event: event({ VMCATCHER_EVENT_SL_OS: 'FreeBSD', VMCATCHER_EVENT_SL_OSNAME: 'FreeBSD' }) }).properties.os_type).toBeUndefined();
+    expect(
+      buildGlanceProperties({
+        event: event({ VMCATCHER_EVENT_SL_OS: 'FreeBSD', VMCATCHER_EVENT_SL_OSNAME: 'FreeBSD' }),
+      }).properties.os_type,
+    ).toBeUndefined();
     expect(buildGlanceProperties({ event: event(), osfamily: 'Windows' }).properties.os_type).toBe('windows');
   });
 });

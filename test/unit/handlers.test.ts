@@ -18,11 +18,13 @@ describe('handlerFromName maps the original -handler values to workflow handlers
     expect(handlerFromName(name)).toBe(expected);
   });
 
-  test.each([['gr.grnet.egi.vmcatcher.image.handler.NoSuchHandler'], ['com.example.JustLogHandler'], [''], ['Synnefo']])(
-    'rejects %p with a message naming --handler',
-    (name) => {
-      expect(() => handlerFromName(name)).toThrow(InvalidInputError);
-      expect(() => handlerFromName(name)).toThrow(/--handler/);
-    },
-  );
+  test.each([
+    ['gr.grnet.egi.vmcatcher.image.handler.NoSuchHandler'],
+    ['com.example.JustLogHandler'],
+    [''],
+    ['Synnefo'],
+  ])('rejects %p with a message naming --handler', (name) => {
+    expect(() => handlerFromName(name)).toThrow(InvalidInputError);
+    expect(() => handlerFromName(name)).toThrow(/--handler/);
+  });
 });

@@ -5,7 +5,12 @@ import { openEnvelope, parseContentType } from '../../image-lists/envelope.js';
 import { parseImageListUrl } from '../../image-lists/fetch.js';
 import { isInsideFolders } from '../../core/paths.js';
 import { imageToEvent, parseImageList, parseListDate } from '../../image-lists/parse.js';
-import { applySignaturePolicy, describeOpensslFailure, endorserMismatch, normaliseDn } from '../../image-lists/signature.js';
+import {
+  applySignaturePolicy,
+  describeOpensslFailure,
+  endorserMismatch,
+  normaliseDn,
+} from '../../image-lists/signature.js';
 import { decideRedirect, describeFetchFailure } from '../../core/http.js';
 import { eventToFlat } from '../../core/event.js';
 import { SignatureError } from '../../core/errors.js';
@@ -17,13 +22,54 @@ const json = JSON.stringify({ 'hv:imagelist': { 'dc:identifier': 'L', 'hv:images
 
 describe('openEnvelope: plain JSON and S/MIME multipart/signed', () => {
   const smime = (headers: string, eol: string) =>
-    [...headers.split('\n'), '', 'This is an S/MIME signed message', '', '--B1', json, '', '--B1', 'Content-Type: application/x-pkcs7-signature', '', 'AAAA', '--B1--', ''].join(eol);
+    [
+      ...headers.split('\n'),
+      '',
+      'This is an S/MIME signed message',
+      '',
+      '--B1',
+      json,
+      '',
+      '--B1',
+      'Content-Type: application/x-pkcs7-signature',
+      '',
+      'AAAA',
+      '--B1--',
+      '',
+    ].join(eol);
   const cases: Array<[string, string]> = [
-    ['boundary last, LF', smime('MIME-Version: 1.0\nContent-Type: multipart/signed; protocol="application/x-pkcs7-signature"; micalg="sha-256"; boundary="B1"', '\n')],
-    ['boundary last, CRLF', smime('MIME-Version: 1.0\nContent-Type: multipart/signed; protocol="application/x-pkcs7-signature"; micalg="sha-256"; boundary="B1"', '\r\n')],
-    ['boundary first and unquoted', smime('MIME-Version: 1.0\nContent-Type: multipart/signed; boundary=B1; protocol="application/x-pkcs7-signature"', '\n')],
-    ['folded Content-Type header with the boundary on the next line', smime('MIME-Version: 1.0\nContent-Type: multipart/signed;\n\tprotocol="application/x-pkcs7-signature";\n boundary="B1"', '\r\n')],
-    ['Content-Type before MIME-Version', smime('Content-Type: multipart/signed; boundary="B1"\nMIME-Version: 1.0', '\n')],
+    [
+      'boundary last, LF',
+      smime(
+        'MIME-Version: 1.0\nContent-Type: multipart/signed; protocol="application/x-pkcs7-signature"; micalg="sha-256"; boundary="B1"',
+        '\n',
+      ),
+    ],
+    [
+      'boundary last, CRLF',
+      smime(
+        'MIME-Version: 1.0\nContent-Type: multipart/signed; protocol="application/x-pkcs7-signature"; micalg="sha-256"; boundary="B1"',
+        '\r\n',
+      ),
+    ],
+    [
+      'boundary first and unquoted',
+      smime(
+        'MIME-Version: 1.0\nContent-Type: multipart/signed; boundary=B1; protocol="application/x-pkcs7-signature"',
+        '\n',
+      ),
+    ],
+    [
+      'folded Content-Type header with the boundary on the next line',
+      smime(
+        'MIME-Version: 1.0\nContent-Type: multipart/signed;\n\tprotocol="application/x-pkcs7-signature";\n boundary="B1"',
+        '\r\n',
+      ),
+    ],
+    [
+      'Content-Type before MIME-Version',
+      smime('Content-Type: multipart/signed; boundary="B1"\nMIME-Version: 1.0', '\n'),
+    ],
   ];
   test.each(cases)('%s', (_name, text) => {
     const envelope = openEnvelope(text);
@@ -32,7 +78,18 @@ describe('openEnvelope: plain JSON and S/MIME multipart/signed', () => {
   });
 
   test('a first part with its own headers yields only the content', () => {
-    const text = ['Content-Type: multipart/signed; boundary="X"', '', '--X', 'Content-Type: application/json', '', json, '--X', '', 'sig', '--X--'].join('\n');
+    const text = [
+      'Content-Type: multipart/signed; boundary="X"',
+      '',
+      '--X',
+      'Content-Type: application/json',
+      '',
+      json,
+      '--X',
+      '',
+      'sig',
+      '--X--',
+    ].join('\n');
     expect(JSON.parse(openEnvelope(text).json)).toEqual(JSON.parse(json));
   });
 
@@ -60,7 +117,10 @@ describe('openEnvelope: plain JSON and S/MIME multipart/signed', () => {
   });
 
   test('parseContentType keeps quoted semicolons', () => {
-    expect(parseContentType('multipart/signed; boundary="a;b"; micalg=sha1').params).toEqual({ boundary: 'a;b', micalg: 'sha1' });
+    expect(parseContentType('multipart/signed; boundary="a;b"; micalg=sha1').params).toEqual({
+      boundary: 'a;b',
+      micalg: 'sha1',
+    });
   });
 });
 
@@ -71,7 +131,10 @@ describe('DNs: every form openssl or a list may print compares equal', () => {
     ['C = AU, ST = Some-State, O = Internet Widgits Pty Ltd', '/C=AU/ST=Some-State/O=Internet Widgits Pty Ltd'],
     ['O=Internet Widgits Pty Ltd,ST=Some-State,C=AU', '/C=AU/ST=Some-State/O=Internet Widgits Pty Ltd'],
     ['/DC=EU/DC=EGI/C=NL/O=Hosts/O=EGI.eu/CN=appdb.egi.eu', '/DC=EU/DC=EGI/C=NL/O=Hosts/O=EGI.eu/CN=appdb.egi.eu'],
-    ['/C=DE/O=GermanGrid/CN=Owen Synge/Email=owen@desy.de', '/C=DE/O=GermanGrid/CN=Owen Synge/emailAddress=owen@desy.de'],
+    [
+      '/C=DE/O=GermanGrid/CN=Owen Synge/Email=owen@desy.de',
+      '/C=DE/O=GermanGrid/CN=Owen Synge/emailAddress=owen@desy.de',
+    ],
     ['/C=DE/CN=a\\/b', '/C=DE/CN=a/b'],
     ['CN=x\\, y,O=Org', '/O=Org/CN=x, y'],
   ];
@@ -84,31 +147,81 @@ describe('endorser pinning and the signature policy', () => {
   const signer = { subject: '/C=AU/O=X/CN=signer', issuer: '/C=AU/O=X/CN=CA' };
   test('a signer equal to the declared endorser passes; others are named', () => {
     expect(endorserMismatch(signer, { dn: 'C = AU, O = X, CN = signer', ca: '/C=AU/O=X/CN=CA' })).toBeUndefined();
-    expect(endorserMismatch(signer, { dn: '/C=AU/O=X/CN=other', ca: '/C=AU/O=X/CN=CA' })).toMatch(/is not the declared endorser \/C=AU\/O=X\/CN=other/);
-    expect(endorserMismatch(signer, { dn: '/C=AU/O=X/CN=signer', ca: '/CN=other CA' })).toMatch(/issuer .* is not the declared CA/);
+    expect(endorserMismatch(signer, { dn: '/C=AU/O=X/CN=other', ca: '/C=AU/O=X/CN=CA' })).toMatch(
+      /is not the declared endorser \/C=AU\/O=X\/CN=other/,
+    );
+    expect(endorserMismatch(signer, { dn: '/C=AU/O=X/CN=signer', ca: '/CN=other CA' })).toMatch(
+      /issuer .* is not the declared CA/,
+    );
     expect(endorserMismatch(signer, undefined)).toMatch(/declares no hv:endorser/);
   });
 
   type Policy = 'require' | 'warn' | 'accept';
   type Row = [string, Parameters<typeof applySignaturePolicy>[0], Policy, boolean, Policy | undefined, string];
   const wrong = { state: 'verified' as const, signer, endorserProblem: 'signer is not the declared endorser' };
-  const unauthorised = { state: 'verified' as const, signer, authorisationProblem: 'signer is not an authorised endorser' };
+  const unauthorised = {
+    state: 'verified' as const,
+    signer,
+    authorisationProblem: 'signer is not an authorised endorser',
+  };
   const both = { ...wrong, ...unauthorised };
   const cases: Row[] = [
     ['verified, require', { state: 'verified', signer }, 'require', true, undefined, 'verified'],
-    ['unsigned, require', { state: 'unsigned' }, 'require', true, undefined, 'refused by security.signaturePolicy = require'],
+    [
+      'unsigned, require',
+      { state: 'unsigned' },
+      'require',
+      true,
+      undefined,
+      'refused by security.signaturePolicy = require',
+    ],
     ['unsigned, warn', { state: 'unsigned' }, 'warn', true, undefined, 'unsigned+warning'],
     ['unsigned, accept', { state: 'unsigned' }, 'accept', true, undefined, 'unsigned'],
-    ['invalid, require', { state: 'invalid', reason: 'bad' }, 'require', false, undefined, 'refused by security.signaturePolicy = require'],
+    [
+      'invalid, require',
+      { state: 'invalid', reason: 'bad' },
+      'require',
+      false,
+      undefined,
+      'refused by security.signaturePolicy = require',
+    ],
     ['invalid, warn', { state: 'invalid', reason: 'bad' }, 'warn', false, undefined, 'invalid+warning'],
-    ['wrong endorser, pinned, require', wrong, 'require', true, undefined, 'refused by security.signaturePolicy = require'],
+    [
+      'wrong endorser, pinned, require',
+      wrong,
+      'require',
+      true,
+      undefined,
+      'refused by security.signaturePolicy = require',
+    ],
     ['wrong endorser, not pinned, require', wrong, 'require', false, undefined, 'verified'],
     ['wrong endorser, pinned, warn', wrong, 'warn', true, undefined, 'wrong-endorser+warning'],
-    ['unauthorised, endorserPolicy unset follows require', unauthorised, 'require', true, undefined, 'refused by security.endorserPolicy unset, so security.signaturePolicy = require applies'],
-    ['unauthorised, endorserPolicy require under signature warn', unauthorised, 'warn', true, 'require', 'refused by security.endorserPolicy = require'],
+    [
+      'unauthorised, endorserPolicy unset follows require',
+      unauthorised,
+      'require',
+      true,
+      undefined,
+      'refused by security.endorserPolicy unset, so security.signaturePolicy = require applies',
+    ],
+    [
+      'unauthorised, endorserPolicy require under signature warn',
+      unauthorised,
+      'warn',
+      true,
+      'require',
+      'refused by security.endorserPolicy = require',
+    ],
     ['unauthorised, endorserPolicy warn', unauthorised, 'require', true, 'warn', 'unauthorised-endorser+warning'],
     ['unauthorised, endorserPolicy accept', unauthorised, 'require', true, 'accept', 'unauthorised-endorser'],
-    ['wrong and unauthorised, endorserPolicy warn: pinning still refuses', both, 'require', true, 'warn', 'refused by security.signaturePolicy = require'],
+    [
+      'wrong and unauthorised, endorserPolicy warn: pinning still refuses',
+      both,
+      'require',
+      true,
+      'warn',
+      'refused by security.signaturePolicy = require',
+    ],
     ['wrong and unauthorised, both warn', both, 'warn', true, 'warn', 'wrong-endorser+warning'],
   ];
   test.each(cases)('%s', (_n, outcome, signaturePolicy, pinEndorser, endorserPolicy, expected) => {
@@ -123,32 +236,68 @@ describe('endorser pinning and the signature policy', () => {
   });
 
   test('openssl failures become one readable line', () => {
-    expect(describeOpensslFailure('Verification failure\n40A7:error:10800075:PKCS7 routines:PKCS7_verify:certificate verify error:../crypto/pkcs7/pk7_smime.c:291:Verify error: self-signed certificate\n', 4))
-      .toBe('signature verification failed: self-signed certificate');
-    expect(describeOpensslFailure('Verification failure\n40:error:10800065:PKCS7 routines:PKCS7_signatureVerify:digest failure:../x.c:1:\n')).toMatch(/content does not match/);
+    expect(
+      describeOpensslFailure(
+        'Verification failure\n40A7:error:10800075:PKCS7 routines:PKCS7_verify:certificate verify error:../crypto/pkcs7/pk7_smime.c:291:Verify error: self-signed certificate\n',
+        4,
+      ),
+    ).toBe('signature verification failed: self-signed certificate');
+    expect(
+      describeOpensslFailure(
+        'Verification failure\n40:error:10800065:PKCS7 routines:PKCS7_signatureVerify:digest failure:../x.c:1:\n',
+      ),
+    ).toMatch(/content does not match/);
   });
 });
 
 describe('parseImageList', () => {
   const image = (over: Record<string, unknown> = {}) => ({
-    'hv:image': { 'dc:identifier': 'img-1', 'hv:uri': 'https://h/img.ova', 'hv:size': '10', 'sl:checksum:sha512': SHA, ...over },
+    'hv:image': {
+      'dc:identifier': 'img-1',
+      'hv:uri': 'https://h/img.ova',
+      'hv:size': '10',
+      'sl:checksum:sha512': SHA,
+      ...over,
+    },
   });
   const list = (over: Record<string, unknown> = {}, images: unknown[] = [image()]) => ({
-    'hv:imagelist': { 'dc:identifier': 'L1', 'dc:date:created': '2015-06-18T21:14:00Z', 'dc:date:expires': '2499-12-31T22:00:00Z', 'ad:vo': 'vo.x', 'hv:images': images, ...over },
+    'hv:imagelist': {
+      'dc:identifier': 'L1',
+      'dc:date:created': '2015-06-18T21:14:00Z',
+      'dc:date:expires': '2499-12-31T22:00:00Z',
+      'ad:vo': 'vo.x',
+      'hv:images': images,
+      ...over,
+    },
   });
   const now = new Date('2026-01-01T00:00:00Z');
 
   test('numbers written as strings or numbers are both accepted', () => {
-    const a = parseImageList(list({}, [image({ 'hv:size': '121243136', 'hv:ram_minimum': '512' })]), now).list.images[0];
-    const b = parseImageList(list({}, [image({ 'hv:size': 121243136, 'hv:ram_minimum': 512, 'hv:version': 3 })]), now).list.images[0];
+    const a = parseImageList(list({}, [image({ 'hv:size': '121243136', 'hv:ram_minimum': '512' })]), now).list
+      .images[0];
+    const b = parseImageList(list({}, [image({ 'hv:size': 121243136, 'hv:ram_minimum': 512, 'hv:version': 3 })]), now)
+      .list.images[0];
     expect([a.size, a.ramMinimum, b.size, b.ramMinimum, b.version]).toEqual([121243136, 512, 121243136, 512, '3']);
   });
 
   test('an invalid entry is reported with its identifier and problem; the valid ones remain', () => {
-    const parsed = parseImageList(list({}, [image(), image({ 'dc:identifier': 'bad-1', 'sl:checksum:sha512': 'xyz' }), image({ 'dc:identifier': 'bad-2', 'hv:size': 'big' }), { nope: 1 }, image({ 'dc:identifier': 'bad-3', 'hv:uri': undefined })]), now);
+    const parsed = parseImageList(
+      list({}, [
+        image(),
+        image({ 'dc:identifier': 'bad-1', 'sl:checksum:sha512': 'xyz' }),
+        image({ 'dc:identifier': 'bad-2', 'hv:size': 'big' }),
+        { nope: 1 },
+        image({ 'dc:identifier': 'bad-3', 'hv:uri': undefined }),
+      ]),
+      now,
+    );
     expect(parsed.list.images.map((i) => i.identifier)).toEqual(['img-1']);
     expect(parsed.invalid).toEqual([
-      { index: 1, identifier: 'bad-1', problem: expect.stringContaining('sl:checksum:sha512 must be 128 hexadecimal digits') },
+      {
+        index: 1,
+        identifier: 'bad-1',
+        problem: expect.stringContaining('sl:checksum:sha512 must be 128 hexadecimal digits'),
+      },
       { index: 2, identifier: 'bad-2', problem: expect.stringContaining("hv:size 'big' is not a whole number") },
       { index: 3, problem: 'entry has no hv:image object' },
       { index: 4, identifier: 'bad-3', problem: expect.stringContaining('hv:uri') },
@@ -156,9 +305,17 @@ describe('parseImageList', () => {
   });
 
   test('expired and future-dated lists are flagged; dates must be %Y-%m-%dT%H:%M:%SZ', () => {
-    expect(parseImageList(list({ 'dc:date:expires': '2020-01-01T00:00:00Z' }), now).list).toMatchObject({ expired: true, createdInFuture: false });
-    expect(parseImageList(list({ 'dc:date:created': '2030-01-01T00:00:00Z' }), now).list).toMatchObject({ expired: false, createdInFuture: true });
-    expect(() => parseImageList(list({ 'dc:date:expires': '2020-01-01 00:00:00' }), now)).toThrow(/dc:date:expires must be a date like/);
+    expect(parseImageList(list({ 'dc:date:expires': '2020-01-01T00:00:00Z' }), now).list).toMatchObject({
+      expired: true,
+      createdInFuture: false,
+    });
+    expect(parseImageList(list({ 'dc:date:created': '2030-01-01T00:00:00Z' }), now).list).toMatchObject({
+      expired: false,
+      createdInFuture: true,
+    });
+    expect(() => parseImageList(list({ 'dc:date:expires': '2020-01-01 00:00:00' }), now)).toThrow(
+      /dc:date:expires must be a date like/,
+    );
     expect(parseListDate('2015-02-30T00:00:00Z')).toBeUndefined();
     expect(parseListDate('2015-02-28T23:59:59Z')?.toISOString()).toBe('2015-02-28T23:59:59.000Z');
   });
@@ -170,23 +327,41 @@ describe('parseImageList', () => {
   });
 
   test('every AppDB key of the cloudkeeper list is read', () => {
-    const { list: parsed } = parseImageList(openEnvelope(readFileSync(path.join(LISTS, 'cloudkeeper-imagelist01.signed'))).json, now);
+    const { list: parsed } = parseImageList(
+      openEnvelope(readFileSync(path.join(LISTS, 'cloudkeeper-imagelist01.signed'))).json,
+      now,
+    );
     expect(parsed).toMatchObject({
       identifier: '76fdee70-8119-5d33-aaaa-3c57e1c60df1',
       vo: 'some1.vo.net',
       version: '20150618211400',
-      endorser: { creator: 'Applications Database', ca: '/DC=XXX/DC=YYY/CN=SOME TEST CA', email: 'dontwriteme@please.net' },
+      endorser: {
+        creator: 'Applications Database',
+        ca: '/DC=XXX/DC=YYY/CN=SOME TEST CA',
+        email: 'dontwriteme@please.net',
+      },
       expired: false,
     });
     expect(parsed.images[0]).toMatchObject({
-      format: 'OVA', group: 'General group', ramMinimum: 512, ramRecommended: 1024, coreMinimum: 1, coreRecommended: 4,
-      osName: 'Scientific Linux', expires: '2499-12-31T22:00:00Z', expired: false, user: { fullname: 'Bruce Wayne' },
+      format: 'OVA',
+      group: 'General group',
+      ramMinimum: 512,
+      ramRecommended: 1024,
+      coreMinimum: 1,
+      coreRecommended: 4,
+      osName: 'Scientific Linux',
+      expires: '2499-12-31T22:00:00Z',
+      expired: false,
+      user: { fullname: 'Bruce Wayne' },
     });
     expect(parsed.images[0].comments).toBeUndefined(); // "" counts as absent
   });
 
   test('an image becomes the original flat message, plus VO and sha512, without an event type', () => {
-    const { list: parsed } = parseImageList(readFileSync(path.join(LISTS, 'hepixvmitrust-imagelist.json'), 'utf8'), now);
+    const { list: parsed } = parseImageList(
+      readFileSync(path.join(LISTS, 'hepixvmitrust-imagelist.json'), 'utf8'),
+      now,
+    );
     expect(eventToFlat(imageToEvent(parsed, parsed.images[0]))).toEqual({
       VMCATCHER_EVENT_IL_DC_IDENTIFIER: '4e186b44-2c64-40ea-97d5-e9e5c0bce059',
       VMCATCHER_EVENT_DC_IDENTIFIER: '488dcdc4-9ab1-4fc8-a7ba-b7a5428ecb3d',
@@ -212,7 +387,13 @@ describe('fetch policy', () => {
     ['another host drops the token', origin, 'https://mirror.example/x', 0, 'follow'],
     ['another port drops the token', origin, 'https://lists.example:8443/x', 0, 'follow'],
     ['https → http is refused', origin, 'http://lists.example/x', 0, 'refuse'],
-    ['http → https on the same host keeps the token', new URL('http://lists.example/x'), 'https://lists.example/x', 0, 'follow+credentials'],
+    [
+      'http → https on the same host keeps the token',
+      new URL('http://lists.example/x'),
+      'https://lists.example/x',
+      0,
+      'follow+credentials',
+    ],
     ['the hop limit', origin, '/x', 5, 'refuse'],
     ['no Location', origin, undefined, 0, 'refuse'],
     ['ftp', origin, 'ftp://lists.example/x', 0, 'refuse'],
@@ -223,11 +404,15 @@ describe('fetch policy', () => {
   });
 
   test('a token in the URL userinfo is taken out of the URL', () => {
-    const { url, token } = parseImageListUrl('https://s3cr%40t:x-oauth-basic@vmcaster.appdb.egi.eu/store/vo/x/image.list');
+    const { url, token } = parseImageListUrl(
+      'https://s3cr%40t:x-oauth-basic@vmcaster.appdb.egi.eu/store/vo/x/image.list',
+    );
     expect(token).toBe('s3cr@t');
     expect(url.href).toBe('https://vmcaster.appdb.egi.eu/store/vo/x/image.list');
     expect(() => parseImageListUrl('ftp://x/y')).toThrow(/scheme ftp: is not supported/);
-    expect(parseImageListUrl('file:lists/my%20list.json').url.href).toBe(`${pathToFileURL(process.cwd()).href}/lists/my%20list.json`);
+    expect(parseImageListUrl('file:lists/my%20list.json').url.href).toBe(
+      `${pathToFileURL(process.cwd()).href}/lists/my%20list.json`,
+    );
   });
 
   test('allowed folders are compared by path, not by prefix', () => {
@@ -238,9 +423,18 @@ describe('fetch policy', () => {
 
   test('network failures say what happened', () => {
     const tls = Object.assign(new Error('self-signed certificate'), { code: 'DEPTH_ZERO_SELF_SIGNED_CERT' });
-    expect(describeFetchFailure(tls, 'https://h/x')).toMatchObject({ permanent: true, message: expect.stringContaining('TLS error fetching https://h/x: self-signed certificate') });
-    expect(describeFetchFailure(Object.assign(new Error('x'), { code: 'UND_ERR_HEADERS_TIMEOUT' })).message).toContain('read timeout');
-    expect(describeFetchFailure(Object.assign(new Error('x'), { code: 'UND_ERR_CONNECT_TIMEOUT' })).message).toContain('connect timeout');
-    expect(describeFetchFailure(Object.assign(new Error('x'), { cause: { code: 'ECONNREFUSED' } })).message).toContain('connection refused');
+    expect(describeFetchFailure(tls, 'https://h/x')).toMatchObject({
+      permanent: true,
+      message: expect.stringContaining('TLS error fetching https://h/x: self-signed certificate'),
+    });
+    expect(describeFetchFailure(Object.assign(new Error('x'), { code: 'UND_ERR_HEADERS_TIMEOUT' })).message).toContain(
+      'read timeout',
+    );
+    expect(describeFetchFailure(Object.assign(new Error('x'), { code: 'UND_ERR_CONNECT_TIMEOUT' })).message).toContain(
+      'connect timeout',
+    );
+    expect(describeFetchFailure(Object.assign(new Error('x'), { cause: { code: 'ECONNREFUSED' } })).message).toContain(
+      'connection refused',
+    );
   });
 });

@@ -39,30 +39,50 @@ describe('folder confinement (file: URLs, the vmcatcher cache, file: image lists
     });
 
     test('a file inside is inside, with its real path', async () => {
-      await expect(realPathInFolders(path.join(allowed, 'in.img'), [allowed], 'test file')).resolves.toEqual({ real: path.join(allowed, 'in.img'), inside: true });
+      await expect(realPathInFolders(path.join(allowed, 'in.img'), [allowed], 'test file')).resolves.toEqual({
+        real: path.join(allowed, 'in.img'),
+        inside: true,
+      });
     });
 
     test('a symlink inside that points out is outside', async () => {
-      await expect(realPathInFolders(path.join(allowed, 'link-out'), [allowed], 'test file')).resolves.toEqual({ real: path.join(outside, 'secret'), inside: false });
+      await expect(realPathInFolders(path.join(allowed, 'link-out'), [allowed], 'test file')).resolves.toEqual({
+        real: path.join(outside, 'secret'),
+        inside: false,
+      });
     });
 
     test('an allowed folder named through a symlink allows what is really in it', async () => {
-      const found = await realPathInFolders(path.join(allowed, 'in.img'), [path.join(root.dir, 'allowed-link')], 'test file');
+      const found = await realPathInFolders(
+        path.join(allowed, 'in.img'),
+        [path.join(root.dir, 'allowed-link')],
+        'test file',
+      );
       expect(found.inside).toBe(true);
     });
 
     test("a path with '..' is refused even when it would land inside", async () => {
-      await expect(realPathInFolders(`${allowed}/../allowed/in.img`, [allowed], 'test file')).rejects.toThrow(/test file .* must be an absolute path without '\.\.'/);
-      await expect(realPathInFolders(`${allowed}/../outside/secret`, [allowed], 'test file')).rejects.toThrow(/must be an absolute path without/);
+      await expect(realPathInFolders(`${allowed}/../allowed/in.img`, [allowed], 'test file')).rejects.toThrow(
+        /test file .* must be an absolute path without '\.\.'/,
+      );
+      await expect(realPathInFolders(`${allowed}/../outside/secret`, [allowed], 'test file')).rejects.toThrow(
+        /must be an absolute path without/,
+      );
     });
 
     test('a relative path is refused', async () => {
-      await expect(realPathInFolders('allowed/in.img', [allowed], 'test file')).rejects.toThrow(/must be an absolute path/);
+      await expect(realPathInFolders('allowed/in.img', [allowed], 'test file')).rejects.toThrow(
+        /must be an absolute path/,
+      );
     });
 
     test('an allowed folder that does not exist holds nothing; a missing file is realpath’s error', async () => {
-      await expect(realPathInFolders(path.join(outside, 'secret'), [path.join(root.dir, 'gone')], 'test file')).resolves.toMatchObject({ inside: false });
-      await expect(realPathInFolders(path.join(allowed, 'missing'), [allowed], 'test file')).rejects.toMatchObject({ code: 'ENOENT' });
+      await expect(
+        realPathInFolders(path.join(outside, 'secret'), [path.join(root.dir, 'gone')], 'test file'),
+      ).resolves.toMatchObject({ inside: false });
+      await expect(realPathInFolders(path.join(allowed, 'missing'), [allowed], 'test file')).rejects.toMatchObject({
+        code: 'ENOENT',
+      });
     });
   });
 });

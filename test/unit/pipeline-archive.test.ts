@@ -8,7 +8,9 @@ import { OWNER_FILE, createWorkDir } from '../../activities/workspace.js';
 import { pipelineConfig, quietLogger, tempDir } from '../support/pipeline-fixtures.js';
 
 /** A tar built byte by byte, so hostile members (../, absolute, links out) can be written. */
-function tarOf(members: Array<{ name: string; type?: '0' | '2' | '1' | '5' | '3'; link?: string; data?: Buffer }>): Buffer {
+function tarOf(
+  members: Array<{ name: string; type?: '0' | '2' | '1' | '5' | '3'; link?: string; data?: Buffer }>,
+): Buffer {
   const blocks: Buffer[] = [];
   for (const m of members) {
     const data = m.data ?? Buffer.alloc(0);
@@ -42,7 +44,11 @@ describe('unsafeMemberReason refuses archive members that would leave the work f
     ['a/../../evil', file('a/../../evil'), /leaves the folder/],
     ['an absolute path', file('/etc/cron.d/evil'), /absolute path/],
     ['a Windows absolute path', file('C:\\evil'), /absolute path/],
-    ['a symlink to an absolute path', { path: 'disk.img', size: 0, kind: 'link', linkTarget: '/etc/shadow' }, /absolute/],
+    [
+      'a symlink to an absolute path',
+      { path: 'disk.img', size: 0, kind: 'link', linkTarget: '/etc/shadow' },
+      /absolute/,
+    ],
     ['a symlink climbing out', { path: 'a/disk.img', size: 0, kind: 'link', linkTarget: '../../secret' }, /outside/],
     ['a symlink staying inside', { path: 'a/disk.img', size: 0, kind: 'link', linkTarget: '../b/disk.img' }, undefined],
   ])('%s', (_name, member, expected) => {
@@ -52,11 +58,15 @@ describe('unsafeMemberReason refuses archive members that would leave the work f
   });
 
   test('more entries than security.maxArchiveEntries are refused', () => {
-    expect(() => checkMembers('a.tar', [file('a'), file('b'), file('c')], { maxEntries: 2, maxUnpackedBytes: 1e9 })).toThrow(/3 entries.*limit of 2/);
+    expect(() =>
+      checkMembers('a.tar', [file('a'), file('b'), file('c')], { maxEntries: 2, maxUnpackedBytes: 1e9 }),
+    ).toThrow(/3 entries.*limit of 2/);
   });
 
   test('more declared bytes than security.maxUnpackedBytes are refused', () => {
-    expect(() => checkMembers('a.tar', [file('a', 600), file('b', 600)], { maxEntries: 10, maxUnpackedBytes: 1000 })).toThrow(/1200 bytes.*limit of 1000/);
+    expect(() =>
+      checkMembers('a.tar', [file('a', 600), file('b', 600)], { maxEntries: 10, maxUnpackedBytes: 1000 }),
+    ).toThrow(/1200 bytes.*limit of 1000/);
   });
 });
 
@@ -73,12 +83,37 @@ describe('convertToRaw refuses hostile archives before writing anything', () => 
   test.each<[string, Buffer, Record<string, unknown>, RegExp]>([
     ['a ../evil member', tarOf([{ name: '../evil', data: disk }]), {}, /leaves the folder/],
     ['an absolute member', tarOf([{ name: '/tmp/evil', data: disk }]), {}, /absolute path/],
-    ['a symlink pointing out', tarOf([{ name: 'disk.img', type: '2', link: '/etc/shadow' }]), {}, /points to absolute path/],
-    ['a hard link pointing out', tarOf([{ name: 'disk.img', type: '1', link: '../../etc/shadow' }]), {}, /outside the archive/],
+    [
+      'a symlink pointing out',
+      tarOf([{ name: 'disk.img', type: '2', link: '/etc/shadow' }]),
+      {},
+      /points to absolute path/,
+    ],
+    [
+      'a hard link pointing out',
+      tarOf([{ name: 'disk.img', type: '1', link: '../../etc/shadow' }]),
+      {},
+      /outside the archive/,
+    ],
     ['a device node', tarOf([{ name: 'disk.img', type: '3' }]), {}, /CharacterDevice/],
-    ['too many entries', tarOf(Array.from({ length: 5 }, (_, i) => ({ name: `f${i}`, data: disk }))), { maxArchiveEntries: 4 }, /5 entries/],
-    ['too many unpacked bytes', tarOf([{ name: 'disk.img', data: disk }]), { maxUnpackedBytes: 1000 }, /unpack to 4096 bytes/],
-    ['a gzip bomb beyond maxUnpackedBytes', gzipSync(Buffer.alloc(1024 * 1024)), { maxUnpackedBytes: 64 * 1024 }, /more than 65536 bytes/],
+    [
+      'too many entries',
+      tarOf(Array.from({ length: 5 }, (_, i) => ({ name: `f${i}`, data: disk }))),
+      { maxArchiveEntries: 4 },
+      /5 entries/,
+    ],
+    [
+      'too many unpacked bytes',
+      tarOf([{ name: 'disk.img', data: disk }]),
+      { maxUnpackedBytes: 1000 },
+      /unpack to 4096 bytes/,
+    ],
+    [
+      'a gzip bomb beyond maxUnpackedBytes',
+      gzipSync(Buffer.alloc(1024 * 1024)),
+      { maxUnpackedBytes: 64 * 1024 },
+      /more than 65536 bytes/,
+    ],
   ])('%s', async (name, bytes, security, expected) => {
     const config = pipelineConfig(root.dir, security);
     const { convertToRaw, inspectImage } = asRunByWorker(createHostActivities({ config, logger: quietLogger }));
@@ -86,7 +121,10 @@ describe('convertToRaw refuses hostile archives before writing anything', () => 
     const input = path.join(workDir, 'upload.bin');
     await writeFile(input, bytes);
     const { format } = await inspectImage({ path: input });
-    await expect(convertToRaw({ workflowId: name, path: input, workDir, format })).rejects.toMatchObject({ nonRetryable: true, message: expected });
+    await expect(convertToRaw({ workflowId: name, path: input, workDir, format })).rejects.toMatchObject({
+      nonRetryable: true,
+      message: expected,
+    });
     expect((await readdir(workDir)).filter((f) => f !== OWNER_FILE)).toEqual(['upload.bin']);
     await expect(access(path.join(root.dir, 'evil'))).rejects.toThrow();
   });

@@ -3,11 +3,19 @@ import { ovfFor } from '../support/pipeline-fixtures.js';
 
 describe('chooseOvfDisk picks the boot disk the OVF describes, not the first file', () => {
   test('one disk', () => {
-    expect(chooseOvfDisk(ovfFor([{ href: 'disk1.vmdk', address: 0 }]))).toMatchObject({ href: 'disk1.vmdk', others: [] });
+    expect(chooseOvfDisk(ovfFor([{ href: 'disk1.vmdk', address: 0 }]))).toMatchObject({
+      href: 'disk1.vmdk',
+      others: [],
+    });
   });
 
   test('two disks: the one at address 0 wins although it is second in References', () => {
-    const choice = chooseOvfDisk(ovfFor([{ href: 'data.vmdk', address: 1 }, { href: 'boot.vmdk', address: 0 }]));
+    const choice = chooseOvfDisk(
+      ovfFor([
+        { href: 'data.vmdk', address: 1 },
+        { href: 'boot.vmdk', address: 0 },
+      ]),
+    );
     expect(choice).toMatchObject({ href: 'boot.vmdk', others: ['data.vmdk'] });
     expect(choice.reason).toMatch(/virtual hardware/);
   });
@@ -27,7 +35,11 @@ describe('chooseOvfDisk picks the boot disk the OVF describes, not the first fil
   test('without hardware items, the DiskSection order counts', () => {
     const xml = `<ovf:Envelope xmlns:ovf="o"><ovf:References><ovf:File ovf:id="a" ovf:href="second.vmdk"/><ovf:File ovf:id="b" ovf:href="first.vmdk"/></ovf:References>
       <ovf:DiskSection><ovf:Disk ovf:diskId="x" ovf:fileRef="b"/><ovf:Disk ovf:diskId="y" ovf:fileRef="a"/></ovf:DiskSection></ovf:Envelope>`;
-    expect(chooseOvfDisk(xml)).toMatchObject({ href: 'first.vmdk', others: ['second.vmdk'], reason: expect.stringMatching(/DiskSection/) });
+    expect(chooseOvfDisk(xml)).toMatchObject({
+      href: 'first.vmdk',
+      others: ['second.vmdk'],
+      reason: expect.stringMatching(/DiskSection/),
+    });
   });
 
   test('without a DiskSection, the first referenced non-metadata file', () => {

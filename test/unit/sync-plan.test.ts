@@ -6,7 +6,16 @@ import { compareVersions, planSync } from '../../image-lists/sync-plan.js';
 const LIST = 'list-1';
 const sha = (c: string) => c.repeat(128);
 const image = (id: string, checksum: string, extra: Partial<ImageEvent> = {}): ListedImage => ({
-  event: { origin: 'image-list', imageListId: LIST, imageId: id, title: `Image ${id}`, uri: `https://h/${id}.img`, checksumSha512: checksum, extra: {}, ...extra },
+  event: {
+    origin: 'image-list',
+    imageListId: LIST,
+    imageId: id,
+    title: `Image ${id}`,
+    uri: `https://h/${id}.img`,
+    checksumSha512: checksum,
+    extra: {},
+    ...extra,
+  },
   expired: false,
 });
 const inCloud = (listed: ListedImage, isPublic = true, withChecksum = true): CloudImage => ({
@@ -34,14 +43,26 @@ describe('planSync: what one sync of a subscribed list does', () => {
   });
 
   test('an unchanged list whose images are all in the cloud costs nothing', () => {
-    const plan = planSync({ expireAction: 'make-private', listId: LIST, current: [a1, b1], previous: accepted([a1, b1]), cloud: [inCloud(a1), inCloud(b1)] });
+    const plan = planSync({
+      expireAction: 'make-private',
+      listId: LIST,
+      current: [a1, b1],
+      previous: accepted([a1, b1]),
+      cloud: [inCloud(a1), inCloud(b1)],
+    });
     expect(plan).toEqual({ register: [], expire: [], unchanged: ['a', 'b'], unresolved: [] });
   });
 
   test('v2: a new revision is registered and the old one expired by its checksum; a removed image expired; an added one registered', () => {
     const a2 = image('a', sha('4'), { version: '2' });
     const d1 = image('d', sha('5'));
-    const plan = planSync({ expireAction: 'make-private', listId: LIST, current: [a2, b1, d1], previous: accepted([a1, b1, c1]), cloud: [inCloud(a1), inCloud(b1), inCloud(c1)] });
+    const plan = planSync({
+      expireAction: 'make-private',
+      listId: LIST,
+      current: [a2, b1, d1],
+      previous: accepted([a1, b1, c1]),
+      cloud: [inCloud(a1), inCloud(b1), inCloud(c1)],
+    });
     expect(plan.register.map((r) => [r.event.imageId, r.reason, r.event.checksumSha512])).toEqual([
       ['a', 'updated', sha('4')],
       ['d', 'new', sha('5')],
@@ -54,45 +75,102 @@ describe('planSync: what one sync of a subscribed list does', () => {
   });
 
   test('an image deleted from the cloud by hand is registered again', () => {
-    const plan = planSync({ expireAction: 'make-private', listId: LIST, current: [a1, b1], previous: accepted([a1, b1]), cloud: [inCloud(a1)] });
+    const plan = planSync({
+      expireAction: 'make-private',
+      listId: LIST,
+      current: [a1, b1],
+      previous: accepted([a1, b1]),
+      cloud: [inCloud(a1)],
+    });
     expect(plan.register.map((r) => [r.event.imageId, r.reason])).toEqual([['b', 'missing-from-cloud']]);
   });
 
   test('an image whose own dc:date:expires passed is expired, not registered', () => {
-    const plan = planSync({ expireAction: 'make-private', listId: LIST, current: [a1, { ...b1, expired: true }], previous: accepted([a1, b1]), cloud: [inCloud(a1), inCloud(b1)] });
+    const plan = planSync({
+      expireAction: 'make-private',
+      listId: LIST,
+      current: [a1, { ...b1, expired: true }],
+      previous: accepted([a1, b1]),
+      cloud: [inCloud(a1), inCloud(b1)],
+    });
     expect(plan.register).toEqual([]);
     expect(plan.expire.map((e) => [e.event.imageId, e.reason])).toEqual([['b', 'expired']]);
   });
 
   test('an old revision already private is left alone; a public one without a sha512 is reported, not guessed', () => {
     const a2 = image('a', sha('4'));
-    const privateOld = planSync({ expireAction: 'make-private', listId: LIST, current: [a2], cloud: [inCloud(a2), inCloud(a1, false)] });
+    const privateOld = planSync({
+      expireAction: 'make-private',
+      listId: LIST,
+      current: [a2],
+      cloud: [inCloud(a2), inCloud(a1, false)],
+    });
     expect(privateOld.expire).toEqual([]);
-    const noChecksum = planSync({ expireAction: 'make-private', listId: LIST, current: [a2], cloud: [inCloud(a2), inCloud(a1, true, false)] });
+    const noChecksum = planSync({
+      expireAction: 'make-private',
+      listId: LIST,
+      current: [a2],
+      cloud: [inCloud(a2), inCloud(a1, true, false)],
+    });
     expect(noChecksum.expire).toEqual([]);
-    expect(noChecksum.unresolved).toEqual([{ imageId: 'a', revision: imageIdentity(a1.event).revision, cloudImageId: inCloud(a1).cloudImageId }]);
+    expect(noChecksum.unresolved).toEqual([
+      { imageId: 'a', revision: imageIdentity(a1.event).revision, cloudImageId: inCloud(a1).cloudImageId },
+    ]);
   });
 
   test('an image that left the list and is already private costs nothing with make-private; with unregister it leaves the cloud', () => {
-    const gone = planSync({ expireAction: 'make-private', listId: LIST, current: [a1], previous: accepted([a1]), cloud: [inCloud(a1), inCloud(c1, false)] });
+    const gone = planSync({
+      expireAction: 'make-private',
+      listId: LIST,
+      current: [a1],
+      previous: accepted([a1]),
+      cloud: [inCloud(a1), inCloud(c1, false)],
+    });
     expect(gone.expire).toEqual([]);
-    const unregister = planSync({ expireAction: 'unregister', listId: LIST, current: [a1], previous: accepted([a1]), cloud: [inCloud(a1), inCloud(c1, false)] });
+    const unregister = planSync({
+      expireAction: 'unregister',
+      listId: LIST,
+      current: [a1],
+      previous: accepted([a1]),
+      cloud: [inCloud(a1), inCloud(c1, false)],
+    });
     expect(unregister.expire.map((e) => [e.event.imageId, e.reason])).toEqual([['c', 'removed']]);
   });
 
   test('an expired revision is named by what the last accepted copy knew of it (title, version)', () => {
     const old = image('a', sha('1'), { version: '1' });
-    const plan = planSync({ expireAction: 'make-private', listId: LIST, current: [image('a', sha('4'), { version: '2' })], previous: accepted([old]), cloud: [inCloud(old)] });
-    expect(plan.expire.map((e) => [e.reason, e.event.version, e.event.title])).toEqual([['old-revision', '1', 'Image a']]);
+    const plan = planSync({
+      expireAction: 'make-private',
+      listId: LIST,
+      current: [image('a', sha('4'), { version: '2' })],
+      previous: accepted([old]),
+      cloud: [inCloud(old)],
+    });
+    expect(plan.expire.map((e) => [e.reason, e.event.version, e.event.title])).toEqual([
+      ['old-revision', '1', 'Image a'],
+    ]);
   });
 
   test('a revision accepted last time but not in the cloud yet (still registering) is expired when the list drops it', () => {
-    const plan = planSync({ expireAction: 'make-private', listId: LIST, current: [a1], previous: accepted([a1, b1]), cloud: [inCloud(a1)] });
-    expect(plan.expire.map((e) => [e.event.imageId, e.reason, e.event.checksumSha512])).toEqual([['b', 'removed', sha('2')]]);
+    const plan = planSync({
+      expireAction: 'make-private',
+      listId: LIST,
+      current: [a1],
+      previous: accepted([a1, b1]),
+      cloud: [inCloud(a1)],
+    });
+    expect(plan.expire.map((e) => [e.event.imageId, e.reason, e.event.checksumSha512])).toEqual([
+      ['b', 'removed', sha('2')],
+    ]);
   });
 
   test('an image of the list in the cloud that the list never named (state lost) is expired, each revision once', () => {
-    const plan = planSync({ expireAction: 'make-private', listId: LIST, current: [a1], cloud: [inCloud(a1), inCloud(c1)] });
+    const plan = planSync({
+      expireAction: 'make-private',
+      listId: LIST,
+      current: [a1],
+      cloud: [inCloud(a1), inCloud(c1)],
+    });
     expect(plan.expire.map((e) => [e.event.imageId, e.reason])).toEqual([['c', 'removed']]);
   });
 });
@@ -112,7 +190,15 @@ describe('planSync: registry images, whose revision is their disk layer sha256',
   const REGISTRY = 'registry.example/egi_vm_images';
   const layer = (c: string) => c.repeat(64);
   const tagged = (id: string, tag: string, sha256: string): ListedImage => ({
-    event: { origin: 'registry', imageListId: REGISTRY, imageId: id, version: tag, uri: `https://registry.example/v2/egi_vm_images/${id}/blobs/sha256:${sha256}`, checksumSha256: sha256, extra: {} },
+    event: {
+      origin: 'registry',
+      imageListId: REGISTRY,
+      imageId: id,
+      version: tag,
+      uri: `https://registry.example/v2/egi_vm_images/${id}/blobs/sha256:${sha256}`,
+      checksumSha256: sha256,
+      extra: {},
+    },
     expired: false,
   });
   const held = (listed: ListedImage, withChecksum = true): CloudImage => ({
@@ -126,16 +212,33 @@ describe('planSync: registry images, whose revision is their disk layer sha256',
   test('a tag moved to a new layer: the new revision is registered and the replaced one expired by its sha256', () => {
     const before = tagged('ubuntu', '22.04', layer('a'));
     const after = tagged('ubuntu', '22.04', layer('b'));
-    const plan = planSync({ expireAction: 'make-private', listId: REGISTRY, current: [after], previous: { listId: REGISTRY, images: [before] }, cloud: [held(before)] });
-    expect(plan.register.map((r) => [r.event.imageId, r.reason, r.event.checksumSha256])).toEqual([['ubuntu', 'updated', layer('b')]]);
-    expect(plan.expire.map((e) => [e.event.imageId, e.reason, e.event.checksumSha256, e.event.checksumSha512])).toEqual([['ubuntu', 'old-revision', layer('a'), undefined]]);
+    const plan = planSync({
+      expireAction: 'make-private',
+      listId: REGISTRY,
+      current: [after],
+      previous: { listId: REGISTRY, images: [before] },
+      cloud: [held(before)],
+    });
+    expect(plan.register.map((r) => [r.event.imageId, r.reason, r.event.checksumSha256])).toEqual([
+      ['ubuntu', 'updated', layer('b')],
+    ]);
+    expect(plan.expire.map((e) => [e.event.imageId, e.reason, e.event.checksumSha256, e.event.checksumSha512])).toEqual(
+      [['ubuntu', 'old-revision', layer('a'), undefined]],
+    );
     expect(plan.unresolved).toEqual([]);
   });
 
   test('a cloud image without its sha256 property is left for an operator, as one without a sha512', () => {
     const before = tagged('ubuntu', '22.04', layer('a'));
-    const plan = planSync({ expireAction: 'make-private', listId: REGISTRY, current: [tagged('ubuntu', '22.04', layer('b'))], cloud: [held(before, false)] });
+    const plan = planSync({
+      expireAction: 'make-private',
+      listId: REGISTRY,
+      current: [tagged('ubuntu', '22.04', layer('b'))],
+      cloud: [held(before, false)],
+    });
     expect(plan.expire).toEqual([]);
-    expect(plan.unresolved).toEqual([{ imageId: 'ubuntu', revision: `sha256-${layer('a').slice(0, 32)}`, cloudImageId: 'cloud-ubuntu' }]);
+    expect(plan.unresolved).toEqual([
+      { imageId: 'ubuntu', revision: `sha256-${layer('a').slice(0, 32)}`, cloudImageId: 'cloud-ubuntu' },
+    ]);
   });
 });

@@ -30,7 +30,10 @@ function mbrImage(file: string, partitionType = 0x83): string {
 
 beforeAll(() => {
   dir = mkdtempSync(path.join(os.tmpdir(), 'synnefo-fakes-'));
-  writeFileSync(path.join(dir, 'kamakirc'), '[global]\ndefault_cloud = test\n\n[cloud "test"]\nurl = https://accounts.example.org/identity/v2.0\ntoken = secret-token\n');
+  writeFileSync(
+    path.join(dir, 'kamakirc'),
+    '[global]\ndefault_cloud = test\n\n[cloud "test"]\nurl = https://accounts.example.org/identity/v2.0\ntoken = secret-token\n',
+  );
   env = { ...process.env, FAKE_SYNNEFO_STATE: path.join(dir, 'state.json'), FAKE_KAMAKIRC: path.join(dir, 'kamakirc') };
   delete env.FAKE_SYNNEFO_FAIL;
   mbrImage(path.join(dir, 'disk.raw'));
@@ -45,20 +48,42 @@ describe('fake kamaki rejects what the real one (0.17) rejects, the way it does'
   test.each<[string, string[]]>([
     ['image register without --name', ['image', 'register', '--location', '/images/disk', '--cloud', 'test']],
     ['image register without --location', ['image', 'register', '--name', 'x', '--cloud', 'test']],
-    ['a property key outside [A-Za-z0-9_]', ['image', 'register', '--name', 'x', '--location', '/images/disk', '-p', 'BAD.KEY=1', '--cloud', 'test']],
-    ['a property that is not KEY=VALUE', ['image', 'register', '--name', 'x', '--location', '/images/disk', '-p', 'NOVALUE', '--cloud', 'test']],
+    [
+      'a property key outside [A-Za-z0-9_]',
+      ['image', 'register', '--name', 'x', '--location', '/images/disk', '-p', 'BAD.KEY=1', '--cloud', 'test'],
+    ],
+    [
+      'a property that is not KEY=VALUE',
+      ['image', 'register', '--name', 'x', '--location', '/images/disk', '-p', 'NOVALUE', '--cloud', 'test'],
+    ],
     [
       'more than 32 properties',
-      ['image', 'register', '--name', 'x', '--location', '/images/disk', ...Array.from({ length: 33 }, (_, i) => ['-p', `K${i}=v`]).flat(), '--cloud', 'test'],
+      [
+        'image',
+        'register',
+        '--name',
+        'x',
+        '--location',
+        '/images/disk',
+        ...Array.from({ length: 33 }, (_, i) => ['-p', `K${i}=v`]).flat(),
+        '--cloud',
+        'test',
+      ],
     ],
-    ['a location whose object was never uploaded', ['image', 'register', '--name', 'x', '--location', '/images/never-uploaded', '--cloud', 'test']],
+    [
+      'a location whose object was never uploaded',
+      ['image', 'register', '--name', 'x', '--location', '/images/never-uploaded', '--cloud', 'test'],
+    ],
     ['a location without an object', ['image', 'register', '--name', 'x', '--location', '/images', '--cloud', 'test']],
     ['upload of a missing local file', ['file', 'upload', '/nonexistent/file.raw', '/images/x', '--cloud', 'test']],
     ['upload over an existing object without -f', ['file', 'upload', 'disk.raw', '/images/disk', '--cloud', 'test']],
     ['a cloud not in .kamakirc', ['image', 'list', '--cloud', 'elsewhere']],
     ['image modify without any change', ['image', 'modify', 'some-id', '--cloud', 'test']],
     ['image unregister of an unknown image', ['image', 'unregister', 'no-such-image', '--cloud', 'test']],
-    ['--output-format with a value kamaki does not know', ['image', 'list', '--output-format', 'yaml', '--cloud', 'test']],
+    [
+      '--output-format with a value kamaki does not know',
+      ['image', 'list', '--output-format', 'yaml', '--cloud', 'test'],
+    ],
     ['an option without its value', ['image', 'list', '--output-format']],
   ])('%s: a message on stderr, exit status 1 (never 2)', (_name, args) => {
     const r = run(KAMAKI, args);
@@ -69,7 +94,10 @@ describe('fake kamaki rejects what the real one (0.17) rejects, the way it does'
   test.each<[string, string[]]>([
     ['an unknown option', ['image', 'list', '--details', '--bogus', '--output-format', 'json', '--cloud', 'test']],
     ['-s, a global option kamaki dropped before 0.13', ['image', 'list', '-s', '--cloud', 'test']],
-    ['file upload --with-pool-size, an option of kamaki 0.10', ['file', 'upload', 'disk.raw', '/images/disk', '--with-pool-size', '4', '--cloud', 'test']],
+    [
+      'file upload --with-pool-size, an option of kamaki 0.10',
+      ['file', 'upload', 'disk.raw', '/images/disk', '--with-pool-size', '4', '--cloud', 'test'],
+    ],
     ['image unregister without an id', ['image', 'unregister', '--cloud', 'test']],
   ])('%s: "Syntax error" and the usage on stdout, exit status 0', (_name, args) => {
     const before = JSON.parse(readFileSync(env.FAKE_SYNNEFO_STATE!, 'utf8'));
@@ -81,7 +109,7 @@ describe('fake kamaki rejects what the real one (0.17) rejects, the way it does'
     expect(after.objects).toEqual(before.objects);
   });
 
-  test('an unknown command prints its group\'s usage and exits 0', () => {
+  test("an unknown command prints its group's usage and exits 0", () => {
     const r = run(KAMAKI, ['image', 'frobnicate', '--cloud', 'test']);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^usage: kamaki image /);
@@ -92,50 +120,102 @@ describe('fake kamaki rejects what the real one (0.17) rejects, the way it does'
     rmSync(home, { recursive: true, force: true });
     mkdirSync(home, { recursive: true });
     writeFileSync(path.join(home, '.kamakirc'), '[cloud "homecloud"]\nurl = https://x\ntoken = t\n');
-    expect(run(KAMAKI, ['image', 'list', '--cloud', 'homecloud'], { FAKE_KAMAKIRC: undefined, HOME: home }).code).toBe(0);
-    expect(run(KAMAKI, ['image', 'list', '--cloud', 'test'], { FAKE_KAMAKIRC: undefined, HOME: home }).code).not.toBe(0);
+    expect(run(KAMAKI, ['image', 'list', '--cloud', 'homecloud'], { FAKE_KAMAKIRC: undefined, HOME: home }).code).toBe(
+      0,
+    );
+    expect(run(KAMAKI, ['image', 'list', '--cloud', 'test'], { FAKE_KAMAKIRC: undefined, HOME: home }).code).not.toBe(
+      0,
+    );
   });
 
   test('every invocation is recorded with its argv', () => {
     run(KAMAKI, ['image', 'list', '--cloud', 'test', '--output-format', 'json']);
     const state = JSON.parse(readFileSync(env.FAKE_SYNNEFO_STATE!, 'utf8'));
-    expect(state.invocations.at(-1)).toMatchObject({ tool: 'kamaki', argv: ['image', 'list', '--cloud', 'test', '--output-format', 'json'] });
+    expect(state.invocations.at(-1)).toMatchObject({
+      tool: 'kamaki',
+      argv: ['image', 'list', '--cloud', 'test', '--output-format', 'json'],
+    });
   });
 });
 
 describe('fake kamaki behaves as kamaki 0.17 against Pithos+ and Plankton', () => {
   test('file upload does not create the container: exit 1, Container "…" does not exist; container create does, once', () => {
-    const missing = run(KAMAKI, ['file', 'upload', 'disk.raw', '/fresh/disk', '-f', '--no-progress-bar', '--cloud', 'test']);
+    const missing = run(KAMAKI, [
+      'file',
+      'upload',
+      'disk.raw',
+      '/fresh/disk',
+      '-f',
+      '--no-progress-bar',
+      '--cloud',
+      'test',
+    ]);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toMatch(/^Container "fresh" does not exist\n/);
     expect(run(KAMAKI, ['container', 'create', 'fresh', '--cloud', 'test'])).toMatchObject({ code: 0, stdout: '' });
     const again = run(KAMAKI, ['container', 'create', 'fresh', '--cloud', 'test']);
     expect(again.code).toBe(1);
     expect(again.stderr).toMatch(/^Container fresh alread exists\n/);
-    const upload = run(KAMAKI, ['file', 'upload', 'disk.raw', '/fresh/disk', '-f', '--no-progress-bar', '--cloud', 'test']);
+    const upload = run(KAMAKI, [
+      'file',
+      'upload',
+      'disk.raw',
+      '/fresh/disk',
+      '-f',
+      '--no-progress-bar',
+      '--cloud',
+      'test',
+    ]);
     expect(upload).toMatchObject({ code: 0, stdout: '' });
     expect(upload.stderr).toBe(`${path.join(dir, 'disk.raw')} --> /fresh/disk\nUpload completed\n`);
   });
 
-  test('user info tells the account; image list and info show each image\'s owner uuid; register prints two JSON documents', () => {
+  test("user info tells the account; image list and info show each image's owner uuid; register prints two JSON documents", () => {
     const user = run(KAMAKI, ['user', 'info', '--output-format', 'json', '--cloud', 'test']);
     expect(user.code).toBe(0);
     const me = JSON.parse(user.stdout) as { id: string; name: string };
     expect(me.id).toMatch(/^[0-9a-f-]{36}$/);
 
-    const reg = run(KAMAKI, ['image', 'register', '--name', 'mine', '--location', '/images/disk', '-p', 'Some-Key=Value', '-f', '--output-format', 'json', '--cloud', 'test']);
+    const reg = run(KAMAKI, [
+      'image',
+      'register',
+      '--name',
+      'mine',
+      '--location',
+      '/images/disk',
+      '-p',
+      'Some-Key=Value',
+      '-f',
+      '--output-format',
+      'json',
+      '--cloud',
+      'test',
+    ]);
     expect(reg.code).toBe(0);
     const [image, meta] = reg.stdout.split(/\n(?=\{)/).map((doc) => JSON.parse(doc));
-    expect(image).toMatchObject({ owner: `${me.id} (${me.name})`, location: `pithos://${me.id}/images/disk`, 'is-public': 'False', properties: { some_key: 'Value' } });
+    expect(image).toMatchObject({
+      owner: `${me.id} (${me.name})`,
+      location: `pithos://${me.id}/images/disk`,
+      'is-public': 'False',
+      properties: { some_key: 'Value' },
+    });
     expect(meta).toEqual({ metafile_location: '/images/disk.meta', headers: expect.any(Object) });
 
-    const theirs = spawnSync('node', [path.join(root, 'test/fakes/lib/seed-image.js'), JSON.stringify({ properties: { SOME_KEY: 'Value' } })], { env, encoding: 'utf8' });
+    const theirs = spawnSync(
+      'node',
+      [path.join(root, 'test/fakes/lib/seed-image.js'), JSON.stringify({ properties: { SOME_KEY: 'Value' } })],
+      { env, encoding: 'utf8' },
+    );
     const foreign = JSON.parse(theirs.stdout) as { id: string; owner: string };
-    const list = JSON.parse(run(KAMAKI, ['image', 'list', '--details', '--output-format', 'json', '--cloud', 'test']).stdout) as Array<{ id: string; owner: string }>;
+    const list = JSON.parse(
+      run(KAMAKI, ['image', 'list', '--details', '--output-format', 'json', '--cloud', 'test']).stdout,
+    ) as Array<{ id: string; owner: string }>;
     expect(list.find((i) => i.id === image.id)?.owner).toBe(me.id);
     expect(list.find((i) => i.id === foreign.id)?.owner).toBe(foreign.owner);
     expect(foreign.owner).not.toBe(me.id);
-    const info = JSON.parse(run(KAMAKI, ['image', 'info', foreign.id, '--output-format', 'json', '--cloud', 'test']).stdout);
+    const info = JSON.parse(
+      run(KAMAKI, ['image', 'info', foreign.id, '--output-format', 'json', '--cloud', 'test']).stdout,
+    );
     expect(info).toMatchObject({ id: foreign.id, owner: foreign.owner, is_public: true });
     // Someone else's image is not ours to change.
     const modify = run(KAMAKI, ['image', 'modify', foreign.id, '--private', '--cloud', 'test']);
@@ -143,9 +223,15 @@ describe('fake kamaki behaves as kamaki 0.17 against Pithos+ and Plankton', () =
     expect(modify.stderr).toContain('Forbidden');
   });
 
-  test('the account is the token\'s user: another cloud with the same token is the same account', () => {
-    writeFileSync(path.join(dir, 'kamakirc2'), '[cloud "a"]\nurl = https://x\ntoken = secret-token\n[cloud "b"]\nurl = https://y\ntoken = other-token\n');
-    const id = (cloud: string, rc: string) => JSON.parse(run(KAMAKI, ['user', 'info', '--output-format', 'json', '--cloud', cloud], { FAKE_KAMAKIRC: rc }).stdout).id;
+  test("the account is the token's user: another cloud with the same token is the same account", () => {
+    writeFileSync(
+      path.join(dir, 'kamakirc2'),
+      '[cloud "a"]\nurl = https://x\ntoken = secret-token\n[cloud "b"]\nurl = https://y\ntoken = other-token\n',
+    );
+    const id = (cloud: string, rc: string) =>
+      JSON.parse(
+        run(KAMAKI, ['user', 'info', '--output-format', 'json', '--cloud', cloud], { FAKE_KAMAKIRC: rc }).stdout,
+      ).id;
     expect(id('a', path.join(dir, 'kamakirc2'))).toBe(id('test', env.FAKE_KAMAKIRC!));
     expect(id('b', path.join(dir, 'kamakirc2'))).not.toBe(id('test', env.FAKE_KAMAKIRC!));
   });
@@ -181,11 +267,20 @@ describe('fake snf-mkimage rejects what the real one rejects', () => {
     expect(run(SNF_MKIMAGE, ['-o', 'prepared.diskdump', '-m', 'EXTRA=1', 'disk.raw']).code).toBe(0);
     const meta = JSON.parse(readFileSync(path.join(dir, 'prepared.diskdump.meta'), 'utf8'));
     expect(meta).toEqual({
-      properties: expect.objectContaining({ OSFAMILY: 'linux', ROOT_PARTITION: '1', PARTITION_TABLE: 'msdos', EXTRA: '1' }),
+      properties: expect.objectContaining({
+        OSFAMILY: 'linux',
+        ROOT_PARTITION: '1',
+        PARTITION_TABLE: 'msdos',
+        EXTRA: '1',
+      }),
       'disk-format': 'diskdump',
     });
-    expect(readFileSync(path.join(dir, 'prepared.diskdump.md5sum'), 'utf8')).toMatch(/^[0-9a-f]{32} prepared\.diskdump\n$/);
-    expect(readFileSync(path.join(dir, 'prepared.diskdump')).equals(readFileSync(path.join(dir, 'disk.raw')))).toBe(true);
+    expect(readFileSync(path.join(dir, 'prepared.diskdump.md5sum'), 'utf8')).toMatch(
+      /^[0-9a-f]{32} prepared\.diskdump\n$/,
+    );
+    expect(readFileSync(path.join(dir, 'prepared.diskdump')).equals(readFileSync(path.join(dir, 'disk.raw')))).toBe(
+      true,
+    );
     expect(readFileSync(path.join(dir, 'prepared.diskdump.variant'), 'utf8').trim()).not.toBe('');
   });
 

@@ -45,7 +45,11 @@ describe('normaliseOsFamily', () => {
 describe('buildImageProperties', () => {
   test('carries the identity, the deploy properties, the original EXCLUDE_TASK set and provenance', () => {
     const ev = event();
-    const { properties } = buildImageProperties({ event: ev, options: {}, metadata: { ROOT_PARTITION: '2', USERS: 'user', OS: 'centos' } });
+    const { properties } = buildImageProperties({
+      event: ev,
+      options: {},
+      metadata: { ROOT_PARTITION: '2', USERS: 'user', OS: 'centos' },
+    });
     const id = imageIdentity(ev);
     expect(properties[IDENTITY_PROPERTIES.imageListId]).toBe(id.imageListId);
     expect(properties[IDENTITY_PROPERTIES.imageId]).toBe('c0ffee-image');
@@ -61,33 +65,82 @@ describe('buildImageProperties', () => {
     expect(properties.VMCATCHER_EVENT_SL_CHECKSUM_SHA512).toBe(SHA);
   });
 
-  test.each<[string, { options?: Record<string, string>; metadata?: Record<string, string>; os?: string; defaults?: Record<string, string> }, Record<string, string | undefined>]>([
+  test.each<
+    [
+      string,
+      {
+        options?: Record<string, string>;
+        metadata?: Record<string, string>;
+        os?: string;
+        defaults?: Record<string, string>;
+      },
+      Record<string, string | undefined>,
+    ]
+  >([
     ['OSFAMILY from sl:os, lower-cased', {}, { OSFAMILY: 'linux' }],
     ['OSFAMILY from snf-mkimage beats sl:os', { metadata: { OSFAMILY: 'windows' } }, { OSFAMILY: 'windows' }],
-    ['the -osfamily option beats everything', { options: { osfamily: 'Windows' }, metadata: { OSFAMILY: 'linux' } }, { OSFAMILY: 'windows' }],
+    [
+      'the -osfamily option beats everything',
+      { options: { osfamily: 'Windows' }, metadata: { OSFAMILY: 'linux' } },
+      { OSFAMILY: 'windows' },
+    ],
     ['the site default when nothing tells', { os: '', defaults: { osfamily: 'Linux' } }, { OSFAMILY: 'linux' }],
     ['no ROOT_PARTITION when snf-mkimage did not detect one (never a hard-coded 1)', {}, { ROOT_PARTITION: undefined }],
     ['ROOT_PARTITION is what snf-mkimage detected', { metadata: { ROOT_PARTITION: '3' } }, { ROOT_PARTITION: '3' }],
-    ['USERS from the option over detection', { options: { users: 'centos' }, metadata: { USERS: 'root' } }, { USERS: 'centos' }],
-    ['USERS from detection over the site default', { metadata: { USERS: 'ubuntu' }, defaults: { users: 'root' } }, { USERS: 'ubuntu' }],
-    ['snf-mkimage cannot overwrite an identity property', { metadata: { VMCATCHER_DC_IDENTIFIER: 'evil' } }, { VMCATCHER_DC_IDENTIFIER: 'c0ffee-image' }],
-    ['a detected EXCLUDE_TASK value is kept', { metadata: { EXCLUDE_TASK_ADDSWAP: 'no' } }, { EXCLUDE_TASK_ADDSWAP: 'no' }],
-    ['control characters in values become spaces', { metadata: { DESCRIPTION: 'line1\nline2' } }, { DESCRIPTION: 'line1 line2' }],
+    [
+      'USERS from the option over detection',
+      { options: { users: 'centos' }, metadata: { USERS: 'root' } },
+      { USERS: 'centos' },
+    ],
+    [
+      'USERS from detection over the site default',
+      { metadata: { USERS: 'ubuntu' }, defaults: { users: 'root' } },
+      { USERS: 'ubuntu' },
+    ],
+    [
+      'snf-mkimage cannot overwrite an identity property',
+      { metadata: { VMCATCHER_DC_IDENTIFIER: 'evil' } },
+      { VMCATCHER_DC_IDENTIFIER: 'c0ffee-image' },
+    ],
+    [
+      'a detected EXCLUDE_TASK value is kept',
+      { metadata: { EXCLUDE_TASK_ADDSWAP: 'no' } },
+      { EXCLUDE_TASK_ADDSWAP: 'no' },
+    ],
+    [
+      'control characters in values become spaces',
+      { metadata: { DESCRIPTION: 'line1\nline2' } },
+      { DESCRIPTION: 'line1 line2' },
+    ],
   ])('%s', (_name, input, expected) => {
     const ev = input.os === '' ? event({ VMCATCHER_EVENT_SL_OS: '' }) : event();
-    const { properties } = buildImageProperties({ event: ev, options: input.options ?? {}, metadata: input.metadata ?? {}, defaults: input.defaults });
+    const { properties } = buildImageProperties({
+      event: ev,
+      options: input.options ?? {},
+      metadata: input.metadata ?? {},
+      defaults: input.defaults,
+    });
     for (const [key, value] of Object.entries(expected)) expect(properties[key]).toBe(value);
   });
 
   test('metadata keys Synnefo would refuse are rejected, not sent', () => {
-    const { properties, rejected } = buildImageProperties({ event: event(), options: {}, metadata: { 'BAD-KEY': 'x', 'with space': 'y', lower_ok: 'z' } });
+    const { properties, rejected } = buildImageProperties({
+      event: event(),
+      options: {},
+      metadata: { 'BAD-KEY': 'x', 'with space': 'y', lower_ok: 'z' },
+    });
     expect(rejected).toEqual(['BAD-KEY', 'with space']);
     expect(properties.LOWER_OK).toBe('z');
     for (const key of Object.keys(properties)) expect(key).toMatch(PROPERTY_KEY_PATTERN);
   });
 
   test('never more than 32: the least important go first and the identity stays', () => {
-    const metadata: Record<string, string> = { OS: 'debian', DESCRIPTION: 'Debian', PARTITION_TABLE: 'msdos', ROOT_PARTITION: '1' };
+    const metadata: Record<string, string> = {
+      OS: 'debian',
+      DESCRIPTION: 'Debian',
+      PARTITION_TABLE: 'msdos',
+      ROOT_PARTITION: '1',
+    };
     for (let i = 0; i < 40; i++) metadata[`CUSTOM_${String.fromCharCode(65 + (i % 26))}${i}`] = String(i);
     const full = event({
       VMCATCHER_EVENT_VO: 'fedcloud.egi.eu',
@@ -99,10 +152,16 @@ describe('buildImageProperties', () => {
       VMCATCHER_EVENT_HV_SIZE: '1024',
       VMCATCHER_EVENT_DC_DESCRIPTION: 'A long description',
     });
-    const { properties, dropped } = buildImageProperties({ event: full, options: {}, metadata, defaults: { users: 'root' } });
+    const { properties, dropped } = buildImageProperties({
+      event: full,
+      options: {},
+      metadata,
+      defaults: { users: 'root' },
+    });
     expect(Object.keys(properties)).toHaveLength(MAX_IMAGE_PROPERTIES);
     for (const key of Object.values(IDENTITY_PROPERTIES)) expect(properties[key]).toBeDefined();
-    for (const key of ['OSFAMILY', 'ROOT_PARTITION', 'USERS', 'PARTITION_TABLE', ...ORIGINAL_EXCLUDED_TASKS]) expect(properties[key]).toBeDefined();
+    for (const key of ['OSFAMILY', 'ROOT_PARTITION', 'USERS', 'PARTITION_TABLE', ...ORIGINAL_EXCLUDED_TASKS])
+      expect(properties[key]).toBeDefined();
     expect(properties.VMCATCHER_EVENT_AD_MPURI).toBeDefined();
     expect(properties.OS).toBeDefined();
     // 30 properties rank above the custom metadata, which ranks last: the first 2 stay, 38 go.
@@ -115,7 +174,9 @@ describe('buildImageProperties', () => {
 describe('identity helpers', () => {
   test('the object name is stable for one revision and differs between revisions', () => {
     expect(imageObjectName(event())).toBe(imageObjectName(event()));
-    expect(imageObjectName(event())).not.toBe(imageObjectName(event({ VMCATCHER_EVENT_SL_CHECKSUM_SHA512: 'cd'.repeat(64) })));
+    expect(imageObjectName(event())).not.toBe(
+      imageObjectName(event({ VMCATCHER_EVENT_SL_CHECKSUM_SHA512: 'cd'.repeat(64) })),
+    );
     expect(imageObjectName(event())).toMatch(/^vmcatcher-[A-Za-z0-9._-]+$/);
   });
 

@@ -46,7 +46,9 @@ describe('trailingHasher hashes a file behind its writer', () => {
   test('a file shorter than the bytes announced fails, naming both counts', async () => {
     const file = path.join(root.dir, 'short.bin');
     await writeFile(file, randomBytes(1000));
-    await expect(trailingHasher(file).finish(5000)).rejects.toThrow(/has 1000 bytes, fewer than the 5000 written to it/);
+    await expect(trailingHasher(file).finish(5000)).rejects.toThrow(
+      /has 1000 bytes, fewer than the 5000 written to it/,
+    );
   });
 
   test('an abort stops the thread and finish() rejects with the abort reason', async () => {

@@ -83,7 +83,10 @@ export function recordInvocation(tool, argv) {
  * Returns the mode that applies to this call, or undefined.
  */
 export function injectedFailure(step) {
-  const spec = (process.env.FAKE_SYNNEFO_FAIL ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  const spec = (process.env.FAKE_SYNNEFO_FAIL ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   for (const item of spec) {
     const [name, mode = 'once'] = item.split(':');
     if (name !== step) continue;
@@ -148,13 +151,24 @@ export function ownerName(token) {
  * Puts an image of another account into the state, as another tenant would have registered it
  * (its object included): `{ owner?, name?, isPublic?, properties }`. Returns the image.
  */
-export function seedImage({ owner = ownerUuid('another-tenant'), name = 'someone else\'s image', isPublic = true, properties = {} }) {
+export function seedImage({
+  owner = ownerUuid('another-tenant'),
+  name = "someone else's image",
+  isPublic = true,
+  properties = {},
+}) {
   return withState((state) => {
     const id = crypto.randomUUID();
     const object = `seeded-${id}`;
     const now = new Date().toISOString().replace('T', ' ').slice(0, 19);
     state.containers[`${owner}/images`] = { created_at: now };
-    state.objects[`${owner}/images/${object}`] = { container: 'images', path: object, size: 0, sha256: '', public: isPublic };
+    state.objects[`${owner}/images/${object}`] = {
+      container: 'images',
+      path: object,
+      size: 0,
+      sha256: '',
+      public: isPublic,
+    };
     const img = {
       id,
       name,
