@@ -404,6 +404,20 @@ function watchDisk(
   return () => clearInterval(timer);
 }
 
+/** The largest image file of a zip or tar without an OVF descriptor, naming the files it leaves. */
+function largestImageMember(
+  kind: 'zip' | 'tar',
+  name: string,
+  members: ArchiveMember[],
+): { member: ArchiveMember; note?: string } {
+  const choice = chooseImageMember(members);
+  if (!choice) throw new ImageIntegrityError(`${name} holds no image file`);
+  const note = choice.others.length
+    ? `${kind} holds several files; taking the largest, ignoring ${choice.others.join(', ')}`
+    : undefined;
+  return { member: choice.member, note };
+}
+
 async function chooseArchiveMember(
   file: string,
   format: string,
@@ -417,14 +431,7 @@ async function chooseArchiveMember(
   if (format === 'zip') {
     const members = await listZipArchive(file);
     checkMembers(name, members, archiveLimits);
-    const choice = chooseImageMember(members);
-    if (!choice) throw new ImageIntegrityError(`${name} holds no image file`);
-    return {
-      member: choice.member,
-      note: choice.others.length
-        ? `zip holds several files; taking the largest, ignoring ${choice.others.join(', ')}`
-        : undefined,
-    };
+    return largestImageMember('zip', name, members);
   }
   const { size } = await stat(file);
   const { members, ovfs } = await listTarArchive(file, { signal, onBytes: (b) => onBytes(b, size) });
@@ -440,14 +447,7 @@ async function chooseArchiveMember(
     return { member, note: `OVF ${ovfPath}: boot disk ${href} (${choice.reason})${others}` };
   }
   if (format === 'ova') throw new ImageIntegrityError(`${name} is an OVA without a readable .ovf descriptor`);
-  const choice = chooseImageMember(members);
-  if (!choice) throw new ImageIntegrityError(`${name} holds no image file`);
-  return {
-    member: choice.member,
-    note: choice.others.length
-      ? `tar holds several files; taking the largest, ignoring ${choice.others.join(', ')}`
-      : undefined,
-  };
+  return largestImageMember('tar', name, members);
 }
 
 /**

@@ -13,7 +13,7 @@ import { ImageEventSchema } from '../core/event.js';
 import { startWorkflowForEvent } from '../core/starter.js';
 import { connectTemporal } from '../core/temporal-client.js';
 import type { ImageRevisionResult } from '../core/workflow-contract.js';
-import { writeLinuxMbr } from '../test/support/disk-images.js';
+import { toStreamOptimizedVmdk, writeLinuxMbr } from '../test/support/disk-images.js';
 import {
   BENCH_TMP,
   GiB,
@@ -64,18 +64,7 @@ async function makeImages(folder: string): Promise<Array<{ name: string; size: n
         await execa('qemu-img', ['convert', '-q', '-f', 'raw', '-O', 'qcow2', raw, file]);
       } else {
         const vmdk = path.join(folder, `disk-${i}.vmdk`);
-        await execa('qemu-img', [
-          'convert',
-          '-q',
-          '-f',
-          'raw',
-          '-O',
-          'vmdk',
-          '-o',
-          'subformat=streamOptimized',
-          raw,
-          vmdk,
-        ]);
+        await toStreamOptimizedVmdk(raw, vmdk);
         await execa('bash', ['-c', 'gzip -1 -c -- "$1" > "$2"', 'gzip', vmdk, file]);
         await rm(vmdk);
       }

@@ -13,7 +13,7 @@ import { loadConfig, type GlanceConfig } from '../../core/config.js';
 import { eventFromFlat, type ImageEvent } from '../../core/event.js';
 import { IDENTITY_PROPERTIES } from '../../core/workflow-contract.js';
 import { runCli } from '../support/cli.js';
-import { writeLinuxMbr } from '../support/disk-images.js';
+import { toStreamOptimizedVmdk, writeLinuxMbr } from '../support/disk-images.js';
 import { startTestServer, type TestServer } from '../support/http-server.js';
 import { REGION, startOpenStack, type OpenStack } from '../support/openstack.js';
 import { deleteTopology, uniqueTopology, writeConf } from '../support/rabbit.js';
@@ -94,17 +94,7 @@ beforeAll(async () => {
     await execa('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', raw, qcow2]);
     qcow2Sha512 = await sha512sum(qcow2);
     // vmcatcher names the cached file after the image UUID, with no extension.
-    await execa('qemu-img', [
-      'convert',
-      '-f',
-      'raw',
-      '-O',
-      'vmdk',
-      '-o',
-      'subformat=streamOptimized',
-      raw,
-      path.join(cacheDir, imageId),
-    ]);
+    await toStreamOptimizedVmdk(raw, path.join(cacheDir, imageId));
   };
   // Keystone and glance-api take most of the set-up: make the images meanwhile.
   [openstack] = await Promise.all([startOpenStack(), prepareImages()]);

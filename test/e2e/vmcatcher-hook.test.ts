@@ -4,7 +4,7 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { runCli } from '../support/cli.js';
 import { fakeCloud } from '../support/fake-cloud.js';
-import { writeLinuxMbr } from '../support/disk-images.js';
+import { toStreamOptimizedVmdk, writeLinuxMbr } from '../support/disk-images.js';
 import { deleteTopology, uniqueTopology, writeConf } from '../support/rabbit.js';
 import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/service-process.js';
 
@@ -33,17 +33,7 @@ describe('a vmcatcher cache event, end to end', () => {
     const raw = path.join(dir, 'disk.raw');
     await execa('qemu-img', ['create', '-f', 'raw', raw, '8M']);
     await writeLinuxMbr(raw, 8 * 1024 * 1024);
-    await execa('qemu-img', [
-      'convert',
-      '-f',
-      'raw',
-      '-O',
-      'vmdk',
-      '-o',
-      'subformat=streamOptimized',
-      raw,
-      path.join(cacheDir, imageId),
-    ]);
+    await toStreamOptimizedVmdk(raw, path.join(cacheDir, imageId));
     const cached = path.join(cacheDir, imageId);
     const sha512 = (await execa('sha512sum', [cached])).stdout.split(' ')[0];
     const size = (await execa('stat', ['-c', '%s', cached])).stdout.trim();

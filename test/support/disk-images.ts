@@ -1,4 +1,5 @@
 import { open } from 'node:fs/promises';
+import { execa } from 'execa';
 
 /**
  * Writes an MBR with one Linux partition (type 0x83, from sector 2048 to the end) into a raw
@@ -24,4 +25,20 @@ export async function writeLinuxMbr(rawDisk: string, sizeBytes: number): Promise
   } finally {
     await fh.close();
   }
+}
+
+/** Converts a raw disk into a stream-optimised VMDK (the kind OVAs and vmcatcher caches carry). */
+export async function toStreamOptimizedVmdk(rawDisk: string, vmdk: string): Promise<void> {
+  await execa('qemu-img', [
+    'convert',
+    '-q',
+    '-f',
+    'raw',
+    '-O',
+    'vmdk',
+    '-o',
+    'subformat=streamOptimized',
+    rawDisk,
+    vmdk,
+  ]);
 }
