@@ -224,8 +224,11 @@ export async function applySubscriptions(client: Client, config: Config, logger:
       result.updated.push(scheduleId);
     }
   }
-  for (const { scheduleId, spec } of await listSubscriptionSchedules(client)) {
-    if (spec.origin === 'config' && !wanted.has(scheduleId)) {
+  for (const { scheduleId, spec, description } of await listSubscriptionSchedules(client)) {
+    // Only this deployment's: another one sharing the namespace (its own task queue) keeps its schedules.
+    const ours =
+      description.action.type === 'startWorkflow' && description.action.taskQueue === config.temporal.taskQueue;
+    if (ours && spec.origin === 'config' && !wanted.has(scheduleId)) {
       await client.schedule.getHandle(scheduleId).delete();
       result.deleted.push(scheduleId);
     }

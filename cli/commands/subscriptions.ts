@@ -1,6 +1,12 @@
 import { Command, Option } from 'clipanion';
 import * as t from 'typanion';
-import { ScheduleOverlapPolicy, WorkflowFailedError, type Client, type ScheduleDescription } from '@temporalio/client';
+import {
+  ScheduleNotFoundError,
+  ScheduleOverlapPolicy,
+  WorkflowFailedError,
+  type Client,
+  type ScheduleDescription,
+} from '@temporalio/client';
 import { DurationSchema, SubscriptionSchema, type Config } from '../../core/config.js';
 import { InvalidInputError } from '../../core/errors.js';
 import { connectTemporal, workflowUiLink } from '../../core/temporal-client.js';
@@ -271,7 +277,12 @@ export class SyncNowCommand extends TemporalCommand {
   async run(): Promise<number> {
     return this.withClient(async (client, config) => {
       const handle = client.schedule.getHandle(scheduleIdForUrl(config, this.url));
-      const before = new Set((await handle.describe()).info.recentActions.map((a) => a.action.workflow.workflowId));
+      const described = await handle.describe().catch((err: unknown) => {
+        if (err instanceof ScheduleNotFoundError)
+          throw new InvalidInputError(`no subscription to ${this.url} (see \`subscriptions\`)`);
+        throw err;
+      });
+      const before = new Set(described.info.recentActions.map((a) => a.action.workflow.workflowId));
       await handle.trigger(ScheduleOverlapPolicy.BUFFER_ONE);
       if (!this.wait) {
         this.out(`triggered ${handle.scheduleId}`);
