@@ -46,3 +46,8 @@ if ! has_version "$BIN/temporal-ui-server" "$TEMPORAL_UI_VERSION" || [ ! -f "$UI
   mkdir -p "$UI_CONFIG"
   install -m 0644 "$module_dir/config/docker.yaml" "$UI_CONFIG/docker.yaml"
 fi
+# The image's template leaves the bind address empty (all interfaces): a native stack binds the Web
+# UI to loopback unless TEMPORAL_UI_IP says otherwise.
+if ! grep -q '^host:' "$UI_CONFIG/docker.yaml"; then
+  printf '%s\n' 'host: {{ env "TEMPORAL_UI_IP" | default "127.0.0.1" }}' >>"$UI_CONFIG/docker.yaml"
+fi
