@@ -5,6 +5,7 @@ import { hostControlQueue, hostTaskQueue } from '../core/config.js';
 import type { ImageEvent } from '../core/event.js';
 import { eventToFlat } from '../core/event.js';
 import type { HostClaim, ImageRequest } from '../core/workflow-contract.js';
+import { whileHeartbeating } from './heartbeats.js';
 import { createSubscriptionActivities } from './subscriptions.js';
 import type { ActivityDeps } from './types.js';
 import type { Client } from '@temporalio/client';
@@ -54,8 +55,12 @@ export function createSharedActivities(deps: SharedActivityDeps) {
       );
     },
 
-    findRegisteredImage: (req: ImageRequest) => cloud.findImage(req),
-    expireRegisteredImages: (req: ImageRequest) => cloud.expire(req),
+    // The cloud's answer may take a while (a long image list): they heartbeat, so a worker that
+    // dies while asking is noticed after the heartbeat timeout and another one asks again.
+    findRegisteredImage: (req: ImageRequest) =>
+      whileHeartbeating({ step: 'look for the image on the cloud' }, () => cloud.findImage(req)),
+    expireRegisteredImages: (req: ImageRequest) =>
+      whileHeartbeating({ step: 'expire the image on the cloud' }, () => cloud.expire(req)),
     ...createSubscriptionActivities({ ...deps, cloud }),
   };
 }

@@ -33,6 +33,18 @@ const CONCURRENCY = Number(process.env.SNF_VMCATCHER_BENCH_CONCURRENCY ?? 16);
 type Mode = 'client' | 'bridge' | 'bridge+worker';
 const MODES: Mode[] = ['client', 'bridge', 'bridge+worker'];
 
+/**
+ * What bounds a starter: with CONCURRENCY starts in flight, the time one start takes is
+ * in-flight / rate. When the machine's cores are far from busy, that time is waiting (the
+ * server's persistence round trip to PostgreSQL), not computing, and more in flight would go faster.
+ */
+function boundOf(who: string, rate: number, coresBusy: number): string {
+  const latency = round((CONCURRENCY * 1000) / rate, 0);
+  return coresBusy >= 0.85
+    ? `${who}: CPU-bound (the ${os.cpus().length} cores ${Math.round(coresBusy * 100)} % busy, shared by the starter, temporal-server, PostgreSQL and RabbitMQ); one start takes ${latency} ms with ${CONCURRENCY} in flight.`
+    : `${who}: latency-bound: the cores are ${Math.round(coresBusy * 100)} % busy, and one start takes ${latency} ms with ${CONCURRENCY} in flight, the round trip of a start through temporal-server (history and matching) and its PostgreSQL commits; more starts in flight (rabbitmq.prefetch) would raise the rate until the cores are busy.`;
+}
+
 async function counter(metricsUrl: string, name: string): Promise<number> {
   const text = await (await fetch(metricsUrl)).text();
   const line = text.split('\n').find((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`));
@@ -234,6 +246,9 @@ export async function benchBridge(): Promise<BenchResult> {
       },
     ],
     notes: [
+      ...(['client', 'bridge'] as const).map((mode) =>
+        boundOf(mode === 'client' ? 'plain client' : 'bridge', rate(mode), busy(mode)),
+      ),
       `Load average when the benchmark ended: ${os
         .loadavg()
         .map((l) => round(l, 2))

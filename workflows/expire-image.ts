@@ -5,6 +5,8 @@ import { SA_STAGE, type ExpireImageResult, type ImageRequest } from '../core/wor
 /** The expiry asks the cloud only: it runs on the shared queue, on any worker. */
 const shared = proxyActivities<SharedActivities>({
   startToCloseTimeout: '10 minutes',
+  // expireRegisteredImages heartbeats: a worker that dies while asking is noticed within this.
+  heartbeatTimeout: '20 seconds',
   retry: { initialInterval: '5 seconds', backoffCoefficient: 2, maximumInterval: '5 minutes', maximumAttempts: 20 },
 });
 

@@ -32,9 +32,14 @@ import {
 
 export const progressQuery = defineQuery<Progress>(PROGRESS_QUERY);
 
-/** Steps that need no file run on the shared task queue, on any worker. */
+/**
+ * Steps that need no file run on the shared task queue, on any worker. They are short, or
+ * heartbeat (findRegisteredImage): a worker that dies holding one is noticed after the heartbeat
+ * timeout, not after the five minutes the step may take, and another worker runs it again.
+ */
 const shared = proxyActivities<SharedActivities>({
   startToCloseTimeout: '5 minutes',
+  heartbeatTimeout: '20 seconds',
   retry: { initialInterval: '2 seconds', backoffCoefficient: 2, maximumInterval: '1 minute', maximumAttempts: 10 },
 });
 

@@ -477,6 +477,17 @@ test('snf-mkimage and the upload heartbeat with their step name in the details',
   expect(beats).toContainEqual(expect.objectContaining({ step: 'kamaki file upload', bytesTotal: 256 * 1024 }));
 });
 
+test('looking for the image and expiring it heartbeat too, so a worker dying mid-question is noticed', async () => {
+  const acts = synnefoActivities({ config: config(), logger });
+  const env = workerActivityEnv({ heartbeatTimeoutMs: 400 });
+  const beats: Array<Record<string, unknown>> = [];
+  env.on('heartbeat', (d: Record<string, unknown>) => beats.push(d));
+  await env.run(acts.findRegisteredImage, { event: event(), options: {} });
+  await env.run(acts.expireRegisteredImages, { event: event(), options: {} });
+  expect(beats).toContainEqual({ step: 'look for the image on the cloud' });
+  expect(beats).toContainEqual({ step: 'expire the image on the cloud' });
+});
+
 test('the tool runner kills the program on cancellation and on timeout', async () => {
   const controller = new AbortController();
   const started = Date.now();

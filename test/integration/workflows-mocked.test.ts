@@ -228,6 +228,35 @@ describe('workflows with mocked activities', () => {
     expect(c.registerWithKamaki).toBeUndefined();
   });
 
+  test('a worker that goes silent while asking the cloud is replaced after the heartbeat timeout, not after five minutes', async () => {
+    const c = calls();
+    const started = Date.now();
+    const result = await withWorker(
+      baseActivities('unused', c, {
+        claimHost: async () => claimFor(Context.current().info.taskQueue),
+        // The first attempt stops answering, as a worker SIGKILLed mid-question does: no heartbeat,
+        // no result. It gives up (cancelled once its heartbeat timeout is known) so the test's worker can stop.
+        findRegisteredImage: async () => {
+          count(c, 'findRegisteredImage');
+          const ctx = Context.current();
+          if (ctx.info.attempt === 1) await Promise.race([ctx.cancelled, ctx.sleep(40_000)]).catch(() => undefined);
+          return null;
+        },
+      }),
+      async (queue) => {
+        const parent = await deliver(queue, 'register');
+        return (await parent.result()) as ImageRevisionResult;
+      },
+    );
+    const tookMs = Date.now() - started;
+    expect(result).toMatchObject({ action: 'register', register: { imageId: 'new-image', reused: false } });
+    expect(c.findRegisteredImage).toBe(2);
+    // The workflow's heartbeat timeout for the shared steps (20 s) and a retry interval, not
+    // their start-to-close timeout (5 minutes).
+    expect(tookMs).toBeGreaterThanOrEqual(20_000);
+    expect(tookMs).toBeLessThan(60_000);
+  }, 90_000);
+
   test('an Available while the expiry runs registers once the expiry is done; a repeated event changes nothing', async () => {
     const c = calls();
     let releaseExpiry!: () => void;

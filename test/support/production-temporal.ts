@@ -26,7 +26,11 @@ export interface ProductionTemporal {
   /** The server process's id (while it runs). */
   pid(): number | undefined;
   databases: { temporal: string; visibility: string };
-  /** Stops the server (SIGTERM, as `docker compose restart` does) and starts it again on the same databases and ports. */
+  /** Stops the server (SIGTERM, as `docker compose stop` does); its databases stay. */
+  stop(): Promise<void>;
+  /** Starts it again on the same databases and ports. */
+  start(): Promise<void>;
+  /** stop(), then start(), as `docker compose restart` does. */
   restart(): Promise<void>;
   /** Stops the server and drops its databases. */
   destroy(): Promise<void>;
@@ -109,6 +113,8 @@ export async function startProductionTemporal(name: string, logDir: string): Pro
     metricsUrl: `http://${metrics}/metrics`,
     databases,
     pid: () => server?.pid,
+    stop,
+    start: startServer,
     async restart() {
       await stop();
       await startServer();
@@ -167,6 +173,44 @@ export const TEMPORAL_UI_SERVER = {
   binary: path.join(TOOLS, 'bin/temporal-ui-server'),
   root: path.join(TOOLS, 'share/temporal-ui', versions().TEMPORAL_UI_VERSION),
 };
+
+/**
+ * The Web UI server in front of `address`, started as `npm run stack -- --production` starts it
+ * (the temporalio/ui image's configuration template), on a free port; its log goes to
+ * `<logDir>/temporal-ui.log`. `url` is where a browser (or its API calls, under /api/v1) go.
+ */
+export async function startWebUi(address: string, logDir: string): Promise<{ url: string; stop(): Promise<void> }> {
+  const port = String(await freeLowPort());
+  const url = `http://127.0.0.1:${port}`;
+  const log = { file: path.join(logDir, 'temporal-ui.log'), append: true };
+  const proc = execa(TEMPORAL_UI_SERVER.binary, ['--root', TEMPORAL_UI_SERVER.root, '--env', 'docker', 'start'], {
+    env: { TEMPORAL_ADDRESS: address, TEMPORAL_UI_PORT: port, TEMPORAL_CORS_ORIGINS: url },
+    reject: false,
+    stdin: 'ignore',
+    stdout: log,
+    stderr: log,
+  });
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const up = await fetch(`${url}/api/v1/settings`).then(
+      (r) => r.ok,
+      () => false,
+    );
+    if (up) break;
+    if (proc.exitCode !== null || Date.now() > deadline) {
+      proc.kill('SIGKILL');
+      throw new Error(`temporal-ui-server did not answer on ${url}; see ${log.file}`);
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  return {
+    url,
+    async stop() {
+      proc.kill('SIGTERM');
+      await proc;
+    },
+  };
+}
 
 /** docker/temporal/versions: the Temporal versions both production stacks run. */
 export function versions(): Record<string, string> {
