@@ -17,16 +17,27 @@ export const CredentialSchema = z.union([
 export type Credential = z.infer<typeof CredentialSchema>;
 
 /** Which credential a download uses, by the image's host or its image list (first match wins). */
+/**
+ * A rule always names the host the token goes to: the image list id and the URL of a queued
+ * event are only as trustworthy as whoever may publish to the queue, so a rule keyed by the list
+ * alone would send the token to any host an event names.
+ */
 export const CredentialRuleSchema = z
   .object({
     /** Host name of the image URL (exact, case-insensitive). */
-    host: z.string().min(1).optional(),
-    /** dc:identifier of the image list the image belongs to. */
+    host: z
+      .string({
+        error: (issue) =>
+          issue.input === undefined
+            ? 'a rule must name the host the credential is sent to (host = "…"); a rule with only imageList would send it to any host an event names'
+            : 'expected a host name',
+      })
+      .min(1),
+    /** dc:identifier of the image list the image belongs to (further narrows the rule). */
     imageList: z.string().min(1).optional(),
     credential: z.string().min(1),
   })
-  .strict()
-  .refine((rule) => rule.host !== undefined || rule.imageList !== undefined, 'a rule names a host or an imageList');
+  .strict();
 export type CredentialRule = z.infer<typeof CredentialRuleSchema>;
 
 /** The secret of credential `name`, registered so that no log line can print it. */
@@ -63,7 +74,7 @@ export function credentialNameFor(config: Config, image: { url?: string; imageLi
     host = undefined;
   }
   for (const rule of config.security.credentialRules) {
-    const hostOk = rule.host === undefined || rule.host.toLowerCase() === host;
+    const hostOk = rule.host.toLowerCase() === host;
     const listOk = rule.imageList === undefined || rule.imageList === image.imageListId;
     if (hostOk && listOk) return rule.credential;
   }

@@ -385,15 +385,16 @@ describe('acquireImage under heartbeat timeouts, stale attempts, a full disk and
     expect(await filesIn('nospace')).toEqual([]);
   });
 
-  test('with no credential named, security.credentialRules picks one by image host or image list', async () => {
+  test('with no credential named, security.credentialRules picks one by image host and image list', async () => {
     const rules = parseConfig(
       {
         worker: { workingFolder: work },
         security: {
           credentials: { appdb: 'rule-token-456', other: 'other-token' },
           credentialRules: [
-            { imageList: 'private-list', credential: 'other' },
+            { host: '127.0.0.1', imageList: 'private-list', credential: 'other' },
             { host: '127.0.0.1', imageList: 'appdb-list', credential: 'appdb' },
+            { host: 'appdb-pi.egi.eu', credential: 'appdb' },
           ],
         },
       },

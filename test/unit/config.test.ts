@@ -106,6 +106,26 @@ describe('loadConfig', () => {
   });
 });
 
+describe('credential rules', () => {
+  test('a rule without a host is refused, naming the rule: its token would go to any host an event names', () => {
+    const parse = (rule: Record<string, string>) =>
+      parseConfig({ security: { credentials: { appdb: 't' }, credentialRules: [rule] } }, 'test.conf');
+    const error = (() => {
+      try {
+        parse({ imageList: 'a6c4dc4b-3df6-4d3e-8c13-13d3e5f0c1a3', credential: 'appdb' });
+      } catch (err) {
+        return err;
+      }
+    })();
+    expect(error).toBeInstanceOf(ConfigError);
+    expect((error as Error).message).toContain('security.credentialRules.0.host');
+    expect((error as Error).message).toContain('a rule must name the host the credential is sent to');
+    expect(parse({ host: 'appdb-pi.egi.eu', imageList: 'l', credential: 'appdb' }).security.credentialRules).toEqual([
+      { host: 'appdb-pi.egi.eu', imageList: 'l', credential: 'appdb' },
+    ]);
+  });
+});
+
 describe('redaction', () => {
   test('redactConfig replaces the password, the Temporal API key and every named credential', () => {
     const config = parseConfig(
