@@ -8,12 +8,13 @@ import { publishBodies, queueDepth, waitFor } from '../support/bridge.js';
 import { startProductionTemporal, startWebUi, type ProductionTemporal } from '../support/production-temporal.js';
 import { deleteTopology, uniqueTopology, writeConf } from '../support/rabbit.js';
 import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/service-process.js';
+import { SA_STAGE } from '../../core/workflow-contract.js';
 import { servedDisk, startThrottledFileServer } from '../support/throttled-file-server.js';
 
 const IMAGES = 50;
-/** Every download takes ≈ 3 s, so a host always has downloads in flight when it is killed. */
+/** Every download takes ≈ 2 s, so a host always has downloads in flight when it is killed. */
 const IMAGE_MIB = 2;
-const RATE = 700 * 1024;
+const RATE = 1024 * 1024;
 /** Published before the server restart; the rest (and some repeats) while it is down. */
 const FIRST_BATCH = 25;
 const REPEATS = 5;
@@ -64,7 +65,7 @@ describe('the production topology: PostgreSQL-backed Temporal server, two worker
         `worker {
   workingFolder = "${dir}/${host}/work"
   hostTaskQueue = "${taskQueue}-${host}"
-  maxConcurrentFileSteps = 3
+  maxConcurrentFileSteps = 4
   heartbeatTimeoutMs = 5000
   hostScheduleToStartTimeoutMs = 10000
   retryInitialIntervalMs = 500
@@ -151,12 +152,18 @@ ${cloud.synnefoConf('prepare = false\n  cloud = "e2e"')}`,
     );
     await hostA.kill();
 
+    // Each host works through its images a few at a time (maxConcurrentFileSteps), on two cores
+    // shared with the server, PostgreSQL and the other test file jest runs meanwhile.
     await waitFor(
       'every image to be registered',
       async () => (await list(`WorkflowType = 'imageRevision' AND ExecutionStatus = 'Running'`)).length,
       (running) => running === 0,
-      240_000,
-    );
+      420_000,
+    ).catch(async (err: unknown) => {
+      throw new Error(
+        `${(err as Error).message}\n${await whereTheyAre(client, await list(`ExecutionStatus = 'Running'`))}`,
+      );
+    });
     expect(await queueDepth(topology.queue)).toBe(0);
     expect(await queueDepth(topology.deadLetterQueue).catch(() => 0)).toBe(0);
 
@@ -232,7 +239,7 @@ ${cloud.synnefoConf('prepare = false\n  cloud = "e2e"')}`,
       `production topology: ${IMAGES} images, registered by host A ${hosts.get(hostAQueue)}, host B ${hosts.get(`${taskQueue}-hostB`)}; ` +
         `${caught.length} moved from host A (killed mid-download) to host B; server down ${downMs} ms mid-ingest`,
     );
-  }, 600_000);
+  }, 840_000);
 });
 
 async function collect<T>(items: AsyncIterable<T>): Promise<T[]> {
@@ -275,6 +282,22 @@ async function downloadingOn(client: Client, running: WorkflowExecutionInfo[], h
     if (downloading) ids.push(r.workflowId);
   }
   return ids;
+}
+
+/** What each still-running workflow is doing: its stage, and its pending activities with their attempts and last failure. */
+async function whereTheyAre(client: Client, running: WorkflowExecutionInfo[]): Promise<string> {
+  const lines: string[] = [];
+  for (const r of running) {
+    const d = await client.workflow.getHandle(r.workflowId, r.runId).describe();
+    const pending = (d.raw.pendingActivities ?? []).map(
+      (a) =>
+        `${a.activityType?.name} attempt ${a.attempt} state ${a.state} worker ${a.lastWorkerIdentity ?? '-'}${a.lastFailure ? ` failure ${a.lastFailure.message}` : ''}`,
+    );
+    lines.push(
+      `${r.workflowId} [${String(r.typedSearchAttributes.get(SA_STAGE) ?? '')}] ${pending.join('; ') || 'no pending activity'}`,
+    );
+  }
+  return lines.join('\n');
 }
 
 async function psql(database: string, sql: string): Promise<string> {

@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -234,6 +234,23 @@ describe('fake kamaki behaves as kamaki 0.17 against Pithos+ and Plankton', () =
       ).id;
     expect(id('a', path.join(dir, 'kamakirc2'))).toBe(id('test', env.FAKE_KAMAKIRC!));
     expect(id('b', path.join(dir, 'kamakirc2'))).not.toBe(id('test', env.FAKE_KAMAKIRC!));
+  });
+});
+
+describe('the fakes share one state file safely', () => {
+  test('a lock left by a dead holder whose pid another process now has is taken over once it is stale', () => {
+    const lock = `${env.FAKE_SYNNEFO_STATE}.lock`;
+    // The pid of a live process (this test's), as a reused pid would be; written 11 s ago.
+    writeFileSync(lock, String(process.pid));
+    const old = new Date(Date.now() - 11_000);
+    utimesSync(lock, old, old);
+    const started = Date.now();
+    const r = run(KAMAKI, ['user', 'info', '--cloud', 'test', '--output-format', 'json']);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toHaveProperty('id');
+    // Taken over at once, not after the 30 s a live holder is waited for.
+    expect(Date.now() - started).toBeLessThan(20_000);
+    expect(existsSync(lock)).toBe(false);
   });
 });
 

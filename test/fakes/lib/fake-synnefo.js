@@ -24,6 +24,8 @@ function sleepSync(ms) {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
 
+const STALE_LOCK_MS = 10_000;
+
 /** Runs fn(state) under the lock and saves what it leaves in `state`. */
 export function withState(fn) {
   const file = statePath();
@@ -35,10 +37,14 @@ export function withState(fn) {
       break;
     } catch (err) {
       if (err.code !== 'EEXIST') throw err;
-      // A holder that died leaves its lock behind: take it over.
+      // A holder that died (killed by its step's cancellation, say) leaves its lock behind: take
+      // it over. Its pid alone cannot tell: pids wrap at 32768 here, and a busy machine hands a
+      // dead holder's pid to another process within seconds, so a lock older than any holder
+      // keeps it (a read-modify-write of the state takes milliseconds) is stale too.
       try {
         const holder = Number(fs.readFileSync(lock, 'utf8'));
-        if (holder && !isAlive(holder)) fs.rmSync(lock, { force: true });
+        const age = Date.now() - fs.statSync(lock).mtimeMs;
+        if ((holder && !isAlive(holder)) || age > STALE_LOCK_MS) fs.rmSync(lock, { force: true });
       } catch {
         /* raced with the holder's release */
       }
