@@ -8,7 +8,7 @@ import { publishBodies, queueDepth, waitFor } from '../support/bridge.js';
 import { startProductionTemporal, startWebUi, type ProductionTemporal } from '../support/production-temporal.js';
 import { deleteTopology, uniqueTopology, writeConf } from '../support/rabbit.js';
 import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/service-process.js';
-import { SA_STAGE } from '../../core/workflow-contract.js';
+import { SA_IMAGE_ID, SA_STAGE } from '../../core/workflow-contract.js';
 import { servedDisk, startThrottledFileServer } from '../support/throttled-file-server.js';
 
 const IMAGES = 50;
@@ -167,19 +167,29 @@ ${cloud.synnefoConf('prepare = false\n  cloud = "e2e"')}`,
     expect(await queueDepth(topology.queue)).toBe(0);
     expect(await queueDepth(topology.deadLetterQueue).catch(() => 0)).toBe(0);
 
-    // Nothing lost, nothing duplicated: fifty images on the cloud, one each, each registered by
-    // exactly one workflow execution (a repeat finds the image there and reuses it).
+    // Nothing lost, nothing duplicated: fifty images on the cloud, one per image identifier, and
+    // every registration completed, each image's with its image id. No two executions of an image
+    // both registered it; one may find the image there and reuse it (a repeat, or the next attempt
+    // after the host that registered it died, or after the restart lost the step's completion).
     const images = await cloud.images();
     const identifiers = images.map((i) => i.properties.VMCATCHER_DC_IDENTIFIER).sort();
     expect(identifiers).toEqual(events.map((_, n) => `topology-image-${n}`).sort());
     const registrations = await list(`WorkflowType = 'registerImage'`);
     expect(registrations.every((r) => r.status.name === 'COMPLETED')).toBe(true);
+    const imageIdOf = new Map(images.map((i) => [i.properties.VMCATCHER_DC_IDENTIFIER, i.id]));
     const registeredBy = new Map<string, number>();
+    const resultsOf = new Map<string, string>();
     for (const r of registrations) {
-      const result = (await client.workflow.getHandle(r.workflowId, r.runId).result()) as { reused?: boolean };
-      if (!result.reused) registeredBy.set(r.workflowId, (registeredBy.get(r.workflowId) ?? 0) + 1);
+      const result = (await client.workflow.getHandle(r.workflowId, r.runId).result()) as {
+        imageId: string;
+        reused: boolean;
+      };
+      const identifier = String(r.typedSearchAttributes.get(SA_IMAGE_ID));
+      expect([identifier, result.imageId]).toEqual([identifier, imageIdOf.get(identifier)]);
+      resultsOf.set(identifier, result.imageId);
+      if (!result.reused) registeredBy.set(identifier, (registeredBy.get(identifier) ?? 0) + 1);
     }
-    expect(registeredBy.size).toBe(IMAGES);
+    expect(resultsOf.size).toBe(IMAGES);
     expect([...registeredBy.values()].every((n) => n === 1)).toBe(true);
 
     // Both hosts registered images; what host A was downloading when it died finished on host B.
