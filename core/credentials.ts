@@ -16,11 +16,11 @@ export const CredentialSchema = z.union([
 ]);
 export type Credential = z.infer<typeof CredentialSchema>;
 
-/** Which credential a download uses, by the image's host or its image list (first match wins). */
 /**
- * A rule always names the host the token goes to: the image list id and the URL of a queued
- * event are only as trustworthy as whoever may publish to the queue, so a rule keyed by the list
- * alone would send the token to any host an event names.
+ * Which credential a download uses, by the image's host and, if the rule names one, its image
+ * list (first match wins). A rule always names the host the token goes to: the image list id and
+ * the URL of a queued event are only as trustworthy as whoever may publish to the queue, so a
+ * rule keyed by the list alone would send the token to any host an event names.
  */
 export const CredentialRuleSchema = z
   .object({
