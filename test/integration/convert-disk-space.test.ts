@@ -47,8 +47,9 @@ describe('convert and the disk', () => {
     worker: Record<string, unknown>,
     security: Record<string, unknown> = {},
     diskWatchMs?: number,
+    workingFolder = work,
   ) {
-    const config = parseConfig({ worker: { workingFolder: work, diskReservePercent: 0, ...worker }, security }, 'test');
+    const config = parseConfig({ worker: { workingFolder, diskReservePercent: 0, ...worker }, security }, 'test');
     const workflowId = `space ${file} ${Math.random()}`;
     const workDir = await createWorkDir(config, workflowId);
     const input = path.join(workDir, file);
@@ -110,16 +111,25 @@ describe('convert and the disk', () => {
   });
 
   test('a gzip whose output outgrows its estimate is stopped before the free space falls into the reserve, and its output deleted', async () => {
-    // Leave 256 MiB above the reserve: the 1 GiB of zeros does not fit.
-    const { free } = await filesystemSpace(work);
-    const { convert, left } = await run('liar.img.gz', 'gz', { diskReserveBytes: free - 256 * MiB }, {}, 50);
-    await expect(convert()).rejects.toMatchObject({
-      type: 'OutOfSpaceError',
-      nonRetryable: true,
-      message: expect.stringMatching(
-        /not enough disk space in .* for gunzip liar\.img\.gz: .*stopped before the disk filled up/,
-      ),
-    });
-    expect(await left()).toEqual(['liar.img.gz']);
+    // A filesystem of its own (a 512 MiB tmpfs; mounting needs root, as CI has): the free space
+    // it watches is this test's alone, whatever the test files running beside it write or delete.
+    const small = path.join(root.dir, 'small');
+    await execa('mkdir', ['-p', small]);
+    await execa('mount', ['-t', 'tmpfs', '-o', 'size=512M', 'tmpfs', small]);
+    try {
+      // Leave 256 MiB above the reserve: the 1 GiB of zeros does not fit.
+      const { free } = await filesystemSpace(small);
+      const { convert, left } = await run('liar.img.gz', 'gz', { diskReserveBytes: free - 256 * MiB }, {}, 50, small);
+      await expect(convert()).rejects.toMatchObject({
+        type: 'OutOfSpaceError',
+        nonRetryable: true,
+        message: expect.stringMatching(
+          /not enough disk space in .* for gunzip liar\.img\.gz: .*stopped before the disk filled up/,
+        ),
+      });
+      expect(await left()).toEqual(['liar.img.gz']);
+    } finally {
+      await execa('umount', [small]).catch(() => undefined);
+    }
   });
 });
