@@ -158,7 +158,7 @@ ${cloud.synnefoConf('prepare = false\n  cloud = "e2e"')}`,
       'every image to be registered',
       async () => (await list(`WorkflowType = 'imageRevision' AND ExecutionStatus = 'Running'`)).length,
       (running) => running === 0,
-      420_000,
+      600_000,
     ).catch(async (err: unknown) => {
       throw new Error(
         `${(err as Error).message}\n${await whereTheyAre(client, await list(`ExecutionStatus = 'Running'`))}`,
@@ -249,7 +249,7 @@ ${cloud.synnefoConf('prepare = false\n  cloud = "e2e"')}`,
       `production topology: ${IMAGES} images, registered by host A ${hosts.get(hostAQueue)}, host B ${hosts.get(`${taskQueue}-hostB`)}; ` +
         `${caught.length} moved from host A (killed mid-download) to host B; server down ${downMs} ms mid-ingest`,
     );
-  }, 840_000);
+  }, 1_000_000);
 });
 
 async function collect<T>(items: AsyncIterable<T>): Promise<T[]> {
