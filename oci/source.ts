@@ -47,6 +47,12 @@ export interface ReadRegistryProject {
   images: ListedImage[];
   /** Tags that name nothing this service can register, with the reason. */
   invalid: Array<{ identifier?: string; problem: string }>;
+  /**
+   * Images (by image id, as the events name them) whose read failed this run: a repository or tag
+   * that could not be listed or read. The sync keeps their images in the cloud, never expires them,
+   * and reports them as unread.
+   */
+  unread: Array<{ imageId: string; problem: string }>;
 }
 
 /** `registry.egi.eu/egi_vm_images`: how a project is named as an image list. */
@@ -162,6 +168,8 @@ export interface ReadRegistryOptions {
   logger: Logger;
   /** The login, when the caller resolved it already; else the source's credential is resolved here. */
   login?: RegistryLogin;
+  /** The images the subscription accepted last (a tag moved back to an older digest is refused). */
+  previous?: ListedImage[];
 }
 
 /**
@@ -236,5 +244,5 @@ export async function readRegistryProject({
     { registry: client.name, project: source.project, images: images.length, invalid: invalid.length },
     'registry project read',
   );
-  return { listId, images, invalid };
+  return { listId, images, invalid, unread: [] };
 }
