@@ -37,3 +37,18 @@ export async function runCli(
   const result = await execa('node', [BIN, ...args], options);
   return { exitCode: result.exitCode ?? -1, stdout: String(result.stdout), stderr: String(result.stderr) };
 }
+
+/**
+ * The same command line run from the TypeScript sources (through tsx), for the unit project:
+ * `npm run test:unit` needs nothing built. What runs is cli/main.ts's `main`, as
+ * bin/snf-vmcatcher.js runs the compiled one.
+ */
+export async function runCliFromSource(args: string[], opts: { timeoutMs?: number } = {}): Promise<CliResult> {
+  const entry = `import { main } from ${JSON.stringify(path.join(ROOT, 'cli/main.ts'))}; process.exitCode = await main(process.argv.slice(1));`;
+  const result = await execa('node', ['--import', 'tsx', '--input-type=module', '-e', entry, ...args], {
+    reject: false,
+    cwd: ROOT,
+    timeout: opts.timeoutMs ?? 60_000,
+  });
+  return { exitCode: result.exitCode ?? -1, stdout: String(result.stdout), stderr: String(result.stderr) };
+}

@@ -2,7 +2,7 @@
  * No Docker engine runs on the build machines, so the stack is checked statically: the compose
  * file against the Compose Specification schema (the copy dclint ships, validated with ajv),
  * the services' images, health checks and dependencies, the snf-vmcatcher commands they run
- * (against the real compiled CLI), their environment (against core/config.ts), and the
+ * (against the real CLI, run from its sources), their environment (against core/config.ts), and the
  * Dockerfile's base image.
  */
 import { existsSync, readFileSync } from 'node:fs';
@@ -13,7 +13,7 @@ import { execa } from 'execa';
 import { parse as parseYaml } from 'yaml';
 import { ENV_OVERRIDES, loadConfig } from '../../core/config.js';
 import { SEARCH_ATTRIBUTES } from '../../core/workflow-contract.js';
-import { ROOT, runCli } from '../support/cli.js';
+import { ROOT, runCliFromSource } from '../support/cli.js';
 import { TEMPORAL_SERVER, TEMPORAL_UI_SERVER, versions } from '../support/production-temporal.js';
 
 interface Healthcheck {
@@ -216,7 +216,7 @@ describe('docker-compose.yml', () => {
     'service %s runs an snf-vmcatcher command that exists: %j',
     async (_name, command) => {
       expect(command.length).toBeGreaterThan(0);
-      const result = await runCli([...command, '--help']);
+      const result = await runCliFromSource([...command, '--help']);
       expect(result.exitCode).toBe(0);
       expect(result.stdout).toMatch(/Usage|\$ /);
     },
