@@ -23,7 +23,7 @@ import { trailingHasher, type FileDigest, type TrailingHasher } from './trailing
 import type { AcquireInput, AcquiredImage, ActivityDeps, DownloadProgress } from './types.js';
 import { resolveInsideFolders, safeFileName, withWorkDir, type WorkDirLease } from './workspace.js';
 import { downloadBlob } from '../oci/blob.js';
-import { RegistryClient, resolveRegistryLogin } from '../oci/client.js';
+import { RegistryClient, registryAccess, resolveRegistryLogin } from '../oci/client.js';
 
 /** What the event promised about the file. */
 interface Expected {
@@ -438,6 +438,7 @@ async function downloadFromRegistry(
     login,
     security: config.security,
     insecureTls: req.insecureSsl,
+    ...registryAccess(config, blob.registry),
   });
   try {
     return await heartbeatingDownload(attempt, { url, dest, offset, total: size, timeout }, async (meter) => {

@@ -21,6 +21,7 @@ import { readImageList } from '../image-lists/read.js';
 import { compareVersions } from '../image-lists/sync-plan.js';
 import type { CloudInventory, CloudTarget } from '../clouds/target.js';
 import type { ActivityDeps } from './types.js';
+import { cancellationSignal } from './context.js';
 import { keepHeartbeating, whileHeartbeating } from './heartbeats.js';
 
 export interface SubscriptionDeps extends ActivityDeps {
@@ -124,7 +125,7 @@ export function createSubscriptionActivities({ config, logger, temporal, cloud }
         throw new InvalidInputError(`subscription ${subscription.url} is not a registry project`);
       const source = { ...project, credential: subscription.credential, vo: subscription.vo };
       return whileHeartbeating({ step: `read the registry project ${subscription.url}` }, () =>
-        readRegistryProject({ source, config, logger: log }),
+        readRegistryProject({ source, config, logger: log, signal: cancellationSignal() }),
       );
     },
 

@@ -286,6 +286,21 @@ export const SubscriptionSchema = z
   .strict();
 export type Subscription = z.infer<typeof SubscriptionSchema>;
 
+/** A URL of http(s), without credentials (a registry's, a token service's). */
+const RegistryUrlBase = z.string().superRefine((text, ctx) => {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    ctx.addIssue({ code: 'custom', message: `'${text}' is not a URL (expected https://…)` });
+    return;
+  }
+  if (!['http:', 'https:'].includes(url.protocol))
+    ctx.addIssue({ code: 'custom', message: `scheme ${url.protocol} is not supported (expected https:)` });
+  if (url.username || url.password)
+    ctx.addIssue({ code: 'custom', message: 'the URL carries credentials: name a credential instead' });
+});
+
 /** A registry's base URL: http(s), nothing but the host (and port), no credentials. */
 const RegistryUrlSchema = z.string().superRefine((text, ctx) => {
   let url: URL;
@@ -341,12 +356,46 @@ export const RegistrySubscriptionSchema = z
     repositories: z.array(z.string().min(1)).optional(),
     /** How to list the project: Harbor's API, the distribution catalog, or whichever the registry is (default). */
     api: z.enum(['auto', 'harbor', 'distribution']).optional(),
+    /**
+     * The registry's token service when it is not on the registry's own origin (Docker Hub's
+     * auth.docker.io, a GitLab instance): the only other realm the login is sent to. https.
+     */
+    tokenRealm: RegistryUrlBase.optional(),
+    /** Tests only: plain http may carry the login and tokens when the registry (and realm) are on 127.0.0.1. */
+    plainHttpOnLoopback: z.boolean().optional(),
+    /** The most pages one listing (the catalog, a repository's tags) may take; more fails that listing. */
+    maxPages: z.number().int().positive().optional(),
+    /** The most names one listing may give (the project's repositories, a repository's tags). */
+    maxItems: z.number().int().positive().optional(),
     every: DurationSchema.optional(),
     vo: z.string().min(1).optional(),
     cloud: z.string().min(1).optional(),
     paused: z.boolean().optional(),
   })
-  .strict();
+  .strict()
+  .superRefine((sub, ctx) => {
+    const parse = (text: string): URL | undefined => {
+      try {
+        return new URL(text);
+      } catch {
+        return undefined;
+      }
+    };
+    const loopback = (text: string) => ['127.0.0.1', '[::1]'].includes(parse(text)?.hostname ?? '');
+    if (sub.plainHttpOnLoopback && !loopback(sub.registry))
+      ctx.addIssue({
+        code: 'custom',
+        path: ['plainHttpOnLoopback'],
+        message: 'is for a test registry on 127.0.0.1 only; a registry elsewhere is reached over https',
+      });
+    const realm = sub.tokenRealm ? parse(sub.tokenRealm) : undefined;
+    if (realm && realm.protocol !== 'https:' && !(sub.plainHttpOnLoopback && loopback(realm.href)))
+      ctx.addIssue({
+        code: 'custom',
+        path: ['tokenRealm'],
+        message: 'must be https: the registry login is sent there',
+      });
+  });
 export type RegistrySubscription = z.infer<typeof RegistrySubscriptionSchema>;
 
 /** One entry of `subscriptions`: a registry project when it names a registry, else an image list. */

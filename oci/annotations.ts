@@ -1,8 +1,10 @@
 /**
  * A registry image → the image event every source produces (core/event.ts), so registry images
  * flow through the same workflows as list images. The annotations EGI sets become the event's
- * fields where the event has one (os_distro → osName, …) and, as EGI names them in Glance, the
- * image's properties, so monitoring that looks for them finds them. Pure: no I/O.
+ * fields where the event has one (os_distro → osName, …) and, for an allow-list of descriptive
+ * keys, as EGI names them in Glance, the image's properties, so monitoring that looks for them
+ * finds them. The image's identity (list id, image id) is the caller's: the configuration's
+ * registry and project and the repository's name, never an annotation. Pure: no I/O.
  */
 import { ImageEventSchema, type ImageEvent } from '../core/event.js';
 import type { DiskManifest } from './manifest.js';
@@ -20,24 +22,42 @@ const ANNOTATION_FIELDS = {
   'org.opencontainers.image.title': 'title',
 } as const satisfies Record<string, keyof ImageEvent>;
 
-/** Annotations copied as image properties (besides every org.openstack.glance.* and eu.egi.cloud.* one). */
-const COPIED_ANNOTATIONS = [
-  'org.opencontainers.image.revision',
-  'org.opencontainers.image.source',
-  'org.opencontainers.image.created',
-];
+/** When the manifest was made (oras and EGI's pipeline set it): what tells an older image of a tag from a newer. */
+export const CREATED = 'org.opencontainers.image.created';
 
 /**
- * The image's properties, named as EGI's sync names them in Glance: `org.openstack.glance.X` → `X`
- * (os_distro, os_version, os_type, architecture, os_admin_user, disk_format, container_format),
- * the others under their own name (eu.egi.cloud.tag, org.opencontainers.image.revision, …).
+ * The annotations that become image properties, and the property each becomes (as EGI's sync
+ * names them in Glance). An allow-list of descriptive keys: the publisher describes its image,
+ * and nothing else. Everything else is ignored, so an annotation can never set an identity
+ * property (VMCATCHER_*), a checksum, or what snf-image acts on at deploy time (ROOT_PARTITION,
+ * USERS, OSFAMILY, EXCLUDE_*, SWAP, PASSWORD…), nor a Glance property Nova acts on (hw_*,
+ * img_*, os_secure_boot…): `org.openstack.glance.ROOT_PARTITION` is dropped like any key not listed.
+ */
+export const ANNOTATION_PROPERTIES: Readonly<Record<string, string>> = {
+  [`${GLANCE}os_distro`]: 'os_distro',
+  [`${GLANCE}os_version`]: 'os_version',
+  [`${GLANCE}os_type`]: 'os_type',
+  [`${GLANCE}architecture`]: 'architecture',
+  [`${GLANCE}os_admin_user`]: 'os_admin_user',
+  [`${GLANCE}disk_format`]: 'disk_format',
+  [`${GLANCE}container_format`]: 'container_format',
+  'eu.egi.cloud.description': 'eu.egi.cloud.description',
+  'eu.egi.cloud.tag': 'eu.egi.cloud.tag',
+  'org.opencontainers.image.revision': 'org.opencontainers.image.revision',
+  'org.opencontainers.image.source': 'org.opencontainers.image.source',
+  [CREATED]: CREATED,
+};
+
+/**
+ * The image's properties from the allow-listed annotations (ANNOTATION_PROPERTIES), named as
+ * EGI's sync names them in Glance: `org.openstack.glance.os_distro` → `os_distro`, the others
+ * under their own name (eu.egi.cloud.tag, org.opencontainers.image.revision, …).
  */
 export function annotationProperties(annotations: Record<string, string>): Record<string, string> {
   const properties: Record<string, string> = {};
   for (const [key, value] of Object.entries(annotations)) {
-    if (value === '') continue;
-    if (key.startsWith(GLANCE)) properties[key.slice(GLANCE.length)] = value;
-    else if (key.startsWith('eu.egi.cloud.') || COPIED_ANNOTATIONS.includes(key)) properties[key] = value;
+    const property = Object.hasOwn(ANNOTATION_PROPERTIES, key) ? ANNOTATION_PROPERTIES[key] : undefined;
+    if (property && value !== '') properties[property] = value;
   }
   return properties;
 }

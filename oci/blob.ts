@@ -3,7 +3,10 @@
  * its size taken from the descriptor, its sha256 checked in the same pass as the write (the bytes
  * already on disk are hashed first). The registry's redirect to blob storage is followed by the
  * client without the credentials (core/http.ts). A blob whose bytes do not match its digest is
- * refused with ImageIntegrityError and its file removed.
+ * refused with ImageIntegrityError and its file removed. Faults that another attempt can mend are
+ * transient FetchErrors, the file kept: a 206 whose Content-Range does not start where the file
+ * ends, a 401/403 from blob storage (an expired signed URL; RegistryClient.get); a 401/403 from the
+ * registry itself is the credential's, permanent.
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
@@ -48,6 +51,21 @@ export async function downloadBlob(
       headers: have > 0 ? { range: `bytes=${have}-` } : {},
       signal: opts.signal,
     });
+    if (response.status === 206) {
+      // A range that does not start where the file ends would splice wrong bytes in: the answer is
+      // the server's fault, not the blob's. Transient: the next attempt asks for the range again.
+      const range = response.headers['content-range'];
+      const start = /^bytes (\d+)-\d+\/(?:\d+|\*)$/.exec(
+        String(Array.isArray(range) ? range[0] : (range ?? '')).trim(),
+      );
+      if (!start || Number(start[1]) !== have) {
+        await response.body.dump().catch(() => undefined);
+        throw new FetchError(
+          `${what}: asked for bytes from ${have}, the answer's Content-Range is '${String(range ?? '(none)')}'; the range is asked again`,
+          { status: 206 },
+        );
+      }
+    }
     // A server that ignores Range sends everything again: start the file over.
     const append = have > 0 && response.status === 206;
     const pass = append ? hash : createHash('sha256');

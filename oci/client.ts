@@ -3,20 +3,19 @@
  * list a project's repositories): anonymous, basic or Bearer-token access as the registry's
  * challenge asks, the project's redirect policy (credentials never follow a redirect to another
  * host), and errors that name the registry.
+ *
+ * The credential goes to the registry only, and only over TLS: every request stays on the
+ * registry's origin (scheme, host and port); the token service is the registry's own origin or a
+ * realm the configuration names (`tokenRealm`), over https; a 401 or 403 from another host (blob
+ * storage a redirect reached) is that host's failure, never answered with the login. Plain http
+ * carries a login or a token only to a registry on 127.0.0.1 and only with `plainHttpOnLoopback`
+ * (tests).
  */
 import type { Dispatcher } from 'undici';
 import type { Config } from '../core/config.js';
 import { resolveCredential } from '../core/credentials.js';
 import { ConfigError, FetchError } from '../core/errors.js';
-import {
-  basicAuth,
-  createDispatcher,
-  httpGet,
-  readBodyLimited,
-  redact,
-  sameHost,
-  type HttpResponse,
-} from '../core/http.js';
+import { basicAuth, createDispatcher, httpGet, readBodyLimited, redact, type HttpResponse } from '../core/http.js';
 import { parseChallenges, pullScope, tokenFromResponse, type Challenge } from './auth.js';
 
 /** A registry login: Harbor robot accounts and htpasswd users alike. Never logged, never in workflow history. */
@@ -44,12 +43,39 @@ export async function resolveRegistryLogin(config: Config, name: string): Promis
 
 export type RegistrySecurity = Pick<Config['security'], 'connectTimeoutMs' | 'readTimeoutMs' | 'maxRedirects'>;
 
-export interface RegistryClientOptions {
+export interface RegistryClientOptions extends RegistryAccess {
   /** The registry's base URL (`https://registry.egi.eu`). */
   registry: URL;
   login?: RegistryLogin;
   security: RegistrySecurity;
   insecureTls?: boolean;
+}
+
+/** What the site's configuration says about talking to one registry (its subscriptions' keys). */
+export interface RegistryAccess {
+  /** Token services besides the registry's own origin that may receive the login (`tokenRealm`). */
+  tokenRealms?: string[];
+  /** Tests only: plain http may carry the login and tokens, to 127.0.0.1 (or ::1) and nowhere else. */
+  plainHttpOnLoopback?: boolean;
+}
+
+/**
+ * The site's settings for a registry, from the registry subscriptions of the configuration that
+ * name its origin: every `tokenRealm` they give, and `plainHttpOnLoopback` if one sets it.
+ */
+export function registryAccess(config: Pick<Config, 'registrySubscriptions'>, registry: URL): RegistryAccess {
+  const subs = config.registrySubscriptions.filter((sub) => new URL(sub.registry).origin === registry.origin);
+  return {
+    tokenRealms: subs.flatMap((sub) => (sub.tokenRealm ? [sub.tokenRealm] : [])),
+    plainHttpOnLoopback: subs.some((sub) => sub.plainHttpOnLoopback === true),
+  };
+}
+
+const LOOPBACK = new Set(['127.0.0.1', '[::1]']);
+
+/** Where a login, a token or a token request may travel: https, or http to loopback when the site allows it. */
+function secureChannel(url: URL, plainHttpOnLoopback: boolean | undefined): boolean {
+  return url.protocol === 'https:' || (plainHttpOnLoopback === true && LOOPBACK.has(url.hostname));
 }
 
 export interface RegistryGet {
@@ -88,15 +114,19 @@ export class RegistryClient {
   }
 
   /**
-   * GET a path of the registry. An answer of 401 is met once: with Basic credentials when the
-   * registry asks for them, or with a token from the token service its challenge names; a second
-   * 401 (or 403) is a permanent error naming the registry and the credential.
+   * GET a path of the registry (or a URL on its origin: a pagination link). An answer of 401 is
+   * met once: with Basic credentials when the registry asks for them, or with a token from the
+   * token service its challenge names; a second 401 (or 403) is a permanent error naming the
+   * registry and the credential. A 401 or 403 from another host (blob storage after a redirect)
+   * is not the credential's: a transient error naming that host (a signed URL that expired is
+   * signed again by the next request to the registry).
    */
-  async get(pathAndQuery: string, req: RegistryGet = {}): Promise<HttpResponse> {
-    const url = new URL(pathAndQuery.replace(/^\/+/, ''), this.registry);
+  async get(target: string | URL, req: RegistryGet = {}): Promise<HttpResponse> {
+    const url = this.resolve(target);
     const scope = req.scope ?? '';
     for (let attempt = 0; ; attempt++) {
       const cached = this.cachedAuthorization(scope);
+      if (cached) this.assertSecureChannel(url, 'a token or the login');
       const response = await httpGet(url, {
         dispatcher: this.dispatcher,
         redirects: { maxRedirects: this.opts.security.maxRedirects },
@@ -107,18 +137,34 @@ export class RegistryClient {
       });
       if (response.status !== 401 && response.status !== 403) return response;
       await response.body.dump().catch(() => undefined);
+      if (response.url.origin !== this.registry.origin) throw this.foreignRefusal(url, response);
       if (response.status === 403 || attempt > 0) throw this.refused(url, response.status);
-      await this.authenticate(parseChallenges(response.headers['www-authenticate']), scope, url);
+      await this.authenticate(parseChallenges(response.headers['www-authenticate']), scope, url, req.signal);
     }
+  }
+
+  /**
+   * A path (`v2/…`, appended to the registry's base, never parsed as a URL of its own) or a URL,
+   * which must be on the registry's origin: nothing this client sends its login with leaves it.
+   */
+  resolve(target: string | URL): URL {
+    const url =
+      typeof target === 'string' ? new URL(this.registry.href + target.replace(/^\/+/, '')) : new URL(target.href);
+    if (url.origin !== this.registry.origin)
+      throw new FetchError(
+        `registry ${this.name}: ${redact(url)} is not on the registry (${this.registry.origin}); not requested`,
+        { permanent: true },
+      );
+    return url;
   }
 
   /** GET a JSON document (bounded), with the response's headers. */
   async getJson(
-    pathAndQuery: string,
+    target: string | URL,
     req: RegistryGet = {},
   ): Promise<{ body: unknown; bytes: Buffer; response: HttpResponse }> {
-    const response = await this.get(pathAndQuery, { accept: ['application/json'], ...req });
-    const bytes = await readBodyLimited(response, MAX_REGISTRY_JSON_BYTES, `${this.name}: ${pathAndQuery}`);
+    const response = await this.get(target, { accept: ['application/json'], ...req });
+    const bytes = await readBodyLimited(response, MAX_REGISTRY_JSON_BYTES, `${this.name}: ${redact(response.url)}`);
     try {
       return { body: JSON.parse(bytes.toString('utf8')), bytes, response };
     } catch {
@@ -140,6 +186,24 @@ export class RegistryClient {
     return undefined;
   }
 
+  /** A 401 or 403 from a host a redirect reached: that host's answer, not a verdict on the credential. */
+  private foreignRefusal(url: URL, response: HttpResponse): FetchError {
+    return new FetchError(
+      `registry ${this.name}: ${response.url.host}, where the registry redirected ${redact(url)}, answered HTTP ${response.status} (blob storage; no credential is sent there, so not the credential's fault: an expired signed URL is signed again on the next attempt)`,
+      { status: response.status },
+    );
+  }
+
+  /** Refuses to send a login or a token over plain http (except to loopback where the site allows it). */
+  private assertSecureChannel(url: URL, what: string): void {
+    if (secureChannel(url, this.opts.plainHttpOnLoopback)) return;
+    const who = this.opts.login ? `the credential '${this.opts.login.name}'` : what;
+    throw new FetchError(
+      `registry ${this.name}: ${redact(new URL(url.pathname, url))} is plain http; refusing to send ${who} in clear (use https)`,
+      { permanent: true },
+    );
+  }
+
   private refused(url: URL, status: number): FetchError {
     const who = this.opts.login
       ? `the credential '${this.opts.login.name}' (user ${this.opts.login.username})`
@@ -154,11 +218,16 @@ export class RegistryClient {
     );
   }
 
-  private async authenticate(challenges: Challenge[], scope: string, url: URL): Promise<void> {
+  private async authenticate(
+    challenges: Challenge[],
+    scope: string,
+    url: URL,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
     const bearer = challenges.find((c) => c.scheme === 'bearer');
     const basic = challenges.find((c) => c.scheme === 'basic');
     if (bearer) {
-      const header = await this.fetchToken(bearer, scope, url);
+      const header = await this.fetchToken(bearer, scope, url, signal);
       this.authorizations.set(header.scope, {
         header: `Bearer ${header.token}`,
         until: Date.now() + Math.max(10, header.expiresInS - 10) * 1000,
@@ -172,6 +241,7 @@ export class RegistryClient {
           `registry ${this.name} requires a login for ${redact(url)}: name a credential in the subscription`,
           { permanent: true, status: 401 },
         );
+      this.assertSecureChannel(url, 'the login');
       this.authorizations.set('', {
         header: basicAuth(this.opts.login.username, this.opts.login.password),
         until: Number.POSITIVE_INFINITY,
@@ -187,13 +257,16 @@ export class RegistryClient {
 
   /**
    * The Bearer flow: GET the realm with `service` and `scope` (the challenge's scope, else ours),
-   * sending the login as Basic only where it may go: the registry's own host, or a token service
-   * over https. A token service on plain http elsewhere would receive the password in clear.
+   * sending the login as Basic. The realm must be a token service the site trusts with the login:
+   * on the registry's own origin or one the configuration names (`tokenRealm`), and over https.
+   * Any other realm is refused before a request is made, login or not (a challenge must not make
+   * the worker fetch what it names).
    */
   private async fetchToken(
     challenge: Challenge,
     scope: string,
     url: URL,
+    signal: AbortSignal | undefined,
   ): Promise<{ token: string; expiresInS: number; scope: string }> {
     const realmText = challenge.params.realm;
     let realm: URL;
@@ -205,24 +278,31 @@ export class RegistryClient {
         status: 401,
       });
     }
+    const configured = (this.opts.tokenRealms ?? []).some((text) => {
+      const allowed = new URL(text);
+      return allowed.origin === realm.origin && allowed.pathname === realm.pathname;
+    });
+    if (realm.origin !== this.registry.origin && !configured)
+      throw new FetchError(
+        `registry ${this.name}: its challenge names the token service ${redact(new URL(realm.pathname, realm))}, which is neither on the registry nor the subscription's tokenRealm; not contacted`,
+        { permanent: true },
+      );
+    if (!secureChannel(realm, this.opts.plainHttpOnLoopback))
+      throw new FetchError(
+        `registry ${this.name}: its token service ${redact(new URL(realm.pathname, realm))} is plain http; not contacted (use https)`,
+        { permanent: true },
+      );
     const wanted = challenge.params.scope ?? scope;
     if (challenge.params.service) realm.searchParams.set('service', challenge.params.service);
     if (wanted) for (const s of wanted.split(' ')) realm.searchParams.append('scope', s);
     const login = this.opts.login;
-    if (login && !sameHost(realm.hostname, this.registry.hostname) && realm.protocol !== 'https:') {
-      throw new FetchError(
-        `registry ${this.name}: its token service ${redact(realm)} is on another host over plain http; refusing to send the credential '${login.name}' there`,
-        {
-          permanent: true,
-        },
-      );
-    }
     if (login) realm.searchParams.set('account', login.username);
     const response = await httpGet(realm, {
       dispatcher: this.dispatcher,
       redirects: { maxRedirects: this.opts.security.maxRedirects },
       headers: { accept: 'application/json' },
       credentialHeaders: login ? { authorization: basicAuth(login.username, login.password) } : undefined,
+      signal,
       returnStatuses: [401, 403],
     });
     if (response.status === 401 || response.status === 403) {
@@ -257,15 +337,23 @@ export class RegistryClient {
   }
 }
 
-/** The `rel="next"` target of a `Link` header (registry and Harbor pagination), relative to `base`. */
-export function nextLink(header: string | string[] | undefined, base: URL): string | undefined {
+/**
+ * The `rel="next"` target of a `Link` header (registry and Harbor pagination), resolved against
+ * `base` (the page that carried it). The caller checks it is on the registry (RegistryClient.resolve).
+ */
+export function nextLink(header: string | string[] | undefined, base: URL): URL | undefined {
   const values = Array.isArray(header) ? header : header ? [header] : [];
   for (const value of values) {
     for (const part of value.split(/,(?=\s*<)/)) {
       const match = /^\s*<([^>]*)>\s*;(.*)$/.exec(part);
       if (match && /(^|;)\s*rel="?next"?\s*(;|$)/i.test(match[2])) {
-        const next = new URL(match[1], base);
-        return `${next.pathname}${next.search}`;
+        try {
+          return new URL(match[1], base);
+        } catch {
+          throw new FetchError(`${redact(base)}: its Link header names an invalid URL ('${match[1]}')`, {
+            permanent: true,
+          });
+        }
       }
     }
   }

@@ -5,16 +5,17 @@
  * into the event a list image would be. What a subscription's sync then plans and delivers is
  * the same as for a list (image-lists/sync-plan.ts).
  */
-import type { Config } from '../core/config.js';
+import { registrySubscriptionKey, type Config } from '../core/config.js';
 import { FetchError, InvalidInputError } from '../core/errors.js';
-import { readBodyLimited } from '../core/http.js';
+import { readBodyLimited, redact } from '../core/http.js';
 import type { Logger } from '../core/logging.js';
 import type { ListedImage } from '../core/workflow-contract.js';
 import { compareVersions } from '../image-lists/sync-plan.js';
-import { registryImageToEvent } from './annotations.js';
+import { CREATED, registryImageToEvent, shortName } from './annotations.js';
 import {
   MAX_REGISTRY_JSON_BYTES,
   nextLink,
+  registryAccess,
   RegistryClient,
   resolveRegistryLogin,
   type RegistryLogin,
@@ -39,6 +40,26 @@ export interface RegistrySource {
   repositories?: string[];
   vo?: string;
   api?: RegistryApi;
+  /** The registry's token service when not on its own origin (the only other host the login goes to). */
+  tokenRealm?: string;
+  /** Tests only: plain http may carry the login to a registry on 127.0.0.1. */
+  plainHttpOnLoopback?: boolean;
+  /** Most pages one listing may take (DEFAULT_MAX_PAGES). */
+  maxPages?: number;
+  /** Most names one listing may give (DEFAULT_MAX_ITEMS). */
+  maxItems?: number;
+}
+
+/** A listing (the catalog, a repository's tags) stops with an error past this many pages… */
+export const DEFAULT_MAX_PAGES = 1000;
+/** …or this many names. */
+export const DEFAULT_MAX_ITEMS = 100_000;
+
+/** How far a listing may go, and what stops it early. */
+export interface ListingBounds {
+  maxPages: number;
+  maxItems: number;
+  signal?: AbortSignal;
 }
 
 export interface ReadRegistryProject {
@@ -71,20 +92,48 @@ export function tagPattern(source: Pick<RegistrySource, 'tags'>): RegExp {
 
 const PAGE = 100;
 
-/** Follows `Link: <…>; rel="next"` from `first`, collecting what `take` finds on each page. */
+/**
+ * Follows `Link: <…>; rel="next"` from `first`, collecting what `take` finds on each page: on the
+ * registry's own origin only (a link elsewhere fails the listing, it is never followed), at most
+ * `maxPages` pages and `maxItems` names (more fails the listing, so a registry that never stops
+ * paging cannot hold the worker), stopped by the signal.
+ */
 async function paged<T>(
   client: RegistryClient,
   first: string,
   scope: string | undefined,
   take: (body: unknown) => T[],
+  what: string,
+  bounds: ListingBounds,
 ): Promise<T[]> {
   const items: T[] = [];
   const seen = new Set<string>();
-  for (let next: string | undefined = first; next && !seen.has(next);) {
-    seen.add(next);
-    const { body, response } = await client.getJson(next, { scope });
+  let pages = 0;
+  for (let next: string | URL | undefined = first; next !== undefined;) {
+    bounds.signal?.throwIfAborted();
+    const url = client.resolve(next);
+    if (seen.has(url.href)) break;
+    if (pages >= bounds.maxPages)
+      throw new FetchError(
+        `registry ${client.name}: ${what} goes on past ${bounds.maxPages} pages (maxPages); the listing was stopped, nothing of it is used`,
+        { permanent: true },
+      );
+    seen.add(url.href);
+    pages++;
+    const { body, response } = await client.getJson(url, { scope, signal: bounds.signal });
     items.push(...take(body));
-    next = nextLink(response.headers.link, response.url);
+    if (items.length > bounds.maxItems)
+      throw new FetchError(
+        `registry ${client.name}: ${what} has more than ${bounds.maxItems} names (maxItems); the listing was stopped, nothing of it is used`,
+        { permanent: true },
+      );
+    const link = nextLink(response.headers.link, response.url);
+    if (link && link.origin !== client.registry.origin)
+      throw new FetchError(
+        `registry ${client.name}: ${what}: the next page's Link names ${redact(link)}, not the registry (${client.registry.origin}); not followed`,
+        { permanent: true },
+      );
+    next = link;
   }
   return items;
 }
@@ -98,9 +147,9 @@ function stringsAt(body: unknown, key: string, where: string): string[] {
 }
 
 /** Harbor answers its system information to anyone; the distribution server has no such path. */
-async function isHarbor(client: RegistryClient): Promise<boolean> {
+async function isHarbor(client: RegistryClient, signal?: AbortSignal): Promise<boolean> {
   try {
-    const { body } = await client.getJson('api/v2.0/systeminfo');
+    const { body } = await client.getJson('api/v2.0/systeminfo', { signal });
     return typeof body === 'object' && body !== null && 'harbor_version' in body;
   } catch (err) {
     if (err instanceof FetchError && err.status === 404) return false;
@@ -108,35 +157,58 @@ async function isHarbor(client: RegistryClient): Promise<boolean> {
   }
 }
 
+const UNBOUNDED: ListingBounds = { maxPages: DEFAULT_MAX_PAGES, maxItems: DEFAULT_MAX_ITEMS };
+
 /** The repositories of a project, project prefix included (`egi_vm_images/ubuntu`), sorted. */
 export async function listRepositories(
   client: RegistryClient,
   project: string,
   api: RegistryApi = 'auto',
+  bounds: ListingBounds = UNBOUNDED,
 ): Promise<string[]> {
-  const harbor = api === 'harbor' || (api === 'auto' && (await isHarbor(client)));
+  const harbor = api === 'harbor' || (api === 'auto' && (await isHarbor(client, bounds.signal)));
   let names: string[];
   if (harbor) {
     const first = `api/v2.0/projects/${encodeURIComponent(project)}/repositories?page_size=${PAGE}&page=1`;
-    names = await paged(client, first, undefined, (body) => {
-      if (!Array.isArray(body))
-        throw new FetchError(`registry ${client.name}: the repositories of project ${project} are not a list`, {
-          permanent: true,
-        });
-      return body.map((r) => String((r as { name?: unknown }).name ?? ''));
-    });
-  } else {
-    const all = await paged(client, `v2/_catalog?n=${PAGE}`, 'registry:catalog:*', (body) =>
-      stringsAt(body, 'repositories', `registry ${client.name} catalog`),
+    names = await paged(
+      client,
+      first,
+      undefined,
+      (body) => {
+        if (!Array.isArray(body))
+          throw new FetchError(`registry ${client.name}: the repositories of project ${project} are not a list`, {
+            permanent: true,
+          });
+        return body.map((r) => String((r as { name?: unknown }).name ?? ''));
+      },
+      `the repositories of project ${project}`,
+      bounds,
     );
-    names = all;
+  } else {
+    names = await paged(
+      client,
+      `v2/_catalog?n=${PAGE}`,
+      'registry:catalog:*',
+      (body) => stringsAt(body, 'repositories', `registry ${client.name} catalog`),
+      'the catalog',
+      bounds,
+    );
   }
   return [...new Set(names.filter((n) => n.startsWith(`${project}/`)))].sort();
 }
 
-export async function listTags(client: RegistryClient, repository: string): Promise<string[]> {
-  return paged(client, `v2/${repository}/tags/list?n=${PAGE}`, client.scopeFor(repository), (body) =>
-    stringsAt(body, 'tags', `registry ${client.name} ${repository}`),
+export async function listTags(
+  client: RegistryClient,
+  repository: string,
+  bounds: ListingBounds = UNBOUNDED,
+): Promise<string[]> {
+  return paged(
+    client,
+    `v2/${repository}/tags/list?n=${PAGE}`,
+    client.scopeFor(repository),
+    (body) => stringsAt(body, 'tags', `registry ${client.name} ${repository}`),
+    `the tags of ${repository}`,
+    bounds,
   );
 }
 
@@ -145,10 +217,12 @@ export async function readManifest(
   client: RegistryClient,
   repository: string,
   reference: string,
+  signal?: AbortSignal,
 ): Promise<DiskManifest> {
   const response = await client.get(`v2/${repository}/manifests/${reference}`, {
     accept: ACCEPTED_MANIFESTS,
     scope: client.scopeFor(repository),
+    signal,
   });
   const bytes = await readBodyLimited(response, MAX_REGISTRY_JSON_BYTES, `manifest ${repository}:${reference}`);
   const header = response.headers['docker-content-digest'];
@@ -170,61 +244,193 @@ export interface ReadRegistryOptions {
   login?: RegistryLogin;
   /** The images the subscription accepted last (a tag moved back to an older digest is refused). */
   previous?: ListedImage[];
+  /** Stops the read (the activity's cancellation: cancelled, timed out, worker shutting down). */
+  signal?: AbortSignal;
+}
+
+/** A repository name as the distribution spec writes them (lower-case components separated by `/`). */
+const REPOSITORY_NAME = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$/;
+/** A tag as the distribution spec writes them: nothing that could be read as a path. */
+const TAG_NAME = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
+
+/**
+ * Whether a read failure is the whole registry's (the run fails: a refused login, a cancelled
+ * read, a configuration error) rather than one repository's or tag's (kept as unread).
+ */
+function failsTheRead(err: unknown, signal: AbortSignal | undefined): boolean {
+  if (signal?.aborted) return true;
+  if (!(err instanceof FetchError)) return !(err instanceof InvalidInputError);
+  return err.status === 401 || err.status === 403;
+}
+
+/** The problem of an error, for `invalid` and `unread` (its message). */
+function problemOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** The site's settings for the project: its configuration entry wins over the source's own. */
+function siteSettings(config: Config, source: RegistrySource): RegistrySource {
+  const key = registrySubscriptionKey(source);
+  const configured = config.registrySubscriptions.find((sub) => registrySubscriptionKey(sub) === key);
+  return {
+    ...source,
+    tokenRealm: configured?.tokenRealm ?? source.tokenRealm,
+    plainHttpOnLoopback: configured?.plainHttpOnLoopback ?? source.plainHttpOnLoopback,
+    maxPages: configured?.maxPages ?? source.maxPages,
+    maxItems: configured?.maxItems ?? source.maxItems,
+  };
+}
+
+function createdAt(annotations: Record<string, string> | undefined): number | undefined {
+  const text = annotations?.[CREATED];
+  const time = text ? Date.parse(text) : NaN;
+  return Number.isFinite(time) ? time : undefined;
 }
 
 /**
- * Reads what a registry project offers now. A repository's selected tags that name different
- * manifests make one image ambiguous: the newest tag (natural order) is taken and the others
- * reported. A manifest this service cannot read is reported and skipped; a refused login or an
- * unreachable registry fails the whole read (nothing would be known about the project).
+ * Why the image `tag` (its manifest) would be older than the one the subscription accepted last,
+ * or undefined when it is not: its tag sorts before the accepted one's (natural order, as tags
+ * are chosen), or it is the same tag on another disk whose manifest was created
+ * (`org.opencontainers.image.created`) before the accepted one. A manifest without a creation
+ * time is not called older: nothing says it is.
+ */
+export function rollback(tag: string, manifest: DiskManifest, accepted: ListedImage['event']): string | undefined {
+  if (!accepted.version) return undefined;
+  const order = compareVersions(tag, accepted.version);
+  if (order < 0) return `tag ${tag} is older than ${accepted.version}, the tag registered last`;
+  if (order > 0 || manifest.disk.digest === `sha256:${accepted.checksumSha256 ?? ''}`) return undefined;
+  const now = createdAt(manifest.annotations);
+  const before = createdAt(accepted.properties);
+  if (now !== undefined && before !== undefined && now < before)
+    return `tag ${tag} moved back to a manifest created ${manifest.annotations[CREATED]}, before the one registered last (${accepted.properties?.[CREATED]})`;
+  return undefined;
+}
+
+/**
+ * Reads what a registry project offers now. The list id is the configuration's (host and
+ * project) and every image id a repository's name inside the project: nothing a manifest says
+ * changes them. A repository's selected tags that name different manifests make one image
+ * ambiguous: the newest tag (natural order) is taken and the others reported in `invalid`, as is
+ * a tag whose manifest is read but cannot be registered. A repository or tag whose read failed
+ * (an error answer, a tag gone while reading, a listing past its bounds) is reported in `unread`
+ * and its image kept, never expired for it: so is a repository whose newest tags could not be
+ * read, or none of whose tags was registrable. A tag moved back to an older image than the one
+ * accepted last is refused (`invalid`) and the accepted image stays the current one. A refused
+ * login, a cancelled read or a project that cannot be listed fails the whole read.
  */
 export async function readRegistryProject({
-  source,
+  source: given,
   config,
   logger,
   login,
+  previous,
+  signal,
 }: ReadRegistryOptions): Promise<ReadRegistryProject> {
+  const source = siteSettings(config, given);
   const pattern = tagPattern(source);
   const resolvedLogin =
     login ?? (source.credential ? await resolveRegistryLogin(config, source.credential) : undefined);
+  const registry = new URL(source.registry);
+  const access = registryAccess(config, registry);
   const client = new RegistryClient({
-    registry: new URL(source.registry),
+    registry,
     login: resolvedLogin,
     security: config.security,
+    tokenRealms: [...(access.tokenRealms ?? []), ...(source.tokenRealm ? [source.tokenRealm] : [])],
+    plainHttpOnLoopback: source.plainHttpOnLoopback ?? access.plainHttpOnLoopback,
   });
+  const bounds: ListingBounds = {
+    maxPages: source.maxPages ?? DEFAULT_MAX_PAGES,
+    maxItems: source.maxItems ?? DEFAULT_MAX_ITEMS,
+    signal,
+  };
   const listId = registryListId(source.registry, source.project);
+  const accepted = new Map(
+    (previous ?? [])
+      .filter((p) => !p.expired && p.event.imageListId === listId && p.event.imageId)
+      .map((p) => [p.event.imageId!, p]),
+  );
   const images: ListedImage[] = [];
   const invalid: ReadRegistryProject['invalid'] = [];
+  const unread: ReadRegistryProject['unread'] = [];
   try {
-    let repositories = await listRepositories(client, source.project, source.api);
+    let repositories = await listRepositories(client, source.project, source.api, bounds);
     if (source.repositories)
-      repositories = repositories.filter((r) => source.repositories!.includes(r.slice(source.project.length + 1)));
+      repositories = repositories.filter((r) => source.repositories!.includes(shortName(r, source.project)));
     for (const repository of repositories) {
-      const tags = (await listTags(client, repository)).filter((t) => pattern.test(t)).sort(compareVersions);
+      const imageId = shortName(repository, source.project);
+      if (!REPOSITORY_NAME.test(repository)) {
+        invalid.push({ identifier: repository, problem: `'${repository}' is not a repository name; skipped` });
+        continue;
+      }
+      let tags: string[];
+      try {
+        tags = (await listTags(client, repository, bounds)).filter((t) => pattern.test(t)).sort(compareVersions);
+      } catch (err) {
+        if (failsTheRead(err, signal)) throw err;
+        unread.push({ imageId, problem: `the tags of ${repository} could not be read: ${problemOf(err)}` });
+        continue;
+      }
       const byDigest = new Map<string, { tag: string; manifest: DiskManifest }>();
+      /** Tags whose manifest could not be read (a failed answer, the tag gone meanwhile), newest last. */
+      const failed: Array<{ tag: string; problem: string }> = [];
+      let refused = 0;
       for (const tag of tags) {
+        if (!TAG_NAME.test(tag)) {
+          invalid.push({ identifier: `${repository}:${tag}`, problem: `'${tag}' is not a tag name; skipped` });
+          refused++;
+          continue;
+        }
         try {
-          const manifest = await readManifest(client, repository, tag);
+          const manifest = await readManifest(client, repository, tag, signal);
           byDigest.set(manifest.digest, { tag, manifest }); // tags ascend: the newest tag naming a manifest wins
         } catch (err) {
-          if (err instanceof InvalidInputError)
+          if (err instanceof InvalidInputError) {
+            // Read, and not registrable: reported; the tag is not an image.
             invalid.push({ identifier: `${repository}:${tag}`, problem: err.message });
-          else if (err instanceof FetchError && err.status === 404)
-            invalid.push({
-              identifier: `${repository}:${tag}`,
-              problem: `the tag disappeared while reading (${err.message})`,
-            });
-          else throw err;
+            refused++;
+          } else if (failsTheRead(err, signal)) throw err;
+          else {
+            const gone = err instanceof FetchError && err.status === 404 ? 'the tag disappeared while reading: ' : '';
+            failed.push({ tag, problem: `${gone}${problemOf(err)}` });
+          }
         }
       }
       const chosen = [...byDigest.values()].sort((a, b) => compareVersions(a.tag, b.tag));
       const newest = chosen.at(-1);
-      if (!newest) continue;
+      const newerFailed = failed.filter((f) => !newest || compareVersions(f.tag, newest.tag) > 0);
+      if (newerFailed.length > 0) {
+        // The newest tags could not be read: what the repository offers now is not known.
+        unread.push({
+          imageId,
+          problem: newerFailed.map((f) => `${repository}:${f.tag}: ${f.problem}`).join('; '),
+        });
+        continue;
+      }
+      if (!newest) {
+        // No tag selected: the repository has no image now. Tags that were all refused: kept.
+        if (refused > 0)
+          unread.push({
+            imageId,
+            problem: `none of the ${refused} selected tags of ${repository} can be registered (see invalid); its image is kept`,
+          });
+        continue;
+      }
       for (const other of chosen.slice(0, -1)) {
         invalid.push({
           identifier: `${repository}:${other.tag}`,
           problem: `tags ${other.tag} and ${newest.tag} of ${repository} name different manifests; one image per repository: ${newest.tag} is taken (narrow the tag pattern)`,
         });
+      }
+      const before = accepted.get(imageId);
+      const older = before && rollback(newest.tag, newest.manifest, before.event);
+      if (before && older) {
+        invalid.push({
+          identifier: `${repository}:${newest.tag}`,
+          problem: `${older}: refused, as an older hv:version is; the image registered last stays current`,
+        });
+        images.push({ event: before.event, expired: false });
+        continue;
       }
       const event = registryImageToEvent({
         listId,
@@ -241,8 +447,14 @@ export async function readRegistryProject({
     await client.close();
   }
   logger.debug(
-    { registry: client.name, project: source.project, images: images.length, invalid: invalid.length },
+    {
+      registry: client.name,
+      project: source.project,
+      images: images.length,
+      invalid: invalid.length,
+      unread: unread.length,
+    },
     'registry project read',
   );
-  return { listId, images, invalid, unread: [] };
+  return { listId, images, invalid, unread };
 }

@@ -125,8 +125,10 @@ describe('a subscribed registry project keeps the cloud in step with its tags', 
     cloud = await fakeCloud(dir);
     taskQueue = uniqueTaskQueue('oci');
     conf = path.join(dir, 'application.conf');
+    // The test registry serves plain http on 127.0.0.1 with its token service on another port:
+    // both named explicitly (plainHttpOnLoopback, tokenRealm), as no real site's would need.
     const sub = (project: string, credential: string) =>
-      `{ registry = "${registry.url}", project = "${project}", credential = ${credential}, every = 1h, cloud = "e2e" }`;
+      `{ registry = "${registry.url}", project = "${project}", credential = ${credential}, every = 1h, cloud = "e2e", plainHttpOnLoopback = true, tokenRealm = "${registry.tokenRealm}" }`;
     await writeFile(
       conf,
       [

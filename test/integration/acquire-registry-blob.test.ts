@@ -6,6 +6,7 @@ import { createHostActivities } from '../../activities/host.js';
 import type { AcquiredImage, DownloadProgress } from '../../activities/types.js';
 import type { ImageEvent } from '../../core/event.js';
 import { asRunByWorker, workerActivityEnv } from '../support/activities.js';
+import { startTestServer } from '../support/http-server.js';
 import { startImageServer, type ImageServer } from '../support/image-server.js';
 import { pipelineConfig, quietLogger, tempDir } from '../support/pipeline-fixtures.js';
 
@@ -105,5 +106,33 @@ describe('acquireImage pulls a registry layer by digest', () => {
       }),
     ).rejects.toMatchObject({ nonRetryable: true, message: expect.stringContaining('is not the blob of its layer') });
     expect(server.ranges.length).toBe(before);
+  });
+
+  test("blob storage's 403 (an expired signed URL) is retried; the registry's own 403 is the credential's, not retried", async () => {
+    const layer = randomBytes(4096);
+    const p = blobPath('egi_vm_images/ubuntu', layer);
+    // Storage on another host name than the registry's, as Harbor on S3 redirects to it.
+    const storage = await startTestServer({
+      hostname: 'localhost',
+      routes: { '/signed': { status: 403, body: 'expired' } },
+    });
+    const registry = await startTestServer({ routes: { [p]: { redirect: storage.at('/signed'), status: 307 } } });
+    try {
+      const expired = (await activities
+        .acquireImage({ workflowId: 'registry-expired', event: event(layer, { uri: registry.at(p) }) })
+        .catch((e: unknown) => e)) as ApplicationFailure;
+      expect(expired.nonRetryable).toBe(false);
+      expect(expired.message).toContain(`localhost:${storage.port}, where the registry redirected`);
+      expect(storage.requests.map((r) => r.headers.authorization)).toEqual([undefined]);
+    } finally {
+      await registry.close();
+      await storage.close();
+    }
+    server.route(p, { status: 403 });
+    const denied = (await activities
+      .acquireImage({ workflowId: 'registry-denied', event: event(layer) })
+      .catch((e: unknown) => e)) as ApplicationFailure;
+    expect(denied.nonRetryable).toBe(true);
+    expect(denied.message).toContain('does not allow anonymous access');
   });
 });

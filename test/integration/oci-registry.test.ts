@@ -30,6 +30,14 @@ import {
 const PROJECT = 'egi_vm_images';
 const READER = { user: 'reader', password: randomBytes(9).toString('hex') };
 
+/** The client's side of TestRegistry.access: plain http to 127.0.0.1 by explicit opt-in, the test token service named. */
+function clientAccess(registry: { access: TestRegistry['access'] }) {
+  return {
+    plainHttpOnLoopback: registry.access.plainHttpOnLoopback,
+    tokenRealms: registry.access.tokenRealm ? [registry.access.tokenRealm] : [],
+  };
+}
+
 function configFor(credentials: Record<string, string> = {}) {
   return parseConfig({ security: { credentials } }, 'test');
 }
@@ -77,6 +85,7 @@ describe('OCI registry with htpasswd basic auth', () => {
       registry: new URL(registry.url),
       login: await resolveRegistryLogin(config, 'reader'),
       security: config.security,
+      ...clientAccess(registry),
     });
     try {
       expect(await listRepositories(client, PROJECT)).toEqual([`${PROJECT}/almalinux`, `${PROJECT}/ubuntu`]);
@@ -88,7 +97,7 @@ describe('OCI registry with htpasswd basic auth', () => {
 
   it('selects the short tags by default and maps each manifest to an event with its annotations', async () => {
     const read = await readRegistryProject({
-      source: { registry: registry.url, project: PROJECT, credential: 'reader' },
+      source: { registry: registry.url, project: PROJECT, credential: 'reader', ...registry.access },
       config,
       logger: quietLogger,
     });
@@ -138,7 +147,13 @@ describe('OCI registry with htpasswd basic auth', () => {
     });
     try {
       const long = await readRegistryProject({
-        source: { registry: registry.url, project: PROJECT, credential: 'reader', tags: '^22\\.04-' },
+        source: {
+          registry: registry.url,
+          project: PROJECT,
+          credential: 'reader',
+          tags: '^22\\.04-',
+          ...registry.access,
+        },
         config,
         logger: quietLogger,
       });
@@ -146,7 +161,7 @@ describe('OCI registry with htpasswd basic auth', () => {
         'ubuntu:22.04-20250301-1a2b3c4',
       ]);
       const both = await readRegistryProject({
-        source: { registry: registry.url, project: PROJECT, credential: 'reader' },
+        source: { registry: registry.url, project: PROJECT, credential: 'reader', ...registry.access },
         config,
         logger: quietLogger,
       });
@@ -168,7 +183,7 @@ describe('OCI registry with htpasswd basic auth', () => {
       layerMediaType: 'application/vnd.oci.image.layer.v1.tar+gzip',
     });
     const read = await readRegistryProject({
-      source: { registry: registry.url, project: PROJECT, credential: 'reader' },
+      source: { registry: registry.url, project: PROJECT, credential: 'reader', ...registry.access },
       config,
       logger: quietLogger,
     });
@@ -183,7 +198,7 @@ describe('OCI registry with htpasswd basic auth', () => {
 
   it('wrong credentials: a permanent error naming the registry and the credential', async () => {
     const failure = await readRegistryProject({
-      source: { registry: registry.url, project: PROJECT, credential: 'wrong' },
+      source: { registry: registry.url, project: PROJECT, credential: 'wrong', ...registry.access },
       config,
       logger: quietLogger,
     }).catch((e: unknown) => e);
@@ -197,7 +212,7 @@ describe('OCI registry with htpasswd basic auth', () => {
 
   it('no credential where the registry wants one: a permanent error that says to name one', async () => {
     const failure = await readRegistryProject({
-      source: { registry: registry.url, project: PROJECT },
+      source: { registry: registry.url, project: PROJECT, ...registry.access },
       config,
       logger: quietLogger,
     }).catch((e: unknown) => e);
@@ -213,6 +228,7 @@ describe('OCI registry with htpasswd basic auth', () => {
       registry: new URL(registry.url),
       login: await resolveRegistryLogin(config, 'reader'),
       security: config.security,
+      ...clientAccess(registry),
     });
     try {
       const manifest = await readManifest(client, `${PROJECT}/ubuntu`, '22.04');
@@ -245,6 +261,7 @@ describe('OCI registry with htpasswd basic auth', () => {
       registry: new URL(registry.url),
       login: await resolveRegistryLogin(config, 'reader'),
       security: config.security,
+      ...clientAccess(registry),
     });
     try {
       const manifest = await readManifest(client, `${PROJECT}/corrupt`, '1');
@@ -319,6 +336,7 @@ describe('OCI registry redirecting blobs to storage on another host', () => {
         registry: new URL(front.url),
         login: await resolveRegistryLogin(config, 'reader'),
         security: config.security,
+        ...clientAccess(registry),
       });
       try {
         const file = path.join(dir, 'disk');
@@ -361,7 +379,7 @@ describe('OCI registry with the Bearer token flow', () => {
   it('gets a token per scope from the realm the challenge names, with the login, and reads the project', async () => {
     registry.tokenRequests.length = 0;
     const read = await readRegistryProject({
-      source: { registry: registry.url, project: PROJECT, credential: 'reader' },
+      source: { registry: registry.url, project: PROJECT, credential: 'reader', ...registry.access },
       config,
       logger: quietLogger,
     });
@@ -382,6 +400,7 @@ describe('OCI registry with the Bearer token flow', () => {
       registry: new URL(registry.url),
       login: await resolveRegistryLogin(config, 'reader'),
       security: config.security,
+      ...clientAccess(registry),
     });
     try {
       const file = path.join(dir, 'disk');
@@ -401,7 +420,7 @@ describe('OCI registry with the Bearer token flow', () => {
 
   it('wrong credentials: the token service refuses them, a permanent error naming the registry', async () => {
     const failure = await readRegistryProject({
-      source: { registry: registry.url, project: PROJECT, credential: 'wrong' },
+      source: { registry: registry.url, project: PROJECT, credential: 'wrong', ...registry.access },
       config,
       logger: quietLogger,
     }).catch((e: unknown) => e);
@@ -414,7 +433,7 @@ describe('OCI registry with the Bearer token flow', () => {
 
   it('anonymous: a token without access, so the registry refuses; the error says anonymous access', async () => {
     const failure = await readRegistryProject({
-      source: { registry: registry.url, project: PROJECT },
+      source: { registry: registry.url, project: PROJECT, ...registry.access },
       config,
       logger: quietLogger,
     }).catch((e: unknown) => e);

@@ -38,6 +38,12 @@ export interface TestRegistry {
   tokenRequests: TokenRequest[];
   /** The token service's URL (token auth only). */
   tokenRealm?: string;
+  /**
+   * What a subscription (or a RegistrySource) must say to use this registry: it serves plain http
+   * on 127.0.0.1, so the login may travel in clear only by this explicit opt-in, and its token
+   * service is on another port, so it is named as the tokenRealm.
+   */
+  access: { plainHttpOnLoopback: true; tokenRealm?: string };
   push(repository: string, artifact: ArtifactToPush): Promise<PushedArtifact>;
   /** Points `tag` at an already pushed manifest (as `oras tag`). */
   tag(repository: string, manifestDigest: string, tag: string): Promise<void>;
@@ -320,6 +326,7 @@ export async function startRegistry(opts: StartRegistryOptions): Promise<TestReg
     storage,
     tokenRequests,
     tokenRealm,
+    access: { plainHttpOnLoopback: true, ...(tokenRealm ? { tokenRealm } : {}) },
     async push(repository, artifact) {
       const configBytes = Buffer.from('{}');
       const configDigest = await pushBlob(repository, configBytes);
@@ -369,5 +376,66 @@ export async function startRegistry(opts: StartRegistryOptions): Promise<TestReg
       if (tokenServer) await new Promise<void>((resolve) => tokenServer!.close(() => resolve()));
       await rm(dir, { recursive: true, force: true });
     },
+  };
+}
+
+export interface FrontAnswer {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Buffer;
+}
+
+export interface RegistryFront {
+  /** `http://127.0.0.1:PORT` */
+  url: string;
+  /** Every request that reached the front: method, path and query, Authorization. */
+  requests: Array<{ method: string; url: string; authorization?: string }>;
+  close(): Promise<void>;
+}
+
+/**
+ * A misbehaving registry for tests: a proxy in front of the real one on 127.0.0.1 that passes
+ * every request through, except those `answer` answers itself (returning true), and lets
+ * `rewrite` change the registry's answers (a Link header, a listing, a status).
+ */
+export async function registryFront(
+  registryUrl: string,
+  opts: {
+    answer?: (req: http.IncomingMessage, res: http.ServerResponse) => boolean;
+    rewrite?: (req: http.IncomingMessage, answer: FrontAnswer) => FrontAnswer;
+  } = {},
+): Promise<RegistryFront> {
+  const requests: RegistryFront['requests'] = [];
+  const server = http.createServer((req, res) => {
+    requests.push({ method: req.method ?? 'GET', url: req.url ?? '/', authorization: req.headers.authorization });
+    if (opts.answer?.(req, res)) return;
+    const headers = { ...req.headers };
+    delete headers.host;
+    request(new URL(req.url ?? '/', registryUrl), { method: req.method as 'GET', headers })
+      .then(async (got) => {
+        let answer: FrontAnswer = {
+          status: got.statusCode,
+          headers: got.headers,
+          body: Buffer.from(await got.body.arrayBuffer()),
+        };
+        if (opts.rewrite) answer = opts.rewrite(req, answer);
+        const out: Record<string, string | string[] | undefined> = {
+          ...answer.headers,
+          'content-length': String(answer.body.length),
+        };
+        delete out['transfer-encoding'];
+        res.writeHead(answer.status, out as http.OutgoingHttpHeaders).end(answer.body);
+      })
+      .catch((err: Error) => res.writeHead(502).end(err.message));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    requests,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
   };
 }

@@ -3,10 +3,11 @@ import { parseConfig } from '../../core/config.js';
 import { eventFromFlat, eventToFlat } from '../../core/event.js';
 import { buildImageProperties } from '../../clouds/synnefo/image-properties.js';
 import { imageIdentity } from '../../core/workflow-contract.js';
-import { annotationProperties } from '../../oci/annotations.js';
+import { ANNOTATION_PROPERTIES, annotationProperties, registryImageToEvent } from '../../oci/annotations.js';
+import { registryListId, rollback } from '../../oci/source.js';
 import { parseChallenges } from '../../oci/auth.js';
-import { nextLink } from '../../oci/client.js';
-import { readDiskManifest, sha256Digest } from '../../oci/manifest.js';
+import { nextLink, RegistryClient } from '../../oci/client.js';
+import { readDiskManifest, sha256Digest, type DiskManifest } from '../../oci/manifest.js';
 
 const layer = { mediaType: 'application/x-qemu-disk', digest: `sha256:${'a'.repeat(64)}`, size: 10 };
 const config = { mediaType: 'application/vnd.oci.empty.v1+json', digest: `sha256:${'4'.repeat(64)}`, size: 2 };
@@ -50,17 +51,36 @@ describe('WWW-Authenticate challenges', () => {
 });
 
 describe('Link pagination', () => {
-  it('follows rel="next" as a path on the registry, whatever host the link names', () => {
+  it('resolves rel="next" against the page that carried it; the client refuses any origin but the registry', () => {
     const base = new URL('https://registry.egi.eu/v2/_catalog?n=100');
-    expect(nextLink('</v2/_catalog?last=b&n=100>; rel="next"', base)).toBe('/v2/_catalog?last=b&n=100');
+    expect(nextLink('</v2/_catalog?last=b&n=100>; rel="next"', base)?.href).toBe(
+      'https://registry.egi.eu/v2/_catalog?last=b&n=100',
+    );
     expect(
       nextLink(
         '<https://other.example/api/v2.0/projects/p/repositories?page=2&page_size=100>; rel="next", </x?page=1>; rel="prev"',
         base,
-      ),
-    ).toBe('/api/v2.0/projects/p/repositories?page=2&page_size=100');
+      )?.href,
+    ).toBe('https://other.example/api/v2.0/projects/p/repositories?page=2&page_size=100');
+    // An absolute link to another host is refused by the client before any request.
+    const elsewhere = nextLink('<http://evil.example/x>; rel="next"', base)!;
+    const client = new RegistryClient({
+      registry: new URL('https://registry.egi.eu'),
+      security: parseConfig({}, 't').security,
+    });
+    expect(() => client.resolve(elsewhere)).toThrow(
+      'registry registry.egi.eu: http://evil.example/x is not on the registry (https://registry.egi.eu); not requested',
+    );
+    // `/http:/evil/x` once became "http:/evil/x" resolved against the registry: another origin when
+    // the registry is https. A link and a path are both resolved on the registry now.
+    expect(nextLink('</http:/evil.example/x>; rel="next"', base)!.href).toBe(
+      'https://registry.egi.eu/http:/evil.example/x',
+    );
+    // A path is always a path of the registry, whatever it looks like.
+    expect(client.resolve('/http:/evil.example/x').href).toBe('https://registry.egi.eu/http:/evil.example/x');
     expect(nextLink('</x?page=1>; rel="prev"', base)).toBeUndefined();
     expect(nextLink(undefined, base)).toBeUndefined();
+    void client.close();
   });
 });
 
@@ -149,7 +169,7 @@ describe('annotations as properties', () => {
         'eu.egi.cloud.tag': '22.04-20250301-1a2b3c4',
         'org.opencontainers.image.source': 'https://github.com/x/y',
         'com.example.unrelated': 'dropped',
-        'org.openstack.glance.empty': '',
+        'org.openstack.glance.os_version': '',
       }),
     ).toEqual({
       os_distro: 'ubuntu',
@@ -157,6 +177,122 @@ describe('annotations as properties', () => {
       'eu.egi.cloud.tag': '22.04-20250301-1a2b3c4',
       'org.opencontainers.image.source': 'https://github.com/x/y',
     });
+  });
+
+  it('maps the allow-list only: no snf-image, identity, checksum or Nova property can be set by an annotation', () => {
+    const hostile = Object.fromEntries(
+      [
+        'ROOT_PARTITION',
+        'root_partition',
+        'USERS',
+        'OSFAMILY',
+        'EXCLUDE_ALL_TASKS',
+        'EXCLUDE_TASK_FIXPARTITIONTABLE',
+        'SWAP',
+        'PASSWORD_HASHING_METHOD',
+        'VMCATCHER_EVENT_SL_CHECKSUM_SHA512',
+        'VMCATCHER_IL_DC_IDENTIFIER',
+        'VMCATCHER_REVISION',
+        'hw_firmware_type',
+        'img_signature',
+        '__proto__',
+      ].map((key) => [`org.openstack.glance.${key}`, 'x']),
+    );
+    const properties = annotationProperties({
+      ...hostile,
+      'eu.egi.cloud.ROOT_PARTITION': '1',
+      'org.openstack.glance.os_distro': 'ubuntu',
+    });
+    expect(properties).toEqual({ os_distro: 'ubuntu' });
+    expect(Object.keys(ANNOTATION_PROPERTIES).sort()).toEqual(
+      [
+        'eu.egi.cloud.description',
+        'eu.egi.cloud.tag',
+        'org.opencontainers.image.created',
+        'org.opencontainers.image.revision',
+        'org.opencontainers.image.source',
+        'org.openstack.glance.architecture',
+        'org.openstack.glance.container_format',
+        'org.openstack.glance.disk_format',
+        'org.openstack.glance.os_admin_user',
+        'org.openstack.glance.os_distro',
+        'org.openstack.glance.os_type',
+        'org.openstack.glance.os_version',
+      ].sort(),
+    );
+  });
+});
+
+describe("a registry image's identity", () => {
+  const disk = { mediaType: 'application/x-qemu-disk', digest: `sha256:${'b'.repeat(64)}`, size: 10 };
+  const image = (annotations: Record<string, string>) =>
+    registryImageToEvent({
+      listId: registryListId('https://registry.egi.eu', 'egi_vm_images'),
+      registry: new URL('https://registry.egi.eu/'),
+      project: 'egi_vm_images',
+      repository: 'egi_vm_images/ubuntu',
+      tag: '22.04',
+      manifest: {
+        digest: `sha256:${'c'.repeat(64)}`,
+        mediaType: 'application/vnd.oci.image.manifest.v1+json',
+        disk,
+        annotations,
+      },
+    });
+
+  it("is the configuration's registry and project and the repository's name: annotations naming another list change nothing", () => {
+    const plain = image({});
+    const forged = image({
+      'org.openstack.glance.VMCATCHER_IL_DC_IDENTIFIER': 'other.example_other_project',
+      'org.openstack.glance.VMCATCHER_DC_IDENTIFIER': 'debian',
+      'org.openstack.glance.imageListId': 'registry.egi.eu/other_project',
+      'org.opencontainers.image.title': 'debian',
+      'org.opencontainers.image.ref.name': 'other_project/debian',
+    });
+    expect(forged).toMatchObject({ imageListId: 'registry.egi.eu/egi_vm_images', imageId: 'ubuntu', title: 'debian' });
+    expect(imageIdentity(forged)).toEqual(imageIdentity(plain));
+    const { properties } = buildImageProperties({ event: forged, options: {}, metadata: {} });
+    expect(properties.VMCATCHER_IL_DC_IDENTIFIER).toBe(imageIdentity(plain).imageListId);
+    expect(properties.VMCATCHER_DC_IDENTIFIER).toBe('ubuntu');
+    expect(Object.keys(forged.properties ?? {})).toEqual(['org.opencontainers.image.ref.digest']);
+  });
+});
+
+describe('a tag moved back (rollback)', () => {
+  const disk = (hex: string) => ({
+    mediaType: 'application/x-qemu-disk',
+    digest: `sha256:${hex.repeat(64)}`,
+    size: 10,
+  });
+  const manifest = (hex: string, created?: string): DiskManifest => ({
+    digest: `sha256:${'c'.repeat(64)}`,
+    mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    disk: disk(hex),
+    annotations: created ? { 'org.opencontainers.image.created': created } : ({} as Record<string, string>),
+  });
+  const accepted = {
+    origin: 'registry' as const,
+    imageId: 'ubuntu',
+    version: '22.04',
+    checksumSha256: 'a'.repeat(64),
+    properties: { 'org.opencontainers.image.created': '2025-03-01T00:00:00Z' },
+    extra: {},
+  };
+
+  it('is an older tag, or the same tag on a disk whose manifest was created before the accepted one', () => {
+    expect(rollback('20.04', manifest('b', '2025-04-01T00:00:00Z'), accepted)).toBe(
+      'tag 20.04 is older than 22.04, the tag registered last',
+    );
+    expect(rollback('22.04', manifest('b', '2025-01-01T00:00:00Z'), accepted)).toBe(
+      'tag 22.04 moved back to a manifest created 2025-01-01T00:00:00Z, before the one registered last (2025-03-01T00:00:00Z)',
+    );
+  });
+
+  it('is not a newer tag, a newer manifest, the same disk, or a manifest that gives no creation time', () => {
+    expect(rollback('24.04', manifest('b', '2020-01-01T00:00:00Z'), accepted)).toBeUndefined();
+    expect(rollback('22.04', manifest('b', '2025-04-01T00:00:00Z'), accepted)).toBeUndefined();
+    expect(rollback('22.04', manifest('a', '2020-01-01T00:00:00Z'), accepted)).toBeUndefined();
+    expect(rollback('22.04', manifest('b'), accepted)).toBeUndefined();
   });
 });
 
@@ -231,6 +367,36 @@ describe('registry subscriptions in the configuration', () => {
     expect(parse({ registry: 'https://registry.egi.eu', project: 'egi_vm_images', url: 'https://x' })).toThrow(
       /subscriptions\.1': Unrecognized key: "url"/,
     );
+  });
+
+  it('take a token realm (https), page and name bounds, and plain http only for a test registry on 127.0.0.1', () => {
+    const parse = (sub: Record<string, unknown>) =>
+      parseConfig({ security: { credentials }, subscriptions: [{ project: 'egi_vm_images', ...sub }] }, 'test')
+        .registrySubscriptions[0];
+    expect(
+      parse({
+        registry: 'https://registry.gitlab.example',
+        tokenRealm: 'https://gitlab.example/jwt/auth',
+        maxPages: 10,
+        maxItems: 500,
+      }),
+    ).toMatchObject({ tokenRealm: 'https://gitlab.example/jwt/auth', maxPages: 10, maxItems: 500 });
+    expect(
+      parse({
+        registry: 'http://127.0.0.1:5000',
+        tokenRealm: 'http://127.0.0.1:5001/token',
+        plainHttpOnLoopback: true,
+      }),
+    ).toMatchObject({
+      plainHttpOnLoopback: true,
+    });
+    expect(() => parse({ registry: 'https://registry.egi.eu', tokenRealm: 'http://auth.example/token' })).toThrow(
+      "invalid configuration key 'subscriptions.0.tokenRealm': must be https: the registry login is sent there",
+    );
+    expect(() => parse({ registry: 'http://registry.example', plainHttpOnLoopback: true })).toThrow(
+      "invalid configuration key 'subscriptions.0.plainHttpOnLoopback': is for a test registry on 127.0.0.1 only",
+    );
+    expect(() => parse({ registry: 'https://registry.egi.eu', maxPages: 0 })).toThrow(/subscriptions\.0\.maxPages/);
   });
 
   it('refuse the same project twice', () => {
