@@ -25,8 +25,10 @@ export interface WorkerMetrics {
 export interface WorkerMetricSources {
   slots(): { capacity: number; held: number; waiting: number };
   waitingForDisk(): number;
-  /** Every subscription with its interval and last successful sync (undefined: never, as far as Temporal keeps). */
-  subscriptions(): Promise<Array<{ subscription: string; intervalSeconds: number; lastSuccess?: Date }>>;
+  /** Every subscription with its interval, its schedule's creation and last successful sync (undefined: never, as far as Temporal keeps). */
+  subscriptions(): Promise<
+    Array<{ subscription: string; intervalSeconds: number; createdAt: Date; lastSuccess?: Date }>
+  >;
 }
 
 export const WORKER_PREFIX = 'snf_vmcatcher_';
@@ -61,6 +63,12 @@ export function createWorkerMetrics(sources: WorkerMetricSources): WorkerMetrics
     labelNames: ['subscription'],
     registers,
   });
+  const created = new Gauge<'subscription'>({
+    name: name('subscription_created_timestamp_seconds'),
+    help: "When a subscription's schedule was created (the alert's start for a subscription never synced)",
+    labelNames: ['subscription'],
+    registers,
+  });
   new Gauge<'subscription'>({
     name: name('subscription_last_success_timestamp_seconds'),
     help: "When a subscription's last successful sync ended (absent: none in Temporal's retention)",
@@ -71,8 +79,10 @@ export function createWorkerMetrics(sources: WorkerMetricSources): WorkerMetrics
       // Both gauges are rebuilt from Temporal's state, so a removed subscription leaves no stale series.
       this.reset();
       interval.reset();
+      created.reset();
       for (const s of subscriptions) {
         interval.set({ subscription: s.subscription }, s.intervalSeconds);
+        created.set({ subscription: s.subscription }, s.createdAt.getTime() / 1000);
         if (s.lastSuccess) this.set({ subscription: s.subscription }, s.lastSuccess.getTime() / 1000);
       }
     },

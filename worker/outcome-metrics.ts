@@ -105,7 +105,7 @@ export function subscriptionsInTemporal(
   const read = async () => {
     const c = await client();
     const found = [];
-    for (const { scheduleId, spec } of await listSubscriptionSchedules(c)) {
+    for (const { scheduleId, spec, description } of await listSubscriptionSchedules(c)) {
       let lastSuccess: Date | undefined;
       const query = `TemporalScheduledById = '${scheduleId}' AND ExecutionStatus = 'Completed'`;
       let seen = 0;
@@ -114,7 +114,12 @@ export function subscriptionsInTemporal(
         if (run.closeTime && (!lastSuccess || run.closeTime > lastSuccess)) lastSuccess = run.closeTime;
         if (++seen >= 10) break;
       }
-      found.push({ subscription: spec.url, intervalSeconds: spec.everyMs / 1000, lastSuccess });
+      found.push({
+        subscription: spec.url,
+        intervalSeconds: spec.everyMs / 1000,
+        createdAt: description.info.createdAt,
+        lastSuccess,
+      });
     }
     return found;
   };
