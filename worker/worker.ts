@@ -85,6 +85,12 @@ export async function startWorker({ config, logger }: { config: Config; logger: 
     waitingForDisk: () => diskWaits.size,
     subscriptions: subscriptionsInTemporal(async () => housekeeping.client, logger.child({ component: 'metrics' })),
   });
+  const metricsServer =
+    config.worker.productMetricsPort > 0
+      ? await serveMetrics(metrics.registry, config.worker.productMetricsPort)
+      : undefined;
+  if (metricsServer)
+    logger.info({ port: metricsServer.port }, `product metrics at http://0.0.0.0:${metricsServer.port}/metrics`);
   // The pre-built bundle has the outcome interceptor in it (worker/bundle.ts); from source it is added here.
   const workflowSource = existsSync(WORKFLOW_BUNDLE)
     ? { workflowBundle: { codePath: WORKFLOW_BUNDLE } }
@@ -135,12 +141,6 @@ export async function startWorker({ config, logger }: { config: Config; logger: 
         logger.error({ err: String(err) }, 'could not make the subscription schedules match the configuration'),
     );
   }
-  const metricsServer =
-    config.worker.productMetricsPort > 0
-      ? await serveMetrics(metrics.registry, config.worker.productMetricsPort)
-      : undefined;
-  if (metricsServer)
-    logger.info({ port: metricsServer.port }, `product metrics at http://0.0.0.0:${metricsServer.port}/metrics`);
   const housekeepingLog = logger.child({ component: 'housekeeping' });
   const stopSweep = every(
     config.worker.sweepIntervalMs,
