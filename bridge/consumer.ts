@@ -181,6 +181,7 @@ class Bridge {
         }),
     });
     this.spool = new SpoolReplays({ config: deps.config, log: this.log, metrics: this.metrics, sleeps: this.sleeps });
+    this.metrics.readDeadLetters = () => this.broker.deadLetterDepth();
     this.done = new Promise<void>((resolve) => (this.markDone = resolve));
   }
 

@@ -19,6 +19,9 @@ export interface BridgeMetrics {
   temporalMisconfigured: Gauge;
   /** 1 while a broker connection with an active consumer is open. */
   brokerConnected: Gauge;
+  /** Messages in the dead-letter queue, read when Prometheus scrapes (the bridge sets the reader once it has a broker). */
+  deadLetters: Gauge;
+  readDeadLetters?: () => Promise<number | undefined>;
 }
 
 const PREFIX = 'snf_vmcatcher_bridge_';
@@ -29,7 +32,8 @@ export function createBridgeMetrics(): BridgeMetrics {
   const counter = <L extends string = never>(name: string, help: string, labelNames: readonly L[] = []) =>
     new Counter<L>({ name: `${PREFIX}${name}`, help, labelNames, registers });
   const gauge = (name: string, help: string) => new Gauge({ name: `${PREFIX}${name}`, help, registers });
-  return {
+  // The dead-letter gauge reads through `metrics.readDeadLetters` at scrape time.
+  const metrics: BridgeMetrics = {
     registry,
     consumed: counter('messages_consumed_total', 'Messages received from the queue'),
     delivered: counter(
@@ -49,7 +53,18 @@ export function createBridgeMetrics(): BridgeMetrics {
       '1 while consumption is stopped because the Temporal namespace lacks the search attributes',
     ),
     brokerConnected: gauge('broker_connected', '1 while consuming from RabbitMQ'),
+    deadLetters: new Gauge({
+      name: `${PREFIX}dead_letter_messages`,
+      help: 'Messages in the dead-letter queue (<queue>.dead), as last read from RabbitMQ',
+      registers,
+      async collect() {
+        // Without a broker connection (or when the check fails) the last count read stands.
+        const count = await metrics.readDeadLetters?.().catch(() => undefined);
+        if (count !== undefined) this.set(count);
+      },
+    }),
   };
+  return metrics;
 }
 
 /** Serves `GET /metrics` on `port` (all interfaces). Resolves once listening. */

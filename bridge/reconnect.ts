@@ -3,7 +3,7 @@
  * the main queue, re-established on its own (with backoff) whenever it is lost.
  */
 import type { Message } from 'amqplib';
-import type { RabbitConfig } from '../core/config.js';
+import { deadLetterQueue, type RabbitConfig } from '../core/config.js';
 import type { Logger } from '../core/logging.js';
 import { backoffMs, type Sleeps } from './backoff.js';
 import { openBroker, type BrokerSession } from './broker.js';
@@ -81,6 +81,22 @@ export class ReconnectingConsumer {
     this.consumerTag = undefined;
     if (!session || !tag) return;
     await session.channel.cancel(tag).catch(() => undefined);
+  }
+
+  /**
+   * How many messages wait in the dead-letter queue, or undefined without a broker connection.
+   * Asked on a channel of its own: a failed check closes that channel, never the consumer's.
+   */
+  async deadLetterDepth(): Promise<number | undefined> {
+    const session = this.session;
+    if (!session) return undefined;
+    const channel = await session.connection.createChannel();
+    channel.on('error', () => undefined);
+    try {
+      return (await channel.checkQueue(deadLetterQueue(this.deps.rabbit))).messageCount;
+    } finally {
+      await channel.close().catch(() => undefined);
+    }
   }
 
   /** Closes the current session; the connect loop opens a new one. */

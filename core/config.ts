@@ -59,6 +59,8 @@ export const WorkerConfigSchema = z.object({
   maxConcurrentWorkflowTasks: z.coerce.number().int().positive().default(40),
   shutdownGraceMs: millis.default(30000),
   metricsPort: z.coerce.number().int().nonnegative().default(0),
+  /** Prometheus metrics of images and subscriptions (registered, failed, step durations…); 0 = off. */
+  productMetricsPort: z.coerce.number().int().nonnegative().default(0),
   /** Step timeouts; long defaults because real images are GBs and sysprep boots a VM. */
   downloadTimeoutMs: millis.default(2 * 60 * 60 * 1000),
   toolTimeoutMs: millis.default(60 * 60 * 1000),
@@ -558,6 +560,7 @@ export const ENV_OVERRIDES: ReadonlyArray<{ env: string; key: string; list?: boo
   { env: 'SNF_VMCATCHER_KAMAKI', key: 'synnefo.kamaki' },
   { env: 'SNF_VMCATCHER_SNF_MKIMAGE', key: 'synnefo.snfMkimage' },
   { env: 'SNF_VMCATCHER_WORKER_METRICS_PORT', key: 'worker.metricsPort' },
+  { env: 'SNF_VMCATCHER_WORKER_PRODUCT_METRICS_PORT', key: 'worker.productMetricsPort' },
   { env: 'SNF_VMCATCHER_BRIDGE_METRICS_PORT', key: 'bridge.metricsPort' },
 ];
 

@@ -7,15 +7,20 @@ import { applySubscriptions } from '../image-lists/schedules.js';
 import type { Logger } from '../core/logging.js';
 import { classifyFailures } from '../activities/failures.js';
 import { buildActivities } from './activities.js';
-import { WORKFLOW_BUNDLE, WORKFLOWS_PATH } from './bundle.js';
+import { WORKFLOW_BUNDLE, WORKFLOW_INTERCEPTORS, WORKFLOWS_PATH } from './bundle.js';
 import { auditSlots, every, sweepWorkFolders } from './housekeeping.js';
 import { HostSlots } from './host-slots.js';
+import { createWorkerMetrics } from './metrics.js';
+import { DiskWaits, measureSteps, outcomeSinks, subscriptionsInTemporal } from './outcome-metrics.js';
+import { serveMetrics } from '../bridge/metrics.js';
 
 export interface RunningWorker {
   /** Asks both workers to stop taking tasks and let running activities finish (up to the grace time). */
   stop(): void;
   /** Resolves when both workers have shut down. */
   done: Promise<void>;
+  /** The port the product metrics listen on, when served (worker.productMetricsPort). */
+  productMetricsPort?: number;
   sharedTaskQueue: string;
   hostTaskQueue: string;
   controlTaskQueue: string;
@@ -71,9 +76,25 @@ export async function startWorker({ config, logger }: { config: Config; logger: 
   }
   const housekeeping = await connectTemporal(config.temporal);
   const activities = buildActivities(config, logger, slots, async () => housekeeping.client);
+  const diskWaits = new DiskWaits();
+  const metrics = createWorkerMetrics({
+    slots: () => {
+      const state = slots.state();
+      return { capacity: state.capacity, held: state.holders.length, waiting: state.waiting.length };
+    },
+    waitingForDisk: () => diskWaits.size,
+    subscriptions: subscriptionsInTemporal(async () => housekeeping.client, logger.child({ component: 'metrics' })),
+  });
+  const metricsServer =
+    config.worker.productMetricsPort > 0
+      ? await serveMetrics(metrics.registry, config.worker.productMetricsPort)
+      : undefined;
+  if (metricsServer)
+    logger.info({ port: metricsServer.port }, `product metrics at http://0.0.0.0:${metricsServer.port}/metrics`);
+  // The pre-built bundle has the outcome interceptor in it (worker/bundle.ts); from source it is added here.
   const workflowSource = existsSync(WORKFLOW_BUNDLE)
     ? { workflowBundle: { codePath: WORKFLOW_BUNDLE } }
-    : { workflowsPath: WORKFLOWS_PATH };
+    : { workflowsPath: WORKFLOWS_PATH, interceptors: { workflowModules: [WORKFLOW_INTERCEPTORS] } };
   const common = {
     connection,
     namespace: config.temporal.namespace,
@@ -83,13 +104,16 @@ export async function startWorker({ config, logger }: { config: Config; logger: 
     // event loop a fifth of the timeout to spare; the steps beat at a quarter (activities/heartbeats.ts).
     maxHeartbeatThrottleInterval: Math.max(100, Math.floor(config.worker.heartbeatTimeoutMs / 4)),
     defaultHeartbeatThrottleInterval: Math.max(100, Math.floor(config.worker.heartbeatTimeoutMs / 4)),
-    // Every activity's errors are classified here, once: retryable or not, typed, scrubbed of secrets.
-    interceptors: { activity: [classifyFailures] },
+    // Every activity's errors are classified here, once: retryable or not, typed, scrubbed of secrets;
+    // the file steps are measured around that (worker/outcome-metrics.ts).
+    interceptors: { activity: [measureSteps(metrics, diskWaits), classifyFailures] },
   };
   const hostQueue = hostTaskQueue(config);
   const shared = await Worker.create({
     ...common,
     ...workflowSource,
+    interceptors: { ...common.interceptors, ...workflowSource.interceptors },
+    sinks: outcomeSinks(metrics, config),
     taskQueue: config.temporal.taskQueue,
     activities: activities.shared,
     maxConcurrentActivityTaskExecutions: config.worker.maxConcurrentActivities,
@@ -143,6 +167,7 @@ export async function startWorker({ config, logger }: { config: Config; logger: 
   const closeAll = async () => {
     stopSweep();
     stopAudit();
+    await metricsServer?.close();
     await housekeeping.connection.close().catch(() => undefined);
   };
   const done = Promise.all(workers.map((w) => w.run())).then(
@@ -164,6 +189,7 @@ export async function startWorker({ config, logger }: { config: Config; logger: 
       }
     },
     done,
+    productMetricsPort: metricsServer?.port,
     sharedTaskQueue: config.temporal.taskQueue,
     hostTaskQueue: hostQueue,
     controlTaskQueue: controlQueue,
