@@ -19,6 +19,7 @@ import { EVENT_FIELDS } from '../core/event.js';
 import { BrokerError } from '../core/errors.js';
 import { describeAmqpError, openBroker } from './broker.js';
 import {
+  carriedProperties,
   DEAD_LETTER_ID_HEADER,
   DEAD_LETTERED_AT_HEADER,
   DETAIL_HEADER,
@@ -167,23 +168,7 @@ export function replayPublishOptions(letter: DeadLetter, properties: Properties,
   for (const name of DEAD_LETTER_HEADERS) delete headers[name];
   headers[REPLAYS_HEADER] = letter.replays + 1;
   headers['x-snf-vmcatcher-replayed-at'] = now.toISOString();
-  const options: Options.Publish = { persistent: true, mandatory: true, headers };
-  const copy = [
-    'contentType',
-    'contentEncoding',
-    'priority',
-    'correlationId',
-    'replyTo',
-    'messageId',
-    'timestamp',
-    'type',
-    'appId',
-  ] as const;
-  for (const name of copy) {
-    const value = properties[name] as unknown;
-    if (value !== undefined && value !== null) (options as Record<string, unknown>)[name] = value;
-  }
-  return options;
+  return { persistent: true, mandatory: true, headers, ...carriedProperties(properties) };
 }
 
 /**

@@ -126,8 +126,16 @@ export function deadLetterPublishOptions(
   headers[DEAD_LETTERED_AT_HEADER] = origin.now.toISOString();
   headers[DEAD_LETTER_ID_HEADER] = origin.id ?? newDeadLetterId();
   if (properties.userId) headers[ORIGINAL_USER_ID_HEADER] = String(properties.userId);
-  const options: Options.Publish = { persistent: true, headers };
-  const copy = [
+  return { persistent: true, headers, ...carriedProperties(properties) };
+}
+
+/**
+ * The properties a message keeps when it moves between the queue and the dead-letter queue, either
+ * way: not `expiration` (it must not vanish on the way), not `userId` (RabbitMQ refuses a foreign one).
+ */
+export function carriedProperties(properties: Message['properties']): Options.Publish {
+  const carried: Record<string, unknown> = {};
+  const names = [
     'contentType',
     'contentEncoding',
     'priority',
@@ -138,11 +146,11 @@ export function deadLetterPublishOptions(
     'type',
     'appId',
   ] as const;
-  for (const name of copy) {
+  for (const name of names) {
     const value = properties[name] as unknown;
-    if (value !== undefined && value !== null) (options as Record<string, unknown>)[name] = value;
+    if (value !== undefined && value !== null) carried[name] = value;
   }
-  return options;
+  return carried as Options.Publish;
 }
 
 // ---------------------------------------------------------------------------------------
