@@ -203,7 +203,7 @@ export interface TakeResult {
 }
 
 /**
- * One pass over the dead-letter queue: `choose` decides for each message; a taken message is given
+ * One pass over the messages in the dead-letter queue when it starts: `choose` decides for each; a taken message is given
  * to `handle` and acked once `handle` resolves (after its publish is confirmed, for a replay). A
  * handler that throws stops the pass; that message and the rest stay where they were.
  */
@@ -216,7 +216,10 @@ export async function takeDeadLetters(
   const result: TakeResult = { seen: [], taken: [] };
   try {
     const { channel } = session;
-    for (;;) {
+    // Only the messages there now: one the bridge dead-letters again during the pass (a replayed
+    // message that fails again) comes after them, and is not taken a second time.
+    const { messageCount } = await channel.checkQueue(deadLetterQueue(rabbit));
+    while (result.seen.length < messageCount) {
       const msg = await channel.get(deadLetterQueue(rabbit), { noAck: false });
       if (msg === false) break;
       const letter = describeDeadLetter(msg, result.seen.length + 1);

@@ -252,7 +252,7 @@ ${cloud.synnefoConf('cloud = "deadl"\n  prepare = false')}`,
     expect(shown.stdout).toContain('Replayed: 1 time(s) before');
   }, 200_000);
 
-  test('purge --older-than takes only the dead letters older than that; purge takes the rest', async () => {
+  test('purge --older-than takes only the dead letters older than that; replay --all replays each once even as they fail again; purge takes the rest', async () => {
     const rows = await list();
     const old = await runCli(['dead-letters', 'purge', '--older-than', '30d', '--conf', conf]);
     expect(old.exitCode).toBe(0);
@@ -264,6 +264,19 @@ ${cloud.synnefoConf('cloud = "deadl"\n  prepare = false')}`,
     );
     expect(old.stdout.trim().split('\n')).toHaveLength(1);
     expect((await list()).map((r) => r.id)).toEqual(rows.filter((r) => r.id !== '0123456789ab').map((r) => r.id));
+
+    // Replayed while the bridge runs, the invalid ones fail again and come back during the pass:
+    // each is replayed once, the pass ends with the messages it started with.
+    const remaining = await list();
+    const all = await runCli(['dead-letters', 'replay', '--all', '--conf', conf]);
+    expect(all.exitCode).toBe(0);
+    expect(all.stdout.split('\n')).toHaveLength(3);
+    expect(all.stderr).toContain(`Replayed 3 of 3 dead letter(s) to queue '${topology.queue}'`);
+    const back = await waitFor('the three back', list, (r) => r.length === 3, 60_000);
+    const byMessage = (rows: Row[], add = 0) =>
+      rows.map((r) => [r.messageId, r.replays + add]).sort((x, y) => String(x[0]).localeCompare(String(y[0])));
+    // The bridge settles them concurrently: they may come back in another order.
+    expect(byMessage(back)).toEqual(byMessage(remaining, 1));
 
     const rest = await runCli(['dead-letters', 'purge', '--conf', conf]);
     expect(rest.exitCode).toBe(0);
