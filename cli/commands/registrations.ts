@@ -376,7 +376,14 @@ export class RegistrationsRetryCommand extends ConfiguredCommand {
       const restarted = new Set<string>();
       let skipped = 0;
       for (const wf of failed.values()) {
-        const plan = await planRestart(client, wf);
+        let plan;
+        try {
+          plan = await planRestart(client, wf);
+        } catch (err) {
+          // Its history (or its revision's) went out of the namespace's retention meanwhile.
+          if (!(err instanceof WorkflowNotFoundError)) throw err;
+          plan = { how: 'skip' as const, why: `no longer in Temporal (${err.message})` };
+        }
         if (plan.how === 'skip') {
           skipped++;
           this.out(`skipped ${wf.workflowId}: ${plan.why}`);
