@@ -3,6 +3,7 @@
  * and the one-shot `dequeue` (basic.get): turn the message into an event and a workflow start
  * (a decision), then ack it, put it back, or move it to the dead-letter queue (its settlement).
  */
+import { randomBytes } from 'node:crypto';
 import type { ConfirmChannel, Message, Options } from 'amqplib';
 import type { Client } from '@temporalio/client';
 import { deadLetterQueue, type Config, type RabbitConfig } from '../core/config.js';
@@ -27,6 +28,21 @@ export interface DeadLetterCause {
 export const REASON_HEADER = 'x-snf-vmcatcher-reason';
 export const KEY_HEADER = 'x-snf-vmcatcher-key';
 export const DETAIL_HEADER = 'x-snf-vmcatcher-error';
+export const ORIGINAL_QUEUE_HEADER = 'x-snf-vmcatcher-original-queue';
+export const DEAD_LETTERED_AT_HEADER = 'x-snf-vmcatcher-dead-lettered-at';
+export const ORIGINAL_USER_ID_HEADER = 'x-snf-vmcatcher-original-user-id';
+/**
+ * A short id of this dead letter, given when it is dead-lettered and never changed while it waits:
+ * what `dead-letters show` and `dead-letters replay` name it by (a position in the queue shifts).
+ */
+export const DEAD_LETTER_ID_HEADER = 'x-snf-vmcatcher-dead-letter-id';
+/** How many times `dead-letters replay` sent this message back to the queue (kept if it is dead-lettered again). */
+export const REPLAYS_HEADER = 'x-snf-vmcatcher-replays';
+
+/** A new dead-letter id: 12 hex digits. */
+export function newDeadLetterId(): string {
+  return randomBytes(6).toString('hex');
+}
 
 /** Classifies an InvalidEventError (from parsing or from the starter's checks). */
 export function deadLetterCause(err: InvalidEventError): DeadLetterCause {
@@ -99,18 +115,27 @@ export function classifyStartFailure(err: unknown): StartFailure {
 export function deadLetterPublishOptions(
   properties: Message['properties'],
   cause: DeadLetterCause,
-  origin: { queue: string; redelivered: boolean; now: Date },
+  origin: { queue: string; redelivered: boolean; now: Date; id?: string },
 ): Options.Publish {
   const headers: Record<string, unknown> = { ...(properties.headers ?? {}) };
   headers[REASON_HEADER] = cause.reason;
   if (cause.key) headers[KEY_HEADER] = cause.key;
   else delete headers[KEY_HEADER];
   headers[DETAIL_HEADER] = cause.detail.slice(0, 1000);
-  headers['x-snf-vmcatcher-original-queue'] = origin.queue;
-  headers['x-snf-vmcatcher-dead-lettered-at'] = origin.now.toISOString();
-  if (properties.userId) headers['x-snf-vmcatcher-original-user-id'] = String(properties.userId);
-  const options: Options.Publish = { persistent: true, headers };
-  const copy = [
+  headers[ORIGINAL_QUEUE_HEADER] = origin.queue;
+  headers[DEAD_LETTERED_AT_HEADER] = origin.now.toISOString();
+  headers[DEAD_LETTER_ID_HEADER] = origin.id ?? newDeadLetterId();
+  if (properties.userId) headers[ORIGINAL_USER_ID_HEADER] = String(properties.userId);
+  return { persistent: true, headers, ...carriedProperties(properties) };
+}
+
+/**
+ * The properties a message keeps when it moves between the queue and the dead-letter queue, either
+ * way: not `expiration` (it must not vanish on the way), not `userId` (RabbitMQ refuses a foreign one).
+ */
+export function carriedProperties(properties: Message['properties']): Options.Publish {
+  const carried: Record<string, unknown> = {};
+  const names = [
     'contentType',
     'contentEncoding',
     'priority',
@@ -121,11 +146,11 @@ export function deadLetterPublishOptions(
     'type',
     'appId',
   ] as const;
-  for (const name of copy) {
+  for (const name of names) {
     const value = properties[name] as unknown;
-    if (value !== undefined && value !== null) (options as Record<string, unknown>)[name] = value;
+    if (value !== undefined && value !== null) carried[name] = value;
   }
-  return options;
+  return carried as Options.Publish;
 }
 
 // ---------------------------------------------------------------------------------------

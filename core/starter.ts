@@ -1,5 +1,10 @@
-import type { Client, WorkflowHandle } from '@temporalio/client';
-import { TypedSearchAttributes, WorkflowIdConflictPolicy, WorkflowIdReusePolicy } from '@temporalio/common';
+import type { Client, WorkflowHandle, WorkflowHandleWithSignaledRunId } from '@temporalio/client';
+import {
+  defaultPayloadConverter,
+  TypedSearchAttributes,
+  WorkflowIdConflictPolicy,
+  WorkflowIdReusePolicy,
+} from '@temporalio/common';
 import { siteCloud, type Config } from './config.js';
 import { assertActionable, eventAction, type ImageEvent } from './event.js';
 import {
@@ -14,6 +19,7 @@ import {
   REGISTER_WORKFLOW,
   registrationTarget,
   type ImageEventSignal,
+  type ImageRequest,
   type RegistrationOptions,
 } from './workflow-contract.js';
 
@@ -54,8 +60,29 @@ export async function startWorkflowForEvent(
   const target = registrationTarget(options, siteCloud(config));
   const workflowId = imageRevisionWorkflowId(event, action, target);
   const signal: ImageEventSignal = { action, event, options, target };
-  const handle = await client.workflow.signalWithStart(IMAGE_REVISION_WORKFLOW, {
-    taskQueue: config.temporal.taskQueue,
+  const handle = await deliverToRevision(client, config.temporal.taskQueue, workflowId, signal);
+  return {
+    outcome: 'delivered',
+    workflowId,
+    childWorkflowId: childWorkflowId(event, action, target),
+    childWorkflowType: action === 'register' ? REGISTER_WORKFLOW : EXPIRE_WORKFLOW,
+    handle,
+  };
+}
+
+/**
+ * Signal-with-start of an image revision's workflow: starts a run when none runs (a closed run's id
+ * may run again), otherwise the running one takes the signal. What an event and a restart share.
+ */
+async function deliverToRevision(
+  client: Client,
+  taskQueue: string,
+  workflowId: string,
+  signal: ImageEventSignal,
+): Promise<WorkflowHandleWithSignaledRunId> {
+  const { event, target, options } = signal;
+  return client.workflow.signalWithStart(IMAGE_REVISION_WORKFLOW, {
+    taskQueue,
     workflowId,
     args: [],
     signal: IMAGE_EVENT_SIGNAL,
@@ -68,11 +95,120 @@ export async function startWorkflowForEvent(
     staticDetails: imageDetails(event, target, options),
     memo: { title: event.title ?? '', version: event.version ?? '', origin: event.origin },
   });
+}
+
+// ---------------------------------------------------------------------------------------
+// Starting a failed registration again (`registrations retry`)
+
+/** The closed states a registration is started again from. A cancelled one was undone by a later event: never. */
+export const RESTARTABLE_STATUSES = ['FAILED', 'TERMINATED', 'TIMED_OUT'] as const;
+
+/** One failed workflow that `registrations retry` considers: a registration, an expiry, or a revision still queued. */
+export interface FailedWorkflow {
+  workflowId: string;
+  runId: string;
+  type: string;
+  taskQueue: string;
+  /** The image revision's workflow that ran it, when one did. */
+  parent?: { workflowId: string };
+}
+
+export type RestartPlan =
+  /** Signal-with-start the image revision's workflow again with the event it handled last. */
+  | { how: 'revision'; workflowId: string; taskQueue: string; signal: ImageEventSignal; restarts: string }
+  /** A registration started without a revision workflow: start its id again with its own input. */
+  | { how: 'direct'; workflowId: string; type: string; taskQueue: string; input: ImageRequest; restarts: string }
+  | { how: 'skip'; workflowId: string; why: string };
+
+function isRestartable(status: string): boolean {
+  return (RESTARTABLE_STATUSES as readonly string[]).includes(status);
+}
+
+/** The payloads of the history events of one run: the start input and every image event signal, in order. */
+async function runInputs(
+  client: Client,
+  workflowId: string,
+  runId: string,
+): Promise<{ input?: unknown; signals: ImageEventSignal[] }> {
+  const history = await client.workflow.getHandle(workflowId, runId).fetchHistory();
+  const decode = (payload: unknown) => defaultPayloadConverter.fromPayload(payload as never);
+  let input: unknown;
+  const signals: ImageEventSignal[] = [];
+  for (const event of history.events ?? []) {
+    const started = event.workflowExecutionStartedEventAttributes;
+    if (started?.input?.payloads?.[0]) input = decode(started.input.payloads[0]);
+    const signaled = event.workflowExecutionSignaledEventAttributes;
+    if (signaled?.signalName === IMAGE_EVENT_SIGNAL && signaled.input?.payloads?.[0])
+      signals.push(decode(signaled.input.payloads[0]) as ImageEventSignal);
+  }
+  return { input, signals };
+}
+
+/**
+ * How to start a failed workflow again so that the result is what the event asked for, once:
+ * - a registration or expiry run by an image revision's workflow: that workflow again (same id),
+ *   signalled with the event it handled last, unless it runs (a newer event is being handled) or
+ *   completed since (a later event settled the image); it starts the child's id again, and the child
+ *   finds an image registered by an earlier attempt instead of registering a second one;
+ * - a registration started on its own (no revision workflow): its id again with its original input;
+ * - nothing when its latest run is no longer failed (restarted already, or run again by an event).
+ */
+export async function planRestart(client: Client, failed: FailedWorkflow): Promise<RestartPlan> {
+  const skip = (why: string): RestartPlan => ({ how: 'skip', workflowId: failed.workflowId, why });
+  const latest = await client.workflow.getHandle(failed.workflowId).describe();
+  if (!isRestartable(latest.status.name))
+    return skip(`its latest run is ${latest.status.name.toLowerCase()} (started ${latest.startTime.toISOString()})`);
+  const parentId = latest.parentExecution?.workflowId ?? failed.parent?.workflowId;
+  const revision = failed.type === IMAGE_REVISION_WORKFLOW ? failed.workflowId : parentId;
+  if (revision) {
+    const parent = await client.workflow.getHandle(revision).describe();
+    if (parent.status.name === 'RUNNING')
+      return skip(`its image revision's workflow ${revision} is running (it handles a newer event)`);
+    if (!isRestartable(parent.status.name))
+      return skip(`its image revision's workflow ${revision} is ${parent.status.name.toLowerCase()} since`);
+    const { signals } = await runInputs(client, revision, parent.runId);
+    const signal = signals.at(-1);
+    if (!signal) return skip(`no event found in the history of ${revision}`);
+    return {
+      how: 'revision',
+      workflowId: revision,
+      taskQueue: parent.taskQueue,
+      signal,
+      restarts: failed.workflowId,
+    };
+  }
+  const { input } = await runInputs(client, failed.workflowId, latest.runId);
+  if (!input) return skip('its original input is not in its history');
   return {
-    outcome: 'delivered',
-    workflowId,
-    childWorkflowId: childWorkflowId(event, action, target),
-    childWorkflowType: action === 'register' ? REGISTER_WORKFLOW : EXPIRE_WORKFLOW,
-    handle,
+    how: 'direct',
+    workflowId: failed.workflowId,
+    type: failed.type,
+    taskQueue: latest.taskQueue,
+    input: input as ImageRequest,
+    restarts: failed.workflowId,
   };
+}
+
+/** Carries out a plan of planRestart. A registration another operator restarted meanwhile is left to that run. */
+export async function restart(
+  client: Client,
+  plan: Exclude<RestartPlan, { how: 'skip' }>,
+): Promise<{ workflowId: string; runId: string }> {
+  if (plan.how === 'revision') {
+    const handle = await deliverToRevision(client, plan.taskQueue, plan.workflowId, plan.signal);
+    return { workflowId: handle.workflowId, runId: handle.signaledRunId };
+  }
+  const { event } = plan.input;
+  const handle = await client.workflow.start(plan.type, {
+    taskQueue: plan.taskQueue,
+    workflowId: plan.workflowId,
+    args: [plan.input],
+    workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE,
+    workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
+    typedSearchAttributes: new TypedSearchAttributes(
+      imageSearchAttributes(event, plan.type === REGISTER_WORKFLOW ? 'queued' : 'expiring'),
+    ),
+    memo: { title: event.title ?? '', version: event.version ?? '', origin: event.origin },
+  });
+  return { workflowId: handle.workflowId, runId: handle.firstExecutionRunId };
 }

@@ -1,3 +1,4 @@
+import { deadLettersCommands } from './dead-letters.js';
 import { DequeueCommand } from './dequeue.js';
 import { DrainQueueCommand } from './drain-queue.js';
 import { EnqueueFromEnvCommand } from './enqueue-from-env.js';
@@ -5,7 +6,7 @@ import { EnqueueFromImageListCommand } from './enqueue-from-image-list.js';
 import { GetImageListCommand } from './get-image-list.js';
 import { ParseImageListCommand } from './parse-image-list.js';
 import { RegisterNowCommand } from './register-now.js';
-import { RegistrationsCommand } from './registrations.js';
+import { registrationsCommands } from './registrations.js';
 import { RunCommand } from './run.js';
 import {
   SubscribeCommand,
@@ -37,10 +38,11 @@ export const commands = [
   TransformCommand,
   WorkerCommand,
   RunCommand,
-  RegistrationsCommand,
+  ...registrationsCommands,
   SubscriptionsCommand,
   SubscriptionsApplyCommand,
   SubscribeCommand,
   UnsubscribeCommand,
   SyncNowCommand,
+  ...deadLettersCommands,
 ];

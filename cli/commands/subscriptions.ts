@@ -175,7 +175,7 @@ export class SubscriptionsApplyCommand extends TemporalCommand {
   }
 }
 
-const isDuration = t.makeValidator<unknown, string>({
+export const isDuration = t.makeValidator<unknown, string>({
   test: (value, state): value is string => {
     if (typeof value === 'string' && DurationSchema.safeParse(value).success) return true;
     state?.errors?.push(`${state.p ?? 'value'}: expected a duration such as 3h or 90m (got ${String(value)})`);

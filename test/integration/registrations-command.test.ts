@@ -18,6 +18,18 @@ describe('registrationsQuery', () => {
       { stage: 'acquiring', imageListIdentifier: "o'brien" },
       `${ALL} AND ImageStage = 'acquiring' AND ImageListIdentifier = 'o\\'brien'`,
     ],
+    [
+      { status: 'failed' as const, closedSince: new Date('2026-01-01T00:00:00Z'), cloud: 'site' },
+      `${ALL} AND ExecutionStatus = 'Failed' AND CloseTime >= '2026-01-01T00:00:00.000Z' AND ` +
+        "(WorkflowId STARTS_WITH 'register:synnefo-site:' OR WorkflowId STARTS_WITH 'expire:synnefo-site:' OR " +
+        "WorkflowId STARTS_WITH 'image:synnefo-site:' OR WorkflowId STARTS_WITH 'register:glance-site:' OR " +
+        "WorkflowId STARTS_WITH 'expire:glance-site:' OR WorkflowId STARTS_WITH 'image:glance-site:')",
+    ],
+    [
+      { cloud: 'glance-openstack' },
+      `${ALL} AND (WorkflowId STARTS_WITH 'register:glance-openstack:' OR ` +
+        "WorkflowId STARTS_WITH 'expire:glance-openstack:' OR WorkflowId STARTS_WITH 'image:glance-openstack:')",
+    ],
   ])('%j → %s', (filter, query) => {
     expect(registrationsQuery(filter)).toBe(query);
   });
