@@ -48,6 +48,19 @@ const TAKES_VALUE = new Set([
   '--size',
   '--prefetch',
   '--metrics-port',
+  '--cloud',
+  '--endorser-ca',
+  '--endorser-dn',
+  '--every',
+  '--image',
+  '--image-list-identifier',
+  '--limit',
+  '--older-than',
+  '--since',
+  '--stage',
+  '--status',
+  '--timeout',
+  '--vo',
 ]);
 
 const GLOBAL_FLAGS: Readonly<Record<string, string>> = {

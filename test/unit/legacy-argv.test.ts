@@ -18,6 +18,11 @@ describe('translateLegacyArgv: the original single-dash command line keeps worki
       ['register-now', '--insecure-ssl', '--insecure-ssl'],
     ],
     [
+      "the new commands' option values are never taken for old options (a value may start with a dash)",
+      ['registrations', 'retry', '-conf', 'c', '--image-list-identifier', '-url', '--cloud', '-format'],
+      ['registrations', 'retry', '--conf', 'c', '--image-list-identifier', '-url', '--cloud', '-format'],
+    ],
+    [
       '-sleepMillis becomes --sleep-millis',
       ['dequeue', '-server', '-sleepMillis', '500'],
       ['dequeue', '--server', '--sleep-millis', '500'],
