@@ -11,15 +11,21 @@ export const RECORD_COMMAND =
 
 const JSON_PLAIN = Buffer.from('json/plain').toString('base64');
 
-/** Fields that say who ran the workflow (pid@hostname) or where its code lived (stack traces): not needed to replay. */
-const DROPPED = new Set(['identity', 'stackTrace']);
+/**
+ * Fields that say who ran the workflow (pid@hostname) or where its code lived (stack traces), or
+ * that differ on every recording (the server's task ids, request ids): none is read by a replay.
+ */
+const DROPPED = new Set(['identity', 'stackTrace', 'taskId', 'requestId']);
+/** Sets the SDK writes in no fixed order. */
+const SETS = new Set(['coreUsedFlags', 'langUsedFlags']);
 
 /**
  * A history as `temporal workflow show --output json` writes it, made stable for a fixture: the
  * test's random task queue name becomes `stableName` everywhere (ids, task queues, and inside
  * json/plain payloads, so what the workflow computes from its input still matches), and the
- * recording machine's identity and stack traces are left out. Times, run ids and everything the
- * replay compares stay as recorded.
+ * recording machine's identity (worker identity, sticky queue), stack traces and the server's
+ * per-recording ids are left out. Event times, run ids and everything the replay compares stay
+ * as recorded: recording the same test twice differs in those only.
  */
 export function stableHistory(shown: string, queue: string, stableName: string): string {
   const swap = (s: string) => s.split(queue).join(stableName);
@@ -28,7 +34,11 @@ export function stableHistory(shown: string, queue: string, stableName: string):
     if (Array.isArray(value)) return value.map(walk);
     if (value && typeof value === 'object') {
       const entries = Object.entries(value as Record<string, unknown>).filter(([key]) => !DROPPED.has(key));
-      const object = Object.fromEntries(entries.map(([key, v]) => [key, walk(v)]));
+      const object = Object.fromEntries(
+        entries.map(([key, v]) => [key, SETS.has(key) && Array.isArray(v) ? [...(v as number[])].sort() : walk(v)]),
+      );
+      // A worker's sticky queue is named after its process and host (pid@hostname).
+      if (object.kind === 'TASK_QUEUE_KIND_STICKY') object.name = `${stableName}-sticky`;
       const metadata = object.metadata as Record<string, string> | undefined;
       if (metadata?.encoding === JSON_PLAIN && typeof object.data === 'string') {
         object.data = Buffer.from(swap(Buffer.from(object.data, 'base64').toString('utf8'))).toString('base64');
