@@ -4,8 +4,9 @@
 // compiled dist/workflows/index.js) and runs each history's events through them; a workflow that
 // now issues other commands than the history recorded fails with a non-determinism error.
 // Prints `ok   <file>` or `FAIL <file>: <why>` per history; exits 1 when any failed.
-// Usage: node scripts/replay-histories.mjs [<folder of *.json histories> [<workflows module> [<workflow type>]]]
-// (with a workflow type, only the histories recorded as `<run>.<type>.json`)
+// Usage: node scripts/replay-histories.mjs [--interceptor <module>]... [<folder of *.json histories> [<workflows module> [<workflow type>]]]
+// (with a workflow type, only the histories recorded as `<run>.<type>.json`; each --interceptor
+// is a workflow interceptor module the worker bundles with the workflows, replayed with them).
 import { readdir, readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -13,9 +14,13 @@ import { fileURLToPath } from 'node:url';
 import { DefaultLogger, Runtime, Worker } from '@temporalio/worker';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const folder = path.resolve(process.argv[2] ?? path.join(root, 'test/fixtures/histories'));
+const args = process.argv.slice(2);
+const workflowModules = [];
+for (let i = args.indexOf('--interceptor'); i >= 0; i = args.indexOf('--interceptor'))
+  workflowModules.push(path.resolve(args.splice(i, 2)[1]));
+const folder = path.resolve(args[0] ?? path.join(root, 'test/fixtures/histories'));
 // The bundler takes an absolute path only (a relative one is read as a package name).
-const workflowsPath = path.resolve(process.argv[3] ?? path.join(root, 'workflows/index.ts'));
+const workflowsPath = path.resolve(args[1] ?? path.join(root, 'workflows/index.ts'));
 Runtime.install({ logger: new DefaultLogger('ERROR') });
 
 // The SDK's own JSON loader (historyFromJSON) fails with "type must be a Type": npm installs
@@ -27,7 +32,7 @@ const { fromJson } = protoRequire('protobufjs/ext/protojson');
 const { patchProtobufRoot } = protoRequire('@temporalio/proto/lib/patch-protobuf-root');
 const historyType = patchProtobufRoot(require('@temporalio/proto')).lookupType('temporal.api.history.v1.History');
 const loadHistory = (json) => fromJson(historyType, json, { ignoreUnknownFields: true });
-const only = process.argv[4];
+const only = args[2];
 const files = (await readdir(folder)).filter((f) => f.endsWith(only ? `.${only}.json` : '.json')).sort();
 const histories = await Promise.all(
   files.map(async (file) => ({
@@ -36,7 +41,7 @@ const histories = await Promise.all(
   })),
 );
 let failed = 0;
-for await (const result of Worker.runReplayHistories({ workflowsPath }, histories)) {
+for await (const result of Worker.runReplayHistories({ workflowsPath, interceptors: { workflowModules } }, histories)) {
   if (result.error) {
     failed++;
     console.log(`FAIL ${result.workflowId}: ${result.error.message.replace(/\s*\n\s*/g, ' ')}`);
