@@ -1,6 +1,12 @@
-// Replays recorded workflow histories (Temporal's JSON history format) against the compiled
-// workflow code, as a site's running workflows would be replayed after an upgrade.
-// Usage: node scripts/replay-histories.mjs <folder of *.json histories> [<workflows module>]
+// Replays recorded workflow histories (Temporal's JSON history format) against the workflow
+// code, as a site's running workflows are replayed after an upgrade. No Temporal server is
+// needed: the worker's replayer bundles the workflows (TypeScript sources by default, or the
+// compiled dist/workflows/index.js) and runs each history's events through them; a workflow that
+// now issues other commands than the history recorded fails with a non-determinism error.
+// Prints `ok   <file>` or `FAIL <file>: <why>` per history; exits 1 when any failed.
+// Usage: node scripts/replay-histories.mjs [--interceptor <module>]... [<folder of *.json histories> [<workflows module> [<workflow type>]]]
+// (with a workflow type, only the histories recorded as `<run>.<type>.json`; each --interceptor
+// is a workflow interceptor module the worker bundles with the workflows, replayed with them).
 import { readdir, readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -8,8 +14,13 @@ import { fileURLToPath } from 'node:url';
 import { DefaultLogger, Runtime, Worker } from '@temporalio/worker';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const folder = process.argv[2];
-const workflowsPath = process.argv[3] ?? path.join(root, 'dist/workflows/index.js');
+const args = process.argv.slice(2);
+const workflowModules = [];
+for (let i = args.indexOf('--interceptor'); i >= 0; i = args.indexOf('--interceptor'))
+  workflowModules.push(path.resolve(args.splice(i, 2)[1]));
+const folder = path.resolve(args[0] ?? path.join(root, 'test/fixtures/histories'));
+// The bundler takes an absolute path only (a relative one is read as a package name).
+const workflowsPath = path.resolve(args[1] ?? path.join(root, 'workflows/index.ts'));
 Runtime.install({ logger: new DefaultLogger('ERROR') });
 
 // The SDK's own JSON loader (historyFromJSON) fails with "type must be a Type": npm installs
@@ -21,7 +32,8 @@ const { fromJson } = protoRequire('protobufjs/ext/protojson');
 const { patchProtobufRoot } = protoRequire('@temporalio/proto/lib/patch-protobuf-root');
 const historyType = patchProtobufRoot(require('@temporalio/proto')).lookupType('temporal.api.history.v1.History');
 const loadHistory = (json) => fromJson(historyType, json, { ignoreUnknownFields: true });
-const files = (await readdir(folder)).filter((f) => f.endsWith('.json')).sort();
+const only = args[2];
+const files = (await readdir(folder)).filter((f) => f.endsWith(only ? `.${only}.json` : '.json')).sort();
 const histories = await Promise.all(
   files.map(async (file) => ({
     workflowId: file,
@@ -29,10 +41,10 @@ const histories = await Promise.all(
   })),
 );
 let failed = 0;
-for await (const result of Worker.runReplayHistories({ workflowsPath }, histories)) {
+for await (const result of Worker.runReplayHistories({ workflowsPath, interceptors: { workflowModules } }, histories)) {
   if (result.error) {
     failed++;
-    console.log(`FAIL ${result.workflowId}: ${result.error.message}`);
+    console.log(`FAIL ${result.workflowId}: ${result.error.message.replace(/\s*\n\s*/g, ' ')}`);
   } else {
     console.log(`ok   ${result.workflowId}`);
   }

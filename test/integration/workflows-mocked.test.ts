@@ -1,7 +1,13 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Context } from '@temporalio/activity';
-import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
+import {
+  Client,
+  Connection,
+  ScheduleOverlapPolicy,
+  WorkflowFailedError,
+  type WorkflowHandle,
+} from '@temporalio/client';
 import { ApplicationFailure, TypedSearchAttributes } from '@temporalio/common';
 import { execa } from 'execa';
 import {
@@ -17,26 +23,40 @@ import {
   DISK_TOO_SMALL,
   IMAGE_EVENT_SIGNAL,
   IMAGE_REVISION_WORKFLOW,
+  LIST_REJECTED,
   OUT_OF_SPACE,
   SA_STAGE,
+  SYNC_WORKFLOW,
+  imageIdentity,
   imageRevisionWorkflowId,
   type HostClaim,
   type ImageEventSignal,
   type ImageRevisionResult,
+  type ListedImage,
   type RegisterImageResult,
+  type SubscriptionSpec,
+  type SyncImageListInput,
+  type SyncImageListResult,
 } from '../../core/workflow-contract.js';
+import type { CloudImage } from '../../clouds/target.js';
 import { ROOT } from '../support/cli.js';
+import { HISTORIES, stableHistory } from '../support/histories.js';
 import { uniqueTaskQueue } from '../support/service-process.js';
 import { TEMPORAL_CLI } from '../support/temporal-server.js';
 
 /**
  * The workflows' branches with mocked activities on the real dev server: how a revision's
- * coordinator lets the last event win, how a registration waits for disk space, and how it moves
- * when its host is gone. Histories of these runs are kept in test/fixtures/histories/ for the
- * replay test (test/integration/workflow-replay.test.ts), so a change that breaks running
- * workflows fails CI.
+ * coordinator lets the last event win, how a registration waits for disk space, moves when its
+ * host is gone, or registers on a Glance cloud, and how a subscription's sync plans and delivers
+ * (a list read and verified, a list answered 304, a refused list, a registry project).
+ *
+ * Histories of these runs are kept in test/fixtures/histories/ for the replay test
+ * (test/unit/workflow-replay.test.ts), so a change that breaks running workflows fails CI. The
+ * replay compares the workflow's commands, not what the activities did, so mocked activities
+ * record as good a history as real ones. Record with SNF_VMCATCHER_RECORD_HISTORIES=1 (the
+ * command is in test/support/histories.ts), and only the tests whose histories are new (`-t`):
+ * a history recorded from older code is what keeps that older code's running workflows safe.
  */
-const HISTORIES = path.join(ROOT, 'test/fixtures/histories');
 
 interface Calls {
   [name: string]: number;
@@ -153,15 +173,18 @@ describe('workflows with mocked activities', () => {
     };
   }
 
+  /** A Synnefo site's delivery (kamaki cloud `mock`), or a Glance site's (`glance-mock`: no kamaki cloud). */
   async function deliver(
     queue: string,
     action: 'register' | 'expire',
     event: ImageEvent = imageOn(queue),
+    target: 'synnefo-mock' | 'glance-mock' = 'synnefo-mock',
   ): Promise<WorkflowHandle> {
-    const signal: ImageEventSignal = { action, event, options: { kamakiCloud: 'mock' }, target: 'synnefo-mock' };
+    const options = target === 'synnefo-mock' ? { kamakiCloud: 'mock' } : {};
+    const signal: ImageEventSignal = { action, event, options, target };
     return client.workflow.signalWithStart(IMAGE_REVISION_WORKFLOW, {
       taskQueue: queue,
-      workflowId: imageRevisionWorkflowId(event, action, 'synnefo-mock'),
+      workflowId: imageRevisionWorkflowId(event, action, target),
       args: [],
       signal: IMAGE_EVENT_SIGNAL,
       signalArgs: [signal],
@@ -171,12 +194,18 @@ describe('workflows with mocked activities', () => {
 
   /**
    * With SNF_VMCATCHER_RECORD_HISTORIES=1, keeps the histories of every workflow the test ran on
-   * its queue (the coordinator and its children) as replay fixtures. Record them again only when
-   * a workflow change is meant to be incompatible (and say so in the commit).
+   * its queue (the coordinator and its children; or only the run `only` names) as replay fixtures
+   * `<name>.<workflow type>.json`, with the queue's random name made `mocked-<name>`. Record them
+   * again only when a workflow change is meant to be incompatible (and say so in the commit).
    */
-  async function keepHistory(name: string, queue: string): Promise<void> {
+  async function keepHistory(
+    name: string,
+    queue: string,
+    only?: { workflowId: string; runId?: string },
+  ): Promise<void> {
     if (process.env.SNF_VMCATCHER_RECORD_HISTORIES !== '1') return;
     for await (const wf of client.workflow.list({ query: `TaskQueue = '${queue}'` })) {
+      if (only && (wf.workflowId !== only.workflowId || (only.runId && wf.runId !== only.runId))) continue;
       // The Temporal CLI writes the standard JSON history format (the SDK's writer needs the
       // protobufjs instance jest's module registry does not share).
       const shown = await execa(TEMPORAL_CLI, [
@@ -191,13 +220,19 @@ describe('workflows with mocked activities', () => {
         '--output',
         'json',
       ]);
-      await writeFile(path.join(HISTORIES, `${name}.${wf.type}.json`), shown.stdout);
+      await writeFile(
+        path.join(HISTORIES, `${name}.${wf.type}.json`),
+        stableHistory(shown.stdout, queue, `mocked-${name}`),
+      );
     }
   }
 
-  const waitFor = async (what: string, check: () => boolean, timeoutMs = 20_000) => {
+  /** Waits until `check` holds, running `refresh` (when given) before each look. */
+  const waitFor = async (what: string, check: () => boolean, timeoutMs = 20_000, refresh?: () => Promise<void>) => {
     const deadline = Date.now() + timeoutMs;
-    while (!check()) {
+    for (;;) {
+      await refresh?.();
+      if (check()) return;
       if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
       await new Promise((r) => setTimeout(r, 50));
     }
@@ -382,5 +417,306 @@ describe('workflows with mocked activities', () => {
     );
     expect(result.register?.imageId).toBe('new-image');
     expect(c).toMatchObject({ claimHost: 2, acquireHostSlot: 1, acquireImage: 1 });
+  });
+
+  test('a Glance site registers the image as the qcow2 its cloud takes: no kamaki cloud, the convert keeps the format', async () => {
+    const c = calls();
+    const published: Array<{ path: string; options: object }> = [];
+    const prepared: string[] = [];
+    const result = await withWorker(
+      baseActivities('unused', c, {
+        claimHost: async () => claimFor(Context.current().info.taskQueue),
+        convertToRaw: async () => (
+          count(c, 'convertToRaw'),
+          {
+            path: '/w/img.qcow2',
+            format: 'qcow2',
+            virtualSize: 1,
+            bytes: 1,
+            steps: ['qcow2 kept (the cloud takes it)'],
+          }
+        ),
+        prepareImage: async (input: { rawPath: string }) => {
+          prepared.push(input.rawPath);
+          return { path: input.rawPath, metadata: {}, prepared: false };
+        },
+        registerWithKamaki: async (input: { path: string; options: object }) => {
+          published.push(input);
+          return {
+            imageId: 'glance-image',
+            name: 'img',
+            location: 'https://glance.example/v2/images/glance-image',
+            reused: false,
+            isPublic: true,
+            visibility: 'public',
+            diskFormat: 'qcow2',
+            properties: {},
+          };
+        },
+      }),
+      async (queue) => {
+        const parent = await deliver(queue, 'register', imageOn(queue), 'glance-mock');
+        const r = (await parent.result()) as ImageRevisionResult;
+        await keepHistory('register-glance', queue);
+        return r;
+      },
+    );
+    expect(result).toMatchObject({
+      action: 'register',
+      register: { imageId: 'glance-image', format: 'qcow2', location: 'https://glance.example/v2/images/glance-image' },
+    });
+    expect(prepared).toEqual(['/w/img.qcow2']);
+    expect(published).toEqual([expect.objectContaining({ path: '/w/img.qcow2', options: {} })]);
+    expect(c).toMatchObject({ acquireImage: 1, convertToRaw: 1, cleanupWorkspace: 1, releaseHostSlot: 1 });
+  });
+
+  const listed = (imageId: string, sha: string, expired = false): ListedImage => ({
+    event: ImageEventSchema.parse({
+      origin: 'image-list',
+      imageListId: 'list-mocked',
+      imageId,
+      title: `Image ${imageId}`,
+      version: '1',
+      uri: `https://example.org/${imageId}.qcow2`,
+      checksumSha512: sha.repeat(128),
+    }),
+    expired,
+  });
+
+  /** What the cloud holds for a listed image, as the inventory reports it. */
+  const inCloud = (image: ListedImage, isPublic = true): CloudImage => ({
+    cloudImageId: `cloud-${image.event.imageId}`,
+    imageId: imageIdentity(image.event).imageId,
+    revision: imageIdentity(image.event).revision,
+    checksumSha512: image.event.checksumSha512,
+    isPublic,
+  });
+
+  const listSpec = (url: string): SubscriptionSpec => ({
+    url,
+    endorsers: [],
+    everyMs: 3_600_000,
+    cloud: 'mock',
+    origin: 'config',
+  });
+
+  /** The subscription steps of a sync run, mocked: the list or project read, the cloud's inventory, the deliveries. */
+  function syncActivities(
+    c: Calls,
+    delivered: ImageEvent[][],
+    cloud: () => CloudImage[],
+    overrides: Record<string, (...args: never[]) => Promise<unknown>> = {},
+  ) {
+    return {
+      readSubscribedList: async () => {
+        throw new Error('this run reads no image list');
+      },
+      readSubscribedRegistry: async () => {
+        throw new Error('this run reads no registry project');
+      },
+      cloudInventory: async () => (count(c, 'cloudInventory'), { images: cloud(), expireAction: 'make-private' }),
+      deliverImageEvents: async ({ events }: { events: ImageEvent[] }) => {
+        delivered.push(events);
+        return events.map((e, i) => `delivered-${delivered.length}-${i}`);
+      },
+      ...overrides,
+    };
+  }
+
+  test('a list sync registers new images and expires dropped ones; the next run, answered 304, reconciles the accepted copy', async () => {
+    const c = calls();
+    const delivered: ImageEvent[][] = [];
+    const [a, b, dropped] = [listed('a', 'a'), listed('b', 'b'), listed('dropped', 'd')];
+    // Before the first run the cloud holds b (unchanged) and an image the list no longer names;
+    // after it, the dropped one is private and a is still being registered.
+    let cloud = [inCloud(b), inCloud(dropped)];
+    const previousSeen: unknown[] = [];
+    let reads = 0;
+    const activities = syncActivities(c, delivered, () => cloud, {
+      readSubscribedList: async ({ previous }: { previous?: unknown }) => {
+        previousSeen.push(previous);
+        reads++;
+        if (reads > 1) return { notModified: true };
+        return {
+          notModified: false,
+          list: { identifier: 'list-mocked', version: '1' },
+          images: [a, b],
+          invalid: [{ identifier: 'broken', problem: 'no hv:uri' }],
+          etag: '"v1"',
+        };
+      },
+      deliverImageEvents: async ({ events }: { events: ImageEvent[] }) => {
+        delivered.push(events);
+        if (delivered.length === 1) cloud = [inCloud(b), inCloud(dropped, false)];
+        return events.map((e, i) => `delivered-${delivered.length}-${i}`);
+      },
+    });
+    const [first, second] = await withWorker(activities, async (queue) => {
+      const input: SyncImageListInput = { subscription: listSpec(`https://lists.example/${queue}.xml`) };
+      const schedule = await client.schedule.create({
+        scheduleId: `sync-${queue}`,
+        spec: { intervals: [{ every: '1 day' }] },
+        action: {
+          type: 'startWorkflow',
+          workflowType: SYNC_WORKFLOW,
+          workflowId: `sync:${queue}`,
+          taskQueue: queue,
+          args: [input],
+        },
+        state: { paused: true, note: 'triggered by the test only' },
+      });
+      try {
+        // Each run starts when the schedule is triggered, as `sync-now` does it (BUFFER_ONE); the
+        // second sees the first's result as its last completion result.
+        const runOf = async (n: number) => {
+          await schedule.trigger(ScheduleOverlapPolicy.BUFFER_ONE);
+          let action: { workflowId: string; firstExecutionRunId: string } | undefined;
+          await waitFor(
+            `sync run ${n} to start`,
+            () => action !== undefined,
+            60_000,
+            async () => {
+              const recent = (await schedule.describe()).info.recentActions;
+              if (recent.length >= n) action = recent[n - 1]!.action.workflow;
+            },
+          );
+          const handle = client.workflow.getHandle(action!.workflowId, action!.firstExecutionRunId);
+          const result = (await handle.result()) as SyncImageListResult;
+          // The schedule keeps a run's result for the next one once it has seen the run close.
+          let running = 1;
+          await waitFor(
+            `the schedule to see sync run ${n} close`,
+            () => running === 0,
+            60_000,
+            async () => void (running = (await schedule.describe()).info.runningActions.length),
+          );
+          return { result, workflowId: action!.workflowId, runId: action!.firstExecutionRunId };
+        };
+        const one = await runOf(1);
+        await keepHistory('list-sync-changed', queue, one);
+        const two = await runOf(2);
+        await keepHistory('list-sync-not-modified', queue, two);
+        return [one.result, two.result];
+      } finally {
+        await schedule.delete();
+      }
+    });
+    expect(first.summary).toMatchObject({
+      fetched: 'changed',
+      listId: 'list-mocked',
+      registered: [{ imageId: 'a', reason: 'new', workflowId: 'delivered-1-0' }],
+      expired: [{ imageId: 'dropped', reason: 'removed', workflowId: 'delivered-1-1' }],
+      unchanged: 1,
+      invalid: [{ identifier: 'broken', problem: 'no hv:uri' }],
+    });
+    expect(delivered[0]!.map((e) => [e.imageId, e.type ?? 'Available'])).toEqual([
+      ['a', 'Available'],
+      ['dropped', 'ExpirePostfix'],
+    ]);
+    // The second read is conditional on the first's validators; 304 keeps the accepted copy.
+    expect(previousSeen).toEqual([undefined, { listId: 'list-mocked', version: '1', etag: '"v1"' }]);
+    expect(second.summary).toMatchObject({
+      fetched: 'not-modified',
+      registered: [{ imageId: 'a', reason: 'missing-from-cloud' }],
+      expired: [],
+      unchanged: 1,
+    });
+    expect(second.accepted).toEqual(first.accepted);
+    expect(c.cloudInventory).toBe(2);
+  });
+
+  test('a refused list fails the sync run as ImageListRejected, before the cloud is asked anything', async () => {
+    const c = calls();
+    const delivered: ImageEvent[][] = [];
+    const failure = await withWorker(
+      syncActivities(c, delivered, () => [], {
+        readSubscribedList: async () => {
+          throw ApplicationFailure.nonRetryable(
+            'image list https://lists.example/refused.xml refused: the list expired on 2020-01-01 (dc:date:expires)',
+            LIST_REJECTED,
+          );
+        },
+      }),
+      async (queue) => {
+        const handle = await client.workflow.start(SYNC_WORKFLOW, {
+          taskQueue: queue,
+          workflowId: `sync:${queue}`,
+          args: [{ subscription: listSpec('https://lists.example/refused.xml') } satisfies SyncImageListInput],
+        });
+        const err = await handle.result().then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        await keepHistory('list-sync-refused', queue);
+        return err;
+      },
+    );
+    expect(failure).toBeInstanceOf(WorkflowFailedError);
+    const cause = (failure as WorkflowFailedError).cause?.cause;
+    expect(cause).toBeInstanceOf(ApplicationFailure);
+    expect((cause as ApplicationFailure).type).toBe(LIST_REJECTED);
+    expect(c.cloudInventory).toBeUndefined();
+    expect(delivered).toEqual([]);
+  });
+
+  test('a registry sync reads the project on every run and registers its new digests, reporting the tags it cannot take', async () => {
+    const c = calls();
+    const delivered: ImageEvent[][] = [];
+    const layer = (imageId: string, sha: string): ListedImage => ({
+      event: ImageEventSchema.parse({
+        origin: 'registry',
+        imageListId: 'registry.example/project',
+        imageId,
+        title: imageId,
+        version: 'latest',
+        uri: `https://registry.example/v2/project/${imageId}/blobs/sha256:${sha.repeat(64)}`,
+        checksumSha256: sha.repeat(64),
+      }),
+      expired: false,
+    });
+    const [kept, fresh] = [layer('project/kept', 'e'), layer('project/fresh', 'f')];
+    const result = await withWorker(
+      syncActivities(c, delivered, () => [inCloud(kept)], {
+        readSubscribedRegistry: async ({ subscription }: { subscription: SubscriptionSpec }) => {
+          count(c, 'readSubscribedRegistry');
+          expect(subscription.registry?.project).toBe('project');
+          return {
+            listId: 'registry.example/project',
+            images: [kept, fresh],
+            invalid: [{ identifier: 'project/helm:1', problem: 'not a disk image artifact' }],
+            unread: [],
+          };
+        },
+      }),
+      async (queue) => {
+        const subscription: SubscriptionSpec = {
+          url: 'https://registry.example/project',
+          source: 'registry',
+          registry: { registry: 'https://registry.example', project: 'project' },
+          credential: 'registry-login',
+          endorsers: [],
+          everyMs: 3_600_000,
+          origin: 'config',
+        };
+        const handle = await client.workflow.start(SYNC_WORKFLOW, {
+          taskQueue: queue,
+          workflowId: `sync:${queue}`,
+          args: [{ subscription } satisfies SyncImageListInput],
+        });
+        const r = (await handle.result()) as SyncImageListResult;
+        await keepHistory('registry-sync', queue);
+        return r;
+      },
+    );
+    expect(result.summary).toMatchObject({
+      fetched: 'changed',
+      listId: 'registry.example/project',
+      registered: [{ imageId: 'project/fresh', reason: 'new' }],
+      expired: [],
+      unchanged: 1,
+      invalid: [{ identifier: 'project/helm:1', problem: 'not a disk image artifact' }],
+    });
+    expect(delivered).toEqual([[fresh.event]]);
+    expect(c).toMatchObject({ readSubscribedRegistry: 1, cloudInventory: 1 });
   });
 });
