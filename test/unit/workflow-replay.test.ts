@@ -23,11 +23,14 @@ import { HISTORIES, RECORD_COMMAND, recordedWorkflowTypes } from '../support/his
  *   SNF_VMCATCHER_RECORD_HISTORIES=1 node --experimental-vm-modules --no-warnings=ExperimentalWarning node_modules/jest/bin/jest.js test/integration/workflows-mocked.test.ts -t '<its name>'
  */
 
+/** Replays with the workflow interceptor the worker bundles (workflows/outcomes.ts), as the worker runs them. */
 const replay = (workflowsModule: string, workflowType?: string) =>
   execa(
     process.execPath,
     [
       path.join(ROOT, 'scripts/replay-histories.mjs'),
+      '--interceptor',
+      path.join(ROOT, 'workflows/outcomes.ts'),
       HISTORIES,
       workflowsModule,
       ...(workflowType ? [workflowType] : []),
