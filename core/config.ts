@@ -384,6 +384,12 @@ export const SecurityConfigSchema = z.object({
   endorserPolicy: SignaturePolicySchema.optional(),
   /** `auto`: check CRLs when the caPath folder holds `*.r0` files (as fetch-crl writes them); `off`: never. */
   crlCheck: z.enum(['auto', 'off']).default('auto'),
+  /**
+   * Register an image whose event carries no checksum (neither sha512 nor sha256)? Off: such an
+   * event is refused before anything is fetched. vmcatcher cache files (verified by vmcatcher)
+   * and the operator's own `register-now`/`transform` are registered without it (docs/pipeline.md).
+   */
+  allowUnverifiedImages: z.boolean().default(false),
   /** Folders `file:` URLs may read from. Empty: no `file:` URLs at all. */
   allowedFileFolders: z.array(z.string()).default([]),
   /** Folders vmcatcher cache events may point into (VMCATCHER_CACHE_DIR_CACHE). Empty: none. */
