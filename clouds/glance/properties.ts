@@ -7,7 +7,7 @@
  */
 import type { ImageEvent } from '../../core/event.js';
 import { EVENT_FIELDS } from '../../core/event.js';
-import { normaliseOsFamily } from '../identity.js';
+import { normaliseOsFamily, printable } from '../identity.js';
 import { IDENTITY_PROPERTIES, imageIdentity } from '../../core/workflow-contract.js';
 
 /** Glance's image schema caps every custom property value at 255 characters. */
@@ -99,11 +99,6 @@ function glanceOsType(event: ImageEvent, osfamily: string | undefined): string |
   return family === 'linux' || family === 'windows' ? family : undefined;
 }
 
-function clean(value: string): string {
-  // eslint-disable-next-line no-control-regex
-  return value.replace(/[\u0000-\u001f\u007f]+/g, ' ').trim();
-}
-
 export interface GlanceProperties {
   properties: Record<string, string>;
   /** Keys whose values were cut to Glance's 255 characters. */
@@ -122,7 +117,7 @@ export function buildGlanceProperties(input: {
   const truncated: string[] = [];
   const put = (key: string, value: string | number | undefined) => {
     if (value === undefined) return;
-    let text = clean(String(value));
+    let text = printable(String(value));
     if (text === '') return;
     if (text.length > MAX_PROPERTY_LENGTH) {
       text = text.slice(0, MAX_PROPERTY_LENGTH);
