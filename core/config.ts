@@ -136,6 +136,12 @@ export const GlanceConfigSchema = z
     /** VO name → Keystone project id: a `shared` image of a VO is shared with its project (as atrope's voms.json). */
     voProjects: z.record(z.string(), z.string().min(1)).default({}),
     /**
+     * Image list dc:identifier → VO, for images that do not come from a subscription (queued
+     * events, register-now): the VO whose project a `shared` image joins. A queued event's own
+     * VMCATCHER_EVENT_VO never chooses it (docs/glance.md, "Sharing").
+     */
+    imageListVos: z.record(z.string(), z.string().min(1)).default({}),
+    /**
      * Disk formats this cloud takes, preferred first. A qcow2 image is uploaded as qcow2 when
      * `qcow2` is listed; otherwise it is converted to raw (e.g. for a Ceph RBD backend).
      */

@@ -12,6 +12,12 @@ import { IDENTITY_PROPERTIES, imageIdentity } from '../../core/workflow-contract
 
 /** Glance's image schema caps every custom property value at 255 characters. */
 export const MAX_PROPERTY_LENGTH = 255;
+/**
+ * Set by us once Glance's own hash of the stored bytes equals what we uploaded (`<algo>:<hex>`,
+ * Glance's os_hash_algo and os_hash_value): only an image that carries it, matching, is reused.
+ */
+export const VERIFIED_PROPERTY = 'VMCATCHER_VERIFIED_HASH';
+
 /** The tag on every image we create (atrope tags its images "atrope"). */
 export const GLANCE_TAG = 'snf-vmcatcher';
 
@@ -126,7 +132,9 @@ export function buildGlanceProperties(input: {
     properties[key] = text;
   };
 
-  for (const [key, value] of Object.entries(input.siteProperties ?? {})) put(key, value);
+  // Site extras never stand in for ours (identity, provenance, the verification mark, cloudkeeper's).
+  for (const [key, value] of Object.entries(input.siteProperties ?? {}))
+    if (!/^(vmcatcher_|appliance_)/i.test(key)) put(key, value);
 
   put('os_distro', glanceOsDistro(event.osName ?? event.os));
   put('os_version', event.osVersion);
