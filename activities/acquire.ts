@@ -101,7 +101,7 @@ export function checkVerifiable(config: Config, event: ImageEvent, logger?: Logg
   if (config.security.allowUnverifiedImages || event.origin === 'command') {
     logger?.warn(
       { imageId: event.imageId, imageListId: event.imageListId, origin: event.origin },
-      `${image} carries no checksum: registered UNVERIFIED (${event.origin === 'command' ? 'the operator\'s own command' : 'security.allowUnverifiedImages = true'})`,
+      `${image} carries no checksum: registered UNVERIFIED (${event.origin === 'command' ? "the operator's own command" : 'security.allowUnverifiedImages = true'})`,
     );
     return;
   }
@@ -143,7 +143,11 @@ export async function acquireImage(deps: ActivityDeps, input: AcquireInput): Pro
     const blob = registryBlobOf(event, url);
     const credentialName = blob
       ? (input.credentialName ??
-        credentialNameFor(deps.config, { url: event.uri, imageListId: event.imageListId, insecureTls: input.insecureSsl }))
+        credentialNameFor(deps.config, {
+          url: event.uri,
+          imageListId: event.imageListId,
+          insecureTls: input.insecureSsl,
+        }))
       : downloadCredential(deps, url, input);
     if (blob) {
       const pulled = await downloadFromRegistry(attempt, {

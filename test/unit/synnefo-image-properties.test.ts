@@ -247,6 +247,7 @@ describe('our properties are ours alone (issue #20.8)', () => {
     });
     const { properties } = buildImageProperties({ event: ev, options: {}, metadata: { OS: 'deb\nian' } });
     for (const value of Object.values(properties))
+      // eslint-disable-next-line no-control-regex -- exactly what must not be there
       expect(value).not.toMatch(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/);
     expect(properties.VMCATCHER_EVENT_DC_TITLE).toBe('Debian --public 12');
     expect(imageDisplayName(ev)).toBe('Debian --public 12 1.1');
