@@ -47,6 +47,7 @@ security { credentials { glance-secret = { env = "GLANCE_SECRET_FOR_TEST" } } }`
       interface: 'public',
       visibility: 'shared',
       voProjects: { 'vo.example.org': 'p-123' },
+      imageListVos: {},
       diskFormats: ['raw'],
       expireAction: 'deactivate',
       hashAlgorithm: 'sha512',
