@@ -33,11 +33,12 @@ export function imageDisplayName(event: ImageEvent): string {
 }
 
 // eslint-disable-next-line no-control-regex -- exactly what this removes
-const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]+/g;
+const CONTROL_CHARACTERS = / *[\u0000-\u001f\u007f-\u009f\u2028\u2029]+ */g;
 
 /**
- * A value as it may reach kamaki or Glance: every control character (C0, DEL, C1, the Unicode
- * line and paragraph separators) becomes one space, and the ends are trimmed. Names and property
+ * A value as it may reach kamaki or Glance: every run of control characters (C0, DEL, C1, the
+ * Unicode line and paragraph separators), with the spaces around it, becomes one space, and the
+ * ends are trimmed. Names and property
  * values come from publishers: a newline must never reach a tool's argument or a header.
  */
 export function printable(value: string): string {
