@@ -13,7 +13,7 @@ import {
   OutOfSpaceError,
   SnfVmcatcherError,
 } from '../core/errors.js';
-import type { ImageEvent } from '../core/event.js';
+import { EVENT_FIELDS, type ImageEvent } from '../core/event.js';
 import type { Logger } from '../core/logging.js';
 import { basicAuth, createDispatcher, describeFetchFailure, httpGet, redact, type HttpResponse } from '../core/http.js';
 import { cancellationSignal, heartbeat, previousHeartbeat } from './context.js';
@@ -29,6 +29,7 @@ import { RegistryClient, registryAccess, resolveRegistryLogin } from '../oci/cli
 interface Expected {
   size?: number;
   sha512?: string;
+  sha256?: string;
 }
 
 /** One attempt of the acquire step: who it is, what it holds, what stops it. */
@@ -57,7 +58,11 @@ export function publishedFileName(event: Pick<ImageEvent, 'uri' | 'filename'>): 
 }
 
 /** Compares what we got with what the event promised; throws naming both. */
-export function checkIntegrity(what: string, expected: Expected, actual: { bytes: number; sha512: string }): void {
+export function checkIntegrity(
+  what: string,
+  expected: Expected,
+  actual: { bytes: number; sha512: string; sha256?: string },
+): void {
   if (expected.size !== undefined && expected.size !== actual.bytes) {
     throw new ImageIntegrityError(
       `${what}: size mismatch: expected ${expected.size} bytes (hv:size), got ${actual.bytes}`,
@@ -65,9 +70,45 @@ export function checkIntegrity(what: string, expected: Expected, actual: { bytes
   }
   if (expected.sha512 && expected.sha512.toLowerCase() !== actual.sha512) {
     throw new ImageIntegrityError(
-      `${what}: sha512 mismatch: expected ${expected.sha512.toLowerCase()}, got ${actual.sha512}`,
+      `${what}: sha512 mismatch: expected ${expected.sha512.toLowerCase()} (${EVENT_FIELDS.checksumSha512}), got ${actual.sha512}`,
     );
   }
+  if (expected.sha256) {
+    // A caller that was promised a sha256 and did not compute one is a bug, never a pass.
+    if (actual.sha256 === undefined) throw new Error(`${what}: the sha256 was not computed`);
+    if (expected.sha256.toLowerCase() !== actual.sha256) {
+      throw new ImageIntegrityError(
+        `${what}: sha256 mismatch: expected ${expected.sha256.toLowerCase()} (${EVENT_FIELDS.checksumSha256}), got ${actual.sha256}`,
+      );
+    }
+  }
+}
+
+/**
+ * Whether an event may be registered as it is: every checksum it carries is checked against the
+ * bytes whatever its origin, and one that carries none is registered only where the site allows
+ * it (`security.allowUnverifiedImages`), except a vmcatcher cache file (vmcatcher verified it
+ * against its signed image list) and the operator's own command (`register-now`, `transform`).
+ * Checked in the acquire step, before a byte is fetched: every registration (queue, subscription,
+ * register-now) goes through it, and it is the only step that reads the bytes. Throws
+ * InvalidInputError (permanent) naming the setting.
+ */
+export function checkVerifiable(config: Config, event: ImageEvent, logger?: Logger): void {
+  if (event.checksumSha512 || event.checksumSha256) return;
+  const fromCache = event.type === 'AvailablePostfix' && Boolean(event.cacheDir && event.filename);
+  const image = `image ${event.imageId ?? '?'}${event.imageListId ? ` of ${event.imageListId}` : ''}`;
+  if (fromCache) return;
+  if (config.security.allowUnverifiedImages || event.origin === 'command') {
+    logger?.warn(
+      { imageId: event.imageId, imageListId: event.imageListId, origin: event.origin },
+      `${image} carries no checksum: registered UNVERIFIED (${event.origin === 'command' ? "the operator's own command" : 'security.allowUnverifiedImages = true'})`,
+    );
+    return;
+  }
+  throw new InvalidInputError(
+    `${image}: the event carries no checksum (${EVENT_FIELDS.checksumSha512} or ${EVENT_FIELDS.checksumSha256}); ` +
+      'unverified images are refused unless security.allowUnverifiedImages = true',
+  );
 }
 
 /**
@@ -79,13 +120,14 @@ export function checkIntegrity(what: string, expected: Expected, actual: { bytes
  */
 export async function acquireImage(deps: ActivityDeps, input: AcquireInput): Promise<AcquiredImage> {
   const { event } = input;
+  checkVerifiable(deps.config, event, deps.logger);
   const fileName = publishedFileName(event);
   return withWorkDir(deps.config, input.workflowId, async (lease) => {
     const cancel = cancellationSignal();
     const attempt: Attempt = {
       deps,
       lease,
-      expected: { size: event.size, sha512: event.checksumSha512 },
+      expected: { size: event.size, sha512: event.checksumSha512, sha256: event.checksumSha256 },
       signal: cancel ? AbortSignal.any([cancel, lease.signal]) : lease.signal,
     };
     if (event.type === 'AvailablePostfix' && event.cacheDir && event.filename) {
@@ -98,9 +140,15 @@ export async function acquireImage(deps: ActivityDeps, input: AcquireInput): Pro
     const url = imageUrl(event);
     if (url.protocol === 'file:') return { ...(await useLocalFile(attempt, url)), source: 'file', fileName };
     const dest = path.join(lease.dir, safeFileName(fileName));
-    const credentialName =
-      input.credentialName ?? credentialNameFor(deps.config, { url: event.uri, imageListId: event.imageListId });
     const blob = registryBlobOf(event, url);
+    const credentialName = blob
+      ? (input.credentialName ??
+        credentialNameFor(deps.config, {
+          url: event.uri,
+          imageListId: event.imageListId,
+          insecureTls: input.insecureSsl,
+        }))
+      : downloadCredential(deps, url, input);
     if (blob) {
       const pulled = await downloadFromRegistry(attempt, {
         blob,
@@ -108,6 +156,8 @@ export async function acquireImage(deps: ActivityDeps, input: AcquireInput): Pro
         insecureSsl: input.insecureSsl,
         credentialName,
       });
+      // The sha256 is the digest, checked while downloading; a sha512 too, if the event gives one.
+      if (attempt.expected.sha512) await verifyWholeFile(attempt, `the registry layer ${blob.digest}`, dest, pulled);
       return {
         workDir: lease.dir,
         path: dest,
@@ -160,6 +210,31 @@ export function registryBlobOf(event: ImageEvent, url: URL): RegistryBlob | unde
   return { registry: new URL(match[1], url), repository: match[2], digest: match[3] };
 }
 
+/** Reads a finished file once more for a checksum its download did not compute (a registry layer's sha512). */
+async function verifyWholeFile(
+  attempt: Attempt,
+  what: string,
+  file: string,
+  got: { bytes: number; sha256: string },
+): Promise<void> {
+  const hasher = trailingHasher(file, { available: got.bytes, signal: attempt.signal });
+  const stopBeating = keepHeartbeating(() => ({
+    step: 'sha512 of the downloaded layer',
+    bytesDone: hasher.hashed(),
+    bytesTotal: got.bytes,
+  }));
+  try {
+    const digest = await hasher.finish(got.bytes);
+    checkIntegrity(what, attempt.expected, { ...digest, sha256: got.sha256 });
+  } catch (err) {
+    if (err instanceof ImageIntegrityError) await rm(file, { force: true });
+    throw err;
+  } finally {
+    stopBeating();
+    await hasher.stop();
+  }
+}
+
 /** The file's size against hv:size before reading a byte of it: a wrong file costs nothing. */
 function checkSizeFirst(what: string, expected: Expected, bytes: number): void {
   if (expected.size !== undefined && expected.size !== bytes) {
@@ -177,9 +252,13 @@ async function useLocalFile(attempt: Attempt, url: URL): Promise<{ workDir: stri
   const info = await stat(source);
   if (!info.isFile()) throw new InvalidInputError(`${source} is not a regular file`);
   checkSizeFirst(source, attempt.expected, info.size);
-  const hasher = trailingHasher(source, { available: info.size, signal: attempt.signal });
+  const hasher = trailingHasher(source, {
+    available: info.size,
+    signal: attempt.signal,
+    sha256: attempt.expected.sha256 !== undefined,
+  });
   const stopBeating = keepHeartbeating(() => ({
-    step: 'sha512 of the local file',
+    step: 'checksum of the local file',
     bytesDone: hasher.hashed(),
     bytesTotal: info.size,
   }));
@@ -222,6 +301,7 @@ async function copyFromVmcatcherCache(
   const stopBeating = keepHeartbeating(() => meter.progress());
   try {
     const got = await writeHashed(
+      attempt,
       attempt.signal,
       {
         what: `the copy of ${what}`,
@@ -278,11 +358,20 @@ interface WriteJob {
  * Streams a source into `dest` from byte `start`, hashing the file on a thread that reads behind
  * the writes. The caller heartbeats from `meter`.
  */
-async function writeHashed(signal: AbortSignal, job: WriteJob, meter: Meter): Promise<FileDigest> {
+async function writeHashed(
+  attempt: Pick<Attempt, 'expected'>,
+  signal: AbortSignal,
+  job: WriteJob,
+  meter: Meter,
+): Promise<FileDigest> {
   meter.written = job.start;
   // The file exists before the hasher opens it.
   const file = await open(job.dest, job.start ? 'r+' : 'w', 0o600);
-  const hasher = trailingHasher(job.dest, { available: job.start, signal });
+  const hasher = trailingHasher(job.dest, {
+    available: job.start,
+    signal,
+    sha256: attempt.expected.sha256 !== undefined,
+  });
   try {
     const writer = fileWriter(file, job.start, {
       maxBytes: job.maxBytes,
@@ -373,6 +462,37 @@ interface DownloadRequest {
   dest: string;
   insecureSsl?: boolean;
   credentialName?: string;
+}
+
+/**
+ * The credential an HTTP download sends: the one the workflow names (`register-now --credential`),
+ * else the rule for the URL's origin. A token goes over verified TLS only: a named one with an
+ * http URL or `--insecure-ssl` is refused (the operator asked for both), and a rule does not
+ * apply there (the download goes without it, and the log says why).
+ */
+function downloadCredential({ config, logger }: ActivityDeps, url: URL, input: AcquireInput): string | undefined {
+  const { event } = input;
+  const name = input.credentialName;
+  if (name !== undefined) {
+    if (url.protocol !== 'https:')
+      throw new InvalidInputError(
+        `credential '${name}' is never sent over plain ${url.protocol.slice(0, -1)} (${redact(url)}); use an https URL`,
+      );
+    if (input.insecureSsl)
+      throw new InvalidInputError(
+        `credential '${name}' is never sent to a host whose TLS certificate is not checked (--insecure-ssl, ${redact(url)})`,
+      );
+    return name;
+  }
+  const ruled = credentialNameFor(config, { url: event.uri, imageListId: event.imageListId });
+  if (ruled !== undefined && input.insecureSsl) {
+    logger.warn(
+      { url: redact(url), credential: ruled },
+      'the credential rule for this origin is not applied: TLS checks are off for this download (--insecure-ssl)',
+    );
+    return undefined;
+  }
+  return ruled;
 }
 
 /** The headers that carry a named credential (the secret is resolved here, on the worker, and never leaves it). */
@@ -572,6 +692,7 @@ async function download(attempt: Attempt, req: DownloadRequest): Promise<FileDig
                 `${where} is larger than the limit of ${security.maxImageBytes} bytes (security.maxImageBytes)`,
               );
         const got = await writeHashed(
+          attempt,
           signal,
           { what, source: opened.source, dest, start, maxBytes: expected.size ?? security.maxImageBytes, tooLarge },
           meter,
@@ -678,6 +799,7 @@ async function openDownload(o: OpenDownload): Promise<{ response: HttpResponse; 
       redirects: { maxRedirects: o.maxRedirects },
       headers: extra,
       credentialHeaders: o.headers,
+      credentialsOverVerifiedTlsOnly: true,
       signal: o.signal,
     });
   let response: HttpResponse | undefined;

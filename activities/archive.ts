@@ -54,11 +54,7 @@ export function unsafeMemberReason(member: ArchiveMember): string | undefined {
 
 /** Checks every member and the totals; throws ImageIntegrityError naming the first problem. */
 export function checkMembers(archive: string, members: readonly ArchiveMember[], limits: ArchiveLimits): void {
-  if (members.length > limits.maxEntries) {
-    throw new ImageIntegrityError(
-      `${archive} has ${members.length} entries, more than the limit of ${limits.maxEntries} (security.maxArchiveEntries)`,
-    );
-  }
+  if (members.length > limits.maxEntries) throw tooManyEntries(archive, limits.maxEntries, members.length);
   let total = 0;
   for (const member of members) {
     const reason = unsafeMemberReason(member);
@@ -95,7 +91,22 @@ export interface TarListing {
   ovfs: Map<string, string>;
 }
 
+/** OVF descriptors kept in memory while listing, all together (an OVA has one). */
 const MAX_OVF_BYTES = 4 * 1024 * 1024;
+
+/** The refusal of an archive with more entries than the limit (the same words whenever it is found). */
+function tooManyEntries(archive: string, maxEntries: number, counted?: number): ImageIntegrityError {
+  return new ImageIntegrityError(
+    counted === undefined
+      ? `${archive} has more entries than the limit of ${maxEntries} (security.maxArchiveEntries); refused without reading further`
+      : `${archive} has ${counted} entries, more than the limit of ${maxEntries} (security.maxArchiveEntries)`,
+  );
+}
+
+/** What a listing may hold: it stops reading once it has seen one entry more than `maxEntries`. */
+export interface ListingLimits {
+  maxEntries?: number;
+}
 
 /**
  * Streams a file into a node-tar Parser (or Unpack), counting bytes for progress, and stops
@@ -128,18 +139,32 @@ function feedTar(file: string, parser: Parser, done: 'end' | 'close', opts: Stre
   });
 }
 
-export async function listTarArchive(file: string, opts: StreamOptions = {}): Promise<TarListing> {
+/**
+ * The members of a tar (and the text of its small .ovf members), read as a stream: a listing
+ * stops at the entry past `maxEntries`, so an archive of countless empty entries costs neither
+ * memory nor the time to read it to its end.
+ */
+export async function listTarArchive(file: string, opts: StreamOptions & ListingLimits = {}): Promise<TarListing> {
   const members: ArchiveMember[] = [];
   const ovfs = new Map<string, string>();
   const refused: string[] = [];
+  const tooMany = new AbortController();
+  const signal = opts.signal ? AbortSignal.any([opts.signal, tooMany.signal]) : tooMany.signal;
+  let ovfBytes = 0;
   const parser = new Parser({
     strict: true,
     onReadEntry(entry: ReadEntry) {
+      if (opts.maxEntries !== undefined && members.length >= opts.maxEntries) {
+        entry.resume();
+        tooMany.abort(tooManyEntries(path.basename(file), opts.maxEntries));
+        return;
+      }
       const p = normaliseMemberPath(entry.path);
       const type = entry.type;
       if (type === 'File' || type === 'OldFile' || type === 'ContiguousFile') {
         members.push({ path: p, size: entry.size, kind: 'file' });
-        if (/\.ovf$/i.test(p) && entry.size <= MAX_OVF_BYTES) {
+        if (/\.ovf$/i.test(p) && ovfBytes + entry.size <= MAX_OVF_BYTES) {
+          ovfBytes += entry.size;
           const chunks: Buffer[] = [];
           entry.on('data', (c: Buffer) => chunks.push(c));
           entry.on('end', () => ovfs.set(p, Buffer.concat(chunks).toString('utf8')));
@@ -156,9 +181,10 @@ export async function listTarArchive(file: string, opts: StreamOptions = {}): Pr
     },
   });
   try {
-    await feedTar(file, parser, 'end', opts);
+    await feedTar(file, parser, 'end', { ...opts, signal });
   } catch (err) {
     if (opts.signal?.aborted) throw opts.signal.reason;
+    if (tooMany.signal.aborted) throw tooMany.signal.reason;
     throw new ImageIntegrityError(`${path.basename(file)} is not a readable tar archive: ${(err as Error).message}`);
   }
   if (refused.length) throw new ImageIntegrityError(`${path.basename(file)} refused: it holds a ${refused[0]}`);
@@ -230,12 +256,17 @@ function zipMember(entry: yauzl.Entry): ArchiveMember {
   return { path: p, size: entry.uncompressedSize, kind: 'file' };
 }
 
-export async function listZipArchive(file: string): Promise<ArchiveMember[]> {
+/** The members of a zip; one whose central directory counts more than `maxEntries` is refused before any is read. */
+export async function listZipArchive(file: string, limits: ListingLimits = {}): Promise<ArchiveMember[]> {
   let zip: yauzl.ZipFile;
   try {
     zip = await openZip(file);
   } catch (err) {
     throw new ImageIntegrityError(`${path.basename(file)} is not a readable zip archive: ${(err as Error).message}`);
+  }
+  if (limits.maxEntries !== undefined && zip.entryCount > limits.maxEntries) {
+    zip.close();
+    throw tooManyEntries(path.basename(file), limits.maxEntries, zip.entryCount);
   }
   try {
     const members: ArchiveMember[] = [];

@@ -429,12 +429,12 @@ async function chooseArchiveMember(
   const name = path.basename(file);
   const archiveLimits = { maxEntries, maxUnpackedBytes: limits.maxUnpackedBytes, unpackedName: limits.unpackedName };
   if (format === 'zip') {
-    const members = await listZipArchive(file);
+    const members = await listZipArchive(file, { maxEntries });
     checkMembers(name, members, archiveLimits);
     return largestImageMember('zip', name, members);
   }
   const { size } = await stat(file);
-  const { members, ovfs } = await listTarArchive(file, { signal, onBytes: (b) => onBytes(b, size) });
+  const { members, ovfs } = await listTarArchive(file, { signal, maxEntries, onBytes: (b) => onBytes(b, size) });
   checkMembers(name, members, archiveLimits);
   const [ovfPath, ovfXml] = [...ovfs.entries()][0] ?? [];
   if (ovfXml !== undefined) {

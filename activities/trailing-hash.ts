@@ -1,7 +1,7 @@
 import { Worker } from 'node:worker_threads';
 
 /**
- * sha512 of a file computed on a worker thread that reads the file *behind* its writer: the
+ * sha512 (and sha256 when asked) of a file computed on a worker thread that reads the file *behind* its writer: the
  * writer says how many bytes are on disk (`advance`), the hasher reads them back (from the page
  * cache, where they just went) and hashes them. The download or copy never waits for the hash,
  * so a step takes about max(transfer, hash) instead of their sum, and memory stays flat: no
@@ -29,9 +29,10 @@ const HASHER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
 const { openSync, readSync, closeSync } = require('node:fs');
 const { createHash } = require('node:crypto');
-const { file, shared, readBytes } = workerData;
+const { file, shared, readBytes, sha256 } = workerData;
 const cells = new BigInt64Array(shared);
 const hash = createHash('sha512');
+const hash256 = sha256 ? createHash('sha256') : undefined;
 const buffer = Buffer.allocUnsafe(readBytes);
 const fd = openSync(file, 'r');
 let position = 0;
@@ -42,7 +43,9 @@ try {
     if (position < available) {
       const n = readSync(fd, buffer, 0, Math.min(readBytes, available - position), position);
       if (n === 0) throw new Error(file + ' has ' + position + ' bytes, fewer than the ' + available + ' written to it');
-      hash.update(n === readBytes ? buffer : buffer.subarray(0, n));
+      const read = n === readBytes ? buffer : buffer.subarray(0, n);
+      hash.update(read);
+      if (hash256) hash256.update(read);
       position += n;
       Atomics.store(cells, ${HASHED}, BigInt(position));
       continue;
@@ -56,12 +59,14 @@ try {
 } finally {
   closeSync(fd);
 }
-parentPort.postMessage({ bytes: position, sha512: hash.digest('hex') });
+parentPort.postMessage({ bytes: position, sha512: hash.digest('hex'), ...(hash256 ? { sha256: hash256.digest('hex') } : {}) });
 `;
 
 export interface FileDigest {
   bytes: number;
   sha512: string;
+  /** Only when asked for (`sha256: true`): the same read feeds both hashes. */
+  sha256?: string;
 }
 
 export interface TrailingHasher {
@@ -79,11 +84,17 @@ export interface TrailingHasher {
  * Starts hashing `file` from its first byte; `available` bytes are already there (a resumed
  * download re-hashes what a previous attempt wrote while fetching the rest). `signal` stops it.
  */
-export function trailingHasher(file: string, opts: { available?: number; signal?: AbortSignal } = {}): TrailingHasher {
+export function trailingHasher(
+  file: string,
+  opts: { available?: number; signal?: AbortSignal; sha256?: boolean } = {},
+): TrailingHasher {
   const shared = new SharedArrayBuffer(4 * BigInt64Array.BYTES_PER_ELEMENT);
   const cells = new BigInt64Array(shared);
   cells[AVAILABLE] = BigInt(opts.available ?? 0);
-  const worker = new Worker(HASHER_SOURCE, { eval: true, workerData: { file, shared, readBytes: READ_BYTES } });
+  const worker = new Worker(HASHER_SOURCE, {
+    eval: true,
+    workerData: { file, shared, readBytes: READ_BYTES, sha256: opts.sha256 === true },
+  });
   const changed = () => {
     Atomics.add(cells, CHANGES, 1n);
     Atomics.notify(cells, CHANGES);

@@ -29,7 +29,7 @@ export interface AcquiredImage {
   bytes: number;
   /** The file's sha512 (every image but a registry layer, which is named and checked by its sha256). */
   sha512?: string;
-  /** A registry layer's sha256, checked against its digest while downloading. */
+  /** The sha256, when the event names one (checked in the same pass as the sha512), or a registry layer's digest. */
   sha256?: string;
   source: 'vmcatcher-cache' | 'download' | 'file';
   /** The file name the image was published under (last URL segment or cache file name). */

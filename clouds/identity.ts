@@ -25,10 +25,24 @@ export function imageObjectName(event: ImageEvent): string {
   return `vmcatcher-${imageListId}-${imageId}-${revision}`.replace(/[^A-Za-z0-9._-]+/g, '_');
 }
 
-/** The image's display name: the list's title (or the image id), with its version. */
+/** The image's display name: the list's title (or the image id), with its version, on one line. */
 export function imageDisplayName(event: ImageEvent): string {
-  const base = event.title ?? event.imageId ?? imageObjectName(event);
-  return event.version && !base.includes(event.version) ? `${base} ${event.version}` : base;
+  const base = printable(event.title ?? '') || printable(event.imageId ?? '') || imageObjectName(event);
+  const version = printable(event.version ?? '');
+  return version && !base.includes(version) ? `${base} ${version}` : base;
+}
+
+// eslint-disable-next-line no-control-regex -- exactly what this removes
+const CONTROL_CHARACTERS = / *[\u0000-\u001f\u007f-\u009f\u2028\u2029]+ */g;
+
+/**
+ * A value as it may reach kamaki or Glance: every run of control characters (C0, DEL, C1, the
+ * Unicode line and paragraph separators), with the spaces around it, becomes one space, and the
+ * ends are trimmed. Names and property
+ * values come from publishers: a newline must never reach a tool's argument or a header.
+ */
+export function printable(value: string): string {
+  return value.replace(CONTROL_CHARACTERS, ' ').trim();
 }
 
 /**

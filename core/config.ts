@@ -138,6 +138,12 @@ export const GlanceConfigSchema = z
     /** VO name → Keystone project id: a `shared` image of a VO is shared with its project (as atrope's voms.json). */
     voProjects: z.record(z.string(), z.string().min(1)).default({}),
     /**
+     * Image list dc:identifier → VO, for images that do not come from a subscription (queued
+     * events, register-now): the VO whose project a `shared` image joins. A queued event's own
+     * VMCATCHER_EVENT_VO never chooses it (docs/glance.md, "Sharing").
+     */
+    imageListVos: z.record(z.string(), z.string().min(1)).default({}),
+    /**
      * Disk formats this cloud takes, preferred first. A qcow2 image is uploaded as qcow2 when
      * `qcow2` is listed; otherwise it is converted to raw (e.g. for a Ceph RBD backend).
      */
@@ -435,6 +441,12 @@ export const SecurityConfigSchema = z.object({
   endorserPolicy: SignaturePolicySchema.optional(),
   /** `auto`: check CRLs when the caPath folder holds `*.r0` files (as fetch-crl writes them); `off`: never. */
   crlCheck: z.enum(['auto', 'off']).default('auto'),
+  /**
+   * Register an image whose event carries no checksum (neither sha512 nor sha256)? Off: such an
+   * event is refused before anything is fetched. vmcatcher cache files (verified by vmcatcher)
+   * and the operator's own `register-now`/`transform` are registered without it (docs/pipeline.md).
+   */
+  allowUnverifiedImages: z.boolean().default(false),
   /** Folders `file:` URLs may read from. Empty: no `file:` URLs at all. */
   allowedFileFolders: z.array(z.string()).default([]),
   /** Folders vmcatcher cache events may point into (VMCATCHER_CACHE_DIR_CACHE). Empty: none. */

@@ -17,27 +17,44 @@ export const CredentialSchema = z.union([
 export type Credential = z.infer<typeof CredentialSchema>;
 
 /**
- * Which credential a download uses, by the image's host and, if the rule names one, its image
- * list (first match wins). A rule always names the host the token goes to: the image list id and
- * the URL of a queued event are only as trustworthy as whoever may publish to the queue, so a
- * rule keyed by the list alone would send the token to any host an event names.
+ * Which credential a download uses, by the image's origin and, if the rule names one, its image
+ * list (first match wins). A rule always names the origin its token goes to (`https://host[:port]`:
+ * scheme, host and port): the image list id and the URL of a queued event are only as trustworthy
+ * as whoever may publish to the queue, so a rule keyed by the list alone would send the token to
+ * any host an event names, and one keyed by the host alone to any port or to plain http on it.
+ * Tokens go over verified TLS only: an `http:` origin is refused, and a download with
+ * `--insecure-ssl` gets no token from a rule.
+ *
+ * Older configurations name a bare `host`: it means `https://<host>` (port 443). A `host` that
+ * carries a scheme or a port, or a rule naming both `host` and `origin`, is ambiguous and refused.
  */
-export const CredentialRuleSchema = z
+const RuleInputSchema = z
   .object({
-    /** Host name of the image URL (exact, case-insensitive). */
-    host: z
-      .string({
-        error: (issue) =>
-          issue.input === undefined
-            ? 'a rule must name the host the credential is sent to (host = "…"); a rule with only imageList would send it to any host an event names'
-            : 'expected a host name',
-      })
-      .min(1),
+    /** `https://host[:port]`: the only origin the credential is sent to. */
+    origin: z.string().min(1).optional(),
+    /** Older spelling: a bare host name, meaning `https://<host>` on port 443. */
+    host: z.string().min(1).optional(),
     /** dc:identifier of the image list the image belongs to (further narrows the rule). */
     imageList: z.string().min(1).optional(),
     credential: z.string().min(1),
   })
   .strict();
+
+export const CredentialRuleSchema = RuleInputSchema.transform((rule, ctx) => {
+  const refuse = (path: 'origin' | 'host', message: string) => {
+    ctx.addIssue({ code: 'custom', path: [path], message });
+    return z.NEVER;
+  };
+  if (rule.origin !== undefined && rule.host !== undefined)
+    return refuse('host', 'name either origin = "https://host[:port]" or the older host, not both');
+  const origin = rule.origin !== undefined ? ruleOrigin(rule.origin) : legacyHostOrigin(rule.host);
+  if (typeof origin !== 'string') return refuse(rule.host !== undefined ? 'host' : 'origin', origin.problem);
+  return {
+    origin,
+    ...(rule.imageList === undefined ? {} : { imageList: rule.imageList }),
+    credential: rule.credential,
+  };
+});
 export type CredentialRule = z.infer<typeof CredentialRuleSchema>;
 
 /** The secret of credential `name`, registered so that no log line can print it. */
@@ -65,18 +82,57 @@ export async function resolveCredential(config: Config, name: string): Promise<s
   return secret;
 }
 
-/** The credential name the configuration maps an image to (`security.credentialRules`), if any. */
-export function credentialNameFor(config: Config, image: { url?: string; imageListId?: string }): string | undefined {
-  let host: string | undefined;
+/** The origin a rule's `origin` names, normalised (`https://Host:443/` → `https://host`), or why it cannot be one. */
+function ruleOrigin(value: string): string | { problem: string } {
+  let url: URL;
   try {
-    host = image.url ? new URL(image.url).hostname.toLowerCase() : undefined;
+    url = new URL(value);
   } catch {
-    host = undefined;
+    return { problem: `'${value}' is not an origin: write "https://host" or "https://host:port"` };
   }
+  if (url.protocol === 'http:')
+    return { problem: `'${value}': a credential is never sent over plain http; the origin must be https://` };
+  if (url.protocol !== 'https:') return { problem: `'${value}': the origin must be https://host[:port]` };
+  if (url.username || url.password || url.search || url.hash || url.pathname !== '/')
+    return { problem: `'${value}' is not an origin (scheme, host and port only): write "${url.origin}"` };
+  return url.origin;
+}
+
+/** An older rule's bare `host`: https on port 443. A host with a scheme, a port or a path is ambiguous. */
+function legacyHostOrigin(host: string | undefined): string | { problem: string } {
+  if (host === undefined)
+    return {
+      problem:
+        'a rule must name the origin the credential is sent to (origin = "https://host[:port]"); a rule with only imageList would send it to any host an event names',
+    };
+  if (!/^[A-Za-z0-9.-]+$/.test(host) && !/^\[[0-9A-Fa-f:.]+\]$/.test(host))
+    return {
+      problem: `host '${host}' is ambiguous: a rule's host is a bare host name (meaning https on port 443); for another scheme or port write origin = "https://host:port"`,
+    };
+  return ruleOrigin(`https://${host}`);
+}
+
+/**
+ * The credential name the configuration maps an image to (`security.credentialRules`), if any: a
+ * rule applies to an https URL on exactly its origin (scheme, host and port), never to plain http,
+ * and never when the download skips TLS checks (`insecureTls`).
+ */
+export function credentialNameFor(
+  config: Config,
+  image: { url?: string; imageListId?: string; insecureTls?: boolean },
+): string | undefined {
+  if (image.insecureTls) return undefined;
+  let origin: string | undefined;
+  try {
+    const url = image.url ? new URL(image.url) : undefined;
+    origin = url?.protocol === 'https:' ? url.origin : undefined;
+  } catch {
+    origin = undefined;
+  }
+  if (origin === undefined) return undefined;
   for (const rule of config.security.credentialRules) {
-    const hostOk = rule.host.toLowerCase() === host;
     const listOk = rule.imageList === undefined || rule.imageList === image.imageListId;
-    if (hostOk && listOk) return rule.credential;
+    if (rule.origin === origin && listOk) return rule.credential;
   }
   return undefined;
 }

@@ -112,6 +112,12 @@ export interface HttpGetOptions {
   headers?: Record<string, string>;
   /** Headers (e.g. Authorization) sent only to the origin of the first URL. */
   credentialHeaders?: Record<string, string>;
+  /**
+   * The credential headers go only over https with the certificate checked: never to an http URL
+   * nor to the host the dispatcher skips TLS checks for (`--insecure-ssl`), whatever the caller
+   * decided (an image download's token; defence in depth behind core/credentials.ts).
+   */
+  credentialsOverVerifiedTlsOnly?: boolean;
   /** A 206 is expected (resumed download); any other success status is still returned. */
   signal?: AbortSignal;
   /** Error statuses returned to the caller instead of thrown (an OCI registry's 401 carries its auth challenge). */
@@ -136,7 +142,8 @@ export async function httpGet(url: URL, opts: HttpGetOptions): Promise<HttpRespo
   let withCredentials = true;
   for (let hops = 0; ; hops++) {
     const headers: Record<string, string> = { 'user-agent': 'snf-vmcatcher', ...opts.headers };
-    if (withCredentials) Object.assign(headers, opts.credentialHeaders);
+    if (withCredentials && (!opts.credentialsOverVerifiedTlsOnly || verifiedTls(current, opts.dispatcher)))
+      Object.assign(headers, opts.credentialHeaders);
     let response: Dispatcher.ResponseData;
     try {
       const target = new URL(current.href);
@@ -168,6 +175,12 @@ export async function httpGet(url: URL, opts: HttpGetOptions): Promise<HttpRespo
     }
     return { status: statusCode, headers: response.headers, body: response.body, url: current };
   }
+}
+
+/** Whether a request to `url` over `dispatcher` is https with the server's certificate checked. */
+function verifiedTls(url: URL, dispatcher: Dispatcher): boolean {
+  const insecureHost = insecureHosts.get(dispatcher);
+  return url.protocol === 'https:' && (insecureHost === undefined || !sameHost(url.hostname, insecureHost));
 }
 
 /** A TLS failure on a host that `--insecure-ssl` does not cover says so, and which host it does cover. */

@@ -47,7 +47,8 @@ export class TransformCommand extends ConfiguredCommand {
       // The operator names the file on the command line, so its folder is allowed for this run.
       config.security.allowedFileFolders = [...config.security.allowedFileFolders, path.dirname(fileURLToPath(parsed))];
     }
-    const event = eventFromFlat({ [EVENT_FIELDS.uri]: this.url, [EVENT_FIELDS.format]: this.format }, 'message');
+    // The operator's own command (origin 'command'): it may name an image without a checksum.
+    const event = eventFromFlat({ [EVENT_FIELDS.uri]: this.url, [EVENT_FIELDS.format]: this.format }, 'command');
     const deps = { config, logger };
     const workflowId = `transform-${Date.now().toString(36)}-${process.pid}`;
     try {

@@ -13,7 +13,13 @@ import {
 } from '../../core/workflow-contract.js';
 import type { CloudImage, CloudInventory, CloudTarget, DiskFormat, RegisteredImage } from '../target.js';
 import type { GlanceClient, GlanceImage } from './client.js';
-import { expireInGlance, findGlanceImage, publishToGlance, type GlanceRegistration } from './registration.js';
+import {
+  expireInGlance,
+  findGlanceImage,
+  isVerifiedImage,
+  publishToGlance,
+  type GlanceRegistration,
+} from './registration.js';
 import { glanceClientFromConfig } from './session.js';
 
 /** Statuses of an image that holds its data: what a sync counts as registered. */
@@ -115,8 +121,13 @@ export function glanceTarget(deps: ActivityDeps, glance: GlanceConfig): CloudTar
       const ours = await whileHeartbeating({ step: 'list our images in Glance' }, () =>
         c.findOurImages({ [IDENTITY_PROPERTIES.imageListId]: stored }),
       );
-      // A record whose upload never finished is not a registration: the next registration replaces it.
-      const images = ours.filter((image) => REGISTERED_STATUSES.has(image.status)).map(inventoryImage);
+      // A record whose upload never finished, or whose stored hash we never verified, is not a
+      // registration: the next registration replaces it.
+      const images = ours
+        .filter((image) => REGISTERED_STATUSES.has(image.status))
+        .map((image) => ({ image, listed: inventoryImage(image) }))
+        .filter(({ image, listed }) => isVerifiedImage(image, listed.checksumSha512))
+        .map(({ listed }) => listed);
       return { images, expireAction: syncExpireAction(glance.expireAction) };
     },
   };

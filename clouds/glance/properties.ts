@@ -7,11 +7,17 @@
  */
 import type { ImageEvent } from '../../core/event.js';
 import { EVENT_FIELDS } from '../../core/event.js';
-import { normaliseOsFamily } from '../identity.js';
+import { normaliseOsFamily, printable } from '../identity.js';
 import { IDENTITY_PROPERTIES, imageIdentity } from '../../core/workflow-contract.js';
 
 /** Glance's image schema caps every custom property value at 255 characters. */
 export const MAX_PROPERTY_LENGTH = 255;
+/**
+ * Set by us once Glance's own hash of the stored bytes equals what we uploaded (`<algo>:<hex>`,
+ * Glance's os_hash_algo and os_hash_value): only an image that carries it, matching, is reused.
+ */
+export const VERIFIED_PROPERTY = 'VMCATCHER_VERIFIED_HASH';
+
 /** The tag on every image we create (atrope tags its images "atrope"). */
 export const GLANCE_TAG = 'snf-vmcatcher';
 
@@ -99,11 +105,6 @@ function glanceOsType(event: ImageEvent, osfamily: string | undefined): string |
   return family === 'linux' || family === 'windows' ? family : undefined;
 }
 
-function clean(value: string): string {
-  // eslint-disable-next-line no-control-regex
-  return value.replace(/[\u0000-\u001f\u007f]+/g, ' ').trim();
-}
-
 export interface GlanceProperties {
   properties: Record<string, string>;
   /** Keys whose values were cut to Glance's 255 characters. */
@@ -122,7 +123,7 @@ export function buildGlanceProperties(input: {
   const truncated: string[] = [];
   const put = (key: string, value: string | number | undefined) => {
     if (value === undefined) return;
-    let text = clean(String(value));
+    let text = printable(String(value));
     if (text === '') return;
     if (text.length > MAX_PROPERTY_LENGTH) {
       text = text.slice(0, MAX_PROPERTY_LENGTH);
@@ -131,7 +132,9 @@ export function buildGlanceProperties(input: {
     properties[key] = text;
   };
 
-  for (const [key, value] of Object.entries(input.siteProperties ?? {})) put(key, value);
+  // Site extras never stand in for ours (identity, provenance, the verification mark, cloudkeeper's).
+  for (const [key, value] of Object.entries(input.siteProperties ?? {}))
+    if (!/^(vmcatcher_|appliance_)/i.test(key)) put(key, value);
 
   put('os_distro', glanceOsDistro(event.osName ?? event.os));
   put('os_version', event.osVersion);

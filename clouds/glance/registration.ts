@@ -9,9 +9,10 @@ import type { ImageEvent } from '../../core/event.js';
 import { identityFilter, imageDisplayName } from '../identity.js';
 import type { GlanceClient, GlanceImage, Visibility } from './client.js';
 import { customProperties } from './client.js';
-import { buildGlanceProperties, GLANCE_TAG } from './properties.js';
+import { buildGlanceProperties, GLANCE_TAG, VERIFIED_PROPERTY } from './properties.js';
 
-export type GlanceSettings = Pick<GlanceConfig, 'visibility' | 'voProjects' | 'expireAction' | 'properties'>;
+export type GlanceSettings = Pick<GlanceConfig, 'visibility' | 'voProjects' | 'expireAction' | 'properties'> &
+  Partial<Pick<GlanceConfig, 'imageListVos'>>;
 
 export interface GlanceRegistration {
   imageId: string;
@@ -39,8 +40,45 @@ function registration(image: GlanceImage, reused: boolean, glanceUrl: string): G
 }
 
 /**
+ * The VO whose project a `shared` image joins: for an image of a subscription (origin
+ * `image-list` or `registry`, started by the site's own sync), the subscription's `vo`, else the
+ * signed list's; for any other (a queued event, register-now), the site's `imageListVos` entry for
+ * its image list. A queued event's VMCATCHER_EVENT_VO alone never chooses: anyone who may publish
+ * to the queue would pick which tenant sees the image.
+ */
+export function sharingVo(event: ImageEvent, settings: GlanceSettings, logger?: Logger): string | undefined {
+  if (event.origin === 'image-list' || event.origin === 'registry') return event.vo;
+  const mapped = event.imageListId === undefined ? undefined : settings.imageListVos?.[event.imageListId];
+  if (event.vo !== undefined && event.vo !== mapped)
+    logger?.warn(
+      { vo: event.vo, imageListId: event.imageListId ?? null, mapped: mapped ?? null },
+      "the event's VO is not the one cloud.imageListVos maps its image list to: ignored for sharing",
+    );
+  return mapped;
+}
+
+/** Glance's own hash of the stored bytes, as the verification mark spells it; undefined before any data. */
+function storedHash(image: GlanceImage): string | undefined {
+  return image.os_hash_algo && image.os_hash_value ? `${image.os_hash_algo}:${image.os_hash_value}` : undefined;
+}
+
+/**
+ * Whether an image of ours holds what we verified: our mark equals Glance's hash of the stored
+ * bytes. An image from before the mark counts when Glance's sha512 is the event's (the file was
+ * uploaded as published). Anything else (a crash between upload and verify) is not reused.
+ */
+export function isVerifiedImage(image: GlanceImage, publishedSha512: string | undefined): boolean {
+  const stored = storedHash(image);
+  if (stored === undefined) return false;
+  const mark = customProperties(image)[VERIFIED_PROPERTY];
+  if (mark !== undefined) return mark === stored;
+  return image.os_hash_algo === 'sha512' && publishedSha512 !== undefined && image.os_hash_value === publishedSha512;
+}
+
+/**
  * Brings an image's visibility to the site's setting; a `shared` image gets its VO's project
- * (voProjects) as a member. A VO without a project is logged: the image stays shared with nobody.
+ * (voProjects, the VO from sharingVo) as a member. A VO without a project is logged: the image
+ * stays shared with nobody.
  */
 export async function applyVisibility(
   client: GlanceClient,
@@ -53,10 +91,11 @@ export async function applyVisibility(
   let current = image;
   if (current.visibility !== wanted) current = await client.setVisibility(current.id, wanted);
   if (wanted === 'shared') {
-    const project = event.vo === undefined ? undefined : settings.voProjects[event.vo];
+    const vo = sharingVo(event, settings, logger);
+    const project = vo === undefined ? undefined : settings.voProjects[vo];
     if (project === undefined) {
       logger.warn(
-        { imageId: current.id, vo: event.vo ?? null },
+        { imageId: current.id, vo: vo ?? null },
         'shared image: no project is mapped to its VO (cloud.voProjects), so it is shared with nobody yet',
       );
     } else if (
@@ -77,9 +116,15 @@ export async function findGlanceImage(
   glanceUrl: string,
   logger: Logger,
 ): Promise<GlanceRegistration | null> {
-  const usable = (await client.findOurImages(identityFilter(event))).filter(
+  const found = (await client.findOurImages(identityFilter(event))).filter(
     (i) => i.status === 'active' || i.status === 'deactivated',
   );
+  const usable = found.filter((i) => isVerifiedImage(i, event.checksumSha512));
+  if (usable.length < found.length)
+    logger.warn(
+      { imageIds: found.filter((i) => !usable.includes(i)).map((i) => i.id) },
+      'images of this revision whose stored hash we never verified: not reused (publishing replaces them)',
+    );
   if (usable.length === 0) return null;
   // The oldest is the one registered first; later duplicates (none, unless a human made them) stay as they are.
   usable.sort((a, b) => String(a.created_at).localeCompare(String(b.created_at)));
@@ -119,6 +164,12 @@ export async function publishToGlance(
   const leftovers = await client.deleteIncomplete(identityFilter(input.event));
   if (leftovers.length > 0)
     logger.info({ imageIds: leftovers }, 'deleted image records an interrupted upload left behind');
+  // Data whose hash we never confirmed (a crash between upload and verify): not ours to offer.
+  for (const image of await client.findOurImages(identityFilter(input.event))) {
+    if (isVerifiedImage(image, input.event.checksumSha512)) continue;
+    await client.deleteImage(image.id);
+    logger.info({ imageId: image.id, status: image.status }, 'deleted an unverified image of this revision');
+  }
 
   const { properties, truncated } = buildGlanceProperties({
     event: input.event,
@@ -138,6 +189,8 @@ export async function publishToGlance(
   try {
     const sent = await client.uploadFile(record.id, input.file, { onProgress: input.onProgress, signal: input.signal });
     image = await client.verifyUpload(record.id, sent);
+    // Glance's hash of what it stored is what we sent: mark it, so this image alone is reused.
+    image = await client.updateImage(record.id, { set: { [VERIFIED_PROPERTY]: storedHash(image)! } });
   } catch (err) {
     // A record without (the right) data must not stay; if this fails too, the next attempt's clean-up removes it.
     await client

@@ -10,7 +10,7 @@
 import type { ImageEvent } from '../../core/event.js';
 import { EVENT_FIELDS } from '../../core/event.js';
 import { IDENTITY_PROPERTIES, imageIdentity, type RegistrationOptions } from '../../core/workflow-contract.js';
-import { normaliseOsFamily } from '../identity.js';
+import { normaliseOsFamily, printable } from '../identity.js';
 
 export const MAX_IMAGE_PROPERTIES = 32;
 export const PROPERTY_KEY_PATTERN = /^[A-Za-z0-9_]+$/;
@@ -87,12 +87,30 @@ export interface BuiltProperties {
   dropped: string[];
   /** Metadata keys snf-mkimage gave that Synnefo would refuse. */
   rejected: string[];
+  /** Properties the source named (annotations) that are ours alone, left out (isReservedProperty). */
+  ignored: string[];
 }
 
-/** Header-borne values cannot carry control characters (a newline would end the header). */
-function cleanValue(value: string): string {
-  // eslint-disable-next-line no-control-regex
-  return value.replace(/[\u0000-\u001f\u007f]+/g, ' ').trim();
+/** snf-image's own properties: how the image is deployed (help/image_properties.rst, snf-image's docs). */
+const SNF_IMAGE_KEYS = new Set([
+  'OSFAMILY',
+  'ROOT_PARTITION',
+  'USERS',
+  'SWAP',
+  'PARTITION_TABLE',
+  'PASSWORD_HASHING_METHOD',
+  'DO_SYNC',
+  'CLOUD_INIT',
+]);
+
+/**
+ * Properties only we set: the identity and provenance ones (every `VMCATCHER_*`: identity,
+ * event fields, checksums), and snf-image's deployment ones (`OSFAMILY`, `ROOT_PARTITION`,
+ * `USERS`, `EXCLUDE_*`, …). A source's annotations never set them, whatever they name.
+ */
+export function isReservedProperty(key: string): boolean {
+  const k = key.toUpperCase();
+  return k.startsWith('VMCATCHER_') || k.startsWith('EXCLUDE_') || SNF_IMAGE_KEYS.has(k);
 }
 
 export function buildImageProperties(input: {
@@ -107,7 +125,7 @@ export function buildImageProperties(input: {
   let order = 0;
   const put = (key: string, value: string | undefined, rank: number, override = true) => {
     if (value === undefined) return;
-    const cleaned = cleanValue(value);
+    const cleaned = printable(value);
     if (cleaned === '') return;
     const existing = entries.get(key);
     if (existing && !override) return;
@@ -125,7 +143,8 @@ export function buildImageProperties(input: {
   for (const [rawKey, value] of Object.entries(input.metadata)) {
     const key = rawKey.toUpperCase();
     if (!PROPERTY_KEY_PATTERN.test(key)) rejected.push(rawKey);
-    else if (!identityKeys.has(key)) metadata[key] = String(value);
+    // snf-mkimage knows nothing of VMCATCHER_* keys: those are the event's and ours.
+    else if (!identityKeys.has(key) && !key.startsWith('VMCATCHER_')) metadata[key] = String(value);
   }
 
   const identity = imageIdentity(event);
@@ -159,9 +178,13 @@ export function buildImageProperties(input: {
     put(key, value, UI_KEYS.has(key) ? PROPERTY_RANKS.ui : PROPERTY_RANKS.otherMetadata);
   }
   // What the source names for the image (a registry's annotations: os_distro, eu.egi.cloud.tag…),
-  // as Synnefo spells keys (OS_DISTRO, EU_EGI_CLOUD_TAG); they never replace a property set above.
+  // as Synnefo spells keys (OS_DISTRO, EU_EGI_CLOUD_TAG); they never replace a property set above,
+  // and never set one of ours (identity, checksums, snf-image's), even where we set none.
+  const ignored: string[] = [];
   for (const [key, value] of Object.entries(event.properties ?? {})) {
-    put(sourcePropertyKey(key), value, PROPERTY_RANKS.ui, false);
+    const property = sourcePropertyKey(key);
+    if (isReservedProperty(property) || !PROPERTY_KEY_PATTERN.test(property)) ignored.push(key);
+    else put(property, value, PROPERTY_RANKS.ui, false);
   }
   const ranked = [...entries.entries()].sort((a, b) => a[1].rank - b[1].rank || a[1].order - b[1].order);
   const kept = ranked.slice(0, MAX_IMAGE_PROPERTIES);
@@ -172,7 +195,7 @@ export function buildImageProperties(input: {
   const properties: Record<string, string> = {};
   for (const [key, entry] of kept) properties[key] = entry.value;
   for (const key of identityKeys) if (!(key in properties)) throw new Error(`identity property ${key} was dropped`);
-  return { properties, dropped, rejected };
+  return { properties, dropped, rejected, ignored };
 }
 
 /** A source's property name as a Synnefo property key: `eu.egi.cloud.tag` → `EU_EGI_CLOUD_TAG`. */

@@ -8,6 +8,8 @@ import { ConfigError, ToolError } from '../../core/errors.js';
 import type { Logger } from '../../core/logging.js';
 import type { RegistrationOptions } from '../../core/workflow-contract.js';
 import { runTool, type ToolResult } from '../../activities/tool-runner.js';
+import { printable } from '../identity.js';
+import { PROPERTY_KEY_PATTERN } from './image-properties.js';
 
 /**
  * kamaki 0.13+ never exits 2: an error exits 1, and an option or argument its command's main()
@@ -172,8 +174,22 @@ export class Kamaki {
     properties: Record<string, string>;
     isPublic: boolean;
   }): Promise<KamakiImage> {
-    const args = ['image', 'register', '--name', input.name, '--location', `/${input.container}/${input.objectName}`];
-    for (const [key, value] of Object.entries(input.properties)) args.push('-p', `${key}=${value}`);
+    // The last gate before the tool: one line per argument, whatever the caller built.
+    const args = [
+      'image',
+      'register',
+      '--name',
+      printable(input.name),
+      '--location',
+      `/${input.container}/${input.objectName}`,
+    ];
+    for (const [key, value] of Object.entries(input.properties)) {
+      if (!PROPERTY_KEY_PATTERN.test(key))
+        throw new ToolError(`property key '${printable(key)}' is not one Synnefo takes ([A-Za-z0-9_]+)`, {
+          permanent: true,
+        });
+      args.push('-p', `${key}=${printable(value)}`);
+    }
     if (input.isPublic) args.push('--public');
     // -f: overwrite the <object>.meta a previous attempt may have uploaded.
     args.push('--disk-format', 'diskdump', '--container-format', 'bare', '-f', '--output-format', 'json');

@@ -69,7 +69,7 @@ export async function registerWithKamaki(deps: ActivityDeps, input: PublishInput
   const existing = await reuseExisting(deps, kamaki, input.event);
   if (existing) return existing;
 
-  const { properties, dropped, rejected } = buildImageProperties({
+  const { properties, dropped, rejected, ignored } = buildImageProperties({
     event: input.event,
     options: input.options,
     metadata: input.metadata,
@@ -77,6 +77,11 @@ export async function registerWithKamaki(deps: ActivityDeps, input: PublishInput
   });
   if (dropped.length) logger.warn({ dropped }, 'Synnefo allows 32 properties per image: left out the least important');
   if (rejected.length) logger.warn({ rejected }, 'left out snf-mkimage metadata keys Synnefo would refuse');
+  if (ignored.length)
+    logger.warn(
+      { ignored },
+      "left out the source's properties that only snf-vmcatcher sets (identity, checksums, snf-image's)",
+    );
 
   const objectName = imageObjectName(input.event);
   const container = config.synnefo.container;

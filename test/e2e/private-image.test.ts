@@ -27,6 +27,8 @@ describe('a private image downloaded with a named credential', () => {
   let dir: string;
   let cert: SelfSignedCertificate;
   let server: TestServer;
+  /** The same host name and certificate on another port: a rule's origin does not cover it. */
+  let otherPort: TestServer;
   let worker: ServiceProcess;
   let conf: string;
   let env: Record<string, string>;
@@ -50,18 +52,20 @@ describe('a private image downloaded with a named credential', () => {
       hostname: 'localhost',
       routes: { '/ruled/debian.qcow2': route, '/named/ubuntu.qcow2': route, '/named/nothing.qcow2': route },
     });
+    otherPort = await startTestServer({ tls: cert, hostname: 'localhost', routes: { '/ruled/debian.qcow2': route } });
     await writeFile(path.join(dir, 'appdb.token'), `${token}\n`, { mode: 0o600 });
 
     cloud = await fakeCloud(dir);
     conf = path.join(dir, 'application.conf');
-    // The rule covers the host name `localhost`; the same server reached as 127.0.0.1 (also in
-    // the certificate) is covered by no rule, so there only --credential sends the token.
+    // The rule covers the origin https://localhost:<port>; the same server reached as 127.0.0.1
+    // (also in the certificate), or the same host name on another port, is covered by no rule,
+    // so there only --credential sends the token.
     await writeFile(
       conf,
       `worker { workingFolder = "${dir}/work" }
 security {
   credentials { appdb = { file = "${dir}/appdb.token" } }
-  credentialRules = [ { host = "localhost", credential = "appdb" } ]
+  credentialRules = [ { origin = "https://localhost:${server.port}", credential = "appdb" } ]
 }
 ${cloud.synnefoConf('prepare = false')}`,
     );
@@ -76,6 +80,7 @@ ${cloud.synnefoConf('prepare = false')}`,
   afterAll(async () => {
     await worker?.stop();
     await server?.close();
+    await otherPort?.close();
     await cert?.cleanup();
     await connection?.close();
     await rm(dir, { recursive: true, force: true });
@@ -131,7 +136,7 @@ ${cloud.synnefoConf('prepare = false')}`,
     expect(result.stderr).toMatch(/Registration failed: .*HTTP 401 \(check the token\)/);
   }, 200_000);
 
-  test('a credentialRules mapping (image host → credential name) sends the token read from a file; the history does not hold it', async () => {
+  test('a credentialRules mapping (image origin → credential name) sends the token read from a file; the history does not hold it', async () => {
     const result = await register(server.at('/ruled/debian.qcow2'));
     expect(result.exitCode).toBe(0);
     expect(result.stdout).toMatch(/^Registered image \S+/);
@@ -142,6 +147,15 @@ ${cloud.synnefoConf('prepare = false')}`,
     expect(history.includes(basic)).toBe(false);
     // Nothing named a credential in the workflow input: the worker applied the rule.
     expect(history.includes('credentialName')).toBe(false);
+  }, 200_000);
+
+  test('a rule binds its port: the same host name on another port gets no token (issue #20.6)', async () => {
+    // Its own identifier: the same file under the ruled test's identity would be found registered already.
+    const result = await register(otherPort.at('/ruled/debian.qcow2'), ['--image-identifier', 'other-port']);
+    expect(result.exitCode).toBe(1);
+    expect(result.stderr).toMatch(/Registration failed: .*HTTP 401 \(check the token\)/);
+    expect(otherPort.requests.length).toBeGreaterThan(0);
+    expect(otherPort.requests.map((r) => r.headers.authorization)).toEqual(otherPort.requests.map(() => undefined));
   }, 200_000);
 
   test('register-now --credential NAME sends the named token where no rule applies; only the name is in the history', async () => {

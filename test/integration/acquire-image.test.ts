@@ -14,6 +14,7 @@ import { parseConfig } from '../../core/config.js';
 import { pipelineConfig, quietLogger, tempDir } from '../support/pipeline-fixtures.js';
 
 const sha512 = (b: Buffer) => createHash('sha512').update(b).digest('hex');
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const event = (fields: Partial<ImageEvent>): ImageEvent => ({
   origin: 'image-list',
   imageId: 'img-1',
@@ -39,10 +40,13 @@ describe('acquireImage gets the image into the work folder, verified', () => {
     outside = path.join(root.dir, 'outside');
     await mkdir(cache, { recursive: true });
     await mkdir(outside, { recursive: true });
+    // These tests fetch images without checksums on purpose (the transfer is what they check);
+    // 'every checksum an event carries is checked' below runs with the default, which refuses them.
     config = pipelineConfig(work, {
       vmcatcherCacheFolders: [cache],
       allowedFileFolders: [cache],
       credentials: { appdb: 'sekrit-token-123' },
+      allowUnverifiedImages: true,
     });
     activities = asRunByWorker(createHostActivities({ config, logger: quietLogger }));
     server.route('/image.qcow2', { body: image });
@@ -159,16 +163,9 @@ describe('acquireImage gets the image into the work folder, verified', () => {
     expect(got.bytes).toBe(body.length);
   });
 
-  test('a named credential is sent as HTTP Basic token:x-oauth-basic', async () => {
-    await activities.acquireImage({
-      workflowId: 'cred',
-      event: event({ uri: server.at('/image.qcow2') }),
-      credentialName: 'appdb',
-    });
-    expect(server.authorizations[server.authorizations.length - 1]).toBe(
-      `Basic ${Buffer.from('sekrit-token-123:x-oauth-basic').toString('base64')}`,
-    );
-  });
+  // A named credential's HTTP Basic token:x-oauth-basic goes over https only: test/e2e/private-image.test.ts
+  // shows it sent (a real TLS server the worker trusts), 'a credential rule never sends its token over
+  // plain http' below shows it refused over http.
 
   test('a vmcatcher cache file in an allowed folder is copied out and verified', async () => {
     const body = randomBytes(64 * 1024);
@@ -266,7 +263,8 @@ describe('acquireImage under heartbeat timeouts, stale attempts, a full disk and
     server = await startImageServer();
     root = await tempDir('snf-acquire-scale-');
     work = path.join(root.dir, 'work');
-    config = pipelineConfig(work, { credentials: { appdb: 'rule-token-456' } });
+    // Unverified on purpose: these tests are about the transfer, not the checksum policy.
+    config = pipelineConfig(work, { credentials: { appdb: 'rule-token-456' }, allowUnverifiedImages: true });
     activities = asRunByWorker(createHostActivities({ config, logger: quietLogger }));
   });
 
@@ -385,16 +383,18 @@ describe('acquireImage under heartbeat timeouts, stale attempts, a full disk and
     expect(await filesIn('nospace')).toEqual([]);
   });
 
-  test('with no credential named, security.credentialRules picks one by image host and image list', async () => {
+  test('a credential rule never sends its token over plain http: neither a rule for this host (any spelling) nor a named credential', async () => {
+    const port = new URL(server.url).port;
     const rules = parseConfig(
       {
         worker: { workingFolder: work },
         security: {
+          allowUnverifiedImages: true,
           credentials: { appdb: 'rule-token-456', other: 'other-token' },
           credentialRules: [
-            { host: '127.0.0.1', imageList: 'private-list', credential: 'other' },
-            { host: '127.0.0.1', imageList: 'appdb-list', credential: 'appdb' },
-            { host: 'appdb-pi.egi.eu', credential: 'appdb' },
+            // The old spelling (https://127.0.0.1 on 443), and this very host and port over https.
+            { host: '127.0.0.1', credential: 'other' },
+            { origin: `https://127.0.0.1:${port}`, credential: 'appdb' },
           ],
         },
       },
@@ -402,29 +402,131 @@ describe('acquireImage under heartbeat timeouts, stale attempts, a full disk and
     );
     const withRules = asRunByWorker(createHostActivities({ config: rules, logger: quietLogger }));
     server.route('/private.img', { body: Buffer.from('private image') });
-    const basic = (token: string) => `Basic ${Buffer.from(`${token}:x-oauth-basic`).toString('base64')}`;
+    const before = server.authorizations.length;
+    // A queued event naming the rule's host over http: downloaded without any Authorization header.
+    await withRules.acquireImage({
+      workflowId: 'rule-http',
+      event: event({ origin: 'message', uri: server.at('/private.img'), imageListId: 'appdb-list' }),
+    });
+    expect(server.authorizations.length).toBeGreaterThan(before);
+    expect(server.authorizations.slice(before)).toEqual(server.authorizations.slice(before).map(() => undefined));
+    // A credential named for an http URL is refused before anything is sent.
+    const requests = server.ranges.length;
+    await expect(
+      withRules.acquireImage({
+        workflowId: 'named-http',
+        event: event({ uri: server.at('/private.img'), imageListId: 'private-list' }),
+        credentialName: 'appdb',
+      }),
+    ).rejects.toMatchObject({
+      nonRetryable: true,
+      message: expect.stringContaining("credential 'appdb' is never sent over plain http"),
+    });
+    expect(server.ranges.length).toBe(requests);
+  });
+});
 
-    await withRules.acquireImage({
-      workflowId: 'rule-host',
-      event: event({ uri: server.at('/private.img'), imageListId: 'appdb-list' }),
+describe('every checksum an event carries is checked, whatever its origin (issue #20.3)', () => {
+  let server: ImageServer;
+  let root: Awaited<ReturnType<typeof tempDir>>;
+  let work: string;
+  let cache: string;
+  let activities: ReturnType<typeof createHostActivities>;
+  const image = randomBytes(2 * 1024 * 1024);
+  // The sha256 another image (a registry layer) is known by: what an attacker copies into a queued event.
+  const othersSha256 = sha256(randomBytes(64));
+
+  beforeAll(async () => {
+    server = await startImageServer();
+    root = await tempDir('snf-acquire-sums-');
+    work = path.join(root.dir, 'work');
+    cache = path.join(root.dir, 'cache');
+    await mkdir(cache, { recursive: true });
+    await writeFile(path.join(cache, 'cached-uuid'), image);
+    // The default policy: security.allowUnverifiedImages is not set.
+    const config = pipelineConfig(work, { vmcatcherCacheFolders: [cache], allowedFileFolders: [cache] });
+    expect(config.security.allowUnverifiedImages).toBe(false);
+    activities = asRunByWorker(createHostActivities({ config, logger: quietLogger }));
+    server.route('/image.img', { body: image });
+  });
+
+  afterAll(async () => {
+    await server.close();
+    await root.cleanup();
+  });
+
+  const queued = (fields: Partial<ImageEvent>) => event({ origin: 'message', ...fields });
+
+  test('a download whose sha256 is right is kept, with both hashes from one read', async () => {
+    const got = await activities.acquireImage({
+      workflowId: 'sha256-ok',
+      event: queued({ uri: server.at('/image.img'), checksumSha256: sha256(image) }),
     });
-    expect(server.authorizations[server.authorizations.length - 1]).toBe(basic('rule-token-456'));
-    await withRules.acquireImage({
-      workflowId: 'rule-list',
-      event: event({ uri: server.at('/private.img'), imageListId: 'private-list' }),
+    expect(got).toMatchObject({ bytes: image.length, sha256: sha256(image), sha512: sha512(image) });
+  });
+
+  test.each([
+    ['an HTTP download', () => ({ uri: server.at('/image.img') })],
+    ['a file: URL', () => ({ uri: `file://${path.join(cache, 'cached-uuid')}` })],
+    [
+      'a vmcatcher cache copy',
+      () => ({
+        origin: 'vmcatcher' as const,
+        type: 'AvailablePostfix' as const,
+        cacheDir: cache,
+        filename: 'cached-uuid',
+      }),
+    ],
+  ])('%s whose sha256 is not the event’s is refused, non-retryable, naming both sums', async (_name, where) => {
+    const failure = (await activities
+      .acquireImage({
+        workflowId: `sha256-bad-${_name.length}`,
+        event: queued({ ...where(), checksumSha256: othersSha256 }),
+      })
+      .catch((e: unknown) => e)) as ApplicationFailure;
+    expect(failure).toMatchObject({ nonRetryable: true, type: 'ImageIntegrityError' });
+    expect(failure.message).toContain(
+      `sha256 mismatch: expected ${othersSha256} (VMCATCHER_EVENT_SL_CHECKSUM_SHA256), got ${sha256(image)}`,
+    );
+  });
+
+  test('with both sums given, a right sha512 does not excuse a wrong sha256', async () => {
+    await expect(
+      activities.acquireImage({
+        workflowId: 'both-one-wrong',
+        event: queued({ uri: server.at('/image.img'), checksumSha512: sha512(image), checksumSha256: othersSha256 }),
+      }),
+    ).rejects.toMatchObject({ nonRetryable: true, message: expect.stringContaining('sha256 mismatch') });
+    await expect(
+      activities.acquireImage({
+        workflowId: 'both-other-wrong',
+        event: queued({ uri: server.at('/image.img'), checksumSha512: 'ab'.repeat(64), checksumSha256: sha256(image) }),
+      }),
+    ).rejects.toMatchObject({ nonRetryable: true, message: expect.stringContaining('sha512 mismatch') });
+  });
+
+  test('a queued event with no checksum is refused before anything is fetched, naming security.allowUnverifiedImages', async () => {
+    const before = server.ranges.length;
+    const failure = (await activities
+      .acquireImage({ workflowId: 'no-sum', event: queued({ uri: server.at('/image.img'), imageListId: 'list-a' }) })
+      .catch((e: unknown) => e)) as ApplicationFailure;
+    expect(failure).toMatchObject({ nonRetryable: true, type: 'InvalidInputError' });
+    expect(failure.message).toBe(
+      'image img-1 of list-a: the event carries no checksum (VMCATCHER_EVENT_SL_CHECKSUM_SHA512 or VMCATCHER_EVENT_SL_CHECKSUM_SHA256); unverified images are refused unless security.allowUnverifiedImages = true',
+    );
+    expect(server.ranges.length).toBe(before);
+  });
+
+  test('the exceptions: a vmcatcher cache file (vmcatcher verified it) and the operator’s own command', async () => {
+    const cached = await activities.acquireImage({
+      workflowId: 'no-sum-cache',
+      event: queued({ origin: 'vmcatcher', type: 'AvailablePostfix', cacheDir: cache, filename: 'cached-uuid' }),
     });
-    expect(server.authorizations[server.authorizations.length - 1]).toBe(basic('other-token'));
-    await withRules.acquireImage({
-      workflowId: 'rule-none',
-      event: event({ uri: server.at('/private.img'), imageListId: 'public-list' }),
+    expect(cached).toMatchObject({ source: 'vmcatcher-cache', bytes: image.length });
+    const command = await activities.acquireImage({
+      workflowId: 'no-sum-command',
+      event: event({ origin: 'command', uri: server.at('/image.img') }),
     });
-    expect(server.authorizations[server.authorizations.length - 1]).toBeUndefined();
-    // A name in the input wins over the rules.
-    await withRules.acquireImage({
-      workflowId: 'rule-named',
-      event: event({ uri: server.at('/private.img'), imageListId: 'private-list' }),
-      credentialName: 'appdb',
-    });
-    expect(server.authorizations[server.authorizations.length - 1]).toBe(basic('rule-token-456'));
+    expect(command).toMatchObject({ source: 'download', bytes: image.length });
   });
 });

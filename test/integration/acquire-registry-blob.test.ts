@@ -135,4 +135,24 @@ describe('acquireImage pulls a registry layer by digest', () => {
     expect(denied.nonRetryable).toBe(true);
     expect(denied.message).toContain('does not allow anonymous access');
   });
+
+  test('a sha512 given beside the digest is checked too: a wrong one is refused and the layer removed', async () => {
+    const layer = randomBytes(256 * 1024);
+    server.route(blobPath('egi_vm_images/ubuntu', layer), { body: layer });
+    const sha512 = createHash('sha512').update(layer).digest('hex');
+    const got = (await activities.acquireImage({
+      workflowId: 'registry-sha512-ok',
+      event: event(layer, { checksumSha512: sha512 }),
+    })) as AcquiredImage;
+    expect(got).toMatchObject({ bytes: layer.length, sha256: sha256(layer) });
+    const failure = (await activities
+      .acquireImage({ workflowId: 'registry-sha512-bad', event: event(layer, { checksumSha512: 'cd'.repeat(64) }) })
+      .catch((e: unknown) => e)) as ApplicationFailure;
+    expect(failure).toMatchObject({ nonRetryable: true, type: 'ImageIntegrityError' });
+    expect(failure.message).toContain(
+      `sha512 mismatch: expected ${'cd'.repeat(64)} (VMCATCHER_EVENT_SL_CHECKSUM_SHA512), got ${sha512}`,
+    );
+    const dir = (await readdir(work)).find((d) => d.startsWith('registry-sha512-bad-'))!;
+    expect((await readdir(path.join(work, dir))).filter((f) => f !== '.workflow.json')).toEqual([]);
+  });
 });

@@ -1,16 +1,16 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Agent, request } from 'undici';
 import { ImageIntegrityError } from '../../core/errors.js';
-import { eventFromFlat } from '../../core/event.js';
+import { eventFromFlat, type EventOrigin } from '../../core/event.js';
 import { identityFilter } from '../../clouds/identity.js';
 import { IDENTITY_PROPERTIES } from '../../core/workflow-contract.js';
 import { GlanceClient, type UploadResult } from '../../clouds/glance/client.js';
 import { CloudApiError } from '../../clouds/glance/errors.js';
 import { KeystoneSession } from '../../clouds/glance/keystone.js';
-import { buildGlanceProperties, GLANCE_TAG } from '../../clouds/glance/properties.js';
+import { buildGlanceProperties, GLANCE_TAG, VERIFIED_PROPERTY } from '../../clouds/glance/properties.js';
 import {
   expireInGlance,
   findGlanceImage,
@@ -85,7 +85,8 @@ const demoClient = () => new GlanceClient({ session: appCredentialSession(cloud.
 const otherClient = () => new GlanceClient({ session: appCredentialSession(cloud.other), dispatcher: agent });
 
 let serial = 0;
-function event(imageId = `img-${++serial}-${randomBytes(3).toString('hex')}`) {
+/** An image of a subscription (origin image-list) unless told otherwise: its VO is the list's or the subscription's. */
+function event(imageId = `img-${++serial}-${randomBytes(3).toString('hex')}`, origin: EventOrigin = 'image-list') {
   return eventFromFlat(
     {
       VMCATCHER_EVENT_IL_DC_IDENTIFIER: 'list-glance-tests',
@@ -100,7 +101,7 @@ function event(imageId = `img-${++serial}-${randomBytes(3).toString('hex')}`) {
       VMCATCHER_EVENT_SL_ARCH: 'amd64',
       VMCATCHER_EVENT_VO: 'vo.example.org',
     },
-    'message',
+    origin,
   );
 }
 
@@ -520,5 +521,67 @@ describe('registration steps', () => {
       imageIds: [ours.imageId],
     });
     expect(await client.getImage(ours.imageId)).toBeUndefined();
+  });
+
+  test('an active image a crash left between upload and verify is not reused: it is replaced by a verified one (issue #20.9)', async () => {
+    const client = demoClient();
+    const ev = event();
+    // Uploaded and active, with our identity, but never marked as verified by us.
+    const { image: crashed } = await createUploaded(client, ev);
+    expect(crashed.status).toBe('active');
+    expect(await findGlanceImage(client, settings(), ev, cloud.glanceUrl, logger)).toBeNull();
+    const published = await publishToGlance(
+      client,
+      settings({ visibility: 'private' }),
+      { event: ev, file: smallFile, diskFormat: 'raw' },
+      cloud.glanceUrl,
+      logger,
+    );
+    expect(published.reused).toBe(false);
+    expect(published.imageId).not.toBe(crashed.id);
+    expect(await client.getImage(crashed.id)).toBeUndefined();
+    const stored = await client.getImage(published.imageId);
+    expect(stored?.[VERIFIED_PROPERTY]).toBe(`sha512:${stored?.os_hash_value}`);
+    expect(stored?.os_hash_value).toBe(createHash('sha512').update(readFileSync(smallFile)).digest('hex'));
+    // And now it is the one reused.
+    expect(await findGlanceImage(client, settings(), ev, cloud.glanceUrl, logger)).toMatchObject({
+      imageId: published.imageId,
+      reused: true,
+    });
+  });
+
+  test('a mark that does not match the stored hash is not trusted either', async () => {
+    const client = demoClient();
+    const ev = event();
+    const { image } = await createUploaded(client, ev);
+    await client.updateImage(image.id, { set: { [VERIFIED_PROPERTY]: `sha512:${'0'.repeat(128)}` } });
+    expect(await findGlanceImage(client, settings(), ev, cloud.glanceUrl, logger)).toBeNull();
+  });
+
+  test("a queued event's VO alone never chooses the project a shared image joins; the site's imageListVos does (issue #20.9)", async () => {
+    const client = demoClient();
+    // A queued message naming the VO that is mapped to another tenant's project.
+    const queued = event(undefined, 'message');
+    const notShared = await publishToGlance(
+      client,
+      settings(),
+      { event: queued, file: smallFile, diskFormat: 'raw' },
+      cloud.glanceUrl,
+      logger,
+    );
+    expect(notShared.visibility).toBe('shared');
+    expect(await client.members(notShared.imageId)).toEqual([]);
+    // The site maps the image list to the VO: then it is shared, whatever the event says.
+    const mapped = { ...event(undefined, 'message'), vo: 'some.other.vo' };
+    const shared = await publishToGlance(
+      client,
+      settings({ imageListVos: { 'list-glance-tests': 'vo.example.org' } }),
+      { event: mapped, file: smallFile, diskFormat: 'raw' },
+      cloud.glanceUrl,
+      logger,
+    );
+    expect(await client.members(shared.imageId)).toEqual([
+      expect.objectContaining({ member_id: cloud.other.projectId }),
+    ]);
   });
 });

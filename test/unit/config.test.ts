@@ -1,3 +1,4 @@
+import { credentialNameFor } from '../../core/credentials.js';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -107,22 +108,77 @@ describe('loadConfig', () => {
 });
 
 describe('credential rules', () => {
-  test('a rule without a host is refused, naming the rule: its token would go to any host an event names', () => {
-    const parse = (rule: Record<string, string>) =>
-      parseConfig({ security: { credentials: { appdb: 't' }, credentialRules: [rule] } }, 'test.conf');
-    const error = (() => {
-      try {
-        parse({ imageList: 'a6c4dc4b-3df6-4d3e-8c13-13d3e5f0c1a3', credential: 'appdb' });
-      } catch (err) {
-        return err;
-      }
-    })();
+  const parse = (rule: Record<string, string>) =>
+    parseConfig({ security: { credentials: { appdb: 't' }, credentialRules: [rule] } }, 'test.conf');
+  const errorOf = (rule: Record<string, string>) => {
+    try {
+      parse(rule);
+    } catch (err) {
+      return err as Error;
+    }
+    throw new Error('the rule was accepted');
+  };
+
+  test('a rule without an origin is refused, naming the rule: its token would go to any host an event names', () => {
+    const error = errorOf({ imageList: 'a6c4dc4b-3df6-4d3e-8c13-13d3e5f0c1a3', credential: 'appdb' });
     expect(error).toBeInstanceOf(ConfigError);
-    expect((error as Error).message).toContain('security.credentialRules.0.host');
-    expect((error as Error).message).toContain('a rule must name the host the credential is sent to');
-    expect(parse({ host: 'appdb-pi.egi.eu', imageList: 'l', credential: 'appdb' }).security.credentialRules).toEqual([
-      { host: 'appdb-pi.egi.eu', imageList: 'l', credential: 'appdb' },
+    expect(error.message).toContain('security.credentialRules.0.origin');
+    expect(error.message).toContain('a rule must name the origin the credential is sent to');
+  });
+
+  test('a rule names an https origin (scheme, host, port), normalised', () => {
+    expect(
+      parse({ origin: 'https://AppDB-PI.egi.eu:443/', imageList: 'l', credential: 'appdb' }).security,
+    ).toMatchObject({ credentialRules: [{ origin: 'https://appdb-pi.egi.eu', imageList: 'l', credential: 'appdb' }] });
+    expect(parse({ origin: 'https://images.example.org:8443', credential: 'appdb' }).security.credentialRules).toEqual([
+      { origin: 'https://images.example.org:8443', credential: 'appdb' },
     ]);
+  });
+
+  test('an older rule with a bare host keeps loading: it means https on port 443', () => {
+    expect(parse({ host: 'appdb-pi.egi.eu', imageList: 'l', credential: 'appdb' }).security.credentialRules).toEqual([
+      { origin: 'https://appdb-pi.egi.eu', imageList: 'l', credential: 'appdb' },
+    ]);
+  });
+
+  test.each([
+    [{ origin: 'http://appdb-pi.egi.eu', credential: 'appdb' }, 'origin', 'never sent over plain http'],
+    [{ origin: 'https://appdb-pi.egi.eu/store', credential: 'appdb' }, 'origin', 'write "https://appdb-pi.egi.eu"'],
+    [{ origin: 'appdb-pi.egi.eu', credential: 'appdb' }, 'origin', 'is not an origin'],
+    [{ host: 'appdb-pi.egi.eu:8443', credential: 'appdb' }, 'host', "host 'appdb-pi.egi.eu:8443' is ambiguous"],
+    [{ host: 'http://appdb-pi.egi.eu', credential: 'appdb' }, 'host', 'is ambiguous'],
+    [{ host: 'a.org', origin: 'https://a.org', credential: 'appdb' }, 'host', 'not both'],
+  ])('%j is refused, naming the rule and why', (rule, key, why) => {
+    const error = errorOf(rule);
+    expect(error).toBeInstanceOf(ConfigError);
+    expect(error.message).toContain(`security.credentialRules.0.${key}`);
+    expect(error.message).toContain(why);
+  });
+
+  test('a rule applies to its exact origin over verified https only', () => {
+    const config = parseConfig(
+      {
+        security: {
+          credentials: { appdb: 't', other: 'u' },
+          credentialRules: [
+            { origin: 'https://appdb-pi.egi.eu', imageList: 'private', credential: 'other' },
+            { host: 'appdb-pi.egi.eu', credential: 'appdb' },
+          ],
+        },
+      },
+      'test.conf',
+    );
+    const name = (url: string, more: { imageListId?: string; insecureTls?: boolean } = {}) =>
+      credentialNameFor(config, { url, ...more });
+    expect(name('https://appdb-pi.egi.eu/x.img')).toBe('appdb');
+    expect(name('https://APPDB-PI.egi.eu:443/x.img')).toBe('appdb');
+    expect(name('https://appdb-pi.egi.eu/x.img', { imageListId: 'private' })).toBe('other');
+    expect(name('http://appdb-pi.egi.eu/x.img')).toBeUndefined();
+    expect(name('http://appdb-pi.egi.eu:443/x.img')).toBeUndefined();
+    expect(name('https://appdb-pi.egi.eu:8443/x.img')).toBeUndefined();
+    expect(name('https://appdb-pi.egi.eu.evil.org/x.img')).toBeUndefined();
+    expect(name('https://appdb-pi.egi.eu/x.img', { insecureTls: true })).toBeUndefined();
+    expect(name('not a url')).toBeUndefined();
   });
 });
 

@@ -3,6 +3,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import { loadConfig, parseConfig } from '../../core/config.js';
 import { eventFromFlat } from '../../core/event.js';
+import { imageDisplayName } from '../../clouds/identity.js';
 import { IDENTITY_PROPERTIES, imageIdentity } from '../../core/workflow-contract.js';
 import { authRequestBody, catalogEndpoint, keystoneV3Url } from '../../clouds/glance/keystone.js';
 import {
@@ -47,6 +48,7 @@ security { credentials { glance-secret = { env = "GLANCE_SECRET_FOR_TEST" } } }`
       interface: 'public',
       visibility: 'shared',
       voProjects: { 'vo.example.org': 'p-123' },
+      imageListVos: {},
       diskFormats: ['raw'],
       expireAction: 'deactivate',
       hashAlgorithm: 'sha512',
@@ -238,5 +240,35 @@ describe('Glance properties', () => {
       }).properties.os_type,
     ).toBeUndefined();
     expect(buildGlanceProperties({ event: event(), osfamily: 'Windows' }).properties.os_type).toBe('windows');
+  });
+});
+
+describe('Glance properties are ours alone (issue #20.8)', () => {
+  test('no control character reaches a value or the name; site extras never stand in for our keys', () => {
+    const event = eventFromFlat(
+      {
+        VMCATCHER_EVENT_IL_DC_IDENTIFIER: 'list-1',
+        VMCATCHER_EVENT_DC_IDENTIFIER: 'img-1',
+        VMCATCHER_EVENT_DC_TITLE: 'Alma\nLinux\u0085 9',
+        VMCATCHER_EVENT_DC_DESCRIPTION: 'one\r\ntwo\u2028three',
+      },
+      'message',
+    );
+    const { properties } = buildGlanceProperties({
+      event,
+      siteProperties: {
+        hw_disk_bus: 'virtio',
+        vmcatcher_event_sl_checksum_sha512: 'ab'.repeat(64),
+        VMCATCHER_VERIFIED_HASH: `sha512:${'0'.repeat(128)}`,
+        APPLIANCE_VO: 'other.vo',
+      },
+    });
+    expect(properties.vmcatcher_event_dc_title).toBe('Alma Linux 9');
+    expect(properties.vmcatcher_event_dc_description).toBe('one two three');
+    expect(properties.hw_disk_bus).toBe('virtio');
+    expect(properties).not.toHaveProperty('vmcatcher_event_sl_checksum_sha512');
+    expect(properties).not.toHaveProperty('VMCATCHER_VERIFIED_HASH');
+    expect(properties).not.toHaveProperty('APPLIANCE_VO');
+    expect(imageDisplayName(event)).toBe('Alma Linux 9');
   });
 });

@@ -1,7 +1,7 @@
-import { access, readdir, writeFile } from 'node:fs/promises';
+import { access, open, readdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { checkMembers, unsafeMemberReason, type ArchiveMember } from '../../activities/archive.js';
+import { checkMembers, listTarArchive, unsafeMemberReason, type ArchiveMember } from '../../activities/archive.js';
 import { createHostActivities } from '../../activities/host.js';
 import { asRunByWorker } from '../support/activities.js';
 import { OWNER_FILE, createWorkDir } from '../../activities/workspace.js';
@@ -67,6 +67,76 @@ describe('unsafeMemberReason refuses archive members that would leave the work f
     expect(() =>
       checkMembers('a.tar', [file('a', 600), file('b', 600)], { maxEntries: 10, maxUnpackedBytes: 1000 }),
     ).toThrow(/1200 bytes.*limit of 1000/);
+  });
+});
+
+describe('a tar listing stops at security.maxArchiveEntries while streaming (issue #20.7)', () => {
+  let root: Awaited<ReturnType<typeof tempDir>>;
+  const ENTRIES = 200_000;
+  let tar: string;
+
+  beforeAll(async () => {
+    root = await tempDir('snf-archive-entries-');
+    tar = path.join(root.dir, 'many.tar');
+    // 200,000 empty files (100 MiB of headers), written a batch at a time so the test holds none of
+    // it: one header built by tarOf, copied with each name (same length) and its checksum adjusted.
+    const template = tarOf([{ name: 'f0000000' }]).subarray(0, 512);
+    const templateSum = parseInt(template.toString('latin1', 148, 154), 8);
+    const nameSum = (name: string) => [...Buffer.from(name)].reduce((a, b) => a + b, 0);
+    const out = await open(tar, 'w');
+    try {
+      for (let i = 0; i < ENTRIES; i += 10_000) {
+        const batch = Buffer.alloc(10_000 * 512);
+        for (let j = 0; j < 10_000; j++) {
+          const name = `f${String(i + j).padStart(7, '0')}`;
+          const h = batch.subarray(j * 512, (j + 1) * 512);
+          template.copy(h);
+          h.write(name, 0, 'latin1');
+          const sum = templateSum - nameSum('f0000000') + nameSum(name);
+          h.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+        }
+        await out.write(batch);
+      }
+      await out.write(Buffer.alloc(1024));
+    } finally {
+      await out.close();
+    }
+  });
+  afterAll(async () => {
+    await root.cleanup();
+  });
+
+  test('an archive of far more entries than the limit is refused early, reading a few MiB, and memory stays flat', async () => {
+    const { size } = await stat(tar);
+    expect(size).toBe(ENTRIES * 512 + 1024);
+    const baseline = process.memoryUsage().heapUsed;
+    let peak = baseline;
+    let read = 0;
+    const error = await listTarArchive(tar, {
+      maxEntries: 64,
+      onBytes: (bytes) => {
+        read = bytes;
+        peak = Math.max(peak, process.memoryUsage().heapUsed);
+      },
+    }).catch((e: unknown) => e as Error);
+    peak = Math.max(peak, process.memoryUsage().heapUsed);
+    expect(error).toBeInstanceOf(Error);
+    expect((error as Error).message).toBe(
+      'many.tar has more entries than the limit of 64 (security.maxArchiveEntries); refused without reading further',
+    );
+    // The stream stopped within its first reads (4 MiB each), not at the end of the 100 MiB.
+    expect(read).toBeGreaterThan(0);
+    expect(read).toBeLessThanOrEqual(16 * 1024 * 1024);
+    // Loosely: listing all 200,000 entries grew the heap by some 23 MiB here; stopping at the 65th, by under 1 MiB.
+    expect(peak - baseline).toBeLessThan(8 * 1024 * 1024);
+  });
+
+  test('within the limit the whole listing is read', async () => {
+    const small = path.join(root.dir, 'small.tar');
+    await writeFile(small, tarOf([{ name: 'disk.img', data: Buffer.alloc(1000) }, { name: 'notes.txt' }]));
+    const listing = await listTarArchive(small, { maxEntries: 2 });
+    expect(listing.members.map((m) => m.path)).toEqual(['disk.img', 'notes.txt']);
+    await expect(listTarArchive(small, { maxEntries: 1 })).rejects.toThrow(/more entries than the limit of 1 /);
   });
 });
 

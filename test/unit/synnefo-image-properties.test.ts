@@ -1,6 +1,6 @@
 import { eventFromFlat, type ImageEvent } from '../../core/event.js';
 import { IDENTITY_PROPERTIES, imageIdentity } from '../../core/workflow-contract.js';
-import { identityFilter, imageObjectName, normaliseOsFamily } from '../../clouds/identity.js';
+import { identityFilter, imageDisplayName, imageObjectName, normaliseOsFamily } from '../../clouds/identity.js';
 import {
   buildImageProperties,
   MAX_IMAGE_PROPERTIES,
@@ -183,5 +183,74 @@ describe('identity helpers', () => {
   test('the expire filter ignores the revision, the register filter does not', () => {
     expect(Object.keys(identityFilter(event()))).toContain(IDENTITY_PROPERTIES.revision);
     expect(Object.keys(identityFilter(event(), true))).not.toContain(IDENTITY_PROPERTIES.revision);
+  });
+});
+
+describe('our properties are ours alone (issue #20.8)', () => {
+  test('a source naming ROOT_PARTITION, USERS, EXCLUDE_*, a checksum or an identity key sets none of them, even where we set none', () => {
+    // Not prepared (no snf-mkimage metadata) and no sha512: the keys are free, and still not theirs.
+    const ev = eventFromFlat(
+      { VMCATCHER_EVENT_DC_IDENTIFIER: 'ubuntu', VMCATCHER_EVENT_SL_CHECKSUM_SHA256: 'e'.repeat(64) },
+      'registry',
+    );
+    ev.properties = {
+      ROOT_PARTITION: '9',
+      users: 'attacker',
+      EXCLUDE_ALL_TASKS: 'yes',
+      exclude_task_changepassword: 'no',
+      SWAP: '2:512',
+      password_hashing_method: 'md5',
+      VMCATCHER_EVENT_SL_CHECKSUM_SHA512: 'ab'.repeat(64),
+      'vmcatcher.il.dc.identifier': 'another-list',
+      os_distro: 'ubuntu',
+    };
+    const built = buildImageProperties({ event: ev, options: {}, metadata: {} });
+    expect(built.properties).not.toHaveProperty('ROOT_PARTITION');
+    expect(built.properties).not.toHaveProperty('EXCLUDE_ALL_TASKS');
+    expect(built.properties).not.toHaveProperty('SWAP');
+    expect(built.properties).not.toHaveProperty('PASSWORD_HASHING_METHOD');
+    expect(built.properties).not.toHaveProperty('VMCATCHER_EVENT_SL_CHECKSUM_SHA512');
+    expect(built.properties.USERS).toBeUndefined();
+    expect(built.properties.EXCLUDE_TASK_CHANGEPASSWORD).toBe('yes');
+    expect(built.properties.VMCATCHER_IL_DC_IDENTIFIER).toBe('no-list');
+    expect(built.properties.OS_DISTRO).toBe('ubuntu');
+    expect(built.ignored.sort()).toEqual(
+      [
+        'ROOT_PARTITION',
+        'users',
+        'EXCLUDE_ALL_TASKS',
+        'exclude_task_changepassword',
+        'SWAP',
+        'password_hashing_method',
+        'VMCATCHER_EVENT_SL_CHECKSUM_SHA512',
+        'vmcatcher.il.dc.identifier',
+      ].sort(),
+    );
+  });
+
+  test('snf-mkimage metadata cannot set a VMCATCHER_* property either', () => {
+    const ev = event();
+    const built = buildImageProperties({
+      event: ev,
+      options: {},
+      metadata: { VMCATCHER_EVENT_SL_CHECKSUM_SHA256: 'f'.repeat(64), VMCATCHER_EVENT_VO: 'other.vo', OS: 'ubuntu' },
+    });
+    expect(built.properties).not.toHaveProperty('VMCATCHER_EVENT_SL_CHECKSUM_SHA256');
+    expect(built.properties).not.toHaveProperty('VMCATCHER_EVENT_VO');
+    expect(built.properties.OS).toBe('ubuntu');
+  });
+
+  test('no control character reaches a property value or the name', () => {
+    const ev = event({
+      VMCATCHER_EVENT_DC_TITLE: 'Debian\n--public\r\u0085\u202812',
+      VMCATCHER_EVENT_DC_DESCRIPTION: 'line one\u0000line two\u001b[31m',
+    });
+    const { properties } = buildImageProperties({ event: ev, options: {}, metadata: { OS: 'deb\nian' } });
+    for (const value of Object.values(properties))
+      // eslint-disable-next-line no-control-regex -- exactly what must not be there
+      expect(value).not.toMatch(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/);
+    expect(properties.VMCATCHER_EVENT_DC_TITLE).toBe('Debian --public 12');
+    expect(imageDisplayName(ev)).toBe('Debian --public 12 1.1');
+    expect(imageDisplayName(event({ VMCATCHER_EVENT_DC_TITLE: '\n\t' }))).toBe('c0ffee-image 1.1');
   });
 });
