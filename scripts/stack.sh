@@ -6,7 +6,7 @@
 #                                    search attributes registered), then `snf-vmcatcher run`
 #                                    (worker and AMQP bridge in one process).
 #   npm run stack -- --production    the production topology, natively (data under data/production/):
-#                                    the Temporal server (built by scripts/setup.sh) on PostgreSQL
+#                                    the Temporal server (built by scripts/setup.sh --production) on PostgreSQL
 #                                    (127.0.0.1:5432, its own two databases), set up by the same
 #                                    scripts and configuration as docker-compose.yml's
 #                                    (docker/temporal/), its Web UI on :8080, two workers acting as
@@ -21,7 +21,8 @@ for arg in "$@"; do
     *) echo "usage: scripts/stack.sh [--production]" >&2; exit 2 ;;
   esac
 done
-bash scripts/setup.sh
+# Only what this mode needs: the dev stack never waits for the production server's Go build.
+if [ "$MODE" = production ]; then bash scripts/setup.sh --stack --production; else bash scripts/setup.sh --stack; fi
 
 TOOLS=${SNF_VMCATCHER_TOOLS:-$ROOT/.tools}
 TEMPORAL_CLI=${SNF_VMCATCHER_TEMPORAL_CLI:-$TOOLS/bin/temporal}

@@ -14,7 +14,13 @@ import { parse as parseYaml } from 'yaml';
 import { ENV_OVERRIDES, loadConfig } from '../../core/config.js';
 import { SEARCH_ATTRIBUTES } from '../../core/workflow-contract.js';
 import { ROOT, runCli } from '../support/cli.js';
-import { TEMPORAL_SERVER, TEMPORAL_UI_SERVER, versions } from '../support/production-temporal.js';
+import {
+  ensureProductionTemporalBuilt,
+  PRODUCTION_BUILD_TIMEOUT_MS,
+  TEMPORAL_SERVER,
+  TEMPORAL_UI_SERVER,
+  versions,
+} from '../support/production-temporal.js';
 
 interface Healthcheck {
   test?: string | string[];
@@ -258,6 +264,8 @@ describe('one source of truth for the Temporal server: compose and the native pr
   const { TEMPORAL_SERVER_VERSION, TEMPORAL_UI_VERSION } = versions();
   const server = compose.services.temporal;
   const envOf = (svc: Service) => (Array.isArray(svc.environment) ? {} : (svc.environment ?? {}));
+  // npm test's set-up does not build the production binaries (CI's does): built here if missing.
+  beforeAll(ensureProductionTemporalBuilt, PRODUCTION_BUILD_TIMEOUT_MS);
 
   it('pins the server, admin-tools (whose temporal-sql-tool carries the schema) and Web UI of docker/temporal/versions', () => {
     expect(TEMPORAL_SERVER_VERSION).toMatch(/^\d+\.\d+\.\d+$/);
@@ -306,8 +314,8 @@ describe('one source of truth for the Temporal server: compose and the native pr
     expect(setup).not.toMatch(/\/etc\/temporal\/schema|--schema-dir|-d "/);
   });
 
-  // scripts/setup.sh (npm test's pretest) builds them.
-  it('the binaries scripts/setup.sh built are the versions compose runs', async () => {
+  // scripts/setup.sh --production (CI) or the beforeAll above builds them.
+  it('the binaries scripts/build-temporal-server.sh built are the versions compose runs', async () => {
     expect((await execa(TEMPORAL_SERVER, ['--version'])).stdout).toContain(TEMPORAL_SERVER_VERSION);
     expect(
       (await execa(path.join(path.dirname(TEMPORAL_SERVER), 'temporal-sql-tool'), ['--version'])).stdout,
