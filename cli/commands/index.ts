@@ -1,4 +1,5 @@
 import { DequeueCommand } from './dequeue.js';
+import { DoctorCommand } from './doctor.js';
 import { DrainQueueCommand } from './drain-queue.js';
 import { EnqueueFromEnvCommand } from './enqueue-from-env.js';
 import { EnqueueFromImageListCommand } from './enqueue-from-image-list.js';
@@ -43,4 +44,5 @@ export const commands = [
   SubscribeCommand,
   UnsubscribeCommand,
   SyncNowCommand,
+  DoctorCommand,
 ];

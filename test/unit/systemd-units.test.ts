@@ -21,4 +21,25 @@ describe('the systemd units in packaging/systemd', () => {
       expect({ file, exitCode: help.exitCode }).toEqual({ file, exitCode: 0 });
     }
   });
+
+  test('each checks, before it starts, what its service needs (doctor --for), with the same configuration', async () => {
+    for (const [file, service] of [
+      ['snf-vmcatcher-bridge.service', 'bridge'],
+      ['snf-vmcatcher-worker.service', 'worker'],
+    ]) {
+      const text = await readFile(path.join(UNITS, file), 'utf8');
+      const pre = /^ExecStartPre=(\S+) (.*)$/m.exec(text);
+      expect({ file, pre: pre?.[2] }).toEqual({
+        file,
+        pre: `doctor --for ${service} --conf /etc/snf-vmcatcher/application.conf`,
+      });
+      expect(path.basename(pre![1])).toBe('snf-vmcatcher');
+      const conf = /^ExecStart=\S+ .*--conf (\S+)/m.exec(text)?.[1];
+      expect(conf).toBe('/etc/snf-vmcatcher/application.conf');
+      // The command line parses: a bad --for would be a usage error (exit 2) before any check.
+      const help = await runCli(['doctor', '--for', service, '--help']);
+      expect({ file, exitCode: help.exitCode }).toEqual({ file, exitCode: 0 });
+    }
+    expect((await runCli(['doctor', '--for', 'nobody', '--conf', '/dev/null'])).exitCode).toBe(2);
+  });
 });
