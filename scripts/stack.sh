@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The whole local stack in one command. Logs of every part go to <data>/logs/<part>.log and,
-# prefixed, to this terminal. Ctrl-C stops all; state survives a restart.
+# The whole local stack in one command. Logs of every part go to <data>/logs/<part>.log (JSON lines)
+# and, prefixed, to this terminal: one readable line per event when it is a terminal, the JSON lines
+# when it is a pipe (SNF_VMCATCHER_LOG_FORMAT=json|pretty decides instead). Ctrl-C stops all; state
+# survives a restart.
 #
 #   npm run stack                    Temporal dev server (SQLite file under data/, Web UI on :8233,
 #                                    search attributes registered), then `snf-vmcatcher run`
@@ -72,6 +74,22 @@ CONF
 export FAKE_KAMAKIRC=${FAKE_KAMAKIRC:-$DATA/kamakirc}
 export FAKE_SYNNEFO_STATE=${FAKE_SYNNEFO_STATE:-$DATA/fake-synnefo.json}
 
+# The parts write JSON lines, which their log files keep; what this terminal shows is decided here.
+case "${SNF_VMCATCHER_LOG_FORMAT:-}" in
+  json) PRETTY=no ;;
+  pretty) PRETTY=yes ;;
+  *) if [ -t 1 ]; then PRETTY=yes; else PRETTY=no; fi ;;
+esac
+if [ -t 1 ] && [ -z "${NO_COLOR:-}" ]; then COLOR=true; else COLOR=false; fi
+export SNF_VMCATCHER_LOG_FORMAT=json
+show_logs() { # JSON lines in, what the terminal shows out (other lines unchanged): core/logging.ts prettifyLines
+  if [ "$PRETTY" = yes ]; then
+    node --input-type=module -e "import { prettifyLines } from '$ROOT/dist/core/logging.js'; await prettifyLines(process.stdin, process.stdout, { colorize: $COLOR });"
+  else
+    cat
+  fi
+}
+
 pids=()
 stop() {
   trap - INT TERM EXIT
@@ -87,7 +105,7 @@ run_part() { # name, command...
   # Each part runs in its own session, so Ctrl-C reaches only this script, which then stops
   # the parts in order with one SIGTERM each; the log pipeline ignores Ctrl-C, so it still
   # carries each part's shutdown lines.
-  setsid "$@" > >(trap '' INT; tee -a "$DATA/logs/$name.log" | sed -u "s/^/[$name] /") 2>&1 &
+  setsid "$@" > >(trap '' INT; tee -a "$DATA/logs/$name.log" | show_logs | sed -u "s/^/[$name] /") 2>&1 &
   pids+=($!)
 }
 

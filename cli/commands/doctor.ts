@@ -140,11 +140,11 @@ class Doctor {
       }
     } catch (err) {
       const text = message(err);
-      const login = /ACCESS_REFUSED|403|auth/i.test(text);
+      const login = /access refused|ACCESS_REFUSED|403|authenticat/i.test(text);
       return [
         fail(
           name,
-          `cannot connect to ${rabbit.servers.join(', ')} as ${rabbit.username}: ${text}`,
+          text,
           login
             ? 'check rabbitmq.username and rabbitmq.password (SNF_VMCATCHER_RABBITMQ_PASSWORD) and the user’s permissions on the vhost'
             : 'start RabbitMQ, or check rabbitmq.servers and the firewall between this host and the broker',
@@ -558,7 +558,7 @@ class Doctor {
       return [skip(check, 'no server answered with a Date header to compare with (the Web UI, Keystone, the lists)')];
     const worst = this.clock.reduce((a, b) => (Math.abs(b.skewMs) > Math.abs(a.skewMs) ? b : a));
     const off = Math.round(worst.skewMs / 1000);
-    const against = this.clock.map((r) => r.from).join(', ');
+    const against = [...new Set(this.clock.map((r) => r.from))].join(', ');
     if (Math.abs(worst.skewMs) > CLOCK_TOLERANCE_MS)
       return [
         fail(
