@@ -43,7 +43,7 @@ export function logFormat(destination: NodeJS.WritableStream, env: NodeJS.Proces
 
 /** Keys a readable line shows before the message as the image and the stage, first found wins. */
 const IMAGE_KEYS = ['imageId', 'image', 'workflowId'] as const;
-const STAGE_KEYS = ['stage', 'activityType', 'step', 'tool', 'component', 'part'] as const;
+const STAGE_KEYS = ['stage', 'activityType', 'workflowType', 'step', 'tool', 'component', 'part'] as const;
 
 function firstOf(log: Record<string, unknown>, keys: readonly string[]): string | undefined {
   for (const key of keys) {

@@ -296,7 +296,8 @@ class Doctor {
   async ca(): Promise<CheckResult[]> {
     const { caPath, crlCheck, signaturePolicy } = this.config.security;
     const check = 'CA folder';
-    const needed = signaturePolicy !== 'accept' || this.config.subscriptions.length > 0;
+    // Without subscriptions, only lists given on the command line are verified: needed when they must be.
+    const needed = signaturePolicy === 'require' || this.config.subscriptions.length > 0;
     let info;
     try {
       info = await stat(caPath);
@@ -309,7 +310,7 @@ class Doctor {
               'install the IGTF trust anchors (ca-policy-egi-core) and fetch-crl, or point security.caPath at them',
             ),
           ]
-        : [skip(check, `${caPath} does not exist, and security.signaturePolicy = accept with no subscription`)];
+        : [skip(check, `${caPath} does not exist; no subscription, and security.signaturePolicy = ${signaturePolicy}`)];
     }
     if (!info.isDirectory()) return [ok(check, `${caPath} is a single CA file (no CRLs checked)`)];
     const files = await readdir(caPath);
