@@ -18,6 +18,8 @@ const READABLE = /^\[\d\d:\d\d:\d\d\.\d{3}\] (INFO|WARN|DEBUG|ERROR): /;
 
 interface Running {
   output(): string;
+  /** Whether the command has exited (then its output is all there will be). */
+  exited(): boolean;
   /** SIGTERM to the command (not to `script`), then its exit. */
   stop(): Promise<void>;
 }
@@ -28,13 +30,20 @@ interface Running {
  */
 function start(command: string, env: Record<string, string | undefined>, terminal: boolean): Running {
   let text = '';
+  // Detached: a process group of its own, so whatever is left of it can be ended at the end.
   const proc: ResultPromise = terminal
-    ? execa('script', ['-qfec', `exec ${command}`, '/dev/null'], { env, extendEnv: false, reject: false })
-    : execa('sh', ['-c', `exec ${command} 2>&1`], { env, extendEnv: false, reject: false });
+    ? execa('script', ['-qfec', `exec ${command}`, '/dev/null'], {
+        env,
+        extendEnv: false,
+        reject: false,
+        detached: true,
+      })
+    : execa('sh', ['-c', `exec ${command} 2>&1`], { env, extendEnv: false, reject: false, detached: true });
   proc.stdout?.on('data', (chunk: Buffer) => (text += chunk.toString()));
   proc.stderr?.on('data', (chunk: Buffer) => (text += chunk.toString()));
   return {
     output: () => text.replace(TERMINAL_NOISE, ''),
+    exited: () => proc.exitCode !== null,
     async stop() {
       if (proc.exitCode === null) {
         // Under `script`, the command is script's child (its own session): signal it by its pid.
@@ -43,6 +52,12 @@ function start(command: string, env: Record<string, string | undefined>, termina
           : proc.pid!;
         if (target) process.kill(target, 'SIGTERM');
       }
+      // A stack stopped before its trap was set (still in its set-up) leaves its set-up running: end its group.
+      const exited = await Promise.race([
+        proc.then(() => true),
+        new Promise((r) => setTimeout(() => r(false), 60_000)),
+      ]);
+      if (!exited) process.kill(-proc.pid!, 'SIGKILL');
       await proc;
     },
   };
@@ -51,7 +66,10 @@ function start(command: string, env: Record<string, string | undefined>, termina
 async function until(running: Running, pattern: RegExp, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!pattern.test(running.output())) {
-    if (Date.now() > deadline) throw new Error(`no ${pattern} in:\n${running.output().slice(-3000)}`);
+    if (running.exited() || Date.now() > deadline)
+      throw new Error(
+        `no ${pattern} ${running.exited() ? 'before it exited' : 'in time'}:\n${running.output().slice(-3000)}`,
+      );
     await new Promise((r) => setTimeout(r, 250));
   }
 }
@@ -108,7 +126,7 @@ describe('npm run stack', () => {
     const env = await stackEnv('pty');
     const stack = start(`bash ${path.join(ROOT, 'scripts/stack.sh')}`, env, true);
     try {
-      await until(stack, /^\[service\] .*worker started/m, 240_000);
+      await until(stack, /^\[service\] .*worker started/m, 480_000);
     } finally {
       await stack.stop();
     }
@@ -124,13 +142,13 @@ describe('npm run stack', () => {
     const file = (await readFile(path.join(dir, 'pty', 'logs', 'service.log'), 'utf8')).trim().split('\n');
     const parsed = file.map((l) => JSON.parse(l) as { msg: string; level: number });
     expect(parsed.map((l) => l.msg)).toContain('worker started');
-  }, 300_000);
+  }, 600_000);
 
   test('through a pipe: the JSON lines, as the log files', async () => {
     const env = await stackEnv('pipe');
     const stack = start(`bash ${path.join(ROOT, 'scripts/stack.sh')}`, env, false);
     try {
-      await until(stack, /^\[service\] .*worker started/m, 240_000);
+      await until(stack, /^\[service\] .*worker started/m, 480_000);
     } finally {
       await stack.stop();
     }
@@ -143,7 +161,7 @@ describe('npm run stack', () => {
       msg: 'worker started',
       part: 'worker',
     });
-  }, 300_000);
+  }, 600_000);
 });
 
 describe('a command', () => {
