@@ -43,7 +43,7 @@ function start(command: string, env: Record<string, string | undefined>, termina
   proc.stderr?.on('data', (chunk: Buffer) => (text += chunk.toString()));
   return {
     output: () => text.replace(TERMINAL_NOISE, ''),
-    exited: () => proc.exitCode !== null,
+    exited: () => proc.exitCode !== null || proc.signalCode !== null,
     async stop() {
       if (proc.exitCode === null) {
         // Under `script`, the command is script's child (its own session): signal it by its pid.
