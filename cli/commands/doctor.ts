@@ -231,11 +231,13 @@ class Doctor {
           'set synnefo.cloud to the cloud of ~/.kamakirc images are registered in',
         ),
       ];
+    // kamaki is killed when the check gives up, not after worker.toolTimeoutMs (an hour).
+    const bounded = { ...this.config, worker: { ...this.config.worker, toolTimeoutMs: CHECK_TIMEOUT_MS } };
     const results: CheckResult[] = [];
     for (const name of names) {
       const check = `Synnefo cloud '${name}'`;
       try {
-        const account = await withTimeout('kamaki', new Kamaki(this.config, this.log, name).accountId());
+        const account = await withTimeout('kamaki', new Kamaki(bounded, this.log, name).accountId());
         results.push(ok(check, `kamaki user info: account ${account}`));
       } catch (err) {
         results.push(
@@ -513,7 +515,8 @@ class Doctor {
           : "check the list's URL, and whether it needs a credential",
       );
     } finally {
-      await dispatcher.close().catch(() => undefined);
+      // Destroyed, not closed: a request the check gave up on is not waited for.
+      await dispatcher.destroy().catch(() => undefined);
     }
   }
 
