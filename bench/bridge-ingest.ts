@@ -221,7 +221,7 @@ export async function benchBridge(): Promise<BenchResult> {
     name: 'bridge',
     title: `Bridge ingest on the PostgreSQL-backed Temporal server: ${EVENTS} queued events to started workflows, against a plain client`,
     method:
-      `The production Temporal server (temporal-server ${'built by scripts/setup.sh'} on two fresh PostgreSQL databases, set up by docker/temporal/ as compose does). ` +
+      `The production Temporal server (temporal-server ${'built by scripts/build-temporal-server.sh'} on two fresh PostgreSQL databases, set up by docker/temporal/ as compose does). ` +
       `Plain client: bench/plain-client.ts in a process of its own makes the bridge's start (core/starter.ts signal-with-start, JustLogHandler) for ${EVENTS} events, ` +
       `${CONCURRENCY} in flight, timed from its first start to its last. Bridge: ${EVENTS} flat register events published (persistent, confirmed) to a fresh queue on the local RabbitMQ; ` +
       `then \`snf-vmcatcher dequeue --server\` (rabbitmq.prefetch ${CONCURRENCY}, handler JustLogHandler) is started; the time runs from its "consuming" log line until its ` +

@@ -1,10 +1,26 @@
 #!/usr/bin/env bash
 # Sets up everything the stack and the tests need, from the project's own files.
 # Idempotent, and quick when everything is already there.
+#
+#   scripts/setup.sh                 what `npm test` needs (npm's pretest runs it)
+#   scripts/setup.sh --stack         only what the dev stack needs (`npm run stack` runs it):
+#                                    no Chromium, glance-api/keystone or registry for the tests
+#   scripts/setup.sh --production    also the production Temporal server, temporal-sql-tool and
+#                                    Web UI server (`npm run setup -- --production`; CI; the stack's
+#                                    --production; the tests that run them build them if missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 say() { printf '[setup] %s\n' "$*" >&2; }
+PRODUCTION=no
+FOR_TESTS=yes
+for arg in "$@"; do
+  case "$arg" in
+    --production) PRODUCTION=yes ;;
+    --stack) FOR_TESTS=no ;;
+    *) say "usage: scripts/setup.sh [--stack] [--production]"; exit 2 ;;
+  esac
+done
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi; }
 
@@ -28,8 +44,9 @@ if [ ! -x "$TEMPORAL_CLI" ]; then
 fi
 
 # 2b. The production Temporal server, temporal-sql-tool and Web UI server (`npm run stack -- --production`,
-#     the bridge benchmark), at the versions of docker/temporal/versions.
-bash scripts/build-temporal-server.sh
+#     the production tests, the bridge benchmark), at the versions of docker/temporal/versions: only when
+#     asked, since the Go build of the server takes most of a fresh machine's first start.
+if [ "$PRODUCTION" = yes ]; then bash scripts/build-temporal-server.sh; fi
 
 # 3. System tools the pipeline runs: qemu-img, and the unpackers; Chromium for the Web UI test
 #    (test/e2e/web-ui.test.ts drives it headless through playwright-core).
@@ -39,7 +56,9 @@ command -v xz >/dev/null || missing+=(xz-utils)
 command -v bzip2 >/dev/null || missing+=(bzip2)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v curl >/dev/null || missing+=(curl)
-[ -x "${SNF_VMCATCHER_CHROMIUM:-/usr/bin/chromium}" ] || missing+=(chromium)
+if [ "$FOR_TESTS" = yes ]; then [ -x "${SNF_VMCATCHER_CHROMIUM:-/usr/bin/chromium}" ] || missing+=(chromium); fi
+# promtool (from Prometheus) checks the packaged alert rules in test/integration/alert-rules.test.ts.
+if [ "$FOR_TESTS" = yes ]; then command -v promtool >/dev/null || missing+=(prometheus); fi
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]} from Debian"
   export DEBIAN_FRONTEND=noninteractive
@@ -47,11 +66,12 @@ if [ ${#missing[@]} -gt 0 ]; then
     || { as_root apt-get update >&2 && as_root apt-get install -y --no-install-recommends "${missing[@]}" >&2; }
 fi
 
-# 3b. Debian's glance-api and keystone for the Glance tests (installed, never started as services).
-bash scripts/setup-openstack.sh
-
-# 3c. The OCI registry the registry tests start (installed, its service not started).
-bash scripts/setup-registry.sh
+if [ "$FOR_TESTS" = yes ]; then
+  # 3b. Debian's glance-api and keystone for the Glance tests (installed, never started as services).
+  bash scripts/setup-openstack.sh
+  # 3c. The OCI registry the registry tests start (installed, its service not started).
+  bash scripts/setup-registry.sh
+fi
 
 # 4. RabbitMQ on 127.0.0.1:5672.
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -75,4 +95,5 @@ if [ -z "$(find dist -name main.js -newer package.json 2>/dev/null | head -1)" ]
   say "building"
   npm run --silent build >&2
 fi
-say "ready (Temporal CLI: $TEMPORAL_CLI, Temporal server: $ROOT/.tools/bin/temporal-server, qemu-img: $(command -v qemu-img))"
+if [ "$PRODUCTION" = yes ]; then server="Temporal server: ${SNF_VMCATCHER_TOOLS:-$ROOT/.tools}/bin/temporal-server, "; else server=""; fi
+say "ready (Temporal CLI: $TEMPORAL_CLI, ${server}qemu-img: $(command -v qemu-img))"

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# The whole local stack in one command. Logs of every part go to <data>/logs/<part>.log and,
-# prefixed, to this terminal. Ctrl-C stops all; state survives a restart.
+# The whole local stack in one command. Logs of every part go to <data>/logs/<part>.log (JSON lines)
+# and, prefixed, to this terminal: one readable line per event when it is a terminal, the JSON lines
+# when it is a pipe (SNF_VMCATCHER_LOG_FORMAT=json|pretty decides instead). Ctrl-C stops all; state
+# survives a restart.
 #
 #   npm run stack                    Temporal dev server (SQLite file under data/, Web UI on :8233,
 #                                    search attributes registered), then `snf-vmcatcher run`
 #                                    (worker and AMQP bridge in one process).
 #   npm run stack -- --production    the production topology, natively (data under data/production/):
-#                                    the Temporal server (built by scripts/setup.sh) on PostgreSQL
+#                                    the Temporal server (built by scripts/setup.sh --production) on PostgreSQL
 #                                    (127.0.0.1:5432, its own two databases), set up by the same
 #                                    scripts and configuration as docker-compose.yml's
 #                                    (docker/temporal/), its Web UI on :8080, two workers acting as
@@ -21,7 +23,8 @@ for arg in "$@"; do
     *) echo "usage: scripts/stack.sh [--production]" >&2; exit 2 ;;
   esac
 done
-bash scripts/setup.sh
+# Only what this mode needs: the dev stack never waits for the production server's Go build.
+if [ "$MODE" = production ]; then bash scripts/setup.sh --stack --production; else bash scripts/setup.sh --stack; fi
 
 TOOLS=${SNF_VMCATCHER_TOOLS:-$ROOT/.tools}
 TEMPORAL_CLI=${SNF_VMCATCHER_TEMPORAL_CLI:-$TOOLS/bin/temporal}
@@ -66,10 +69,26 @@ synnefo {
 CONF
   echo "[stack] wrote $1 (edit it to point at your broker and tools)"
 }
-[ -f "$CONF" ] || write_conf "$CONF" "workingFolder = \"$DATA/work\", metricsPort = 9464"
+[ -f "$CONF" ] || write_conf "$CONF" "workingFolder = \"$DATA/work\", metricsPort = 9464, productMetricsPort = 9470"
 [ -f "$DATA/kamakirc" ] || printf '[global]\ndefault_cloud = local\n\n[cloud "local"]\nurl = http://localhost/fake/identity/v2.0\ntoken = not-a-secret\n' > "$DATA/kamakirc"
 export FAKE_KAMAKIRC=${FAKE_KAMAKIRC:-$DATA/kamakirc}
 export FAKE_SYNNEFO_STATE=${FAKE_SYNNEFO_STATE:-$DATA/fake-synnefo.json}
+
+# The parts write JSON lines, which their log files keep; what this terminal shows is decided here.
+case "${SNF_VMCATCHER_LOG_FORMAT:-}" in
+  json) PRETTY=no ;;
+  pretty) PRETTY=yes ;;
+  *) if [ -t 1 ]; then PRETTY=yes; else PRETTY=no; fi ;;
+esac
+if [ -t 1 ] && [ -z "${NO_COLOR:-}" ]; then COLOR=true; else COLOR=false; fi
+export SNF_VMCATCHER_LOG_FORMAT=json
+show_logs() { # JSON lines in, what the terminal shows out (other lines unchanged): core/logging.ts prettifyLines
+  if [ "$PRETTY" = yes ]; then
+    node --input-type=module -e "import { prettifyLines } from '$ROOT/dist/core/logging.js'; await prettifyLines(process.stdin, process.stdout, { colorize: $COLOR });"
+  else
+    cat
+  fi
+}
 
 pids=()
 stop() {
@@ -86,7 +105,7 @@ run_part() { # name, command...
   # Each part runs in its own session, so Ctrl-C reaches only this script, which then stops
   # the parts in order with one SIGTERM each; the log pipeline ignores Ctrl-C, so it still
   # carries each part's shutdown lines.
-  setsid "$@" > >(trap '' INT; tee -a "$DATA/logs/$name.log" | sed -u "s/^/[$name] /") 2>&1 &
+  setsid "$@" > >(trap '' INT; tee -a "$DATA/logs/$name.log" | show_logs | sed -u "s/^/[$name] /") 2>&1 &
   pids+=($!)
 }
 
@@ -132,7 +151,7 @@ else
   for n in 1 2; do
     host_conf=$DATA/worker-$n.conf
     [ -f "$host_conf" ] || write_conf "$host_conf" \
-      "workingFolder = \"$DATA/worker-$n/work\", metricsPort = $((9464 + 2 * (n - 1))), hostTaskQueue = \"snf-vmcatcher-worker-$n\""
+      "workingFolder = \"$DATA/worker-$n/work\", metricsPort = $((9464 + 2 * (n - 1))), productMetricsPort = $((9470 + n - 1)), hostTaskQueue = \"snf-vmcatcher-worker-$n\""
     run_part "worker-$n" "${SERVICE[@]}" worker --conf "$host_conf"
   done
   run_part bridge "${SERVICE[@]}" dequeue --server --conf "$CONF"

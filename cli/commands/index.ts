@@ -1,5 +1,6 @@
 import { deadLettersCommands } from './dead-letters.js';
 import { DequeueCommand } from './dequeue.js';
+import { DoctorCommand } from './doctor.js';
 import { DrainQueueCommand } from './drain-queue.js';
 import { EnqueueFromEnvCommand } from './enqueue-from-env.js';
 import { EnqueueFromImageListCommand } from './enqueue-from-image-list.js';
@@ -45,4 +46,5 @@ export const commands = [
   UnsubscribeCommand,
   SyncNowCommand,
   ...deadLettersCommands,
+  DoctorCommand,
 ];

@@ -5,7 +5,13 @@ import { execa } from 'execa';
 import { ROOT, runCli } from '../support/cli.js';
 import { fakeCloud } from '../support/fake-cloud.js';
 import { publishBodies, queueDepth, waitFor } from '../support/bridge.js';
-import { startProductionTemporal, startWebUi, type ProductionTemporal } from '../support/production-temporal.js';
+import {
+  ensureProductionTemporalBuilt,
+  PRODUCTION_BUILD_TIMEOUT_MS,
+  startProductionTemporal,
+  startWebUi,
+  type ProductionTemporal,
+} from '../support/production-temporal.js';
 import { deleteTopology, uniqueTopology, writeConf } from '../support/rabbit.js';
 import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/service-process.js';
 import { SA_IMAGE_ID, SA_STAGE } from '../../core/workflow-contract.js';
@@ -37,6 +43,9 @@ describe('the production topology: PostgreSQL-backed Temporal server, two worker
   const services: ServiceProcess[] = [];
   const servers: Array<Awaited<ReturnType<typeof startThrottledFileServer>>> = [];
   let webUi: Awaited<ReturnType<typeof startWebUi>> | undefined;
+
+  // npm test's set-up does not build the production server (CI's does): built here if missing.
+  beforeAll(ensureProductionTemporalBuilt, PRODUCTION_BUILD_TIMEOUT_MS);
 
   beforeAll(async () => {
     await mkdir(path.join(ROOT, 'tmp'), { recursive: true });

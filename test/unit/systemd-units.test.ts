@@ -1,6 +1,6 @@
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { ROOT, runCli } from '../support/cli.js';
+import { ROOT, runCliFromSource } from '../support/cli.js';
 
 const UNITS = path.join(ROOT, 'packaging/systemd');
 
@@ -17,8 +17,29 @@ describe('the systemd units in packaging/systemd', () => {
       expect(args).toContain('--conf');
       expect(text).toMatch(/^Restart=always$/m);
       const command = args.filter((a) => !a.startsWith('-') && !a.startsWith('/'));
-      const help = await runCli([...command, '--help']);
+      const help = await runCliFromSource([...command, '--help']);
       expect({ file, exitCode: help.exitCode }).toEqual({ file, exitCode: 0 });
     }
+  });
+
+  test('each checks, before it starts, what its service needs (doctor --for), with the same configuration', async () => {
+    for (const [file, service] of [
+      ['snf-vmcatcher-bridge.service', 'bridge'],
+      ['snf-vmcatcher-worker.service', 'worker'],
+    ]) {
+      const text = await readFile(path.join(UNITS, file), 'utf8');
+      const pre = /^ExecStartPre=(\S+) (.*)$/m.exec(text);
+      expect({ file, pre: pre?.[2] }).toEqual({
+        file,
+        pre: `doctor --for ${service} --conf /etc/snf-vmcatcher/application.conf`,
+      });
+      expect(path.basename(pre![1])).toBe('snf-vmcatcher');
+      const conf = /^ExecStart=\S+ .*--conf (\S+)/m.exec(text)?.[1];
+      expect(conf).toBe('/etc/snf-vmcatcher/application.conf');
+      // The command line parses: a bad --for would be a usage error (exit 2) before any check.
+      const help = await runCliFromSource(['doctor', '--for', service, '--help']);
+      expect({ file, exitCode: help.exitCode }).toEqual({ file, exitCode: 0 });
+    }
+    expect((await runCliFromSource(['doctor', '--for', 'nobody', '--conf', '/dev/null'])).exitCode).toBe(2);
   });
 });
