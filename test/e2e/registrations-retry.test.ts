@@ -6,7 +6,12 @@ import { publishBodies, runsByWorkflowId, temporalClient, waitFor } from '../sup
 import { runCli } from '../support/cli.js';
 import { writeLinuxMbr } from '../support/disk-images.js';
 import { fakeCloud } from '../support/fake-cloud.js';
-import { startTestServer, type TestServer } from '../support/http-server.js';
+import {
+  generateSelfSignedCertificate,
+  startTestServer,
+  type SelfSignedCertificate,
+  type TestServer,
+} from '../support/http-server.js';
 import { deleteTopology, uniqueTopology, writeConf } from '../support/rabbit.js';
 import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/service-process.js';
 
@@ -34,6 +39,7 @@ describe('registrations retry and show', () => {
   let dir: string;
   let conf: string;
   let tokenFile: string;
+  let cert: SelfSignedCertificate;
   let server: TestServer;
   let service: ServiceProcess;
   let env: Record<string, string>;
@@ -70,7 +76,10 @@ describe('registrations retry and show', () => {
     await writeLinuxMbr(raw, 8 * 1024 * 1024);
     await execa('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', raw, qcow2]);
     const authorization = `Basic ${Buffer.from(`${goodToken}:x-oauth-basic`).toString('base64')}`;
-    server = await startTestServer();
+    // Over https, as a credential rule's token goes nowhere else; the worker trusts the test
+    // certificate as a site trusts its CA.
+    cert = await generateSelfSignedCertificate('localhost');
+    server = await startTestServer({ tls: cert, hostname: 'localhost' });
     for (const p of [`/${listA}/img-1.qcow2`, `/${listA}/img-2.qcow2`, `/${listB}/img-3.qcow2`])
       server.route(p, { file: qcow2, authorization });
     // The site's token for the image server, wrong at first (an expired one, say).
@@ -83,11 +92,13 @@ describe('registrations retry and show', () => {
 spool { folder = "${dir}/spool" }
 security {
   credentials { images = { file = "${tokenFile}" } }
-  credentialRules = [ { host = "127.0.0.1", credential = "images" } ]
+  credentialRules = [ { origin = "https://localhost:${server.port}", credential = "images" } ]
+  # The events carry no checksum: this test is about retrying failed registrations.
+  allowUnverifiedImages = true
 }
 ${cloud.synnefoConf('cloud = "retry"\n  prepare = false')}`,
     );
-    env = { TEMPORAL_TASK_QUEUE: taskQueue, ...cloud.env };
+    env = { TEMPORAL_TASK_QUEUE: taskQueue, NODE_EXTRA_CA_CERTS: cert.certPath, ...cloud.env };
     service = await startService(['run', '--conf', conf], { env, readyPattern: /consuming/ });
     temporal = await temporalClient();
     await publishBodies(topology, [event(listA, 'img-1'), event(listA, 'img-2'), event(listB, 'img-3')]);
@@ -109,6 +120,7 @@ ${cloud.synnefoConf('cloud = "retry"\n  prepare = false')}`,
     await service?.stop();
     await temporal?.close();
     await server?.close();
+    await cert?.cleanup();
     await deleteTopology(topology);
     await rm(dir, { recursive: true, force: true });
   });
