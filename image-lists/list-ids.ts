@@ -76,8 +76,6 @@ export async function claimListIdForUrl(config: Config, url: string, listId: str
   const key = subscriptionKey(url);
   if (pins[key] !== undefined)
     return listIdMismatch(listId, { listId: pins[key], by: `first enqueued, pinned in ${file}` });
-  const other = Object.entries(pins).find(([pinnedUrl, id]) => id === listId && pinnedUrl !== key);
-  if (other) return `list id ${listId} was first enqueued from ${other[0]} (pinned in ${file})`;
   await mkdir(path.dirname(file), { recursive: true });
   const temp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
   try {
