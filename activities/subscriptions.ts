@@ -23,7 +23,7 @@ import { readImageList } from '../image-lists/read.js';
 import { listIdClaimedElsewhere, listIdMismatch } from '../image-lists/list-ids.js';
 import { syncWorkflowIdPrefix } from '../image-lists/schedules.js';
 import { applySignaturePolicy, verifySignerCertificate, type SignatureOutcome } from '../image-lists/signature.js';
-import { endorserNotAuthorised, authorisedEndorsers } from '../image-lists/subscription.js';
+import { authorisedEndorsers, endorserNotAuthorised, type AuthorisedEndorsers } from '../image-lists/subscription.js';
 import { compareVersions } from '../image-lists/sync-plan.js';
 import type { CloudInventory, CloudTarget } from '../clouds/target.js';
 import type { ActivityDeps } from './types.js';
@@ -89,6 +89,7 @@ export function createSubscriptionActivities({ config, logger, temporal, cloud }
   const checkStoredCopy = async (
     subscription: SubscriptionSpec,
     previous: NonNullable<ReadSubscribedListInput['previous']>,
+    authorised: AuthorisedEndorsers,
   ): Promise<void> => {
     const url = subscription.url;
     const expires = previous.expires ? parseListDate(previous.expires) : undefined;
@@ -105,13 +106,7 @@ export function createSubscriptionActivities({ config, logger, temporal, cloud }
       ? {
           state: 'verified',
           signer: checked.signer,
-          authorisationProblem: endorserNotAuthorised(
-            checked.signer,
-            subscription.endorsers.length > 0
-              ? { endorsers: subscription.endorsers, key: `the subscription of ${url}` }
-              : authorisedEndorsers(config, url),
-            url,
-          ),
+          authorisationProblem: endorserNotAuthorised(checked.signer, authorised, url),
         }
       : { state: 'invalid', reason: checked.reason };
     try {
@@ -190,15 +185,19 @@ export function createSubscriptionActivities({ config, logger, temporal, cloud }
       }
       if (!read) {
         if (!previous) return { notModified: true };
-        await checkStoredCopy(subscription, previous);
-        await checkListIdentity(subscription, previous.listId, previous);
+        await whileHeartbeating({ step: `check the accepted copy of ${url} again` }, async () => {
+          await checkStoredCopy(subscription, previous, endorsers ?? authorisedEndorsers(config, url));
+          await checkListIdentity(subscription, previous.listId, previous);
+        });
         return { notModified: true };
       }
       const { list, invalid } = read;
       if (list.expired) throw rejected(url, `the list expired on ${list.expires} (dc:date:expires)`);
       if (list.createdInFuture)
         throw rejected(url, `the list is dated in the future (dc:date:created ${list.created})`);
-      await checkListIdentity(subscription, list.identifier, previous);
+      await whileHeartbeating({ step: `check the list id of ${url}` }, () =>
+        checkListIdentity(subscription, list.identifier, previous),
+      );
       if (previous && previous.listId === list.identifier) {
         if (previous.version && list.version) {
           if (compareVersions(list.version, previous.version) < 0)

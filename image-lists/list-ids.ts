@@ -9,11 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { registrySubscriptionKey, subscriptionKey, type Config } from '../core/config.js';
-
-/** `registry.egi.eu/egi_vm_images`: the list id a registry project's images carry (oci/source.ts registryListId). */
-function registryProjectId(registry: string, project: string): string {
-  return `${new URL(registry).host}/${project.replace(/^\/+|\/+$/g, '')}`;
-}
+import { registryListId } from '../oci/source.js';
 
 /**
  * Why `listId` is not the list at `url`'s to use according to the configuration: another
@@ -25,7 +21,7 @@ export function listIdClaimedElsewhere(config: Config, url: string, listId: stri
   const index = config.subscriptions.findIndex((s) => s.listId === listId && subscriptionKey(s.url) !== key);
   if (index >= 0)
     return `list id ${listId} is the subscription of ${subscriptionKey(config.subscriptions[index].url)}'s (its listId)`;
-  const registry = config.registrySubscriptions.find((s) => registryProjectId(s.registry, s.project) === listId);
+  const registry = config.registrySubscriptions.find((s) => registryListId(s.registry, s.project) === listId);
   if (registry) return `list id ${listId} is the registry project ${registrySubscriptionKey(registry)}'s`;
   return undefined;
 }

@@ -250,7 +250,7 @@ describe('subscriptions: what a list may do to the cloud is fixed by the site, n
     const r = await syncNow('a');
     expect(r.exitCode).toBe(1);
     expect(r.stderr).toContain(
-      'the list is dated 2025-01-01T00:00:00.000Z, before 2025-06-01T00:00:00.000Z, the list accepted last (dc:date:created',
+      'the list is dated 2025-01-01T00:00:00Z, before 2025-06-01T00:00:00Z, the list accepted last (dc:date:created',
     );
     await publish('a', newer);
     expect((await syncNow('a')).exitCode).toBe(0);
@@ -276,11 +276,11 @@ describe('subscriptions: what a list may do to the cloud is fixed by the site, n
 
   test("a 304 after the list's dc:date:expires is refused", async () => {
     // Expires in 30 s: the sync that accepts it takes a few seconds; the one after waits it out.
-    const expires = new Date(Date.now() + 30_000);
+    const expires = new Date(Math.floor(Date.now() / 1000) * 1000 + 30_000);
     await publish('a', {
       id: LIST_A,
       created: '2025-07-01T00:00:00Z',
-      expires: expires.toISOString(),
+      expires: expires.toISOString().replace('.000Z', 'Z'), // dc:date:expires has no fraction of a second
       images: [entry('a1')],
       signer: publisherA,
     });
@@ -314,7 +314,9 @@ describe('subscriptions: what a list may do to the cloud is fixed by the site, n
     const allowed = await syncNow('b', ['--allow-mass-expiry']);
     expect(allowed.exitCode).toBe(0);
     expect(allowed.stdout).toContain('1 to register: Image b3 1 (new)');
-    expect(allowed.stdout).toContain('2 to expire: Image b1 1 (removed), Image b2 1 (removed)');
+    expect(allowed.stdout).toContain('2 to expire: ');
+    expect(allowed.stdout).toContain('Image b1 1 (removed)');
+    expect(allowed.stdout).toContain('Image b2 1 (removed)');
     expect(allowed.stdout).toContain('mass expiry allowed (--allow-mass-expiry)');
     const expected = [
       ...view.filter((v) => v.startsWith(`${LIST_A}:`)),

@@ -2,6 +2,7 @@ import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import amqp from 'amqplib';
+import { verifySignerCertificate } from '../../image-lists/signature.js';
 import { runCli } from '../support/cli.js';
 import { deleteTopology, RABBIT_URL, takeAll, uniqueTopology, writeConf } from '../support/rabbit.js';
 import { startTestServer, type TestServer } from '../support/http-server.js';
@@ -199,6 +200,18 @@ describe('point 4: CRLs in caPath (*.r0, as fetch-crl writes them)', () => {
 
     const off = await parse({ security: { endorsers: everyone(), crlCheck: 'off' } }, server.at('/revoked.list'));
     expect(off.exitCode).toBe(0);
+  });
+
+  test("a signer certificate kept with an accepted list (checked again on a 304) is refused once its CA's CRL revokes it", async () => {
+    // Runs after the CRL above revoked `revoked`.
+    const again = await verifySignerCertificate(await readFile(revoked.certPath, 'utf8'), { caPath: pki.caDir });
+    expect(again).toEqual({
+      ok: false,
+      reason:
+        "the signer certificate no longer verifies: the signer's certificate, or a CA certificate above it, has been revoked (CRL in security.caPath)",
+    });
+    const good = await verifySignerCertificate(await readFile(appdb.certPath, 'utf8'), { caPath: pki.caDir });
+    expect(good).toEqual({ ok: true, signer: { subject: appdb.dn, issuer: pki.caDn } });
   });
 });
 
