@@ -493,6 +493,8 @@ export interface AcceptedList {
   signerPem?: string;
   /** The subscription's `images` and `vo` when this copy was read: a change makes the next run read the list again. */
   selection?: string;
+  /** The list's invalid entries: a run answered 304 keeps their images as the run that read them did. */
+  invalid?: Array<{ identifier?: string; problem: string }>;
   etag?: string;
   lastModified?: string;
   images: ListedImage[];

@@ -113,6 +113,8 @@ export async function syncImageList({
         LIST_REJECTED,
       );
     accepted = previous;
+    // The copy's invalid entries are still what the list says: their images stay kept.
+    invalid = previous.invalid ?? [];
   } else {
     accepted = {
       listId: read.list.identifier,
@@ -125,6 +127,7 @@ export async function syncImageList({
       lastModified: read.lastModified,
       images: read.images,
     };
+    if (read.invalid.length) accepted.invalid = read.invalid;
     invalid = read.invalid;
   }
   // An entry that failed validation is not a removal: its image stays; one without an identifier

@@ -237,7 +237,7 @@ describe('subscriptions: what a list may do to the cloud is fixed by the site, n
     expect(await waitForCloud(expected)).toEqual(expected.sort());
   });
 
-  test('a list whose entries all fail validation expires nothing; the entries are reported', async () => {
+  test('a list whose entries all fail validation expires nothing, changed or not modified; the entries are reported', async () => {
     const view = await cloudView();
     const broken = (id?: string) => ({
       'hv:image': { ...(id ? { 'dc:identifier': id } : {}), 'dc:title': 'broken', 'hv:size': 'not a size' },
@@ -249,6 +249,12 @@ describe('subscriptions: what a list may do to the cloud is fixed by the site, n
     expect(r.stdout).toContain('2 invalid');
     expect(r.stdout).toContain('unread, kept: a1 (invalid entry');
     expect(r.stdout).toContain('the read is incomplete: nothing expired as removed');
+    expect(await cloudView()).toEqual(view);
+    // Unchanged (304): the accepted copy's invalid entries still keep their images.
+    const again = await syncNow('a');
+    expect(again.exitCode).toBe(0);
+    expect(again.stdout).toContain('(not modified)');
+    expect(again.stdout).toContain('0 to expire');
     expect(await cloudView()).toEqual(view);
   });
 
