@@ -253,6 +253,9 @@ export class SubscribeCommand extends TemporalCommand {
   vo = Option.String('--vo', { description: "VO of the list's images (default: the list's own)" });
   cloud = Option.String('--cloud', { description: 'kamaki cloud to register into (default: synnefo.cloud)' });
   images = Option.Array('--image', { description: 'Only this image identifier (repeatable)' });
+  listId = Option.String('--list-id', {
+    description: 'The dc:identifier the list must carry (default: the first one accepted, then pinned)',
+  });
   syncNow = Option.Boolean('--sync-now', false, { description: 'Start the first sync at once' });
 
   async run(): Promise<number> {
@@ -266,6 +269,7 @@ export class SubscribeCommand extends TemporalCommand {
       vo: this.vo,
       cloud: this.cloud,
       images: this.images,
+      listId: this.listId,
     });
     if (!parsed.success)
       throw new InvalidInputError(
