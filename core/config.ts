@@ -273,6 +273,12 @@ const ListUrlSchema = z.string().superRefine((text, ctx) => {
 });
 
 /**
+ * A sync that would expire more than this fraction of the images a subscription registered stops
+ * before delivering (`sync-now --allow-mass-expiry` lets one run through). Default 0.5.
+ */
+const MaxExpireFractionSchema = z.number().min(0).max(1);
+
+/**
  * One image list this site trusts: where it is, who may sign it and which credential fetches
  * it; `every` (default 3 h), `vo`, `cloud`, `images` and `paused` shape its schedule
  * (image-lists/schedules.ts).
@@ -288,6 +294,12 @@ export const SubscriptionSchema = z
     vo: z.string().min(1).optional(),
     cloud: z.string().min(1).optional(),
     images: z.array(z.string().min(1)).optional(),
+    /**
+     * The list id (`dc:identifier`) this subscription speaks for. Unset: the id of the first list
+     * it accepts, pinned from then on. A list carrying another id is refused.
+     */
+    listId: z.string().min(1).optional(),
+    maxExpireFraction: MaxExpireFractionSchema.optional(),
     /** Keep the schedule but take no runs (`subscriptions apply` pauses it). */
     paused: z.boolean().optional(),
   })
@@ -378,6 +390,7 @@ export const RegistrySubscriptionSchema = z
     every: DurationSchema.optional(),
     vo: z.string().min(1).optional(),
     cloud: z.string().min(1).optional(),
+    maxExpireFraction: MaxExpireFractionSchema.optional(),
     paused: z.boolean().optional(),
   })
   .strict()
@@ -514,6 +527,23 @@ export const ConfigSchema = z
         });
       }
       seen.set(key, i);
+    });
+    // A list id belongs to one subscription: a configured listId is no other's, nor a registry project's `host/project`.
+    const owners = new Map<string, number>();
+    config.subscriptions.forEach((sub, i) => {
+      if (isRegistrySubscription(sub)) owners.set(`${new URL(sub.registry).host}/${sub.project}`, i);
+    });
+    config.subscriptions.forEach((sub, i) => {
+      if (isRegistrySubscription(sub) || sub.listId === undefined) return;
+      const owner = owners.get(sub.listId);
+      if (owner !== undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['subscriptions', i, 'listId'],
+          message: `list id '${sub.listId}' is already subscriptions.${owner}'s`,
+        });
+      }
+      owners.set(sub.listId, i);
     });
     if (config.cloud.type === 'glance' && !(config.cloud.credential in config.security.credentials)) {
       ctx.addIssue({

@@ -325,8 +325,15 @@ export function imageIdentity(event: ImageEvent): { imageListId: string; imageId
 // Subscriptions (issue #12): one Temporal Schedule per subscribed list runs syncImageList.
 
 export const SYNC_WORKFLOW = 'syncImageList';
-/** The failure type of a list a sync refuses (signature, endorser, expiry, an older version). */
+/** The failure type of a list a sync refuses (signature, endorser, expiry, an older version, another list's id). */
 export const LIST_REJECTED = 'ImageListRejected';
+/**
+ * The failure type of a sync that would expire more than `maxExpireFraction` of the list's
+ * registered images: it stops before delivering anything, until `sync-now --allow-mass-expiry`.
+ */
+export const MASS_EXPIRY_REFUSED = 'MassExpiryRefused';
+/** What a subscription may expire in one run, as a fraction of the images it has registered, unless configured. */
+export const DEFAULT_MAX_EXPIRE_FRACTION = 0.5;
 
 /** A subscribed registry project (oci/source.ts): where it is and which of its tags and repositories are taken. */
 export interface RegistryProjectSpec {
@@ -358,6 +365,10 @@ export interface SubscriptionSpec {
   cloud?: string;
   /** Only these image identifiers of the list. */
   images?: string[];
+  /** The list id (`dc:identifier`) this subscription speaks for, when the configuration fixes it; else the first accepted one. */
+  listId?: string;
+  /** Stop a run that would expire more than this fraction of the registered images (DEFAULT_MAX_EXPIRE_FRACTION). */
+  maxExpireFraction?: number;
   /** Where the subscription is declared: application.conf (`subscriptions apply` owns it) or the `subscribe` command. */
   origin: 'config' | 'command';
 }
@@ -376,6 +387,12 @@ export function subscriptionOptions(
 
 export interface SyncImageListInput {
   subscription: SubscriptionSpec;
+  /**
+   * A one-off allowance to pass the mass-expiry guard (`sync-now --allow-mass-expiry` puts it in
+   * the schedule's action for one run): honoured by a run that starts before `until` and only
+   * once (the run that used it names it in its result, and the next run sees that).
+   */
+  allowMassExpiry?: { id: string; until: string };
 }
 
 export interface SyncedImage {
@@ -398,6 +415,10 @@ export interface SyncSummary {
   unchanged: number;
   /** Entries of the list that are not valid images, with the reason. */
   invalid: Array<{ identifier?: string; problem: string }>;
+  /** Images whose read failed this run (a registry repository or tag, a list entry that is not valid): kept, never expired. */
+  unread?: Array<{ imageId: string; problem: string }>;
+  /** Set when `sync-now --allow-mass-expiry` let this run expire more than `maxExpireFraction`. */
+  massExpiryAllowed?: string;
   /** Old public revisions that carry no sha512 to name them by: left for an operator. */
   unresolved: Array<{ imageId: string; revision: string; cloudImageId: string }>;
 }
@@ -415,6 +436,7 @@ export function syncSummaryMarkdown(summary: SyncSummary): string {
     `${summary.unchanged} unchanged`,
   ];
   if (summary.invalid.length) counts.push(`${summary.invalid.length} invalid`);
+  if (summary.unread?.length) counts.push(`${summary.unread.length} unread (kept)`);
   const lines = [
     `**${summary.listId ?? summary.url}**${summary.version ? ` version ${summary.version}` : ''} (${summary.fetched === 'not-modified' ? 'not modified' : 'read and verified'}): ${counts.join(', ')}`,
     '',
@@ -429,6 +451,12 @@ export function syncSummaryMarkdown(summary: SyncSummary): string {
     summary.invalid.map((i) => `${i.identifier ?? '?'}: ${i.problem}`),
   );
   section(
+    'Unread, kept as they are',
+    (summary.unread ?? []).map((u) => `${u.imageId}: ${u.problem}`),
+  );
+  if (summary.massExpiryAllowed)
+    lines.push(`- Mass expiry allowed by \`sync-now --allow-mass-expiry\` (${summary.massExpiryAllowed})`);
+  section(
     'Old revisions without a sha512, left as they are',
     summary.unresolved.map((u) => `${u.imageId} (${u.cloudImageId})`),
   );
@@ -439,6 +467,8 @@ export interface SyncImageListResult {
   summary: SyncSummary;
   /** Carried to the next run as the schedule's last completion result. */
   accepted?: AcceptedList;
+  /** The `allowMassExpiry` id this run used (or saw), so it is never used twice. */
+  allowanceSeen?: string;
 }
 
 /** An image a list names, as the event a producer would enqueue, and whether its own `dc:date:expires` passed. */
@@ -447,10 +477,24 @@ export interface ListedImage {
   expired: boolean;
 }
 
-/** What a subscription accepted last: the list's version, the server's validators and its images. */
+/**
+ * What a subscription accepted last: the list's id (the subscription's pin), version and dates,
+ * the server's validators, its signer's certificate (so a 304 is checked again against the CAs,
+ * CRLs and endorsers of now), the selection it was read with, and its images.
+ */
 export interface AcceptedList {
   listId: string;
   version?: string;
+  /** `dc:date:created`: orders lists without `hv:version`. */
+  created?: string;
+  /** `dc:date:expires`: a 304 after it is refused. */
+  expires?: string;
+  /** The verified signer's certificate (PEM, public); absent for an unsigned list or one accepted by policy only. */
+  signerPem?: string;
+  /** The subscription's `images` and `vo` when this copy was read: a change makes the next run read the list again. */
+  selection?: string;
+  /** The list's invalid entries: a run answered 304 keeps their images as the run that read them did. */
+  invalid?: Array<{ identifier?: string; problem: string }>;
   etag?: string;
   lastModified?: string;
   images: ListedImage[];

@@ -38,6 +38,8 @@ export interface ReadImageList extends ParsedImageList {
   /** The JSON text that was verified (or, when policy allowed it, not). */
   json: string;
   signature: SignatureStatus;
+  /** The signer's certificate (PEM) when the signature verified and the signer is authorised: kept with an accepted copy. */
+  signerPem?: string;
   /** The server's validators, for the next conditional fetch. */
   etag?: string;
   lastModified?: string;
@@ -78,6 +80,7 @@ export async function readImageList(opts: ReadImageListOptions): Promise<ReadIma
   const envelope = openEnvelope(source.bytes);
   let json = envelope.json;
   let outcome: SignatureOutcome;
+  let signerPem: string | undefined;
   if (envelope.kind === 'plain') {
     outcome = { state: 'unsigned' };
   } else {
@@ -89,6 +92,7 @@ export async function readImageList(opts: ReadImageListOptions): Promise<ReadIma
     if (verification.verified) {
       // Parse exactly what openssl verified, not our own reading of the MIME parts.
       json = signedContentText(verification.content);
+      signerPem = verification.signerPem;
       const declared = parseImageList(json, opts.now).list.endorser;
       outcome = {
         state: 'verified',
@@ -123,5 +127,13 @@ export async function readImageList(opts: ReadImageListOptions): Promise<ReadIma
       { url: source.url, created: parsed.list.created },
       'image list is dated in the future (dc:date:created)',
     );
-  return { url: source.url, json, signature, etag: source.etag, lastModified: source.lastModified, ...parsed };
+  return {
+    url: source.url,
+    json,
+    signature,
+    signerPem: signature.status === 'verified' ? signerPem : undefined,
+    etag: source.etag,
+    lastModified: source.lastModified,
+    ...parsed,
+  };
 }

@@ -80,6 +80,8 @@ export function subscriptionSpec(sub: Subscription, origin: SubscriptionSpec['or
   if (sub.vo) spec.vo = sub.vo;
   if (sub.cloud) spec.cloud = sub.cloud;
   if (sub.images) spec.images = [...sub.images];
+  if (sub.listId) spec.listId = sub.listId;
+  if (sub.maxExpireFraction !== undefined) spec.maxExpireFraction = sub.maxExpireFraction;
   return spec;
 }
 
@@ -103,7 +105,13 @@ export function registrySubscriptionSpec(
   if (sub.credential) spec.credential = sub.credential;
   if (sub.vo) spec.vo = sub.vo;
   if (sub.cloud) spec.cloud = sub.cloud;
+  if (sub.maxExpireFraction !== undefined) spec.maxExpireFraction = sub.maxExpireFraction;
   return spec;
+}
+
+/** `sync:<schedule id without its prefix>`: every run a subscription's schedule starts has a workflow id beginning so. */
+export function syncWorkflowIdPrefix(spec: SubscriptionSpec): string {
+  return `sync:${scheduleIdOfSpec(spec).slice(SCHEDULE_PREFIX.length)}`;
 }
 
 function scheduleOptions(config: Config, spec: SubscriptionSpec, paused: boolean): ScheduleOptions {
@@ -117,7 +125,7 @@ function scheduleOptions(config: Config, spec: SubscriptionSpec, paused: boolean
     action: {
       type: 'startWorkflow',
       workflowType: SYNC_WORKFLOW,
-      workflowId: `sync:${scheduleId.slice(SCHEDULE_PREFIX.length)}`,
+      workflowId: syncWorkflowIdPrefix(spec),
       taskQueue: config.temporal.taskQueue,
       args: [input],
       staticSummary: registry ? `Sync of the registry project ${spec.url}` : `Sync of the image list ${spec.url}`,
@@ -235,6 +243,28 @@ export async function applySubscriptions(client: Client, config: Config, logger:
   }
   logger.info(result, 'subscription schedules match the configuration');
   return result;
+}
+
+/**
+ * Puts `sync-now --allow-mass-expiry`'s one-off allowance into the schedule's action (so the run it
+ * triggers is a run of the schedule, and takes the accepted copy along), or takes it out again.
+ * The run honours it only before `until` and only once (syncImageList), so an allowance left
+ * behind by a command that died lets nothing else through.
+ */
+export async function setMassExpiryAllowance(
+  client: Client,
+  scheduleId: string,
+  allowance: SyncImageListInput['allowMassExpiry'],
+): Promise<void> {
+  await client.schedule.getHandle(scheduleId).update((previous) => {
+    const action = previous.action;
+    if (action.type !== 'startWorkflow' || action.workflowType !== SYNC_WORKFLOW)
+      throw new InvalidInputError(`schedule ${scheduleId} does not run ${SYNC_WORKFLOW}`);
+    const input: SyncImageListInput = { ...(action.args?.[0] as SyncImageListInput) };
+    if (allowance) input.allowMassExpiry = allowance;
+    else delete input.allowMassExpiry;
+    return { ...previous, action: { ...action, args: [input] } } as ScheduleUpdateOptions;
+  });
 }
 
 /** `subscribe`: a schedule for a list the file does not declare. */

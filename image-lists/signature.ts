@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
@@ -18,7 +18,7 @@ export interface SignerIdentity {
 }
 
 export type VerificationResult =
-  | { verified: true; signer: SignerIdentity; content: Buffer; crlChecked: boolean }
+  | { verified: true; signer: SignerIdentity; content: Buffer; crlChecked: boolean; signerPem: string }
   | { verified: false; reason: string; signer?: SignerIdentity; crlChecked?: boolean };
 
 export interface VerifyOptions {
@@ -39,23 +39,28 @@ export async function hasCrlFiles(caDir: string): Promise<boolean> {
   }
 }
 
-/** Runs `openssl smime -verify` on the whole S/MIME message; never throws for a bad signature. */
-export async function verifySmime(message: Buffer, opts: VerifyOptions): Promise<VerificationResult> {
-  let caArgs: string[];
-  let crlChecked = false;
+/** openssl's arguments naming the CAs (and, when the folder holds CRLs, checking them), or why there are none. */
+async function caArguments(opts: VerifyOptions): Promise<{ caArgs: string[]; crlChecked: boolean } | string> {
   try {
     if ((await stat(opts.caPath)).isDirectory()) {
-      caArgs = ['-CApath', opts.caPath];
+      const caArgs = ['-CApath', opts.caPath];
       // openssl finds `<hash>.rN` CRLs in a -CApath folder by itself; -crl_check_all makes a
       // missing or expired CRL of any CA in the chain an error instead of a silent pass.
-      crlChecked = opts.crlCheck !== 'off' && (await hasCrlFiles(opts.caPath));
+      const crlChecked = opts.crlCheck !== 'off' && (await hasCrlFiles(opts.caPath));
       if (crlChecked) caArgs.push('-crl_check_all');
-    } else {
-      caArgs = ['-CAfile', opts.caPath];
+      return { caArgs, crlChecked };
     }
+    return { caArgs: ['-CAfile', opts.caPath], crlChecked: false };
   } catch {
-    return { verified: false, reason: `CA path ${opts.caPath} (security.caPath) does not exist` };
+    return `CA path ${opts.caPath} (security.caPath) does not exist`;
   }
+}
+
+/** Runs `openssl smime -verify` on the whole S/MIME message; never throws for a bad signature. */
+export async function verifySmime(message: Buffer, opts: VerifyOptions): Promise<VerificationResult> {
+  const cas = await caArguments(opts);
+  if (typeof cas === 'string') return { verified: false, reason: cas };
+  const { caArgs, crlChecked } = cas;
   const openssl = opts.openssl ?? 'openssl';
   const timeout = opts.timeoutMs ?? 30_000;
   const dir = await mkdtemp(path.join(os.tmpdir(), 'snf-smime-'));
@@ -86,11 +91,54 @@ export async function verifySmime(message: Buffer, opts: VerifyOptions): Promise
     }
     const signer = await readSignerNames(openssl, signerFile, timeout);
     if (typeof signer === 'string') return { verified: false, reason: `cannot read the signer certificate: ${signer}` };
-    return { verified: true, signer, content: Buffer.from(result.stdout), crlChecked };
+    const signerPem = await readFile(signerFile, 'utf8');
+    return { verified: true, signer, content: Buffer.from(result.stdout), crlChecked, signerPem };
   } catch (err) {
     const e = err as { code?: string; message?: string };
     if (e.code === 'ENOENT') return { verified: false, reason: `the ${openssl} command is not installed` };
     return { verified: false, reason: `openssl failed: ${e.message}` };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Checks a signer certificate kept with an accepted list again (`openssl verify`), against the
+ * CAs and CRLs of now: a list answered 304 Not Modified is trusted only while its signer is.
+ */
+export async function verifySignerCertificate(
+  pem: string,
+  opts: VerifyOptions,
+): Promise<{ ok: true; signer: SignerIdentity } | { ok: false; reason: string }> {
+  const cas = await caArguments(opts);
+  if (typeof cas === 'string') return { ok: false, reason: cas };
+  const openssl = opts.openssl ?? 'openssl';
+  const timeout = opts.timeoutMs ?? 30_000;
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'snf-signer-'));
+  try {
+    const certFile = path.join(dir, 'signer.pem');
+    await writeFile(certFile, pem);
+    const result = await execa(openssl, ['verify', ...cas.caArgs, '-purpose', 'any', certFile], {
+      reject: false,
+      timeout,
+    });
+    if (result.timedOut) return { ok: false, reason: 'openssl timed out verifying the signer certificate' };
+    if (result.exitCode !== 0 || !/: OK\s*$/.test(result.stdout)) {
+      const text = `${result.stderr}\n${result.stdout}`;
+      const error = /error \d+ at \d+ depth lookup:\s*(.*)/.exec(text)?.[1];
+      const crl = error && cas.crlChecked ? CRL_ERRORS.find(([pattern]) => pattern.test(error)) : undefined;
+      return {
+        ok: false,
+        reason: `the signer certificate no longer verifies: ${crl ? crl[1] : (error ?? text.trim()).trim()}`,
+      };
+    }
+    const signer = await readSignerNames(openssl, certFile, timeout);
+    if (typeof signer === 'string') return { ok: false, reason: `cannot read the signer certificate: ${signer}` };
+    return { ok: true, signer };
+  } catch (err) {
+    const e = err as { code?: string; message?: string };
+    if (e.code === 'ENOENT') return { ok: false, reason: `the ${openssl} command is not installed` };
+    return { ok: false, reason: `openssl failed: ${e.message}` };
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

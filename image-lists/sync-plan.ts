@@ -68,6 +68,13 @@ export interface SyncPlanInput {
   previous?: AcceptedList;
   cloud: CloudImage[];
   expireAction: CloudInventory['expireAction'];
+  /**
+   * Image ids whose read failed this run (a registry repository or tag that could not be read, a
+   * list entry that is not valid but names its identifier): whatever the cloud holds of them stays.
+   */
+  keep?: string[];
+  /** The read is not complete (an invalid entry names no identifier): nothing is expired as `removed`. */
+  incomplete?: boolean;
 }
 
 export function planSync(input: SyncPlanInput): SyncPlan {
@@ -78,6 +85,9 @@ export function planSync(input: SyncPlanInput): SyncPlan {
   for (const image of current) (image.expired ? expiredInList : wanted).set(idOf(image.event), image.event);
   const before = new Map((previous?.images ?? []).map((i) => [idOf(i.event), i.event]));
   const inCloud = new Set(cloud.map((c) => `${c.imageId}\u0000${c.revision}`));
+  // A read problem never becomes an expiry: only a successful, complete read says an image is gone.
+  const kept = new Set(input.keep ?? []);
+  const noRemovals = input.incomplete === true;
 
   const plan: SyncPlan = { register: [], expire: [], unchanged: [], unresolved: [] };
   for (const [id, event] of wanted) {
@@ -105,6 +115,7 @@ export function planSync(input: SyncPlanInput): SyncPlan {
     const now = wanted.get(image.imageId);
     if (now && image.revision === revisionOf(now)) continue;
     if (!live(image)) continue;
+    if (kept.has(image.imageId)) continue;
     const key = `${image.imageId}\u0000${image.revision}`;
     // Name the expired revision by what is known of it: the list's entry, the last accepted copy's, or the id alone.
     const known = [expiredInList.get(image.imageId), before.get(image.imageId)].find(
@@ -113,6 +124,7 @@ export function planSync(input: SyncPlanInput): SyncPlan {
     const base = known ?? { imageId: image.imageId, vo: input.vo };
     if (!now) {
       const reason: ExpireReason = expiredInList.has(image.imageId) ? 'expired' : 'removed';
+      if (reason === 'removed' && noRemovals) continue;
       expire(key, { reason, event: expiryEvent(listId, base, image.checksumSha512, image.checksumSha256) });
     } else if (!image.checksumSha512 && !image.checksumSha256) {
       plan.unresolved.push({ imageId: image.imageId, revision: image.revision, cloudImageId: image.cloudImageId });
@@ -130,10 +142,37 @@ export function planSync(input: SyncPlanInput): SyncPlan {
     if (now && revisionOf(now) === revisionOf(event)) continue;
     const key = `${id}\u0000${revisionOf(event)}`;
     if (inCloud.has(key)) continue; // the cloud's side decided above
+    if (kept.has(event.imageId ?? '')) continue;
     const reason: ExpireReason = expiredInList.has(id) ? 'expired' : now ? 'old-revision' : 'removed';
+    if (reason === 'removed' && noRemovals) continue;
     expire(key, { reason, event: expiryEvent(listId, event, event.checksumSha512, event.checksumSha256) });
   }
   return plan;
+}
+
+/**
+ * How many of the images this list has registered (live in the cloud) the plan takes away
+ * (`removed` or `expired`: a new revision replacing an old one takes nothing away), for the
+ * mass-expiry guard.
+ */
+export function plannedLoss(
+  plan: Pick<SyncPlan, 'expire'>,
+  cloud: CloudImage[],
+  expireAction: CloudInventory['expireAction'],
+): { leaving: number; registered: number; removed: number; expired: number } {
+  const live = new Set(cloud.filter((c) => c.isPublic || expireAction === 'unregister').map((c) => c.imageId));
+  const gone = new Map<string, ExpireReason>();
+  for (const { reason, event } of plan.expire) {
+    if (reason !== 'old-revision' && event.imageId !== undefined && live.has(event.imageId))
+      gone.set(event.imageId, reason);
+  }
+  const reasons = [...gone.values()];
+  return {
+    leaving: gone.size,
+    registered: live.size,
+    removed: reasons.filter((r) => r === 'removed').length,
+    expired: reasons.filter((r) => r === 'expired').length,
+  };
 }
 
 /** Natural order of two `hv:version` strings: numbers compare as numbers (`1.10` > `1.9`). */

@@ -1,6 +1,7 @@
 import {
   ApplicationFailure,
   log,
+  patched,
   proxyActivities,
   setCurrentDetails,
   upsertSearchAttributes,
@@ -8,7 +9,9 @@ import {
 } from '@temporalio/workflow';
 import type { SubscriptionActivities } from '../activities/subscriptions.js';
 import {
+  DEFAULT_MAX_EXPIRE_FRACTION,
   LIST_REJECTED,
+  MASS_EXPIRY_REFUSED,
   SA_IMAGE_LIST_ID,
   subscriptionOptions,
   syncSummaryMarkdown,
@@ -20,7 +23,7 @@ import {
   type SyncSummary,
 } from '../core/workflow-contract.js';
 import type { ImageEvent } from '../core/event.js';
-import { planSync } from '../image-lists/sync-plan.js';
+import { plannedLoss, planSync } from '../image-lists/sync-plan.js';
 
 /**
  * Every step heartbeats, so a worker that dies mid-sync is noticed in seconds and the step runs
@@ -51,17 +54,39 @@ function described(event: ImageEvent, reason: string, workflowId?: string): Sync
  * refused list fails the run and keeps the previous accepted copy (a failed run does not replace
  * the last completion result).
  */
-export async function syncImageList({ subscription }: SyncImageListInput): Promise<SyncImageListResult> {
-  const previous = (workflowInfo().lastResult as SyncImageListResult | undefined)?.accepted;
+export async function syncImageList({
+  subscription,
+  allowMassExpiry,
+}: SyncImageListInput): Promise<SyncImageListResult> {
+  const last = workflowInfo().lastResult as SyncImageListResult | undefined;
+  const previous = last?.accepted;
+  // `sync-now --allow-mass-expiry`'s allowance: for a run that starts before it lapses, and once.
+  const allowance =
+    allowMassExpiry &&
+    allowMassExpiry.id !== last?.allowanceSeen &&
+    workflowInfo().runStartTime.getTime() <= Date.parse(allowMassExpiry.until)
+      ? allowMassExpiry.id
+      : undefined;
+  const guard: MassExpiryGuard = {
+    maxFraction: subscription.maxExpireFraction ?? DEFAULT_MAX_EXPIRE_FRACTION,
+    allowance,
+  };
   setCurrentDetails(`Reading ${subscription.url}`);
   if (subscription.source === 'registry') {
     // A registry has no conditional read of a whole project: every run reads it, then plans as for a list.
     const project = await readSubscribedRegistry.executeWithOptions(
       { summary: `read the registry project ${subscription.url}` },
-      [{ subscription }],
+      [{ subscription, previous: previous?.images }],
     );
     const accepted: AcceptedList = { listId: project.listId, images: project.images };
-    return reconcile(subscription, accepted, previous, { fetched: 'changed', invalid: project.invalid });
+    const unread = project.unread ?? [];
+    const result = await reconcile(subscription, accepted, previous, guard, {
+      fetched: 'changed',
+      invalid: project.invalid,
+      unread,
+      keep: unread.map((u) => u.imageId),
+    });
+    return withAllowance(result, allowMassExpiry);
   }
   const read = await readSubscribedList.executeWithOptions({ summary: `read the image list ${subscription.url}` }, [
     {
@@ -69,6 +94,10 @@ export async function syncImageList({ subscription }: SyncImageListInput): Promi
       previous: previous && {
         listId: previous.listId,
         version: previous.version,
+        created: previous.created,
+        expires: previous.expires,
+        signerPem: previous.signerPem,
+        selection: previous.selection,
         etag: previous.etag,
         lastModified: previous.lastModified,
       },
@@ -84,20 +113,52 @@ export async function syncImageList({ subscription }: SyncImageListInput): Promi
         LIST_REJECTED,
       );
     accepted = previous;
+    // The copy's invalid entries are still what the list says: their images stay kept.
+    invalid = previous.invalid ?? [];
   } else {
     accepted = {
       listId: read.list.identifier,
       version: read.list.version,
+      created: read.list.created,
+      expires: read.list.expires,
+      signerPem: read.signerPem,
+      selection: read.selection,
       etag: read.etag,
       lastModified: read.lastModified,
       images: read.images,
     };
+    if (read.invalid.length) accepted.invalid = read.invalid;
     invalid = read.invalid;
   }
-  return reconcile(subscription, accepted, previous, {
+  // An entry that failed validation is not a removal: its image stays; one without an identifier
+  // could be any image, so nothing is expired as removed this run.
+  const named = invalid.filter((i) => i.identifier !== undefined);
+  const unread = named.map((i) => ({ imageId: i.identifier!, problem: `invalid entry: ${i.problem}` }));
+  const incomplete = named.length < invalid.length;
+  if (incomplete)
+    unread.push({
+      imageId: '(entry without dc:identifier)',
+      problem: 'the read is incomplete: nothing expired as removed',
+    });
+  const result = await reconcile(subscription, accepted, previous, guard, {
     fetched: read.notModified ? 'not-modified' : 'changed',
     invalid,
+    unread,
+    keep: named.map((i) => i.identifier!),
+    incomplete,
   });
+  return withAllowance(result, allowMassExpiry);
+}
+
+interface MassExpiryGuard {
+  maxFraction: number;
+  /** The id of a usable `sync-now --allow-mass-expiry` allowance. */
+  allowance?: string;
+}
+
+/** A run that was given an allowance names it, so the next run (if the schedule still carries it) does not use it again. */
+function withAllowance(result: SyncImageListResult, given: SyncImageListInput['allowMassExpiry']): SyncImageListResult {
+  return given ? { ...result, allowanceSeen: given.id } : result;
 }
 
 /** The accepted images against the cloud and the previous copy: what to register and expire, delivered; the run's result. */
@@ -105,7 +166,12 @@ async function reconcile(
   subscription: SubscriptionSpec,
   accepted: AcceptedList,
   previous: AcceptedList | undefined,
-  read: Pick<SyncSummary, 'fetched' | 'invalid'>,
+  guard: MassExpiryGuard,
+  read: Pick<SyncSummary, 'fetched' | 'invalid'> & {
+    unread: NonNullable<SyncSummary['unread']>;
+    keep: string[];
+    incomplete?: boolean;
+  },
 ): Promise<SyncImageListResult> {
   upsertSearchAttributes([{ key: SA_IMAGE_LIST_ID, value: accepted.listId }]);
 
@@ -121,7 +187,30 @@ async function reconcile(
     previous: previous?.listId === accepted.listId ? previous : undefined,
     cloud,
     expireAction,
+    keep: read.keep,
+    incomplete: read.incomplete,
   });
+
+  const loss = plannedLoss(plan, cloud, expireAction);
+  let massExpiryAllowed: string | undefined;
+  if (loss.leaving > guard.maxFraction * loss.registered && patched('mass-expiry-guard')) {
+    if (!guard.allowance) {
+      const why = [loss.removed && `${loss.removed} removed from the list`, loss.expired && `${loss.expired} expired`]
+        .filter(Boolean)
+        .join(', ');
+      throw ApplicationFailure.create({
+        type: MASS_EXPIRY_REFUSED,
+        nonRetryable: true,
+        message:
+          `the sync of ${subscription.url} would expire ${loss.leaving} of the ${loss.registered} images registered from ${accepted.listId} (${why}), ` +
+          `more than maxExpireFraction ${guard.maxFraction}: stopped, nothing delivered. If that is right, run ` +
+          `\`sync-now --url ${subscription.url} --allow-mass-expiry\` (or raise subscriptions[].maxExpireFraction)`,
+        details: [loss],
+      });
+    }
+    massExpiryAllowed = guard.allowance;
+    log.warn('mass expiry allowed by sync-now --allow-mass-expiry', { ...loss, allowance: guard.allowance });
+  }
 
   const events = [...plan.register.map((r) => r.event), ...plan.expire.map((e) => e.event)];
   const deliver = `deliver ${events.length} events (${plan.register.length} to register, ${plan.expire.length} to expire)`;
@@ -143,6 +232,8 @@ async function reconcile(
     invalid: read.invalid,
     unresolved: plan.unresolved,
   };
+  if (read.unread.length) summary.unread = read.unread;
+  if (massExpiryAllowed) summary.massExpiryAllowed = massExpiryAllowed;
   // The Web UI shows it on the run's User Metadata tab (Current Details), without opening the result.
   setCurrentDetails(syncSummaryMarkdown(summary));
   return { summary, accepted };

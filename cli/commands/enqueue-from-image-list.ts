@@ -1,6 +1,7 @@
 import { Command, Option } from 'clipanion';
 import { produceMessages } from '../../bridge/producer.js';
 import { serialiseEvent } from '../../bridge/publisher.js';
+import { claimListIdForUrl } from '../../image-lists/list-ids.js';
 import { imageToEvent } from '../../image-lists/parse.js';
 import { EXIT } from '../base-command.js';
 import { ImageListCommand } from '../image-list-command.js';
@@ -14,7 +15,10 @@ export class EnqueueFromImageListCommand extends ImageListCommand {
       The list is fetched, verified (security.signaturePolicy; the signer must be an authorised
       endorser, security.endorsers or the list's entry in subscriptions) and parsed; each valid image
       becomes one message, in list order. Events spooled by an earlier enqueue-from-env are
-      published first. An expired list, or one dated in the future, is refused.
+      published first. An expired list, or one dated in the future, is refused. A URL speaks for
+      one list id: its subscription's listId, else the first one enqueued from it (kept in
+      <worker.workingFolder>/list-ids.json); a list carrying another id, or an id another
+      subscription or URL owns, is refused.
     `,
     examples: [
       [
@@ -44,6 +48,10 @@ export class EnqueueFromImageListCommand extends ImageListCommand {
         `Image list ${list.identifier} is ${list.expired ? `expired (dc:date:expires ${list.expires})` : `dated in the future (dc:date:created ${list.created})`}; nothing enqueued`,
       );
     }
+    const config = await this.config();
+    // An endorser is authorised for a URL: it speaks for the list id configured for it, or first enqueued from it.
+    const claimed = await claimListIdForUrl(config, this.imageListUrl, list.identifier);
+    if (claimed) return this.fail(`Image list ${read.url} refused: ${claimed}; nothing enqueued`);
     this.say.note(`Parsed image list dc:identifier = ${list.identifier}`);
     const images =
       this.imageIdentifier === undefined
@@ -55,7 +63,6 @@ export class EnqueueFromImageListCommand extends ImageListCommand {
     }
     this.say.note(`Matched ${images.length} event(s)`);
     const events = images.map((image) => imageToEvent(list, image));
-    const config = await this.config();
     const result = await produceMessages(config, events.map(serialiseEvent), this.log, {
       spoolOnFailure: false,
       beforePublish: (i) =>

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { Command, Option } from 'clipanion';
 import * as t from 'typanion';
 import {
@@ -10,11 +11,17 @@ import {
 import { DurationSchema, SubscriptionSchema, type Config } from '../../core/config.js';
 import { InvalidInputError } from '../../core/errors.js';
 import { connectTemporal, workflowUiLink } from '../../core/temporal-client.js';
-import { syncedImageName, type SyncImageListResult, type SyncSummary } from '../../core/workflow-contract.js';
+import {
+  syncedImageName,
+  type SubscriptionSpec,
+  type SyncImageListResult,
+  type SyncSummary,
+} from '../../core/workflow-contract.js';
 import {
   applySubscriptions,
   listSubscriptionSchedules,
   scheduleIdForUrl,
+  setMassExpiryAllowance,
   subscribe,
   unsubscribe,
 } from '../../image-lists/schedules.js';
@@ -71,6 +78,32 @@ function lastRun(description: ScheduleDescription) {
   return actions.length > 0 ? actions[actions.length - 1].action.workflow : undefined;
 }
 
+/**
+ * The list id a subscription speaks for: the configured `listId`, else the one its last completed
+ * run accepted (the schedule carries that copy to the next run, which refuses any other id).
+ */
+async function pinnedListId(
+  client: Client,
+  config: Config,
+  description: ScheduleDescription,
+  spec: SubscriptionSpec,
+  last: RunOutcome | undefined,
+): Promise<{ listId: string; by: 'configured' | 'first accepted' } | undefined> {
+  if (spec.listId) return { listId: spec.listId, by: 'configured' };
+  if (last?.summary?.listId) return { listId: last.summary.listId, by: 'first accepted' };
+  for (const { action } of [...description.info.recentActions].reverse().slice(1)) {
+    const run = await runOutcome(
+      client,
+      config,
+      action.workflow.workflowId,
+      action.workflow.firstExecutionRunId,
+      false,
+    );
+    if (run.summary?.listId) return { listId: run.summary.listId, by: 'first accepted' };
+  }
+  return undefined;
+}
+
 export function describeSummary(summary: SyncSummary): string {
   const names = (items: SyncSummary['registered']) => items.map(syncedImageName).join(', ');
   const parts = [
@@ -83,6 +116,11 @@ export function describeSummary(summary: SyncSummary): string {
     parts.push(
       `${summary.invalid.length} invalid: ${summary.invalid.map((i) => `${i.identifier ?? '?'} (${i.problem})`).join(', ')}`,
     );
+  if (summary.unread?.length)
+    parts.push(
+      `${summary.unread.length} unread, kept: ${summary.unread.map((u) => `${u.imageId} (${u.problem})`).join(', ')}`,
+    );
+  if (summary.massExpiryAllowed) parts.push('mass expiry allowed (--allow-mass-expiry)');
   if (summary.unresolved.length)
     parts.push(`${summary.unresolved.length} old revision(s) without a sha512 left as they are`);
   return parts.join('; ');
@@ -124,6 +162,7 @@ export class SubscriptionsCommand extends TemporalCommand {
         const run = lastRun(description);
         const last = run ? await runOutcome(client, config, run.workflowId, run.firstExecutionRunId, false) : undefined;
         const next = description.state.paused ? undefined : description.info.nextActionTimes[0]?.toISOString();
+        const pinned = await pinnedListId(client, config, description, spec, last);
         if (this.json) {
           this.out(
             JSON.stringify({
@@ -131,6 +170,9 @@ export class SubscriptionsCommand extends TemporalCommand {
               url: spec.url,
               origin: spec.origin,
               everyMs: spec.everyMs,
+              listId: pinned?.listId,
+              listIdBy: pinned?.by,
+              maxExpireFraction: spec.maxExpireFraction,
               paused: description.state.paused,
               lastRun: last,
               nextRun: next,
@@ -142,6 +184,10 @@ export class SubscriptionsCommand extends TemporalCommand {
           `${spec.url}  [${spec.origin}${spec.source === 'registry' ? ', registry' : ''}] every ${Math.round(spec.everyMs / 60_000)} min${description.state.paused ? ', PAUSED' : ''}`,
         );
         this.out(`  schedule: ${scheduleId}`);
+        if (spec.source !== 'registry')
+          this.out(
+            `  list id: ${pinned ? `${pinned.listId} (${pinned.by})` : 'none yet (pinned by the first accepted run)'}`,
+          );
         if (!last) this.out('  last run: none yet');
         else {
           this.out(
@@ -207,6 +253,9 @@ export class SubscribeCommand extends TemporalCommand {
   vo = Option.String('--vo', { description: "VO of the list's images (default: the list's own)" });
   cloud = Option.String('--cloud', { description: 'kamaki cloud to register into (default: synnefo.cloud)' });
   images = Option.Array('--image', { description: 'Only this image identifier (repeatable)' });
+  listId = Option.String('--list-id', {
+    description: 'The dc:identifier the list must carry (default: the first one accepted, then pinned)',
+  });
   syncNow = Option.Boolean('--sync-now', false, { description: 'Start the first sync at once' });
 
   async run(): Promise<number> {
@@ -220,6 +269,7 @@ export class SubscribeCommand extends TemporalCommand {
       vo: this.vo,
       cloud: this.cloud,
       images: this.images,
+      listId: this.listId,
     });
     if (!parsed.success)
       throw new InvalidInputError(
@@ -260,8 +310,14 @@ export class SyncNowCommand extends TemporalCommand {
   static override usage = Command.Usage({
     description: 'Sync a subscribed image list or registry project now, outside its schedule',
     details:
-      "Triggers the subscription's schedule (after the run in progress, if any); a registry project is named `<registry>/<project>`, e.g. https://registry.egi.eu/egi_vm_images. With --wait, waits for the run and prints what it did; a refused list or registry login exits with 1 and says why.",
-    examples: [['Sync and wait', '$0 sync-now --conf app.conf --url https://example.org/image.list --wait']],
+      "Triggers the subscription's schedule (after the run in progress, if any); a registry project is named `<registry>/<project>`, e.g. https://registry.egi.eu/egi_vm_images. With --wait, waits for the run and prints what it did; a refused list or registry login exits with 1 and says why. A run that would expire more than the subscription's maxExpireFraction of its images stops (MassExpiryRefused); --allow-mass-expiry lets the one run this command starts through.",
+    examples: [
+      ['Sync and wait', '$0 sync-now --conf app.conf --url https://example.org/image.list --wait'],
+      [
+        'Let a sync expire most of the list, once',
+        '$0 sync-now --conf app.conf --url https://example.org/image.list --allow-mass-expiry --wait',
+      ],
+    ],
   });
 
   url = Option.String('--url', {
@@ -269,6 +325,9 @@ export class SyncNowCommand extends TemporalCommand {
     description: 'The subscribed image list URL, or <registry>/<project>',
   });
   wait = Option.Boolean('--wait', false, { description: 'Wait for the run to finish and print its summary' });
+  allowMassExpiry = Option.Boolean('--allow-mass-expiry', false, {
+    description: "Let this one run expire more than the subscription's maxExpireFraction of its images",
+  });
   timeout = Option.String('--timeout', '10m', {
     validator: isDuration,
     description: 'With --wait: give up waiting after this long (default 10m)',
@@ -283,21 +342,37 @@ export class SyncNowCommand extends TemporalCommand {
         throw err;
       });
       const before = new Set(described.info.recentActions.map((a) => a.action.workflow.workflowId));
-      await handle.trigger(ScheduleOverlapPolicy.BUFFER_ONE);
+      const deadline = Date.now() + (DurationSchema.parse(this.timeout) as number);
+      const started = async () => {
+        for (;;) {
+          const found = (await handle.describe()).info.recentActions
+            .map((a) => a.action.workflow)
+            .find((w) => !before.has(w.workflowId));
+          if (found) return found;
+          if (Date.now() > deadline)
+            throw new InvalidInputError(`the sync of ${this.url} did not start within --timeout ${this.timeout}`);
+          await new Promise((resolve) => setTimeout(resolve, 250));
+        }
+      };
+      let run: { workflowId: string; firstExecutionRunId: string } | undefined;
+      if (this.allowMassExpiry) {
+        // The allowance rides in the schedule's action until the run it triggers has started.
+        const allowance = { id: randomUUID(), until: new Date(deadline).toISOString() };
+        await setMassExpiryAllowance(client, handle.scheduleId, allowance);
+        try {
+          await handle.trigger(ScheduleOverlapPolicy.BUFFER_ONE);
+          run = await started();
+        } finally {
+          await setMassExpiryAllowance(client, handle.scheduleId, undefined);
+        }
+      } else {
+        await handle.trigger(ScheduleOverlapPolicy.BUFFER_ONE);
+      }
       if (!this.wait) {
         this.out(`triggered ${handle.scheduleId}`);
         return EXIT.ok;
       }
-      const deadline = Date.now() + (DurationSchema.parse(this.timeout) as number);
-      let run: { workflowId: string; firstExecutionRunId: string } | undefined;
-      while (!run) {
-        if (Date.now() > deadline)
-          throw new InvalidInputError(`the sync of ${this.url} did not start within --timeout ${this.timeout}`);
-        await new Promise((resolve) => setTimeout(resolve, 250));
-        run = (await handle.describe()).info.recentActions
-          .map((a) => a.action.workflow)
-          .find((w) => !before.has(w.workflowId));
-      }
+      run ??= await started();
       const outcome = await runOutcome(client, config, run.workflowId, run.firstExecutionRunId, true);
       if (outcome.summary) this.out(describeSummary(outcome.summary));
       if (outcome.status !== 'COMPLETED')

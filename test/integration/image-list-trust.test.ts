@@ -1,7 +1,10 @@
-import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import amqp from 'amqplib';
+import { verifySignerCertificate } from '../../image-lists/signature.js';
 import { runCli } from '../support/cli.js';
+import { deleteTopology, RABBIT_URL, takeAll, uniqueTopology, writeConf } from '../support/rabbit.js';
 import { startTestServer, type TestServer } from '../support/http-server.js';
 import { createTestPki, type TestPki, type TestSigner } from '../support/test-pki.js';
 
@@ -22,10 +25,10 @@ let revoked: TestSigner;
 let server: TestServer;
 
 /** A list whose declared endorser is its signer, so endorser pinning passes. */
-function listSignedBy(signer: TestSigner, caDn: string): string {
+function listSignedBy(signer: TestSigner, caDn: string, id = `list-of-${signer.dn.split('CN=')[1]}`): string {
   return JSON.stringify({
     'hv:imagelist': {
-      'dc:identifier': `list-of-${signer.dn.split('CN=')[1]}`,
+      'dc:identifier': id,
       'dc:date:created': '2024-01-01T00:00:00Z',
       'dc:date:expires': '2499-01-01T00:00:00Z',
       'hv:endorser': { 'hv:x509': { 'dc:creator': 'test', 'hv:ca': caDn, 'hv:dn': signer.dn, 'hv:email': 'a@b.c' } },
@@ -198,6 +201,18 @@ describe('point 4: CRLs in caPath (*.r0, as fetch-crl writes them)', () => {
     const off = await parse({ security: { endorsers: everyone(), crlCheck: 'off' } }, server.at('/revoked.list'));
     expect(off.exitCode).toBe(0);
   });
+
+  test("a signer certificate kept with an accepted list (checked again on a 304) is refused once its CA's CRL revokes it", async () => {
+    // Runs after the CRL above revoked `revoked`.
+    const again = await verifySignerCertificate(await readFile(revoked.certPath, 'utf8'), { caPath: pki.caDir });
+    expect(again).toEqual({
+      ok: false,
+      reason:
+        "the signer certificate no longer verifies: the signer's certificate, or a CA certificate above it, has been revoked (CRL in security.caPath)",
+    });
+    const good = await verifySignerCertificate(await readFile(appdb.certPath, 'utf8'), { caPath: pki.caDir });
+    expect(good).toEqual({ ok: true, signer: { subject: appdb.dn, issuer: pki.caDn } });
+  });
 });
 
 describe('point 5 (list side): the token from a file, the environment or a named credential', () => {
@@ -325,5 +340,89 @@ describe('point 5 (list side): the token from a file, the environment or a named
     ]);
     expect(missing.exitCode).toBe(2);
     expect(missing.stderr).toContain('cannot read it (ENOENT)');
+  });
+});
+
+describe('issue #20 item 1: enqueue-from-image-list speaks for the list id its URL is pinned to', () => {
+  const topology = uniqueTopology('pin');
+  let work: string;
+  const enqueueConf = async (extra = '') =>
+    writeConf(
+      topology,
+      `worker { workingFolder = "${work}" }
+security {
+  caPath = "${pki.caDir}"
+  endorsers = [ { dn = "${appdb.dn}", ca = "${pki.caDn}" } ]
+}
+${extra}`,
+    );
+  const enqueue = async (url: string, extra = '') =>
+    runCli(['enqueue-from-image-list', '--conf', await enqueueConf(extra), '--image-list-url', url]);
+
+  beforeAll(async () => {
+    work = await mkdtemp(path.join(dir, 'work-'));
+    const conn = await amqp.connect(RABBIT_URL);
+    try {
+      const ch = await conn.createChannel();
+      await ch.assertExchange(topology.exchange, 'topic', { durable: true });
+      await ch.assertQueue(topology.queue, { durable: true });
+      await ch.bindQueue(topology.queue, topology.exchange, topology.routingKey);
+    } finally {
+      await conn.close();
+    }
+  });
+  afterAll(async () => {
+    await deleteTopology(topology);
+  });
+
+  test('the first list id enqueued from a URL is pinned; a list there carrying another id is refused, nothing enqueued', async () => {
+    server.route('/pinned.list', { body: await pki.sign(listSignedBy(appdb, pki.caDn, 'list-one'), appdb) });
+    const first = await enqueue(server.at('/pinned.list'));
+    expect(first.exitCode).toBe(0);
+    expect(first.stderr).toContain('Enqueued 1 event(s)');
+    expect((await takeAll(topology.queue)).length).toBe(1);
+    expect(JSON.parse(await readFile(path.join(work, 'list-ids.json'), 'utf8'))).toEqual({
+      [server.at('/pinned.list')]: 'list-one',
+    });
+
+    server.route('/pinned.list', { body: await pki.sign(listSignedBy(appdb, pki.caDn, 'list-two'), appdb) });
+    const other = await enqueue(server.at('/pinned.list'));
+    expect(other.exitCode).toBe(1);
+    expect(other.stderr).toContain(
+      `Image list ${server.at('/pinned.list')} refused: the list carries dc:identifier list-two, but this URL speaks for list list-one (first enqueued, pinned in ${path.join(work, 'list-ids.json')}); nothing enqueued`,
+    );
+    expect(await takeAll(topology.queue)).toEqual([]);
+  });
+
+  test("a subscription's configured listId wins; another subscription's listId or a registry project's id is refused", async () => {
+    server.route('/configured.list', { body: await pki.sign(listSignedBy(appdb, pki.caDn, 'list-three'), appdb) });
+    const configured = await enqueue(
+      server.at('/configured.list'),
+      `subscriptions = [ { url = "${server.at('/configured.list')}", listId = "list-four" } ]`,
+    );
+    expect(configured.exitCode).toBe(1);
+    expect(configured.stderr).toContain(
+      'refused: the list carries dc:identifier list-three, but this URL speaks for list list-four (subscriptions[].listId)',
+    );
+    const owned = await enqueue(
+      server.at('/configured.list'),
+      `subscriptions = [ { url = "https://elsewhere.example.org/x.list", listId = "list-three" } ]`,
+    );
+    expect(owned.exitCode).toBe(1);
+    expect(owned.stderr).toContain(
+      "refused: list id list-three is the subscription of https://elsewhere.example.org/x.list's (its listId)",
+    );
+    server.route('/registry-id.list', {
+      body: await pki.sign(listSignedBy(appdb, pki.caDn, 'registry.example.org/egi_vm_images'), appdb),
+    });
+    const registry = await enqueue(
+      server.at('/registry-id.list'),
+      `subscriptions = [ { registry = "https://registry.example.org", project = "egi_vm_images" } ]`,
+    );
+    expect(registry.exitCode).toBe(1);
+    expect(registry.stderr).toContain(
+      "refused: list id registry.example.org/egi_vm_images is the registry project https://registry.example.org/egi_vm_images's",
+    );
+    expect(await takeAll(topology.queue)).toEqual([]);
   });
 });

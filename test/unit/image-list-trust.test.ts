@@ -73,6 +73,34 @@ subscriptions = [
       /the same list as subscriptions.0/,
     ],
     [
+      'one list id for two subscriptions',
+      {
+        subscriptions: [
+          { url: LIST, listId: 'x' },
+          { url: 'https://h/other.list', listId: 'x' },
+        ],
+      },
+      'subscriptions.1.listId',
+      /list id 'x' is already subscriptions.0's/,
+    ],
+    [
+      "a registry project's id as a list's listId",
+      {
+        subscriptions: [
+          { registry: 'https://registry.egi.eu', project: 'egi_vm_images' },
+          { url: LIST, listId: 'registry.egi.eu/egi_vm_images' },
+        ],
+      },
+      'subscriptions.1.listId',
+      /list id 'registry.egi.eu\/egi_vm_images' is already subscriptions.0's/,
+    ],
+    [
+      'a maxExpireFraction above 1',
+      { subscriptions: [{ url: LIST, maxExpireFraction: 2 }] },
+      'subscriptions.0.maxExpireFraction',
+      /1/,
+    ],
+    [
       'an endorser without its CA',
       { subscriptions: [{ url: LIST, endorser: { dn: APPDB.dn } }] },
       'subscriptions.0.endorser.ca',

@@ -1,7 +1,7 @@
 import type { ImageEvent } from '../../core/event.js';
 import { imageIdentity, type AcceptedList, type ListedImage } from '../../core/workflow-contract.js';
 import type { CloudImage } from '../../clouds/target.js';
-import { compareVersions, planSync } from '../../image-lists/sync-plan.js';
+import { compareVersions, plannedLoss, planSync } from '../../image-lists/sync-plan.js';
 
 const LIST = 'list-1';
 const sha = (c: string) => c.repeat(128);
@@ -172,6 +172,101 @@ describe('planSync: what one sync of a subscribed list does', () => {
       cloud: [inCloud(a1), inCloud(c1)],
     });
     expect(plan.expire.map((e) => [e.event.imageId, e.reason])).toEqual([['c', 'removed']]);
+  });
+});
+
+describe('planSync: a read problem never becomes an expiry', () => {
+  const a1 = image('a', sha('1'));
+  const b1 = image('b', sha('2'));
+  const c1 = image('c', sha('3'));
+
+  test('an image whose read failed (a registry tag, an invalid list entry naming its identifier) keeps every revision it has', () => {
+    const plan = planSync({
+      expireAction: 'make-private',
+      listId: LIST,
+      current: [a1],
+      previous: accepted([a1, b1, c1]),
+      cloud: [inCloud(a1), inCloud(b1), inCloud(c1)],
+      keep: ['b'],
+    });
+    expect(plan.expire.map((e) => [e.event.imageId, e.reason])).toEqual([['c', 'removed']]);
+  });
+
+  test('a kept image that was accepted last but is not in the cloud yet is not expired either', () => {
+    const plan = planSync({
+      expireAction: 'make-private',
+      listId: LIST,
+      current: [a1],
+      previous: accepted([a1, b1]),
+      cloud: [inCloud(a1)],
+      keep: ['b'],
+    });
+    expect(plan.expire).toEqual([]);
+  });
+
+  test('an incomplete read (an invalid entry without identifier) expires nothing as removed, but still replaces revisions and honours expiry dates', () => {
+    const a2 = image('a', sha('4'), { version: '2' });
+    const plan = planSync({
+      expireAction: 'make-private',
+      listId: LIST,
+      current: [a2, { ...b1, expired: true }],
+      previous: accepted([a1, b1, c1]),
+      cloud: [inCloud(a1), inCloud(b1), inCloud(c1)],
+      incomplete: true,
+    });
+    expect(plan.expire.map((e) => [e.event.imageId, e.reason])).toEqual([
+      ['a', 'old-revision'],
+      ['b', 'expired'],
+    ]);
+  });
+
+  test('a list whose entries all failed validation, with their identifiers: nothing expired', () => {
+    const plan = planSync({
+      expireAction: 'make-private',
+      listId: LIST,
+      current: [],
+      previous: accepted([a1, b1]),
+      cloud: [inCloud(a1), inCloud(b1)],
+      keep: ['a', 'b'],
+    });
+    expect(plan.expire).toEqual([]);
+    expect(plan.register).toEqual([]);
+  });
+});
+
+describe('plannedLoss: what the mass-expiry guard counts', () => {
+  const [a1, b1, c1, d1] = ['a', 'b', 'c', 'd'].map((id, i) => image(id, sha(String(i + 1))));
+
+  test('images removed or expired among those live in the cloud count; a replaced revision does not', () => {
+    const a2 = image('a', sha('9'));
+    const cloud = [inCloud(a1), inCloud(b1), inCloud(c1), inCloud(d1)];
+    const plan = planSync({
+      expireAction: 'make-private',
+      listId: LIST,
+      current: [a2, { ...b1, expired: true }],
+      previous: accepted([a1, b1, c1, d1]),
+      cloud,
+    });
+    expect(plannedLoss(plan, cloud, 'make-private')).toEqual({ leaving: 3, registered: 4, removed: 2, expired: 1 });
+  });
+
+  test('an image already private is not registered any more: it neither counts nor is counted', () => {
+    const cloud = [inCloud(a1), inCloud(b1, false)];
+    const plan = planSync({ expireAction: 'make-private', listId: LIST, current: [], cloud });
+    expect(plannedLoss(plan, cloud, 'make-private')).toEqual({ leaving: 1, registered: 1, removed: 1, expired: 0 });
+  });
+
+  test('a registration still on its way (accepted last, not in the cloud) is not a registered image', () => {
+    const cloud = [inCloud(a1)];
+    const plan = planSync({
+      expireAction: 'make-private',
+      listId: LIST,
+      current: [a1],
+      previous: accepted([a1, b1]),
+      cloud,
+    });
+    expect(plan.expire.map((e) => e.event.imageId)).toEqual(['b']);
+    expect(plannedLoss(plan, cloud, 'make-private')).toEqual({ leaving: 0, registered: 1, removed: 0, expired: 0 });
   });
 });
 
