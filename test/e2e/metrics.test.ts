@@ -111,7 +111,7 @@ describe('product metrics during an end-to-end run', () => {
 bridge { metricsPort = ${ports.bridge} }
 spool { folder = "${dir}/spool" }
 security { signaturePolicy = "accept", endorserPolicy = "accept" }
-subscriptions = [ { url = "${listUrl}", every = 1h } ]
+subscriptions = [ { url = "${listUrl}", every = 8760h } ]
 ${cloud.synnefoConf('cloud = "site"')}`,
     );
     env = { TEMPORAL_TASK_QUEUE: uniqueTaskQueue('metrics'), ...cloud.env };
@@ -237,7 +237,7 @@ ${cloud.synnefoConf('cloud = "site"')}`,
           valueOf(before, 'snf_vmcatcher_subscription_syncs_total', { ...subscription, outcome: 'changed' }) + 1 &&
         valueOf(s, 'snf_vmcatcher_subscription_last_success_timestamp_seconds', subscription) >= startedAt - 1,
     );
-    expect(valueOf(after, 'snf_vmcatcher_subscription_interval_seconds', subscription)).toBe(3600);
+    expect(valueOf(after, 'snf_vmcatcher_subscription_interval_seconds', subscription)).toBe(8760 * 3600);
     expect(
       valueOf(after, 'snf_vmcatcher_subscription_last_success_timestamp_seconds', subscription),
     ).toBeLessThanOrEqual(Date.now() / 1000);

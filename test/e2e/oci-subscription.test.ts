@@ -128,7 +128,7 @@ describe('a subscribed registry project keeps the cloud in step with its tags', 
     // The test registry serves plain http on 127.0.0.1 with its token service on another port:
     // both named explicitly (plainHttpOnLoopback, tokenRealm), as no real site's would need.
     const sub = (project: string, credential: string) =>
-      `{ registry = "${registry.url}", project = "${project}", credential = ${credential}, every = 1h, cloud = "e2e", plainHttpOnLoopback = true, tokenRealm = "${registry.tokenRealm}" }`;
+      `{ registry = "${registry.url}", project = "${project}", credential = ${credential}, every = 8760h, cloud = "e2e", plainHttpOnLoopback = true, tokenRealm = "${registry.tokenRealm}" }`;
     await writeFile(
       conf,
       [
@@ -161,7 +161,7 @@ describe('a subscribed registry project keeps the cloud in step with its tags', 
     const r = await cli(['subscriptions']);
     expect(r.exitCode).toBe(0);
     for (const project of [PROJECT, TAMPERED, LOCKED]) {
-      expect(r.stdout).toContain(`${projectUrl(project)}  [config, registry] every 60 min`);
+      expect(r.stdout).toContain(`${projectUrl(project)}  [config, registry] every 525600 min`);
       expect(r.stdout).toContain(registryScheduleId({ registry: registry.url, project }));
     }
   });

@@ -121,12 +121,12 @@ describe('subscriptions: what a list may do to the cloud is fixed by the site, n
   const subscriptionsConf = (a: { images?: string[]; endorser?: TestSigner } = {}) => {
     const endorser = (s: TestSigner) => `endorser { dn = "${s.dn}", ca = "${pki.caDn}" }`;
     const images = a.images ? `, images = [${a.images.map((i) => `"${i}"`).join(', ')}]` : '';
-    // A day apart (schedule intervals are aligned to the epoch): a scheduled run seldom lands amid the test's own.
+    // A year apart (schedule intervals are aligned to the epoch, jitter at most 15 min): no scheduled run lands amid the test's own.
     return `subscriptions = [
-  { url = "${url.a}", every = 24h, cloud = "e2e", ${endorser(a.endorser ?? publisherA)}${images} }
-  { url = "${url.b}", every = 24h, cloud = "e2e", ${endorser(publisherB)} }
-  { url = "${url.c}", every = 24h, cloud = "e2e", ${endorser(publisherA)} }
-  { registry = "https://127.0.0.1:9", project = "egi_vm_images", every = 24h, paused = true }
+  { url = "${url.a}", every = 8760h, cloud = "e2e", ${endorser(a.endorser ?? publisherA)}${images} }
+  { url = "${url.b}", every = 8760h, cloud = "e2e", ${endorser(publisherB)} }
+  { url = "${url.c}", every = 8760h, cloud = "e2e", ${endorser(publisherA)} }
+  { registry = "https://127.0.0.1:9", project = "egi_vm_images", every = 8760h, paused = true }
 ]`;
   };
   let base: string;
