@@ -78,8 +78,15 @@ export async function syncImageList({
       { summary: `read the registry project ${subscription.url}` },
       [{ subscription, previous: previous?.images }],
     );
-    const accepted: AcceptedList = { listId: project.listId, images: project.images };
     const unread = project.unread ?? [];
+    // An image whose read failed this run stays in the accepted copy as it was accepted last, so
+    // the next run still compares against it (a tag moved back to an older digest is refused).
+    const unreadIds = new Set(unread.map((u) => u.imageId));
+    const read = new Set(project.images.map((i) => i.event.imageId));
+    const kept = (previous?.images ?? []).filter(
+      (i) => unreadIds.has(i.event.imageId ?? '') && !read.has(i.event.imageId),
+    );
+    const accepted: AcceptedList = { listId: project.listId, images: [...project.images, ...kept] };
     const result = await reconcile(subscription, accepted, previous, guard, {
       fetched: 'changed',
       invalid: project.invalid,

@@ -523,6 +523,59 @@ describe('workflows with mocked activities', () => {
     };
   }
 
+  /**
+   * Runs a sync `count` times from a paused schedule, each triggered as `sync-now` does it
+   * (BUFFER_ONE), so each run gets the one before's result as its last completion result.
+   */
+  async function scheduledRuns(
+    queue: string,
+    input: SyncImageListInput,
+    count: number,
+  ): Promise<Array<{ result: SyncImageListResult; workflowId: string; runId: string }>> {
+    const schedule = await client.schedule.create({
+      scheduleId: `sync-${queue}`,
+      spec: { intervals: [{ every: '1 day' }] },
+      action: {
+        type: 'startWorkflow',
+        workflowType: SYNC_WORKFLOW,
+        workflowId: `sync:${queue}`,
+        taskQueue: queue,
+        args: [input],
+      },
+      state: { paused: true, note: 'triggered by the test only' },
+    });
+    try {
+      const runs = [];
+      for (let n = 1; n <= count; n++) {
+        await schedule.trigger(ScheduleOverlapPolicy.BUFFER_ONE);
+        let action: { workflowId: string; firstExecutionRunId: string } | undefined;
+        await waitFor(
+          `sync run ${n} to start`,
+          () => action !== undefined,
+          60_000,
+          async () => {
+            const recent = (await schedule.describe()).info.recentActions;
+            if (recent.length >= n) action = recent[n - 1]!.action.workflow;
+          },
+        );
+        const handle = client.workflow.getHandle(action!.workflowId, action!.firstExecutionRunId);
+        const result = (await handle.result()) as SyncImageListResult;
+        // The schedule keeps a run's result for the next one once it has seen the run close.
+        let running = 1;
+        await waitFor(
+          `the schedule to see sync run ${n} close`,
+          () => running === 0,
+          60_000,
+          async () => void (running = (await schedule.describe()).info.runningActions.length),
+        );
+        runs.push({ result, workflowId: action!.workflowId, runId: action!.firstExecutionRunId });
+      }
+      return runs;
+    } finally {
+      await schedule.delete();
+    }
+  }
+
   test('a list sync registers new images and expires dropped ones; the next run, answered 304, reconciles the accepted copy', async () => {
     const c = calls();
     const delivered: ImageEvent[][] = [];
@@ -553,53 +606,10 @@ describe('workflows with mocked activities', () => {
     });
     const [first, second] = await withWorker(activities, async (queue) => {
       const input: SyncImageListInput = { subscription: listSpec(`https://lists.example/${queue}.xml`) };
-      const schedule = await client.schedule.create({
-        scheduleId: `sync-${queue}`,
-        spec: { intervals: [{ every: '1 day' }] },
-        action: {
-          type: 'startWorkflow',
-          workflowType: SYNC_WORKFLOW,
-          workflowId: `sync:${queue}`,
-          taskQueue: queue,
-          args: [input],
-        },
-        state: { paused: true, note: 'triggered by the test only' },
-      });
-      try {
-        // Each run starts when the schedule is triggered, as `sync-now` does it (BUFFER_ONE); the
-        // second sees the first's result as its last completion result.
-        const runOf = async (n: number) => {
-          await schedule.trigger(ScheduleOverlapPolicy.BUFFER_ONE);
-          let action: { workflowId: string; firstExecutionRunId: string } | undefined;
-          await waitFor(
-            `sync run ${n} to start`,
-            () => action !== undefined,
-            60_000,
-            async () => {
-              const recent = (await schedule.describe()).info.recentActions;
-              if (recent.length >= n) action = recent[n - 1]!.action.workflow;
-            },
-          );
-          const handle = client.workflow.getHandle(action!.workflowId, action!.firstExecutionRunId);
-          const result = (await handle.result()) as SyncImageListResult;
-          // The schedule keeps a run's result for the next one once it has seen the run close.
-          let running = 1;
-          await waitFor(
-            `the schedule to see sync run ${n} close`,
-            () => running === 0,
-            60_000,
-            async () => void (running = (await schedule.describe()).info.runningActions.length),
-          );
-          return { result, workflowId: action!.workflowId, runId: action!.firstExecutionRunId };
-        };
-        const one = await runOf(1);
-        await keepHistory('list-sync-changed', queue, one);
-        const two = await runOf(2);
-        await keepHistory('list-sync-not-modified', queue, two);
-        return [one.result, two.result];
-      } finally {
-        await schedule.delete();
-      }
+      const [one, two] = await scheduledRuns(queue, input, 2);
+      await keepHistory('list-sync-changed', queue, one);
+      await keepHistory('list-sync-not-modified', queue, two);
+      return [one!.result, two!.result];
     });
     expect(first.summary).toMatchObject({
       fetched: 'changed',
@@ -718,5 +728,52 @@ describe('workflows with mocked activities', () => {
     });
     expect(delivered).toEqual([[fresh.event]]);
     expect(c).toMatchObject({ readSubscribedRegistry: 1, cloudInventory: 1 });
+  });
+
+  test('a repository whose read failed keeps its image, in the cloud and in the accepted copy the next run compares against', async () => {
+    const c = calls();
+    const delivered: ImageEvent[][] = [];
+    const layer = (imageId: string, sha: string): ListedImage => ({
+      event: ImageEventSchema.parse({
+        origin: 'registry',
+        imageListId: 'registry.example/project',
+        imageId,
+        version: 'latest',
+        uri: `https://registry.example/v2/project/${imageId}/blobs/sha256:${sha.repeat(64)}`,
+        checksumSha256: sha.repeat(64),
+      }),
+      expired: false,
+    });
+    const [kept, other] = [layer('project/kept', 'e'), layer('project/other', 'f')];
+    const previousSeen: Array<string[] | undefined> = [];
+    const reads = [
+      { images: [kept, other], unread: [] },
+      { images: [other], unread: [{ imageId: 'project/kept', problem: 'tags/list answered HTTP 503' }] },
+      { images: [kept, other], unread: [] },
+    ];
+    const activities = syncActivities(c, delivered, () => [inCloud(kept), inCloud(other)], {
+      readSubscribedRegistry: async ({ previous }: { previous?: ListedImage[] }) => {
+        previousSeen.push(previous?.map((i) => i.event.imageId!).sort());
+        return { listId: 'registry.example/project', invalid: [], ...reads[previousSeen.length - 1]! };
+      },
+    });
+    const results = await withWorker(activities, async (queue) => {
+      const subscription: SubscriptionSpec = {
+        url: `https://registry.example/project-${queue}`,
+        source: 'registry',
+        registry: { registry: 'https://registry.example', project: 'project' },
+        endorsers: [],
+        everyMs: 86_400_000,
+        origin: 'config',
+      };
+      return (await scheduledRuns(queue, { subscription }, 3)).map((r) => r.result);
+    });
+    expect(results[1]!.summary).toMatchObject({
+      expired: [],
+      unread: [{ imageId: 'project/kept', problem: 'tags/list answered HTTP 503' }],
+    });
+    expect(delivered).toEqual([]);
+    // The run after the failed read still gets the kept image as accepted before.
+    expect(previousSeen).toEqual([undefined, ['project/kept', 'project/other'], ['project/kept', 'project/other']]);
   });
 });
