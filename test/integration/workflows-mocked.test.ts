@@ -24,6 +24,7 @@ import {
   IMAGE_EVENT_SIGNAL,
   IMAGE_REVISION_WORKFLOW,
   LIST_REJECTED,
+  MASS_EXPIRY_REFUSED,
   OUT_OF_SPACE,
   SA_STAGE,
   SYNC_WORKFLOW,
@@ -728,6 +729,44 @@ describe('workflows with mocked activities', () => {
     });
     expect(delivered).toEqual([[fresh.event]]);
     expect(c).toMatchObject({ readSubscribedRegistry: 1, cloudInventory: 1 });
+  });
+
+  test("a registry answering an empty project (Harbor's 200 []) expires nothing: the mass-expiry guard stops the run before delivering", async () => {
+    const c = calls();
+    const delivered: ImageEvent[][] = [];
+    const layer = (imageId: string, sha: string): ListedImage => ({
+      event: ImageEventSchema.parse({
+        origin: 'registry',
+        imageListId: 'registry.example/project',
+        imageId,
+        version: 'latest',
+        uri: `https://registry.example/v2/project/${imageId}/blobs/sha256:${sha.repeat(64)}`,
+        checksumSha256: sha.repeat(64),
+      }),
+      expired: false,
+    });
+    const registered = [layer('project/a', 'a'), layer('project/b', 'b')];
+    const activities = syncActivities(c, delivered, () => registered.map((i) => inCloud(i)), {
+      readSubscribedRegistry: async () => ({ listId: 'registry.example/project', images: [], invalid: [], unread: [] }),
+    });
+    const failure = await withWorker(activities, async (queue) => {
+      const subscription: SubscriptionSpec = {
+        url: `https://registry.example/project-${queue}`,
+        source: 'registry',
+        registry: { registry: 'https://registry.example', project: 'project' },
+        endorsers: [],
+        everyMs: 86_400_000,
+        origin: 'config',
+      };
+      return client.workflow
+        .execute(SYNC_WORKFLOW, { taskQueue: queue, workflowId: `sync:${queue}`, args: [{ subscription }] })
+        .catch((err: unknown) => err);
+    });
+    expect(failure).toBeInstanceOf(WorkflowFailedError);
+    const cause = (failure as WorkflowFailedError).cause as ApplicationFailure;
+    expect(cause.type).toBe(MASS_EXPIRY_REFUSED);
+    expect(cause.message).toContain('would expire 2 of the 2 images registered from registry.example/project');
+    expect(delivered).toEqual([]);
   });
 
   test('a repository whose read failed keeps its image, in the cloud and in the accepted copy the next run compares against', async () => {
