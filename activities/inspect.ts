@@ -205,7 +205,7 @@ export async function readSignatureBytes(file: string): Promise<{ header: Buffer
   }
 }
 
-// ---- is it one self-contained disk image? (issue #10) ----
+// ---- is it one self-contained disk image? ----
 
 /** A name found inside an image (a backing file, an extent), made safe to show: printable, bounded. */
 export function shown(name: string): string {
@@ -340,7 +340,7 @@ export function formatProblem(
   }
 }
 
-// ---- is a "raw" file a disk at all? (issue #10) ----
+// ---- is a "raw" file a disk at all? ----
 
 const textByte = (b: number) => b === 0x09 || b === 0x0a || b === 0x0d || (b >= 0x20 && b !== 0x7f);
 

@@ -1,5 +1,5 @@
 /**
- * Real sizes through one worker (issue #9): at least four images of ≥ 2 GiB (qcow2, and gzipped
+ * Real sizes through one worker: at least four images of ≥ 2 GiB (qcow2, and gzipped
  * stream-optimized VMDK) served over local HTTP, registered at once by one `snf-vmcatcher worker`
  * with its default two file-step slots: download and verify, unpack, convert with the real
  * qemu-img, prepare and upload with the fakes. Reports the wall time, each image's time, and the

@@ -344,7 +344,7 @@ const RegistryUrlSchema = z.string().superRefine((text, ctx) => {
 });
 
 /**
- * A registry project this site subscribes to (oci/, issue #15): each repository of the project is
+ * A registry project this site subscribes to (oci/): each repository of the project is
  * an image, the manifest its selected tag names is its current revision. Written among
  * `subscriptions`, told apart by its `registry` key; parsed into `registrySubscriptions`.
  */
@@ -503,7 +503,7 @@ export const ConfigSchema = z
     security: SecurityConfigSchema.prefault({}),
     spool: SpoolConfigSchema.prefault({}),
     bridge: BridgeConfigSchema.prefault({}),
-    /** Image lists (issue #12) and registry projects (issue #15) this site subscribes to. */
+    /** Image lists and registry projects this site subscribes to. */
     subscriptions: z.array(SubscriptionEntrySchema).default([]),
   })
   .superRefine((config, ctx) => {

@@ -322,7 +322,7 @@ export function imageIdentity(event: ImageEvent): { imageListId: string; imageId
 }
 
 // ---------------------------------------------------------------------------------------
-// Subscriptions (issue #12): one Temporal Schedule per subscribed list runs syncImageList.
+// Subscriptions: one Temporal Schedule per subscribed list runs syncImageList.
 
 export const SYNC_WORKFLOW = 'syncImageList';
 /** The failure type of a list a sync refuses (signature, endorser, expiry, an older version, another list's id). */

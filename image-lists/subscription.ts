@@ -7,7 +7,7 @@ import { normaliseDn, sameDn, type SignerIdentity } from './signature.js';
 
 /**
  * What the configuration says about one image list: the subscription it belongs to, who may
- * sign it, and which token fetches it. Shared by the list commands and (issue #12) the
+ * sign it, and which token fetches it. Shared by the list commands and the
  * scheduled subscriptions, so both trust and authenticate a list the same way.
  */
 

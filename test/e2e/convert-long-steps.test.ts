@@ -17,7 +17,7 @@ const GiB = 1024 ** 3;
 const HEARTBEAT_TIMEOUT_MS = 600;
 
 /**
- * Issue #9, the local steps: unpacking an OVA and `qemu-img convert` of a 1 GiB image each take
+ * The local steps: unpacking an OVA and `qemu-img convert` of a 1 GiB image each take
  * several times the heartbeat timeout, and still finish on their first attempt because they
  * heartbeat while they work; a worker killed mid-convert takes its qemu-img with it, and
  * nothing of the killed attempt writes into the work folder the retry uses.

@@ -28,7 +28,7 @@ interface Row {
 const DAY = 24 * 60 * 60 * 1000;
 
 /**
- * Issue #24 item 1, through the real command line: poison messages dead-lettered by the bridge
+ * Dead letters, through the real command line: poison messages dead-lettered by the bridge
  * (and one by RabbitMQ itself), listed with their reason without disturbing the queue, shown,
  * replayed after the cause is removed (they then register), purged; a replay killed between the
  * broker's confirm and its ack loses nothing.

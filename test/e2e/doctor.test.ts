@@ -1,5 +1,5 @@
 /**
- * Issue #24: `doctor` through the real command line, against a healthy stack (real RabbitMQ, the
+ * `doctor` through the real command line, against a healthy stack (real RabbitMQ, the
  * services project's Temporal dev server, the Synnefo fake, a real Keystone and Glance, a real
  * HTTP server for a subscribed list, a CA folder with a fresh CRL) and against each broken part in
  * turn. The shared RabbitMQ is never stopped: a broken broker is a wrong password or a port where

@@ -9,7 +9,7 @@ import { deleteTopology, uniqueTopology, writeConf } from '../support/rabbit.js'
 import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/service-process.js';
 
 /**
- * Issue #10.3, end to end: the identity properties of our images are public and derivable, so
+ * Other tenants' images, end to end: the identity properties of our images are public and derivable, so
  * another tenant can put them on a public image of theirs. Through the whole product path
  * (vmcatcher's hook line → RabbitMQ → `run` → kamaki), registration must not take their image
  * for ours, and expiry must leave it alone.

@@ -20,7 +20,7 @@ import { deleteTopology, uniqueTopology, writeConf } from '../support/rabbit.js'
 import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/service-process.js';
 
 /**
- * Issue #13 end to end, into Debian's real glance-api behind its real Keystone (one start for the
+ * Glance end to end, into Debian's real glance-api behind its real Keystone (one start for the
  * file): `register-now` (the real CLI) and vmcatcher's hook line through RabbitMQ and `run`
  * (bridge + worker) register into Glance; a qcow2 goes up as the same qcow2, a vmdk as raw; a
  * repeated event adds nothing; expiry deactivates and makes private; another tenant's image that

@@ -15,7 +15,7 @@ const RATE = 1 * MiB;
 const HOST_SCHEDULE_TO_START_MS = 1500;
 
 /**
- * Issue #9: a busy host is not a lost host. Six registrations queue on one worker with a single
+ * A busy host is not a lost host. Six registrations queue on one worker with a single
  * file-step slot, each download outlasting the host schedule-to-start timeout. Every image waits
  * for the slot (visible as waiting-for-host), none moves host or starts over, each registers once.
  */

@@ -15,7 +15,7 @@ import { registrationOf } from '../support/workflows.js';
 const MiB = 1024 * 1024;
 
 /**
- * Issue #10.6: registration and expiry of one image revision converge on the last event,
+ * Registration and expiry of one image revision converge on the last event,
  * whatever the order in which the work would otherwise finish, and the handler and the cloud
  * are part of a registration's identity. Events go in as the bridge delivers them
  * (core/starter.ts), to the real worker; only kamaki and snf-mkimage are fakes.

@@ -1,5 +1,5 @@
 /**
- * Issue #24: logs people can read. At a terminal (a real pseudo-terminal, through util-linux
+ * Logs people can read. At a terminal (a real pseudo-terminal, through util-linux
  * `script`), `npm run stack` and the commands show one readable line per event; through a pipe
  * they write JSON lines, and the stack's log files stay JSON. SNF_VMCATCHER_LOG_FORMAT overrides.
  */

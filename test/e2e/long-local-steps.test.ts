@@ -20,7 +20,7 @@ const HEARTBEAT_TIMEOUT_MS = 500;
 const EventType = temporal.api.enums.v1.EventType;
 
 /**
- * Issue #9: steps that work on local files for much longer than the heartbeat timeout (hashing a
+ * Steps that work on local files for much longer than the heartbeat timeout (hashing a
  * 2 GiB `file:` image in place, copying a 2 GiB image out of vmcatcher's cache) heartbeat from a
  * timer, so they succeed on their FIRST attempt with `worker.heartbeatTimeoutMs = 500`. Before,
  * they sent no heartbeat at all and every attempt died with "activity Heartbeat timeout".

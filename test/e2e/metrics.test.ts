@@ -17,7 +17,7 @@ import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/s
 const PROMETHEUS_OWN = new Set(['up']);
 
 /**
- * Issue #24 item 4: the metrics move as the images do. A real `run` (bridge and worker), real
+ * The metrics move as the images do. A real `run` (bridge and worker), real
  * RabbitMQ and Temporal, a real HTTP server for the image and the image list; its three
  * endpoints (the worker's product metrics, the Temporal SDK's, the bridge's) scraped before and
  * after each image. Then every metric the packaged dashboard and alert rules name is in them.

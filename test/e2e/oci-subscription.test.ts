@@ -31,7 +31,7 @@ async function qcow2Disk(dir: string, name: string): Promise<Buffer> {
 }
 
 /**
- * Issue #15: a registry project as a subscription, on the same schedules as image lists. A real
+ * A registry project as a subscription, on the same schedules as image lists. A real
  * docker-registry behind the Bearer token flow (a real token service), artifacts pushed as oras
  * pushes EGI's, the real worker and CLI; only kamaki and snf-mkimage are fakes.
  */

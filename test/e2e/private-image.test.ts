@@ -16,7 +16,7 @@ import {
 import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/service-process.js';
 
 /**
- * Issue #10 point 5: a private image (HTTPS, 401 without the token, served with HTTP Basic
+ * A private image (HTTPS, 401 without the token, served with HTTP Basic
  * `token:x-oauth-basic`) registers through the real CLI and a real worker, with the token named
  * by a `security.credentialRules` mapping or by `register-now --credential`, the token itself
  * read from a file on the worker. The token never reaches the workflow history or any log.
@@ -149,7 +149,7 @@ ${cloud.synnefoConf('prepare = false')}`,
     expect(history.includes('credentialName')).toBe(false);
   }, 200_000);
 
-  test('a rule binds its port: the same host name on another port gets no token (issue #20.6)', async () => {
+  test('a rule binds its port: the same host name on another port gets no token', async () => {
     // Its own identifier: the same file under the ruled test's identity would be found registered already.
     const result = await register(otherPort.at('/ruled/debian.qcow2'), ['--image-identifier', 'other-port']);
     expect(result.exitCode).toBe(1);

@@ -26,7 +26,7 @@ const FIRST_BATCH = 25;
 const REPEATS = 5;
 
 /**
- * Issue #14: the production topology, for real. The Temporal server v1.29.1 on PostgreSQL (set up
+ * The production topology, for real. The Temporal server v1.29.1 on PostgreSQL (set up
  * by docker/temporal/, as compose runs it), two worker processes acting as two hosts (their own
  * host task queues and working folders), the bridge (`dequeue --server`) and RabbitMQ. Fifty
  * vmcatcher events go through the queue; the server is restarted while the bridge is still

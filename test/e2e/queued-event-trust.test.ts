@@ -14,7 +14,7 @@ import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/s
 const sha = (algorithm: string, data: Buffer) => createHash(algorithm).update(data).digest('hex');
 
 /**
- * Issue #20 (items 3, 6, 8) where the attack enters: a message on the queue, through the real
+ * The trust boundary where the attack enters: a message on the queue, through the real
  * bridge and worker (`run`) into the fake Synnefo. Whoever can publish to the queue can name any
  * URL and copy any image's checksum and identity into the message; the checksum must hold
  * against the bytes, an event with none is refused by default, a credential rule's token never

@@ -9,7 +9,7 @@ import { startTestServer, type TestServer } from '../support/http-server.js';
 import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/service-process.js';
 
 /**
- * Issue #4, end to end: the real CLI, the real Temporal dev server, a real worker process, a
+ * End to end: the real CLI, the real Temporal dev server, a real worker process, a
  * qcow2 made by qemu-img served over local HTTP; only kamaki and snf-mkimage are the fakes.
  */
 describe('register-now end to end', () => {
@@ -88,7 +88,7 @@ describe('register-now end to end', () => {
       VMCATCHER_REVISION: `sha512-${sha512.slice(0, 32)}`,
     });
     expect(Object.keys(image.properties).length).toBeLessThanOrEqual(32);
-    // Issue #10.9: the cloud starts without the "images" container and kamaki's upload does not
+    // The cloud starts without the "images" container and kamaki's upload does not
     // create it: the worker did, before uploading into it.
     const account = await cloud.account();
     expect(image.owner).toBe(account);

@@ -24,7 +24,7 @@ interface Row {
 }
 
 /**
- * Issue #24 item 2, through the real command line: registrations that failed because the site's
+ * Failed registrations retried in bulk, through the real command line: registrations that failed because the site's
  * download credential was wrong are started again in bulk once it is fixed, under the same
  * workflow ids, and register once; `--dry-run` and the filters start nothing else; `registrations
  * show` tells the stages, the failure and the Web UI link.

@@ -15,7 +15,7 @@ const FS_SIZE = 24 * MiB;
 const isRoot = process.getuid?.() === 0;
 
 /**
- * Issue #9: a working folder on a small filesystem (a 24 MiB tmpfs). An image that can never fit
+ * A working folder on a small filesystem (a 24 MiB tmpfs). An image that can never fit
  * fails at once naming the space it needs and what the filesystem holds, writing nothing; two
  * images that fit one at a time do not fill the disk together: the second waits (stage
  * waiting-for-disk, naming needed and free bytes) until the first has finished and cleaned up.

@@ -23,7 +23,7 @@ const REGISTRY_PROJECT_ID = '127.0.0.1:9/egi_vm_images';
 type Disk = Awaited<ReturnType<typeof servedDisk>>;
 
 /**
- * Issue #20 items 1, 4, 5 and 10 (lists): a subscription speaks for one list id, a read problem
+ * The trust boundary of subscriptions: a subscription speaks for one list id, a read problem
  * never becomes an expiry, a mass expiry waits for an operator, a 304 is no free pass, and an
  * unversioned list is ordered by its date. A real worker, the real CLI, a real HTTPS server
  * serving lists signed at test time; only kamaki and snf-mkimage are fakes.

@@ -24,7 +24,7 @@ const LIST_ID = 'e2e-subscribed-list';
 type Disk = Awaited<ReturnType<typeof servedDisk>>;
 
 /**
- * Issue #12: the service follows an image list itself. A real worker (which makes the schedules
+ * The service follows an image list itself. A real worker (which makes the schedules
  * match application.conf), the real CLI, a real HTTPS server serving lists signed at test time
  * by a test CA, real downloads; only kamaki and snf-mkimage are fakes.
  */

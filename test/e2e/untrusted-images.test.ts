@@ -10,7 +10,7 @@ import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/s
 const SECRET = 'kamaki-token-fedcba9876543210';
 
 /**
- * Issue #10 through the real CLI and worker, with `synnefo.prepare = false` (nothing but our
+ * Untrusted images through the real CLI and worker, with `synnefo.prepare = false` (nothing but our
  * checks between the download and the upload): a qcow2 whose external data file is a file of
  * the worker's host, and an HTML error page served with 200, both fail the registration at
  * once with a clear reason, and nothing is uploaded or registered.

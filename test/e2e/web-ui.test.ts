@@ -35,7 +35,7 @@ const CHROMIUM_ARGS = [
 type Disk = Awaited<ReturnType<typeof servedDisk>>;
 
 /**
- * Issue #12 item 5: an operator reads the Web UI as a list of images and runs. A dev server of
+ * An operator reads the Web UI as a list of images and runs. A dev server of
  * its own with its Web UI (2.42, as the Temporal CLI embeds it), the real worker and CLI, a
  * subscribed list served over HTTPS and signed at test time, the fake cloud; then headless
  * Chromium looks at the pages an operator would open.

@@ -11,7 +11,7 @@ const MiB = 1024 * 1024;
 const SIZE = 512 * MiB;
 
 /**
- * Issue #4: a worker killed with SIGKILL in the middle of downloading a 512 MiB image. Once a new
+ * A worker killed with SIGKILL in the middle of downloading a 512 MiB image. Once a new
  * worker runs, the workflow completes, and the bytes fetched after the restart are fewer than the
  * image's size (the download resumed from its last heartbeat with an HTTP Range request).
  */

@@ -426,7 +426,7 @@ describe('acquireImage under heartbeat timeouts, stale attempts, a full disk and
   });
 });
 
-describe('every checksum an event carries is checked, whatever its origin (issue #20.3)', () => {
+describe('every checksum an event carries is checked, whatever its origin', () => {
   let server: ImageServer;
   let root: Awaited<ReturnType<typeof tempDir>>;
   let work: string;

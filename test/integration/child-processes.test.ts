@@ -4,7 +4,7 @@ import { pino } from 'pino';
 import { guarded, runTool, setprivPath } from '../../activities/tool-runner.js';
 
 /**
- * Issue #9: a child program must die with the worker, even when the worker is killed with
+ * A child program must die with the worker, even when the worker is killed with
  * SIGKILL and has no chance to clean up. `guarded` runs it under `setpriv --pdeathsig SIGKILL`.
  */
 const PARENT = `

@@ -11,7 +11,7 @@ import { makeRawDisk, makeTar, qemuConvert, quietLogger, tempDir } from '../supp
 const MiB = 1024 * 1024;
 
 /**
- * Issue #9: convert checks the free space of the work folder (less the disk reserve) before a
+ * Convert checks the free space of the work folder (less the disk reserve) before a
  * step writes, fails with OutOfSpaceError / DiskTooSmallError naming the bytes needed and free,
  * stops a step whose output outgrows its estimate before the disk fills up, and deletes its
  * partial output. The size limits default to what the filesystem can hold.

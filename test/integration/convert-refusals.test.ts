@@ -9,7 +9,7 @@ import { writeLinuxMbr } from '../support/disk-images.js';
 import { makeRawDisk, makeTar, pipelineConfig, quietLogger, tempDir } from '../support/pipeline-fixtures.js';
 
 /**
- * Issue #10: images made by the real qemu-img that would make qemu-img read files of the
+ * Images made by the real qemu-img that would make qemu-img read files of the
  * worker's host (an external data file, a backing file, VMDK extents, json: names), or need a
  * key (LUKS), are refused before any byte of another file is read; content that is not a disk
  * (an HTML error page, JSON, XML, text) never passes as raw. Real raw disks still pass.
@@ -49,7 +49,7 @@ describe('images that reach outside their own file, or are not disks, are refuse
     secret = path.join(root.dir, 'secret.conf');
     await writeFile(secret, `${SECRET}\n`.repeat(64));
 
-    // The attack of issue #10.1: a qcow2 whose raw external data file is the host file.
+    // The attack of a qcow2 whose raw external data file is the host file.
     await execa('truncate', ['-s', '1M', at('scratch')]);
     await qemu(
       'create',

@@ -523,7 +523,7 @@ describe('registration steps', () => {
     expect(await client.getImage(ours.imageId)).toBeUndefined();
   });
 
-  test('an active image a crash left between upload and verify is not reused: it is replaced by a verified one (issue #20.9)', async () => {
+  test('an active image a crash left between upload and verify is not reused: it is replaced by a verified one', async () => {
     const client = demoClient();
     const ev = event();
     // Uploaded and active, with our identity, but never marked as verified by us.
@@ -558,7 +558,7 @@ describe('registration steps', () => {
     expect(await findGlanceImage(client, settings(), ev, cloud.glanceUrl, logger)).toBeNull();
   });
 
-  test("a queued event's VO alone never chooses the project a shared image joins; the site's imageListVos does (issue #20.9)", async () => {
+  test("a queued event's VO alone never chooses the project a shared image joins; the site's imageListVos does", async () => {
     const client = demoClient();
     // A queued message naming the VO that is mapped to another tenant's project.
     const queued = event(undefined, 'message');

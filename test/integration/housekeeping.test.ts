@@ -15,7 +15,7 @@ const exists = (p: string) =>
     () => false,
   );
 
-/** Issue #9: work folders of closed workflows are swept; slots of closed workflows are given back. */
+/** Work folders of closed workflows are swept; slots of closed workflows are given back. */
 describe('worker housekeeping against the real Temporal server', () => {
   let connection: Connection;
   let client: Client;

@@ -9,7 +9,7 @@ import { startTestServer, type TestServer } from '../support/http-server.js';
 import { createTestPki, type TestPki, type TestSigner } from '../support/test-pki.js';
 
 /**
- * Issue #10 point 4 (who may sign a list) and the list side of point 5 (where a token comes
+ * Who may sign a list, and where a list's token comes
  * from), through the real command line, with a CA, signers and a CRL made at test time.
  */
 
@@ -343,7 +343,7 @@ describe('point 5 (list side): the token from a file, the environment or a named
   });
 });
 
-describe('issue #20 item 1: enqueue-from-image-list speaks for the list id its URL is pinned to', () => {
+describe('enqueue-from-image-list speaks for the list id its URL is pinned to', () => {
   const topology = uniqueTopology('pin');
   let work: string;
   const enqueueConf = async (extra = '') =>

@@ -100,7 +100,7 @@ const ROWS: Row[] = [
     status: 'verified',
     images: CK_IMAGES,
   },
-  // The endorser authorisation (issue #10 point 4): a valid signature alone is not enough.
+  // The endorser authorisation: a valid signature alone is not enough.
   {
     name: 'imagelist01, no endorser authorised',
     file: 'cloudkeeper-imagelist01.signed',

@@ -24,7 +24,7 @@ import {
 } from '../support/registry.js';
 
 /**
- * Issue #20, the registry's part, shown where the attack enters: a real docker-registry on
+ * The registry's part, shown where the attack enters: a real docker-registry on
  * 127.0.0.1 (test/support/registry.ts), a proxy in front of it that misbehaves as a hostile or
  * broken registry would (registryFront), real HTTP(S) servers for blob storage and for the hosts
  * a hostile answer names. The login goes to the registry only and over TLS (plain http to

@@ -301,7 +301,7 @@ const seedForeign = (properties: Record<string, string>, isPublic = true) =>
     owner: string;
   };
 
-describe('issue #10.3: only images of our own account count', () => {
+describe('only images of our own account count', () => {
   const identity = (imageId = 'img-1', sha = SHA) => ({
     [IDENTITY_PROPERTIES.imageListId]: 'list-1',
     [IDENTITY_PROPERTIES.imageId]: imageId,
@@ -378,7 +378,7 @@ describe('issue #10.3: only images of our own account count', () => {
   });
 });
 
-describe('issue #10.9: kamaki as it really is', () => {
+describe('kamaki as it really is', () => {
   test('the container is created before the first upload (real kamaki does not), and an existing one is fine', async () => {
     const acts = synnefoActivities({ config: config({ prepare: false }), logger });
     const raw = rawDisk(path.join(dir, 'image.raw'));

@@ -91,7 +91,7 @@ export async function slowImageDownload(prefix: string, sizeBytes: number, bytes
     `count=${Math.ceil(sizeBytes / 1024 / 1024)}`,
     'status=none',
   ]);
-  // A partition table, so the image passes as a raw disk (issue #10: random bytes are not a disk).
+  // A partition table, so the image passes as a raw disk (random bytes are not a disk).
   await writeLinuxMbr(image, sizeBytes);
   const sha512 = (await execa('sha512sum', [image])).stdout.split(' ')[0];
   const server = await startThrottledFileServer(image, bytesPerSecond);

@@ -243,7 +243,7 @@ describe('Glance properties', () => {
   });
 });
 
-describe('Glance properties are ours alone (issue #20.8)', () => {
+describe('Glance properties are ours alone', () => {
   test('no control character reaches a value or the name; site extras never stand in for our keys', () => {
     const event = eventFromFlat(
       {

@@ -70,7 +70,7 @@ describe('translateLegacyArgv: the original single-dash command line keeps worki
       ],
     ],
     [
-      'the token options added for issue #10 in single-dash spelling',
+      'the token options in single-dash spelling',
       ['parse-image-list', '-image-list-url', 'file:x', '-token-file', '-conf', '-credential', 'appdb'],
       ['parse-image-list', '--image-list-url', 'file:x', '--token-file', '-conf', '--credential', 'appdb'],
     ],

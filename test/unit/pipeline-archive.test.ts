@@ -70,7 +70,7 @@ describe('unsafeMemberReason refuses archive members that would leave the work f
   });
 });
 
-describe('a tar listing stops at security.maxArchiveEntries while streaming (issue #20.7)', () => {
+describe('a tar listing stops at security.maxArchiveEntries while streaming', () => {
   let root: Awaited<ReturnType<typeof tempDir>>;
   const ENTRIES = 200_000;
   let tar: string;

@@ -186,7 +186,7 @@ describe('identity helpers', () => {
   });
 });
 
-describe('our properties are ours alone (issue #20.8)', () => {
+describe('our properties are ours alone', () => {
   test('a source naming ROOT_PARTITION, USERS, EXCLUDE_*, a checksum or an identity key sets none of them, even where we set none', () => {
     // Not prepared (no snf-mkimage metadata) and no sha512: the keys are free, and still not theirs.
     const ev = eventFromFlat(
