@@ -139,7 +139,7 @@ ${cloud.synnefoConf('cloud = "retry"\n  prepare = false')}`,
     expect(stages).toContain('acquiring');
     expect(stages.at(-1)).toBe('failed');
     expect(out).toMatch(
-      /^Failure: step \w+: GET http:\/\/127\.0\.0\.1:\d+\/\S+ failed: HTTP 401 \(check the token\) \[FetchError\]$/m,
+      /^Failure: step \w+: GET https:\/\/localhost:\d+\/\S+ failed: HTTP 401 \(check the token\) \[FetchError\]$/m,
     );
     expect(out).toMatch(
       new RegExp(
