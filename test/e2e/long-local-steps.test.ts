@@ -168,7 +168,7 @@ ${cloud.synnefoConf('prepare = false')}`,
     expect(outcome).toMatchObject({ attempt: 1, completed: true });
     // The premise: the step ran for several heartbeat timeouts.
     expect(outcome.durationMs).toBeGreaterThanOrEqual(3 * HEARTBEAT_TIMEOUT_MS);
-    expect(outcome.progress.some((p) => p.step === 'sha512 of the local file' && p.bytesTotal === SIZE)).toBe(true);
+    expect(outcome.progress.some((p) => p.step === 'checksum of the local file' && p.bytesTotal === SIZE)).toBe(true);
     console.log(`file: image hashed in ${Math.round(outcome.durationMs)} ms, attempt ${outcome.attempt}`);
   }, 240_000);
 
