@@ -493,6 +493,29 @@ describe('workflows with mocked activities', () => {
     isPublic,
   });
 
+  /** A registry image as a project read gives it: its layer's digest is its revision. */
+  const registryLayer = (imageId: string, sha: string): ListedImage => ({
+    event: ImageEventSchema.parse({
+      origin: 'registry',
+      imageListId: 'registry.example/project',
+      imageId,
+      title: imageId,
+      version: 'latest',
+      uri: `https://registry.example/v2/project/${imageId}/blobs/sha256:${sha.repeat(64)}`,
+      checksumSha256: sha.repeat(64),
+    }),
+    expired: false,
+  });
+
+  const registrySpec = (url: string): SubscriptionSpec => ({
+    url,
+    source: 'registry',
+    registry: { registry: 'https://registry.example', project: 'project' },
+    endorsers: [],
+    everyMs: 86_400_000,
+    origin: 'config',
+  });
+
   const listSpec = (url: string): SubscriptionSpec => ({
     url,
     endorsers: [],
@@ -673,19 +696,7 @@ describe('workflows with mocked activities', () => {
   test('a registry sync reads the project on every run and registers its new digests, reporting the tags it cannot take', async () => {
     const c = calls();
     const delivered: ImageEvent[][] = [];
-    const layer = (imageId: string, sha: string): ListedImage => ({
-      event: ImageEventSchema.parse({
-        origin: 'registry',
-        imageListId: 'registry.example/project',
-        imageId,
-        title: imageId,
-        version: 'latest',
-        uri: `https://registry.example/v2/project/${imageId}/blobs/sha256:${sha.repeat(64)}`,
-        checksumSha256: sha.repeat(64),
-      }),
-      expired: false,
-    });
-    const [kept, fresh] = [layer('project/kept', 'e'), layer('project/fresh', 'f')];
+    const [kept, fresh] = [registryLayer('project/kept', 'e'), registryLayer('project/fresh', 'f')];
     const result = await withWorker(
       syncActivities(c, delivered, () => [inCloud(kept)], {
         readSubscribedRegistry: async ({ subscription }: { subscription: SubscriptionSpec }) => {
@@ -734,30 +745,12 @@ describe('workflows with mocked activities', () => {
   test("a registry answering an empty project (Harbor's 200 []) expires nothing: the mass-expiry guard stops the run before delivering", async () => {
     const c = calls();
     const delivered: ImageEvent[][] = [];
-    const layer = (imageId: string, sha: string): ListedImage => ({
-      event: ImageEventSchema.parse({
-        origin: 'registry',
-        imageListId: 'registry.example/project',
-        imageId,
-        version: 'latest',
-        uri: `https://registry.example/v2/project/${imageId}/blobs/sha256:${sha.repeat(64)}`,
-        checksumSha256: sha.repeat(64),
-      }),
-      expired: false,
-    });
-    const registered = [layer('project/a', 'a'), layer('project/b', 'b')];
+    const registered = [registryLayer('project/a', 'a'), registryLayer('project/b', 'b')];
     const activities = syncActivities(c, delivered, () => registered.map((i) => inCloud(i)), {
       readSubscribedRegistry: async () => ({ listId: 'registry.example/project', images: [], invalid: [], unread: [] }),
     });
     const failure = await withWorker(activities, async (queue) => {
-      const subscription: SubscriptionSpec = {
-        url: `https://registry.example/project-${queue}`,
-        source: 'registry',
-        registry: { registry: 'https://registry.example', project: 'project' },
-        endorsers: [],
-        everyMs: 86_400_000,
-        origin: 'config',
-      };
+      const subscription = registrySpec(`https://registry.example/project-${queue}`);
       return client.workflow
         .execute(SYNC_WORKFLOW, { taskQueue: queue, workflowId: `sync:${queue}`, args: [{ subscription }] })
         .catch((err: unknown) => err);
@@ -772,18 +765,7 @@ describe('workflows with mocked activities', () => {
   test('a repository whose read failed keeps its image, in the cloud and in the accepted copy the next run compares against', async () => {
     const c = calls();
     const delivered: ImageEvent[][] = [];
-    const layer = (imageId: string, sha: string): ListedImage => ({
-      event: ImageEventSchema.parse({
-        origin: 'registry',
-        imageListId: 'registry.example/project',
-        imageId,
-        version: 'latest',
-        uri: `https://registry.example/v2/project/${imageId}/blobs/sha256:${sha.repeat(64)}`,
-        checksumSha256: sha.repeat(64),
-      }),
-      expired: false,
-    });
-    const [kept, other] = [layer('project/kept', 'e'), layer('project/other', 'f')];
+    const [kept, other] = [registryLayer('project/kept', 'e'), registryLayer('project/other', 'f')];
     const previousSeen: Array<string[] | undefined> = [];
     const reads = [
       { images: [kept, other], unread: [] },
@@ -797,14 +779,7 @@ describe('workflows with mocked activities', () => {
       },
     });
     const results = await withWorker(activities, async (queue) => {
-      const subscription: SubscriptionSpec = {
-        url: `https://registry.example/project-${queue}`,
-        source: 'registry',
-        registry: { registry: 'https://registry.example', project: 'project' },
-        endorsers: [],
-        everyMs: 86_400_000,
-        origin: 'config',
-      };
+      const subscription = registrySpec(`https://registry.example/project-${queue}`);
       return (await scheduledRuns(queue, { subscription }, 3)).map((r) => r.result);
     });
     expect(results[1]!.summary).toMatchObject({
