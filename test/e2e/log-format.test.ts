@@ -112,6 +112,7 @@ describe('npm run stack', () => {
       TEMPORAL_UI_PORT: String(await freePort()),
       SNF_VMCATCHER_WORKER_METRICS_PORT: '0',
       SNF_VMCATCHER_BRIDGE_METRICS_PORT: '0',
+      SNF_VMCATCHER_WORKER_PRODUCT_METRICS_PORT: '0',
       SNF_VMCATCHER_RABBITMQ_QUEUE: topology.queue,
       SNF_VMCATCHER_RABBITMQ_EXCHANGE: topology.exchange,
       SNF_VMCATCHER_RABBITMQ_ROUTING_KEY: topology.routingKey,
