@@ -1,12 +1,10 @@
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
+import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
 import { runCli } from '../support/cli.js';
-import { fakeCloud, type FakeImage } from '../support/fake-cloud.js';
+import { type FakeImage } from '../support/fake-cloud.js';
 import { writeLinuxMbr } from '../support/disk-images.js';
-import { deleteTopology, uniqueTopology, writeConf } from '../support/rabbit.js';
-import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/service-process.js';
+import { Site } from '../support/site.js';
 
 /**
  * Other tenants' images, end to end: the identity properties of our images are public and derivable, so
@@ -15,35 +13,21 @@ import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/s
  * for ours, and expiry must leave it alone.
  */
 describe("another tenant's image carrying our identity, end to end", () => {
-  const topology = uniqueTopology('foreign');
   const imageId = '5d1a2f5e-8a55-4a57-9d7e-2f0c1b7e0a11';
   const listId = `list-${Math.random().toString(16).slice(2, 10)}`;
-  let dir: string;
-  let conf: string;
-  let env: Record<string, string>;
-  let service: ServiceProcess;
+  let site: Site;
   let vmcatcherEnv: Record<string, string>;
   let sha512: string;
-  let cloud: Awaited<ReturnType<typeof fakeCloud>>;
 
   beforeAll(async () => {
-    dir = await mkdtemp(path.join(os.tmpdir(), 'snf-foreign-'));
-    const cacheDir = path.join(dir, 'cache');
+    site = await Site.create('foreign', 'site');
+    const cacheDir = path.join(site.dir, 'cache');
     await mkdir(cacheDir);
     const cached = path.join(cacheDir, imageId);
     await execa('qemu-img', ['create', '-f', 'raw', cached, '8M']);
     await writeLinuxMbr(cached, 8 * 1024 * 1024);
     sha512 = (await execa('sha512sum', [cached])).stdout.split(' ')[0];
 
-    cloud = await fakeCloud(dir, 'site');
-    conf = await writeConf(
-      topology,
-      `worker { workingFolder = "${dir}/work" }
-spool { folder = "${dir}/spool" }
-security { vmcatcherCacheFolders = ["${cacheDir}"] }
-${cloud.synnefoConf('cloud = "site"')}`,
-    );
-    env = { TEMPORAL_TASK_QUEUE: uniqueTaskQueue('foreign'), ...cloud.env };
     vmcatcherEnv = {
       VMCATCHER_EVENT_UUID_SESSION: 'a3c2f3b4-0000-11ee-8000-000000000002',
       VMCATCHER_CACHE_DIR_CACHE: cacheDir,
@@ -56,27 +40,16 @@ ${cloud.synnefoConf('cloud = "site"')}`,
       VMCATCHER_EVENT_SL_OS: 'Linux',
       VMCATCHER_EVENT_IL_DC_IDENTIFIER: listId,
     };
-    service = await startService(['run', '--conf', conf], { env, readyPattern: /consuming/ });
+    await site.start({ command: 'run', conf: `security { vmcatcherCacheFolders = ["${cacheDir}"] }` });
   });
 
-  afterAll(async () => {
-    await service?.stop();
-    await deleteTopology(topology);
-    await rm(dir, { recursive: true, force: true });
-  });
+  afterAll(() => site?.close());
 
-  const images = () => cloud.images();
-  const waitFor = async (what: string, check: () => Promise<boolean>, timeoutMs = 120_000) => {
-    const deadline = Date.now() + timeoutMs;
-    while (!(await check())) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}\n${service.log().slice(-4000)}`);
-      await new Promise((r) => setTimeout(r, 250));
-    }
-  };
+  const images = () => site.images();
 
   test('registration makes our own image instead of reusing theirs; expiry makes ours private and leaves theirs public', async () => {
     // The same identity properties our registration would carry, on someone else's public image.
-    const theirs = await cloud.seedForeignImage({
+    const theirs = await site.cloud.seedForeignImage({
       name: 'Debian 12 12.1',
       properties: {
         VMCATCHER_IL_DC_IDENTIFIER: listId,
@@ -84,16 +57,21 @@ ${cloud.synnefoConf('cloud = "site"')}`,
         VMCATCHER_REVISION: `sha512-${sha512.slice(0, 32)}`,
       },
     });
-    const account = await cloud.account();
+    const account = await site.cloud.account();
     expect(theirs.owner).not.toBe(account);
     const ours = (all: FakeImage[]) => all.filter((i) => i.owner === account);
 
-    const hookLine = ['-v', 'enqueue-from-env', '-conf', conf];
+    const hookLine = ['-v', 'enqueue-from-env', '-conf', site.conf];
     const available = await runCli(hookLine, {
-      env: { ...env, ...vmcatcherEnv, VMCATCHER_EVENT_TYPE: 'AvailablePostfix', VMCATCHER_EVENT_FILENAME: imageId },
+      env: {
+        ...site.env,
+        ...vmcatcherEnv,
+        VMCATCHER_EVENT_TYPE: 'AvailablePostfix',
+        VMCATCHER_EVENT_FILENAME: imageId,
+      },
     });
     expect(available.exitCode).toBe(0);
-    await waitFor('our image to be registered', async () => ours(await images()).length === 1);
+    await site.waitFor('our image to be registered', async () => ours(await images()).length === 1);
     const [mine] = ours(await images());
     expect(mine.id).not.toBe(theirs.id);
     expect(mine).toMatchObject({
@@ -101,18 +79,18 @@ ${cloud.synnefoConf('cloud = "site"')}`,
       properties: { VMCATCHER_DC_IDENTIFIER: imageId, VMCATCHER_REVISION: `sha512-${sha512.slice(0, 32)}` },
     });
     expect(mine.location).toMatch(new RegExp(`^pithos://${account}/images/`));
-    expect(service.log()).toContain('images of other accounts carry this identity: ignored');
+    expect(site.service!.log()).toContain('images of other accounts carry this identity: ignored');
 
     const expire = await runCli(hookLine, {
       env: {
-        ...env,
+        ...site.env,
         ...vmcatcherEnv,
         VMCATCHER_EVENT_TYPE: 'ExpirePostfix',
         VMCATCHER_EVENT_FILENAME: `${imageId}.2026-11-30_12-00-00`,
       },
     });
     expect(expire.exitCode).toBe(0);
-    await waitFor('our image to be made private', async () => ours(await images())[0]?.is_public === false);
+    await site.waitFor('our image to be made private', async () => ours(await images())[0]?.is_public === false);
     const after = await images();
     expect(after).toHaveLength(2);
     expect(after.find((i) => i.id === theirs.id)).toMatchObject({
@@ -122,6 +100,6 @@ ${cloud.synnefoConf('cloud = "site"')}`,
       deleted_at: '',
     });
     // No kamaki command ever named their image.
-    expect((await cloud.state()).invocations.filter((i) => i.argv.includes(theirs.id))).toEqual([]);
+    expect((await site.cloud.state()).invocations.filter((i) => i.argv.includes(theirs.id))).toEqual([]);
   });
 });

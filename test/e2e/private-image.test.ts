@@ -1,11 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { execa } from 'execa';
 import { runCli, type CliResult } from '../support/cli.js';
-import { fakeCloud } from '../support/fake-cloud.js';
 import { writeLinuxMbr } from '../support/disk-images.js';
 import {
   generateSelfSignedCertificate,
@@ -13,7 +11,7 @@ import {
   type SelfSignedCertificate,
   type TestServer,
 } from '../support/http-server.js';
-import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/service-process.js';
+import { Site } from '../support/site.js';
 
 /**
  * A private image (HTTPS, 401 without the token, served with HTTP Basic
@@ -24,21 +22,19 @@ import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/s
 describe('a private image downloaded with a named credential', () => {
   const token = `tok-${randomBytes(12).toString('hex')}`;
   const basic = `Basic ${Buffer.from(`${token}:x-oauth-basic`).toString('base64')}`;
+  let site: Site;
   let dir: string;
   let cert: SelfSignedCertificate;
   let server: TestServer;
   /** The same host name and certificate on another port: a rule's origin does not cover it. */
   let otherPort: TestServer;
-  let worker: ServiceProcess;
-  let conf: string;
-  let env: Record<string, string>;
   let sha512: string;
-  let cloud: Awaited<ReturnType<typeof fakeCloud>>;
   let connection: Connection;
   const outputs: CliResult[] = [];
 
   beforeAll(async () => {
-    dir = await mkdtemp(path.join(os.tmpdir(), 'snf-private-'));
+    site = await Site.create('private');
+    dir = site.dir;
     const raw = path.join(dir, 'disk.raw');
     const qcow2 = path.join(dir, 'private.qcow2');
     await execa('qemu-img', ['create', '-f', 'raw', raw, '8M']);
@@ -55,35 +51,28 @@ describe('a private image downloaded with a named credential', () => {
     otherPort = await startTestServer({ tls: cert, hostname: 'localhost', routes: { '/ruled/debian.qcow2': route } });
     await writeFile(path.join(dir, 'appdb.token'), `${token}\n`, { mode: 0o600 });
 
-    cloud = await fakeCloud(dir);
-    conf = path.join(dir, 'application.conf');
     // The rule covers the origin https://localhost:<port>; the same server reached as 127.0.0.1
     // (also in the certificate), or the same host name on another port, is covered by no rule,
     // so there only --credential sends the token.
-    await writeFile(
-      conf,
-      `worker { workingFolder = "${dir}/work" }
-security {
+    // The worker trusts the test certificate the way a site trusts its CA: no --insecure-ssl.
+    await site.start({
+      command: 'worker',
+      conf: `security {
   credentials { appdb = { file = "${dir}/appdb.token" } }
   credentialRules = [ { origin = "https://localhost:${server.port}", credential = "appdb" } ]
-}
-${cloud.synnefoConf('prepare = false')}`,
-    );
-    env = { TEMPORAL_TASK_QUEUE: uniqueTaskQueue('private'), ...cloud.env };
-    // The worker trusts the test certificate the way a site trusts its CA: no --insecure-ssl.
-    worker = await startService(['worker', '--conf', conf], {
-      env: { ...env, NODE_EXTRA_CA_CERTS: cert.certPath, SNF_VMCATCHER_LOG_LEVEL: 'debug' },
+}`,
+      synnefo: 'prepare = false',
+      env: { NODE_EXTRA_CA_CERTS: cert.certPath, SNF_VMCATCHER_LOG_LEVEL: 'debug' },
     });
     connection = await Connection.connect({ address: process.env.TEMPORAL_ADDRESS });
   });
 
   afterAll(async () => {
-    await worker?.stop();
+    await site?.close();
     await server?.close();
     await otherPort?.close();
     await cert?.cleanup();
     await connection?.close();
-    await rm(dir, { recursive: true, force: true });
   });
 
   const register = async (url: string, extra: string[] = []) => {
@@ -91,7 +80,7 @@ ${cloud.synnefoConf('prepare = false')}`,
       [
         'register-now',
         '--conf',
-        conf,
+        site.conf,
         '--url',
         url,
         '--kamaki-cloud',
@@ -103,7 +92,7 @@ ${cloud.synnefoConf('prepare = false')}`,
         ...extra,
       ],
       {
-        env,
+        env: site.env,
         timeoutMs: 180_000,
       },
     );
@@ -173,8 +162,8 @@ ${cloud.synnefoConf('prepare = false')}`,
 
   test('register-now refuses a --credential that is not a credential name, before starting anything', async () => {
     const result = await runCli(
-      ['register-now', '--conf', conf, '--url', server.at('/named/nothing.qcow2'), '--credential', 'app db;x'],
-      { env },
+      ['register-now', '--conf', site.conf, '--url', server.at('/named/nothing.qcow2'), '--credential', 'app db;x'],
+      { env: site.env },
     );
     expect(result.exitCode).not.toBe(0);
     expect(result.stderr).toContain("--credential 'app db;x' is not a credential name");
@@ -186,8 +175,8 @@ ${cloud.synnefoConf('prepare = false')}`,
     expect(byPath('/named/nothing.qcow2').every((a) => a === undefined)).toBe(true);
     expect(byPath('/ruled/debian.qcow2')).toContain(basic);
     expect(byPath('/named/ubuntu.qcow2')).toContain(basic);
-    expect(await cloud.images()).toHaveLength(2);
-    const logs = [worker.log(), ...outputs.flatMap((o) => [o.stdout, o.stderr])].join('\n');
+    expect(await site.cloud.images()).toHaveLength(2);
+    const logs = [site.service!.log(), ...outputs.flatMap((o) => [o.stdout, o.stderr])].join('\n');
     expect(logs).toContain('download complete');
     expect(logs).not.toContain(token);
     expect(logs).not.toContain(basic.slice('Basic '.length));

@@ -1,15 +1,12 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { WorkflowFailedError, type Client } from '@temporalio/client';
 import { execa } from 'execa';
-import { publishBodies, temporalClient, uniqueId } from '../support/bridge.js';
+import { temporalClient, uniqueId } from '../support/bridge.js';
 import { writeLinuxMbr } from '../support/disk-images.js';
-import { fakeCloud } from '../support/fake-cloud.js';
 import { startTestServer, type TestServer } from '../support/http-server.js';
-import { deleteTopology, uniqueTopology, writeConf } from '../support/rabbit.js';
-import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/service-process.js';
+import { Site } from '../support/site.js';
 
 const sha = (algorithm: string, data: Buffer) => createHash(algorithm).update(data).digest('hex');
 
@@ -22,17 +19,15 @@ const sha = (algorithm: string, data: Buffer) => createHash(algorithm).update(da
  * properties or reach kamaki's command line.
  */
 describe('queued events are verified before anything is registered', () => {
-  const topology = uniqueTopology('trust');
   const token = `tok-${randomBytes(8).toString('hex')}`;
-  let dir: string;
+  let site: Site;
   let server: TestServer;
-  let service: ServiceProcess;
-  let cloud: Awaited<ReturnType<typeof fakeCloud>>;
   let temporal: Awaited<ReturnType<typeof temporalClient>>;
   let disk: Buffer;
 
   beforeAll(async () => {
-    dir = await mkdtemp(path.join(os.tmpdir(), 'snf-trust-'));
+    site = await Site.create('trust');
+    const dir = site.dir;
     const raw = path.join(dir, 'disk.raw');
     await execa('qemu-img', ['create', '-q', '-f', 'raw', raw, '8M']);
     await writeLinuxMbr(raw, 8 * 1024 * 1024);
@@ -42,38 +37,28 @@ describe('queued events are verified before anything is registered', () => {
       routes: { '/evil/disk.raw': route, '/nosum/disk.raw': route, '/good/disk.raw': route },
     });
     await writeFile(path.join(dir, 'appdb.token'), `${token}\n`, { mode: 0o600 });
-    cloud = await fakeCloud(dir);
     // Credential rules for this very host: the old spelling (a bare host, https on 443) and its
     // port over https. The images are served over http, so neither may send the token.
-    const conf = await writeConf(
-      topology,
-      `worker { workingFolder = "${dir}/work" }
-spool { folder = "${dir}/spool" }
-security {
+    await site.start({
+      command: 'run',
+      conf: `security {
   credentials { appdb = { file = "${dir}/appdb.token" } }
   credentialRules = [
     { host = "127.0.0.1", credential = "appdb" },
     { origin = "https://127.0.0.1:${server.port}", credential = "appdb" }
   ]
-}
-${cloud.synnefoConf('cloud = "e2e"')}`,
-    );
-    service = await startService(['run', '--conf', conf], {
-      env: { TEMPORAL_TASK_QUEUE: uniqueTaskQueue('trust'), ...cloud.env },
-      readyPattern: /consuming/,
+}`,
     });
     temporal = await temporalClient();
   });
 
   afterAll(async () => {
-    await service?.stop();
+    await site?.close();
     await temporal?.close();
     await server?.close();
-    await deleteTopology(topology);
-    await rm(dir, { recursive: true, force: true });
   });
 
-  const publish = (body: Record<string, string>) => publishBodies(topology, [JSON.stringify(body)]);
+  const publish = (body: Record<string, string>) => site.publish(body);
 
   /** The registerImage execution of a list, once it has closed. */
   const closedRegistration = async (client: Client, listId: string, timeoutMs = 150_000) => {
@@ -83,7 +68,8 @@ ${cloud.synnefoConf('cloud = "e2e"')}`,
         query: `ImageListIdentifier = '${listId}' AND WorkflowType = 'registerImage' AND ExecutionStatus != 'Running'`,
       }))
         return wf;
-      if (Date.now() > deadline) throw new Error(`no closed registration of ${listId}\n${service.log().slice(-4000)}`);
+      if (Date.now() > deadline)
+        throw new Error(`no closed registration of ${listId}\n${site.service!.log().slice(-4000)}`);
       await new Promise((r) => setTimeout(r, 500));
     }
   };
@@ -105,7 +91,7 @@ ${cloud.synnefoConf('cloud = "e2e"')}`,
   };
 
   const imagesOf = async (listId: string) =>
-    (await cloud.images()).filter((i) => i.properties.VMCATCHER_IL_DC_IDENTIFIER === listId);
+    (await site.cloud.images()).filter((i) => i.properties.VMCATCHER_IL_DC_IDENTIFIER === listId);
 
   test('a wrong sha256 (another image’s) is refused at once, naming both sums, and nothing is registered', async () => {
     const listId = uniqueId('registry-project');
@@ -124,7 +110,7 @@ ${cloud.synnefoConf('cloud = "e2e"')}`,
     // findRegisteredImage, claimHost, the slot, acquireImage once, clean-up and the slot back: no second acquire.
     expect(server.requests.filter((r) => r.path === '/evil/disk.raw')).toHaveLength(1);
     expect(await imagesOf(listId)).toEqual([]);
-    expect((await cloud.state()).invocations.filter((i) => i.argv.includes('upload'))).toEqual([]);
+    expect((await site.cloud.state()).invocations.filter((i) => i.argv.includes('upload'))).toEqual([]);
   });
 
   test('an event with no checksum is refused by default, naming security.allowUnverifiedImages, before anything is fetched', async () => {
@@ -176,7 +162,7 @@ ${cloud.synnefoConf('cloud = "e2e"')}`,
     });
     expect(image.properties.EXCLUDE_ALL_TASKS).toBeUndefined();
     expect(image.name).toBe('CentOS --public 9');
-    const register = (await cloud.state()).invocations.find(
+    const register = (await site.cloud.state()).invocations.find(
       (i) => i.argv.includes('register') && i.argv.some((a) => a.includes(listId)),
     );
     expect(register).toBeDefined();
@@ -187,6 +173,6 @@ ${cloud.synnefoConf('cloud = "e2e"')}`,
   test('no request to the rule’s host over http carried the token (a rule names an https origin)', () => {
     expect(server.requests.length).toBeGreaterThan(0);
     expect(server.requests.map((r) => r.headers.authorization)).toEqual(server.requests.map(() => undefined));
-    expect(service.log()).not.toContain(token);
+    expect(site.service!.log()).not.toContain(token);
   });
 });

@@ -1,28 +1,23 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { runCli } from '../support/cli.js';
-import { fakeCloud } from '../support/fake-cloud.js';
 import { writeLinuxMbr } from '../support/disk-images.js';
 import { startTestServer, type TestServer } from '../support/http-server.js';
-import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/service-process.js';
+import { Site } from '../support/site.js';
 
 /**
  * End to end: the real CLI, the real Temporal dev server, a real worker process, a
  * qcow2 made by qemu-img served over local HTTP; only kamaki and snf-mkimage are the fakes.
  */
 describe('register-now end to end', () => {
+  let site: Site;
   let dir: string;
   let server: TestServer;
-  let worker: ServiceProcess;
-  let conf: string;
-  let env: Record<string, string>;
   let sha512: string;
-  let cloud: Awaited<ReturnType<typeof fakeCloud>>;
 
   beforeAll(async () => {
-    dir = await mkdtemp(path.join(os.tmpdir(), 'snf-e2e-'));
+    site = await Site.create('e2e');
+    dir = site.dir;
     const raw = path.join(dir, 'disk.raw');
     const qcow2 = path.join(dir, 'debian-12.qcow2');
     await execa('qemu-img', ['create', '-f', 'raw', raw, '16M']);
@@ -32,20 +27,15 @@ describe('register-now end to end', () => {
     sha512 = (await execa('sha512sum', [qcow2])).stdout.split(' ')[0];
     server = await startTestServer({ routes: { '/images/debian-12.qcow2': { file: qcow2 } } });
 
-    cloud = await fakeCloud(dir);
-    conf = path.join(dir, 'application.conf');
-    await writeFile(conf, `worker { workingFolder = "${dir}/work" }\n${cloud.synnefoConf('public = true')}`);
-    env = { TEMPORAL_TASK_QUEUE: uniqueTaskQueue('e2e'), ...cloud.env };
-    worker = await startService(['worker', '--conf', conf], { env });
+    await site.start({ command: 'worker', synnefo: 'public = true' });
   });
 
   afterAll(async () => {
-    await worker?.stop();
+    await site?.close();
     await server?.close();
-    await rm(dir, { recursive: true, force: true });
   });
 
-  const state = () => cloud.state();
+  const state = () => site.cloud.state();
 
   test('registers a qcow2 served over HTTP as one image with the expected properties; running it again adds nothing', async () => {
     const url = server.at('/images/debian-12.qcow2');
@@ -53,7 +43,7 @@ describe('register-now end to end', () => {
       [
         'register-now',
         '-conf',
-        conf,
+        site.conf,
         '-url',
         url,
         '-kamaki-cloud',
@@ -66,7 +56,7 @@ describe('register-now end to end', () => {
         sha512,
       ],
       {
-        env,
+        env: site.env,
         timeoutMs: 120_000,
       },
     );
@@ -90,7 +80,7 @@ describe('register-now end to end', () => {
     expect(Object.keys(image.properties).length).toBeLessThanOrEqual(32);
     // The cloud starts without the "images" container and kamaki's upload does not
     // create it: the worker did, before uploading into it.
-    const account = await cloud.account();
+    const account = await site.cloud.account();
     expect(image.owner).toBe(account);
     expect(Object.keys(after1.containers)).toEqual([`${account}/images`]);
     const kamakiCalls = after1.invocations.filter((i) => i.tool === 'kamaki').map((i) => `${i.argv[0]} ${i.argv[1]}`);
@@ -103,8 +93,8 @@ describe('register-now end to end', () => {
     expect(leftovers.stdout).toBe('');
 
     const second = await runCli(
-      ['register-now', '-conf', conf, '-url', url, '-kamaki-cloud', 'e2e', '--sha512', sha512],
-      { env, timeoutMs: 120_000 },
+      ['register-now', '-conf', site.conf, '-url', url, '-kamaki-cloud', 'e2e', '--sha512', sha512],
+      { env: site.env, timeoutMs: 120_000 },
     );
     expect(second.exitCode).toBe(0);
     expect(second.stdout).toMatch(/^Image \S+ \(.*\) is already registered; nothing added/);
@@ -118,8 +108,8 @@ describe('register-now end to end', () => {
     const wrong = 'a'.repeat(128);
     const before = (await state()).images.length;
     const result = await runCli(
-      ['register-now', '-conf', conf, '-url', url, '-kamaki-cloud', 'e2e', '--sha512', wrong],
-      { env, timeoutMs: 120_000 },
+      ['register-now', '-conf', site.conf, '-url', url, '-kamaki-cloud', 'e2e', '--sha512', wrong],
+      { env: site.env, timeoutMs: 120_000 },
     );
     expect(result.exitCode).toBe(1);
     expect(result.stderr).toMatch(/Registration failed: .*sha512/i);

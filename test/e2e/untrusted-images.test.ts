@@ -1,11 +1,9 @@
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
 import { runCli } from '../support/cli.js';
-import { fakeCloud } from '../support/fake-cloud.js';
 import { startTestServer, type TestServer } from '../support/http-server.js';
-import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/service-process.js';
+import { Site } from '../support/site.js';
 
 const SECRET = 'kamaki-token-fedcba9876543210';
 
@@ -16,15 +14,13 @@ const SECRET = 'kamaki-token-fedcba9876543210';
  * once with a clear reason, and nothing is uploaded or registered.
  */
 describe('untrusted images through the worker', () => {
+  let site: Site;
   let dir: string;
   let server: TestServer;
-  let worker: ServiceProcess;
-  let conf: string;
-  let env: Record<string, string>;
-  let cloud: Awaited<ReturnType<typeof fakeCloud>>;
 
   beforeAll(async () => {
-    dir = await mkdtemp(path.join(os.tmpdir(), 'snf-untrusted-'));
+    site = await Site.create('untrusted');
+    dir = site.dir;
     const secret = path.join(dir, 'token');
     await writeFile(secret, `${SECRET}\n`.repeat(64));
     const scratch = path.join(dir, 'scratch');
@@ -49,17 +45,12 @@ describe('untrusted images through the worker', () => {
         },
       },
     });
-    cloud = await fakeCloud(dir);
-    conf = path.join(dir, 'application.conf');
-    await writeFile(conf, `worker { workingFolder = "${dir}/work" }\n${cloud.synnefoConf('prepare = false')}`);
-    env = { TEMPORAL_TASK_QUEUE: uniqueTaskQueue('untrusted'), ...cloud.env };
-    worker = await startService(['worker', '--conf', conf], { env });
+    await site.start({ command: 'worker', synnefo: 'prepare = false' });
   });
 
   afterAll(async () => {
-    await worker?.stop();
+    await site?.close();
     await server?.close();
-    await rm(dir, { recursive: true, force: true });
   });
 
   test.each([
@@ -75,18 +66,21 @@ describe('untrusted images through the worker', () => {
     ],
   ])('%s fails at once, naming why, and nothing is uploaded', async (_name, route, expected) => {
     const started = Date.now();
-    const result = await runCli(['register-now', '--conf', conf, '--url', server.at(route), '--kamaki-cloud', 'e2e'], {
-      env,
-      timeoutMs: 120_000,
-    });
+    const result = await runCli(
+      ['register-now', '--conf', site.conf, '--url', server.at(route), '--kamaki-cloud', 'e2e'],
+      {
+        env: site.env,
+        timeoutMs: 120_000,
+      },
+    );
     expect(result.exitCode).toBe(1);
     expect(result.stderr).toMatch(expected);
     expect(result.stderr).not.toMatch(/attempt 2/);
     expect(Date.now() - started).toBeLessThan(60_000);
-    const state = await cloud.state();
+    const state = await site.cloud.state();
     expect(state.images).toEqual([]);
     expect(state.invocations.filter((i) => i.argv.includes('upload'))).toEqual([]);
     expect(await readFile(path.join(dir, 'synnefo-state.json'), 'utf8').catch(() => '')).not.toContain(SECRET);
-    expect(worker.log()).not.toContain(SECRET);
+    expect(site.service!.log()).not.toContain(SECRET);
   });
 });

@@ -1,12 +1,9 @@
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
+import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
 import { runCli } from '../support/cli.js';
-import { fakeCloud } from '../support/fake-cloud.js';
 import { toStreamOptimizedVmdk, writeLinuxMbr } from '../support/disk-images.js';
-import { deleteTopology, uniqueTopology, writeConf } from '../support/rabbit.js';
-import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/service-process.js';
+import { Site } from '../support/site.js';
 
 /**
  * The whole product path, as a site runs it: vmcatcher's hook line (`enqueue-from-env` with the
@@ -14,20 +11,15 @@ import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/s
  * image's expiry, through the same path, makes it private.
  */
 describe('a vmcatcher cache event, end to end', () => {
-  const topology = uniqueTopology('hook');
   const imageId = '24910a01-d1ac-49be-b253-7746ed8f0dc0';
   const listId = `list-${Math.random().toString(16).slice(2, 10)}`;
-  let dir: string;
-  let cacheDir: string;
-  let conf: string;
-  let env: Record<string, string>;
-  let service: ServiceProcess;
+  let site: Site;
   let vmcatcherEnv: Record<string, string>;
-  let cloud: Awaited<ReturnType<typeof fakeCloud>>;
 
   beforeAll(async () => {
-    dir = await mkdtemp(path.join(os.tmpdir(), 'snf-hook-'));
-    cacheDir = path.join(dir, 'cache');
+    site = await Site.create('hook', 'site');
+    const dir = site.dir;
+    const cacheDir = path.join(dir, 'cache');
     await mkdir(cacheDir);
     // vmcatcher names the cached file after the image UUID, with no extension.
     const raw = path.join(dir, 'disk.raw');
@@ -38,15 +30,6 @@ describe('a vmcatcher cache event, end to end', () => {
     const sha512 = (await execa('sha512sum', [cached])).stdout.split(' ')[0];
     const size = (await execa('stat', ['-c', '%s', cached])).stdout.trim();
 
-    cloud = await fakeCloud(dir, 'site');
-    conf = await writeConf(
-      topology,
-      `worker { workingFolder = "${dir}/work" }
-spool { folder = "${dir}/spool" }
-security { vmcatcherCacheFolders = ["${cacheDir}"] }
-${cloud.synnefoConf('cloud = "site"')}`,
-    );
-    env = { TEMPORAL_TASK_QUEUE: uniqueTaskQueue('hook'), ...cloud.env };
     vmcatcherEnv = {
       VMCATCHER_EVENT_UUID_SESSION: 'a3c2f3b4-0000-11ee-8000-000000000001',
       VMCATCHER_CACHE_DIR_CACHE: cacheDir,
@@ -68,37 +51,36 @@ ${cloud.synnefoConf('cloud = "site"')}`,
       VMCATCHER_EVENT_AD_MPURI: `https://appdb.example.org/store/vo/image/${imageId}:42/`,
       VMCATCHER_EVENT_VO: 'fedcloud.egi.eu',
     };
-    service = await startService(['run', '--conf', conf], { env, readyPattern: /consuming/ });
+    await site.start({ command: 'run', conf: `security { vmcatcherCacheFolders = ["${cacheDir}"] }` });
   });
 
-  afterAll(async () => {
-    await service?.stop();
-    await deleteTopology(topology);
-    await rm(dir, { recursive: true, force: true });
-  });
+  afterAll(() => site?.close());
 
-  const images = () => cloud.images();
-  const waitFor = async (what: string, check: () => Promise<boolean>, timeoutMs = 90_000) => {
-    const deadline = Date.now() + timeoutMs;
-    while (!(await check())) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}\n${service.log().slice(-4000)}`);
-      await new Promise((r) => setTimeout(r, 250));
-    }
-  };
+  const images = () => site.images();
 
   test('AvailablePostfix registers the cached image once, with its provenance; ExpirePostfix makes it private', async () => {
-    const hookLine = ['-v', 'enqueue-from-env', '-conf', conf];
+    const hookLine = ['-v', 'enqueue-from-env', '-conf', site.conf];
     const available = await runCli(hookLine, {
-      env: { ...env, ...vmcatcherEnv, VMCATCHER_EVENT_TYPE: 'AvailablePostfix', VMCATCHER_EVENT_FILENAME: imageId },
+      env: {
+        ...site.env,
+        ...vmcatcherEnv,
+        VMCATCHER_EVENT_TYPE: 'AvailablePostfix',
+        VMCATCHER_EVENT_FILENAME: imageId,
+      },
     });
     expect(available.exitCode).toBe(0);
     // vmcatcher may run the hook again for the same image (e.g. a re-run): still one image.
     const again = await runCli(hookLine, {
-      env: { ...env, ...vmcatcherEnv, VMCATCHER_EVENT_TYPE: 'AvailablePostfix', VMCATCHER_EVENT_FILENAME: imageId },
+      env: {
+        ...site.env,
+        ...vmcatcherEnv,
+        VMCATCHER_EVENT_TYPE: 'AvailablePostfix',
+        VMCATCHER_EVENT_FILENAME: imageId,
+      },
     });
     expect(again.exitCode).toBe(0);
 
-    await waitFor('the image to be registered', async () => (await images()).length === 1);
+    await site.waitFor('the image to be registered', async () => (await images()).length === 1);
     const [image] = await images();
     expect(image.is_public).toBe(true);
     expect(image.properties).toMatchObject({
@@ -110,14 +92,14 @@ ${cloud.synnefoConf('cloud = "site"')}`,
 
     const expire = await runCli(hookLine, {
       env: {
-        ...env,
+        ...site.env,
         ...vmcatcherEnv,
         VMCATCHER_EVENT_TYPE: 'ExpirePostfix',
         VMCATCHER_EVENT_FILENAME: `${imageId}.2026-11-26_12-00-00`,
       },
     });
     expect(expire.exitCode).toBe(0);
-    await waitFor('the image to be made private', async () => (await images())[0]?.is_public === false);
+    await site.waitFor('the image to be made private', async () => (await images())[0]?.is_public === false);
     expect(await images()).toHaveLength(1);
   });
 });
