@@ -27,12 +27,25 @@ export interface ProjectAccount {
   appCredentialSecret: string;
 }
 
+/** One glance-api process: its own database, file store and port, the image endpoint of one region. */
+export interface GlanceRegion {
+  region: string;
+  url: string;
+  /** Stops the process (SIGTERM), as an outage would; its database and images stay. */
+  stop(): Promise<void>;
+  /** Starts it again on the same port, database and store; resolves once it answers. */
+  start(): Promise<void>;
+  log(): Promise<string>;
+}
+
 export interface OpenStack {
   dir: string;
   /** Keystone's v3 base URL, e.g. http://127.0.0.1:PORT/v3. */
   keystoneUrl: string;
-  /** Glance's base URL (the image service's endpoint in the catalog). */
+  /** Glance's base URL (the image service's endpoint in the catalog, region RegionOne). */
   glanceUrl: string;
+  /** Every glance-api, one per region asked for (the first is RegionOne, `glanceUrl`). */
+  glances: GlanceRegion[];
   admin: { username: string; password: string; projectName: string };
   /** The project our tests register into, with a member user. */
   demo: ProjectAccount;
@@ -51,6 +64,12 @@ export interface OpenStack {
 export interface StartOptions {
   /** Keystone's token lifetime in seconds ([token] expiration); 3600 by default. */
   tokenExpirationSeconds?: number;
+  /**
+   * More regions, each with a glance-api of its own (own database, store and port) registered in
+   * the same Keystone as that region's image endpoint: several Glance clouds whose projects and
+   * credentials come from one identity service, as a federation's sites do not but a test can.
+   */
+  moreRegions?: string[];
 }
 
 interface Service {
@@ -183,13 +202,21 @@ export async function startOpenStack(opts: StartOptions = {}): Promise<OpenStack
     await rm(dir, { recursive: true, force: true });
   };
   try {
-    const [keystonePort, glancePort] = [await freePort(), await freePort()];
+    const keystonePort = await freePort();
     const keystoneUrl = `http://127.0.0.1:${keystonePort}/v3`;
-    const glanceUrl = `http://127.0.0.1:${glancePort}`;
+    const regions = [REGION, ...(opts.moreRegions ?? [])];
+    const glancePorts: number[] = [];
+    for (const _ of regions) glancePorts.push(await freePort());
+    const glanceUrls = glancePorts.map((port) => `http://127.0.0.1:${port}`);
+    const glanceUrl = glanceUrls[0];
     const adminPassword = 'admin-secret-pw';
     const glanceServicePassword = 'glance-service-pw';
-    for (const sub of ['fernet-keys', 'credential-keys', 'images', 'staging', 'tasks', 'lock'])
-      await mkdir(path.join(dir, sub), { mode: 0o700 });
+    for (const sub of ['fernet-keys', 'credential-keys', 'lock']) await mkdir(path.join(dir, sub), { mode: 0o700 });
+    // The first region's files are in `dir` itself (as before there were regions), the others' in `dir/<region>`.
+    const glanceDirs = regions.map((region, i) => (i === 0 ? dir : path.join(dir, region)));
+    for (const glanceDir of glanceDirs)
+      for (const sub of ['images', 'staging', 'tasks'])
+        await mkdir(path.join(glanceDir, sub), { recursive: true, mode: 0o700 });
 
     const keystoneConf = path.join(dir, 'keystone.conf');
     await writeFile(
@@ -204,45 +231,48 @@ export async function startOpenStack(opts: StartOptions = {}): Promise<OpenStack
         credential: { key_repository: path.join(dir, 'credential-keys') },
       }),
     );
-    const glanceConf = path.join(dir, 'glance-api.conf');
     const pasteIni = path.join(dir, 'glance-api-paste.ini');
     await copyFile('/etc/glance/glance-api-paste.ini', pasteIni);
-    await writeFile(
-      glanceConf,
-      ini({
-        DEFAULT: {
-          bind_host: '127.0.0.1',
-          bind_port: glancePort,
-          // One process: no forked workers, so the PID we hold is the whole server.
-          workers: 0,
-          log_file: path.join(dir, 'glance-api.log'),
-          use_stderr: 'false',
-          enabled_backends: 'fs:file',
-        },
-        database: { connection: `sqlite:///${path.join(dir, 'glance.sqlite')}` },
-        glance_store: { default_backend: 'fs' },
-        fs: { filesystem_store_datadir: path.join(dir, 'images') },
-        os_glance_staging_store: { filesystem_store_datadir: path.join(dir, 'staging') },
-        os_glance_tasks_store: { filesystem_store_datadir: path.join(dir, 'tasks') },
-        paste_deploy: { flavor: 'keystone', config_file: pasteIni },
-        keystone_authtoken: {
-          www_authenticate_uri: keystoneUrl,
-          auth_url: keystoneUrl,
-          auth_type: 'password',
-          username: 'glance',
-          password: glanceServicePassword,
-          project_name: 'service',
-          user_domain_name: DOMAIN,
-          project_domain_name: DOMAIN,
-          region_name: REGION,
-          // keystonemiddleware looks for the internal identity endpoint unless told.
-          interface: 'public',
-          // Validate every token: a revoked or expired one must be refused at once.
-          token_cache_time: -1,
-        },
-        oslo_concurrency: { lock_path: path.join(dir, 'lock') },
-      }),
-    );
+    const glanceConfs = glanceDirs.map((glanceDir) => path.join(glanceDir, 'glance-api.conf'));
+    for (const [i, glanceDir] of glanceDirs.entries()) {
+      await writeFile(
+        glanceConfs[i],
+        ini({
+          DEFAULT: {
+            bind_host: '127.0.0.1',
+            bind_port: glancePorts[i],
+            // One process: no forked workers, so the PID we hold is the whole server.
+            workers: 0,
+            log_file: path.join(glanceDir, 'glance-api.log'),
+            use_stderr: 'false',
+            enabled_backends: 'fs:file',
+          },
+          database: { connection: `sqlite:///${path.join(glanceDir, 'glance.sqlite')}` },
+          glance_store: { default_backend: 'fs' },
+          fs: { filesystem_store_datadir: path.join(glanceDir, 'images') },
+          os_glance_staging_store: { filesystem_store_datadir: path.join(glanceDir, 'staging') },
+          os_glance_tasks_store: { filesystem_store_datadir: path.join(glanceDir, 'tasks') },
+          paste_deploy: { flavor: 'keystone', config_file: pasteIni },
+          keystone_authtoken: {
+            www_authenticate_uri: keystoneUrl,
+            auth_url: keystoneUrl,
+            auth_type: 'password',
+            username: 'glance',
+            password: glanceServicePassword,
+            project_name: 'service',
+            user_domain_name: DOMAIN,
+            project_domain_name: DOMAIN,
+            // Keystone itself is in the first region, whatever region this Glance serves.
+            region_name: REGION,
+            // keystonemiddleware looks for the internal identity endpoint unless told.
+            interface: 'public',
+            // Validate every token: a revoked or expired one must be refused at once.
+            token_cache_time: -1,
+          },
+          oslo_concurrency: { lock_path: path.join(dir, 'lock') },
+        }),
+      );
+    }
 
     const { stdout: group } = await execa('id', ['-gn']);
     const user = os.userInfo().username;
@@ -250,9 +280,10 @@ export async function startOpenStack(opts: StartOptions = {}): Promise<OpenStack
       execa('/usr/bin/keystone-manage', ['--config-file', keystoneConf, ...args], { env, all: true });
     // Glance's schema and Keystone's set-up are independent: run them side by side.
     await Promise.all([
-      timed(timings, 'glance db_sync', () =>
-        execa('/usr/bin/glance-manage', ['--config-file', glanceConf, 'db_sync'], { all: true }),
-      ),
+      timed(timings, 'glance db_sync', async () => {
+        for (const glanceConf of glanceConfs)
+          await execa('/usr/bin/glance-manage', ['--config-file', glanceConf, 'db_sync'], { all: true });
+      }),
       timed(timings, 'keystone db_sync, keys, bootstrap', async () => {
         await manage(['db_sync']);
         // SQLite's default rollback journal makes concurrent writers fail with "database is locked".
@@ -358,10 +389,13 @@ export async function startOpenStack(opts: StartOptions = {}): Promise<OpenStack
           service: { id: string };
         }
       ).service.id;
-      for (const iface of ['public', 'internal']) {
-        await call('POST', '/endpoints', {
-          endpoint: { service_id: imageService, interface: iface, url: glanceUrl, region_id: REGION },
-        });
+      for (const [i, region] of regions.entries()) {
+        if (i > 0) await call('POST', '/regions', { region: { id: region } });
+        for (const iface of ['public', 'internal']) {
+          await call('POST', '/endpoints', {
+            endpoint: { service_id: imageService, interface: iface, url: glanceUrls[i], region_id: region },
+          });
+        }
       }
 
       const account = async (projectName: string, username: string, password: string): Promise<ProjectAccount> => {
@@ -390,18 +424,39 @@ export async function startOpenStack(opts: StartOptions = {}): Promise<OpenStack
       };
     });
 
-    const glanceLog = path.join(dir, 'glance-api.stdout.log');
-    await timed(timings, 'glance start', async () => {
-      const s = spawnService('glance-api', '/usr/bin/glance-api', ['--config-file', glanceConf], {}, glanceLog);
-      services.push(s);
-      await waitUntilAnswering(s, `${glanceUrl}/versions`, path.join(dir, 'glance-api.log'));
+    const glances: GlanceRegion[] = regions.map((region, i) => {
+      const logFile = path.join(glanceDirs[i], 'glance-api.log');
+      let current: Service | undefined;
+      return {
+        region,
+        url: glanceUrls[i],
+        async start() {
+          if (current && current.child.exitCode === null && current.child.signalCode === null) return;
+          const stdout = path.join(glanceDirs[i], 'glance-api.stdout.log');
+          current = spawnService(
+            `glance-api ${region}`,
+            '/usr/bin/glance-api',
+            ['--config-file', glanceConfs[i]],
+            {},
+            stdout,
+          );
+          services.push(current);
+          await waitUntilAnswering(current, `${glanceUrls[i]}/versions`, logFile);
+        },
+        async stop() {
+          if (current) await stopService(current);
+        },
+        log: () => readFile(logFile, 'utf8'),
+      };
     });
+    await timed(timings, 'glance start', () => Promise.all(glances.map((g) => g.start())));
     timings.total = Math.round(performance.now() - started) / 1000;
 
     return {
       dir,
       keystoneUrl,
       glanceUrl,
+      glances,
       admin,
       ...accounts,
       timings,
