@@ -281,7 +281,7 @@ const MaxExpireFractionSchema = z.number().min(0).max(1);
 /**
  * One image list this site trusts: where it is, who may sign it and which credential fetches
  * it; `every` (default 3 h), `vo`, `cloud`, `images` and `paused` shape its schedule
- * (image-lists/schedules.ts).
+ * (subscriptions/schedules.ts).
  */
 export const SubscriptionSchema = z
   .object({

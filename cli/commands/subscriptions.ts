@@ -24,7 +24,7 @@ import {
   setMassExpiryAllowance,
   subscribe,
   unsubscribe,
-} from '../../image-lists/schedules.js';
+} from '../../subscriptions/schedules.js';
 import { ConfiguredCommand, EXIT } from '../base-command.js';
 
 /** How the last run of a subscription ended, for `subscriptions` and `sync-now`. */
