@@ -21,14 +21,14 @@ import { imageToEvent, parseListDate } from '../image-lists/parse.js';
 import { readRegistryProject, type ReadRegistryProject } from '../oci/source.js';
 import { readImageList } from '../image-lists/read.js';
 import { listIdClaimedElsewhere, listIdMismatch } from '../image-lists/list-ids.js';
-import { syncWorkflowIdPrefix } from '../image-lists/schedules.js';
+import { syncWorkflowIdPrefix } from '../subscriptions/schedules.js';
 import { applySignaturePolicy, verifySignerCertificate, type SignatureOutcome } from '../image-lists/signature.js';
 import { authorisedEndorsers, endorserNotAuthorised, type AuthorisedEndorsers } from '../image-lists/subscription.js';
-import { compareVersions } from '../image-lists/sync-plan.js';
+import { compareVersions } from '../subscriptions/sync-plan.js';
 import type { CloudInventory, CloudTarget } from '../clouds/target.js';
-import type { ActivityDeps } from './types.js';
-import { cancellationSignal } from './context.js';
-import { keepHeartbeating, whileHeartbeating } from './heartbeats.js';
+import type { ActivityDeps } from '../runtime/deps.js';
+import { cancellationSignal } from '../runtime/context.js';
+import { keepHeartbeating, whileHeartbeating } from '../runtime/heartbeats.js';
 
 export interface SubscriptionDeps extends ActivityDeps {
   /** The worker's Temporal client, connected on first use. */

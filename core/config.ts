@@ -288,7 +288,7 @@ const RunTimeoutSchema = DurationSchema;
 /**
  * One image list this site trusts: where it is, who may sign it and which credential fetches
  * it; `every` (default 3 h), `vo`, `cloud`, `images` and `paused` shape its schedule
- * (image-lists/schedules.ts).
+ * (subscriptions/schedules.ts).
  */
 export const SubscriptionSchema = z
   .object({

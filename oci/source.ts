@@ -3,14 +3,14 @@
  * API v2.0 where the registry is Harbor, the distribution catalog otherwise), select each
  * repository's tags by pattern, read the manifests they name and turn each (repository, manifest)
  * into the event a list image would be. What a subscription's sync then plans and delivers is
- * the same as for a list (image-lists/sync-plan.ts).
+ * the same as for a list (subscriptions/sync-plan.ts).
  */
 import { registrySubscriptionKey, type Config } from '../core/config.js';
 import { FetchError, InvalidInputError } from '../core/errors.js';
 import { readBodyLimited, redact } from '../core/http.js';
 import type { Logger } from '../core/logging.js';
 import type { ListedImage } from '../core/workflow-contract.js';
-import { compareVersions } from '../image-lists/sync-plan.js';
+import { compareVersions } from '../subscriptions/sync-plan.js';
 import { blobUrl, CREATED, REF_DIGEST, registryImageToEvent, shortName } from './annotations.js';
 import {
   MAX_REGISTRY_JSON_BYTES,

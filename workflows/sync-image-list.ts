@@ -23,7 +23,7 @@ import {
   type SyncSummary,
 } from '../core/workflow-contract.js';
 import type { ImageEvent } from '../core/event.js';
-import { plannedLoss, planSync } from '../image-lists/sync-plan.js';
+import { plannedLoss, planSync } from '../subscriptions/sync-plan.js';
 
 /**
  * Every step heartbeats, so a worker that dies mid-sync is noticed in seconds and the step runs

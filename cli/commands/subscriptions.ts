@@ -25,7 +25,7 @@ import {
   setMassExpiryAllowance,
   subscribe,
   unsubscribe,
-} from '../../image-lists/schedules.js';
+} from '../../subscriptions/schedules.js';
 import { ConfiguredCommand, EXIT } from '../base-command.js';
 
 /** How the last run of a subscription ended (or how long it has been running), for `subscriptions` and `sync-now`. */
