@@ -18,7 +18,7 @@ import {
   type SubscriptionSpec,
 } from '../core/workflow-contract.js';
 import { imageToEvent, parseListDate } from '../image-lists/parse.js';
-import { readRegistryProject, type ReadRegistryProject } from '../oci/source.js';
+import { readRegistryProject, type ReadRegistryProject, type RememberedManifests } from '../oci/source.js';
 import { readImageList } from '../image-lists/read.js';
 import { listIdClaimedElsewhere, listIdMismatch } from '../image-lists/list-ids.js';
 import { syncWorkflowIdPrefix } from '../subscriptions/schedules.js';
@@ -178,6 +178,8 @@ export function createSubscriptionActivities({ config, logger, temporal, cloud }
             tokens: subscription.credential ? { credential: subscription.credential } : {},
             endorsers,
             ifChanged: conditional ? { etag: previous.etag, lastModified: previous.lastModified } : {},
+            // The run timed out or was cancelled: a read that hangs stops with it.
+            signal: cancellationSignal(),
           }),
         );
       } catch (err) {
@@ -246,17 +248,20 @@ export function createSubscriptionActivities({ config, logger, temporal, cloud }
     async readSubscribedRegistry({
       subscription,
       previous,
+      manifests,
     }: {
       subscription: SubscriptionSpec;
       /** The images accepted last: a tag moved back to an older digest is refused (oci/). */
       previous?: ListedImage[];
+      /** The digests the selected tags named at the last read: an unchanged manifest costs one conditional request. */
+      manifests?: RememberedManifests;
     }): Promise<ReadRegistryProject> {
       const project = subscription.registry;
       if (subscription.source !== 'registry' || !project)
         throw new InvalidInputError(`subscription ${subscription.url} is not a registry project`);
       const source = { ...project, credential: subscription.credential, vo: subscription.vo };
       return whileHeartbeating({ step: `read the registry project ${subscription.url}` }, () =>
-        readRegistryProject({ source, config, logger: log, previous, signal: cancellationSignal() }),
+        readRegistryProject({ source, config, logger: log, previous, manifests, signal: cancellationSignal() }),
       );
     },
 

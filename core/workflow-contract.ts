@@ -359,6 +359,8 @@ export interface SubscriptionSpec {
   /** The signers authorised for this list; empty means security.endorsers. */
   endorsers: Array<{ dn: string; ca: string }>;
   everyMs: number;
+  /** The run timeout of the runs the schedule starts (absent in schedules made before run timeouts). */
+  runTimeoutMs?: number;
   /** Overrides the list's VO for its events. */
   vo?: string;
   /** kamaki cloud (or cloud target) to register into; the site's default when absent. */
@@ -511,4 +513,9 @@ export interface AcceptedList {
   etag?: string;
   lastModified?: string;
   images: ListedImage[];
+  /**
+   * A registry project: the digest each selected tag named when read (`{ image: { tag: digest } }`,
+   * bounded by oci/source.ts MAX_REMEMBERED_TAGS), so the next run asks for each with If-None-Match.
+   */
+  manifests?: Record<string, Record<string, string>>;
 }

@@ -568,7 +568,11 @@ export async function readRegistryProject({
 }
 
 /** The digest a tag named at the last read, if it was remembered (a valid sha256 digest, nothing else). */
-function rememberedDigest(remembered: RememberedManifests | undefined, imageId: string, tag: string): string | undefined {
+function rememberedDigest(
+  remembered: RememberedManifests | undefined,
+  imageId: string,
+  tag: string,
+): string | undefined {
   const tags = remembered && Object.hasOwn(remembered, imageId) ? remembered[imageId] : undefined;
   const digest = tags && Object.hasOwn(tags, tag) ? tags[tag] : undefined;
   return typeof digest === 'string' && /^sha256:[0-9a-f]{64}$/.test(digest) ? digest : undefined;

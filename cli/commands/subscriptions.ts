@@ -54,13 +54,14 @@ function failureMessage(err: unknown): string {
   return cause instanceof Error ? cause.message : String(cause);
 }
 
-/** `45s`, `3m05s`, `1h02m`: a run's age or timeout, as `subscriptions` prints it. */
+/** `45s`, `3m05s`, `10m`, `1h02m`, `1h`: a run's age or timeout, as `subscriptions` prints it. */
 export function formatDuration(ms: number): string {
   const s = Math.max(0, Math.floor(ms / 1000));
   if (s < 60) return `${s}s`;
   const m = Math.floor(s / 60);
-  if (m < 60) return `${m}m${String(s % 60).padStart(2, '0')}s`;
-  return `${Math.floor(m / 60)}h${String(m % 60).padStart(2, '0')}m`;
+  const two = (n: number) => String(n).padStart(2, '0');
+  if (m < 60) return s % 60 ? `${m}m${two(s % 60)}s` : `${m}m`;
+  return m % 60 ? `${Math.floor(m / 60)}h${two(m % 60)}m` : `${Math.floor(m / 60)}h`;
 }
 
 function durationMs(duration: { seconds?: unknown; nanos?: number | null } | null | undefined): number | undefined {
@@ -147,7 +148,9 @@ async function runHistory(
     const finished = states.find((s) => s.status !== 'RUNNING');
     if (finished) lastFinished = await runOutcome(client, config, finished.workflowId, finished.runId, false);
   }
-  const earlier = states.filter((s) => s.status !== 'COMPLETED' && s.status !== 'RUNNING' && s.runId !== lastFinished?.runId);
+  const earlier = states.filter(
+    (s) => s.status !== 'COMPLETED' && s.status !== 'RUNNING' && s.runId !== lastFinished?.runId,
+  );
   return { last, lastFinished, earlier };
 }
 
@@ -279,7 +282,9 @@ export class SubscriptionsCommand extends TemporalCommand {
         }
         if (!finished) this.out(`  last run: ${last ? 'none finished yet' : 'none yet'}`);
         else {
-          this.out(`  last run: ${when(finished.startedAt)} ${finished.status}${finished.error ? `: ${finished.error}` : ''}`);
+          this.out(
+            `  last run: ${when(finished.startedAt)} ${finished.status}${finished.error ? `: ${finished.error}` : ''}`,
+          );
           if (finished.summary) this.out(`            ${describeSummary(finished.summary)}`);
           this.out(`            ${finished.link}`);
         }
@@ -336,6 +341,10 @@ export class SubscribeCommand extends TemporalCommand {
 
   url = Option.String('--url', { required: true, description: 'The image list URL (https:, http: or file:)' });
   every = Option.String('--every', { validator: isDuration, description: 'How often to sync (default 3h)' });
+  runTimeout = Option.String('--run-timeout', {
+    validator: isDuration,
+    description: 'Time out a run still going after this long, so the next one can start (default 1h)',
+  });
   credential = Option.String('--credential', {
     description: 'Name of a credential in security.credentials sent to the list host',
   });
@@ -355,6 +364,7 @@ export class SubscribeCommand extends TemporalCommand {
     const parsed = SubscriptionSchema.safeParse({
       url: this.url,
       every: this.every,
+      runTimeout: this.runTimeout,
       credential: this.credential,
       endorser: this.endorserDn ? { dn: this.endorserDn, ca: this.endorserCa } : undefined,
       vo: this.vo,
