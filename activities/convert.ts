@@ -17,7 +17,7 @@ import {
   listZipArchive,
   type ArchiveMember,
 } from './archive.js';
-import { cancellationSignal } from './context.js';
+import { cancellationSignal } from '../runtime/context.js';
 import {
   asOutOfSpace,
   diskPolicy,
@@ -27,7 +27,7 @@ import {
   usableCapacity,
   type DiskPolicy,
 } from './disk.js';
-import { keepHeartbeating, type StepProgress } from './heartbeats.js';
+import { keepHeartbeating, type StepProgress } from '../runtime/heartbeats.js';
 import {
   ACCEPTED_FORMATS,
   DISK_FORMATS,
@@ -38,9 +38,10 @@ import {
   qemuImageSpec,
 } from './inspect.js';
 import { chooseOvfDisk } from './ovf.js';
-import { guarded } from './tool-runner.js';
+import { guarded } from '../runtime/tool-runner.js';
 import type { DiskFormat } from '../clouds/target.js';
-import type { ActivityDeps, ConvertInput, RawImage } from './types.js';
+import type { ActivityDeps } from '../runtime/deps.js';
+import type { ConvertInput, RawImage } from './types.js';
 import { safeFileName, withWorkDir, type WorkDirLease } from './workspace.js';
 
 export interface ConvertDeps extends ActivityDeps {

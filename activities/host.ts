@@ -3,14 +3,15 @@ import type { PrepareInput, PublishInput } from '../clouds/target.js';
 import { acquireImage } from './acquire.js';
 import { convertToRaw } from './convert.js';
 import { inspectImage } from './inspect.js';
-import type { AcquireInput, ActivityDeps, ConvertInput, InspectInput } from './types.js';
+import type { ActivityDeps } from '../runtime/deps.js';
+import type { AcquireInput, ConvertInput, InspectInput } from './types.js';
 import { removeWorkDir, withWorkDir } from './workspace.js';
 
 /**
  * The activities of a host's own task queue: every step that reads or writes the image's files,
  * so the whole sequence of one image runs on the machine that holds them. Get the image, tell its
  * format, turn it into a raw disk, prepare and publish it on the cloud, remove the work folder.
- * The worker classifies their errors (activities/failures.ts); they also work outside a worker.
+ * The worker classifies their errors (worker/failures.ts); they also work outside a worker.
  */
 export function createHostActivities(deps: ActivityDeps) {
   const cloud = cloudTarget(deps);

@@ -18,17 +18,17 @@ import {
   type SubscriptionSpec,
 } from '../core/workflow-contract.js';
 import { imageToEvent, parseListDate } from '../image-lists/parse.js';
-import { readRegistryProject, type ReadRegistryProject } from '../oci/source.js';
+import { readRegistryProject, type ReadRegistryProject, type RememberedManifests } from '../oci/source.js';
 import { readImageList } from '../image-lists/read.js';
 import { listIdClaimedElsewhere, listIdMismatch } from '../image-lists/list-ids.js';
-import { syncWorkflowIdPrefix } from '../image-lists/schedules.js';
+import { syncWorkflowIdPrefix } from '../subscriptions/schedules.js';
 import { applySignaturePolicy, verifySignerCertificate, type SignatureOutcome } from '../image-lists/signature.js';
 import { authorisedEndorsers, endorserNotAuthorised, type AuthorisedEndorsers } from '../image-lists/subscription.js';
-import { compareVersions } from '../image-lists/sync-plan.js';
+import { compareVersions } from '../subscriptions/sync-plan.js';
 import type { CloudInventory, CloudTarget } from '../clouds/target.js';
-import type { ActivityDeps } from './types.js';
-import { cancellationSignal } from './context.js';
-import { keepHeartbeating, whileHeartbeating } from './heartbeats.js';
+import type { ActivityDeps } from '../runtime/deps.js';
+import { cancellationSignal } from '../runtime/context.js';
+import { keepHeartbeating, whileHeartbeating } from '../runtime/heartbeats.js';
 
 export interface SubscriptionDeps extends ActivityDeps {
   /** The worker's Temporal client, connected on first use. */
@@ -178,6 +178,8 @@ export function createSubscriptionActivities({ config, logger, temporal, cloud }
             tokens: subscription.credential ? { credential: subscription.credential } : {},
             endorsers,
             ifChanged: conditional ? { etag: previous.etag, lastModified: previous.lastModified } : {},
+            // The run timed out or was cancelled: a read that hangs stops with it.
+            signal: cancellationSignal(),
           }),
         );
       } catch (err) {
@@ -246,17 +248,20 @@ export function createSubscriptionActivities({ config, logger, temporal, cloud }
     async readSubscribedRegistry({
       subscription,
       previous,
+      manifests,
     }: {
       subscription: SubscriptionSpec;
       /** The images accepted last: a tag moved back to an older digest is refused (oci/). */
       previous?: ListedImage[];
+      /** The digests the selected tags named at the last read: an unchanged manifest costs one conditional request. */
+      manifests?: RememberedManifests;
     }): Promise<ReadRegistryProject> {
       const project = subscription.registry;
       if (subscription.source !== 'registry' || !project)
         throw new InvalidInputError(`subscription ${subscription.url} is not a registry project`);
       const source = { ...project, credential: subscription.credential, vo: subscription.vo };
       return whileHeartbeating({ step: `read the registry project ${subscription.url}` }, () =>
-        readRegistryProject({ source, config, logger: log, previous, signal: cancellationSignal() }),
+        readRegistryProject({ source, config, logger: log, previous, manifests, signal: cancellationSignal() }),
       );
     },
 

@@ -1,6 +1,6 @@
 /**
  * `npm run bench [-- name...]`: runs the benchmarks (all, or the named ones: download, bridge,
- * e2e, detect, convert, real-size), each against its reference in the same run on the same data, and
+ * e2e, detect, convert, real-size, subscriptions), each against its reference in the same run on the same data, and
  * writes the medians, ratios and targets to bench/results.md and bench/results.json. A
  * benchmark not run this time keeps its previous figures in the files.
  * Never part of `npm test`.
@@ -15,6 +15,7 @@ import { benchDetect } from './detect.js';
 import { benchDownload } from './download.js';
 import { benchE2e } from './e2e.js';
 import { benchRealSize } from './real-size.js';
+import { benchRegistrySync } from './registry-sync.js';
 import { BENCH_TMP, GiB, ROOT, cleanTmp, freeBytes, log, round, type BenchResult } from './lib.js';
 
 const BENCHES: Record<string, () => Promise<BenchResult>> = {
@@ -24,6 +25,7 @@ const BENCHES: Record<string, () => Promise<BenchResult>> = {
   detect: benchDetect,
   convert: benchConvert,
   'real-size': benchRealSize,
+  subscriptions: benchRegistrySync,
 };
 
 const RESULTS_JSON = path.join(ROOT, 'bench/results.json');

@@ -1,4 +1,4 @@
-import type { ActivityDeps } from '../activities/types.js';
+import type { ActivityDeps } from '../runtime/deps.js';
 import { glanceTarget } from './glance/index.js';
 import { synnefoTarget } from './synnefo/index.js';
 import type { CloudTarget } from './target.js';

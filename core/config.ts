@@ -279,9 +279,16 @@ const ListUrlSchema = z.string().superRefine((text, ctx) => {
 const MaxExpireFractionSchema = z.number().min(0).max(1);
 
 /**
+ * The longest one sync run of a subscription may take (the workflow run timeout of the runs its
+ * schedule starts): a run still going then is timed out by the server, so a stuck read cannot
+ * hold the schedule, which skips a run while another is in progress. Default 1 h.
+ */
+const RunTimeoutSchema = DurationSchema;
+
+/**
  * One image list this site trusts: where it is, who may sign it and which credential fetches
  * it; `every` (default 3 h), `vo`, `cloud`, `images` and `paused` shape its schedule
- * (image-lists/schedules.ts).
+ * (subscriptions/schedules.ts).
  */
 export const SubscriptionSchema = z
   .object({
@@ -300,6 +307,7 @@ export const SubscriptionSchema = z
      */
     listId: z.string().min(1).optional(),
     maxExpireFraction: MaxExpireFractionSchema.optional(),
+    runTimeout: RunTimeoutSchema.optional(),
     /** Keep the schedule but take no runs (`subscriptions apply` pauses it). */
     paused: z.boolean().optional(),
   })
@@ -391,6 +399,7 @@ export const RegistrySubscriptionSchema = z
     vo: z.string().min(1).optional(),
     cloud: z.string().min(1).optional(),
     maxExpireFraction: MaxExpireFractionSchema.optional(),
+    runTimeout: RunTimeoutSchema.optional(),
     paused: z.boolean().optional(),
   })
   .strict()

@@ -359,6 +359,8 @@ export interface SubscriptionSpec {
   /** The signers authorised for this list; empty means security.endorsers. */
   endorsers: Array<{ dn: string; ca: string }>;
   everyMs: number;
+  /** The run timeout of the runs the schedule starts (absent in schedules made before run timeouts). */
+  runTimeoutMs?: number;
   /** Overrides the list's VO for its events. */
   vo?: string;
   /** kamaki cloud (or cloud target) to register into; the site's default when absent. */
@@ -419,6 +421,12 @@ export interface SyncSummary {
   unread?: Array<{ imageId: string; problem: string }>;
   /** Set when `sync-now --allow-mass-expiry` let this run expire more than `maxExpireFraction`. */
   massExpiryAllowed?: string;
+  /**
+   * A registry project: the requests the read sent to the registry (token service apart), how
+   * many were conditional (a manifest read last time, asked with its digest) and how many of
+   * those the registry answered 304 Not Modified.
+   */
+  requests?: { total: number; conditional: number; notModified: number; tokens: number };
   /** Old public revisions that carry no sha512 to name them by: left for an operator. */
   unresolved: Array<{ imageId: string; revision: string; cloudImageId: string }>;
 }
@@ -426,6 +434,12 @@ export interface SyncSummary {
 /** `Image a 2 (updated)`: an image a sync acted on, as the CLI and the Web UI name it. */
 export function syncedImageName(image: SyncedImage): string {
   return `${image.title ?? image.imageId}${image.version ? ` ${image.version}` : ''} (${image.reason})`;
+}
+
+/** `603 registry requests (300 conditional, 300 not modified)`: what a registry read cost. */
+export function registryRequests(requests: NonNullable<SyncSummary['requests']>): string {
+  const tokens = requests.tokens ? `, ${requests.tokens} to the token service` : '';
+  return `${requests.total} registry requests (${requests.conditional} conditional, ${requests.notModified} not modified${tokens})`;
 }
 
 /** What a sync did, in markdown, for the run's current details in the Web UI (User Metadata): counts first, then the images by title. */
@@ -437,6 +451,7 @@ export function syncSummaryMarkdown(summary: SyncSummary): string {
   ];
   if (summary.invalid.length) counts.push(`${summary.invalid.length} invalid`);
   if (summary.unread?.length) counts.push(`${summary.unread.length} unread (kept)`);
+  if (summary.requests) counts.push(registryRequests(summary.requests));
   const lines = [
     `**${summary.listId ?? summary.url}**${summary.version ? ` version ${summary.version}` : ''} (${summary.fetched === 'not-modified' ? 'not modified' : 'read and verified'}): ${counts.join(', ')}`,
     '',
@@ -498,4 +513,9 @@ export interface AcceptedList {
   etag?: string;
   lastModified?: string;
   images: ListedImage[];
+  /**
+   * A registry project: the digest each selected tag named when read (`{ image: { tag: digest } }`,
+   * bounded by oci/source.ts MAX_REMEMBERED_TAGS), so the next run asks for each with If-None-Match.
+   */
+  manifests?: Record<string, Record<string, string>>;
 }

@@ -30,6 +30,8 @@ export interface FetchImageListOptions {
   insecureTls?: boolean;
   /** Ask for the list only if it changed (If-None-Match / If-Modified-Since). */
   ifChanged?: ListValidators;
+  /** Stops the request (a sync's cancellation: its run timed out or was cancelled). */
+  signal?: AbortSignal;
   security: Pick<
     Config['security'],
     'connectTimeoutMs' | 'readTimeoutMs' | 'maxImageListBytes' | 'maxRedirects' | 'allowedFileFolders'
@@ -96,6 +98,7 @@ export async function fetchImageList(url: URL, opts: FetchImageListOptions): Pro
       redirects: { maxRedirects: opts.security.maxRedirects },
       headers: conditionalHeaders(opts.ifChanged),
       credentialHeaders: opts.token ? { authorization: basicAuth(opts.token, APPDB_TOKEN_PASSWORD) } : undefined,
+      signal: opts.signal,
     });
     if (response.status === 304) {
       await response.body.dump().catch(() => undefined);

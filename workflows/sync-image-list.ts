@@ -23,7 +23,7 @@ import {
   type SyncSummary,
 } from '../core/workflow-contract.js';
 import type { ImageEvent } from '../core/event.js';
-import { plannedLoss, planSync } from '../image-lists/sync-plan.js';
+import { plannedLoss, planSync } from '../subscriptions/sync-plan.js';
 
 /**
  * Every step heartbeats, so a worker that dies mid-sync is noticed in seconds and the step runs
@@ -73,10 +73,12 @@ export async function syncImageList({
   };
   setCurrentDetails(`Reading ${subscription.url}`);
   if (subscription.source === 'registry') {
-    // A registry has no conditional read of a whole project: every run reads it, then plans as for a list.
+    // A registry has no conditional read of a whole project: every run lists it, and asks for each
+    // manifest read last time with its digest (a 304 costs no body), then plans as for a list.
+    // (Data only, no new command: histories of runs before this replay as they were.)
     const project = await readSubscribedRegistry.executeWithOptions(
       { summary: `read the registry project ${subscription.url}` },
-      [{ subscription, previous: previous?.images }],
+      [{ subscription, previous: previous?.images, manifests: previous?.manifests }],
     );
     const unread = project.unread ?? [];
     // An image whose read failed this run stays in the accepted copy as it was accepted last, so
@@ -87,8 +89,10 @@ export async function syncImageList({
       (i) => unreadIds.has(i.event.imageId ?? '') && !read.has(i.event.imageId),
     );
     const accepted: AcceptedList = { listId: project.listId, images: [...project.images, ...kept] };
+    if (project.manifests) accepted.manifests = project.manifests;
     const result = await reconcile(subscription, accepted, previous, guard, {
       fetched: 'changed',
+      requests: project.requests,
       invalid: project.invalid,
       unread,
       keep: unread.map((u) => u.imageId),
@@ -174,7 +178,7 @@ async function reconcile(
   accepted: AcceptedList,
   previous: AcceptedList | undefined,
   guard: MassExpiryGuard,
-  read: Pick<SyncSummary, 'fetched' | 'invalid'> & {
+  read: Pick<SyncSummary, 'fetched' | 'invalid' | 'requests'> & {
     unread: NonNullable<SyncSummary['unread']>;
     keep: string[];
     incomplete?: boolean;
@@ -241,6 +245,7 @@ async function reconcile(
   };
   if (read.unread.length) summary.unread = read.unread;
   if (massExpiryAllowed) summary.massExpiryAllowed = massExpiryAllowed;
+  if (read.requests) summary.requests = read.requests;
   // The Web UI shows it on the run's User Metadata tab (Current Details), without opening the result.
   setCurrentDetails(syncSummaryMarkdown(summary));
   return { summary, accepted };

@@ -1,7 +1,7 @@
-import { whileHeartbeating } from '../../activities/heartbeats.js';
-import { cancellationSignal } from '../../activities/context.js';
+import { whileHeartbeating } from '../../runtime/heartbeats.js';
+import { cancellationSignal } from '../../runtime/context.js';
 import { inspectFile } from '../../activities/inspect.js';
-import type { ActivityDeps } from '../../activities/types.js';
+import type { ActivityDeps } from '../../runtime/deps.js';
 import type { GlanceConfig } from '../../core/config.js';
 import { ImageIntegrityError } from '../../core/errors.js';
 import { EVENT_FIELDS, type ImageEvent } from '../../core/event.js';

@@ -1,4 +1,4 @@
-import type { ActivityDeps } from '../../activities/types.js';
+import type { ActivityDeps } from '../../runtime/deps.js';
 import type { CloudTarget } from '../target.js';
 import { expireRegisteredImages } from './expire.js';
 import { synnefoInventory } from './inventory.js';

@@ -1,5 +1,5 @@
-import type { ActivityDeps } from '../../activities/types.js';
-import { whileHeartbeating } from '../../activities/heartbeats.js';
+import type { ActivityDeps } from '../../runtime/deps.js';
+import { whileHeartbeating } from '../../runtime/heartbeats.js';
 import { EVENT_FIELDS, type ImageEvent } from '../../core/event.js';
 import { IDENTITY_PROPERTIES, imageIdentity, type RegistrationOptions } from '../../core/workflow-contract.js';
 import type { CloudInventory } from '../target.js';

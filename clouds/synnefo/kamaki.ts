@@ -7,7 +7,7 @@ import type { Config } from '../../core/config.js';
 import { ConfigError, ToolError } from '../../core/errors.js';
 import type { Logger } from '../../core/logging.js';
 import type { RegistrationOptions } from '../../core/workflow-contract.js';
-import { runTool, type ToolResult } from '../../activities/tool-runner.js';
+import { runTool, type ToolResult } from '../../runtime/tool-runner.js';
 import { printable } from '../identity.js';
 import { PROPERTY_KEY_PATTERN } from './image-properties.js';
 

@@ -5,7 +5,7 @@ import { execa } from 'execa';
 import { parseConfig } from '../../core/config.js';
 import { ImageEventSchema } from '../../core/event.js';
 import { startWorkflowForEvent } from '../../core/starter.js';
-import { subscriptionScheduleId } from '../../image-lists/schedules.js';
+import { subscriptionScheduleId } from '../../subscriptions/schedules.js';
 import { ROOT, runCli } from '../support/cli.js';
 import { FAKE_KAMAKI, fakeCloud } from '../support/fake-cloud.js';
 import {

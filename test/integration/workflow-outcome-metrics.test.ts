@@ -19,7 +19,7 @@ import {
   type HostClaim,
   type SubscriptionSpec,
 } from '../../core/workflow-contract.js';
-import { classifyFailures } from '../../activities/failures.js';
+import { classifyFailures } from '../../worker/failures.js';
 import { createWorkerMetrics, type WorkerMetrics } from '../../worker/metrics.js';
 import { DiskWaits, measureSteps, outcomeSinks } from '../../worker/outcome-metrics.js';
 import { ROOT } from '../support/cli.js';

@@ -31,6 +31,11 @@ import {
 
 /** EGI's central sync runs every three hours; so does a subscription that does not say. */
 export const DEFAULT_SYNC_INTERVAL_MS = 3 * 3600_000;
+/**
+ * The longest one sync run may take unless the subscription says (`runTimeout`): the schedule
+ * skips a run while another is in progress, so a run that never ends would hold it for good.
+ */
+export const DEFAULT_SYNC_RUN_TIMEOUT_MS = 3600_000;
 const SCHEDULE_PREFIX = 'subscription:';
 const MAX_JITTER_MS = 15 * 60_000;
 
@@ -74,6 +79,7 @@ export function subscriptionSpec(sub: Subscription, origin: SubscriptionSpec['or
     url: subscriptionKey(sub.url),
     endorsers: [...(sub.endorser ? [sub.endorser] : []), ...(sub.endorsers ?? [])],
     everyMs: sub.every ?? DEFAULT_SYNC_INTERVAL_MS,
+    runTimeoutMs: sub.runTimeout ?? DEFAULT_SYNC_RUN_TIMEOUT_MS,
     origin,
   };
   if (sub.credential) spec.credential = sub.credential;
@@ -100,6 +106,7 @@ export function registrySubscriptionSpec(
     registry,
     endorsers: [],
     everyMs: sub.every ?? DEFAULT_SYNC_INTERVAL_MS,
+    runTimeoutMs: sub.runTimeout ?? DEFAULT_SYNC_RUN_TIMEOUT_MS,
     origin,
   };
   if (sub.credential) spec.credential = sub.credential;
@@ -128,6 +135,8 @@ function scheduleOptions(config: Config, spec: SubscriptionSpec, paused: boolean
       workflowId: syncWorkflowIdPrefix(spec),
       taskQueue: config.temporal.taskQueue,
       args: [input],
+      // A run still going after this is timed out by the server, and the schedule's next run can start.
+      workflowRunTimeout: runTimeoutOf(spec),
       staticSummary: registry ? `Sync of the registry project ${spec.url}` : `Sync of the image list ${spec.url}`,
       staticDetails: [
         registry
@@ -140,7 +149,7 @@ function scheduleOptions(config: Config, spec: SubscriptionSpec, paused: boolean
         `- **Endorsers**: ${spec.endorsers.map((e) => e.dn).join('; ') || '(security.endorsers)'}`,
       ].join('\n'),
     },
-    // One run at a time; a run missed while the server was down is taken once.
+    // One run at a time (runs time out, so one stuck run cannot hold the others); a run missed while the server was down is taken once.
     policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 hour', pauseOnFailure: false },
     memo: { url: spec.url, origin: spec.origin },
     state: { paused, note: paused ? 'paused in application.conf' : undefined },
@@ -184,15 +193,25 @@ export interface ApplyResult {
   unchanged: string[];
 }
 
+/** A spec's run timeout (a spec from before run timeouts: the default). */
+function runTimeoutOf(spec: SubscriptionSpec): number {
+  return spec.runTimeoutMs ?? DEFAULT_SYNC_RUN_TIMEOUT_MS;
+}
+
 function sameSchedule(description: ScheduleDescription, spec: SubscriptionSpec, paused: boolean): boolean {
   const current = specOf(description);
-  return JSON.stringify(current) === JSON.stringify(spec) && description.state.paused === paused;
+  const runTimeout = description.action.type === 'startWorkflow' ? description.action.workflowRunTimeout : undefined;
+  return (
+    JSON.stringify(current) === JSON.stringify(spec) &&
+    description.state.paused === paused &&
+    runTimeout === runTimeoutOf(spec)
+  );
 }
 
 /**
  * Makes the namespace's subscription schedules match application.conf: every subscription of the
- * file (image list or registry project) has its schedule (created, or updated when its URL, interval, endorsers, credential name,
- * VO, cloud, image selection or `paused` changed), and a schedule the file once declared and no
+ * file (image list or registry project) has its schedule (created, or updated when its URL, interval, run timeout,
+ * endorsers, credential name, VO, cloud, image selection or `paused` changed; a schedule made before run timeouts gets one), and a schedule the file once declared and no
  * longer does is deleted. Schedules added with `subscribe` are not the file's to delete.
  */
 export async function applySubscriptions(client: Client, config: Config, logger: Logger): Promise<ApplyResult> {
