@@ -5,7 +5,7 @@
  */
 import { ApplicationFailure } from '@temporalio/common';
 import type { Client } from '@temporalio/client';
-import type { ImageEvent } from '../core/event.js';
+import { compareVersions, type ImageEvent } from '../core/event.js';
 import { InvalidInputError, SignatureError } from '../core/errors.js';
 import { startWorkflowForEvent } from '../core/starter.js';
 import {
@@ -24,8 +24,8 @@ import { listIdClaimedElsewhere, listIdMismatch } from '../image-lists/list-ids.
 import { syncWorkflowIdPrefix } from '../subscriptions/schedules.js';
 import { applySignaturePolicy, verifySignerCertificate, type SignatureOutcome } from '../image-lists/signature.js';
 import { authorisedEndorsers, endorserNotAuthorised, type AuthorisedEndorsers } from '../image-lists/subscription.js';
-import { compareVersions } from '../subscriptions/sync-plan.js';
-import type { CloudInventory, CloudTarget } from '../clouds/target.js';
+import type { CloudInventory, CloudTarget, InventoryRequest } from '../clouds/target.js';
+import { registrationSite } from '../clouds/index.js';
 import type { ActivityDeps } from '../runtime/deps.js';
 import { cancellationSignal } from '../runtime/context.js';
 import { keepHeartbeating, whileHeartbeating } from '../runtime/heartbeats.js';
@@ -261,8 +261,7 @@ export function createSubscriptionActivities({ config, logger, temporal, cloud }
     },
 
     /** The images of this list that our account holds in the cloud (never another tenant's). */
-    cloudInventory: ({ listId, options }: { listId: string; options: RegistrationOptions }): Promise<CloudInventory> =>
-      cloud.inventory({ imageListId: listId, options }),
+    cloudInventory: (req: InventoryRequest): Promise<CloudInventory> => cloud.inventory(req),
 
     /**
      * Delivers each event to its image revision's workflow (signal-with-start, the bridge's own
@@ -277,12 +276,13 @@ export function createSubscriptionActivities({ config, logger, temporal, cloud }
       options: RegistrationOptions;
     }): Promise<string[]> {
       const client = await temporal();
+      const site = registrationSite(config);
       let done = 0;
       const stop = keepHeartbeating(() => ({ step: 'delivering image events', done, total: events.length }));
       try {
         const ids: string[] = [];
         for (const event of events) {
-          const started = await startWorkflowForEvent(client, config, event, options);
+          const started = await startWorkflowForEvent(client, config, event, options, site);
           ids.push(started.childWorkflowId ?? '');
           done++;
         }

@@ -5,7 +5,6 @@ import os from 'node:os';
 import { z } from 'zod';
 import { ConfigError } from './errors.js';
 import { CredentialRuleSchema, CredentialSchema, literalCredentials } from './credentials.js';
-import type { SiteCloud } from './workflow-contract.js';
 
 // @pushcorn/hocon-parser is CommonJS; its default export carries `parse`.
 const require = createRequire(import.meta.url);
@@ -185,14 +184,6 @@ export const CloudConfigSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('synnefo') }).strict(),
   GlanceConfigSchema,
 ]);
-export type CloudConfig = z.infer<typeof CloudConfigSchema>;
-
-/** The site's cloud as registration identities name it (registrationTarget). */
-export function siteCloud(config: Pick<Config, 'cloud' | 'synnefo'>): SiteCloud {
-  return config.cloud.type === 'glance'
-    ? { type: 'glance', name: config.cloud.name }
-    : { type: 'synnefo', kamakiCloud: config.synnefo.cloud };
-}
 
 export const SignaturePolicySchema = z.enum(['require', 'warn', 'accept']);
 
@@ -431,6 +422,11 @@ const SubscriptionEntrySchema = z.unknown().transform((entry, ctx): Subscription
 
 function isRegistrySubscription(entry: Subscription | RegistrySubscription): entry is RegistrySubscription {
   return 'registry' in entry;
+}
+
+/** `registry.egi.eu/egi_vm_images`: how a project is named as an image list. */
+export function registryListId(registry: string, project: string): string {
+  return `${new URL(registry).host}/${project.replace(/^\/+|\/+$/g, '')}`;
 }
 
 /** How registry subscriptions are matched: the registry's origin and the project. */

@@ -109,7 +109,6 @@ export const ImageEventSchema = z.object({
 });
 
 export type ImageEvent = z.infer<typeof ImageEventSchema>;
-export type ImageEventInput = z.input<typeof ImageEventSchema>;
 
 /** Why a message is not a valid event: the dead-letter reason an operator filters on. */
 export type InvalidEventReason =
@@ -264,4 +263,9 @@ export function assertActionable(event: ImageEvent): void {
       );
     }
   }
+}
+
+/** Natural order of two `hv:version` strings: numbers compare as numbers (`1.10` > `1.9`). */
+export function compareVersions(a: string, b: string): number {
+  return a.localeCompare(b, 'en', { numeric: true, sensitivity: 'base' });
 }

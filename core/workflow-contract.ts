@@ -24,7 +24,12 @@ export type HandlerName = (typeof HANDLERS)[number];
 /** Per-event choices. Names only: a credential is resolved by the worker from its own config. */
 export interface RegistrationOptions {
   handler?: HandlerName;
-  /** kamaki cloud name from ~/.kamakirc; the worker's configured default when absent. */
+  /**
+   * The cloud to register into, where the site's cloud lets an event choose one (Synnefo: a kamaki
+   * cloud of ~/.kamakirc); the worker's configured cloud when absent. Read with chosenCloud().
+   */
+  cloud?: string;
+  /** What `cloud` was called in messages and histories written before: read as `cloud`. */
   kamakiCloud?: string;
   /** Disable TLS verification for this image's download (logged when used). */
   insecureSsl?: boolean;
@@ -43,6 +48,22 @@ export interface RegistrationOptions {
 export interface ImageRequest {
   event: ImageEvent;
   options: RegistrationOptions;
+}
+
+/** The cloud the options name: `cloud`, or `kamakiCloud` in options recorded before it was renamed. */
+export function chosenCloud(options: Pick<RegistrationOptions, 'cloud' | 'kamakiCloud'>): string | undefined {
+  return options.cloud ?? options.kamakiCloud;
+}
+
+/** The disk formats a cloud can be given: what convertToRaw writes or keeps. */
+export type DiskFormat = 'raw' | 'qcow2';
+
+/**
+ * What convertToRaw makes of a disk in `format` for a cloud that takes `formats`: the disk as it is
+ * when the cloud takes its format, else raw when the cloud takes raw, else the cloud's first format.
+ */
+export function convertedFormat(format: string, formats: readonly DiskFormat[]): DiskFormat {
+  return formats.find((f) => f === format) ?? (formats.includes('raw') ? 'raw' : formats[0]);
 }
 
 /** What an event asks of an image revision. */
@@ -217,26 +238,30 @@ function imageRevision(event: ImageEvent): string {
 }
 
 /**
- * The site's cloud, as registration identities name it: a Synnefo site's default kamaki cloud
- * (an event's or subscription's `kamakiCloud` overrides it), or a Glance cloud's configured name.
+ * The site's cloud, as registration identities name it: its kind (`type`) and its configured name
+ * (clouds/index.ts `registrationSite` reads them from the configuration). Where `eventsChoose` is
+ * set, an event's or subscription's `cloud` names another cloud of that kind (Synnefo's kamaki clouds).
  */
-export type SiteCloud = { type: 'synnefo'; kamakiCloud?: string } | { type: 'glance'; name: string };
+export interface RegistrationSite {
+  type: string;
+  name?: string;
+  eventsChoose?: boolean;
+}
 
 /**
- * Where a registration goes: the handler and the cloud. A trial with JustLogHandler and the real
- * registration, or the same image registered into two clouds (two kamaki clouds, a Synnefo and a
- * Glance cloud, two Glance clouds), are different registrations: `synnefo-<kamaki cloud>`, `glance-<name>`.
+ * Where a registration goes: the handler and the cloud, `<type>-<name>`. A trial with JustLogHandler
+ * and the real registration, or the same image registered into two clouds (two kamaki clouds, a
+ * Synnefo and a Glance cloud, two Glance clouds), are different registrations.
  */
-export function registrationTarget(options: RegistrationOptions, site: SiteCloud): string {
+export function registrationTarget(options: RegistrationOptions, site: RegistrationSite): string {
   const handler = options.handler ?? 'registerImage';
   if (handler === 'JustLogHandler') return 'log';
   if (handler === 'ThrowingHandler') return 'throwing';
-  // A Glance worker registers into its configured cloud only: a kamaki cloud named by the event does not apply.
-  if (site.type === 'glance') return `glance-${idPart(site.name, 'default')}`;
-  const cloud = options.kamakiCloud ?? site.kamakiCloud;
+  // A site whose events cannot choose registers into its configured cloud only.
+  const cloud = (site.eventsChoose ? chosenCloud(options) : undefined) ?? site.name;
   const part = idPart(cloud, 'default');
   // A long cloud name keeps a digest of the whole, so two long names never share a target.
-  return `synnefo-${cloud && cloud.length > 40 ? `${part.slice(0, 23)}-${shortDigest(cloud)}` : part}`;
+  return `${site.type}-${cloud && cloud.length > 40 ? `${part.slice(0, 23)}-${shortDigest(cloud)}` : part}`;
 }
 
 /** The revision an expire event names: its checksum, else the expired cache file's name. */
@@ -304,6 +329,8 @@ export interface HostClaim {
   /** How often a step short of disk space is tried again, and for how long at most. */
   diskWaitIntervalMs: number;
   diskWaitMaxMs: number;
+  /** The disk formats the site's cloud takes (CloudTarget.diskFormats), for the steps' summaries. Absent in claims recorded before: raw. */
+  diskFormats?: DiskFormat[];
 }
 
 /** The identity properties stored on the registered image, used to find it again. */
@@ -380,7 +407,7 @@ export interface SubscriptionSpec {
 export function subscriptionOptions(
   subscription: Pick<SubscriptionSpec, 'cloud' | 'source' | 'credential'>,
 ): RegistrationOptions {
-  const options: RegistrationOptions = subscription.cloud ? { kamakiCloud: subscription.cloud } : {};
+  const options: RegistrationOptions = subscription.cloud ? { cloud: subscription.cloud } : {};
   if (subscription.source === 'registry' && subscription.credential) options.credentialName = subscription.credential;
   return options;
 }
