@@ -62,6 +62,14 @@ export const VMCATCHER_VARIABLES: readonly string[] = Object.values(EVENT_FIELDS
 /** Where an event came from. Not serialised (as in the original). */
 export type EventOrigin = 'vmcatcher' | 'image-list' | 'message' | 'command' | 'registry';
 
+/** The origins of the events a subscription's sync delivers (the site's own read of a source it trusts). */
+const SUBSCRIPTION_ORIGINS: ReadonlySet<EventOrigin> = new Set(['image-list', 'registry']);
+
+/** Whether the site's own sync of a subscription made the event (its VO is the subscription's, not a publisher's word). */
+export function fromSubscription(event: Pick<ImageEvent, 'origin'>): boolean {
+  return SUBSCRIPTION_ORIGINS.has(event.origin);
+}
+
 const text = z.string().min(1);
 const sha512Hex = z
   .string()

@@ -377,9 +377,12 @@ export interface RegistryProjectSpec {
 export interface SubscriptionSpec {
   /** The list's URL, or `<registry origin>/<project>` for a registry project. */
   url: string;
-  /** What the run reads: a registry project, or (absent, as in every schedule made before registries) an image list. */
-  source?: 'registry';
-  /** The registry project, when `source` is `registry`. */
+  /**
+   * Which source the run reads (the name of a SubscriptionSource, subscriptions/sources.ts); absent
+   * for an image list, as in every schedule made before there was another source.
+   */
+  source?: string;
+  /** The registry project, for the registry source (oci/). */
   registry?: RegistryProjectSpec;
   /** Name of an entry of the worker's security.credentials sent to the list's host (the registry's login for a registry). */
   credential?: string;
@@ -400,17 +403,86 @@ export interface SubscriptionSpec {
   origin: 'config' | 'command';
 }
 
+/** How often a subscription is synced when it does not say: EGI's central sync runs every three hours. */
+export const DEFAULT_SYNC_INTERVAL_MS = 3 * 3600_000;
+
 /**
- * Registration options of a subscription's events: its cloud, when it names one, and for a
- * registry project the name of its login, which the acquire step resolves to pull the layer.
+ * Registration options of a subscription's events: its cloud, when it names one, and, for a source
+ * whose credential also fetches its images (a registry's login, which the acquire step resolves to
+ * pull the layer), the name of that credential.
  */
 export function subscriptionOptions(
-  subscription: Pick<SubscriptionSpec, 'cloud' | 'source' | 'credential'>,
+  subscription: Pick<SubscriptionSpec, 'cloud' | 'credential'>,
+  credentialFetchesImages: boolean,
 ): RegistrationOptions {
   const options: RegistrationOptions = subscription.cloud ? { cloud: subscription.cloud } : {};
-  if (subscription.source === 'registry' && subscription.credential) options.credentialName = subscription.credential;
+  if (credentialFetchesImages && subscription.credential) options.credentialName = subscription.credential;
   return options;
 }
+
+const SCHEDULE_PREFIX = 'subscription:';
+
+/**
+ * `subscription:[<source>:]<host/path, readable>:<digest of the key>`: the schedule of a
+ * subscription, by its source's name (none for an image list) and its key (the list's URL, the
+ * registry project's `<origin>/<project>`); stable whatever the spelling in the configuration.
+ */
+export function scheduleIdOfKey(source: string | undefined, key: string): string {
+  const parsed = new URL(key);
+  const readable = `${parsed.host}${parsed.pathname}`
+    .replace(/[^A-Za-z0-9._-]+/g, '_')
+    .replace(/^_+|_+$/g, '')
+    .slice(0, 80);
+  return `${SCHEDULE_PREFIX}${source ? `${source}:` : ''}${readable}:${shortDigest(key)}`;
+}
+
+/** Whether a schedule id is one of a subscription's. */
+export function isSubscriptionSchedule(scheduleId: string): boolean {
+  return scheduleId.startsWith(SCHEDULE_PREFIX);
+}
+
+/** `sync:<schedule id without its prefix>`: every run a subscription's schedule starts has a workflow id beginning so. */
+export function syncWorkflowIdOf(scheduleId: string): string {
+  return `sync:${scheduleId.slice(SCHEDULE_PREFIX.length)}`;
+}
+
+/** The entries of a read that are not valid images: kept (never expired as removed), and reported as unread. */
+export function invalidEntriesKept(invalid: SyncSummary['invalid']): ReadGaps {
+  // An entry without an identifier could be any image, so nothing is expired as removed this run.
+  const named = invalid.filter((i) => i.identifier !== undefined);
+  const unread = named.map((i) => ({ imageId: i.identifier!, problem: `invalid entry: ${i.problem}` }));
+  const incomplete = named.length < invalid.length;
+  if (incomplete)
+    unread.push({
+      imageId: '(entry without dc:identifier)',
+      problem: 'the read is incomplete: nothing expired as removed',
+    });
+  return { unread, keep: named.map((i) => i.identifier!), incomplete };
+}
+
+/** What a read could not take: kept in the cloud as it is, never expired. */
+export interface ReadGaps {
+  unread: NonNullable<SyncSummary['unread']>;
+  /** Image ids to keep in the cloud though the read does not offer them (unread, invalid). */
+  keep: string[];
+  /** The read may lack images without naming them: nothing is expired as removed. */
+  incomplete?: boolean;
+}
+
+/** What a sync run's read step is given: the subscription and the copy it accepted last. */
+export interface SubscriptionReadInput {
+  subscription: SubscriptionSpec;
+  previous?: AcceptedList;
+}
+
+/**
+ * What a subscription offers now, as its source read it: the accepted copy for this run, with what
+ * could not be read (kept, never expired); or, for a source that can tell, that nothing changed
+ * since the copy accepted last. `options` are the registration options of its events.
+ */
+export type SubscriptionRead = { options: RegistrationOptions } & (
+  { notModified: true } | ({ notModified: false; accepted: AcceptedList; invalid: SyncSummary['invalid'] } & ReadGaps)
+);
 
 export interface SyncImageListInput {
   subscription: SubscriptionSpec;
