@@ -1,5 +1,5 @@
 import { Context } from '@temporalio/activity';
-import { keepHeartbeating } from './heartbeats.js';
+import { keepHeartbeating } from '../runtime/heartbeats.js';
 
 /** What the control activities need of a host's slots (the worker keeps them: worker/host-slots.ts). */
 export interface SlotKeeper {

@@ -7,6 +7,7 @@ import { createGunzip } from 'node:zlib';
 import { execa } from 'execa';
 import type { Config } from '../core/config.js';
 import { ImageIntegrityError, InvalidInputError, OutOfSpaceError, ToolError } from '../core/errors.js';
+import { convertedFormat } from '../core/workflow-contract.js';
 import {
   byteLimit,
   checkMembers,
@@ -17,7 +18,7 @@ import {
   listZipArchive,
   type ArchiveMember,
 } from './archive.js';
-import { cancellationSignal } from './context.js';
+import { cancellationSignal } from '../runtime/context.js';
 import {
   asOutOfSpace,
   diskPolicy,
@@ -27,7 +28,7 @@ import {
   usableCapacity,
   type DiskPolicy,
 } from './disk.js';
-import { keepHeartbeating, type StepProgress } from './heartbeats.js';
+import { keepHeartbeating, type StepProgress } from '../runtime/heartbeats.js';
 import {
   ACCEPTED_FORMATS,
   DISK_FORMATS,
@@ -38,9 +39,10 @@ import {
   qemuImageSpec,
 } from './inspect.js';
 import { chooseOvfDisk } from './ovf.js';
-import { guarded } from './tool-runner.js';
+import { guarded } from '../runtime/tool-runner.js';
 import type { DiskFormat } from '../clouds/target.js';
-import type { ActivityDeps, ConvertInput, RawImage } from './types.js';
+import type { ActivityDeps } from '../runtime/deps.js';
+import type { ConvertInput, RawImage } from './types.js';
 import { safeFileName, withWorkDir, type WorkDirLease } from './workspace.js';
 
 export interface ConvertDeps extends ActivityDeps {
@@ -277,8 +279,7 @@ class Conversion {
       );
     }
 
-    const output: DiskFormat =
-      this.keep.find((f) => f === format) ?? (this.keep.includes('raw') ? 'raw' : this.keep[0]);
+    const output = convertedFormat(format, this.keep);
     if (format === output && path.dirname(this.current) === workDir) {
       // Already what the cloud takes, where we may keep it: no copy.
       const { size } = await stat(this.current);

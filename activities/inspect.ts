@@ -2,9 +2,10 @@ import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
 import { ImageIntegrityError, ToolError } from '../core/errors.js';
-import { cancellationSignal } from './context.js';
-import { guarded } from './tool-runner.js';
-import type { ActivityDeps, ImageFormatInfo, InspectInput } from './types.js';
+import { cancellationSignal } from '../runtime/context.js';
+import { guarded } from '../runtime/tool-runner.js';
+import type { ActivityDeps } from '../runtime/deps.js';
+import type { ImageFormatInfo, InspectInput } from './types.js';
 
 /**
  * Bytes read from the start of a file: enough for the ISO 9660 volume descriptor at 0x8001, a

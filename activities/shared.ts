@@ -5,9 +5,9 @@ import { hostControlQueue, hostTaskQueue } from '../core/config.js';
 import type { ImageEvent } from '../core/event.js';
 import { eventToFlat } from '../core/event.js';
 import type { HostClaim, ImageRequest } from '../core/workflow-contract.js';
-import { whileHeartbeating } from './heartbeats.js';
+import { whileHeartbeating } from '../runtime/heartbeats.js';
 import { createSubscriptionActivities } from './subscriptions.js';
-import type { ActivityDeps } from './types.js';
+import type { ActivityDeps } from '../runtime/deps.js';
 import type { Client } from '@temporalio/client';
 
 export interface SharedActivityDeps extends ActivityDeps {
@@ -39,6 +39,7 @@ export function createSharedActivities(deps: SharedActivityDeps) {
         retryMaximumAttempts: w.retryMaximumAttempts,
         diskWaitIntervalMs: w.diskWaitIntervalMs,
         diskWaitMaxMs: w.diskWaitMaxMs,
+        diskFormats: [...cloud.diskFormats],
       };
     },
 

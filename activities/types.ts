@@ -1,17 +1,9 @@
 /**
- * What every activity implementation is given, and the inputs and results of the image pipeline
+ * The inputs and results of the image pipeline
  * activities. The inputs and results cross Temporal (workflow history), so they are plain JSON: no
  * Buffers, Dates, class instances or secrets. Workflow code imports these with `import type`.
  */
-import type { Config } from '../core/config.js';
 import type { ImageEvent } from '../core/event.js';
-import type { Logger } from '../core/logging.js';
-
-/** The one calling convention of activity implementations: `(deps: ActivityDeps, input)`. */
-export interface ActivityDeps {
-  config: Config;
-  logger: Logger;
-}
 
 export interface AcquireInput {
   /** Names the per-workflow work folder; the same id finds the same folder on a retry. */

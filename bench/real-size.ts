@@ -11,6 +11,7 @@ import { execa } from 'execa';
 import { parseConfig } from '../core/config.js';
 import { ImageEventSchema } from '../core/event.js';
 import { startWorkflowForEvent } from '../core/starter.js';
+import { registrationSite } from '../clouds/index.js';
 import { connectTemporal } from '../core/temporal-client.js';
 import type { ImageRevisionResult } from '../core/workflow-contract.js';
 import { toStreamOptimizedVmdk, writeLinuxMbr } from '../test/support/disk-images.js';
@@ -114,7 +115,13 @@ export async function benchRealSize(): Promise<BenchResult> {
               size: img.size,
               checksumSha512: img.sha512,
             });
-            const delivered = await startWorkflowForEvent(client, config, event, { kamakiCloud: 'bench' });
+            const delivered = await startWorkflowForEvent(
+              client,
+              config,
+              event,
+              { cloud: 'bench' },
+              registrationSite(config),
+            );
             const outcome = await delivered.handle!.result().then(
               (r) => ((r as ImageRevisionResult).register?.imageId ? 'registered' : 'not registered'),
               (err: unknown) => `failed: ${(err as Error).message}`,

@@ -21,7 +21,7 @@ export async function snapshot(handle: WorkflowHandle): Promise<Snapshot> {
   let bytesTotal: number | undefined;
   const payload = pending?.heartbeatDetails?.payloads?.[0];
   if (payload) {
-    // Every long step reports bytesDone/bytesTotal (activities/heartbeats.ts); older workers, offset/total.
+    // Every long step reports bytesDone/bytesTotal (runtime/heartbeats.ts); older workers, offset/total.
     const details = defaultPayloadConverter.fromPayload<{
       bytesDone?: number;
       bytesTotal?: number;

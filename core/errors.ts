@@ -1,7 +1,7 @@
 /**
  * One error type per failure a person can act on. The CLI maps them to exit codes once
  * (cli/base-command.ts); activities map them to retryable or non-retryable Temporal
- * failures once (activities/failures.ts).
+ * failures once (worker/failures.ts).
  */
 export class SnfVmcatcherError extends Error {
   /** True when retrying the same operation cannot succeed (bad input, 404, checksum mismatch). */

@@ -13,8 +13,9 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { rm, stat } from 'node:fs/promises';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { FetchError, ImageIntegrityError } from '../core/errors.js';
-import { describeFetchFailure } from '../core/http.js';
+import { FetchError, ImageIntegrityError, InvalidInputError } from '../core/errors.js';
+import type { ImageEvent } from '../core/event.js';
+import { describeFetchFailure, redact } from '../core/http.js';
 import type { RegistryClient } from './client.js';
 import type { Descriptor } from './manifest.js';
 
@@ -122,4 +123,27 @@ async function finish(
     );
   }
   return { bytes, resumedFrom, sha256 };
+}
+
+/** A registry layer by digest: the registry's base, the repository and the digest the event's URI names. */
+export interface RegistryBlob {
+  registry: URL;
+  repository: string;
+  digest: string;
+}
+
+/**
+ * The layer an event from a registry names (oci/annotations.ts writes its URI as
+ * `<registry>/v2/<repository>/blobs/sha256:<hex>`), or undefined for any other event. A registry
+ * event whose URI is not its own layer's blob is refused rather than downloaded unchecked.
+ */
+export function registryBlobOf(event: ImageEvent, url: URL): RegistryBlob | undefined {
+  if (event.origin !== 'registry') return undefined;
+  const match = /^(.*?\/)v2\/(.+)\/blobs\/(sha256:[0-9a-f]{64})$/.exec(url.pathname);
+  if (!match || !event.checksumSha256 || match[3] !== `sha256:${event.checksumSha256.toLowerCase()}`) {
+    throw new InvalidInputError(
+      `registry image ${event.imageId ?? '?'}: ${redact(url)} is not the blob of its layer sha256:${event.checksumSha256 ?? '(none)'}`,
+    );
+  }
+  return { registry: new URL(match[1], url), repository: match[2], digest: match[3] };
 }

@@ -3,14 +3,14 @@
  * API v2.0 where the registry is Harbor, the distribution catalog otherwise), select each
  * repository's tags by pattern, read the manifests they name and turn each (repository, manifest)
  * into the event a list image would be. What a subscription's sync then plans and delivers is
- * the same as for a list (image-lists/sync-plan.ts).
+ * the same as for a list (subscriptions/sync-plan.ts).
  */
-import { registrySubscriptionKey, type Config } from '../core/config.js';
+import { compareVersions } from '../core/event.js';
+import { registryListId, registrySubscriptionKey, type Config } from '../core/config.js';
 import { FetchError, InvalidInputError } from '../core/errors.js';
 import { readBodyLimited, redact } from '../core/http.js';
 import type { Logger } from '../core/logging.js';
 import type { ListedImage } from '../core/workflow-contract.js';
-import { compareVersions } from '../image-lists/sync-plan.js';
 import { CREATED, registryImageToEvent, shortName } from './annotations.js';
 import {
   MAX_REGISTRY_JSON_BYTES,
@@ -74,11 +74,6 @@ export interface ReadRegistryProject {
    * and reports them as unread.
    */
   unread: Array<{ imageId: string; problem: string }>;
-}
-
-/** `registry.egi.eu/egi_vm_images`: how a project is named as an image list. */
-export function registryListId(registry: string, project: string): string {
-  return `${new URL(registry).host}/${project.replace(/^\/+|\/+$/g, '')}`;
 }
 
 export function tagPattern(source: Pick<RegistrySource, 'tags'>): RegExp {

@@ -27,7 +27,7 @@ function adoptingSlots<T extends ActivityMap>(activities: T, slots: HostSlots): 
  * The activities of one worker, by the queue they run on: `shared` on the shared task queue (any
  * worker), `host` on this worker's own queue (they read or write the image's files here), and
  * `control` on this host's control queue (its slots). Their errors are classified by the
- * worker's interceptor (activities/failures.ts `classifyFailures`).
+ * worker's interceptor (worker/failures.ts `classifyFailures`).
  */
 export function buildActivities(config: Config, logger: Logger, slots: HostSlots, temporal: () => Promise<Client>) {
   const shared = createSharedActivities({ config, logger: logger.child({ component: 'shared' }), temporal });

@@ -3,9 +3,9 @@ import { readdir } from 'node:fs/promises';
 import { NativeConnection, Runtime, Worker, type LogLevel, type LogMetadata } from '@temporalio/worker';
 import { hostControlQueue, hostTaskQueue, type Config } from '../core/config.js';
 import { connectTemporal, temporalConnectionOptions } from '../core/temporal-client.js';
-import { applySubscriptions } from '../image-lists/schedules.js';
+import { applySubscriptions } from '../subscriptions/schedules.js';
 import type { Logger } from '../core/logging.js';
-import { classifyFailures } from '../activities/failures.js';
+import { classifyFailures } from './failures.js';
 import { buildActivities } from './activities.js';
 import { WORKFLOW_BUNDLE, WORKFLOW_INTERCEPTORS, WORKFLOWS_PATH } from './bundle.js';
 import { auditSlots, every, sweepWorkFolders } from './housekeeping.js';
@@ -101,7 +101,7 @@ export async function startWorker({ config, logger }: { config: Config; logger: 
     shutdownGraceTime: config.worker.shutdownGraceMs,
     shutdownForceTime: config.worker.shutdownGraceMs + 10_000,
     // The SDK sends at most one heartbeat per 0.8 × the timeout by default, which leaves a busy
-    // event loop a fifth of the timeout to spare; the steps beat at a quarter (activities/heartbeats.ts).
+    // event loop a fifth of the timeout to spare; the steps beat at a quarter (runtime/heartbeats.ts).
     maxHeartbeatThrottleInterval: Math.max(100, Math.floor(config.worker.heartbeatTimeoutMs / 4)),
     defaultHeartbeatThrottleInterval: Math.max(100, Math.floor(config.worker.heartbeatTimeoutMs / 4)),
     // Every activity's errors are classified here, once: retryable or not, typed, scrubbed of secrets;

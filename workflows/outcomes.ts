@@ -40,7 +40,7 @@ export interface OutcomeSinks extends Sinks {
 
 /**
  * The kind of a failure, as the metrics and the operator name it: the failure type the worker's
- * interceptor gave the step's error (activities/failures.ts, the error's class or system code), or
+ * interceptor gave the step's error (worker/failures.ts, the error's class or system code), or
  * the workflow's own (HandlerBug, OutOfSpace after the disk wait); a timeout by its type.
  */
 export function failureKind(err: unknown): string {

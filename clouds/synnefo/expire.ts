@@ -1,4 +1,4 @@
-import type { ActivityDeps } from '../../activities/types.js';
+import type { ActivityDeps } from '../../runtime/deps.js';
 import type { ExpireImageResult, ImageRequest } from '../../core/workflow-contract.js';
 import { identityFilter } from '../identity.js';
 import { Kamaki, imagesMatching, kamakiCloud } from './kamaki.js';

@@ -1,9 +1,9 @@
 import { readFile, mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { ToolError } from '../../core/errors.js';
-import { whileHeartbeating } from '../../activities/heartbeats.js';
-import { runTool } from '../../activities/tool-runner.js';
-import type { ActivityDeps } from '../../activities/types.js';
+import { whileHeartbeating } from '../../runtime/heartbeats.js';
+import { runTool } from '../../runtime/tool-runner.js';
+import type { ActivityDeps } from '../../runtime/deps.js';
 import { imageObjectName } from '../identity.js';
 import type { PrepareInput, PreparedImage } from '../target.js';
 

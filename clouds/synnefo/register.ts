@@ -1,6 +1,6 @@
 import { stat } from 'node:fs/promises';
-import { whileHeartbeating } from '../../activities/heartbeats.js';
-import type { ActivityDeps } from '../../activities/types.js';
+import { whileHeartbeating } from '../../runtime/heartbeats.js';
+import type { ActivityDeps } from '../../runtime/deps.js';
 import type { ImageEvent } from '../../core/event.js';
 import type { ImageRequest } from '../../core/workflow-contract.js';
 import { identityFilter, imageDisplayName, imageObjectName } from '../identity.js';

@@ -3,7 +3,7 @@ import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
-import { subscriptionScheduleId } from '../../image-lists/schedules.js';
+import { subscriptionScheduleId } from '../../subscriptions/schedules.js';
 import { freePort, publishBodies, temporalClient, waitFor } from '../support/bridge.js';
 import { runCli } from '../support/cli.js';
 import { writeLinuxMbr } from '../support/disk-images.js';

@@ -2,7 +2,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import type { SyncImageListInput } from '../../core/workflow-contract.js';
-import { subscriptionScheduleId } from '../../image-lists/schedules.js';
+import { subscriptionScheduleId } from '../../subscriptions/schedules.js';
 import { ROOT, runCli } from '../support/cli.js';
 import { fakeCloud } from '../support/fake-cloud.js';
 import {

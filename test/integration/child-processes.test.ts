@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { execa } from 'execa';
 import { pino } from 'pino';
-import { guarded, runTool, setprivPath } from '../../activities/tool-runner.js';
+import { guarded, runTool, setprivPath } from '../../runtime/tool-runner.js';
 
 /**
  * A child program must die with the worker, even when the worker is killed with

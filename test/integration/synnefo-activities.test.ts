@@ -12,8 +12,8 @@ import { forgetKamakiAccounts } from '../../clouds/synnefo/kamaki.js';
 import type { PreparedImage } from '../../clouds/target.js';
 import { createHostActivities } from '../../activities/host.js';
 import { createSharedActivities } from '../../activities/shared.js';
-import { runTool } from '../../activities/tool-runner.js';
-import type { ActivityDeps } from '../../activities/types.js';
+import { runTool } from '../../runtime/tool-runner.js';
+import type { ActivityDeps } from '../../runtime/deps.js';
 import { asRunByWorker, workerActivityEnv } from '../support/activities.js';
 
 /**

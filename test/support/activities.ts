@@ -1,8 +1,8 @@
 import type { Info } from '@temporalio/activity';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
-import { activityContext } from '../../activities/context.js';
-import { classifyFailures } from '../../activities/failures.js';
+import { activityContext } from '../../runtime/context.js';
+import { classifyFailures } from '../../worker/failures.js';
 
 /**
  * An activity context as the worker gives one: errors leave through the worker's interceptor, so
