@@ -7,6 +7,7 @@ import { createGunzip } from 'node:zlib';
 import { execa } from 'execa';
 import type { Config } from '../core/config.js';
 import { ImageIntegrityError, InvalidInputError, OutOfSpaceError, ToolError } from '../core/errors.js';
+import { convertedFormat } from '../core/workflow-contract.js';
 import {
   byteLimit,
   checkMembers,
@@ -278,8 +279,7 @@ class Conversion {
       );
     }
 
-    const output: DiskFormat =
-      this.keep.find((f) => f === format) ?? (this.keep.includes('raw') ? 'raw' : this.keep[0]);
+    const output = convertedFormat(format, this.keep);
     if (format === output && path.dirname(this.current) === workDir) {
       // Already what the cloud takes, where we may keep it: no copy.
       const { size } = await stat(this.current);

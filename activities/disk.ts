@@ -90,24 +90,6 @@ export async function reserveSpace(
   };
 }
 
-/** Runs `write` holding a reservation of `bytes`; the reservation goes when it ends, however it ends. */
-export async function withSpace<T>(
-  dir: string,
-  bytes: number,
-  what: string,
-  policy: DiskPolicy,
-  write: () => Promise<T>,
-): Promise<T> {
-  const reservation = await reserveSpace(dir, bytes, what, policy);
-  try {
-    return await write();
-  } catch (err) {
-    throw asOutOfSpace(err, dir, what, bytes);
-  } finally {
-    reservation.release();
-  }
-}
-
 /** ENOSPC (or EDQUOT) from a write becomes OutOfSpaceError; anything else passes unchanged. */
 export function asOutOfSpace(err: unknown, dir: string, what: string, neededBytes = 0): unknown {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;

@@ -2,7 +2,8 @@ import { cloudTarget } from '../clouds/index.js';
 import type { PrepareInput, PublishInput } from '../clouds/target.js';
 import { acquireImage } from './acquire.js';
 import { convertToRaw } from './convert.js';
-import { inspectImage } from './inspect.js';
+import { inspectFile, inspectImage } from './inspect.js';
+import { cancellationSignal } from '../runtime/context.js';
 import type { ActivityDeps } from '../runtime/deps.js';
 import type { AcquireInput, ConvertInput, InspectInput } from './types.js';
 import { removeWorkDir, withWorkDir } from './workspace.js';
@@ -24,8 +25,12 @@ export function createHostActivities(deps: ActivityDeps) {
      */
     convertToRaw: (input: ConvertInput) => convertToRaw(deps, input, cloud.diskFormats),
     prepareImage: (input: PrepareInput) => cloud.prepare(input),
-    /** Publishes on whatever cloud is configured; the name is the one workflow histories record. */
-    registerWithKamaki: (input: PublishInput) => cloud.publish(input),
+    /**
+     * Uploads and registers on whatever cloud is configured. The name is the one workflow
+     * histories record (it was Synnefo's kamaki step first), kept so that running workflows replay.
+     */
+    registerWithKamaki: async (input: PublishInput) =>
+      cloud.publish({ ...input, format: input.format ?? (await detectedFormat(deps, input.path)) }),
     /** Removes the workflow's work folder, whatever state a failed or finished attempt left it in. */
     cleanupWorkspace: (input: { workflowId: string }) => cleanupWorkspace(deps, input),
   };
@@ -37,6 +42,15 @@ export type HostActivities = ReturnType<typeof createHostActivities>;
  * Takes the folder like any step: an attempt that timed out and is still writing here is stopped
  * (and its open files closed) before the folder goes, so none of it outlives the clean-up.
  */
+/** The format of a file to publish whose input did not say it (recorded before it was passed): detected again. */
+async function detectedFormat({ config }: ActivityDeps, file: string): Promise<string> {
+  const { format } = await inspectFile(
+    { path: file },
+    { timeoutMs: config.worker.toolTimeoutMs, signal: cancellationSignal() },
+  );
+  return format;
+}
+
 async function cleanupWorkspace({ config, logger }: ActivityDeps, input: { workflowId: string }): Promise<void> {
   await withWorkDir(config, input.workflowId, async ({ dir }) => {
     await removeWorkDir(config, dir);

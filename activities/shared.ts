@@ -39,6 +39,7 @@ export function createSharedActivities(deps: SharedActivityDeps) {
         retryMaximumAttempts: w.retryMaximumAttempts,
         diskWaitIntervalMs: w.diskWaitIntervalMs,
         diskWaitMaxMs: w.diskWaitMaxMs,
+        diskFormats: [...cloud.diskFormats],
       };
     },
 

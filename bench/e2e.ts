@@ -10,6 +10,7 @@ import { execa } from 'execa';
 import { parseConfig } from '../core/config.js';
 import { ImageEventSchema } from '../core/event.js';
 import { startWorkflowForEvent } from '../core/starter.js';
+import { registrationSite } from '../clouds/index.js';
 import { connectTemporal } from '../core/temporal-client.js';
 import {
   BENCH_TMP,
@@ -91,7 +92,13 @@ export async function benchE2e(): Promise<BenchResult> {
             });
             const before = (await readFile(toolLog, 'utf8')).length;
             const run = await timed(async () => {
-              const started = await startWorkflowForEvent(client, config, event, { kamakiCloud: 'bench' });
+              const started = await startWorkflowForEvent(
+                client,
+                config,
+                event,
+                { cloud: 'bench' },
+                registrationSite(config),
+              );
               if (started.outcome !== 'delivered') throw new Error(`workflow for ${file.name}: ${started.outcome}`);
               return started.handle!.result();
             });

@@ -11,6 +11,7 @@ import { parseConfig } from '../core/config.js';
 import { eventFromMessageBody } from '../core/event.js';
 import { handlerFromName } from '../core/handlers.js';
 import { startWorkflowForEvent } from '../core/starter.js';
+import { registrationSite } from '../clouds/index.js';
 import { registerBody } from '../test/support/bridge.js';
 import { cpuSeconds } from './lib.js';
 
@@ -32,7 +33,7 @@ await Promise.all(
   Array.from({ length: concurrency }, async () => {
     while (next < parsed.length) {
       const event = parsed[next++];
-      const result = await startWorkflowForEvent(client, config, event, options);
+      const result = await startWorkflowForEvent(client, config, event, options, registrationSite(config));
       if (result.outcome !== 'delivered') throw new Error(`event ${event.imageId} was not delivered`);
     }
   }),

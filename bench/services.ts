@@ -2,6 +2,7 @@
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { ResultPromise } from 'execa';
+import { registrationSite } from '../clouds/index.js';
 import { parseConfig } from '../core/config.js';
 import { ImageEventSchema } from '../core/event.js';
 import { startWorkflowForEvent } from '../core/starter.js';
@@ -78,7 +79,13 @@ export async function registerAtOnce(
             size: img.size,
             checksumSha512: img.sha512,
           });
-          const delivered = await startWorkflowForEvent(client, config, event, { kamakiCloud: 'bench' });
+          const delivered = await startWorkflowForEvent(
+            client,
+            config,
+            event,
+            { kamakiCloud: 'bench' },
+            registrationSite(config),
+          );
           const outcome = await delivered.handle!.result().then(
             (r) => ((r as ImageRevisionResult).register?.imageId ? 'registered' : 'not registered'),
             (err: unknown) => `failed: ${(err as Error).message}`,

@@ -10,6 +10,7 @@
  */
 import type { Message } from 'amqplib';
 import { Client, Connection } from '@temporalio/client';
+import { registrationSite } from '../clouds/index.js';
 import type { Config } from '../core/config.js';
 import type { Logger } from '../core/logging.js';
 import { temporalConnectionOptions } from '../core/temporal-client.js';
@@ -250,7 +251,13 @@ class Bridge {
     let decision: MessageDecision;
     try {
       decision = await decideMessage(
-        { client: this.client, config: this.config, options: this.registration, startTimeoutMs: this.startTimeoutMs },
+        {
+          client: this.client,
+          config: this.config,
+          options: this.registration,
+          site: registrationSite(this.config),
+          startTimeoutMs: this.startTimeoutMs,
+        },
         msg.content,
       );
     } catch (err) {

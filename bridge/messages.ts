@@ -9,7 +9,7 @@ import type { Client } from '@temporalio/client';
 import { deadLetterQueue, type Config, type RabbitConfig } from '../core/config.js';
 import { eventFromMessageBody, InvalidEventError, type ImageEvent, type InvalidEventReason } from '../core/event.js';
 import { startWorkflowForEvent, type StartResult } from '../core/starter.js';
-import { SEARCH_ATTRIBUTES, type RegistrationOptions } from '../core/workflow-contract.js';
+import { SEARCH_ATTRIBUTES, type RegistrationOptions, type RegistrationSite } from '../core/workflow-contract.js';
 
 // ---------------------------------------------------------------------------------------
 // Pure decisions
@@ -190,6 +190,8 @@ export interface StartContext {
   client: Client;
   config: Config;
   options: RegistrationOptions;
+  /** The worker's cloud (clouds/index.ts registrationSite): with the options, the registration's target. */
+  site: RegistrationSite;
   /** A start that takes longer counts as "Temporal unavailable" (its outcome is settled by the workflow id on redelivery). */
   startTimeoutMs: number;
 }
@@ -206,7 +208,7 @@ export async function decideMessage(ctx: StartContext, body: Buffer): Promise<Me
   }
   try {
     const result = await ctx.client.withDeadline(Date.now() + ctx.startTimeoutMs, () =>
-      startWorkflowForEvent(ctx.client, ctx.config, event, ctx.options),
+      startWorkflowForEvent(ctx.client, ctx.config, event, ctx.options, ctx.site),
     );
     return { kind: 'start', event, result };
   } catch (err) {

@@ -1,12 +1,14 @@
+import type { Config } from '../core/config.js';
+import type { RegistrationSite } from '../core/workflow-contract.js';
 import type { ActivityDeps } from '../runtime/deps.js';
-import { glanceTarget } from './glance/index.js';
-import { synnefoTarget } from './synnefo/index.js';
+import { glanceSite, glanceTarget } from './glance/index.js';
+import { synnefoSite, synnefoTarget } from './synnefo/index.js';
 import type { CloudTarget } from './target.js';
 
 /**
  * The cloud this worker registers images on, from `cloud.type`: Synnefo (the `synnefo` block) or a
  * Glance cloud. A new target is a folder beside clouds/synnefo/ and clouds/glance/ implementing
- * CloudTarget, chosen here.
+ * CloudTarget, chosen here (its target and its site) and nowhere else.
  */
 export function cloudTarget(deps: ActivityDeps): CloudTarget {
   const cloud = deps.config.cloud;
@@ -14,3 +16,13 @@ export function cloudTarget(deps: ActivityDeps): CloudTarget {
     return glanceTarget({ ...deps, logger: deps.logger.child({ cloud: `glance-${cloud.name}` }) }, cloud);
   return synnefoTarget({ ...deps, logger: deps.logger.child({ cloud: 'synnefo' }) });
 }
+
+/** The site's cloud as registration identities name it (registrationTarget, `<type>-<name>`). */
+export function registrationSite(config: Pick<Config, 'cloud' | 'synnefo'>): RegistrationSite {
+  const cloud = config.cloud;
+  if (cloud.type === 'glance') return glanceSite(cloud);
+  return synnefoSite(config.synnefo);
+}
+
+/** Every kind of cloud a worker can register on: what `registrations --cloud NAME` may mean. */
+export const CLOUD_TYPES: readonly string[] = ['synnefo', 'glance'];

@@ -7,11 +7,9 @@
  * The inputs and results cross Temporal's history: plain JSON, no Buffers, Dates, class
  * instances or secrets.
  */
-import type { ImageEvent } from '../core/event.js';
-import type { ExpireImageResult, ImageRequest, RegistrationOptions } from '../core/workflow-contract.js';
+import type { DiskFormat, ExpireImageResult, ImageRequest, RegistrationOptions } from '../core/workflow-contract.js';
 
-/** The disk formats a cloud can be given: what convertToRaw writes or keeps. */
-export type DiskFormat = 'raw' | 'qcow2';
+export type { DiskFormat } from '../core/workflow-contract.js';
 
 export interface CloudTarget {
   /** Names the kind of cloud in logs and errors, e.g. 'synnefo'. */
@@ -34,14 +32,20 @@ export interface CloudTarget {
    */
   prepare(input: PrepareInput): Promise<PreparedImage>;
   /** Uploads and registers the prepared image (or reuses the one already there). Host queue. */
-  publish(input: PublishInput): Promise<RegisteredImage>;
+  publish(input: PublishInput & { format: string }): Promise<RegisteredImage>;
   /** The event's image was expired: hide or unregister what was registered for it. Shared queue. */
   expire(req: ImageRequest): Promise<ExpireImageResult>;
   /**
    * Every image our account holds for one image list (identity properties and owner: never another
    * tenant's), for a subscription's sync to compare with the list. Shared queue.
    */
-  inventory(req: { imageListId: string; options: RegistrationOptions }): Promise<CloudInventory>;
+  inventory(req: InventoryRequest): Promise<CloudInventory>;
+}
+
+/** Which images `inventory` lists: those of one image list, as the registrations' options reach the cloud. */
+export interface InventoryRequest {
+  listId: string;
+  options: RegistrationOptions;
 }
 
 /** An image of a list that our account holds in the cloud. */
@@ -73,12 +77,10 @@ export interface CloudInventory {
   expireAction: 'make-private' | 'unregister';
 }
 
-export interface PrepareInput {
+export interface PrepareInput extends ImageRequest {
   /** convertToRaw's result: a raw disk, or a qcow2 kept as it is when the cloud takes qcow2. */
   rawPath: string;
   workDir: string;
-  event: ImageEvent;
-  options: RegistrationOptions;
 }
 
 export interface PreparedImage {
@@ -89,11 +91,14 @@ export interface PreparedImage {
   prepared: boolean;
 }
 
-export interface PublishInput {
+export interface PublishInput extends ImageRequest {
   path: string;
-  event: ImageEvent;
-  options: RegistrationOptions;
   metadata: Record<string, string>;
+  /**
+   * The disk format of the file, as the pipeline detected or wrote it (convertToRaw's result; a
+   * preparation keeps it). Absent in inputs recorded before it was passed: the host step detects it.
+   */
+  format?: string;
 }
 
 export interface RegisteredImage {

@@ -5,7 +5,6 @@ import os from 'node:os';
 import { z } from 'zod';
 import { ConfigError } from './errors.js';
 import { CredentialRuleSchema, CredentialSchema, literalCredentials } from './credentials.js';
-import type { SiteCloud } from './workflow-contract.js';
 
 // @pushcorn/hocon-parser is CommonJS; its default export carries `parse`.
 const require = createRequire(import.meta.url);
@@ -185,14 +184,6 @@ export const CloudConfigSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('synnefo') }).strict(),
   GlanceConfigSchema,
 ]);
-export type CloudConfig = z.infer<typeof CloudConfigSchema>;
-
-/** The site's cloud as registration identities name it (registrationTarget). */
-export function siteCloud(config: Pick<Config, 'cloud' | 'synnefo'>): SiteCloud {
-  return config.cloud.type === 'glance'
-    ? { type: 'glance', name: config.cloud.name }
-    : { type: 'synnefo', kamakiCloud: config.synnefo.cloud };
-}
 
 export const SignaturePolicySchema = z.enum(['require', 'warn', 'accept']);
 
@@ -428,18 +419,64 @@ export const RegistrySubscriptionSchema = z
   });
 export type RegistrySubscription = z.infer<typeof RegistrySubscriptionSchema>;
 
-/** One entry of `subscriptions`: a registry project when it names a registry, else an image list. */
-const SubscriptionEntrySchema = z.unknown().transform((entry, ctx): Subscription | RegistrySubscription => {
-  const registry = typeof entry === 'object' && entry !== null && 'registry' in entry;
-  const result = (registry ? RegistrySubscriptionSchema : SubscriptionSchema).safeParse(entry);
-  if (result.success) return result.data;
+/**
+ * A kind of `subscriptions` entry: one per source of subscriptions (subscriptions/sources.ts reads
+ * them back by the list they land in). Each is told apart by a key only its entries have (the
+ * image list, which has none, takes any other entry), says how two entries are the same
+ * subscription, and which list id an entry claims.
+ */
+interface EntryKind<T> {
+  schema: z.ZodType<T>;
+  /** The key only this kind's entries have; none for the kind that takes the others. */
+  marker?: keyof T & string;
+  /** The list of the parsed configuration its entries land in. */
+  into: 'subscriptions' | 'registrySubscriptions';
+  /** The same subscription twice: the same key. `field` and `what` name it in the message. */
+  same: { key: (entry: T) => string; field: keyof T & string; what: string };
+  /** The list id the entry speaks for from the start (a registry project's `host/project`). */
+  ownListId?: (entry: T) => string;
+  /** The list id the configuration fixes for it (`listId`): no other entry's. */
+  fixedListId?: (entry: T) => string | undefined;
+}
+
+const kind = <T>(k: EntryKind<T>) => k as EntryKind<unknown>;
+
+/** The kinds of entries, asked in order: the first whose marker the entry has parses it. */
+const ENTRY_KINDS: readonly EntryKind<unknown>[] = [
+  kind<RegistrySubscription>({
+    schema: RegistrySubscriptionSchema,
+    marker: 'registry',
+    into: 'registrySubscriptions',
+    same: { key: (sub) => registrySubscriptionKey(sub), field: 'project', what: 'project' },
+    ownListId: (sub) => registryListId(sub.registry, sub.project),
+  }),
+  kind<Subscription>({
+    schema: SubscriptionSchema,
+    into: 'subscriptions',
+    same: { key: (sub) => subscriptionKey(sub.url), field: 'url', what: 'list' },
+    fixedListId: (sub) => sub.listId,
+  }),
+];
+
+function kindOf(entry: unknown): EntryKind<unknown> {
+  const has = (key: string) => typeof entry === 'object' && entry !== null && key in entry;
+  return ENTRY_KINDS.find((k) => k.marker === undefined || has(k.marker))!;
+}
+
+type SubscriptionEntry = (Subscription | RegistrySubscription) & { credential?: string };
+
+/** One entry of `subscriptions`, parsed by its kind's schema. */
+const SubscriptionEntrySchema = z.unknown().transform((entry, ctx): SubscriptionEntry => {
+  const result = kindOf(entry).schema.safeParse(entry);
+  if (result.success) return result.data as SubscriptionEntry;
   for (const issue of result.error.issues)
     ctx.addIssue({ code: 'custom', message: issue.message, path: issue.path as PropertyKey[] });
   return z.NEVER;
 });
 
-function isRegistrySubscription(entry: Subscription | RegistrySubscription): entry is RegistrySubscription {
-  return 'registry' in entry;
+/** `registry.egi.eu/egi_vm_images`: how a project is named as an image list. */
+export function registryListId(registry: string, project: string): string {
+  return `${new URL(registry).host}/${project.replace(/^\/+|\/+$/g, '')}`;
 }
 
 /** How registry subscriptions are matched: the registry's origin and the project. */
@@ -525,10 +562,11 @@ export const ConfigSchema = z
           message: `credential '${sub.credential}' is not defined in security.credentials`,
         });
       }
-      const key = isRegistrySubscription(sub) ? registrySubscriptionKey(sub) : subscriptionKey(sub.url);
+      const { same } = kindOf(sub);
+      const key = same.key(sub);
       const earlier = seen.get(key);
       if (earlier !== undefined) {
-        const [field, what] = isRegistrySubscription(sub) ? ['project', 'project'] : ['url', 'list'];
+        const { field, what } = same;
         ctx.addIssue({
           code: 'custom',
           path: ['subscriptions', i, field],
@@ -540,32 +578,38 @@ export const ConfigSchema = z
     // A list id belongs to one subscription: a configured listId is no other's, nor a registry project's `host/project`.
     const owners = new Map<string, number>();
     config.subscriptions.forEach((sub, i) => {
-      if (isRegistrySubscription(sub)) owners.set(`${new URL(sub.registry).host}/${sub.project}`, i);
+      const own = kindOf(sub).ownListId?.(sub);
+      if (own !== undefined) owners.set(own, i);
     });
     config.subscriptions.forEach((sub, i) => {
-      if (isRegistrySubscription(sub) || sub.listId === undefined) return;
-      const owner = owners.get(sub.listId);
+      const listId = kindOf(sub).fixedListId?.(sub);
+      if (listId === undefined) return;
+      const owner = owners.get(listId);
       if (owner !== undefined) {
         ctx.addIssue({
           code: 'custom',
           path: ['subscriptions', i, 'listId'],
-          message: `list id '${sub.listId}' is already subscriptions.${owner}'s`,
+          message: `list id '${listId}' is already subscriptions.${owner}'s`,
         });
       }
-      owners.set(sub.listId, i);
+      owners.set(listId, i);
     });
-    if (config.cloud.type === 'glance' && !(config.cloud.credential in config.security.credentials)) {
+    // A cloud that logs in with a named credential (Glance's Keystone) names one that exists.
+    const cloudCredential = 'credential' in config.cloud ? config.cloud.credential : undefined;
+    if (cloudCredential !== undefined && !(cloudCredential in config.security.credentials)) {
       ctx.addIssue({
         code: 'custom',
         path: ['cloud', 'credential'],
-        message: `credential '${config.cloud.credential}' is not defined in security.credentials`,
+        message: `credential '${cloudCredential}' is not defined in security.credentials`,
       });
     }
   })
   .transform(({ subscriptions, ...config }) => ({
     ...config,
-    subscriptions: subscriptions.filter((s): s is Subscription => !isRegistrySubscription(s)),
-    registrySubscriptions: subscriptions.filter(isRegistrySubscription),
+    subscriptions: subscriptions.filter((s) => kindOf(s).into === 'subscriptions') as Subscription[],
+    registrySubscriptions: subscriptions.filter(
+      (s) => kindOf(s).into === 'registrySubscriptions',
+    ) as RegistrySubscription[],
   }));
 
 /** How subscriptions and command-line URLs are matched: parsed, without credentials or fragment. */

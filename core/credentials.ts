@@ -14,7 +14,6 @@ export const CredentialSchema = z.union([
   z.object({ file: z.string().min(1) }).strict(),
   z.object({ env: z.string().min(1) }).strict(),
 ]);
-export type Credential = z.infer<typeof CredentialSchema>;
 
 /**
  * Which credential a download uses, by the image's origin and, if the rule names one, its image
@@ -55,7 +54,6 @@ export const CredentialRuleSchema = RuleInputSchema.transform((rule, ctx) => {
     credential: rule.credential,
   };
 });
-export type CredentialRule = z.infer<typeof CredentialRuleSchema>;
 
 /** The secret of credential `name`, registered so that no log line can print it. */
 export async function resolveCredential(config: Config, name: string): Promise<string> {

@@ -62,6 +62,14 @@ export const VMCATCHER_VARIABLES: readonly string[] = Object.values(EVENT_FIELDS
 /** Where an event came from. Not serialised (as in the original). */
 export type EventOrigin = 'vmcatcher' | 'image-list' | 'message' | 'command' | 'registry';
 
+/** The origins of the events a subscription's sync delivers (the site's own read of a source it trusts). */
+const SUBSCRIPTION_ORIGINS: ReadonlySet<EventOrigin> = new Set(['image-list', 'registry']);
+
+/** Whether the site's own sync of a subscription made the event (its VO is the subscription's, not a publisher's word). */
+export function fromSubscription(event: Pick<ImageEvent, 'origin'>): boolean {
+  return SUBSCRIPTION_ORIGINS.has(event.origin);
+}
+
 const text = z.string().min(1);
 const sha512Hex = z
   .string()
@@ -109,7 +117,6 @@ export const ImageEventSchema = z.object({
 });
 
 export type ImageEvent = z.infer<typeof ImageEventSchema>;
-export type ImageEventInput = z.input<typeof ImageEventSchema>;
 
 /** Why a message is not a valid event: the dead-letter reason an operator filters on. */
 export type InvalidEventReason =
@@ -264,4 +271,9 @@ export function assertActionable(event: ImageEvent): void {
       );
     }
   }
+}
+
+/** Natural order of two `hv:version` strings: numbers compare as numbers (`1.10` > `1.9`). */
+export function compareVersions(a: string, b: string): number {
+  return a.localeCompare(b, 'en', { numeric: true, sensitivity: 'base' });
 }

@@ -29,7 +29,6 @@ export interface LogOptions {
 }
 
 export type LogFormat = 'json' | 'pretty';
-export const LOG_FORMATS: readonly LogFormat[] = ['json', 'pretty'];
 
 /**
  * `SNF_VMCATCHER_LOG_FORMAT` (json or pretty) when set; otherwise pretty for a person at a

@@ -5,7 +5,7 @@ import {
   WorkflowIdConflictPolicy,
   WorkflowIdReusePolicy,
 } from '@temporalio/common';
-import { siteCloud, type Config } from './config.js';
+import type { Config } from './config.js';
 import { assertActionable, eventAction, type ImageEvent } from './event.js';
 import {
   childWorkflowId,
@@ -21,6 +21,7 @@ import {
   type ImageEventSignal,
   type ImageRequest,
   type RegistrationOptions,
+  type RegistrationSite,
 } from './workflow-contract.js';
 
 export type StartOutcome =
@@ -45,19 +46,23 @@ export interface StartResult {
  * workflow runs registerImage or expireImage, so a repeated event never registers an image twice
  * and the cloud follows the last event of the revision.
  *
+ * `site` is the worker's cloud as clouds/index.ts `registrationSite` reads it from the configuration:
+ * with the options, it names the registration's target, part of every workflow id.
+ *
  * Throws InvalidEventError when the event lacks what its action needs.
  */
 export async function startWorkflowForEvent(
   client: Client,
   config: Config,
   event: ImageEvent,
-  options: RegistrationOptions = {},
+  options: RegistrationOptions,
+  site: RegistrationSite,
 ): Promise<StartResult> {
   const kind = eventAction(event);
   if (kind === 'ignore') return { outcome: 'ignored' };
   assertActionable(event);
   const action = kind === 'register' ? 'register' : 'expire';
-  const target = registrationTarget(options, siteCloud(config));
+  const target = registrationTarget(options, site);
   const workflowId = imageRevisionWorkflowId(event, action, target);
   const signal: ImageEventSignal = { action, event, options, target };
   const handle = await deliverToRevision(client, config.temporal.taskQueue, workflowId, signal);

@@ -24,7 +24,12 @@ export type HandlerName = (typeof HANDLERS)[number];
 /** Per-event choices. Names only: a credential is resolved by the worker from its own config. */
 export interface RegistrationOptions {
   handler?: HandlerName;
-  /** kamaki cloud name from ~/.kamakirc; the worker's configured default when absent. */
+  /**
+   * The cloud to register into, where the site's cloud lets an event choose one (Synnefo: a kamaki
+   * cloud of ~/.kamakirc); the worker's configured cloud when absent. Read with chosenCloud().
+   */
+  cloud?: string;
+  /** What `cloud` was called in messages and histories written before: read as `cloud`. */
   kamakiCloud?: string;
   /** Disable TLS verification for this image's download (logged when used). */
   insecureSsl?: boolean;
@@ -43,6 +48,22 @@ export interface RegistrationOptions {
 export interface ImageRequest {
   event: ImageEvent;
   options: RegistrationOptions;
+}
+
+/** The cloud the options name: `cloud`, or `kamakiCloud` in options recorded before it was renamed. */
+export function chosenCloud(options: Pick<RegistrationOptions, 'cloud' | 'kamakiCloud'>): string | undefined {
+  return options.cloud ?? options.kamakiCloud;
+}
+
+/** The disk formats a cloud can be given: what convertToRaw writes or keeps. */
+export type DiskFormat = 'raw' | 'qcow2';
+
+/**
+ * What convertToRaw makes of a disk in `format` for a cloud that takes `formats`: the disk as it is
+ * when the cloud takes its format, else raw when the cloud takes raw, else the cloud's first format.
+ */
+export function convertedFormat(format: string, formats: readonly DiskFormat[]): DiskFormat {
+  return formats.find((f) => f === format) ?? (formats.includes('raw') ? 'raw' : formats[0]);
 }
 
 /** What an event asks of an image revision. */
@@ -217,26 +238,30 @@ function imageRevision(event: ImageEvent): string {
 }
 
 /**
- * The site's cloud, as registration identities name it: a Synnefo site's default kamaki cloud
- * (an event's or subscription's `kamakiCloud` overrides it), or a Glance cloud's configured name.
+ * The site's cloud, as registration identities name it: its kind (`type`) and its configured name
+ * (clouds/index.ts `registrationSite` reads them from the configuration). Where `eventsChoose` is
+ * set, an event's or subscription's `cloud` names another cloud of that kind (Synnefo's kamaki clouds).
  */
-export type SiteCloud = { type: 'synnefo'; kamakiCloud?: string } | { type: 'glance'; name: string };
+export interface RegistrationSite {
+  type: string;
+  name?: string;
+  eventsChoose?: boolean;
+}
 
 /**
- * Where a registration goes: the handler and the cloud. A trial with JustLogHandler and the real
- * registration, or the same image registered into two clouds (two kamaki clouds, a Synnefo and a
- * Glance cloud, two Glance clouds), are different registrations: `synnefo-<kamaki cloud>`, `glance-<name>`.
+ * Where a registration goes: the handler and the cloud, `<type>-<name>`. A trial with JustLogHandler
+ * and the real registration, or the same image registered into two clouds (two kamaki clouds, a
+ * Synnefo and a Glance cloud, two Glance clouds), are different registrations.
  */
-export function registrationTarget(options: RegistrationOptions, site: SiteCloud): string {
+export function registrationTarget(options: RegistrationOptions, site: RegistrationSite): string {
   const handler = options.handler ?? 'registerImage';
   if (handler === 'JustLogHandler') return 'log';
   if (handler === 'ThrowingHandler') return 'throwing';
-  // A Glance worker registers into its configured cloud only: a kamaki cloud named by the event does not apply.
-  if (site.type === 'glance') return `glance-${idPart(site.name, 'default')}`;
-  const cloud = options.kamakiCloud ?? site.kamakiCloud;
+  // A site whose events cannot choose registers into its configured cloud only.
+  const cloud = (site.eventsChoose ? chosenCloud(options) : undefined) ?? site.name;
   const part = idPart(cloud, 'default');
   // A long cloud name keeps a digest of the whole, so two long names never share a target.
-  return `synnefo-${cloud && cloud.length > 40 ? `${part.slice(0, 23)}-${shortDigest(cloud)}` : part}`;
+  return `${site.type}-${cloud && cloud.length > 40 ? `${part.slice(0, 23)}-${shortDigest(cloud)}` : part}`;
 }
 
 /** The revision an expire event names: its checksum, else the expired cache file's name. */
@@ -304,6 +329,8 @@ export interface HostClaim {
   /** How often a step short of disk space is tried again, and for how long at most. */
   diskWaitIntervalMs: number;
   diskWaitMaxMs: number;
+  /** The disk formats the site's cloud takes (CloudTarget.diskFormats), for the steps' summaries. Absent in claims recorded before: raw. */
+  diskFormats?: DiskFormat[];
 }
 
 /** The identity properties stored on the registered image, used to find it again. */
@@ -350,9 +377,12 @@ export interface RegistryProjectSpec {
 export interface SubscriptionSpec {
   /** The list's URL, or `<registry origin>/<project>` for a registry project. */
   url: string;
-  /** What the run reads: a registry project, or (absent, as in every schedule made before registries) an image list. */
-  source?: 'registry';
-  /** The registry project, when `source` is `registry`. */
+  /**
+   * Which source the run reads (the name of a SubscriptionSource, subscriptions/sources.ts); absent
+   * for an image list, as in every schedule made before there was another source.
+   */
+  source?: string;
+  /** The registry project, for the registry source (oci/). */
   registry?: RegistryProjectSpec;
   /** Name of an entry of the worker's security.credentials sent to the list's host (the registry's login for a registry). */
   credential?: string;
@@ -375,17 +405,94 @@ export interface SubscriptionSpec {
   origin: 'config' | 'command';
 }
 
+/** How often a subscription is synced when it does not say: EGI's central sync runs every three hours. */
+export const DEFAULT_SYNC_INTERVAL_MS = 3 * 3600_000;
+
 /**
- * Registration options of a subscription's events: its cloud, when it names one, and for a
- * registry project the name of its login, which the acquire step resolves to pull the layer.
+ * The longest one sync run may take unless the subscription says (`runTimeout`): the schedule
+ * skips a run while another is in progress, so a run that never ends would hold it for good.
+ */
+export const DEFAULT_SYNC_RUN_TIMEOUT_MS = 3600_000;
+
+/**
+ * Registration options of a subscription's events: its cloud, when it names one, and, for a source
+ * whose credential also fetches its images (a registry's login, which the acquire step resolves to
+ * pull the layer), the name of that credential.
  */
 export function subscriptionOptions(
-  subscription: Pick<SubscriptionSpec, 'cloud' | 'source' | 'credential'>,
+  subscription: Pick<SubscriptionSpec, 'cloud' | 'credential'>,
+  credentialFetchesImages: boolean,
 ): RegistrationOptions {
-  const options: RegistrationOptions = subscription.cloud ? { kamakiCloud: subscription.cloud } : {};
-  if (subscription.source === 'registry' && subscription.credential) options.credentialName = subscription.credential;
+  const options: RegistrationOptions = subscription.cloud ? { cloud: subscription.cloud } : {};
+  if (credentialFetchesImages && subscription.credential) options.credentialName = subscription.credential;
   return options;
 }
+
+const SCHEDULE_PREFIX = 'subscription:';
+
+/**
+ * `subscription:[<source>:]<host/path, readable>:<digest of the key>`: the schedule of a
+ * subscription, by its source's name (none for an image list) and its key (the list's URL, the
+ * registry project's `<origin>/<project>`); stable whatever the spelling in the configuration.
+ */
+export function scheduleIdOfKey(source: string | undefined, key: string): string {
+  const parsed = new URL(key);
+  const readable = `${parsed.host}${parsed.pathname}`
+    .replace(/[^A-Za-z0-9._-]+/g, '_')
+    .replace(/^_+|_+$/g, '')
+    .slice(0, 80);
+  return `${SCHEDULE_PREFIX}${source ? `${source}:` : ''}${readable}:${shortDigest(key)}`;
+}
+
+/** Whether a schedule id is one of a subscription's. */
+export function isSubscriptionSchedule(scheduleId: string): boolean {
+  return scheduleId.startsWith(SCHEDULE_PREFIX);
+}
+
+/** `sync:<schedule id without its prefix>`: every run a subscription's schedule starts has a workflow id beginning so. */
+export function syncWorkflowIdOf(scheduleId: string): string {
+  return `sync:${scheduleId.slice(SCHEDULE_PREFIX.length)}`;
+}
+
+/** The entries of a read that are not valid images: kept (never expired as removed), and reported as unread. */
+export function invalidEntriesKept(invalid: SyncSummary['invalid']): ReadGaps {
+  // An entry without an identifier could be any image, so nothing is expired as removed this run.
+  const named = invalid.filter((i) => i.identifier !== undefined);
+  const unread = named.map((i) => ({ imageId: i.identifier!, problem: `invalid entry: ${i.problem}` }));
+  const incomplete = named.length < invalid.length;
+  if (incomplete)
+    unread.push({
+      imageId: '(entry without dc:identifier)',
+      problem: 'the read is incomplete: nothing expired as removed',
+    });
+  return { unread, keep: named.map((i) => i.identifier!), incomplete };
+}
+
+/** What a read could not take: kept in the cloud as it is, never expired. */
+export interface ReadGaps {
+  unread: NonNullable<SyncSummary['unread']>;
+  /** Image ids to keep in the cloud though the read does not offer them (unread, invalid). */
+  keep: string[];
+  /** The read may lack images without naming them: nothing is expired as removed. */
+  incomplete?: boolean;
+  /** What the read asked of its source's server, when the source counts it (a registry). */
+  requests?: SyncSummary['requests'];
+}
+
+/** What a sync run's read step is given: the subscription and the copy it accepted last. */
+export interface SubscriptionReadInput {
+  subscription: SubscriptionSpec;
+  previous?: AcceptedList;
+}
+
+/**
+ * What a subscription offers now, as its source read it: the accepted copy for this run, with what
+ * could not be read (kept, never expired); or, for a source that can tell, that nothing changed
+ * since the copy accepted last. `options` are the registration options of its events.
+ */
+export type SubscriptionRead = { options: RegistrationOptions } & (
+  { notModified: true } | ({ notModified: false; accepted: AcceptedList; invalid: SyncSummary['invalid'] } & ReadGaps)
+);
 
 export interface SyncImageListInput {
   subscription: SubscriptionSpec;

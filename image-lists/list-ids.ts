@@ -8,8 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { registrySubscriptionKey, subscriptionKey, type Config } from '../core/config.js';
-import { registryListId } from '../oci/source.js';
+import { registryListId, registrySubscriptionKey, subscriptionKey, type Config } from '../core/config.js';
 
 /**
  * Why `listId` is not the list at `url`'s to use according to the configuration: another

@@ -5,12 +5,12 @@
  * into the event a list image would be. What a subscription's sync then plans and delivers is
  * the same as for a list (subscriptions/sync-plan.ts).
  */
-import { registrySubscriptionKey, type Config } from '../core/config.js';
+import { compareVersions } from '../core/event.js';
+import { registryListId, registrySubscriptionKey, type Config } from '../core/config.js';
 import { FetchError, InvalidInputError } from '../core/errors.js';
 import { readBodyLimited, redact } from '../core/http.js';
 import type { Logger } from '../core/logging.js';
 import type { ListedImage } from '../core/workflow-contract.js';
-import { compareVersions } from '../subscriptions/sync-plan.js';
 import { blobUrl, CREATED, REF_DIGEST, registryImageToEvent, shortName } from './annotations.js';
 import {
   MAX_REGISTRY_JSON_BYTES,
@@ -79,11 +79,6 @@ export interface ReadRegistryProject {
   manifests?: RememberedManifests;
   /** What the read asked of the registry (RegistryClient.requests). */
   requests?: RegistryRequestCounts;
-}
-
-/** `registry.egi.eu/egi_vm_images`: how a project is named as an image list. */
-export function registryListId(registry: string, project: string): string {
-  return `${new URL(registry).host}/${project.replace(/^\/+|\/+$/g, '')}`;
 }
 
 export function tagPattern(source: Pick<RegistrySource, 'tags'>): RegExp {

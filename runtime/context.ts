@@ -25,14 +25,3 @@ export function cancellationSignal(): AbortSignal | undefined {
 export function previousHeartbeat<T>(): T | undefined {
   return activityContext()?.info.heartbeatDetails as T | undefined;
 }
-
-/**
- * True when the activity was cancelled because the workflow was cancelled or is gone, as
- * opposed to a timeout or a worker shutdown after which a retry may resume partial work.
- */
-export function cancelledForGood(): boolean {
-  const ctx = activityContext();
-  const details = ctx?.cancellationDetails;
-  if (!ctx?.cancellationSignal.aborted) return false;
-  return details ? details.cancelRequested || details.notFound || details.reset : false;
-}

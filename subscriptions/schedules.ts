@@ -12,120 +12,49 @@ import {
   type ScheduleOptions,
   type ScheduleUpdateOptions,
 } from '@temporalio/client';
-import {
-  registrySubscriptionKey,
-  subscriptionKey,
-  type Config,
-  type RegistrySubscription,
-  type Subscription,
-} from '../core/config.js';
+import { subscriptionKey, type Config, type Subscription } from '../core/config.js';
 import { InvalidInputError } from '../core/errors.js';
 import type { Logger } from '../core/logging.js';
 import {
-  shortDigest,
+  isSubscriptionSchedule,
+  scheduleIdOfKey,
   SYNC_WORKFLOW,
-  type RegistryProjectSpec,
+  syncWorkflowIdOf,
   type SubscriptionSpec,
   type SyncImageListInput,
+  DEFAULT_SYNC_RUN_TIMEOUT_MS,
 } from '../core/workflow-contract.js';
+import { imageListSource } from '../image-lists/subscription-source.js';
+import { configuredSubscriptions, sourceOf } from './sources.js';
 
-/** EGI's central sync runs every three hours; so does a subscription that does not say. */
-export const DEFAULT_SYNC_INTERVAL_MS = 3 * 3600_000;
-/**
- * The longest one sync run may take unless the subscription says (`runTimeout`): the schedule
- * skips a run while another is in progress, so a run that never ends would hold it for good.
- */
-export const DEFAULT_SYNC_RUN_TIMEOUT_MS = 3600_000;
-const SCHEDULE_PREFIX = 'subscription:';
 const MAX_JITTER_MS = 15 * 60_000;
-
-const REGISTRY_PREFIX = 'registry:';
-
-function scheduleIdOf(prefix: string, key: string): string {
-  const parsed = new URL(key);
-  const readable = `${parsed.host}${parsed.pathname}`
-    .replace(/[^A-Za-z0-9._-]+/g, '_')
-    .replace(/^_+|_+$/g, '')
-    .slice(0, 80);
-  return `${SCHEDULE_PREFIX}${prefix}${readable}:${shortDigest(key)}`;
-}
 
 /** `subscription:<host/path, readable>:<digest of the whole URL>`: stable for a list, whatever the spelling of its URL. */
 export function subscriptionScheduleId(url: string): string {
-  return scheduleIdOf('', subscriptionKey(url));
+  return scheduleIdOfKey(undefined, subscriptionKey(url));
 }
 
-/** `subscription:registry:<host_project>:<digest>`: a registry project's schedule, never one of a list's. */
-export function registryScheduleId(sub: Pick<RegistrySubscription, 'registry' | 'project'>): string {
-  return scheduleIdOf(REGISTRY_PREFIX, registrySubscriptionKey(sub));
+/** The schedule of a subscription of any source: by its source's name and its key (spec.url). */
+export function scheduleIdOf(spec: Pick<SubscriptionSpec, 'source' | 'url'>): string {
+  return scheduleIdOfKey(spec.source, subscriptionKey(spec.url));
 }
 
-/** The schedule `sync-now --url` means: a registry project of the configuration (`<registry>/<project>`), else a list. */
+/** The schedule `sync-now --url` means: a subscription of the configuration with that key (`<registry>/<project>`), else a list. */
 export function scheduleIdForUrl(config: Config, url: string): string {
   const wanted = url.replace(/\/+$/, '');
-  const registry = config.registrySubscriptions.find((sub) => registrySubscriptionKey(sub) === wanted);
-  return registry ? registryScheduleId(registry) : subscriptionScheduleId(url);
-}
-
-function scheduleIdOfSpec(spec: SubscriptionSpec): string {
-  return spec.source === 'registry' && spec.registry
-    ? registryScheduleId(spec.registry)
-    : subscriptionScheduleId(spec.url);
-}
-
-/** The schedule's action and the runs it starts carry this, never a secret. */
-export function subscriptionSpec(sub: Subscription, origin: SubscriptionSpec['origin']): SubscriptionSpec {
-  const spec: SubscriptionSpec = {
-    url: subscriptionKey(sub.url),
-    endorsers: [...(sub.endorser ? [sub.endorser] : []), ...(sub.endorsers ?? [])],
-    everyMs: sub.every ?? DEFAULT_SYNC_INTERVAL_MS,
-    runTimeoutMs: sub.runTimeout ?? DEFAULT_SYNC_RUN_TIMEOUT_MS,
-    origin,
-  };
-  if (sub.credential) spec.credential = sub.credential;
-  if (sub.vo) spec.vo = sub.vo;
-  if (sub.cloud) spec.cloud = sub.cloud;
-  if (sub.images) spec.images = [...sub.images];
-  if (sub.listId) spec.listId = sub.listId;
-  if (sub.maxExpireFraction !== undefined) spec.maxExpireFraction = sub.maxExpireFraction;
-  return spec;
-}
-
-/** A registry project's schedule carries where the project is and what to take of it; the login by name only. */
-export function registrySubscriptionSpec(
-  sub: RegistrySubscription,
-  origin: SubscriptionSpec['origin'],
-): SubscriptionSpec {
-  const registry: RegistryProjectSpec = { registry: new URL(sub.registry).origin, project: sub.project };
-  if (sub.tags) registry.tags = sub.tags;
-  if (sub.repositories) registry.repositories = [...sub.repositories];
-  if (sub.api) registry.api = sub.api;
-  const spec: SubscriptionSpec = {
-    url: registrySubscriptionKey(sub),
-    source: 'registry',
-    registry,
-    endorsers: [],
-    everyMs: sub.every ?? DEFAULT_SYNC_INTERVAL_MS,
-    runTimeoutMs: sub.runTimeout ?? DEFAULT_SYNC_RUN_TIMEOUT_MS,
-    origin,
-  };
-  if (sub.credential) spec.credential = sub.credential;
-  if (sub.vo) spec.vo = sub.vo;
-  if (sub.cloud) spec.cloud = sub.cloud;
-  if (sub.maxExpireFraction !== undefined) spec.maxExpireFraction = sub.maxExpireFraction;
-  return spec;
+  const configured = configuredSubscriptions(config, 'config').find(({ spec }) => spec.url === wanted);
+  return configured ? scheduleIdOf(configured.spec) : subscriptionScheduleId(url);
 }
 
 /** `sync:<schedule id without its prefix>`: every run a subscription's schedule starts has a workflow id beginning so. */
 export function syncWorkflowIdPrefix(spec: SubscriptionSpec): string {
-  return `sync:${scheduleIdOfSpec(spec).slice(SCHEDULE_PREFIX.length)}`;
+  return syncWorkflowIdOf(scheduleIdOf(spec));
 }
 
 function scheduleOptions(config: Config, spec: SubscriptionSpec, paused: boolean): ScheduleOptions {
   const input: SyncImageListInput = { subscription: spec };
-  const host = new URL(spec.url).host;
-  const scheduleId = scheduleIdOfSpec(spec);
-  const registry = spec.source === 'registry';
+  const scheduleId = scheduleIdOf(spec);
+  const described = sourceOf(spec).describe(spec);
   return {
     scheduleId,
     spec: { intervals: [{ every: spec.everyMs }], jitter: Math.min(Math.floor(spec.everyMs / 10), MAX_JITTER_MS) },
@@ -137,11 +66,9 @@ function scheduleOptions(config: Config, spec: SubscriptionSpec, paused: boolean
       args: [input],
       // A run still going after this is timed out by the server, and the schedule's next run can start.
       workflowRunTimeout: runTimeoutOf(spec),
-      staticSummary: registry ? `Sync of the registry project ${spec.url}` : `Sync of the image list ${spec.url}`,
+      staticSummary: described.summary,
       staticDetails: [
-        registry
-          ? `Reads the repositories, selected tags and manifests of ${spec.url} (registry ${host}), then registers new digests and expires the images whose tag left the selection.`
-          : `Reads and verifies the list at ${spec.url} (host ${host}), then registers its new images and revisions and expires what it no longer names.`,
+        described.reads,
         `What a run changed is on its User Metadata tab (Current Details).`,
         '',
         `- **VO**: ${spec.vo ?? "(the list's own)"}`,
@@ -178,7 +105,7 @@ export async function listSubscriptionSchedules(
 ): Promise<Array<{ scheduleId: string; description: ScheduleDescription; spec: SubscriptionSpec }>> {
   const found = [];
   for await (const summary of client.schedule.list()) {
-    if (!summary.scheduleId.startsWith(SCHEDULE_PREFIX)) continue;
+    if (!isSubscriptionSchedule(summary.scheduleId)) continue;
     const description = await describe(client, summary.scheduleId);
     const spec = description && specOf(description);
     if (description && spec) found.push({ scheduleId: summary.scheduleId, description, spec });
@@ -216,22 +143,7 @@ function sameSchedule(description: ScheduleDescription, spec: SubscriptionSpec, 
  */
 export async function applySubscriptions(client: Client, config: Config, logger: Logger): Promise<ApplyResult> {
   const result: ApplyResult = { created: [], updated: [], deleted: [], unchanged: [] };
-  const wanted = new Map<string, { spec: SubscriptionSpec; paused: boolean }>([
-    ...config.subscriptions.map(
-      (sub) =>
-        [
-          subscriptionScheduleId(sub.url),
-          { spec: subscriptionSpec(sub, 'config'), paused: sub.paused ?? false },
-        ] as const,
-    ),
-    ...config.registrySubscriptions.map(
-      (sub) =>
-        [
-          registryScheduleId(sub),
-          { spec: registrySubscriptionSpec(sub, 'config'), paused: sub.paused ?? false },
-        ] as const,
-    ),
-  ]);
+  const wanted = new Map(configuredSubscriptions(config, 'config').map((w) => [scheduleIdOf(w.spec), w] as const));
   for (const [scheduleId, { spec, paused }] of wanted) {
     const existing = await describe(client, scheduleId);
     const options = scheduleOptions(config, spec, paused);
@@ -294,7 +206,7 @@ export async function subscribe(client: Client, config: Config, sub: Subscriptio
       `${subscriptionKey(sub.url)} is declared in the configuration's subscriptions: change it there and run \`subscriptions apply\``,
     );
   }
-  const spec = subscriptionSpec(sub, 'command');
+  const spec = imageListSource.spec(sub, 'command');
   const existing = await describe(client, scheduleId);
   const options = scheduleOptions(config, spec, false);
   if (existing) {

@@ -174,8 +174,3 @@ export function plannedLoss(
     expired: reasons.filter((r) => r === 'expired').length,
   };
 }
-
-/** Natural order of two `hv:version` strings: numbers compare as numbers (`1.10` > `1.9`). */
-export function compareVersions(a: string, b: string): number {
-  return a.localeCompare(b, 'en', { numeric: true, sensitivity: 'base' });
-}

@@ -4,7 +4,8 @@ import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import type { ActivityInterceptorsFactory, InjectedSinks } from '@temporalio/worker';
 import { toActivityFailure } from './failures.js';
 import type { AcquiredImage } from '../activities/types.js';
-import { siteCloud, type Config } from '../core/config.js';
+import { registrationSite } from '../clouds/index.js';
+import type { Config } from '../core/config.js';
 import type { Logger } from '../core/logging.js';
 import { OUT_OF_SPACE, registrationTarget } from '../core/workflow-contract.js';
 import { listSubscriptionSchedules } from '../subscriptions/schedules.js';
@@ -34,7 +35,7 @@ export function outcomeSinks(
   metrics: WorkerMetrics,
   config: Pick<Config, 'cloud' | 'synnefo'>,
 ): InjectedSinks<OutcomeSinks> {
-  const site = siteCloud(config);
+  const site = registrationSite(config);
   const record = (outcome: WorkflowOutcome) => {
     switch (outcome.kind) {
       case 'registered':

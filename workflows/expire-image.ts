@@ -1,6 +1,6 @@
 import { proxyActivities, upsertSearchAttributes } from '@temporalio/workflow';
 import type { SharedActivities } from '../activities/shared.js';
-import { SA_STAGE, type ExpireImageResult, type ImageRequest } from '../core/workflow-contract.js';
+import { chosenCloud, SA_STAGE, type ExpireImageResult, type ImageRequest } from '../core/workflow-contract.js';
 
 /** The expiry asks the cloud only: it runs on the shared queue, on any worker. */
 const shared = proxyActivities<SharedActivities>({
@@ -17,7 +17,8 @@ const shared = proxyActivities<SharedActivities>({
 export async function expireImage({ event, options }: ImageRequest): Promise<ExpireImageResult> {
   upsertSearchAttributes([{ key: SA_STAGE, value: 'expiring' }]);
   try {
-    const summary = `make this revision's images ${options.kamakiCloud ? `on ${options.kamakiCloud} ` : ''}private or unregister them`;
+    const cloud = chosenCloud(options);
+    const summary = `make this revision's images ${cloud ? `on ${cloud} ` : ''}private or unregister them`;
     const result = await shared.expireRegisteredImages.executeWithOptions({ summary }, [{ event, options }]);
     upsertSearchAttributes([{ key: SA_STAGE, value: 'done' }]);
     return result;

@@ -20,6 +20,7 @@ import type { ControlActivities } from '../activities/control.js';
 import type { HostActivities } from '../activities/host.js';
 import type { SharedActivities } from '../activities/shared.js';
 import {
+  convertedFormat,
   OUT_OF_SPACE,
   PROGRESS_QUERY,
   SA_STAGE,
@@ -108,7 +109,8 @@ function failureType(err: unknown): string | undefined {
 
 /**
  * Registers one image: acquire (copy from vmcatcher's cache or download and verify), detect the
- * format, convert to raw, prepare with snf-mkimage, upload and register with kamaki, clean up.
+ * format, convert it to a format the cloud takes, prepare it for the cloud (Synnefo: snf-mkimage),
+ * upload and register it (Synnefo: kamaki; Glance: the Images API), clean up.
  * The workflow id is the image's identity (core/workflow-contract.ts), so a repeated event joins
  * or is absorbed by this execution instead of registering the image twice.
  */
@@ -296,23 +298,26 @@ async function registerOnHost(
         [{ path: acquired.path, formatHint: options.formatHint ?? event.format, fileName: acquired.fileName }],
       );
 
-      step('converting', `${info.format} → raw`);
+      const output = convertedFormat(info.format, claim.diskFormats ?? ['raw']);
+      const conversion = `${info.format} → ${output}${output === info.format ? ' (kept)' : ''}`;
+      step('converting', conversion);
       const raw = await onDisk(() =>
-        tools.convertToRaw.executeWithOptions({ summary: `qemu-img convert ${info.format} → raw` }, [
+        tools.convertToRaw.executeWithOptions({ summary: `convert ${conversion}` }, [
           { workflowId, path: acquired.path, workDir, format: info.format },
         ]),
       );
 
       step('preparing');
       const prepared = await onDisk(() =>
-        tools.prepareImage.executeWithOptions({ summary: 'snf-mkimage (prepare the image)' }, [
+        tools.prepareImage.executeWithOptions({ summary: 'prepare the image' }, [
           { rawPath: raw.path, workDir, event, options },
         ]),
       );
 
       step('registering');
-      const registered = await tools.registerWithKamaki.executeWithOptions({ summary: 'kamaki upload and register' }, [
-        { path: prepared.path, event, options, metadata: prepared.metadata },
+      // registerWithKamaki: the name histories record; it uploads and registers on any cloud.
+      const registered = await tools.registerWithKamaki.executeWithOptions({ summary: 'upload and register' }, [
+        { path: prepared.path, event, options, metadata: prepared.metadata, format: raw.format ?? 'raw' },
       ]);
 
       stage('done');

@@ -13,8 +13,11 @@ import {
   LIST_REJECTED,
   MASS_EXPIRY_REFUSED,
   SA_IMAGE_LIST_ID,
-  subscriptionOptions,
+  invalidEntriesKept,
   syncSummaryMarkdown,
+  type RegistrationOptions,
+  type SubscriptionRead,
+  type SubscriptionReadInput,
   type AcceptedList,
   type SyncedImage,
   type SubscriptionSpec,
@@ -23,6 +26,8 @@ import {
   type SyncSummary,
 } from '../core/workflow-contract.js';
 import type { ImageEvent } from '../core/event.js';
+import { listRead } from '../image-lists/list-read.js';
+import { projectRead } from '../oci/project-read.js';
 import { plannedLoss, planSync } from '../subscriptions/sync-plan.js';
 
 /**
@@ -30,12 +35,15 @@ import { plannedLoss, planSync } from '../subscriptions/sync-plan.js';
  * again on another (or the restarted) worker; reading a list and starting its workflows are
  * both safe to repeat.
  */
-const { readSubscribedList, readSubscribedRegistry, cloudInventory, deliverImageEvents } =
+const { readSubscription, readSubscribedList, readSubscribedRegistry, cloudInventory, deliverImageEvents } =
   proxyActivities<SubscriptionActivities>({
     startToCloseTimeout: '30 minutes',
     heartbeatTimeout: '20 seconds',
     retry: { initialInterval: '2 seconds', backoffCoefficient: 2, maximumInterval: '2 minutes', maximumAttempts: 10 },
   });
+
+/** The runs that read every source with one step (readSubscription); those begun before read with two (legacyRead). */
+const ONE_READ_PER_SOURCE = 'one-read-per-source';
 
 function described(event: ImageEvent, reason: string, workflowId?: string): SyncedImage {
   const entry: SyncedImage = { imageId: event.imageId ?? '', reason };
@@ -72,93 +80,54 @@ export async function syncImageList({
     allowance,
   };
   setCurrentDetails(`Reading ${subscription.url}`);
-  if (subscription.source === 'registry') {
-    // A registry has no conditional read of a whole project: every run lists it, and asks for each
-    // manifest read last time with its digest (a 304 costs no body), then plans as for a list.
-    // (Data only, no new command: histories of runs before this replay as they were.)
-    const project = await readSubscribedRegistry.executeWithOptions(
-      { summary: `read the registry project ${subscription.url}` },
-      [{ subscription, previous: previous?.images, manifests: previous?.manifests }],
-    );
-    const unread = project.unread ?? [];
-    // An image whose read failed this run stays in the accepted copy as it was accepted last, so
-    // the next run still compares against it (a tag moved back to an older digest is refused).
-    const unreadIds = new Set(unread.map((u) => u.imageId));
-    const read = new Set(project.images.map((i) => i.event.imageId));
-    const kept = (previous?.images ?? []).filter(
-      (i) => unreadIds.has(i.event.imageId ?? '') && !read.has(i.event.imageId),
-    );
-    const accepted: AcceptedList = { listId: project.listId, images: [...project.images, ...kept] };
-    if (project.manifests) accepted.manifests = project.manifests;
-    const result = await reconcile(subscription, accepted, previous, guard, {
-      fetched: 'changed',
-      requests: project.requests,
-      invalid: project.invalid,
-      unread,
-      keep: unread.map((u) => u.imageId),
-    });
-    return withAllowance(result, allowMassExpiry);
-  }
-  const read = await readSubscribedList.executeWithOptions({ summary: `read the image list ${subscription.url}` }, [
-    {
-      subscription,
-      previous: previous && {
-        listId: previous.listId,
-        version: previous.version,
-        created: previous.created,
-        expires: previous.expires,
-        signerPem: previous.signerPem,
-        selection: previous.selection,
-        etag: previous.etag,
-        lastModified: previous.lastModified,
-      },
-    },
-  ]);
-
-  let accepted: AcceptedList;
-  let invalid: SyncImageListResult['summary']['invalid'] = [];
+  // Whatever the source, one step reads it (subscriptions/sources.ts chooses the source on the worker).
+  const read = patched(ONE_READ_PER_SOURCE)
+    ? await readSubscription.executeWithOptions({ summary: `read ${subscription.url}` }, [{ subscription, previous }])
+    : await legacyRead({ subscription, previous });
   if (read.notModified) {
     if (!previous)
       throw ApplicationFailure.nonRetryable(
         `${subscription.url} answered 304 Not Modified to an unconditional request`,
         LIST_REJECTED,
       );
-    accepted = previous;
     // The copy's invalid entries are still what the list says: their images stay kept.
-    invalid = previous.invalid ?? [];
-  } else {
-    accepted = {
-      listId: read.list.identifier,
-      version: read.list.version,
-      created: read.list.created,
-      expires: read.list.expires,
-      signerPem: read.signerPem,
-      selection: read.selection,
-      etag: read.etag,
-      lastModified: read.lastModified,
-      images: read.images,
-    };
-    if (read.invalid.length) accepted.invalid = read.invalid;
-    invalid = read.invalid;
-  }
-  // An entry that failed validation is not a removal: its image stays; one without an identifier
-  // could be any image, so nothing is expired as removed this run.
-  const named = invalid.filter((i) => i.identifier !== undefined);
-  const unread = named.map((i) => ({ imageId: i.identifier!, problem: `invalid entry: ${i.problem}` }));
-  const incomplete = named.length < invalid.length;
-  if (incomplete)
-    unread.push({
-      imageId: '(entry without dc:identifier)',
-      problem: 'the read is incomplete: nothing expired as removed',
+    const invalid = previous.invalid ?? [];
+    const result = await reconcile(subscription, previous, previous, guard, read.options, {
+      fetched: 'not-modified',
+      invalid,
+      ...invalidEntriesKept(invalid),
     });
-  const result = await reconcile(subscription, accepted, previous, guard, {
-    fetched: read.notModified ? 'not-modified' : 'changed',
+    return withAllowance(result, allowMassExpiry);
+  }
+  const { accepted, options, invalid, unread, keep, incomplete, requests } = read;
+  const result = await reconcile(subscription, accepted, previous, guard, options, {
+    fetched: 'changed',
+    requests,
     invalid,
     unread,
-    keep: named.map((i) => i.identifier!),
+    keep,
     incomplete,
   });
   return withAllowance(result, allowMassExpiry);
+}
+
+/**
+ * The read of the runs begun before every source had the one read step: an image list's and a
+ * registry project's own activities, their results taken as the sources take them now. Kept so
+ * that those runs replay; remove it with the patch once none is open.
+ */
+function legacyRead(input: SubscriptionReadInput): Promise<SubscriptionRead> {
+  const { url, source } = input.subscription;
+  // A spec then named no source but the registry; an image list's names none.
+  if (source === undefined)
+    return listRead(
+      (list) => readSubscribedList.executeWithOptions({ summary: `read the image list ${url}` }, [list]),
+      input,
+    );
+  return projectRead(
+    (project) => readSubscribedRegistry.executeWithOptions({ summary: `read the registry project ${url}` }, [project]),
+    input,
+  );
 }
 
 interface MassExpiryGuard {
@@ -178,6 +147,7 @@ async function reconcile(
   accepted: AcceptedList,
   previous: AcceptedList | undefined,
   guard: MassExpiryGuard,
+  options: RegistrationOptions,
   read: Pick<SyncSummary, 'fetched' | 'invalid' | 'requests'> & {
     unread: NonNullable<SyncSummary['unread']>;
     keep: string[];
@@ -186,7 +156,6 @@ async function reconcile(
 ): Promise<SyncImageListResult> {
   upsertSearchAttributes([{ key: SA_IMAGE_LIST_ID, value: accepted.listId }]);
 
-  const options = subscriptionOptions(subscription);
   const { images: cloud, expireAction } = await cloudInventory.executeWithOptions(
     { summary: `list the cloud's images of ${accepted.listId}` },
     [{ listId: accepted.listId, options }],

@@ -5,6 +5,7 @@ import { WorkflowFailedError } from '@temporalio/client';
 import { bridgeConnectionName, openBroker, type BrokerSession } from '../../bridge/broker.js';
 import { startBridge } from '../../bridge/consumer.js';
 import { decideMessage, settleMessage, type MessageDecision } from '../../bridge/messages.js';
+import { registrationSite } from '../../clouds/index.js';
 import type { Config } from '../../core/config.js';
 import { BrokerError } from '../../core/errors.js';
 import { handlerFromName } from '../../core/handlers.js';
@@ -73,7 +74,7 @@ export class DequeueCommand extends ConfiguredCommand {
   registrationOptions(): RegistrationOptions {
     const options: RegistrationOptions = {};
     if (this.handler !== undefined) options.handler = handlerFromName(this.handler);
-    if (this.kamakiCloud !== undefined) options.kamakiCloud = this.kamakiCloud;
+    if (this.kamakiCloud !== undefined) options.cloud = this.kamakiCloud;
     if (this.insecureSsl) options.insecureSsl = true;
     return options;
   }
@@ -120,7 +121,13 @@ export class DequeueCommand extends ConfiguredCommand {
         return EXIT.ok;
       }
       const decision = await decideMessage(
-        { client: temporal.client, config, options: registration, startTimeoutMs: 30_000 },
+        {
+          client: temporal.client,
+          config,
+          options: registration,
+          site: registrationSite(config),
+          startTimeoutMs: 30_000,
+        },
         msg.content,
       );
       if (decision.kind === 'start' && decision.result.outcome === 'delivered' && decision.result.handle && this.wait) {

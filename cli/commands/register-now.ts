@@ -2,6 +2,7 @@ import path from 'node:path';
 import { Command, Option } from 'clipanion';
 import * as t from 'typanion';
 import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
+import { registrationSite } from '../../clouds/index.js';
 import { startWorkflowForEvent } from '../../core/starter.js';
 import { connectTemporal, workflowUiLink } from '../../core/temporal-client.js';
 import {
@@ -68,7 +69,7 @@ export class RegisterNowCommand extends ConfiguredCommand {
     try {
       const options = {
         handler: 'registerImage' as const,
-        kamakiCloud: this.kamakiCloud,
+        cloud: this.kamakiCloud,
         insecureSsl: this.insecureSsl || undefined,
         osfamily: this.osfamily,
         users: this.users,
@@ -76,7 +77,7 @@ export class RegisterNowCommand extends ConfiguredCommand {
         // Only the name travels (into the workflow history); the worker resolves the secret.
         credentialName: this.credential,
       };
-      const started = await startWorkflowForEvent(client, config, event, options);
+      const started = await startWorkflowForEvent(client, config, event, options, registrationSite(config));
       const parent = started.handle as WorkflowHandle;
       const link = workflowUiLink(config.temporal, started.workflowId!);
       if (this.insecureSsl)

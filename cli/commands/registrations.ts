@@ -1,3 +1,4 @@
+import { CLOUD_TYPES } from '../../clouds/index.js';
 import { Command, Option } from 'clipanion';
 import * as t from 'typanion';
 import { WorkflowNotFoundError, type Client, type WorkflowHandle } from '@temporalio/client';
@@ -49,15 +50,12 @@ export interface RegistrationFilter {
 }
 
 /**
- * The registration targets `--cloud C` names: a target as workflow ids spell it (`synnefo-<kamaki
- * cloud>`, `glance-<name>`), or a cloud's name, which may be a kamaki cloud or a Glance cloud.
+ * The registration targets `--cloud C` names: a target as workflow ids spell it (`<type>-<name>`,
+ * e.g. `synnefo-<kamaki cloud>`, `glance-<name>`), or a cloud's name, of any kind of cloud.
  */
 export function cloudTargets(cloud: string): string[] {
-  if (/^(synnefo|glance)-/.test(cloud)) return [cloud];
-  return [
-    registrationTarget({ kamakiCloud: cloud }, { type: 'synnefo' }),
-    registrationTarget({}, { type: 'glance', name: cloud }),
-  ];
+  if (CLOUD_TYPES.some((type) => cloud.startsWith(`${type}-`))) return [cloud];
+  return CLOUD_TYPES.map((type) => registrationTarget({}, { type, name: cloud }));
 }
 
 /**

@@ -26,6 +26,7 @@ import {
   subscribe,
   unsubscribe,
 } from '../../subscriptions/schedules.js';
+import { sourceOf } from '../../subscriptions/sources.js';
 import { ConfiguredCommand, EXIT } from '../base-command.js';
 
 /** How the last run of a subscription ended (or how long it has been running), for `subscriptions` and `sync-now`. */
@@ -264,11 +265,12 @@ export class SubscriptionsCommand extends TemporalCommand {
           );
           continue;
         }
+        const described = sourceOf(spec).describe(spec);
         this.out(
-          `${spec.url}  [${spec.origin}${spec.source === 'registry' ? ', registry' : ''}] every ${Math.round(spec.everyMs / 60_000)} min${description.state.paused ? ', PAUSED' : ''}`,
+          `${spec.url}  [${spec.origin}${described.label ? `, ${described.label}` : ''}] every ${Math.round(spec.everyMs / 60_000)} min${description.state.paused ? ', PAUSED' : ''}`,
         );
         this.out(`  schedule: ${scheduleId}`);
-        if (spec.source !== 'registry')
+        if (described.pinsListId)
           this.out(
             `  list id: ${pinned ? `${pinned.listId} (${pinned.by})` : 'none yet (pinned by the first accepted run)'}`,
           );

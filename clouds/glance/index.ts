@@ -1,6 +1,5 @@
 import { whileHeartbeating } from '../../runtime/heartbeats.js';
 import { cancellationSignal } from '../../runtime/context.js';
-import { inspectFile } from '../../activities/inspect.js';
 import type { ActivityDeps } from '../../runtime/deps.js';
 import type { GlanceConfig } from '../../core/config.js';
 import { ImageIntegrityError } from '../../core/errors.js';
@@ -8,8 +7,10 @@ import { EVENT_FIELDS, type ImageEvent } from '../../core/event.js';
 import {
   IDENTITY_PROPERTIES,
   imageIdentity,
+  chosenCloud,
   type ExpireImageResult,
   type RegistrationOptions,
+  type RegistrationSite,
 } from '../../core/workflow-contract.js';
 import type { CloudImage, CloudInventory, CloudTarget, DiskFormat, RegisteredImage } from '../target.js';
 import type { GlanceClient, GlanceImage } from './client.js';
@@ -47,6 +48,11 @@ export function inventoryImage(image: GlanceImage): CloudImage {
   };
 }
 
+/** `glance-<name>`: a Glance worker registers into its configured cloud only, whatever an event names. */
+export function glanceSite(glance: Pick<GlanceConfig, 'name'>): RegistrationSite {
+  return { type: 'glance', name: glance.name };
+}
+
 /**
  * OpenStack Glance (docs/glance.md): nothing to prepare, the converted (or kept qcow2) file is
  * streamed to the Images API v2 under our project. One Keystone session per target, made on first
@@ -56,10 +62,11 @@ export function glanceTarget(deps: ActivityDeps, glance: GlanceConfig): CloudTar
   const { config, logger } = deps;
   let client: Promise<GlanceClient> | undefined;
   const connect = (options: RegistrationOptions): Promise<GlanceClient> => {
-    if (options.kamakiCloud !== undefined) {
+    const named = chosenCloud(options);
+    if (named !== undefined) {
       logger.warn(
-        { kamakiCloud: options.kamakiCloud, cloud: glance.name },
-        'the event names a kamaki cloud; this worker registers into its Glance cloud',
+        { namedCloud: named, cloud: glance.name },
+        'the event names another cloud; this worker registers into its Glance cloud',
       );
     }
     client ??= glanceClientFromConfig(config, glance).catch((err: unknown) => {
@@ -84,9 +91,9 @@ export function glanceTarget(deps: ActivityDeps, glance: GlanceConfig): CloudTar
       return { path: input.rawPath, metadata: {}, prepared: false };
     },
 
-    async publish({ path: file, event, options }) {
+    async publish({ path: file, event, options, format }) {
       const c = await connect(options);
-      const diskFormat = await uploadFormat(file, glance.diskFormats, config.worker.toolTimeoutMs);
+      const diskFormat = uploadFormat(format, glance.diskFormats);
       let progress = { bytesDone: 0, bytesTotal: 0 };
       const found = await whileHeartbeating(
         () => ({ step: `Glance upload (${diskFormat})`, ...progress }),
@@ -115,9 +122,9 @@ export function glanceTarget(deps: ActivityDeps, glance: GlanceConfig): CloudTar
       return { action: syncExpireAction(action), imageIds };
     },
 
-    async inventory({ imageListId, options }): Promise<CloudInventory> {
+    async inventory({ listId, options }): Promise<CloudInventory> {
       const c = await connect(options);
-      const stored = imageIdentity({ imageListId } as ImageEvent).imageListId;
+      const stored = imageIdentity({ imageListId: listId } as ImageEvent).imageListId;
       const ours = await whileHeartbeating({ step: 'list our images in Glance' }, () =>
         c.findOurImages({ [IDENTITY_PROPERTIES.imageListId]: stored }),
       );
@@ -134,11 +141,10 @@ export function glanceTarget(deps: ActivityDeps, glance: GlanceConfig): CloudTar
 }
 
 /**
- * The disk_format of the file to upload, told by the pipeline's own detection (Glance does not
+ * The disk_format of the file to upload, as the pipeline detected or wrote it (Glance does not
  * check it), which must be one the site takes: convertToRaw has made it so.
  */
-async function uploadFormat(file: string, wanted: readonly DiskFormat[], timeoutMs: number): Promise<DiskFormat> {
-  const { format } = await inspectFile({ path: file }, { timeoutMs, signal: cancellationSignal() });
+function uploadFormat(format: string, wanted: readonly DiskFormat[]): DiskFormat {
   const known = wanted.find((f) => f === format);
   if (!known)
     throw new ImageIntegrityError(

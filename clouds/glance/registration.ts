@@ -5,7 +5,7 @@
  */
 import type { Logger } from 'pino';
 import type { GlanceConfig } from '../../core/config.js';
-import type { ImageEvent } from '../../core/event.js';
+import { fromSubscription, type ImageEvent } from '../../core/event.js';
 import { identityFilter, imageDisplayName } from '../identity.js';
 import type { GlanceClient, GlanceImage, Visibility } from './client.js';
 import { customProperties } from './client.js';
@@ -47,7 +47,7 @@ function registration(image: GlanceImage, reused: boolean, glanceUrl: string): G
  * to the queue would pick which tenant sees the image.
  */
 export function sharingVo(event: ImageEvent, settings: GlanceSettings, logger?: Logger): string | undefined {
-  if (event.origin === 'image-list' || event.origin === 'registry') return event.vo;
+  if (fromSubscription(event)) return event.vo;
   const mapped = event.imageListId === undefined ? undefined : settings.imageListVos?.[event.imageListId];
   if (event.vo !== undefined && event.vo !== mapped)
     logger?.warn(

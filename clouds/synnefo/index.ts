@@ -1,3 +1,5 @@
+import type { Config } from '../../core/config.js';
+import type { RegistrationSite } from '../../core/workflow-contract.js';
 import type { ActivityDeps } from '../../runtime/deps.js';
 import type { CloudTarget } from '../target.js';
 import { expireRegisteredImages } from './expire.js';
@@ -17,4 +19,9 @@ export function synnefoTarget(deps: ActivityDeps): CloudTarget {
     expire: (req) => expireRegisteredImages(deps, req),
     inventory: (req) => synnefoInventory(deps, req),
   };
+}
+
+/** `synnefo-<kamaki cloud>`: the configured default, or the kamaki cloud an event or subscription names. */
+export function synnefoSite(synnefo: Pick<Config['synnefo'], 'cloud'>): RegistrationSite {
+  return { type: 'synnefo', name: synnefo.cloud, eventsChoose: true };
 }

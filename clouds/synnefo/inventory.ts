@@ -1,17 +1,17 @@
 import type { ActivityDeps } from '../../runtime/deps.js';
 import { whileHeartbeating } from '../../runtime/heartbeats.js';
 import { EVENT_FIELDS, type ImageEvent } from '../../core/event.js';
-import { IDENTITY_PROPERTIES, imageIdentity, type RegistrationOptions } from '../../core/workflow-contract.js';
-import type { CloudInventory } from '../target.js';
+import { IDENTITY_PROPERTIES, imageIdentity } from '../../core/workflow-contract.js';
+import type { CloudInventory, InventoryRequest } from '../target.js';
 import { imagesMatching, Kamaki, kamakiCloud } from './kamaki.js';
 
 /** The images of one list that our account registered (`kamaki image list`, ours only), for a subscription's sync. */
 export async function synnefoInventory(
   { config, logger }: ActivityDeps,
-  { imageListId, options }: { imageListId: string; options: RegistrationOptions },
+  { listId, options }: InventoryRequest,
 ): Promise<CloudInventory> {
   const kamaki = new Kamaki(config, logger, kamakiCloud(config, options));
-  const stored = imageIdentity({ imageListId } as ImageEvent).imageListId;
+  const stored = imageIdentity({ imageListId: listId } as ImageEvent).imageListId;
   const { own } = await whileHeartbeating({ step: 'list our images in the cloud' }, () => kamaki.listOwnImages());
   const images = imagesMatching(own, { [IDENTITY_PROPERTIES.imageListId]: stored }).map((img) => ({
     cloudImageId: img.id,

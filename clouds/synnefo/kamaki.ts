@@ -6,7 +6,7 @@
 import type { Config } from '../../core/config.js';
 import { ConfigError, ToolError } from '../../core/errors.js';
 import type { Logger } from '../../core/logging.js';
-import type { RegistrationOptions } from '../../core/workflow-contract.js';
+import { chosenCloud, type RegistrationOptions } from '../../core/workflow-contract.js';
 import { runTool, type ToolResult } from '../../runtime/tool-runner.js';
 import { printable } from '../identity.js';
 import { PROPERTY_KEY_PATTERN } from './image-properties.js';
@@ -35,7 +35,7 @@ export interface KamakiImage {
 }
 
 export function kamakiCloud(config: Config, options: RegistrationOptions): string {
-  const cloud = options.kamakiCloud ?? config.synnefo.cloud;
+  const cloud = chosenCloud(options) ?? config.synnefo.cloud;
   if (!cloud) {
     throw new ConfigError('no kamaki cloud: give the -kamaki-cloud option or set synnefo.cloud in the configuration', {
       key: 'synnefo.cloud',

@@ -259,7 +259,7 @@ test("a vmcatcher event through RabbitMQ registers one raw image in Glance (twic
   // What a subscription's sync sees of the list: our image only, live, with its full checksum.
   const { config } = await loadConfig({ file: conf, env: {} });
   const target = glanceTarget({ config, logger: pino({ level: 'silent' }) }, config.cloud as GlanceConfig);
-  const inventory = () => target.inventory({ imageListId: listId, options: {} });
+  const inventory = () => target.inventory({ listId, options: {} });
   const revision = `sha512-${vmcatcherEnv.VMCATCHER_EVENT_SL_CHECKSUM_SHA512.slice(0, 32)}`;
   const checksumSha512 = vmcatcherEnv.VMCATCHER_EVENT_SL_CHECKSUM_SHA512;
   expect(await inventory()).toEqual({

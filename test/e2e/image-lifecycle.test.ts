@@ -5,6 +5,7 @@ import { execa } from 'execa';
 import { parseConfig } from '../../core/config.js';
 import { ImageEventSchema, type ImageEvent } from '../../core/event.js';
 import { startWorkflowForEvent } from '../../core/starter.js';
+import { registrationSite } from '../../clouds/index.js';
 import type { ImageRevisionResult, RegistrationOptions } from '../../core/workflow-contract.js';
 import { ROOT } from '../support/cli.js';
 import { fakeCloud } from '../support/fake-cloud.js';
@@ -49,7 +50,7 @@ describe('image lifecycle: the cloud follows the last event', () => {
       format: 'raw',
     });
   const deliver = async (e: ImageEvent, options: RegistrationOptions = { kamakiCloud: 'e2e' }) => {
-    const started = await startWorkflowForEvent(client, config, e, options);
+    const started = await startWorkflowForEvent(client, config, e, options, registrationSite(config));
     expect(started.outcome).toBe('delivered');
     return started;
   };

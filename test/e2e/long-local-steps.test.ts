@@ -7,6 +7,7 @@ import { execa } from 'execa';
 import { parseConfig } from '../../core/config.js';
 import { ImageEventSchema } from '../../core/event.js';
 import { startWorkflowForEvent } from '../../core/starter.js';
+import { registrationSite } from '../../clouds/index.js';
 import { ROOT, runCli } from '../support/cli.js';
 import { writeLinuxMbr } from '../support/disk-images.js';
 import { fakeCloud } from '../support/fake-cloud.js';
@@ -185,7 +186,7 @@ ${cloud.synnefoConf('prepare = false')}`,
       checksumSha512: sha512,
       format: 'raw',
     });
-    const start = await startWorkflowForEvent(client, config, event, { kamakiCloud: 'e2e' });
+    const start = await startWorkflowForEvent(client, config, event, { kamakiCloud: 'e2e' }, registrationSite(config));
     expect(start.outcome).toBe('delivered');
     const outcome = await followAcquire(await registrationOf(client, start.workflowId!));
     expect(outcome).toMatchObject({ attempt: 1, completed: true });

@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promis
 import path from 'node:path';
 import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
 import { execa } from 'execa';
-import { registryScheduleId } from '../../subscriptions/schedules.js';
+import { registryScheduleId } from '../../oci/subscription-source.js';
 import { imageIdentity, type SyncImageListResult } from '../../core/workflow-contract.js';
 import { ROOT, runCli } from '../support/cli.js';
 import { writeLinuxMbr } from '../support/disk-images.js';

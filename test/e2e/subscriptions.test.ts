@@ -5,6 +5,7 @@ import { execa } from 'execa';
 import { parseConfig } from '../../core/config.js';
 import { ImageEventSchema } from '../../core/event.js';
 import { startWorkflowForEvent } from '../../core/starter.js';
+import { registrationSite } from '../../clouds/index.js';
 import { subscriptionScheduleId } from '../../subscriptions/schedules.js';
 import { ROOT, runCli } from '../support/cli.js';
 import { FAKE_KAMAKI, fakeCloud } from '../support/fake-cloud.js';
@@ -278,7 +279,7 @@ describe('subscriptions: a subscribed list, synced on a Temporal Schedule, keeps
       version: '1',
       title: 'Image e',
     });
-    const hooked = await startWorkflowForEvent(client, config, hookEvent);
+    const hooked = await startWorkflowForEvent(client, config, hookEvent, {}, registrationSite(config));
     publish(
       await signed(
         listJson('6', [

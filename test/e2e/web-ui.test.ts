@@ -220,7 +220,7 @@ describe("Web UI: the workflows of a sync show their images' titles, a sync run 
       `${ui}/namespaces/default/workflows/${encodeURIComponent(id.workflowId)}/${id.runId}/user-metadata`,
       { waitUntil: 'load' },
     );
-    await page.getByText('kamaki upload and register').waitFor({ timeout: 15_000 });
+    await page.getByText('upload and register').waitFor({ timeout: 15_000 });
     await shot('registration');
     const blocks = await Promise.all(
       page
@@ -248,8 +248,8 @@ describe("Web UI: the workflows of a sync show their images' titles, a sync run 
     for (const step of [
       `download ${disks.a.url}`,
       'detect the format of a.raw',
-      'qemu-img convert raw → raw',
-      'kamaki upload and register',
+      'convert raw → raw (kept)',
+      'upload and register',
     ])
       expect(steps).toContain(step);
   });

@@ -10,7 +10,8 @@ import { FetchError, ImageIntegrityError } from '../../core/errors.js';
 import { imageIdentity } from '../../core/workflow-contract.js';
 import { downloadBlob } from '../../oci/blob.js';
 import { RegistryClient, resolveRegistryLogin } from '../../oci/client.js';
-import { listRepositories, listTags, readManifest, readRegistryProject, registryListId } from '../../oci/source.js';
+import { registryListId } from '../../core/config.js';
+import { listRepositories, listTags, readManifest, readRegistryProject } from '../../oci/source.js';
 import { startTestServer, type TestServer } from '../support/http-server.js';
 import { quietLogger, tempDir } from '../support/pipeline-fixtures.js';
 import {

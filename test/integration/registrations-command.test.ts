@@ -3,6 +3,7 @@ import { registrationsQuery } from '../../cli/commands/registrations.js';
 import { parseConfig } from '../../core/config.js';
 import { eventFromFlat } from '../../core/event.js';
 import { startWorkflowForEvent } from '../../core/starter.js';
+import { registrationSite } from '../../clouds/index.js';
 import { runCli } from '../support/cli.js';
 import { uniqueTaskQueue } from '../support/service-process.js';
 
@@ -54,7 +55,7 @@ describe('registrations', () => {
           },
           'image-list',
         );
-        await startWorkflowForEvent(client, config, event);
+        await startWorkflowForEvent(client, config, event, {}, registrationSite(config));
       }
       let lines: string[] = [];
       for (let i = 0; i < 40 && lines.length < 2; i++) {

@@ -17,8 +17,10 @@ import {
   REGISTER_WORKFLOW,
   SYNC_WORKFLOW,
   type HostClaim,
+  type SubscriptionReadInput,
   type SubscriptionSpec,
 } from '../../core/workflow-contract.js';
+import { listRead, type ReadSubscribedListResult } from '../../image-lists/list-read.js';
 import { classifyFailures } from '../../worker/failures.js';
 import { createWorkerMetrics, type WorkerMetrics } from '../../worker/metrics.js';
 import { DiskWaits, measureSteps, outcomeSinks } from '../../worker/outcome-metrics.js';
@@ -289,10 +291,17 @@ describe('product metrics of workflow outcomes', () => {
     await withWorker(
       metrics,
       () => ({
-        readSubscribedList: async () => {
-          if (++reads === 2) throw ApplicationFailure.nonRetryable('not signed by an endorser', LIST_REJECTED);
-          return { notModified: false, list: { identifier: 'list-1', version: '1' }, images: [], invalid: [] };
-        },
+        readSubscription: (input: SubscriptionReadInput) =>
+          listRead(async (): Promise<ReadSubscribedListResult> => {
+            if (++reads === 2) throw ApplicationFailure.nonRetryable('not signed by an endorser', LIST_REJECTED);
+            return {
+              notModified: false,
+              list: { identifier: 'list-1', version: '1' },
+              images: [],
+              invalid: [],
+              selection: '',
+            };
+          }, input),
         cloudInventory: async () => ({ images: [], expireAction: 'make-private' }),
         deliverImageEvents: async () => [],
       }),

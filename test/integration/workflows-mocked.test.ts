@@ -35,11 +35,15 @@ import {
   type ImageRevisionResult,
   type ListedImage,
   type RegisterImageResult,
+  type SubscriptionReadInput,
   type SubscriptionSpec,
   type SyncImageListInput,
   type SyncImageListResult,
 } from '../../core/workflow-contract.js';
 import type { CloudImage } from '../../clouds/target.js';
+import { listRead, type ReadSubscribedListInput, type ReadSubscribedListResult } from '../../image-lists/list-read.js';
+import type { ReadRegistryProject } from '../../oci/source.js';
+import { projectRead, type ProjectReadInput } from '../../oci/project-read.js';
 import { ROOT } from '../support/cli.js';
 import { HISTORIES, stableHistory } from '../support/histories.js';
 import { uniqueTaskQueue } from '../support/service-process.js';
@@ -524,20 +528,33 @@ describe('workflows with mocked activities', () => {
     origin: 'config',
   });
 
-  /** The subscription steps of a sync run, mocked: the list or project read, the cloud's inventory, the deliveries. */
+  /**
+   * The subscription steps of a sync run, mocked: the list or project read (the sources' own reads
+   * around a mocked reader of the list or the project), the cloud's inventory, the deliveries.
+   */
   function syncActivities(
     c: Calls,
     delivered: ImageEvent[][],
     cloud: () => CloudImage[],
     overrides: Record<string, (...args: never[]) => Promise<unknown>> = {},
   ) {
-    return {
+    const readers = {
       readSubscribedList: async () => {
         throw new Error('this run reads no image list');
       },
       readSubscribedRegistry: async () => {
         throw new Error('this run reads no registry project');
       },
+      ...overrides,
+    } as unknown as {
+      readSubscribedList: (input: ReadSubscribedListInput) => Promise<ReadSubscribedListResult>;
+      readSubscribedRegistry: (input: ProjectReadInput) => Promise<ReadRegistryProject>;
+    };
+    return {
+      readSubscription: (input: SubscriptionReadInput) =>
+        input.subscription.registry
+          ? projectRead(readers.readSubscribedRegistry, input)
+          : listRead(readers.readSubscribedList, input),
       cloudInventory: async () => (count(c, 'cloudInventory'), { images: cloud(), expireAction: 'make-private' }),
       deliverImageEvents: async ({ events }: { events: ImageEvent[] }) => {
         delivered.push(events);
@@ -631,8 +648,8 @@ describe('workflows with mocked activities', () => {
     const [first, second] = await withWorker(activities, async (queue) => {
       const input: SyncImageListInput = { subscription: listSpec(`https://lists.example/${queue}.xml`) };
       const [one, two] = await scheduledRuns(queue, input, 2);
-      await keepHistory('list-sync-changed', queue, one);
-      await keepHistory('list-sync-not-modified', queue, two);
+      await keepHistory('source-read-list-changed', queue, one);
+      await keepHistory('source-read-list-not-modified', queue, two);
       return [one!.result, two!.result];
     });
     expect(first.summary).toMatchObject({
@@ -681,7 +698,7 @@ describe('workflows with mocked activities', () => {
           () => undefined,
           (e: unknown) => e,
         );
-        await keepHistory('list-sync-refused', queue);
+        await keepHistory('source-read-list-refused', queue);
         return err;
       },
     );
@@ -726,7 +743,7 @@ describe('workflows with mocked activities', () => {
           args: [{ subscription } satisfies SyncImageListInput],
         });
         const r = (await handle.result()) as SyncImageListResult;
-        await keepHistory('registry-sync', queue);
+        await keepHistory('source-read-registry', queue);
         return r;
       },
     );

@@ -42,6 +42,7 @@ test('the worker registers every activity on exactly one queue, the one its fact
     'logEvent',
     'readSubscribedList',
     'readSubscribedRegistry',
+    'readSubscription',
     'throwOnPurpose',
   ]);
   expect(names(activities.host)).toEqual([

@@ -9,6 +9,7 @@ import {
   REASON_HEADER,
 } from '../../bridge/messages.js';
 import { backoffMs } from '../../bridge/backoff.js';
+import { registrationSite } from '../../clouds/index.js';
 import { eventFromMessageBody, InvalidEventError, assertActionable } from '../../core/event.js';
 import { parseConfig } from '../../core/config.js';
 import { SEARCH_ATTRIBUTES } from '../../core/workflow-contract.js';
@@ -174,7 +175,8 @@ describe('decideMessage tells a namespace without our search attributes from a m
       connection: { operatorService: { listSearchAttributes: listing } },
     } as unknown as Client;
   }
-  const decide = (client: Client) => decideMessage({ client, config, options: {}, startTimeoutMs: 1000 }, body);
+  const decide = (client: Client) =>
+    decideMessage({ client, config, options: {}, site: registrationSite(config), startTimeoutMs: 1000 }, body);
 
   test('attributes missing from the namespace: misconfigured, naming each and the command that registers them', async () => {
     const decision = await decide(

@@ -1,7 +1,8 @@
 import type { ImageEvent } from '../../core/event.js';
 import { imageIdentity, type AcceptedList, type ListedImage } from '../../core/workflow-contract.js';
 import type { CloudImage } from '../../clouds/target.js';
-import { compareVersions, plannedLoss, planSync } from '../../subscriptions/sync-plan.js';
+import { compareVersions } from '../../core/event.js';
+import { plannedLoss, planSync } from '../../subscriptions/sync-plan.js';
 
 const LIST = 'list-1';
 const sha = (c: string) => c.repeat(128);

@@ -1,3 +1,5 @@
+import { glanceSite } from '../../clouds/glance/index.js';
+import { synnefoSite } from '../../clouds/synnefo/index.js';
 import { eventFromFlat } from '../../core/event.js';
 import {
   childWorkflowId,
@@ -7,7 +9,7 @@ import {
   registerWorkflowId,
   registrationTarget,
   shortDigest,
-  type SiteCloud,
+  type RegistrationSite,
 } from '../../core/workflow-contract.js';
 
 const SHA = 'ab'.repeat(64);
@@ -70,7 +72,7 @@ describe('registerWorkflowId: one id per image revision and target', () => {
       VMCATCHER_EVENT_DC_IDENTIFIER: 'i'.repeat(500),
       VMCATCHER_EVENT_HV_VERSION: 'v'.repeat(500),
     });
-    const target = registrationTarget({ kamakiCloud: 'c'.repeat(500) }, { type: 'synnefo' });
+    const target = registrationTarget({ cloud: 'c'.repeat(500) }, { type: 'synnefo', eventsChoose: true });
     for (const id of [
       imageRevisionWorkflowId(long, 'register', target),
       registerWorkflowId(long, target),
@@ -78,17 +80,18 @@ describe('registerWorkflowId: one id per image revision and target', () => {
     ]) {
       expect(id.length).toBeLessThanOrEqual(255);
     }
-    const otherCloud = registrationTarget({ kamakiCloud: 'c'.repeat(499) + 'd' }, { type: 'synnefo' });
+    const otherCloud = registrationTarget({ cloud: 'c'.repeat(499) + 'd' }, { type: 'synnefo', eventsChoose: true });
     expect(registerWorkflowId(long, otherCloud)).not.toBe(registerWorkflowId(long, target));
   });
 });
 
 describe('registrationTarget: the handler and the cloud are part of the identity', () => {
-  const synnefo = (kamakiCloud?: string): SiteCloud => ({ type: 'synnefo', kamakiCloud });
-  const glance = (name: string): SiteCloud => ({ type: 'glance', name });
+  const synnefo = (name?: string): RegistrationSite => synnefoSite({ cloud: name });
+  const glance = (name: string): RegistrationSite => glanceSite({ name });
   test.each([
+    ['the registering handler names the kamaki cloud of the event', { cloud: 'a' }, synnefo('other'), 'synnefo-a'],
     [
-      'the registering handler names the kamaki cloud of the event',
+      'as it did under its old name, in messages and histories written before',
       { kamakiCloud: 'a' },
       synnefo('other'),
       'synnefo-a',
@@ -98,7 +101,7 @@ describe('registrationTarget: the handler and the cloud are part of the identity
     ['a Glance site: glance-<its name>', {}, glance('site-a'), 'glance-site-a'],
     [
       'a Glance site ignores a kamaki cloud the event names (its worker registers into Glance only)',
-      { kamakiCloud: 'a' },
+      { cloud: 'a' },
       glance('site-a'),
       'glance-site-a',
     ],
