@@ -25,7 +25,7 @@ import { keepHeartbeating } from '../runtime/heartbeats.js';
 import { syncWorkflowIdPrefix } from '../subscriptions/schedules.js';
 import { sourceOf } from '../subscriptions/sources.js';
 
-export interface SubscriptionDeps extends ActivityDeps {
+interface SubscriptionDeps extends ActivityDeps {
   /** The worker's Temporal client, connected on first use. */
   temporal: () => Promise<Client>;
   cloud: CloudTarget;

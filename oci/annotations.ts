@@ -62,7 +62,7 @@ export function annotationProperties(annotations: Record<string, string>): Recor
   return properties;
 }
 
-export interface RegistryImage {
+interface RegistryImage {
   /** `registry.egi.eu/egi_vm_images`: the "image list" a registry project stands for. */
   listId: string;
   /** Base URL of the registry (`https://registry.egi.eu/`). */
@@ -81,7 +81,7 @@ export function shortName(repository: string, project: string): string {
 }
 
 /** The URL of a blob of a repository, by digest (where the acquire step downloads the disk). */
-export function blobUrl(registry: URL, repository: string, digest: string): string {
+function blobUrl(registry: URL, repository: string, digest: string): string {
   return new URL(`v2/${repository}/blobs/${digest}`, registry).href;
 }
 

@@ -29,7 +29,7 @@ import { sourceOf } from '../../subscriptions/sources.js';
 import { ConfiguredCommand, EXIT } from '../base-command.js';
 
 /** How the last run of a subscription ended, for `subscriptions` and `sync-now`. */
-export interface RunOutcome {
+interface RunOutcome {
   workflowId: string;
   runId: string;
   status: string;
@@ -105,7 +105,7 @@ async function pinnedListId(
   return undefined;
 }
 
-export function describeSummary(summary: SyncSummary): string {
+function describeSummary(summary: SyncSummary): string {
   const names = (items: SyncSummary['registered']) => items.map(syncedImageName).join(', ');
   const parts = [
     `list ${summary.listId ?? '?'}${summary.version ? ` version ${summary.version}` : ''}${summary.fetched === 'not-modified' ? ' (not modified)' : ''}`,
