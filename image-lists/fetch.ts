@@ -8,7 +8,7 @@ import { realPathInFolders } from '../core/paths.js';
 /** The fixed password of AppDB's token scheme: the token is the Basic-auth user name. */
 export const APPDB_TOKEN_PASSWORD = 'x-oauth-basic';
 
-export interface ImageListSource {
+interface ImageListSource {
   /** The URL as given, credentials removed. */
   url: string;
   /** Where the bytes finally came from (after redirects, or the real path of a file). */
@@ -25,7 +25,7 @@ export interface ListValidators {
   lastModified?: string;
 }
 
-export interface FetchImageListOptions {
+interface FetchImageListOptions {
   token?: string;
   insecureTls?: boolean;
   /** Ask for the list only if it changed (If-None-Match / If-Modified-Since). */

@@ -18,7 +18,7 @@ import {
   type TokenSources,
 } from './subscription.js';
 
-export interface ReadImageListOptions {
+interface ReadImageListOptions {
   url: string;
   /** Where the token may come from (command line, environment); the subscription's credential is looked up here. */
   tokens?: Omit<TokenSources, 'urlToken'>;

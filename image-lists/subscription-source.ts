@@ -28,7 +28,7 @@ function rejected(url: string, why: string): ApplicationFailure {
 }
 
 /** The subscription's settings that shape what is taken of the list: a change makes the next run read it again. */
-export function selectionOf(subscription: Pick<SubscriptionSpec, 'images' | 'vo'>): string {
+function selectionOf(subscription: Pick<SubscriptionSpec, 'images' | 'vo'>): string {
   return JSON.stringify({ images: subscription.images ?? null, vo: subscription.vo ?? null });
 }
 

@@ -65,7 +65,7 @@ export function annotationProperties(annotations: Record<string, string>): Recor
   return properties;
 }
 
-export interface RegistryImage {
+interface RegistryImage {
   /** `registry.egi.eu/egi_vm_images`: the "image list" a registry project stands for. */
   listId: string;
   /** Base URL of the registry (`https://registry.egi.eu/`). */

@@ -41,9 +41,9 @@ export async function resolveRegistryLogin(config: Config, name: string): Promis
   return { username: secret.slice(0, colon), password: secret.slice(colon + 1), name };
 }
 
-export type RegistrySecurity = Pick<Config['security'], 'connectTimeoutMs' | 'readTimeoutMs' | 'maxRedirects'>;
+type RegistrySecurity = Pick<Config['security'], 'connectTimeoutMs' | 'readTimeoutMs' | 'maxRedirects'>;
 
-export interface RegistryClientOptions extends RegistryAccess {
+interface RegistryClientOptions extends RegistryAccess {
   /** The registry's base URL (`https://registry.egi.eu`). */
   registry: URL;
   login?: RegistryLogin;
@@ -52,7 +52,7 @@ export interface RegistryClientOptions extends RegistryAccess {
 }
 
 /** What the site's configuration says about talking to one registry (its subscriptions' keys). */
-export interface RegistryAccess {
+interface RegistryAccess {
   /** Token services besides the registry's own origin that may receive the login (`tokenRealm`). */
   tokenRealms?: string[];
   /** Tests only: plain http may carry the login and tokens, to 127.0.0.1 (or ::1) and nowhere else. */
@@ -78,7 +78,7 @@ function secureChannel(url: URL, plainHttpOnLoopback: boolean | undefined): bool
   return url.protocol === 'https:' || (plainHttpOnLoopback === true && LOOPBACK.has(url.hostname));
 }
 
-export interface RegistryGet {
+interface RegistryGet {
   accept?: readonly string[];
   /** The token scope the request needs (`repository:<name>:pull`); the registry's challenge names it too. */
   scope?: string;

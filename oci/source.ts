@@ -24,9 +24,9 @@ import {
 import { ACCEPTED_MANIFESTS, readDiskManifest, type DiskManifest } from './manifest.js';
 
 /** EGI's central sync keeps the short tags (`22.04`, not `22.04-20250301-1a2b3c4`). */
-export const DEFAULT_TAG_PATTERN = '^[^-]+$';
+const DEFAULT_TAG_PATTERN = '^[^-]+$';
 
-export type RegistryApi = 'auto' | 'harbor' | 'distribution';
+type RegistryApi = 'auto' | 'harbor' | 'distribution';
 
 export interface RegistrySource {
   /** Base URL of the registry (`https://registry.egi.eu`). */
@@ -52,12 +52,12 @@ export interface RegistrySource {
 }
 
 /** A listing (the catalog, a repository's tags) stops with an error past this many pages… */
-export const DEFAULT_MAX_PAGES = 1000;
+const DEFAULT_MAX_PAGES = 1000;
 /** …or this many names. */
-export const DEFAULT_MAX_ITEMS = 100_000;
+const DEFAULT_MAX_ITEMS = 100_000;
 
 /** How far a listing may go, and what stops it early. */
-export interface ListingBounds {
+interface ListingBounds {
   maxPages: number;
   maxItems: number;
   signal?: AbortSignal;
@@ -81,7 +81,7 @@ export interface ReadRegistryProject {
   requests?: RegistryRequestCounts;
 }
 
-export function tagPattern(source: Pick<RegistrySource, 'tags'>): RegExp {
+function tagPattern(source: Pick<RegistrySource, 'tags'>): RegExp {
   const text = source.tags ?? DEFAULT_TAG_PATTERN;
   try {
     return new RegExp(text);
@@ -283,9 +283,9 @@ async function fetchManifest(
 export type RememberedManifests = Record<string, Record<string, string>>;
 
 /** At most this many tags' digests are remembered between runs (about 80 bytes each in the run's result). */
-export const MAX_REMEMBERED_TAGS = 2000;
+const MAX_REMEMBERED_TAGS = 2000;
 
-export interface ReadRegistryOptions {
+interface ReadRegistryOptions {
   source: RegistrySource;
   config: Config;
   logger: Logger;

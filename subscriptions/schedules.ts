@@ -35,7 +35,7 @@ export function subscriptionScheduleId(url: string): string {
 }
 
 /** The schedule of a subscription of any source: by its source's name and its key (spec.url). */
-export function scheduleIdOf(spec: Pick<SubscriptionSpec, 'source' | 'url'>): string {
+function scheduleIdOf(spec: Pick<SubscriptionSpec, 'source' | 'url'>): string {
   return scheduleIdOfKey(spec.source, subscriptionKey(spec.url));
 }
 
@@ -84,7 +84,7 @@ function scheduleOptions(config: Config, spec: SubscriptionSpec, paused: boolean
 }
 
 /** The spec a schedule runs (its action's argument), or undefined for a schedule we did not make. */
-export function specOf(description: ScheduleDescription): SubscriptionSpec | undefined {
+function specOf(description: ScheduleDescription): SubscriptionSpec | undefined {
   const action = description.action;
   if (action.type !== 'startWorkflow' || action.workflowType !== SYNC_WORKFLOW) return undefined;
   return (action.args?.[0] as SyncImageListInput | undefined)?.subscription;
@@ -113,7 +113,7 @@ export async function listSubscriptionSchedules(
   return found;
 }
 
-export interface ApplyResult {
+interface ApplyResult {
   created: string[];
   updated: string[];
   deleted: string[];

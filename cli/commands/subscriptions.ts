@@ -30,7 +30,7 @@ import { sourceOf } from '../../subscriptions/sources.js';
 import { ConfiguredCommand, EXIT } from '../base-command.js';
 
 /** How the last run of a subscription ended (or how long it has been running), for `subscriptions` and `sync-now`. */
-export interface RunOutcome {
+interface RunOutcome {
   workflowId: string;
   runId: string;
   status: string;
@@ -185,7 +185,7 @@ async function pinnedListId(
   return undefined;
 }
 
-export function describeSummary(summary: SyncSummary): string {
+function describeSummary(summary: SyncSummary): string {
   const names = (items: SyncSummary['registered']) => items.map(syncedImageName).join(', ');
   const parts = [
     `list ${summary.listId ?? '?'}${summary.version ? ` version ${summary.version}` : ''}${summary.fetched === 'not-modified' ? ' (not modified)' : ''}`,
