@@ -150,7 +150,7 @@ export const SA_STAGE = defineSearchAttributeKey('ImageStage', SearchAttributeTy
 /** The image's `dc:title`: the Web UI (2.42) shows no summary column, but a search attribute column. */
 export const SA_IMAGE_TITLE = defineSearchAttributeKey('ImageTitle', SearchAttributeType.KEYWORD);
 
-const SEARCH_ATTRIBUTE_KEYS = [SA_IMAGE_ID, SA_IMAGE_LIST_ID, SA_VO, SA_STAGE, SA_IMAGE_TITLE];
+export const SEARCH_ATTRIBUTE_KEYS = [SA_IMAGE_ID, SA_IMAGE_LIST_ID, SA_VO, SA_STAGE, SA_IMAGE_TITLE];
 
 /** What the workflows of one image carry as search attributes, at `stage`. */
 export function imageSearchAttributes(event: ImageEvent, stage: Stage | 'delegated'): SearchAttributePair[] {
