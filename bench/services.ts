@@ -83,7 +83,7 @@ export async function registerAtOnce(
             client,
             config,
             event,
-            { kamakiCloud: 'bench' },
+            { cloud: 'bench' },
             registrationSite(config),
           );
           const outcome = await delivered.handle!.result().then(
