@@ -7,6 +7,7 @@
  * The inputs and results cross Temporal's history: plain JSON, no Buffers, Dates, class
  * instances or secrets.
  */
+import type { CheckResult, HealthContext } from '../core/health.js';
 import type { DiskFormat, ExpireImageResult, ImageRequest, RegistrationOptions } from '../core/workflow-contract.js';
 
 export type { DiskFormat } from '../core/workflow-contract.js';
@@ -40,6 +41,17 @@ export interface CloudTarget {
    * tenant's), for a subscription's sync to compare with the list. Shared queue.
    */
   inventory(req: InventoryRequest): Promise<CloudInventory>;
+}
+
+/**
+ * What `doctor` checks of a target, from the configuration alone (no worker runs), each at its
+ * place in the health check's order. Every check catches its own failures.
+ */
+export interface TargetChecks {
+  /** The cloud answers our login (after Temporal, before the CA folder). */
+  cloud(ctx: HealthContext): Promise<CheckResult[]>;
+  /** The tools `prepare` runs can run (after the working folder's free space); a skip when there are none. */
+  preparation(ctx: HealthContext): Promise<CheckResult[]>;
 }
 
 /** Which images `inventory` lists: those of one image list, as the registrations' options reach the cloud. */

@@ -5,6 +5,7 @@
  * the sync plan and the delivery (subscriptions/, workflows/sync-image-list.ts) are the same for all.
  */
 import type { Config } from './config.js';
+import type { CheckResult, HealthContext } from './health.js';
 import type { Logger } from './logging.js';
 import type { SubscriptionRead, SubscriptionReadInput, SubscriptionSpec } from './workflow-contract.js';
 
@@ -45,4 +46,6 @@ export interface SubscriptionSource<Entry extends { paused?: boolean } = { pause
    * subscription the site must not trust fails with a non-retryable ImageListRejected.
    */
   read(ctx: SourceReadContext, input: SubscriptionReadInput): Promise<SubscriptionRead>;
+  /** `doctor`: the subscription answers with its credential (nothing is synced). Catches its own failures. */
+  check(ctx: HealthContext, entry: Entry): Promise<CheckResult>;
 }

@@ -16,6 +16,7 @@ import {
   type SubscriptionSpec,
 } from '../core/workflow-contract.js';
 import { whileHeartbeating } from '../runtime/heartbeats.js';
+import { checkImageList } from './health.js';
 import { listRead, type ReadSubscribedListInput, type ReadSubscribedListResult } from './list-read.js';
 import { listIdClaimedElsewhere, listIdMismatch } from './list-ids.js';
 import { imageToEvent, parseListDate } from './parse.js';
@@ -215,4 +216,5 @@ export const imageListSource: SubscriptionSource<Subscription> = {
   }),
 
   read: (ctx, input) => listRead(listReader(ctx), input),
+  check: checkImageList,
 };

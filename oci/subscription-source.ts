@@ -14,6 +14,7 @@ import {
   type SubscriptionSpec,
 } from '../core/workflow-contract.js';
 import { whileHeartbeating } from '../runtime/heartbeats.js';
+import { checkRegistryProject } from './health.js';
 import { projectRead, type ProjectReadInput } from './project-read.js';
 import { readRegistryProject, type ReadRegistryProject } from './source.js';
 
@@ -80,4 +81,5 @@ export const registrySource: SubscriptionSource<RegistrySubscription> = {
   }),
 
   read: (ctx, input) => projectRead((i) => readSubscribedProject(ctx, i), input),
+  check: checkRegistryProject,
 };

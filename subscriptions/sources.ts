@@ -4,6 +4,7 @@
  */
 import type { Config } from '../core/config.js';
 import { InvalidInputError } from '../core/errors.js';
+import type { CheckResult, HealthContext } from '../core/health.js';
 import type { SubscriptionSource } from '../core/subscription-source.js';
 import type { SubscriptionSpec } from '../core/workflow-contract.js';
 import { imageListSource } from '../image-lists/subscription-source.js';
@@ -27,4 +28,12 @@ export function configuredSubscriptions(
   return SOURCES.flatMap((source) =>
     source.entries(config).map((entry) => ({ spec: source.spec(entry, origin), paused: entry.paused ?? false })),
   );
+}
+
+/** `doctor`: every configured subscription, source by source; none when there are none. */
+export async function subscriptionChecks(ctx: HealthContext): Promise<CheckResult[]> {
+  const results: CheckResult[] = [];
+  for (const source of SOURCES)
+    for (const entry of source.entries(ctx.config)) results.push(await source.check(ctx, entry));
+  return results;
 }

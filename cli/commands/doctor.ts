@@ -1,4 +1,4 @@
-import { access, constants, mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
@@ -8,18 +8,15 @@ import * as t from 'typanion';
 import { request } from 'undici';
 import { openBroker } from '../../bridge/broker.js';
 import { missingSearchAttributes, searchAttributesAdvice } from '../../bridge/messages.js';
-import { keystoneCredential } from '../../clouds/glance/session.js';
-import { errorText, KeystoneSession } from '../../clouds/glance/keystone.js';
-import { Kamaki } from '../../clouds/synnefo/kamaki.js';
-import { deadLetterQueue, type Config, type RegistrySubscription, type Subscription } from '../../core/config.js';
+import { cloudChecks } from '../../clouds/index.js';
+import { deadLetterQueue, type Config } from '../../core/config.js';
 import { resolveCredential } from '../../core/credentials.js';
-import { basicAuth, createDispatcher, httpGet, redact } from '../../core/http.js';
+import { fail, failureText, ok, skip, withTimeout, type CheckResult, type HealthContext } from '../../core/health.js';
 import { createLogger, scrubSecrets, type Logger } from '../../core/logging.js';
 import { temporalConnectionOptions } from '../../core/temporal-client.js';
 import { REGISTER_WORKFLOW, SEARCH_ATTRIBUTES, type ImageRequest } from '../../core/workflow-contract.js';
 import { diskPolicy, filesystemSpace, reserveOf } from '../../activities/disk.js';
-import { APPDB_TOKEN_PASSWORD } from '../../image-lists/fetch.js';
-import { RegistryClient, resolveRegistryLogin } from '../../oci/client.js';
+import { subscriptionChecks } from '../../subscriptions/sources.js';
 import { ConfiguredCommand, EXIT } from '../base-command.js';
 
 /** What each service needs; `doctor` alone checks them all. */
@@ -35,7 +32,7 @@ const PARTS = [
   'ca',
   'working-folder',
   'free-space',
-  'snf-mkimage',
+  'preparation',
   'subscriptions',
   'clock',
 ] as const;
@@ -48,45 +45,18 @@ type Part = (typeof PARTS)[number];
  * anything either. `doctor` without --for reports those too.
  */
 const NEEDS: Record<Service, readonly Part[]> = {
-  worker: ['temporal', 'clouds', 'working-folder', 'snf-mkimage', 'clock'],
+  worker: ['temporal', 'clouds', 'working-folder', 'preparation', 'clock'],
   bridge: ['rabbitmq', 'temporal', 'clock'],
   producer: ['rabbitmq', 'spool', 'ca', 'clock'],
 };
 
-interface CheckResult {
-  check: string;
-  /** `skip`: not needed with this configuration; never fails the run. */
-  outcome: 'ok' | 'fail' | 'skip';
-  detail: string;
-  /** What the operator does about a failure. */
-  fix?: string;
-}
-
 const MARK: Record<CheckResult['outcome'], string> = { ok: '✔', fail: '✘', skip: '–' };
 
-/** Each check gives up after this long, so a host that swallows packets cannot hang the health check. */
-const CHECK_TIMEOUT_MS = 20_000;
 /** How far this host's clock may be from the servers' before signatures, tokens and timers go wrong. */
 const CLOCK_TOLERANCE_MS = 60_000;
 /** How far back the working folder's check looks for the largest image registered. */
 const RECENT_DAYS = 30;
 const RECENT_REGISTRATIONS = 20;
-
-const ok = (check: string, detail: string): CheckResult => ({ check, outcome: 'ok', detail });
-const skip = (check: string, detail: string): CheckResult => ({ check, outcome: 'skip', detail });
-const fail = (check: string, detail: string, fix: string): CheckResult => ({ check, outcome: 'fail', detail, fix });
-
-function message(err: unknown): string {
-  return (err as Error)?.message ?? String(err);
-}
-
-function withTimeout<T>(what: string, work: Promise<T>, ms = CHECK_TIMEOUT_MS): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms / 1000} s`)), ms);
-  });
-  return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
-}
 
 function gib(bytes: number): string {
   return bytes >= 1024 ** 3 ? `${(bytes / 1024 ** 3).toFixed(1)} GiB` : `${(bytes / 1024 ** 2).toFixed(1)} MiB`;
@@ -114,11 +84,22 @@ function dateReading(from: string, header: string | string[] | undefined, sentAt
  */
 class Doctor {
   readonly clock: ClockReading[] = [];
+  /** What the clouds' and the sources' own checks run with. */
+  private readonly context: HealthContext;
 
   constructor(
     private readonly config: Config,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.context = {
+      config,
+      log,
+      clock: (from, header, sentAt) => {
+        const reading = dateReading(from, header, sentAt);
+        if (reading) this.clock.push(reading);
+      },
+    };
+  }
 
   async rabbitmq(): Promise<CheckResult[]> {
     const rabbit = this.config.rabbitmq;
@@ -139,7 +120,7 @@ class Doctor {
         await session.close();
       }
     } catch (err) {
-      const text = message(err);
+      const text = failureText(err);
       const login = /access refused|ACCESS_REFUSED|403|authenticat/i.test(text);
       return [
         fail(
@@ -176,7 +157,7 @@ class Doctor {
         return [
           fail(
             'Temporal server',
-            `cannot reach ${temporal.address}: ${message(err)}`,
+            `cannot reach ${temporal.address}: ${failureText(err)}`,
             'start the Temporal server, or check temporal.address (TEMPORAL_ADDRESS), temporal.tls and temporal.apiKey',
           ),
         ];
@@ -191,7 +172,7 @@ class Doctor {
         results.push(
           fail(
             'Temporal namespace',
-            `'${temporal.namespace}': ${message(err)}`,
+            `'${temporal.namespace}': ${failureText(err)}`,
             `create it (\`temporal operator namespace create --namespace ${temporal.namespace}\`) or set temporal.namespace (TEMPORAL_NAMESPACE)`,
           ),
         );
@@ -210,89 +191,14 @@ class Doctor {
       );
       return results;
     } catch (err) {
-      return [fail('Temporal', message(err), 'see the Temporal server’s log')];
+      return [fail('Temporal', failureText(err), 'see the Temporal server’s log')];
     } finally {
       await connection?.close().catch(() => undefined);
     }
   }
 
   async clouds(): Promise<CheckResult[]> {
-    const cloud = this.config.cloud;
-    if (cloud.type === 'glance') return [await this.glance(cloud)];
-    const names = new Set<string>();
-    if (this.config.synnefo.cloud) names.add(this.config.synnefo.cloud);
-    for (const sub of [...this.config.subscriptions, ...this.config.registrySubscriptions])
-      if (sub.cloud) names.add(sub.cloud);
-    if (names.size === 0)
-      return [
-        fail(
-          'Synnefo cloud',
-          'no kamaki cloud is configured (synnefo.cloud)',
-          'set synnefo.cloud to the cloud of ~/.kamakirc images are registered in',
-        ),
-      ];
-    // kamaki is killed when the check gives up, not after worker.toolTimeoutMs (an hour).
-    const bounded = { ...this.config, worker: { ...this.config.worker, toolTimeoutMs: CHECK_TIMEOUT_MS } };
-    const results: CheckResult[] = [];
-    for (const name of names) {
-      const check = `Synnefo cloud '${name}'`;
-      try {
-        const account = await withTimeout('kamaki', new Kamaki(bounded, this.log, name).accountId());
-        results.push(ok(check, `kamaki user info: account ${account}`));
-      } catch (err) {
-        results.push(
-          fail(
-            check,
-            message(err),
-            `check synnefo.kamaki (${this.config.synnefo.kamaki}) and the cloud's url and token in the service user's ~/.kamakirc (\`kamaki user info --cloud ${name}\`)`,
-          ),
-        );
-      }
-    }
-    return results;
-  }
-
-  private async glance(glance: Extract<Config['cloud'], { type: 'glance' }>): Promise<CheckResult> {
-    const check = `Glance cloud '${glance.name}'`;
-    try {
-      const session = new KeystoneSession({
-        authUrl: glance.authUrl,
-        credential: await keystoneCredential(this.config, glance),
-        region: glance.region,
-        interface: glance.interface,
-        timeoutMs: CHECK_TIMEOUT_MS,
-      });
-      const token = await withTimeout('Keystone', session.token());
-      const endpoint = await session.endpoint('image');
-      const url = `${endpoint}/v2/images?limit=1`;
-      const sentAt = Date.now();
-      const res = await withTimeout(
-        'Glance',
-        request(url, {
-          headers: { 'x-auth-token': token, accept: 'application/json' },
-          headersTimeout: CHECK_TIMEOUT_MS,
-        }),
-      );
-      const body = await res.body.text();
-      const reading = dateReading(new URL(endpoint).host, res.headers.date, sentAt);
-      if (reading) this.clock.push(reading);
-      if (res.statusCode !== 200)
-        return fail(
-          check,
-          `a Keystone token, but the image endpoint ${redact(endpoint)} answered HTTP ${res.statusCode}: ${errorText(body)}`,
-          'check the image service in the Keystone catalog (cloud.region, cloud.interface) and that glance-api runs',
-        );
-      return ok(
-        check,
-        `a Keystone token from ${redact(session.url)} for project ${await session.projectId()}; images at ${redact(endpoint)}`,
-      );
-    } catch (err) {
-      return fail(
-        check,
-        message(err),
-        `check cloud.authUrl, cloud.applicationCredentialId (or username and project) and the secret of security.credentials.${glance.credential}`,
-      );
-    }
+    return cloudChecks(this.config).cloud(this.context);
   }
 
   async ca(): Promise<CheckResult[]> {
@@ -377,7 +283,7 @@ class Doctor {
     try {
       space = await filesystemSpace(folder);
     } catch (err) {
-      return [fail(check, `${folder}: ${message(err)}`, 'create worker.workingFolder')];
+      return [fail(check, `${folder}: ${failureText(err)}`, 'create worker.workingFolder')];
     }
     const { free, total } = space;
     const reserve = reserveOf(diskPolicy(this.config), total);
@@ -427,123 +333,20 @@ class Doctor {
       }
       return largest;
     } catch (err) {
-      this.log.debug({ err: message(err) }, 'could not read recent registrations for their sizes');
+      this.log.debug({ err: failureText(err) }, 'could not read recent registrations for their sizes');
       return undefined;
     } finally {
       await connection?.close().catch(() => undefined);
     }
   }
 
-  async snfMkimage(): Promise<CheckResult[]> {
-    const { synnefo, cloud } = this.config;
-    const check = 'snf-mkimage';
-    if (cloud.type !== 'synnefo') return [skip(check, `not used by a Glance cloud`)];
-    if (!synnefo.prepare) return [skip(check, 'images are not prepared (synnefo.prepare = false)')];
-    if (synnefo.sudo.length === 0) {
-      const found = await execa('sh', ['-c', 'command -v "$0"', synnefo.snfMkimage], { reject: false });
-      return found.exitCode === 0
-        ? [ok(check, `${String(found.stdout).trim()}, run without sudo (synnefo.sudo = [])`)]
-        : [fail(check, `${synnefo.snfMkimage} is not found`, 'install snf-image-creator, or set synnefo.snfMkimage')];
-    }
-    if (path.basename(synnefo.sudo[0]) !== 'sudo')
-      return [skip(check, `run through ${synnefo.sudo.join(' ')}, which this check cannot ask`)];
-    // `sudo -l COMMAND` answers whether the command is allowed without running it; -n never prompts.
-    const asked = await execa(synnefo.sudo[0], ['-n', '-l', synnefo.snfMkimage], { reject: false });
-    return asked.exitCode === 0
-      ? [ok(check, `sudo -n allows ${String(asked.stdout).trim() || synnefo.snfMkimage}`)]
-      : [
-          fail(
-            check,
-            `sudo -n does not allow ${synnefo.snfMkimage}: ${String(asked.stderr).trim() || asked.shortMessage}`,
-            'add the sudoers line of docs/operations.md for the service user (NOPASSWD for snf-mkimage only), or set synnefo.prepare = false',
-          ),
-        ];
+  async preparation(): Promise<CheckResult[]> {
+    return cloudChecks(this.config).preparation(this.context);
   }
 
   async subscriptions(): Promise<CheckResult[]> {
-    const lists = this.config.subscriptions;
-    const registries = this.config.registrySubscriptions;
-    if (lists.length === 0 && registries.length === 0) return [skip('subscriptions', 'none configured')];
-    const results: CheckResult[] = [];
-    for (const sub of lists) results.push(await this.imageList(sub));
-    for (const sub of registries) results.push(await this.registry(sub));
-    return results;
-  }
-
-  /** A conditional GET (If-Modified-Since now): an unchanged list costs no body; the list is not synced. */
-  private async imageList(sub: Subscription): Promise<CheckResult> {
-    const url = new URL(sub.url);
-    const check = `subscription ${redact(url)}`;
-    if (url.protocol === 'file:') {
-      try {
-        await access(url, constants.R_OK);
-        return ok(check, 'the file is readable');
-      } catch (err) {
-        return fail(check, message(err), 'check the path and security.allowedFileFolders');
-      }
-    }
-    const dispatcher = createDispatcher({
-      connectTimeoutMs: this.config.security.connectTimeoutMs,
-      readTimeoutMs: this.config.security.readTimeoutMs,
-    });
-    try {
-      // As a sync sends it: the subscription's credential, only to the list's host (httpGet drops it on a redirect elsewhere).
-      const token = sub.credential ? await resolveCredential(this.config, sub.credential) : undefined;
-      const sentAt = Date.now();
-      const response = await withTimeout(
-        redact(url),
-        httpGet(url, {
-          dispatcher,
-          redirects: { maxRedirects: this.config.security.maxRedirects },
-          headers: { 'if-modified-since': new Date().toUTCString() },
-          credentialHeaders: token ? { authorization: basicAuth(token, APPDB_TOKEN_PASSWORD) } : undefined,
-        }),
-      );
-      await response.body.dump().catch(() => undefined);
-      const reading = dateReading(url.host, response.headers.date, sentAt);
-      if (reading) this.clock.push(reading);
-      return ok(
-        check,
-        `HTTP ${response.status}${sub.credential ? ` with credential '${sub.credential}'` : ''}${response.url.href !== url.href ? ` (from ${redact(response.url)})` : ''}`,
-      );
-    } catch (err) {
-      return fail(
-        check,
-        message(err),
-        sub.credential
-          ? `check the list's URL and the secret of security.credentials.${sub.credential}`
-          : "check the list's URL, and whether it needs a credential",
-      );
-    } finally {
-      // Destroyed, not closed: a request the check gave up on is not waited for.
-      await dispatcher.destroy().catch(() => undefined);
-    }
-  }
-
-  /** The registry's API root with the subscription's login: what every listing of the project starts with. */
-  private async registry(sub: RegistrySubscription): Promise<CheckResult> {
-    const check = `subscription ${sub.registry} project ${sub.project}`;
-    let client: RegistryClient | undefined;
-    try {
-      const login = sub.credential ? await resolveRegistryLogin(this.config, sub.credential) : undefined;
-      client = new RegistryClient({ registry: new URL(sub.registry), login, security: this.config.security });
-      const sentAt = Date.now();
-      const response = await withTimeout(sub.registry, client.get('v2/'));
-      await response.body.dump().catch(() => undefined);
-      const reading = dateReading(client.name, response.headers.date, sentAt);
-      if (reading) this.clock.push(reading);
-      return ok(check, `HTTP ${response.status}${sub.credential ? ` with credential '${sub.credential}'` : ''}`);
-    } catch (err) {
-      return fail(
-        check,
-        message(err),
-        sub.credential
-          ? `check the registry URL and the "user:password" of security.credentials.${sub.credential}`
-          : 'check the registry URL, and whether the project needs a credential',
-      );
-    } finally {
-      await client?.close();
-    }
+    const results = await subscriptionChecks(this.context);
+    return results.length > 0 ? results : [skip('subscriptions', 'none configured')];
   }
 
   async clockCheck(): Promise<CheckResult[]> {
@@ -553,10 +356,9 @@ class Doctor {
       const sentAt = Date.now();
       const res = await withTimeout('Web UI', request(webUi, { method: 'HEAD', headersTimeout: 10_000 }), 10_000);
       await res.body.dump().catch(() => undefined);
-      const reading = dateReading(`${new URL(webUi).host} (temporal.webUiUrl)`, res.headers.date, sentAt);
-      if (reading) this.clock.push(reading);
+      this.context.clock(`${new URL(webUi).host} (temporal.webUiUrl)`, res.headers.date, sentAt);
     } catch (err) {
-      this.log.debug({ err: message(err) }, 'the Web UI did not answer for the clock check');
+      this.log.debug({ err: failureText(err) }, 'the Web UI did not answer for the clock check');
     }
     if (this.clock.length === 0)
       return [skip(check, 'no server answered with a Date header to compare with (the Web UI, Keystone, the lists)')];
@@ -626,7 +428,7 @@ export class DoctorCommand extends ConfiguredCommand {
       show([
         fail(
           'configuration',
-          message(err),
+          failureText(err),
           'fix the key it names (`snf-vmcatcher show-conf` shows the effective values)',
         ),
       ]);
@@ -645,7 +447,7 @@ export class DoctorCommand extends ConfiguredCommand {
       ['ca', () => doctor.ca()],
       ['working-folder', () => doctor.workingFolder()],
       ['free-space', () => doctor.freeSpace()],
-      ['snf-mkimage', () => doctor.snfMkimage()],
+      ['preparation', () => doctor.preparation()],
       ['subscriptions', () => doctor.subscriptions()],
       ['clock', () => doctor.clockCheck()],
     ];
