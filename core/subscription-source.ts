@@ -45,4 +45,10 @@ export interface SubscriptionSource<Entry extends { paused?: boolean } = { pause
    * subscription the site must not trust fails with a non-retryable ImageListRejected.
    */
   read(ctx: SourceReadContext, input: SubscriptionReadInput): Promise<SubscriptionRead>;
+  /**
+   * Whether `read` compares against the images it accepted last (a registry: a tag moved back to
+   * an older manifest, a repository kept as it was): they travel to the next run whatever their
+   * number. Otherwise a large list's images travel as digests (subscriptions/carried-copy.ts).
+   */
+  readonly readsPreviousImages: boolean;
 }
