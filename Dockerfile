@@ -16,6 +16,8 @@ COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY core ./core
+COPY runtime ./runtime
+COPY subscriptions ./subscriptions
 COPY image-lists ./image-lists
 COPY oci ./oci
 COPY cli ./cli

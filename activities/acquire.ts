@@ -14,7 +14,7 @@ import type { AcquireInput, AcquiredImage } from './types.js';
 import { withWorkDir } from './workspace.js';
 
 /** The name the image was published under: the last URL segment, else the cache file name. */
-export function publishedFileName(event: Pick<ImageEvent, 'uri' | 'filename'>): string | undefined {
+function publishedFileName(event: Pick<ImageEvent, 'uri' | 'filename'>): string | undefined {
   if (event.uri) {
     try {
       const segment = new URL(event.uri).pathname.split('/').filter(Boolean).pop();
@@ -35,7 +35,7 @@ export function publishedFileName(event: Pick<ImageEvent, 'uri' | 'filename'>): 
  * register-now) goes through it, and it is the only step that reads the bytes. Throws
  * InvalidInputError (permanent) naming the setting.
  */
-export function checkVerifiable(config: Config, event: ImageEvent, logger?: Logger): void {
+function checkVerifiable(config: Config, event: ImageEvent, logger?: Logger): void {
   if (event.checksumSha512 || event.checksumSha256) return;
   const fromCache = event.type === 'AvailablePostfix' && Boolean(event.cacheDir && event.filename);
   const image = `image ${event.imageId ?? '?'}${event.imageListId ? ` of ${event.imageListId}` : ''}`;

@@ -7,7 +7,7 @@ import { Parser, Unpack, type ReadEntry } from 'tar';
 import yauzl from 'yauzl';
 import { ImageIntegrityError } from '../core/errors.js';
 
-export interface ArchiveLimits {
+interface ArchiveLimits {
   maxEntries: number;
   maxUnpackedBytes: number;
   /** How the unpacked limit is named in errors (default `security.maxUnpackedBytes`). */
@@ -15,7 +15,7 @@ export interface ArchiveLimits {
 }
 
 /** Abort and progress for the long archive steps (listing reads the whole tar, too). */
-export interface StreamOptions {
+interface StreamOptions {
   signal?: AbortSignal;
   /** Bytes of the archive read (tar) or of the member written (zip) so far. */
   onBytes?: (bytes: number) => void;
@@ -85,7 +85,7 @@ export function chooseImageMember(
 
 // ---- tar (and OVA, which is a tar) ----
 
-export interface TarListing {
+interface TarListing {
   members: ArchiveMember[];
   /** Content of .ovf members (small), by member path. */
   ovfs: Map<string, string>;
@@ -104,7 +104,7 @@ function tooManyEntries(archive: string, maxEntries: number, counted?: number): 
 }
 
 /** What a listing may hold: it stops reading once it has seen one entry more than `maxEntries`. */
-export interface ListingLimits {
+interface ListingLimits {
   maxEntries?: number;
 }
 

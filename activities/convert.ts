@@ -45,7 +45,7 @@ import type { ActivityDeps } from '../runtime/deps.js';
 import type { ConvertInput, RawImage } from './types.js';
 import { safeFileName, withWorkDir, type WorkDirLease } from './workspace.js';
 
-export interface ConvertDeps extends ActivityDeps {
+interface ConvertDeps extends ActivityDeps {
   /** How often a running step looks at the free space (default DISK_WATCH_MS; tests go faster). */
   diskWatchMs?: number;
 }
@@ -63,7 +63,7 @@ const COMPRESSED_SUFFIX: Record<string, RegExp> = {
 };
 
 /** `image.vmdk.gz` → `image.vmdk`; `image.tgz` → `image.tar`; no suffix → `image.unpacked`. */
-export function decompressedName(name: string, format: string): string {
+function decompressedName(name: string, format: string): string {
   if (/\.tgz$/i.test(name)) return name.replace(/\.tgz$/i, '.tar');
   if (/\.t(bz2?|xz)$/i.test(name)) return name.replace(/\.t(bz2?|xz)$/i, '.tar');
   const suffix = COMPRESSED_SUFFIX[format];
@@ -71,7 +71,7 @@ export function decompressedName(name: string, format: string): string {
 }
 
 /** `image.qcow2` → `image.raw`; the raw result's name. */
-export function rawName(name: string): string {
+function rawName(name: string): string {
   return `${name.replace(/\.(qcow2?|vmdk|vdi|vhdx?|vpc|qed|img|raw|bin|dd|parallels|dmg|cloop|bochs)$/i, '')}.raw`;
 }
 
@@ -90,7 +90,7 @@ interface StepContext {
 }
 
 /** The security limits; unset ones default to what the working folder's filesystem can hold. */
-export interface ConvertLimits {
+interface ConvertLimits {
   maxUnpackedBytes: number;
   maxVirtualBytes: number;
   /** How a limit is named in errors. */
@@ -98,7 +98,7 @@ export interface ConvertLimits {
   virtualName: string;
 }
 
-export async function convertLimits(config: Config, dir: string): Promise<ConvertLimits> {
+async function convertLimits(config: Config, dir: string): Promise<ConvertLimits> {
   const { maxUnpackedBytes, maxVirtualBytes } = config.security;
   const capacity =
     maxUnpackedBytes === undefined || maxVirtualBytes === undefined ? await usableCapacity(dir, diskPolicy(config)) : 0;

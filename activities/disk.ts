@@ -13,7 +13,7 @@ export function diskPolicy(config: Config): DiskPolicy {
   return { reserveBytes: config.worker.diskReserveBytes, reservePercent: config.worker.diskReservePercent };
 }
 
-export interface FilesystemSpace {
+interface FilesystemSpace {
   /** Bytes an unprivileged writer may still use. */
   free: number;
   /** Size of the filesystem. */

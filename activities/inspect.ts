@@ -11,9 +11,9 @@ import type { ImageFormatInfo, InspectInput } from './types.js';
  * Bytes read from the start of a file: enough for the ISO 9660 volume descriptor at 0x8001, a
  * VMDK's embedded descriptor and the btrfs superblock at 0x10040.
  */
-export const HEADER_BYTES = 68 * 1024;
+const HEADER_BYTES = 68 * 1024;
 /** Bytes read from the end: the VHD footer. */
-export const TAIL_BYTES = 512;
+const TAIL_BYTES = 512;
 
 /** Formats qemu-img reads as disk images; everything else here is a wrapper or not a disk. */
 export const DISK_FORMATS = new Set([
@@ -118,7 +118,7 @@ export function firstTarEntryName(header: Buffer): string | undefined {
   return prefix ? `${prefix}/${name}` : name;
 }
 
-export interface DetectOptions {
+interface DetectOptions {
   /** The last TAIL_BYTES of the file (VHD footer). */
   tail?: Buffer;
   formatHint?: string;
@@ -209,7 +209,7 @@ export async function readSignatureBytes(file: string): Promise<{ header: Buffer
 // ---- is it one self-contained disk image? ----
 
 /** A name found inside an image (a backing file, an extent), made safe to show: printable, bounded. */
-export function shown(name: string): string {
+function shown(name: string): string {
   const clean = name.replace(/[^\x20-\x7e]/g, '?');
   return clean.length > 200 ? `${clean.slice(0, 200)}…` : clean;
 }
@@ -259,7 +259,7 @@ export function qcow2HeaderProblem(header: Buffer): string | undefined {
 }
 
 /** QED: bit 0 of the features says "has a backing file". */
-export function qedHeaderProblem(header: Buffer): string | undefined {
+function qedHeaderProblem(header: Buffer): string | undefined {
   if (header.length < 64) return 'its QED header is truncated';
   if (header.readBigUInt64LE(16) & 1n) {
     const offset = header.readUInt32LE(56);
@@ -291,7 +291,7 @@ export function vmdkDescriptorProblem(descriptor: string): string | undefined {
 }
 
 /** Where a VMDK sparse extent keeps its embedded descriptor (bytes), or undefined when it has none. */
-export function vmdkDescriptorRange(header: Buffer): { offset: number; length: number } | undefined {
+function vmdkDescriptorRange(header: Buffer): { offset: number; length: number } | undefined {
   if (header.length < 44) return undefined;
   const sector = Number(header.readBigUInt64LE(28));
   const sectors = Number(header.readBigUInt64LE(36));
@@ -370,7 +370,7 @@ export function describeNonDisk(header: Buffer): string | undefined {
 }
 
 /** A partition table, or a filesystem or volume signature at its usual place on a bare disk. */
-export function diskSignature(header: Buffer): string | undefined {
+function diskSignature(header: Buffer): string | undefined {
   if (ascii(header, 512, 8) === 'EFI PART' || ascii(header, 4096, 8) === 'EFI PART') return 'GPT partition table';
   if (startsWithBytes(header, 510, [0x55, 0xaa])) return 'MBR boot sector';
   if (startsWithBytes(header, 1080, [0x53, 0xef])) return 'ext2/3/4 filesystem';
@@ -431,7 +431,7 @@ interface QemuInfoJson {
   };
 }
 
-export function parseQemuImgInfo(json: QemuInfoJson): QemuImgInfo {
+function parseQemuImgInfo(json: QemuInfoJson): QemuImgInfo {
   const data = json['format-specific']?.data;
   return {
     format: json.format,
@@ -460,7 +460,7 @@ export function infoProblem(info: QemuImgInfo, file: string, format: string): st
  * `qemu-img info --output=json` on our json: spec (explicit driver, plain file, no backing).
  * A failure to read is the image's fault (permanent); a kill or timeout is not.
  */
-export async function qemuImgInfo(
+async function qemuImgInfo(
   file: string,
   format: string,
   opts: { timeoutMs?: number; signal?: AbortSignal } = {},
@@ -499,7 +499,7 @@ async function readRange(file: string, offset: number, length: number): Promise<
   }
 }
 
-export interface CheckedImage {
+interface CheckedImage {
   format: string;
   virtualSize: number;
   /** What makes a raw file a disk (partition table, filesystem). */

@@ -1,7 +1,7 @@
 import { XMLParser } from 'fast-xml-parser';
 import { ImageIntegrityError } from '../core/errors.js';
 
-export interface OvfDiskChoice {
+interface OvfDiskChoice {
   /** The archive member (References/File href) holding the boot disk. */
   href: string;
   /** Other disk files the OVF references, in the order they were ranked. */

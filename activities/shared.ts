@@ -10,7 +10,7 @@ import { createSubscriptionActivities } from './subscriptions.js';
 import type { ActivityDeps } from '../runtime/deps.js';
 import type { Client } from '@temporalio/client';
 
-export interface SharedActivityDeps extends ActivityDeps {
+interface SharedActivityDeps extends ActivityDeps {
   /** The worker's Temporal client, for the steps that start workflows (a subscription's sync). */
   temporal: () => Promise<Client>;
 }

@@ -19,7 +19,9 @@ import {
   type SubscriptionReadInput,
   type SubscriptionSpec,
 } from '../core/workflow-contract.js';
+import type { ReadSubscribedListInput } from '../image-lists/list-read.js';
 import { listReader } from '../image-lists/subscription-source.js';
+import type { ProjectReadInput } from '../oci/project-read.js';
 import { readSubscribedProject } from '../oci/subscription-source.js';
 import { activityContext, cancellationSignal } from '../runtime/context.js';
 import type { ActivityDeps } from '../runtime/deps.js';
@@ -28,7 +30,7 @@ import { runSync, type SyncRunInput, type SyncRunResult } from '../subscriptions
 import { syncWorkflowIdPrefix } from '../subscriptions/schedules.js';
 import { sourceOf } from '../subscriptions/sources.js';
 
-export interface SubscriptionDeps extends ActivityDeps {
+interface SubscriptionDeps extends ActivityDeps {
   /** The worker's Temporal client, connected on first use. */
   temporal: () => Promise<Client>;
   cloud: CloudTarget;
@@ -150,11 +152,10 @@ export function createSubscriptionActivities({ config, logger, temporal, cloud }
       sourceOf(input.subscription).read(readContext(), input),
 
     /** An image list's read as runs begun before readSubscription record it (image-lists/subscription-source.ts). */
-    readSubscribedList: (input: Parameters<ReturnType<typeof listReader>>[0]) => listReader(readContext())(input),
+    readSubscribedList: (input: ReadSubscribedListInput) => listReader(readContext())(input),
 
     /** A registry project's read as runs begun before readSubscription record it (oci/subscription-source.ts). */
-    readSubscribedRegistry: (input: Parameters<typeof readSubscribedProject>[1]) =>
-      readSubscribedProject(readContext(), input),
+    readSubscribedRegistry: (input: ProjectReadInput) => readSubscribedProject(readContext(), input),
 
     /** The images of this list that our account holds in the cloud (never another tenant's). */
     cloudInventory: (req: InventoryRequest): Promise<CloudInventory> => cloud.inventory(req),

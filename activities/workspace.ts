@@ -6,7 +6,7 @@ import { InvalidInputError } from '../core/errors.js';
 import { realPathInFolders } from '../core/paths.js';
 
 /** A workflow id as a folder name: readable, unique (a hash of the id), no path characters. */
-export function workDirName(workflowId: string): string {
+function workDirName(workflowId: string): string {
   const readable = workflowId
     .replace(/[^A-Za-z0-9._-]+/g, '_')
     .replace(/^[._]+/, '')
@@ -58,7 +58,7 @@ const TAKEOVER_WAIT_MS = 60_000;
  * to let go before touching any file. A worker that died took its attempts (and, through
  * PR_SET_PDEATHSIG, their child processes) with it.
  */
-export async function claimWorkDir(config: Config, workflowId: string): Promise<WorkDirLease> {
+async function claimWorkDir(config: Config, workflowId: string): Promise<WorkDirLease> {
   const dir = workDirFor(config, workflowId);
   const previous = holders.get(dir);
   if (previous) {

@@ -1,9 +1,9 @@
 /** Shared helpers of the benchmarks: timing, medians, a static file server, big temporary files. */
 import { createReadStream, readdirSync, readFileSync } from 'node:fs';
 import { randomFillSync } from 'node:crypto';
-import { chmod, mkdir, open, rm, stat, writeFile } from 'node:fs/promises';
+import { access, chmod, mkdir, mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
@@ -14,6 +14,19 @@ export const BENCH_TMP = process.env.SNF_VMCATCHER_BENCH_TMP ?? path.join(ROOT, 
 export const REPEATS = Math.max(3, Number(process.env.SNF_VMCATCHER_BENCH_REPEATS ?? 3));
 export const GiB = 1024 ** 3;
 export const MiB = 1024 ** 2;
+
+/**
+ * `SNF_VMCATCHER_BENCH_REALTIME=1`: the download and pipeline contenders (ours, curl, sha512sum, the
+ * script, nginx, the worker) run under `chrt -f 10` (SCHED_FIFO), so on a machine shared with other
+ * work they get the cores as if it were idle (the kernel still keeps 5 % for everything else).
+ * Needs root (or CAP_SYS_NICE). Results say which way they were measured.
+ */
+export const REALTIME = process.env.SNF_VMCATCHER_BENCH_REALTIME === '1';
+
+/** `[command, args]`, under `chrt -f 10` when REALTIME. */
+export function prioritized(command: string, args: string[]): [string, string[]] {
+  return REALTIME ? ['chrt', ['-f', '10', command, ...args]] : [command, args];
+}
 
 export function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
@@ -98,6 +111,112 @@ export async function serveFolder(folder: string): Promise<FileServer> {
   };
 }
 
+/** nginx on this machine (Debian's nginx-light), installed the first time a benchmark needs it. */
+async function nginxBinary(): Promise<string> {
+  for (const candidate of ['/usr/sbin/nginx', '/usr/local/sbin/nginx']) {
+    if (
+      await access(candidate).then(
+        () => true,
+        () => false,
+      )
+    )
+      return candidate;
+  }
+  const onPath = (await execa('bash', ['-c', 'command -v nginx'], { reject: false })).stdout.trim();
+  if (onPath) return onPath;
+  log('installing nginx-light from Debian (the reference HTTP server of the download and pipeline benchmarks)');
+  const root = process.getuid?.() === 0;
+  const apt = (args: string[]) =>
+    execa(root ? 'apt-get' : 'sudo', root ? args : ['-n', 'apt-get', ...args], {
+      env: { DEBIAN_FRONTEND: 'noninteractive' },
+      stdout: 'ignore',
+    });
+  await apt(['install', '-y', '--no-install-recommends', 'nginx-light']).catch(async () => {
+    await apt(['update']);
+    await apt(['install', '-y', '--no-install-recommends', 'nginx-light']);
+  });
+  return '/usr/sbin/nginx';
+}
+
+async function unusedPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Serves the files of one folder with nginx on 127.0.0.1 (its own configuration in a temporary
+ * folder, `sendfile on`, in the foreground, one worker process), so the server costs almost
+ * nothing: the files come from the page cache and the kernel copies them to the socket. Stopped
+ * by close().
+ */
+export async function serveWithNginx(folder: string): Promise<FileServer & { pid(): number | undefined }> {
+  const nginx = await nginxBinary();
+  await mkdir(BENCH_TMP, { recursive: true });
+  const dir = await mkdtemp(path.join(BENCH_TMP, 'nginx-'));
+  const port = await unusedPort();
+  const conf = path.join(dir, 'nginx.conf');
+  await writeFile(
+    conf,
+    `daemon off;
+master_process off;
+worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log;
+events { worker_connections 64; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  default_type application/octet-stream;
+  client_body_temp_path ${dir}/tmp;
+  proxy_temp_path ${dir}/tmp;
+  fastcgi_temp_path ${dir}/tmp;
+  uwsgi_temp_path ${dir}/tmp;
+  scgi_temp_path ${dir}/tmp;
+  server {
+    listen 127.0.0.1:${port};
+    root ${path.resolve(folder)};
+  }
+}
+`,
+  );
+  const proc = execa(...prioritized(nginx, ['-c', conf, '-p', dir, '-e', path.join(dir, 'error.log')]), {
+    reject: false,
+  });
+  for (let i = 0; ; i++) {
+    const up = await new Promise<boolean>((resolve) => {
+      const socket = net.connect(port, '127.0.0.1', () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.once('error', () => resolve(false));
+    });
+    if (up) break;
+    if (proc.exitCode !== null || i > 100) {
+      const errors = await readFile(path.join(dir, 'error.log'), 'utf8').catch(() => '');
+      proc.kill('SIGKILL');
+      throw new Error(`nginx did not start on 127.0.0.1:${port}: ${errors.trim()}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  log(`nginx serving ${folder} on 127.0.0.1:${port}`);
+  return {
+    url: (name) => `http://127.0.0.1:${port}/${name}`,
+    pid: () => proc.pid,
+    close: async () => {
+      proc.kill('SIGQUIT');
+      await proc;
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
 /** A result of one benchmark: figures, targets met or not, and notes, as written to results.md. */
 export interface BenchResult {
   name: string;
@@ -111,6 +230,8 @@ export interface BenchResult {
   /** Raw figures (every repeat), for results.json. */
   raw: Record<string, unknown>;
   skipped?: string;
+  /** Parts measured separately (each its own table), after `rows`. */
+  sections?: Array<{ title: string; method: string; rows: BenchResult['rows']; notes?: string[] }>;
 }
 
 /**
@@ -164,6 +285,37 @@ export async function stopAll(stops: Array<() => Promise<unknown> | undefined>):
   const failures: unknown[] = [];
   for (const stop of stops) await Promise.resolve(stop()).catch((err: unknown) => failures.push(err));
   if (failures.length > 0) throw failures[0];
+}
+
+/** A tool wrapper (benchToolchain) running the real program under GNU time, logging "<name> <max RSS KiB> <seconds>" per call to $SNF_BENCH_RSS_LOG. */
+export function rssWrapper(name: string, real: string): string {
+  return `#!/bin/bash
+exec /usr/bin/time -a -o "$SNF_BENCH_RSS_LOG" -f "${name} %M %e" "${real}" "$@"
+`;
+}
+
+/** What rssWrapper logged, per tool: calls, seconds in all, the largest peak RSS. */
+export async function readToolRss(
+  rssLog: string,
+): Promise<Map<string, { maxMiB: number; calls: number; seconds: number }>> {
+  const toolRss = new Map<string, { maxMiB: number; calls: number; seconds: number }>();
+  for (const line of (await readFile(rssLog, 'utf8').catch(() => '')).split('\n')) {
+    const [name, kib, seconds] = line.trim().split(' ');
+    if (!name || !kib || Number.isNaN(Number(kib))) continue;
+    const entry = toolRss.get(name) ?? { maxMiB: 0, calls: 0, seconds: 0 };
+    entry.maxMiB = Math.max(entry.maxMiB, round(Number(kib) / 1024, 0));
+    entry.calls += 1;
+    entry.seconds += Number(seconds);
+    toolRss.set(name, entry);
+  }
+  return toolRss;
+}
+
+/** Peak resident set (VmHWM) of a running process, in MiB (0 when it is gone). */
+export async function peakRssMiB(pid: number | undefined): Promise<number> {
+  if (!pid) return 0;
+  const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+  return round(Number(/^VmHWM:\s+(\d+)/m.exec(status)?.[1] ?? 0) / 1024, 0);
 }
 
 const CLOCK_TICKS = 100;

@@ -5,15 +5,9 @@
  * qemu-img, prepare and upload with the fakes. Reports the wall time, each image's time, and the
  * peak RSS of every process: the worker, the Temporal server, and each external tool.
  */
-import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
-import { parseConfig } from '../core/config.js';
-import { ImageEventSchema } from '../core/event.js';
-import { startWorkflowForEvent } from '../core/starter.js';
-import { registrationSite } from '../clouds/index.js';
-import { connectTemporal } from '../core/temporal-client.js';
-import type { ImageRevisionResult } from '../core/workflow-contract.js';
 import { toStreamOptimizedVmdk, writeLinuxMbr } from '../test/support/disk-images.js';
 import {
   BENCH_TMP,
@@ -21,32 +15,19 @@ import {
   MiB,
   benchToolchain,
   log,
+  peakRssMiB,
+  readToolRss,
+  rssWrapper,
   round,
   serveFolder,
   sha512File,
   stopAll,
-  timed,
   type BenchResult,
 } from './lib.js';
-import { startSnf, startTemporal, type Proc } from './services.js';
+import { registerAtOnce, startSnf, startTemporal, type Proc } from './services.js';
 
 const SIZE_GIB = Number(process.env.SNF_VMCATCHER_BENCH_REAL_GIB ?? 2);
 const COUNT = Math.max(4, Number(process.env.SNF_VMCATCHER_BENCH_REAL_IMAGES ?? 4));
-
-/** Runs the real program under GNU time, logging "<name> <max RSS KiB> <seconds>" per call. */
-function rssWrapper(name: string, real: string): string {
-  return `#!/bin/bash
-exec /usr/bin/time -a -o "$SNF_BENCH_RSS_LOG" -f "${name} %M %e" "${real}" "$@"
-`;
-}
-
-/** Peak resident set (VmHWM) of a running process, in MiB. */
-async function peakRssMiB(pid: number | undefined): Promise<number> {
-  if (!pid) return 0;
-  const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
-  const kib = Number(/^VmHWM:\s+(\d+)/m.exec(status)?.[1] ?? 0);
-  return round(kib / 1024, 0);
-}
 
 /** The images, made once and kept between runs (they take minutes to write). */
 async function makeImages(folder: string): Promise<Array<{ name: string; size: number; sha512: string }>> {
@@ -96,65 +77,28 @@ export async function benchRealSize(): Promise<BenchResult> {
   try {
     const env = toolchain.env(temporal.address, { SNF_BENCH_RSS_LOG: rssLog });
     worker = await startSnf(['worker', '--conf', toolchain.conf], env, /worker started/);
-    const config = parseConfig(
-      { temporal: { address: temporal.address, taskQueue }, synnefo: { cloud: 'bench' } },
-      'bench',
+    const done = await registerAtOnce(
+      temporal.address,
+      taskQueue,
+      images.map((img) => ({ ...img, url: server.url(img.name) })),
+      'real-size',
     );
-    const { client, connection } = await connectTemporal(config.temporal);
-    try {
-      const started = Date.now();
-      const total = await timed(() =>
-        Promise.all(
-          images.map(async (img) => {
-            const event = ImageEventSchema.parse({
-              origin: 'command',
-              imageListId: `bench-real-size-${started}`,
-              imageId: img.name,
-              title: img.name,
-              uri: server.url(img.name),
-              size: img.size,
-              checksumSha512: img.sha512,
-            });
-            const delivered = await startWorkflowForEvent(
-              client,
-              config,
-              event,
-              { cloud: 'bench' },
-              registrationSite(config),
-            );
-            const outcome = await delivered.handle!.result().then(
-              (r) => ((r as ImageRevisionResult).register?.imageId ? 'registered' : 'not registered'),
-              (err: unknown) => `failed: ${(err as Error).message}`,
-            );
-            perImage.push({
-              image: img.name,
-              sizeGiB: round(img.size / GiB, 2),
-              wallS: round((Date.now() - started) / 1000, 1),
-              outcome,
-            });
-            log(`real-size: ${img.name} ${outcome} after ${round((Date.now() - started) / 1000, 1)} s`);
-          }),
-        ),
-      );
-      wallMs = total.ms;
-      workerRss = await peakRssMiB(worker.proc.pid);
-      temporalRss = await peakRssMiB(temporal.proc.pid);
-    } finally {
-      await connection.close();
-    }
+    wallMs = done.ms;
+    const sizes = new Map(images.map((img) => [img.name, img.size]));
+    perImage.push(
+      ...done.perImage.map((p) => ({
+        image: p.image,
+        sizeGiB: round((sizes.get(p.image) ?? 0) / GiB, 2),
+        wallS: p.s,
+        outcome: p.outcome,
+      })),
+    );
+    workerRss = await peakRssMiB(worker.proc.pid);
+    temporalRss = await peakRssMiB(temporal.proc.pid);
   } finally {
     await stopAll([() => worker?.stop(), () => temporal.stop(), () => server.close()]);
   }
-  const toolRss = new Map<string, { maxMiB: number; calls: number; seconds: number }>();
-  for (const line of (await readFile(rssLog, 'utf8')).split('\n')) {
-    const [name, kib, seconds] = line.trim().split(' ');
-    if (!name || !kib || Number.isNaN(Number(kib))) continue;
-    const entry = toolRss.get(name) ?? { maxMiB: 0, calls: 0, seconds: 0 };
-    entry.maxMiB = Math.max(entry.maxMiB, round(Number(kib) / 1024, 0));
-    entry.calls += 1;
-    entry.seconds += Number(seconds);
-    toolRss.set(name, entry);
-  }
+  const toolRss = await readToolRss(rssLog);
   await rm(run, { recursive: true, force: true });
   const failed = perImage.filter((p) => p.outcome !== 'registered').length;
   const totalGiB = images.reduce((a, i) => a + i.size, 0) / GiB;

@@ -12,7 +12,7 @@ export interface BrokerSession {
   close(): Promise<void>;
 }
 
-export function brokerUrl(rabbit: RabbitConfig, server: string): string {
+function brokerUrl(rabbit: RabbitConfig, server: string): string {
   const [host, port = '5672'] = server.split(':');
   const user = encodeURIComponent(rabbit.username);
   const pass = encodeURIComponent(rabbit.password);
@@ -25,7 +25,7 @@ export function brokerUrl(rabbit: RabbitConfig, server: string): string {
  * `routingKey`), plus the dead-letter queue. The main queue gets no extra arguments, so a
  * queue the Scala version declared is accepted as is.
  */
-export async function declareTopology(channel: Channel, rabbit: RabbitConfig): Promise<void> {
+async function declareTopology(channel: Channel, rabbit: RabbitConfig): Promise<void> {
   await channel.assertExchange(rabbit.exchange, 'topic', { durable: true, autoDelete: false, internal: false });
   await channel.assertQueue(rabbit.queue, { durable: true, exclusive: false, autoDelete: false });
   await channel.bindQueue(rabbit.queue, rabbit.exchange, rabbit.routingKey);
@@ -37,7 +37,7 @@ export function bridgeConnectionName(role = 'bridge'): string {
   return `snf-vmcatcher-${role}@${os.hostname()}:${process.pid}`;
 }
 
-export interface OpenOptions {
+interface OpenOptions {
   /** Shown in `rabbitmqctl list_connections` (client property `connection_name`). */
   connectionName?: string;
   /** Unacked deliveries the broker may push on this channel (consumers only). */

@@ -24,7 +24,7 @@ import { ReconnectingConsumer } from './reconnect.js';
 import { replaySpool, spoolFolderProblem, spoolNeedsReplay } from './spool.js';
 import { TemporalGate } from './temporal-gate.js';
 
-export interface BridgeOptions {
+interface BridgeOptions {
   /** Carried to every workflow the bridge starts (--handler, --kamaki-cloud, --insecure-ssl). */
   registration?: RegistrationOptions;
   /** Unacked messages the broker may push at once; default config.rabbitmq.prefetch. */
@@ -41,7 +41,7 @@ export interface BridgeOptions {
   maxBackoffMs?: number;
 }
 
-export interface BridgeDeps {
+interface BridgeDeps {
   config: Config;
   logger: Logger;
   /** A Temporal client to share (e.g. with the worker); the bridge opens its own when absent. */
@@ -49,7 +49,7 @@ export interface BridgeDeps {
   options?: BridgeOptions;
 }
 
-export interface RunningBridge {
+interface RunningBridge {
   /** Stops consuming, lets in-flight starts finish and ack, closes. Idempotent. */
   stop(): Promise<void>;
   /** Resolves once the bridge has stopped. */

@@ -81,7 +81,7 @@ interface XDeath {
 }
 
 /** The most recent entry of RabbitMQ's own `x-death` header (when RabbitMQ dead-lettered the message itself). */
-export function lastXDeath(headers: Record<string, unknown>): XDeath | undefined {
+function lastXDeath(headers: Record<string, unknown>): XDeath | undefined {
   const entries = headers['x-death'];
   if (!Array.isArray(entries) || entries.length === 0) return undefined;
   // RabbitMQ keeps the most recent first.
@@ -196,7 +196,7 @@ export async function readDeadLetters(rabbit: RabbitConfig): Promise<DeadLetter[
 /** What to do with a dead letter: `take` it (the handler's job, then it is acked) or `keep` it where it is. */
 export type DeadLetterChoice = 'take' | 'keep';
 
-export interface TakeResult {
+interface TakeResult {
   /** The messages seen, in order (taken or kept). */
   seen: DeadLetter[];
   taken: DeadLetter[];

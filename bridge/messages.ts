@@ -15,9 +15,9 @@ import { SEARCH_ATTRIBUTES, type RegistrationOptions, type RegistrationSite } fr
 // Pure decisions
 
 /** Why a message went to the dead-letter queue (the `x-snf-vmcatcher-reason` header). */
-export type DeadLetterReason = InvalidEventReason | 'rejected-by-temporal';
+type DeadLetterReason = InvalidEventReason | 'rejected-by-temporal';
 
-export interface DeadLetterCause {
+interface DeadLetterCause {
   reason: DeadLetterReason;
   /** The flat key that was wrong, when one was. */
   key?: string;
@@ -30,7 +30,7 @@ export const KEY_HEADER = 'x-snf-vmcatcher-key';
 export const DETAIL_HEADER = 'x-snf-vmcatcher-error';
 export const ORIGINAL_QUEUE_HEADER = 'x-snf-vmcatcher-original-queue';
 export const DEAD_LETTERED_AT_HEADER = 'x-snf-vmcatcher-dead-lettered-at';
-export const ORIGINAL_USER_ID_HEADER = 'x-snf-vmcatcher-original-user-id';
+const ORIGINAL_USER_ID_HEADER = 'x-snf-vmcatcher-original-user-id';
 /**
  * A short id of this dead letter, given when it is dead-lettered and never changed while it waits:
  * what `dead-letters show` and `dead-letters replay` name it by (a position in the queue shifts).
@@ -40,7 +40,7 @@ export const DEAD_LETTER_ID_HEADER = 'x-snf-vmcatcher-dead-letter-id';
 export const REPLAYS_HEADER = 'x-snf-vmcatcher-replays';
 
 /** A new dead-letter id: 12 hex digits. */
-export function newDeadLetterId(): string {
+function newDeadLetterId(): string {
   return randomBytes(6).toString('hex');
 }
 
@@ -52,7 +52,7 @@ export function deadLetterCause(err: InvalidEventError): DeadLetterCause {
 }
 
 /** What a failed start means for the message. */
-export type StartFailure =
+type StartFailure =
   /** The event is not valid: dead-letter it. */
   | { kind: 'invalid'; cause: DeadLetterCause }
   /**
@@ -79,7 +79,7 @@ const GRPC_STATUS_NAMES: Readonly<Record<number, string>> = {
 const INVALID_ARGUMENT = 3;
 
 /** The gRPC status code of a Temporal client error, looking through its `cause` chain. */
-export function grpcCode(err: unknown): number | undefined {
+function grpcCode(err: unknown): number | undefined {
   for (
     let e = err as { code?: unknown; cause?: unknown } | undefined, depth = 0;
     e && depth < 5;
@@ -157,7 +157,7 @@ export function carriedProperties(properties: Message['properties']): Options.Pu
 // Dead letters
 
 /** Publishes the dead-lettered copy through the default exchange and waits for the broker's confirm. */
-export async function publishDeadLetter(
+async function publishDeadLetter(
   channel: ConfirmChannel,
   rabbit: RabbitConfig,
   msg: Message,
@@ -186,7 +186,7 @@ export type MessageDecision =
    */
   | { kind: 'misconfigured'; detail: string; missing: string[] };
 
-export interface StartContext {
+interface StartContext {
   client: Client;
   config: Config;
   options: RegistrationOptions;

@@ -4,7 +4,7 @@ import type { Logger } from '../core/logging.js';
 import { openPublisher, type PublishedMessage, type Publisher } from './publisher.js';
 import { replaySpool, spoolMessage, type ReplayResult } from './spool.js';
 
-export interface ProduceOptions {
+interface ProduceOptions {
   /** Keep what could not be published in the spool instead of failing (the vmcatcher hook). */
   spoolOnFailure: boolean;
   /** Called before each new message is published (progress lines). */
@@ -15,7 +15,7 @@ export interface ProduceOptions {
   open?: (rabbit: Config['rabbitmq']) => Promise<Publisher>;
 }
 
-export interface ProduceResult {
+interface ProduceResult {
   published: number;
   spooled: string[];
   replay?: ReplayResult;

@@ -29,7 +29,7 @@ export function serialiseEvent(event: ImageEvent): Buffer {
  * after a confirm that was lost, a re-run of enqueue-from-image-list) carries the same id,
  * so consumers and operators can recognise the duplicate. Different events never share it.
  */
-export function messageIdFor(body: Buffer): string {
+function messageIdFor(body: Buffer): string {
   return createHash('sha256').update(body).digest('hex');
 }
 
@@ -37,7 +37,7 @@ export async function openPublisher(rabbit: RabbitConfig): Promise<Publisher> {
   return publisherOn(await openBroker(rabbit), rabbit);
 }
 
-export function publisherOn(session: BrokerSession, rabbit: RabbitConfig): Publisher {
+function publisherOn(session: BrokerSession, rabbit: RabbitConfig): Publisher {
   const { channel } = session;
   let returned: string | undefined;
   // mandatory + basic.return: a message no queue binding accepts is an error, not a silent drop

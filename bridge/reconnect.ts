@@ -9,7 +9,7 @@ import { backoffMs, type Sleeps } from './backoff.js';
 import { openBroker, type BrokerSession } from './broker.js';
 import type { BridgeMetrics } from './metrics.js';
 
-export interface ReconnectingConsumerDeps {
+interface ReconnectingConsumerDeps {
   rabbit: RabbitConfig;
   connectionName: string;
   prefetch: number;

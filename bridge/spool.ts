@@ -25,7 +25,7 @@ const SPOOL_SUFFIX = '.json';
 const SPOOL_FILE_MODE = 0o640;
 let sequence = 0;
 
-export function spoolFileName(now = Date.now(), pid = process.pid): string {
+function spoolFileName(now = Date.now(), pid = process.pid): string {
   sequence = (sequence + 1) % 1_000_000;
   const stamp = String(now).padStart(15, '0');
   return `${stamp}-${String(sequence).padStart(6, '0')}-${pid}-${randomBytes(3).toString('hex')}${SPOOL_SUFFIX}`;
@@ -61,7 +61,7 @@ export async function spoolMessage(folder: string, body: Buffer): Promise<string
 }
 
 /** Spooled messages waiting to be published, oldest first. */
-export async function listSpool(folder: string): Promise<string[]> {
+async function listSpool(folder: string): Promise<string[]> {
   let names: string[];
   try {
     names = await readdir(folder);

@@ -10,10 +10,10 @@ import { missingSearchAttributes } from './messages.js';
 import type { BridgeMetrics } from './metrics.js';
 
 /** Why consuming is paused: Temporal does not answer, or its namespace is not set up for us. */
-export type PauseKind = 'unavailable' | 'misconfigured';
+type PauseKind = 'unavailable' | 'misconfigured';
 
 /** Asks the Temporal frontend whether it answers. */
-export async function temporalAnswers(client: Client, timeoutMs: number): Promise<boolean> {
+async function temporalAnswers(client: Client, timeoutMs: number): Promise<boolean> {
   try {
     await client.withDeadline(Date.now() + timeoutMs, () => client.workflowService.getSystemInfo({}));
     return true;
@@ -22,7 +22,7 @@ export async function temporalAnswers(client: Client, timeoutMs: number): Promis
   }
 }
 
-export interface TemporalGateDeps {
+interface TemporalGateDeps {
   client: Client;
   namespace: string;
   maxBackoffMs: number;

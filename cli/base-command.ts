@@ -15,7 +15,7 @@ export const EXIT = {
   unexpected: 3,
 } as const;
 
-export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
+type ExitCode = (typeof EXIT)[keyof typeof EXIT];
 
 /**
  * A command's lines for the person at the terminal, on stderr (stdout is for results), each
@@ -30,7 +30,7 @@ export interface Say {
   error(text: string): void;
 }
 
-export const PREFIX = 'snf-vmcatcher: ';
+const PREFIX = 'snf-vmcatcher: ';
 
 /**
  * Shared options and error handling. Subclasses implement `run()`; every error is mapped

@@ -6,7 +6,7 @@
  */
 
 /** Original option name → ours. Names already in our spelling are accepted as they are. */
-export const LEGACY_OPTIONS: Readonly<Record<string, string>> = {
+const LEGACY_OPTIONS: Readonly<Record<string, string>> = {
   '-conf': '--conf',
   '-image-list-url': '--image-list-url',
   '-token': '--token',
@@ -71,7 +71,7 @@ const GLOBAL_FLAGS: Readonly<Record<string, string>> = {
   '--help': '--help',
 };
 
-export interface TranslatedArgv {
+interface TranslatedArgv {
   /** Arguments for clipanion: the command path first, then its options. */
   argv: string[];
   /** True when no command was named at all (the original then printed usage and exited 1). */

@@ -5,7 +5,7 @@ import { commands } from './commands/index.js';
 import type { CliContext } from './context.js';
 import { translateLegacyArgv } from './legacy-argv.js';
 
-export function buildCli(): Cli<CliContext> {
+function buildCli(): Cli<CliContext> {
   const cli = new Cli<CliContext>({
     binaryLabel: 'snf-vmcatcher',
     binaryName: 'snf-vmcatcher',

@@ -21,7 +21,7 @@ const millis = z.coerce.number().int().positive();
  * The `rabbitmq` block is the original snf-vmcatcher's, key for key; everything else is new
  * and has a default, so an original application.conf loads unchanged.
  */
-export const RabbitConfigSchema = z.object({
+const RabbitConfigSchema = z.object({
   servers: z.array(hostPort).min(1).default(['localhost:5672']),
   username: z.string().default('guest'),
   password: z.string().default('guest'),
@@ -37,7 +37,7 @@ export const RabbitConfigSchema = z.object({
   confirmTimeoutMs: millis.default(10000),
 });
 
-export const TemporalConfigSchema = z.object({
+const TemporalConfigSchema = z.object({
   address: hostPort.default('127.0.0.1:7233'),
   namespace: z.string().min(1).default('default'),
   taskQueue: z.string().min(1).default('snf-vmcatcher'),
@@ -47,7 +47,7 @@ export const TemporalConfigSchema = z.object({
   tls: z.boolean().default(false),
 });
 
-export const WorkerConfigSchema = z.object({
+const WorkerConfigSchema = z.object({
   /** Downloads, unpacked archives and converted images live here while a workflow runs. */
   workingFolder: z.string().min(1).default('/var/tmp/snf-vmcatcher'),
   /** Name of this host's own task queue; defaults to `<taskQueue>-<hostname>`. */
@@ -90,7 +90,7 @@ export const WorkerConfigSchema = z.object({
   applySubscriptions: z.boolean().default(true),
 });
 
-export const SynnefoConfigSchema = z.object({
+const SynnefoConfigSchema = z.object({
   kamaki: z.string().min(1).default('kamaki'),
   snfMkimage: z.string().min(1).default('snf-mkimage'),
   /** Command prefix for snf-mkimage, which needs root. An empty list runs it directly. */
@@ -117,7 +117,7 @@ export const SynnefoConfigSchema = z.object({
  * credential (`applicationCredentialId`) or a user's password (`username` and `project`); either
  * way the secret is named by `credential`, an entry of security.credentials, never written here.
  */
-export const GlanceConfigSchema = z
+const GlanceConfigSchema = z
   .object({
     type: z.literal('glance'),
     /** This cloud's name: registrations into it are told apart from others' by `glance-<name>`. */
@@ -182,12 +182,12 @@ export const GlanceConfigSchema = z
 export type GlanceConfig = z.infer<typeof GlanceConfigSchema>;
 
 /** Where registrations go: Synnefo (the `synnefo` block's settings) or a Glance cloud. */
-export const CloudConfigSchema = z.discriminatedUnion('type', [
+const CloudConfigSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('synnefo') }).strict(),
   GlanceConfigSchema,
 ]);
 
-export const SignaturePolicySchema = z.enum(['require', 'warn', 'accept']);
+const SignaturePolicySchema = z.enum(['require', 'warn', 'accept']);
 
 /**
  * A DN in either common spelling: OpenSSL's slash form (`/C=…/O=…/CN=…`, what vmcatcher and
@@ -200,7 +200,7 @@ const DnSchema = z
   .refine((dn) => dn.includes('='), 'expected a DN such as "/C=GR/O=Org/CN=name" or "CN=name,O=Org,C=GR"');
 
 /** Who may sign an image list: the signer's subject DN and the DN of the CA that issued its certificate. */
-export const EndorserSchema = z.object({ dn: DnSchema, ca: DnSchema }).strict();
+const EndorserSchema = z.object({ dn: DnSchema, ca: DnSchema }).strict();
 export type Endorser = z.infer<typeof EndorserSchema>;
 
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
@@ -272,6 +272,13 @@ const ListUrlSchema = z.string().superRefine((text, ctx) => {
 const MaxExpireFractionSchema = z.number().min(0).max(1);
 
 /**
+ * The longest one sync run of a subscription may take (the workflow run timeout of the runs its
+ * schedule starts): a run still going then is timed out by the server, so a stuck read cannot
+ * hold the schedule, which skips a run while another is in progress. Default 1 h.
+ */
+const RunTimeoutSchema = DurationSchema;
+
+/**
  * One image list this site trusts: where it is, who may sign it and which credential fetches
  * it; `every` (default 3 h), `vo`, `cloud`, `images` and `paused` shape its schedule
  * (subscriptions/schedules.ts).
@@ -293,6 +300,7 @@ export const SubscriptionSchema = z
      */
     listId: z.string().min(1).optional(),
     maxExpireFraction: MaxExpireFractionSchema.optional(),
+    runTimeout: RunTimeoutSchema.optional(),
     /** Keep the schedule but take no runs (`subscriptions apply` pauses it). */
     paused: z.boolean().optional(),
   })
@@ -384,6 +392,7 @@ export const RegistrySubscriptionSchema = z
     vo: z.string().min(1).optional(),
     cloud: z.string().min(1).optional(),
     maxExpireFraction: MaxExpireFractionSchema.optional(),
+    runTimeout: RunTimeoutSchema.optional(),
     paused: z.boolean().optional(),
   })
   .strict()
@@ -477,7 +486,7 @@ export function registrySubscriptionKey(sub: Pick<RegistrySubscription, 'registr
   return `${new URL(sub.registry).origin}/${sub.project}`;
 }
 
-export const SecurityConfigSchema = z.object({
+const SecurityConfigSchema = z.object({
   /** CA directory (hashed, like /etc/grid-security/certificates) or a single CA file. */
   caPath: z.string().min(1).default('/etc/grid-security/certificates'),
   /** Unsigned or unverifiable lists: refuse (`require`), accept with a warning, or accept. */
@@ -522,11 +531,11 @@ export const SecurityConfigSchema = z.object({
   credentialRules: z.array(CredentialRuleSchema).default([]),
 });
 
-export const SpoolConfigSchema = z.object({
+const SpoolConfigSchema = z.object({
   folder: z.string().min(1).default('/var/spool/snf-vmcatcher'),
 });
 
-export const BridgeConfigSchema = z.object({
+const BridgeConfigSchema = z.object({
   metricsPort: z.coerce.number().int().nonnegative().default(0),
   /** Pause between messages in server mode (the original -sleepMillis). */
   sleepMillis: z.coerce.number().int().nonnegative().default(0),
@@ -653,10 +662,10 @@ export const ENV_OVERRIDES: ReadonlyArray<{ env: string; key: string; list?: boo
 ];
 
 /** Keys whose values are secrets: redacted wherever a config is shown or logged. */
-export const SECRET_KEYS = ['rabbitmq.password', 'temporal.apiKey', 'security.credentials'] as const;
+const SECRET_KEYS = ['rabbitmq.password', 'temporal.apiKey', 'security.credentials'] as const;
 export const REDACTED = '***redacted***';
 
-export interface LoadOptions {
+interface LoadOptions {
   /** Path given with -conf; when absent, SNF_VMCATCHER_CONF or built-in defaults. */
   file?: string;
   env?: NodeJS.ProcessEnv;
@@ -664,7 +673,7 @@ export interface LoadOptions {
   overrides?: Record<string, unknown>;
 }
 
-export interface LoadedConfig {
+interface LoadedConfig {
   config: Config;
   /** The file the configuration came from, if any. */
   source?: string;

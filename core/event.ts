@@ -11,7 +11,7 @@ import { InvalidInputError } from './errors.js';
  */
 
 /** Event types exactly as vmcatcher emits them (launch.py). */
-export const EVENT_TYPES = [
+const EVENT_TYPES = [
   'ProcessPrefix',
   'ExpirePrefix',
   'ExpirePostfix',
@@ -20,7 +20,7 @@ export const EVENT_TYPES = [
   'ProcessPostfix',
   'SubscriptionImageNew',
 ] as const;
-export type EventType = (typeof EVENT_TYPES)[number];
+type EventType = (typeof EVENT_TYPES)[number];
 
 /** vmcatcher's README spells it `ExpirePosfix`; accept that too. */
 const EVENT_TYPE_ALIASES: Record<string, EventType> = { ExpirePosfix: 'ExpirePostfix' };
@@ -54,7 +54,7 @@ export const EVENT_FIELDS = {
   mpUri: 'VMCATCHER_EVENT_AD_MPURI',
 } as const;
 
-export type EventField = keyof typeof EVENT_FIELDS;
+type EventField = keyof typeof EVENT_FIELDS;
 
 /** Every variable enqueue-from-env copies from the environment. */
 export const VMCATCHER_VARIABLES: readonly string[] = Object.values(EVENT_FIELDS);
@@ -144,7 +144,7 @@ const KEY_TO_FIELD = new Map<string, EventField>(
   Object.entries(EVENT_FIELDS).map(([field, key]) => [key, field as EventField]),
 );
 
-export function parseEventType(value: string): EventType {
+function parseEventType(value: string): EventType {
   const type = EVENT_TYPE_ALIASES[value] ?? value;
   if (!(EVENT_TYPES as readonly string[]).includes(type)) {
     throw new InvalidEventError(
@@ -234,7 +234,7 @@ export function eventFromEnvironment(env: NodeJS.ProcessEnv): ImageEvent {
   return eventFromFlat(flat, 'vmcatcher');
 }
 
-export type EventAction = 'register' | 'expire' | 'ignore';
+type EventAction = 'register' | 'expire' | 'ignore';
 
 /**
  * What the service does with an event. Image-list events carry no type and mean "register";

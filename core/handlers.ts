@@ -2,7 +2,7 @@ import { InvalidInputError } from './errors.js';
 import { HANDLERS, type HandlerName } from './workflow-contract.js';
 
 /** The package of the original's handler classes (`-handler gr.grnet.egi.vmcatcher.image.handler.X`). */
-export const ORIGINAL_HANDLER_PACKAGE = 'gr.grnet.egi.vmcatcher.image.handler';
+const ORIGINAL_HANDLER_PACKAGE = 'gr.grnet.egi.vmcatcher.image.handler';
 
 /**
  * Every spelling a site may have in its scripts → the handler the workflow runs. The

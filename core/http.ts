@@ -8,7 +8,7 @@ import { FetchError } from './errors.js';
  * and one mapping from low-level failures to a FetchError that says what happened.
  */
 
-export interface DispatcherOptions {
+interface DispatcherOptions {
   /**
    * The one host whose TLS certificate and host name are not checked (`--insecure-ssl`): the
    * host name of the URL the event or the command names (any port). Every other host, a
@@ -21,7 +21,7 @@ export interface DispatcherOptions {
 }
 
 /** Host names compare without IPv6 brackets, case and a trailing dot. */
-export function sameHost(a: string, b: string): boolean {
+function sameHost(a: string, b: string): boolean {
   const norm = (h: string) =>
     h
       .replace(/^\[(.*)\]$/, '$1')
@@ -55,12 +55,12 @@ export function createDispatcher(opts: DispatcherOptions): Dispatcher {
   return agent;
 }
 
-export interface RedirectPolicy {
+interface RedirectPolicy {
   maxRedirects: number;
 }
 
 /** What to do with a redirect: follow it to `url` (sending credentials or not), or refuse. */
-export type RedirectDecision = { follow: true; url: URL; keepCredentials: boolean } | { follow: false; reason: string };
+type RedirectDecision = { follow: true; url: URL; keepCredentials: boolean } | { follow: false; reason: string };
 
 /**
  * Pure redirect policy. `origin` is where the credentials were meant to go: they follow a
@@ -106,7 +106,7 @@ export function redact(url: URL | string): string {
   return u.href;
 }
 
-export interface HttpGetOptions {
+interface HttpGetOptions {
   dispatcher: Dispatcher;
   redirects: RedirectPolicy;
   headers?: Record<string, string>;
@@ -194,7 +194,7 @@ function explainTlsScope(err: FetchError, url: URL, dispatcher: Dispatcher): Fet
   return new FetchError(message, { permanent: err.permanent, status: err.status, cause: err.cause });
 }
 
-export function httpStatusError(status: number, url: URL): FetchError {
+function httpStatusError(status: number, url: URL): FetchError {
   // 408 and 429 are "try later"; every other 4xx will answer the same way next time.
   const permanent = status >= 400 && status < 500 && status !== 408 && status !== 429;
   const hint = status === 401 || status === 403 ? ' (check the token)' : '';

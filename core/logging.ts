@@ -22,13 +22,13 @@ export function scrubSecrets(text: string): string {
   return out.replace(/(\b[a-z][a-z0-9+.-]*:\/\/)[^/\s:@]+:[^/\s@]*@/gi, '$1***@');
 }
 
-export interface LogOptions {
+interface LogOptions {
   verbose?: boolean;
   /** Where lines go; stderr by default, so stdout stays for results. */
   destination?: NodeJS.WritableStream;
 }
 
-export type LogFormat = 'json' | 'pretty';
+type LogFormat = 'json' | 'pretty';
 
 /**
  * `SNF_VMCATCHER_LOG_FORMAT` (json or pretty) when set; otherwise pretty for a person at a

@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 
 /** The project's root folder, from source (core/) or from the build (dist/core/). */
-export function projectRoot(): string {
+function projectRoot(): string {
   let dir = path.dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 4; i++) {
     const candidate = path.join(dir, 'package.json');

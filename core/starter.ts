@@ -24,7 +24,7 @@ import {
   type RegistrationSite,
 } from './workflow-contract.js';
 
-export type StartOutcome =
+type StartOutcome =
   /** The event reached its image revision's workflow (started for it, or already running). */
   | 'delivered'
   /** The event needs no action (e.g. ProcessPrefix). */
@@ -106,7 +106,7 @@ async function deliverToRevision(
 // Starting a failed registration again (`registrations retry`)
 
 /** The closed states a registration is started again from. A cancelled one was undone by a later event: never. */
-export const RESTARTABLE_STATUSES = ['FAILED', 'TERMINATED', 'TIMED_OUT'] as const;
+const RESTARTABLE_STATUSES = ['FAILED', 'TERMINATED', 'TIMED_OUT'] as const;
 
 /** One failed workflow that `registrations retry` considers: a registration, an expiry, or a revision still queued. */
 export interface FailedWorkflow {
@@ -118,7 +118,7 @@ export interface FailedWorkflow {
   parent?: { workflowId: string };
 }
 
-export type RestartPlan =
+type RestartPlan =
   /** Signal-with-start the image revision's workflow again with the event it handled last. */
   | { how: 'revision'; workflowId: string; taskQueue: string; signal: ImageEventSignal; restarts: string }
   /** A registration started without a revision workflow: start its id again with its own input. */

@@ -9,7 +9,7 @@ import type { Logger } from './logging.js';
 import type { SubscriptionRead, SubscriptionReadInput, SubscriptionSpec } from './workflow-contract.js';
 
 /** How a source's subscription is shown: in its schedule (the Web UI) and by the `subscriptions` command. */
-export interface SourceDescription {
+interface SourceDescription {
   /** The schedule's summary, e.g. `Sync of the image list <url>`. */
   summary: string;
   /** What a run does, the first line of the schedule's details. */

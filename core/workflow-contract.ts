@@ -389,6 +389,8 @@ export interface SubscriptionSpec {
   /** The signers authorised for this list; empty means security.endorsers. */
   endorsers: Array<{ dn: string; ca: string }>;
   everyMs: number;
+  /** The run timeout of the runs the schedule starts (absent in schedules made before run timeouts). */
+  runTimeoutMs?: number;
   /** Overrides the list's VO for its events. */
   vo?: string;
   /** kamaki cloud (or cloud target) to register into; the site's default when absent. */
@@ -405,6 +407,12 @@ export interface SubscriptionSpec {
 
 /** How often a subscription is synced when it does not say: EGI's central sync runs every three hours. */
 export const DEFAULT_SYNC_INTERVAL_MS = 3 * 3600_000;
+
+/**
+ * The longest one sync run may take unless the subscription says (`runTimeout`): the schedule
+ * skips a run while another is in progress, so a run that never ends would hold it for good.
+ */
+export const DEFAULT_SYNC_RUN_TIMEOUT_MS = 3600_000;
 
 /**
  * Registration options of a subscription's events: its cloud, when it names one, and, for a source
@@ -461,12 +469,14 @@ export function invalidEntriesKept(invalid: SyncSummary['invalid']): ReadGaps {
 }
 
 /** What a read could not take: kept in the cloud as it is, never expired. */
-export interface ReadGaps {
+interface ReadGaps {
   unread: NonNullable<SyncSummary['unread']>;
   /** Image ids to keep in the cloud though the read does not offer them (unread, invalid). */
   keep: string[];
   /** The read may lack images without naming them: nothing is expired as removed. */
   incomplete?: boolean;
+  /** What the read asked of its source's server, when the source counts it (a registry). */
+  requests?: SyncSummary['requests'];
 }
 
 /** What a sync run's read step is given: the subscription and the copy it accepted last. */
@@ -518,6 +528,12 @@ export interface SyncSummary {
   unread?: Array<{ imageId: string; problem: string }>;
   /** Set when `sync-now --allow-mass-expiry` let this run expire more than `maxExpireFraction`. */
   massExpiryAllowed?: string;
+  /**
+   * A registry project: the requests the read sent to the registry (token service apart), how
+   * many were conditional (a manifest read last time, asked with its digest) and how many of
+   * those the registry answered 304 Not Modified.
+   */
+  requests?: { total: number; conditional: number; notModified: number; tokens: number };
   /** Old public revisions that carry no sha512 to name them by: left for an operator. */
   unresolved: Array<{ imageId: string; revision: string; cloudImageId: string }>;
   /** Set when a list is larger than a summary names (at most 100 per category): how many there are of each. */
@@ -529,7 +545,12 @@ export function syncedImageName(image: SyncedImage): string {
   return `${image.title ?? image.imageId}${image.version ? ` ${image.version}` : ''} (${image.reason})`;
 }
 
-/** What a sync did, in markdown, for the run's current details in the Web UI (User Metadata): counts first, then the images by title. */
+/** `603 registry requests (300 conditional, 300 not modified)`: what a registry read cost. */
+export function registryRequests(requests: NonNullable<SyncSummary['requests']>): string {
+  const tokens = requests.tokens ? `, ${requests.tokens} to the token service` : '';
+  return `${requests.total} registry requests (${requests.conditional} conditional, ${requests.notModified} not modified${tokens})`;
+}
+
 /** How many of each category a summary stands for: its `counts` when it names fewer than there are. */
 export function syncSummaryCounts(summary: SyncSummary): NonNullable<SyncSummary['counts']> {
   return (
@@ -548,11 +569,13 @@ export function moreThanNamed(named: number, count: number): string {
   return count > named ? ` (and ${count - named} more)` : '';
 }
 
+/** What a sync did, in markdown, for the run's current details in the Web UI (User Metadata): counts first, then the images by title. */
 export function syncSummaryMarkdown(summary: SyncSummary): string {
   const n = syncSummaryCounts(summary);
   const counts = [`${n.registered} registered`, `${n.expired} expired`, `${summary.unchanged} unchanged`];
   if (n.invalid) counts.push(`${n.invalid} invalid`);
   if (n.unread) counts.push(`${n.unread} unread (kept)`);
+  if (summary.requests) counts.push(registryRequests(summary.requests));
   const lines = [
     `**${summary.listId ?? summary.url}**${summary.version ? ` version ${summary.version}` : ''} (${summary.fetched === 'not-modified' ? 'not modified' : 'read and verified'}): ${counts.join(', ')}`,
     '',
@@ -622,6 +645,11 @@ export interface AcceptedList {
    * when the source reads against them; else empty, and `digests` stands for them.
    */
   images: ListedImage[];
+  /**
+   * A registry project: the digest each selected tag named when read (`{ image: { tag: digest } }`,
+   * bounded by oci/source.ts MAX_REMEMBERED_TAGS), so the next run asks for each with If-None-Match.
+   */
+  manifests?: Record<string, Record<string, string>>;
   /** A large list's images as digests: 17 bytes an image (subscriptions/carried-copy.ts). */
   digests?: string;
   /** How many images `digests` stands for. */

@@ -5,16 +5,16 @@ import { InvalidInputError } from '../core/errors.js';
  * first part is the JSON and second part the PKCS#7 signature. Only the MIME structure is
  * parsed here; the signature itself is checked by openssl (signature.ts).
  */
-export type ImageListEnvelope =
+type ImageListEnvelope =
   { kind: 'plain'; json: string } | { kind: 'smime'; json: string; micalg?: string; boundary: string };
 
-export interface MimeHeaders {
+interface MimeHeaders {
   /** Lower-cased header name → unfolded value (the last one wins). */
   [name: string]: string;
 }
 
 /** Splits header lines from the body at the first empty line; unfolds continuation lines. */
-export function splitHeaders(text: string): { headers: MimeHeaders; body: string } {
+function splitHeaders(text: string): { headers: MimeHeaders; body: string } {
   const lines = text.split(/\r?\n/);
   const headers: MimeHeaders = {};
   let last: string | undefined;
@@ -85,7 +85,7 @@ function splitParams(value: string): string[] {
 }
 
 /** The body parts between `--boundary` delimiter lines (preamble and epilogue dropped). */
-export function splitMultipart(body: string, boundary: string): string[] {
+function splitMultipart(body: string, boundary: string): string[] {
   const delimiter = `--${boundary}`;
   const lines = body.split(/(?<=\n)/); // keeps each line's own ending
   const parts: string[] = [];

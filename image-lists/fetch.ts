@@ -8,7 +8,7 @@ import { realPathInFolders } from '../core/paths.js';
 /** The fixed password of AppDB's token scheme: the token is the Basic-auth user name. */
 export const APPDB_TOKEN_PASSWORD = 'x-oauth-basic';
 
-export interface ImageListSource {
+interface ImageListSource {
   /** The URL as given, credentials removed. */
   url: string;
   /** Where the bytes finally came from (after redirects, or the real path of a file). */
@@ -25,11 +25,13 @@ export interface ListValidators {
   lastModified?: string;
 }
 
-export interface FetchImageListOptions {
+interface FetchImageListOptions {
   token?: string;
   insecureTls?: boolean;
   /** Ask for the list only if it changed (If-None-Match / If-Modified-Since). */
   ifChanged?: ListValidators;
+  /** Stops the request (a sync's cancellation: its run timed out or was cancelled). */
+  signal?: AbortSignal;
   security: Pick<
     Config['security'],
     'connectTimeoutMs' | 'readTimeoutMs' | 'maxImageListBytes' | 'maxRedirects' | 'allowedFileFolders'
@@ -96,6 +98,7 @@ export async function fetchImageList(url: URL, opts: FetchImageListOptions): Pro
       redirects: { maxRedirects: opts.security.maxRedirects },
       headers: conditionalHeaders(opts.ifChanged),
       credentialHeaders: opts.token ? { authorization: basicAuth(opts.token, APPDB_TOKEN_PASSWORD) } : undefined,
+      signal: opts.signal,
     });
     if (response.status === 304) {
       await response.body.dump().catch(() => undefined);

@@ -32,12 +32,12 @@ export function listIdMismatch(listId: string, pinned: { listId: string; by: str
 }
 
 /** The configuration's `listId` for a URL, if its subscription names one. */
-export function configuredListId(config: Config, url: string): string | undefined {
+function configuredListId(config: Config, url: string): string | undefined {
   const key = subscriptionKey(url);
   return config.subscriptions.find((s) => subscriptionKey(s.url) === key)?.listId;
 }
 
-export const LIST_PINS_FILE = 'list-ids.json';
+const LIST_PINS_FILE = 'list-ids.json';
 
 type Pins = Record<string, string>;
 

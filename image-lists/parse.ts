@@ -156,7 +156,7 @@ export interface ImageListImage {
   coreRecommended?: number;
 }
 
-export interface ImageListEndorser {
+interface ImageListEndorser {
   creator?: string;
   /** Issuer DN of the signer, slash form. */
   ca?: string;
@@ -186,7 +186,7 @@ export interface ImageList {
   images: ImageListImage[];
 }
 
-export interface InvalidImageEntry {
+interface InvalidImageEntry {
   /** Position in `hv:images`, from 0. */
   index: number;
   identifier?: string;

@@ -18,7 +18,7 @@ import {
   type TokenSources,
 } from './subscription.js';
 
-export interface ReadImageListOptions {
+interface ReadImageListOptions {
   url: string;
   /** Where the token may come from (command line, environment); the subscription's credential is looked up here. */
   tokens?: Omit<TokenSources, 'urlToken'>;
@@ -27,6 +27,8 @@ export interface ReadImageListOptions {
   endorsers?: AuthorisedEndorsers;
   /** Fetch only if the list changed since these validators (a subscription's last accepted copy). */
   ifChanged?: ListValidators;
+  /** Stops the fetch (a sync's cancellation: its run timed out or was cancelled). */
+  signal?: AbortSignal;
   config: Config;
   logger: Logger;
   now?: Date;
@@ -70,6 +72,7 @@ export async function readImageList(opts: ReadImageListOptions): Promise<ReadIma
     insecureTls: opts.insecureTls,
     security,
     ifChanged: opts.ifChanged,
+    signal: opts.signal,
   });
   if (!source) {
     opts.logger.debug({ url: url.href }, 'image list not modified since the last accepted copy');

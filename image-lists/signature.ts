@@ -17,11 +17,11 @@ export interface SignerIdentity {
   issuer: string;
 }
 
-export type VerificationResult =
+type VerificationResult =
   | { verified: true; signer: SignerIdentity; content: Buffer; crlChecked: boolean; signerPem: string }
   | { verified: false; reason: string; signer?: SignerIdentity; crlChecked?: boolean };
 
-export interface VerifyOptions {
+interface VerifyOptions {
   /** A CA file (PEM bundle) or a hashed CA directory (like /etc/grid-security/certificates). */
   caPath: string;
   /** `auto`: check CRLs when the CA directory holds `*.r0` files; `off`: never. */
@@ -31,7 +31,7 @@ export interface VerifyOptions {
 }
 
 /** fetch-crl writes each CA's CRL as `<hash>.r0` next to its `<hash>.0` certificate. */
-export async function hasCrlFiles(caDir: string): Promise<boolean> {
+async function hasCrlFiles(caDir: string): Promise<boolean> {
   try {
     return (await readdir(caDir)).some((name) => /\.r\d+$/.test(name));
   } catch {
@@ -205,7 +205,7 @@ export function describeOpensslFailure(stderr: string, exitCode?: number, crlChe
   return `signature verification failed${first ? `: ${first.trim()}` : ''} (openssl exit ${exitCode ?? '?'})`;
 }
 
-export function parseSignerNames(output: string): SignerIdentity {
+function parseSignerNames(output: string): SignerIdentity {
   const subject = /^subject=\s*(.*)$/m.exec(output)?.[1] ?? '';
   const issuer = /^issuer=\s*(.*)$/m.exec(output)?.[1] ?? '';
   return { subject: normaliseDn(subject), issuer: normaliseDn(issuer) };
@@ -277,7 +277,7 @@ export function sameDn(a: string, b: string): boolean {
   return normaliseDn(a) === normaliseDn(b);
 }
 
-export interface DeclaredEndorser {
+interface DeclaredEndorser {
   dn?: string;
   ca?: string;
 }
@@ -319,7 +319,7 @@ export interface SignatureStatus {
   warning?: string;
 }
 
-export interface TrustPolicy {
+interface TrustPolicy {
   signaturePolicy: SignaturePolicy;
   pinEndorser: boolean;
   /** Unset: the same as signaturePolicy. */

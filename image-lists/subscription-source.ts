@@ -10,6 +10,7 @@ import { SignatureError } from '../core/errors.js';
 import type { SourceReadContext, SubscriptionSource } from '../core/subscription-source.js';
 import {
   DEFAULT_SYNC_INTERVAL_MS,
+  DEFAULT_SYNC_RUN_TIMEOUT_MS,
   LIST_REJECTED,
   type AcceptedList,
   type SubscriptionSpec,
@@ -27,7 +28,7 @@ function rejected(url: string, why: string): ApplicationFailure {
 }
 
 /** The subscription's settings that shape what is taken of the list: a change makes the next run read it again. */
-export function selectionOf(subscription: Pick<SubscriptionSpec, 'images' | 'vo'>): string {
+function selectionOf(subscription: Pick<SubscriptionSpec, 'images' | 'vo'>): string {
   return JSON.stringify({ images: subscription.images ?? null, vo: subscription.vo ?? null });
 }
 
@@ -40,6 +41,7 @@ export function selectionOf(subscription: Pick<SubscriptionSpec, 'images' | 'vo'
 export function listReader(ctx: SourceReadContext) {
   const { config } = ctx;
   const log = ctx.logger;
+  const { signal } = ctx;
   /**
    * A list the server says has not changed is the copy accepted last: it is trusted again only
    * if it has not expired since, and its signer is still authorised for this subscription,
@@ -125,6 +127,8 @@ export function listReader(ctx: SourceReadContext) {
           tokens: subscription.credential ? { credential: subscription.credential } : {},
           endorsers,
           ifChanged: conditional ? { etag: previous.etag, lastModified: previous.lastModified } : {},
+          // The run timed out or was cancelled: a read that hangs stops with it.
+          signal,
         }),
       );
     } catch (err) {
@@ -192,6 +196,7 @@ export const imageListSource: SubscriptionSource<Subscription> = {
       url: subscriptionKey(sub.url),
       endorsers: [...(sub.endorser ? [sub.endorser] : []), ...(sub.endorsers ?? [])],
       everyMs: sub.every ?? DEFAULT_SYNC_INTERVAL_MS,
+      runTimeoutMs: sub.runTimeout ?? DEFAULT_SYNC_RUN_TIMEOUT_MS,
       origin,
     };
     if (sub.credential) spec.credential = sub.credential;

@@ -71,7 +71,7 @@ export interface TokenSources {
   env?: NodeJS.ProcessEnv;
 }
 
-export interface ListToken {
+interface ListToken {
   token?: string;
   /** Where it came from, for a debug line (never the token itself). */
   source?: string;

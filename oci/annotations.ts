@@ -22,6 +22,9 @@ const ANNOTATION_FIELDS = {
   'org.opencontainers.image.title': 'title',
 } as const satisfies Record<string, keyof ImageEvent>;
 
+/** The property an image registered from a registry carries: the digest of the manifest it was read from. */
+export const REF_DIGEST = 'org.opencontainers.image.ref.digest';
+
 /** When the manifest was made (oras and EGI's pipeline set it): what tells an older image of a tag from a newer. */
 export const CREATED = 'org.opencontainers.image.created';
 
@@ -62,7 +65,7 @@ export function annotationProperties(annotations: Record<string, string>): Recor
   return properties;
 }
 
-export interface RegistryImage {
+interface RegistryImage {
   /** `registry.egi.eu/egi_vm_images`: the "image list" a registry project stands for. */
   listId: string;
   /** Base URL of the registry (`https://registry.egi.eu/`). */
@@ -108,7 +111,7 @@ export function registryImageToEvent(image: RegistryImage): ImageEvent {
     uri: blobUrl(image.registry, image.repository, disk.digest),
     size: disk.size,
     checksumSha256: disk.digest.slice('sha256:'.length),
-    properties: { ...annotationProperties(annotations), 'org.opencontainers.image.ref.digest': image.manifest.digest },
+    properties: { ...annotationProperties(annotations), [REF_DIGEST]: image.manifest.digest },
     extra: {},
   });
 }

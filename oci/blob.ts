@@ -19,7 +19,7 @@ import { describeFetchFailure, redact } from '../core/http.js';
 import type { RegistryClient } from './client.js';
 import type { Descriptor } from './manifest.js';
 
-export interface BlobDownload {
+interface BlobDownload {
   bytes: number;
   /** Bytes that were already in the file and not fetched again. */
   resumedFrom: number;

@@ -41,9 +41,9 @@ export async function resolveRegistryLogin(config: Config, name: string): Promis
   return { username: secret.slice(0, colon), password: secret.slice(colon + 1), name };
 }
 
-export type RegistrySecurity = Pick<Config['security'], 'connectTimeoutMs' | 'readTimeoutMs' | 'maxRedirects'>;
+type RegistrySecurity = Pick<Config['security'], 'connectTimeoutMs' | 'readTimeoutMs' | 'maxRedirects'>;
 
-export interface RegistryClientOptions extends RegistryAccess {
+interface RegistryClientOptions extends RegistryAccess {
   /** The registry's base URL (`https://registry.egi.eu`). */
   registry: URL;
   login?: RegistryLogin;
@@ -52,7 +52,7 @@ export interface RegistryClientOptions extends RegistryAccess {
 }
 
 /** What the site's configuration says about talking to one registry (its subscriptions' keys). */
-export interface RegistryAccess {
+interface RegistryAccess {
   /** Token services besides the registry's own origin that may receive the login (`tokenRealm`). */
   tokenRealms?: string[];
   /** Tests only: plain http may carry the login and tokens, to 127.0.0.1 (or ::1) and nowhere else. */
@@ -78,7 +78,7 @@ function secureChannel(url: URL, plainHttpOnLoopback: boolean | undefined): bool
   return url.protocol === 'https:' || (plainHttpOnLoopback === true && LOOPBACK.has(url.hostname));
 }
 
-export interface RegistryGet {
+interface RegistryGet {
   accept?: readonly string[];
   /** The token scope the request needs (`repository:<name>:pull`); the registry's challenge names it too. */
   scope?: string;
@@ -89,11 +89,26 @@ export interface RegistryGet {
 /** The limit on JSON answers (manifests, tag lists, catalogs): the distribution spec caps manifests at 4 MiB. */
 export const MAX_REGISTRY_JSON_BYTES = 4 * 1024 * 1024;
 
+/**
+ * What a client asked of the registry: every request it sent (a 401 met with a login and asked
+ * again counts twice; the redirects one request follows count as that one), how many of them
+ * were conditional (`If-None-Match`) and how many of those were answered 304 Not Modified, and
+ * the requests to the token service apart.
+ */
+export interface RegistryRequestCounts {
+  total: number;
+  conditional: number;
+  notModified: number;
+  tokens: number;
+}
+
 export class RegistryClient {
   readonly registry: URL;
   private readonly dispatcher: Dispatcher;
   /** Authorization header per token scope (`''`: the registry asked for Basic, any scope). */
   private readonly authorizations = new Map<string, { header: string; until: number }>();
+  /** What this client has asked of the registry so far (a sync's summary reports it). */
+  readonly requests: RegistryRequestCounts = { total: 0, conditional: 0, notModified: 0, tokens: 0 };
 
   constructor(private readonly opts: RegistryClientOptions) {
     this.registry = new URL(opts.registry.href.replace(/\/+$/, '') + '/');
@@ -127,6 +142,9 @@ export class RegistryClient {
     for (let attempt = 0; ; attempt++) {
       const cached = this.cachedAuthorization(scope);
       if (cached) this.assertSecureChannel(url, 'a token or the login');
+      const conditional = Object.keys(req.headers ?? {}).some((h) => h.toLowerCase() === 'if-none-match');
+      this.requests.total++;
+      if (conditional) this.requests.conditional++;
       const response = await httpGet(url, {
         dispatcher: this.dispatcher,
         redirects: { maxRedirects: this.opts.security.maxRedirects },
@@ -135,6 +153,7 @@ export class RegistryClient {
         signal: req.signal,
         returnStatuses: [401, 403],
       });
+      if (response.status === 304 && conditional) this.requests.notModified++;
       if (response.status !== 401 && response.status !== 403) return response;
       await response.body.dump().catch(() => undefined);
       if (response.url.origin !== this.registry.origin) throw this.foreignRefusal(url, response);
@@ -297,6 +316,7 @@ export class RegistryClient {
     if (wanted) for (const s of wanted.split(' ')) realm.searchParams.append('scope', s);
     const login = this.opts.login;
     if (login) realm.searchParams.set('account', login.username);
+    this.requests.tokens++;
     const response = await httpGet(realm, {
       dispatcher: this.dispatcher,
       redirects: { maxRedirects: this.opts.security.maxRedirects },

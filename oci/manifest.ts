@@ -9,15 +9,15 @@ import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { InvalidInputError } from '../core/errors.js';
 
-export const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
-export const OCI_ARTIFACT_MANIFEST = 'application/vnd.oci.artifact.manifest.v1+json';
-export const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
-export const DOCKER_MANIFEST = 'application/vnd.docker.distribution.manifest.v2+json';
-export const DOCKER_MANIFEST_LIST = 'application/vnd.docker.distribution.manifest.list.v2+json';
+const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
+const OCI_ARTIFACT_MANIFEST = 'application/vnd.oci.artifact.manifest.v1+json';
+const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
+const DOCKER_MANIFEST = 'application/vnd.docker.distribution.manifest.v2+json';
+const DOCKER_MANIFEST_LIST = 'application/vnd.docker.distribution.manifest.list.v2+json';
 /** The manifests a disk image may come in: asked for in this order. */
 export const ACCEPTED_MANIFESTS = [OCI_MANIFEST, OCI_ARTIFACT_MANIFEST] as const;
 /** The layer that is the disk image (EGI, oras push `file.qcow2:application/x-qemu-disk`). */
-export const DISK_LAYER = 'application/x-qemu-disk';
+const DISK_LAYER = 'application/x-qemu-disk';
 
 const Digest = z.string().regex(/^sha256:[0-9a-f]{64}$/, 'must be sha256: and 64 lower-case hexadecimal digits');
 const Annotations = z.record(z.string(), z.string()).optional();

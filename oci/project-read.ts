@@ -11,13 +11,15 @@ import {
   type SubscriptionReadInput,
   type SubscriptionSpec,
 } from '../core/workflow-contract.js';
-import type { ReadRegistryProject } from './source.js';
+import type { ReadRegistryProject, RememberedManifests } from './source.js';
 
 /** What the `readSubscribedRegistry` activity is given. */
 export interface ProjectReadInput {
   subscription: SubscriptionSpec;
   /** The images accepted last: a tag moved back to an older digest is refused (oci/). */
   previous?: ListedImage[];
+  /** The digests the selected tags named at the last read: an unchanged manifest costs one conditional request. */
+  manifests?: RememberedManifests;
 }
 
 /**
@@ -28,7 +30,7 @@ export async function projectRead(
   readProject: (input: ProjectReadInput) => Promise<ReadRegistryProject>,
   { subscription, previous }: SubscriptionReadInput,
 ): Promise<SubscriptionRead> {
-  const project = await readProject({ subscription, previous: previous?.images });
+  const project = await readProject({ subscription, previous: previous?.images, manifests: previous?.manifests });
   const unread = project.unread ?? [];
   // An image whose read failed this run stays in the accepted copy as it was accepted last, so
   // the next run still compares against it (a tag moved back to an older digest is refused).
@@ -38,6 +40,7 @@ export async function projectRead(
     (i) => unreadIds.has(i.event.imageId ?? '') && !read.has(i.event.imageId),
   );
   const accepted: AcceptedList = { listId: project.listId, images: [...project.images, ...kept] };
+  if (project.manifests) accepted.manifests = project.manifests;
   return {
     notModified: false,
     // The registry's login also pulls the layers: the acquire step resolves it by name.
@@ -46,5 +49,6 @@ export async function projectRead(
     invalid: project.invalid,
     unread,
     keep: unread.map((u) => u.imageId),
+    ...(project.requests ? { requests: project.requests } : {}),
   };
 }

@@ -11,7 +11,7 @@ import { FetchError, InvalidInputError } from '../core/errors.js';
 import { readBodyLimited, redact } from '../core/http.js';
 import type { Logger } from '../core/logging.js';
 import type { ListedImage } from '../core/workflow-contract.js';
-import { CREATED, registryImageToEvent, shortName } from './annotations.js';
+import { blobUrl, CREATED, REF_DIGEST, registryImageToEvent, shortName } from './annotations.js';
 import {
   MAX_REGISTRY_JSON_BYTES,
   nextLink,
@@ -19,13 +19,14 @@ import {
   RegistryClient,
   resolveRegistryLogin,
   type RegistryLogin,
+  type RegistryRequestCounts,
 } from './client.js';
 import { ACCEPTED_MANIFESTS, readDiskManifest, type DiskManifest } from './manifest.js';
 
 /** EGI's central sync keeps the short tags (`22.04`, not `22.04-20250301-1a2b3c4`). */
-export const DEFAULT_TAG_PATTERN = '^[^-]+$';
+const DEFAULT_TAG_PATTERN = '^[^-]+$';
 
-export type RegistryApi = 'auto' | 'harbor' | 'distribution';
+type RegistryApi = 'auto' | 'harbor' | 'distribution';
 
 export interface RegistrySource {
   /** Base URL of the registry (`https://registry.egi.eu`). */
@@ -51,12 +52,12 @@ export interface RegistrySource {
 }
 
 /** A listing (the catalog, a repository's tags) stops with an error past this many pages… */
-export const DEFAULT_MAX_PAGES = 1000;
+const DEFAULT_MAX_PAGES = 1000;
 /** …or this many names. */
-export const DEFAULT_MAX_ITEMS = 100_000;
+const DEFAULT_MAX_ITEMS = 100_000;
 
 /** How far a listing may go, and what stops it early. */
-export interface ListingBounds {
+interface ListingBounds {
   maxPages: number;
   maxItems: number;
   signal?: AbortSignal;
@@ -74,9 +75,13 @@ export interface ReadRegistryProject {
    * and reports them as unread.
    */
   unread: Array<{ imageId: string; problem: string }>;
+  /** The digest of every selected tag read now (for the next run's conditional reads). */
+  manifests?: RememberedManifests;
+  /** What the read asked of the registry (RegistryClient.requests). */
+  requests?: RegistryRequestCounts;
 }
 
-export function tagPattern(source: Pick<RegistrySource, 'tags'>): RegExp {
+function tagPattern(source: Pick<RegistrySource, 'tags'>): RegExp {
   const text = source.tags ?? DEFAULT_TAG_PATTERN;
   try {
     return new RegExp(text);
@@ -214,24 +219,73 @@ export async function readManifest(
   reference: string,
   signal?: AbortSignal,
 ): Promise<DiskManifest> {
+  const read = await fetchManifest(client, repository, reference, undefined, signal);
+  if (read === NOT_MODIFIED) throw new Error(`${repository}:${reference}: 304 to an unconditional request`);
+  return read;
+}
+
+const NOT_MODIFIED = Symbol('not modified');
+
+/**
+ * Reads the manifest a tag names unless it is still `known` (the digest read last time): one
+ * conditional GET (`If-None-Match: "<digest>"`, which the distribution server and Harbor answer
+ * 304 Not Modified while the tag names that manifest). A registry that ignores the header
+ * answers the manifest whole, read and checked as readManifest reads it.
+ */
+export async function readManifestIfChanged(
+  client: RegistryClient,
+  repository: string,
+  tag: string,
+  known: string,
+  signal?: AbortSignal,
+): Promise<DiskManifest | { notModified: true; digest: string }> {
+  const read = await fetchManifest(client, repository, tag, known, signal);
+  if (read !== NOT_MODIFIED) return read;
+  return { notModified: true, digest: known };
+}
+
+async function fetchManifest(
+  client: RegistryClient,
+  repository: string,
+  reference: string,
+  known: string | undefined,
+  signal: AbortSignal | undefined,
+): Promise<DiskManifest | typeof NOT_MODIFIED> {
   const response = await client.get(`v2/${repository}/manifests/${reference}`, {
     accept: ACCEPTED_MANIFESTS,
     scope: client.scopeFor(repository),
+    headers: known ? { 'if-none-match': `"${known}"` } : undefined,
     signal,
   });
+  const first = (value: string | string[] | undefined) => (Array.isArray(value) ? value[0] : value);
+  const header = first(response.headers['docker-content-digest']);
+  if (response.status === 304) {
+    await response.body.dump().catch(() => undefined);
+    // Not modified is believed only for what was asked: the digest sent, and (when the registry names one) the same.
+    if (known && (!header || header === known)) return NOT_MODIFIED;
+    return fetchManifest(client, repository, reference, undefined, signal);
+  }
   const bytes = await readBodyLimited(response, MAX_REGISTRY_JSON_BYTES, `manifest ${repository}:${reference}`);
-  const header = response.headers['docker-content-digest'];
-  const contentType = response.headers['content-type'];
   return readDiskManifest(
     `registry ${client.name} ${repository}:${reference}`,
     bytes,
-    Array.isArray(contentType) ? contentType[0] : contentType,
+    first(response.headers['content-type']),
     reference,
-    Array.isArray(header) ? header[0] : header,
+    header,
   );
 }
 
-export interface ReadRegistryOptions {
+/**
+ * The digest each selected tag named when it was read last, per image (repository name inside
+ * the project): `{ ubuntu: { '22.04': 'sha256:…' } }`. Kept with the accepted copy for the next
+ * run's conditional reads; bounded by MAX_REMEMBERED_TAGS (a tag past it is read whole).
+ */
+export type RememberedManifests = Record<string, Record<string, string>>;
+
+/** At most this many tags' digests are remembered between runs (about 80 bytes each in the run's result). */
+const MAX_REMEMBERED_TAGS = 2000;
+
+interface ReadRegistryOptions {
   source: RegistrySource;
   config: Config;
   logger: Logger;
@@ -239,6 +293,8 @@ export interface ReadRegistryOptions {
   login?: RegistryLogin;
   /** The images the subscription accepted last (a tag moved back to an older digest is refused). */
   previous?: ListedImage[];
+  /** The digests the selected tags named at the last read: each is read again only if it changed. */
+  manifests?: RememberedManifests;
   /** Stops the read (the activity's cancellation: cancelled, timed out, worker shutting down). */
   signal?: AbortSignal;
 }
@@ -319,6 +375,7 @@ export async function readRegistryProject({
   logger,
   login,
   previous,
+  manifests: remembered,
   signal,
 }: ReadRegistryOptions): Promise<ReadRegistryProject> {
   const source = siteSettings(config, given);
@@ -348,6 +405,26 @@ export async function readRegistryProject({
   const images: ListedImage[] = [];
   const invalid: ReadRegistryProject['invalid'] = [];
   const unread: ReadRegistryProject['unread'] = [];
+  // Names come from the registry: kept in maps, made an object (own properties only) at the end.
+  const manifests = new Map<string, Map<string, string>>();
+  let rememberedTags = 0;
+  const remember = (imageId: string, tag: string, digest: string) => {
+    const tags = manifests.get(imageId) ?? new Map<string, string>();
+    if (!tags.has(tag) && rememberedTags >= MAX_REMEMBERED_TAGS) return;
+    if (!tags.has(tag)) rememberedTags++;
+    manifests.set(imageId, tags.set(tag, digest));
+  };
+  /**
+   * The event accepted last for the image, when it was made from this very manifest of this tag,
+   * in this repository of this registry, for this VO: what reading the manifest again would make.
+   */
+  const unchangedEvent = (imageId: string, repository: string, tag: string, digest: string) => {
+    const event = accepted.get(imageId)?.event;
+    if (!event?.checksumSha256 || event.version !== tag || event.properties?.[REF_DIGEST] !== digest) return undefined;
+    if (event.vo !== source.vo) return undefined;
+    if (event.uri !== blobUrl(client.registry, repository, `sha256:${event.checksumSha256}`)) return undefined;
+    return event;
+  };
   try {
     let repositories = await listRepositories(client, source.project, source.api, bounds);
     if (source.repositories)
@@ -366,10 +443,22 @@ export async function readRegistryProject({
         unread.push({ imageId, problem: `the tags of ${repository} could not be read: ${problemOf(err)}` });
         continue;
       }
-      const byDigest = new Map<string, { tag: string; manifest: DiskManifest }>();
+      /** Each manifest the selected tags name (the newest tag naming it); unread when the registry said it did not change. */
+      const byDigest = new Map<string, { tag: string; digest: string; manifest?: DiskManifest }>();
       /** Tags whose manifest could not be read (a failed answer, the tag gone meanwhile), newest last. */
       const failed: Array<{ tag: string; problem: string }> = [];
       let refused = 0;
+      const refuse = (tag: string, err: unknown) => {
+        if (err instanceof InvalidInputError) {
+          // Read, and not registrable: reported; the tag is not an image.
+          invalid.push({ identifier: `${repository}:${tag}`, problem: err.message });
+          refused++;
+        } else if (failsTheRead(err, signal)) throw err;
+        else {
+          const gone = err instanceof FetchError && err.status === 404 ? 'the tag disappeared while reading: ' : '';
+          failed.push({ tag, problem: `${gone}${problemOf(err)}` });
+        }
+      };
       for (const tag of tags) {
         if (!TAG_NAME.test(tag)) {
           invalid.push({ identifier: `${repository}:${tag}`, problem: `'${tag}' is not a tag name; skipped` });
@@ -377,22 +466,38 @@ export async function readRegistryProject({
           continue;
         }
         try {
-          const manifest = await readManifest(client, repository, tag, signal);
-          byDigest.set(manifest.digest, { tag, manifest }); // tags ascend: the newest tag naming a manifest wins
+          // A tag read last time costs one conditional request while it names the same manifest.
+          const known = rememberedDigest(remembered, imageId, tag);
+          const read = known
+            ? await readManifestIfChanged(client, repository, tag, known, signal)
+            : await readManifest(client, repository, tag, signal);
+          // tags ascend: the newest tag naming a manifest wins
+          byDigest.set(read.digest, { tag, digest: read.digest, manifest: 'notModified' in read ? undefined : read });
+          remember(imageId, tag, read.digest);
         } catch (err) {
-          if (err instanceof InvalidInputError) {
-            // Read, and not registrable: reported; the tag is not an image.
-            invalid.push({ identifier: `${repository}:${tag}`, problem: err.message });
-            refused++;
-          } else if (failsTheRead(err, signal)) throw err;
-          else {
-            const gone = err instanceof FetchError && err.status === 404 ? 'the tag disappeared while reading: ' : '';
-            failed.push({ tag, problem: `${gone}${problemOf(err)}` });
-          }
+          refuse(tag, err);
         }
       }
       const chosen = [...byDigest.values()].sort((a, b) => compareVersions(a.tag, b.tag));
-      const newest = chosen.at(-1);
+      let newest = chosen.at(-1);
+      if (newest && !newest.manifest) {
+        // Not modified: the image accepted last is it, when it was made from this manifest; else it is read whole.
+        const event = unchangedEvent(imageId, repository, newest.tag, newest.digest);
+        if (event && failed.every((f) => compareVersions(f.tag, newest!.tag) <= 0)) {
+          for (const other of chosen.slice(0, -1)) invalid.push(ambiguous(repository, other.tag, newest.tag));
+          images.push({ event, expired: false });
+          continue;
+        }
+        try {
+          const manifest = await readManifest(client, repository, newest.tag, signal);
+          newest = { tag: newest.tag, digest: manifest.digest, manifest };
+          remember(imageId, newest.tag, manifest.digest);
+        } catch (err) {
+          refuse(newest.tag, err);
+          chosen.pop();
+          newest = chosen.filter((c) => c.manifest).at(-1);
+        }
+      }
       const newerFailed = failed.filter((f) => !newest || compareVersions(f.tag, newest.tag) > 0);
       if (newerFailed.length > 0) {
         // The newest tags could not be read: what the repository offers now is not known.
@@ -402,7 +507,7 @@ export async function readRegistryProject({
         });
         continue;
       }
-      if (!newest) {
+      if (!newest?.manifest) {
         // No tag selected: the repository has no image now. Tags that were all refused: kept.
         if (refused > 0)
           unread.push({
@@ -411,12 +516,8 @@ export async function readRegistryProject({
           });
         continue;
       }
-      for (const other of chosen.slice(0, -1)) {
-        invalid.push({
-          identifier: `${repository}:${other.tag}`,
-          problem: `tags ${other.tag} and ${newest.tag} of ${repository} name different manifests; one image per repository: ${newest.tag} is taken (narrow the tag pattern)`,
-        });
-      }
+      for (const other of chosen.filter((c) => c !== newest && compareVersions(c.tag, newest!.tag) < 0))
+        invalid.push(ambiguous(repository, other.tag, newest.tag));
       const before = accepted.get(imageId);
       const older = before && rollback(newest.tag, newest.manifest, before.event);
       if (before && older) {
@@ -451,5 +552,30 @@ export async function readRegistryProject({
     },
     'registry project read',
   );
-  return { listId, images, invalid, unread };
+  return {
+    listId,
+    images,
+    invalid,
+    unread,
+    manifests: Object.fromEntries([...manifests].map(([imageId, tags]) => [imageId, Object.fromEntries(tags)])),
+    requests: { ...client.requests },
+  };
+}
+
+/** The digest a tag named at the last read, if it was remembered (a valid sha256 digest, nothing else). */
+function rememberedDigest(
+  remembered: RememberedManifests | undefined,
+  imageId: string,
+  tag: string,
+): string | undefined {
+  const tags = remembered && Object.hasOwn(remembered, imageId) ? remembered[imageId] : undefined;
+  const digest = tags && Object.hasOwn(tags, tag) ? tags[tag] : undefined;
+  return typeof digest === 'string' && /^sha256:[0-9a-f]{64}$/.test(digest) ? digest : undefined;
+}
+
+function ambiguous(repository: string, tag: string, newest: string): { identifier: string; problem: string } {
+  return {
+    identifier: `${repository}:${tag}`,
+    problem: `tags ${tag} and ${newest} of ${repository} name different manifests; one image per repository: ${newest} is taken (narrow the tag pattern)`,
+  };
 }

@@ -8,6 +8,7 @@ import { InvalidInputError } from '../core/errors.js';
 import type { SourceReadContext, SubscriptionSource } from '../core/subscription-source.js';
 import {
   DEFAULT_SYNC_INTERVAL_MS,
+  DEFAULT_SYNC_RUN_TIMEOUT_MS,
   scheduleIdOfKey,
   type RegistryProjectSpec,
   type SubscriptionSpec,
@@ -34,14 +35,14 @@ export function registryScheduleId(sub: Pick<RegistrySubscription, 'registry' | 
  */
 export async function readSubscribedProject(
   ctx: Pick<SourceReadContext, 'config' | 'logger' | 'signal'>,
-  { subscription, previous }: ProjectReadInput,
+  { subscription, previous, manifests }: ProjectReadInput,
 ): Promise<ReadRegistryProject> {
   const project = subscription.registry;
   if (subscription.source !== REGISTRY || !project)
     throw new InvalidInputError(`subscription ${subscription.url} is not a registry project`);
   const source = { ...project, credential: subscription.credential, vo: subscription.vo };
   return whileHeartbeating({ step: `read the registry project ${subscription.url}` }, () =>
-    readRegistryProject({ source, config: ctx.config, logger: ctx.logger, previous, signal: ctx.signal }),
+    readRegistryProject({ source, config: ctx.config, logger: ctx.logger, previous, manifests, signal: ctx.signal }),
   );
 }
 
@@ -61,6 +62,7 @@ export const registrySource: SubscriptionSource<RegistrySubscription> = {
       registry,
       endorsers: [],
       everyMs: sub.every ?? DEFAULT_SYNC_INTERVAL_MS,
+      runTimeoutMs: sub.runTimeout ?? DEFAULT_SYNC_RUN_TIMEOUT_MS,
       origin,
     };
     if (sub.credential) spec.credential = sub.credential;

@@ -16,7 +16,7 @@ const DEFAULT_INTERVAL_MS = 10_000;
  * How often a step heartbeats: a fraction of the activity's heartbeat timeout, so a busy
  * event loop or a slow disk never lets the timeout pass between two beats.
  */
-export function heartbeatInterval(): number {
+function heartbeatInterval(): number {
   const timeout = activityContext()?.info.heartbeatTimeoutMs;
   return timeout ? Math.max(100, Math.floor(timeout / 4)) : DEFAULT_INTERVAL_MS;
 }

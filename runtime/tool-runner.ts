@@ -41,7 +41,7 @@ export function guarded(command: string, args: readonly string[]): [string, stri
 /** setpriv's exit status when it could not run the program (util-linux EX_EXEC_ENOENT / EX_EXEC_FAILED). */
 const EXEC_FAILED = new Set([126, 127]);
 
-export interface ToolRun {
+interface ToolRun {
   /** Short name for logs and errors ("kamaki", "snf-mkimage"). */
   tool: string;
   /** Program and arguments; never run through a shell. */

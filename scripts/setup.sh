@@ -91,7 +91,7 @@ fi
 
 # 5. The compiled CLI (bin/snf-vmcatcher.js runs dist/).
 if [ -z "$(find dist -name main.js -newer package.json 2>/dev/null | head -1)" ] \
-   || [ -n "$(find core image-lists oci cli workflows activities clouds worker bridge -name '*.ts' -newer dist/cli/main.js 2>/dev/null | head -1)" ]; then
+   || [ -n "$(find core runtime subscriptions image-lists oci cli workflows activities clouds worker bridge -name '*.ts' -newer dist/cli/main.js 2>/dev/null | head -1)" ]; then
   say "building"
   npm run --silent build >&2
 fi

@@ -22,6 +22,7 @@ import {
   syncWorkflowIdOf,
   type SubscriptionSpec,
   type SyncImageListInput,
+  DEFAULT_SYNC_RUN_TIMEOUT_MS,
 } from '../core/workflow-contract.js';
 import { imageListSource } from '../image-lists/subscription-source.js';
 import { configuredSubscriptions, sourceOf } from './sources.js';
@@ -34,7 +35,7 @@ export function subscriptionScheduleId(url: string): string {
 }
 
 /** The schedule of a subscription of any source: by its source's name and its key (spec.url). */
-export function scheduleIdOf(spec: Pick<SubscriptionSpec, 'source' | 'url'>): string {
+function scheduleIdOf(spec: Pick<SubscriptionSpec, 'source' | 'url'>): string {
   return scheduleIdOfKey(spec.source, subscriptionKey(spec.url));
 }
 
@@ -63,6 +64,8 @@ function scheduleOptions(config: Config, spec: SubscriptionSpec, paused: boolean
       workflowId: syncWorkflowIdPrefix(spec),
       taskQueue: config.temporal.taskQueue,
       args: [input],
+      // A run still going after this is timed out by the server, and the schedule's next run can start.
+      workflowRunTimeout: runTimeoutOf(spec),
       staticSummary: described.summary,
       staticDetails: [
         described.reads,
@@ -73,7 +76,7 @@ function scheduleOptions(config: Config, spec: SubscriptionSpec, paused: boolean
         `- **Endorsers**: ${spec.endorsers.map((e) => e.dn).join('; ') || '(security.endorsers)'}`,
       ].join('\n'),
     },
-    // One run at a time; a run missed while the server was down is taken once.
+    // One run at a time (runs time out, so one stuck run cannot hold the others); a run missed while the server was down is taken once.
     policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 hour', pauseOnFailure: false },
     memo: { url: spec.url, origin: spec.origin },
     state: { paused, note: paused ? 'paused in application.conf' : undefined },
@@ -81,7 +84,7 @@ function scheduleOptions(config: Config, spec: SubscriptionSpec, paused: boolean
 }
 
 /** The spec a schedule runs (its action's argument), or undefined for a schedule we did not make. */
-export function specOf(description: ScheduleDescription): SubscriptionSpec | undefined {
+function specOf(description: ScheduleDescription): SubscriptionSpec | undefined {
   const action = description.action;
   if (action.type !== 'startWorkflow' || action.workflowType !== SYNC_WORKFLOW) return undefined;
   return (action.args?.[0] as SyncImageListInput | undefined)?.subscription;
@@ -110,22 +113,32 @@ export async function listSubscriptionSchedules(
   return found;
 }
 
-export interface ApplyResult {
+interface ApplyResult {
   created: string[];
   updated: string[];
   deleted: string[];
   unchanged: string[];
 }
 
+/** A spec's run timeout (a spec from before run timeouts: the default). */
+function runTimeoutOf(spec: SubscriptionSpec): number {
+  return spec.runTimeoutMs ?? DEFAULT_SYNC_RUN_TIMEOUT_MS;
+}
+
 function sameSchedule(description: ScheduleDescription, spec: SubscriptionSpec, paused: boolean): boolean {
   const current = specOf(description);
-  return JSON.stringify(current) === JSON.stringify(spec) && description.state.paused === paused;
+  const runTimeout = description.action.type === 'startWorkflow' ? description.action.workflowRunTimeout : undefined;
+  return (
+    JSON.stringify(current) === JSON.stringify(spec) &&
+    description.state.paused === paused &&
+    runTimeout === runTimeoutOf(spec)
+  );
 }
 
 /**
  * Makes the namespace's subscription schedules match application.conf: every subscription of the
- * file (image list or registry project) has its schedule (created, or updated when its URL, interval, endorsers, credential name,
- * VO, cloud, image selection or `paused` changed), and a schedule the file once declared and no
+ * file (image list or registry project) has its schedule (created, or updated when its URL, interval, run timeout,
+ * endorsers, credential name, VO, cloud, image selection or `paused` changed; a schedule made before run timeouts gets one), and a schedule the file once declared and no
  * longer does is deleted. Schedules added with `subscribe` are not the file's to delete.
  */
 export async function applySubscriptions(client: Client, config: Config, logger: Logger): Promise<ApplyResult> {

@@ -17,20 +17,20 @@ import {
 } from '../core/workflow-contract.js';
 import { decodeDigests, idDigest, revisionDigest } from './carried-copy.js';
 
-export type RegisterReason = 'new' | 'updated' | 'missing-from-cloud';
-export type ExpireReason = 'removed' | 'expired' | 'old-revision';
+type RegisterReason = 'new' | 'updated' | 'missing-from-cloud';
+type ExpireReason = 'removed' | 'expired' | 'old-revision';
 
-export interface PlannedRegistration {
+interface PlannedRegistration {
   reason: RegisterReason;
   event: ImageEvent;
 }
 
-export interface PlannedExpiry {
+interface PlannedExpiry {
   reason: ExpireReason;
   event: ImageEvent;
 }
 
-export interface SyncPlan {
+interface SyncPlan {
   register: PlannedRegistration[];
   expire: PlannedExpiry[];
   /** Image ids already registered at their current revision: they cost nothing. */
@@ -48,7 +48,7 @@ function idOf(event: ImageEvent): string {
 }
 
 /** The event that expires one revision of an image (vmcatcher's ExpirePostfix, with the revision's checksum when known). */
-export function expiryEvent(
+function expiryEvent(
   listId: string,
   base: Pick<ImageEvent, 'imageId' | 'vo' | 'title' | 'version'>,
   checksumSha512?: string,
@@ -69,7 +69,7 @@ export function expiryEvent(
   return event;
 }
 
-export interface SyncPlanInput {
+interface SyncPlanInput {
   listId: string;
   vo?: string;
   current: ListedImage[];

@@ -14,7 +14,6 @@ import {
   invalidEntriesKept,
   LIST_REJECTED,
   type AcceptedList,
-  type ReadGaps,
   type RegistrationOptions,
   type SubscriptionRead,
   type SubscriptionReadInput,
@@ -92,7 +91,7 @@ export async function runSync(
   const first = await steps.read({ subscription, previous });
   const unconditional304 = () =>
     ApplicationFailure.nonRetryable(`${url} answered 304 Not Modified to an unconditional request`, LIST_REJECTED);
-  let read: Extract<SubscriptionRead, { notModified: false }> & { options: RegistrationOptions };
+  let read: Extract<SubscriptionRead, { notModified: false }>;
   let fetched: SyncSummary['fetched'];
   let inventory: CloudInventory | undefined;
   if (first.notModified) {
@@ -157,7 +156,7 @@ export async function runSync(
 async function reconcile(
   steps: SyncSteps,
   { subscription, previous, guard }: SyncRunInput,
-  read: { accepted: AcceptedList; options: RegistrationOptions; invalid: SyncSummary['invalid'] } & ReadGaps,
+  read: Extract<SubscriptionRead, { notModified: false }>,
   fetched: SyncSummary['fetched'],
   known: CloudInventory | undefined,
 ): Promise<SyncRunResult> {
@@ -207,6 +206,7 @@ async function reconcile(
   };
   if (read.unread.length) summary.unread = read.unread;
   if (massExpiryAllowed) summary.massExpiryAllowed = massExpiryAllowed;
+  if (read.requests) summary.requests = read.requests;
   if (accepted.invalidCount !== undefined)
     summary.counts = {
       registered: registered.length,

@@ -10,12 +10,12 @@ import type { SlotKeeper } from '../activities/control.js';
  * the host's control queue, whose worker never runs out of task slots: a slot request that is not
  * even picked up means the host is gone, however long the queue of images waiting for a slot.
  */
-export interface SlotWaiter {
+interface SlotWaiter {
   workflowId: string;
   grant: () => void;
 }
 
-export interface SlotState {
+interface SlotState {
   capacity: number;
   holders: string[];
   waiting: string[];

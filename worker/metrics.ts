@@ -31,7 +31,7 @@ export interface WorkerMetricSources {
   >;
 }
 
-export const WORKER_PREFIX = 'snf_vmcatcher_';
+const WORKER_PREFIX = 'snf_vmcatcher_';
 
 /** Step durations range from a second (inspect) to hours (a 20 GB download, sysprep). */
 const STEP_BUCKETS = [0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200];

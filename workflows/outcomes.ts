@@ -25,7 +25,7 @@ import {
 const PUBLISH_ACTIVITY = 'registerWithKamaki';
 
 /** How a subscription's sync ended: the list changed or not (then reconciled), refused (bad signature, wrong list), or failed. */
-export type SyncOutcome = 'changed' | 'not-modified' | 'refused' | 'failed';
+type SyncOutcome = 'changed' | 'not-modified' | 'refused' | 'failed';
 
 /** What the worker counts when a workflow ends (worker/outcome-metrics.ts). */
 export type WorkflowOutcome =
@@ -43,7 +43,7 @@ export interface OutcomeSinks extends Sinks {
  * interceptor gave the step's error (worker/failures.ts, the error's class or system code), or
  * the workflow's own (HandlerBug, OutOfSpace after the disk wait); a timeout by its type.
  */
-export function failureKind(err: unknown): string {
+function failureKind(err: unknown): string {
   let e: unknown = err;
   while ((e instanceof ActivityFailure || e instanceof ChildWorkflowFailure) && e.cause) e = e.cause;
   if (e instanceof ApplicationFailure) return e.type || 'Error';

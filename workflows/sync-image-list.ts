@@ -109,9 +109,10 @@ export async function syncImageList({
     });
     return withAllowance(result, allowMassExpiry);
   }
-  const { accepted, options, invalid, unread, keep, incomplete } = read;
+  const { accepted, options, invalid, unread, keep, incomplete, requests } = read;
   const result = await reconcile(subscription, accepted, previous, guard, options, {
     fetched: 'changed',
+    requests,
     invalid,
     unread,
     keep,
@@ -193,7 +194,7 @@ async function reconcile(
   previous: AcceptedList | undefined,
   guard: MassExpiryGuard,
   options: RegistrationOptions,
-  read: Pick<SyncSummary, 'fetched' | 'invalid'> & {
+  read: Pick<SyncSummary, 'fetched' | 'invalid' | 'requests'> & {
     unread: NonNullable<SyncSummary['unread']>;
     keep: string[];
     incomplete?: boolean;
@@ -248,6 +249,7 @@ async function reconcile(
   };
   if (read.unread.length) summary.unread = read.unread;
   if (massExpiryAllowed) summary.massExpiryAllowed = massExpiryAllowed;
+  if (read.requests) summary.requests = read.requests;
   // The Web UI shows it on the run's User Metadata tab (Current Details), without opening the result.
   setCurrentDetails(syncSummaryMarkdown(summary));
   return { summary, accepted };

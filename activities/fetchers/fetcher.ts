@@ -11,7 +11,7 @@ import type { AcquireInput, AcquiredImage } from '../types.js';
 import type { WorkDirLease } from '../workspace.js';
 
 /** What the event promised about the file. */
-export interface Expected {
+interface Expected {
   size?: number;
   sha512?: string;
   sha256?: string;
@@ -33,7 +33,7 @@ export interface Fetcher {
   fetch(job: FetchJob): Promise<Omit<AcquiredImage, 'fileName'>>;
 }
 
-export interface FetchJob {
+interface FetchJob {
   attempt: Attempt;
   input: AcquireInput;
   /** The name the image was published under (publishedFileName). */

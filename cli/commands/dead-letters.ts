@@ -62,7 +62,7 @@ abstract class DeadLettersBase extends ConfiguredCommand {
   }
 }
 
-export class DeadLettersCommand extends DeadLettersBase {
+class DeadLettersCommand extends DeadLettersBase {
   static override paths = [['dead-letters']];
   static override usage = Command.Usage({
     description: 'List the messages of the dead-letter queue: when, why, and the image they name',
@@ -103,7 +103,7 @@ export class DeadLettersCommand extends DeadLettersBase {
   }
 }
 
-export class DeadLettersShowCommand extends DeadLettersBase {
+class DeadLettersShowCommand extends DeadLettersBase {
   static override paths = [['dead-letters', 'show']];
   static override usage = Command.Usage({
     description: 'Print one dead letter: why it was dead-lettered, its headers and its body',
@@ -156,7 +156,7 @@ export class DeadLettersShowCommand extends DeadLettersBase {
   }
 }
 
-export class DeadLettersReplayCommand extends DeadLettersBase {
+class DeadLettersReplayCommand extends DeadLettersBase {
   static override paths = [['dead-letters', 'replay']];
   static override usage = Command.Usage({
     description: 'Send dead letters back to the queue, after fixing what made them fail',
@@ -202,7 +202,7 @@ export class DeadLettersReplayCommand extends DeadLettersBase {
   }
 }
 
-export class DeadLettersPurgeCommand extends DeadLettersBase {
+class DeadLettersPurgeCommand extends DeadLettersBase {
   static override paths = [['dead-letters', 'purge']];
   static override usage = Command.Usage({
     description: 'Remove dead letters for good: all of them, those older than a duration, or the ones named',

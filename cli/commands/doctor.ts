@@ -53,7 +53,7 @@ const NEEDS: Record<Service, readonly Part[]> = {
   producer: ['rabbitmq', 'spool', 'ca', 'clock'],
 };
 
-export interface CheckResult {
+interface CheckResult {
   check: string;
   /** `skip`: not needed with this configuration; never fails the run. */
   outcome: 'ok' | 'fail' | 'skip';

@@ -54,14 +54,14 @@ export function reportInvalid(read: Pick<ReadImageList, 'invalid'>, say: Pick<Sa
 }
 
 /** Smallest first, as the original's parse-image-list; ties keep list order. */
-export function sortBySize(images: readonly ImageListImage[]): ImageListImage[] {
+function sortBySize(images: readonly ImageListImage[]): ImageListImage[] {
   return images
     .map((image, i) => ({ image, i }))
     .sort((a, b) => a.image.size - b.image.size || a.i - b.i)
     .map(({ image }) => image);
 }
 
-export function describeSignature(signature: SignatureStatus): string {
+function describeSignature(signature: SignatureStatus): string {
   const signer = signature.signer ? ` (signer ${signature.signer.subject}, issuer ${signature.signer.issuer})` : '';
   if (signature.status === 'verified') return `verified${signer}`;
   return `${signature.status}: ${signature.detail ?? ''}${signer}${signature.warning ? ' [accepted by policy]' : ''}`;
@@ -74,7 +74,7 @@ function table(rows: string[][]): string {
     .join('\n');
 }
 
-export function renderImageList(list: ImageList, signature: SignatureStatus): string {
+function renderImageList(list: ImageList, signature: SignatureStatus): string {
   const flags = [list.expired ? 'EXPIRED' : '', list.createdInFuture ? 'CREATED IN THE FUTURE' : ''].filter(Boolean);
   const header = [
     `Image list: ${list.identifier}${list.title ? ` "${list.title}"` : ''}`,

@@ -37,7 +37,7 @@ function literal(value: string): string {
   return `'${value.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
 }
 
-export interface RegistrationFilter {
+interface RegistrationFilter {
   stage?: string;
   status?: (typeof STATUSES)[number];
   imageIdentifier?: string;
@@ -53,7 +53,7 @@ export interface RegistrationFilter {
  * The registration targets `--cloud C` names: a target as workflow ids spell it (`<type>-<name>`,
  * e.g. `synnefo-<kamaki cloud>`, `glance-<name>`), or a cloud's name, of any kind of cloud.
  */
-export function cloudTargets(cloud: string): string[] {
+function cloudTargets(cloud: string): string[] {
   if (CLOUD_TYPES.some((type) => cloud.startsWith(`${type}-`))) return [cloud];
   return CLOUD_TYPES.map((type) => registrationTarget({}, { type, name: cloud }));
 }
@@ -63,7 +63,7 @@ export function cloudTargets(cloud: string): string[] {
  * workflow id of a registration (core/workflow-contract.ts); an `ImageCloud` search attribute, once
  * workflows carry it, replaces this clause here alone.
  */
-export function cloudClause(cloud: string): string {
+function cloudClause(cloud: string): string {
   const prefixes = cloudTargets(cloud).flatMap((target) =>
     ['register', 'expire', 'image'].map((kind) => `${kind}:${target}:`),
   );
@@ -88,7 +88,7 @@ export function registrationsQuery(filter: RegistrationFilter): string {
   return clauses.join(' AND ');
 }
 
-export class RegistrationsCommand extends ConfiguredCommand {
+class RegistrationsCommand extends ConfiguredCommand {
   static override paths = [['registrations']];
   static override usage = Command.Usage({
     description: 'List registrations and expiries known to Temporal, newest first',
@@ -176,7 +176,7 @@ export class RegistrationsCommand extends ConfiguredCommand {
 type HistoryEvent = NonNullable<Awaited<ReturnType<WorkflowHandle['fetchHistory']>>['events']>[number];
 type Failure = NonNullable<NonNullable<HistoryEvent['workflowExecutionFailedEventAttributes']>['failure']>;
 
-export interface RegistrationStory {
+interface RegistrationStory {
   workflowId: string;
   runId: string;
   type: string;
@@ -196,7 +196,7 @@ export interface RegistrationStory {
 }
 
 /** `step acquireImage: GET … failed: HTTP 401 (check the token) [FetchError]`: the step and the innermost cause. */
-export function failureLine(failure: Failure): string {
+function failureLine(failure: Failure): string {
   let step: string | undefined;
   let innermost: Failure = failure;
   for (let f: Failure | null | undefined = failure; f; f = f.cause) {
@@ -256,7 +256,7 @@ async function readStory(
   return { story, children };
 }
 
-export class RegistrationsShowCommand extends ConfiguredCommand {
+class RegistrationsShowCommand extends ConfiguredCommand {
   static override paths = [['registrations', 'show']];
   static override usage = Command.Usage({
     description: 'Print one registration: its stages, why it failed, and its Web UI link',
@@ -315,7 +315,7 @@ export class RegistrationsShowCommand extends ConfiguredCommand {
 
 const RETRY_STATUSES = ['failed', 'terminated', 'timed-out'] as const;
 
-export class RegistrationsRetryCommand extends ConfiguredCommand {
+class RegistrationsRetryCommand extends ConfiguredCommand {
   static override paths = [['registrations', 'retry']];
   static override usage = Command.Usage({
     description: 'Start again every failed registration that matches, once its cause is fixed',

@@ -13,6 +13,7 @@ import { InvalidInputError } from '../../core/errors.js';
 import { connectTemporal, workflowUiLink } from '../../core/temporal-client.js';
 import {
   moreThanNamed,
+  registryRequests,
   syncedImageName,
   syncSummaryCounts,
   type SubscriptionSpec,
@@ -30,14 +31,21 @@ import {
 import { sourceOf } from '../../subscriptions/sources.js';
 import { ConfiguredCommand, EXIT } from '../base-command.js';
 
-/** How the last run of a subscription ended, for `subscriptions` and `sync-now`. */
-export interface RunOutcome {
+/** How the last run of a subscription ended (or how long it has been running), for `subscriptions` and `sync-now`. */
+interface RunOutcome {
   workflowId: string;
   runId: string;
   status: string;
   startedAt: string;
+  /** When it ended (absent while it runs). */
+  closedAt?: string;
+  /** The run's timeout (the subscription's runTimeout when its schedule started it). */
+  runTimeoutMs?: number;
+  /** A running run: how long it has been running, and when the server times it out. */
+  runningForMs?: number;
+  timesOutAt?: string;
   summary?: SyncSummary;
-  /** Why a failed run failed (a refused list says why here). */
+  /** Why a failed run failed (a refused list says why here; a timed-out run, after how long). */
   error?: string;
   link: string;
 }
@@ -49,6 +57,55 @@ function failureMessage(err: unknown): string {
   return cause instanceof Error ? cause.message : String(cause);
 }
 
+/** `45s`, `3m05s`, `10m`, `1h02m`, `1h`: a run's age or timeout, as `subscriptions` prints it. */
+export function formatDuration(ms: number): string {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  if (s < 60) return `${s}s`;
+  const m = Math.floor(s / 60);
+  const two = (n: number) => String(n).padStart(2, '0');
+  if (m < 60) return s % 60 ? `${m}m${two(s % 60)}s` : `${m}m`;
+  return m % 60 ? `${Math.floor(m / 60)}h${two(m % 60)}m` : `${Math.floor(m / 60)}h`;
+}
+
+function durationMs(duration: { seconds?: unknown; nanos?: number | null } | null | undefined): number | undefined {
+  if (!duration) return undefined;
+  const ms = Number(String(duration.seconds ?? 0)) * 1000 + Math.floor((duration.nanos ?? 0) / 1e6);
+  return ms > 0 ? ms : undefined;
+}
+
+/** A timed-out run's reason: after how long, and what that means for the schedule. */
+function timedOut(runTimeoutMs: number | undefined): string {
+  const after = runTimeoutMs ? ` after ${formatDuration(runTimeoutMs)}` : '';
+  return `timed out${after} (runTimeout): stopped by the server, the schedule's next run starts at its time`;
+}
+
+/** What Temporal says of a run, without its result: status, times, timeout. */
+async function runState(
+  client: Client,
+  config: Config,
+  workflowId: string,
+  runId: string,
+  now = Date.now(),
+): Promise<RunOutcome> {
+  const described = await client.workflow.getHandle(workflowId, runId).describe();
+  const outcome: RunOutcome = {
+    workflowId,
+    runId,
+    status: described.status.name,
+    startedAt: described.startTime.toISOString(),
+    link: workflowUiLink(config.temporal, workflowId, runId),
+  };
+  if (described.closeTime) outcome.closedAt = described.closeTime.toISOString();
+  const timeout = durationMs(described.raw.executionConfig?.workflowRunTimeout);
+  if (timeout) outcome.runTimeoutMs = timeout;
+  if (outcome.status === 'RUNNING') {
+    outcome.runningForMs = Math.max(0, now - described.startTime.getTime());
+    if (timeout) outcome.timesOutAt = new Date(described.startTime.getTime() + timeout).toISOString();
+  }
+  if (outcome.status === 'TIMED_OUT') outcome.error = timedOut(timeout);
+  return outcome;
+}
+
 async function runOutcome(
   client: Client,
   config: Config,
@@ -57,28 +114,51 @@ async function runOutcome(
   wait: boolean,
 ): Promise<RunOutcome> {
   const handle = client.workflow.getHandle(workflowId, runId);
-  const described = await handle.describe();
-  const outcome: RunOutcome = {
-    workflowId,
-    runId,
-    status: described.status.name,
-    startedAt: described.startTime.toISOString(),
-    link: workflowUiLink(config.temporal, workflowId, runId),
-  };
-  if (described.status.name === 'RUNNING' && !wait) return outcome;
+  const outcome = await runState(client, config, workflowId, runId);
+  if (outcome.status === 'RUNNING' && !wait) return outcome;
   try {
     outcome.summary = ((await handle.result()) as SyncImageListResult).summary;
     outcome.status = 'COMPLETED';
   } catch (err) {
-    outcome.status = (await handle.describe()).status.name;
-    outcome.error = failureMessage(err);
+    Object.assign(outcome, await runState(client, config, workflowId, runId));
+    outcome.error = outcome.status === 'TIMED_OUT' ? timedOut(outcome.runTimeoutMs) : failureMessage(err);
   }
   return outcome;
 }
 
-function lastRun(description: ScheduleDescription) {
-  const actions = description.info.recentActions;
-  return actions.length > 0 ? actions[actions.length - 1].action.workflow : undefined;
+/** The runs the schedule started lately (at most the ten Temporal keeps), newest first. */
+function recentRuns(description: ScheduleDescription) {
+  return description.info.recentActions.map((a) => a.action.workflow).reverse();
+}
+
+/**
+ * A subscription's recent runs: the newest (with its result or failure; when it is still
+ * running, how long for and when it times out), the newest finished one when the newest runs,
+ * and the runs before those that did not complete (how they ended), newest first.
+ */
+async function runHistory(
+  client: Client,
+  config: Config,
+  description: ScheduleDescription,
+): Promise<{ last?: RunOutcome; lastFinished?: RunOutcome; earlier: RunOutcome[] }> {
+  const runs = recentRuns(description);
+  if (runs.length === 0) return { earlier: [] };
+  const last = await runOutcome(client, config, runs[0].workflowId, runs[0].firstExecutionRunId, false);
+  const states = [];
+  for (const run of runs.slice(1)) states.push(await runState(client, config, run.workflowId, run.firstExecutionRunId));
+  let lastFinished: RunOutcome | undefined;
+  if (last.status === 'RUNNING') {
+    const finished = states.find((s) => s.status !== 'RUNNING');
+    if (finished) lastFinished = await runOutcome(client, config, finished.workflowId, finished.runId, false);
+  }
+  const earlier = states.filter(
+    (s) => s.status !== 'COMPLETED' && s.status !== 'RUNNING' && s.runId !== lastFinished?.runId,
+  );
+  return { last, lastFinished, earlier };
+}
+
+function when(iso: string): string {
+  return iso.slice(0, 19).replace('T', ' ');
 }
 
 /**
@@ -126,6 +206,7 @@ export function describeSummary(summary: SyncSummary): string {
       `${n.unread} unread, kept: ${(summary.unread ?? []).map((u) => `${u.imageId} (${u.problem})`).join(', ')}${moreThanNamed(summary.unread?.length ?? 0, n.unread)}`,
     );
   if (summary.massExpiryAllowed) parts.push('mass expiry allowed (--allow-mass-expiry)');
+  if (summary.requests) parts.push(registryRequests(summary.requests));
   if (n.unresolved) parts.push(`${n.unresolved} old revision(s) without a sha512 left as they are`);
   return parts.join('; ');
 }
@@ -163,10 +244,10 @@ export class SubscriptionsCommand extends TemporalCommand {
         return EXIT.ok;
       }
       for (const { scheduleId, description, spec } of schedules) {
-        const run = lastRun(description);
-        const last = run ? await runOutcome(client, config, run.workflowId, run.firstExecutionRunId, false) : undefined;
+        const { last, lastFinished, earlier } = await runHistory(client, config, description);
         const next = description.state.paused ? undefined : description.info.nextActionTimes[0]?.toISOString();
-        const pinned = await pinnedListId(client, config, description, spec, last);
+        const pinned = await pinnedListId(client, config, description, spec, lastFinished ?? last);
+        const action = description.action.type === 'startWorkflow' ? description.action : undefined;
         if (this.json) {
           this.out(
             JSON.stringify({
@@ -174,11 +255,14 @@ export class SubscriptionsCommand extends TemporalCommand {
               url: spec.url,
               origin: spec.origin,
               everyMs: spec.everyMs,
+              runTimeoutMs: action?.workflowRunTimeout,
               listId: pinned?.listId,
               listIdBy: pinned?.by,
               maxExpireFraction: spec.maxExpireFraction,
               paused: description.state.paused,
               lastRun: last,
+              lastFinishedRun: lastFinished,
+              earlierRunsNotCompleted: earlier,
               nextRun: next,
             }),
           );
@@ -193,15 +277,27 @@ export class SubscriptionsCommand extends TemporalCommand {
           this.out(
             `  list id: ${pinned ? `${pinned.listId} (${pinned.by})` : 'none yet (pinned by the first accepted run)'}`,
           );
-        if (!last) this.out('  last run: none yet');
-        else {
-          this.out(
-            `  last run: ${last.startedAt.slice(0, 19).replace('T', ' ')} ${last.status}${last.error ? `: ${last.error}` : ''}`,
-          );
-          if (last.summary) this.out(`            ${describeSummary(last.summary)}`);
+        const finished = last?.status === 'RUNNING' ? lastFinished : last;
+        if (last?.status === 'RUNNING') {
+          const timeout = last.timesOutAt
+            ? `, times out at ${when(last.timesOutAt)} (runTimeout ${formatDuration(last.runTimeoutMs ?? 0)})`
+            : ', no run timeout (an older schedule: `subscriptions apply` gives it one)';
+          this.out(`  running: since ${when(last.startedAt)}, for ${formatDuration(last.runningForMs ?? 0)}${timeout}`);
           this.out(`            ${last.link}`);
         }
-        this.out(`  next run: ${next ? next.slice(0, 19).replace('T', ' ') : 'none (paused)'}`);
+        if (!finished) this.out(`  last run: ${last ? 'none finished yet' : 'none yet'}`);
+        else {
+          this.out(
+            `  last run: ${when(finished.startedAt)} ${finished.status}${finished.error ? `: ${finished.error}` : ''}`,
+          );
+          if (finished.summary) this.out(`            ${describeSummary(finished.summary)}`);
+          this.out(`            ${finished.link}`);
+        }
+        for (const run of earlier.slice(0, 3))
+          this.out(
+            `  earlier:  ${when(run.startedAt)} ${run.status}${run.status === 'TIMED_OUT' ? ` after ${formatDuration(run.runTimeoutMs ?? 0)}` : ''}  ${run.link}`,
+          );
+        this.out(`  next run: ${next ? when(next) : 'none (paused)'}`);
       }
       return EXIT.ok;
     });
@@ -250,6 +346,10 @@ export class SubscribeCommand extends TemporalCommand {
 
   url = Option.String('--url', { required: true, description: 'The image list URL (https:, http: or file:)' });
   every = Option.String('--every', { validator: isDuration, description: 'How often to sync (default 3h)' });
+  runTimeout = Option.String('--run-timeout', {
+    validator: isDuration,
+    description: 'Time out a run still going after this long, so the next one can start (default 1h)',
+  });
   credential = Option.String('--credential', {
     description: 'Name of a credential in security.credentials sent to the list host',
   });
@@ -269,6 +369,7 @@ export class SubscribeCommand extends TemporalCommand {
     const parsed = SubscriptionSchema.safeParse({
       url: this.url,
       every: this.every,
+      runTimeout: this.runTimeout,
       credential: this.credential,
       endorser: this.endorserDn ? { dn: this.endorserDn, ca: this.endorserCa } : undefined,
       vo: this.vo,

@@ -15,14 +15,13 @@ import { describeFetchFailure } from '../../core/http.js';
 import { CloudApiError } from './errors.js';
 import { errorText, type KeystoneSession } from './keystone.js';
 
-export const VISIBILITIES = ['public', 'private', 'shared', 'community'] as const;
-export type Visibility = (typeof VISIBILITIES)[number];
+export type Visibility = 'public' | 'private' | 'shared' | 'community';
 
 /** Statuses of a record whose data never arrived (or is still arriving). */
-export const INCOMPLETE_STATUSES = ['queued', 'saving', 'uploading', 'importing'] as const;
+const INCOMPLETE_STATUSES = ['queued', 'saving', 'uploading', 'importing'] as const;
 
 /** The image fields Glance defines; every other key is a custom property (a string). */
-export const CORE_FIELDS = new Set([
+const CORE_FIELDS = new Set([
   'id',
   'name',
   'status',
@@ -70,7 +69,7 @@ export type GlanceImage = z.infer<typeof ImageSchema>;
 
 const ImageListSchema = z.object({ images: z.array(ImageSchema), next: z.string().optional() });
 const MemberSchema = z.object({ member_id: z.string(), image_id: z.string(), status: z.string() });
-export type ImageMember = z.infer<typeof MemberSchema>;
+type ImageMember = z.infer<typeof MemberSchema>;
 
 /** The custom (string) properties of an image. */
 export function customProperties(image: GlanceImage): Record<string, string> {
@@ -80,7 +79,7 @@ export function customProperties(image: GlanceImage): Record<string, string> {
   return out;
 }
 
-export interface NewImage {
+interface NewImage {
   name: string;
   diskFormat: string;
   containerFormat: string;
@@ -99,13 +98,13 @@ export interface UploadResult {
   hashValue: string;
 }
 
-export interface UploadOptions {
+interface UploadOptions {
   /** Called as bytes leave (throttling is the caller's); the last call has bytesDone = total. */
   onProgress?: (bytesDone: number, bytesTotal: number) => void;
   signal?: AbortSignal;
 }
 
-export interface GlanceClientOptions {
+interface GlanceClientOptions {
   session: KeystoneSession;
   /** Glance's URL; from the catalog (service type `image`) when absent. */
   endpoint?: string;

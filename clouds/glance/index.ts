@@ -32,12 +32,12 @@ function registered(image: GlanceRegistration): RegisteredImage {
 }
 
 /** The sync plan's words for what an expiry does: deactivating keeps the image (hidden), deleting removes it. */
-export function syncExpireAction(action: GlanceConfig['expireAction']): ExpireImageResult['action'] {
+function syncExpireAction(action: GlanceConfig['expireAction']): ExpireImageResult['action'] {
   return action === 'delete' ? 'unregister' : 'make-private';
 }
 
 /** An image of ours as a subscription's sync sees it. Live (`isPublic`) until our expiry has deactivated it and made it private. */
-export function inventoryImage(image: GlanceImage): CloudImage {
+function inventoryImage(image: GlanceImage): CloudImage {
   const text = (key: string) => (typeof image[key] === 'string' ? (image[key] as string) : undefined);
   return {
     cloudImageId: image.id,

@@ -21,9 +21,9 @@ export type KeystoneCredential =
       projectDomain: string;
     };
 
-export type EndpointInterface = 'public' | 'internal' | 'admin';
+type EndpointInterface = 'public' | 'internal' | 'admin';
 
-export interface KeystoneOptions {
+interface KeystoneOptions {
   /** Keystone's v3 URL, e.g. https://keystone.example.org:5000/v3 (a URL without /v3 gets it added). */
   authUrl: string;
   credential: KeystoneCredential;

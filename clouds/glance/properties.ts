@@ -105,7 +105,7 @@ function glanceOsType(event: ImageEvent, osfamily: string | undefined): string |
   return family === 'linux' || family === 'windows' ? family : undefined;
 }
 
-export interface GlanceProperties {
+interface GlanceProperties {
   properties: Record<string, string>;
   /** Keys whose values were cut to Glance's 255 characters. */
   truncated: string[];

@@ -46,7 +46,7 @@ function registration(image: GlanceImage, reused: boolean, glanceUrl: string): G
  * its image list. A queued event's VMCATCHER_EVENT_VO alone never chooses: anyone who may publish
  * to the queue would pick which tenant sees the image.
  */
-export function sharingVo(event: ImageEvent, settings: GlanceSettings, logger?: Logger): string | undefined {
+function sharingVo(event: ImageEvent, settings: GlanceSettings, logger?: Logger): string | undefined {
   if (fromSubscription(event)) return event.vo;
   const mapped = event.imageListId === undefined ? undefined : settings.imageListVos?.[event.imageListId];
   if (event.vo !== undefined && event.vo !== mapped)
@@ -80,7 +80,7 @@ export function isVerifiedImage(image: GlanceImage, publishedSha512: string | un
  * (voProjects, the VO from sharingVo) as a member. A VO without a project is logged: the image
  * stays shared with nobody.
  */
-export async function applyVisibility(
+async function applyVisibility(
   client: GlanceClient,
   image: GlanceImage,
   settings: GlanceSettings,
@@ -138,7 +138,7 @@ export async function findGlanceImage(
   return registration(image, true, glanceUrl);
 }
 
-export interface PublishGlanceInput {
+interface PublishGlanceInput {
   event: ImageEvent;
   file: string;
   diskFormat: 'qcow2' | 'raw';
@@ -205,7 +205,7 @@ export async function publishToGlance(
   return registration(image, false, glanceUrl);
 }
 
-export interface GlanceExpiry {
+interface GlanceExpiry {
   action: GlanceConfig['expireAction'];
   imageIds: string[];
 }

@@ -31,7 +31,7 @@ export const ORIGINAL_EXCLUDED_TASKS = [
 ] as const;
 
 /** Event fields copied as provenance properties, most useful first (AppDB link, title, version, checksum). */
-export const PROVENANCE_FIELDS = [
+const PROVENANCE_FIELDS = [
   'mpUri',
   'title',
   'version',
@@ -60,7 +60,7 @@ export const PROVENANCE_FIELDS = [
  *  6 the other provenance fields
  *  7 any other snf-mkimage metadata
  */
-export const PROPERTY_RANKS = {
+const PROPERTY_RANKS = {
   identity: 0,
   deploy: 1,
   preparedTasks: 2,
@@ -74,14 +74,14 @@ export const PROPERTY_RANKS = {
 const DEPLOY_KEYS = new Set(['OSFAMILY', 'ROOT_PARTITION', 'USERS']);
 const UI_KEYS = new Set(['OS', 'DESCRIPTION', 'GUI', 'KERNEL', 'SORTORDER']);
 
-export interface PropertyDefaults {
+interface PropertyDefaults {
   /** Site default OSFAMILY when neither the options, snf-mkimage nor the event tell. */
   osfamily?: string;
   /** Site default USERS when neither the options nor snf-mkimage tell. */
   users?: string;
 }
 
-export interface BuiltProperties {
+interface BuiltProperties {
   properties: Record<string, string>;
   /** Keys left out because of the 32-property limit, in the order they were dropped. */
   dropped: string[];
@@ -108,7 +108,7 @@ const SNF_IMAGE_KEYS = new Set([
  * event fields, checksums), and snf-image's deployment ones (`OSFAMILY`, `ROOT_PARTITION`,
  * `USERS`, `EXCLUDE_*`, …). A source's annotations never set them, whatever they name.
  */
-export function isReservedProperty(key: string): boolean {
+function isReservedProperty(key: string): boolean {
   const k = key.toUpperCase();
   return k.startsWith('VMCATCHER_') || k.startsWith('EXCLUDE_') || SNF_IMAGE_KEYS.has(k);
 }
@@ -199,7 +199,7 @@ export function buildImageProperties(input: {
 }
 
 /** A source's property name as a Synnefo property key: `eu.egi.cloud.tag` → `EU_EGI_CLOUD_TAG`. */
-export function sourcePropertyKey(name: string): string {
+function sourcePropertyKey(name: string): string {
   return name
     .replace(/[^A-Za-z0-9]+/g, '_')
     .replace(/^_+|_+$/g, '')

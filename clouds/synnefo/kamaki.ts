@@ -217,7 +217,7 @@ export class Kamaki {
 }
 
 /** Plankton answers with `is_public` (list) or `is-public` (register), a boolean or "True"/"False". */
-export function toKamakiImage(raw: unknown): KamakiImage {
+function toKamakiImage(raw: unknown): KamakiImage {
   if (raw === null || typeof raw !== 'object')
     throw new ToolError('kamaki: expected a JSON object for an image', { permanent: false });
   const r = raw as Record<string, unknown>;
@@ -245,7 +245,7 @@ export function toKamakiImage(raw: unknown): KamakiImage {
  * The first JSON value in kamaki's output. `image register --output-format json` prints two
  * documents (the image, then the metafile upload), so a plain JSON.parse would fail.
  */
-export function firstJsonValue(text: string, what: string): unknown {
+function firstJsonValue(text: string, what: string): unknown {
   const start = text.search(/[[{]/);
   if (start < 0) throw new ToolError(`${what}: no JSON in the output`, { permanent: false });
   let depth = 0;

@@ -57,7 +57,7 @@ export async function prepareImage({ config, logger }: ActivityDeps, input: Prep
 }
 
 /** `{"properties": {...}, "disk-format": "diskdump"}` as snf-mkimage writes it. */
-export async function readMetaFile(file: string): Promise<Record<string, string>> {
+async function readMetaFile(file: string): Promise<Record<string, string>> {
   let parsed: unknown;
   try {
     parsed = JSON.parse(await readFile(file, 'utf8'));

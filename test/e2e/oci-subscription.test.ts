@@ -171,6 +171,8 @@ describe('a subscribed registry project keeps the cloud in step with its tags', 
     expect(r.exitCode).toBe(0);
     expect(r.stdout).toContain(`list ${registry.host}/${PROJECT}`);
     expect(r.stdout).toContain('2 to register: almalinux 9 (new), ubuntu 22.04 (new)');
+    // Nothing known yet: every selected manifest is read whole.
+    expect(r.stdout).toMatch(/\d+ registry requests \(0 conditional, 0 not modified/);
     const expected = [`${rev('ubuntu')}:public`, `${rev('almalinux')}:public`];
     expect(await waitForCloud(expected)).toEqual(expected.sort());
     const ubuntu = (await ours(PROJECT)).find((i) => i.properties.VMCATCHER_DC_IDENTIFIER === 'ubuntu')!;
@@ -213,6 +215,8 @@ describe('a subscribed registry project keeps the cloud in step with its tags', 
     expect(r.stdout).toContain('1 to register: ubuntu 24.04 (updated)');
     expect(r.stdout).toContain('1 to expire: ubuntu 22.04 (old-revision)');
     expect(r.stdout).toContain('1 unchanged');
+    // The manifests read last time (almalinux:9, ubuntu:22.04) cost a 304 each; only the new tag is read whole.
+    expect(r.stdout).toMatch(/\d+ registry requests \(2 conditional, 2 not modified/);
     // One repository is one image: the older short tag naming another manifest is reported.
     expect(r.stdout).toContain(
       `${PROJECT}/ubuntu:22.04 (tags 22.04 and 24.04 of ${PROJECT}/ubuntu name different manifests`,

@@ -782,6 +782,44 @@ describe('workflows with mocked activities', () => {
     expect(delivered).toEqual([]);
   });
 
+  test("a registry sync hands the digests its tags named to the next run's read, and its summary says how many requests the read made", async () => {
+    const c = calls();
+    const delivered: ImageEvent[][] = [];
+    const image = registryLayer('project/kept', 'e');
+    const digest = (n: string) => `sha256:${n.repeat(64)}`;
+    const reads = [
+      {
+        manifests: { kept: { '1': digest('a'), latest: digest('a') } },
+        requests: { total: 5, conditional: 0, notModified: 0, tokens: 0 },
+      },
+      {
+        manifests: { kept: { '1': digest('a'), latest: digest('a') } },
+        requests: { total: 5, conditional: 2, notModified: 2, tokens: 0 },
+      },
+    ];
+    const manifestsSeen: unknown[] = [];
+    const activities = syncActivities(c, delivered, () => [inCloud(image)], {
+      readSubscribedRegistry: async ({ manifests }: { manifests?: unknown }) => {
+        manifestsSeen.push(manifests);
+        return {
+          listId: 'registry.example/project',
+          images: [image],
+          invalid: [],
+          unread: [],
+          ...reads[manifestsSeen.length - 1]!,
+        };
+      },
+    });
+    const results = await withWorker(activities, async (queue) => {
+      const subscription = registrySpec(`https://registry.example/project-${queue}`);
+      return (await scheduledRuns(queue, { subscription }, 2)).map((r) => r.result);
+    });
+    expect(manifestsSeen).toEqual([undefined, reads[0]!.manifests]);
+    expect(results.map((r) => r.summary.requests)).toEqual([reads[0]!.requests, reads[1]!.requests]);
+    expect(results[1]!.accepted?.manifests).toEqual(reads[1]!.manifests);
+    expect(delivered).toEqual([]);
+  });
+
   test('a repository whose read failed keeps its image, in the cloud and in the accepted copy the next run compares against', async () => {
     const c = calls();
     const delivered: ImageEvent[][] = [];

@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { Readable, Writable } from 'node:stream';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa, type Options } from 'execa';
@@ -39,16 +40,28 @@ export async function runCli(
 }
 
 /**
- * The same command line run from the TypeScript sources (through tsx), for the unit project:
- * `npm run test:unit` needs nothing built. What runs is cli/main.ts's `main`, as
- * bin/snf-vmcatcher.js runs the compiled one.
+ * The same command line parsed and run by cli/main.ts's `main` from the TypeScript sources, in
+ * this process, for the unit project: `npm run test:unit` needs nothing built, and no process
+ * starts. What it can run is what needs no server: `--help` of any command, usage errors.
  */
-export async function runCliFromSource(args: string[], opts: { timeoutMs?: number } = {}): Promise<CliResult> {
-  const entry = `import { main } from ${JSON.stringify(path.join(ROOT, 'cli/main.ts'))}; process.exitCode = await main(process.argv.slice(1));`;
-  const result = await execa('node', ['--import', 'tsx', '--input-type=module', '-e', entry, ...args], {
-    reject: false,
-    cwd: ROOT,
-    timeout: opts.timeoutMs ?? 60_000,
+export async function runCliFromSource(args: string[]): Promise<CliResult> {
+  const { main } = await import('../../cli/main.js');
+  const collect = () => {
+    const chunks: Buffer[] = [];
+    const stream = new Writable({
+      write(chunk: Buffer | string, _encoding, done) {
+        chunks.push(Buffer.from(chunk));
+        done();
+      },
+    });
+    return { stream, text: () => Buffer.concat(chunks).toString('utf8') };
+  };
+  const [stdout, stderr] = [collect(), collect()];
+  const exitCode = await main(args, {
+    stdin: Readable.from([]),
+    stdout: stdout.stream,
+    stderr: stderr.stream,
+    env: {},
   });
-  return { exitCode: result.exitCode ?? -1, stdout: String(result.stdout), stderr: String(result.stderr) };
+  return { exitCode, stdout: stdout.text(), stderr: stderr.text() };
 }
