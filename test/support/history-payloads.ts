@@ -4,7 +4,7 @@
  * the Temporal server checks against its blob size limit), as the server stores them (protobuf).
  */
 import type { Client } from '@temporalio/client';
-import { temporal } from '@temporalio/proto';
+import proto from '@temporalio/proto';
 
 export interface PayloadSize {
   workflowId: string;
@@ -14,9 +14,10 @@ export interface PayloadSize {
   bytes: number;
 }
 
-const { Payload, Payloads } = temporal.api.common.v1;
+// A CommonJS module: its namespace is its default export under Node's ESM loader (tsx, jest).
+const { Payload, Payloads } = proto.temporal.api.common.v1;
 
-function isPayload(value: unknown): value is temporal.api.common.v1.IPayload {
+function isPayload(value: unknown): value is proto.temporal.api.common.v1.IPayload {
   return (
     typeof value === 'object' &&
     value !== null &&
