@@ -11,7 +11,9 @@ import type { SourceReadContext } from '../core/subscription-source.js';
 import { startWorkflowForEvent } from '../core/starter.js';
 import {
   SA_IMAGE_LIST_ID,
+  SYNC_PROGRESS_SIGNAL,
   SYNC_WORKFLOW,
+  type SyncProgress,
   type RegistrationOptions,
   type SubscriptionRead,
   type SubscriptionReadInput,
@@ -21,9 +23,10 @@ import type { ReadSubscribedListInput } from '../image-lists/list-read.js';
 import { listReader } from '../image-lists/subscription-source.js';
 import type { ProjectReadInput } from '../oci/project-read.js';
 import { readSubscribedProject } from '../oci/subscription-source.js';
-import { cancellationSignal } from '../runtime/context.js';
+import { activityContext, cancellationSignal } from '../runtime/context.js';
 import type { ActivityDeps } from '../runtime/deps.js';
-import { keepHeartbeating } from '../runtime/heartbeats.js';
+import { keepHeartbeating, type StepProgress } from '../runtime/heartbeats.js';
+import { runSync, type SyncRunInput, type SyncRunResult } from '../subscriptions/sync-run.js';
 import { syncWorkflowIdPrefix } from '../subscriptions/schedules.js';
 import { sourceOf } from '../subscriptions/sources.js';
 
@@ -62,7 +65,88 @@ export function createSubscriptionActivities({ config, logger, temporal, cloud }
     },
   });
 
+  /**
+   * Delivers the events `worker.subscriptionDeliveries` at a time, in any order; each one's
+   * workflow id in the events' order. `delivered` is told each time one more is delivered.
+   */
+  const deliverAll = async (
+    events: ImageEvent[],
+    options: RegistrationOptions,
+    delivered: (done: number) => void,
+  ): Promise<string[]> => {
+    const client = await temporal();
+    const site = registrationSite(config);
+    const ids: string[] = new Array<string>(events.length).fill('');
+    let next = 0;
+    let done = 0;
+    let failed = false;
+    const lane = async () => {
+      while (!failed && next < events.length) {
+        const i = next++;
+        try {
+          ids[i] = (await startWorkflowForEvent(client, config, events[i]!, options, site)).childWorkflowId ?? '';
+        } catch (err) {
+          failed = true;
+          throw err;
+        }
+        delivered(++done);
+      }
+    };
+    const lanes = Math.min(config.worker.subscriptionDeliveries, events.length);
+    await Promise.all(Array.from({ length: lanes }, lane));
+    return ids;
+  };
+
   return {
+    /**
+     * A whole sync run (subscriptions/sync-run.ts): read, the cloud's inventory, the plan, the
+     * mass-expiry guard and the deliveries, here on the worker, so that nothing the size of the
+     * list enters the run's history. Its heartbeat says the step, and while delivering `done` of
+     * `total`; the run is told the same by signal (at most every 2 s), for its current details.
+     * Repeating it after a crash is safe: a read is repeatable and a delivery joins the running
+     * workflow of its image revision.
+     */
+    async syncSubscription(input: SyncRunInput): Promise<SyncRunResult> {
+      const source = sourceOf(input.subscription);
+      const progress: StepProgress = { step: `read ${input.subscription.url}` };
+      const stop = keepHeartbeating(() => progress);
+      const run = activityContext()?.info.workflowExecution;
+      let told = 0;
+      const tell = async (state: SyncProgress) => {
+        if (!run) return;
+        told = Date.now();
+        const client = await temporal();
+        await client.workflow
+          .getHandle(run.workflowId, run.runId)
+          .signal(SYNC_PROGRESS_SIGNAL, state)
+          .catch((err: unknown) => log.debug({ err }, 'could not tell the run its progress'));
+      };
+      try {
+        return await runSync(
+          {
+            read: (i) => source.read(readContext(), i),
+            inventory: (req) => {
+              progress.step = `list the cloud's images of ${req.listId}`;
+              return cloud.inventory(req);
+            },
+            deliver: async (events, options) => {
+              Object.assign(progress, { step: 'delivering image events', done: 0, total: events.length });
+              await tell({ done: 0, total: events.length });
+              return deliverAll(events, options, (done) => {
+                progress.done = done;
+                if (done < events.length && Date.now() - told >= 2000) void tell({ done, total: events.length });
+              });
+            },
+            readsPreviousImages: source.readsPreviousImages,
+            warn: (message, details) => log.warn({ url: input.subscription.url, ...details }, message),
+          },
+          input,
+        );
+      } finally {
+        stop();
+      }
+    },
+
     /** Reads the subscription through its source, against the copy accepted last (core/subscription-source.ts). */
     readSubscription: (input: SubscriptionReadInput): Promise<SubscriptionRead> =>
       sourceOf(input.subscription).read(readContext(), input),

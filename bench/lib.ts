@@ -230,6 +230,8 @@ export interface BenchResult {
   /** Raw figures (every repeat), for results.json. */
   raw: Record<string, unknown>;
   skipped?: string;
+  /** Parts measured separately (each its own table), after `rows`. */
+  sections?: Array<{ title: string; method: string; rows: BenchResult['rows']; notes?: string[] }>;
 }
 
 /**

@@ -18,7 +18,7 @@ import { benchDownload } from './download.js';
 import { benchE2e } from './e2e.js';
 import { benchPipeline } from './pipeline.js';
 import { benchRealSize } from './real-size.js';
-import { benchRegistrySync } from './registry-sync.js';
+import { benchSubscriptions } from './subscriptions.js';
 import { BENCH_TMP, GiB, ROOT, cleanTmp, freeBytes, log, round, type BenchResult } from './lib.js';
 
 const BENCHES: Record<string, () => Promise<BenchResult>> = {
@@ -29,7 +29,7 @@ const BENCHES: Record<string, () => Promise<BenchResult>> = {
   convert: benchConvert,
   'real-size': benchRealSize,
   pipeline: benchPipeline,
-  subscriptions: benchRegistrySync,
+  subscriptions: benchSubscriptions,
 };
 
 const RESULTS_JSON = path.join(ROOT, 'bench/results.json');
@@ -114,8 +114,12 @@ function markdown(file: ResultsFile): string {
       out.push(`Not measured: ${r.skipped}`);
       continue;
     }
-    out.push(table(r.rows));
+    if (r.rows.length) out.push(table(r.rows));
     if (r.notes?.length) out.push('', ...r.notes.map((n) => `- ${n}`));
+    for (const section of r.sections ?? []) {
+      out.push('', `### ${section.title}`, '', section.method, '', table(section.rows));
+      if (section.notes?.length) out.push('', ...section.notes.map((n) => `- ${n}`));
+    }
     const past = file.history?.[name] ?? [];
     if (past.length > 1) {
       out.push('', `Every run of this benchmark (${past.length}, oldest first):`, '');

@@ -77,6 +77,9 @@ export interface CloudImage {
    * Glance: active or not private (its expiry deactivates the image and makes it private).
    */
   isPublic: boolean;
+  /** The title and version its registration stored (provenance properties), to name it when it is expired. */
+  title?: string;
+  version?: string;
 }
 
 export interface CloudInventory {

@@ -84,6 +84,8 @@ const WorkerConfigSchema = z.object({
   sweepIntervalMs: millis.default(60 * 60 * 1000),
   /** How often the worker checks that the images holding its slots are still running. */
   slotAuditIntervalMs: millis.default(60 * 1000),
+  /** How many image events a subscription's sync run delivers at once (signal-with-start each). */
+  subscriptionDeliveries: z.coerce.number().int().positive().default(16),
   /** At start, make the Temporal Schedules match `subscriptions` (as `subscriptions apply` does). */
   applySubscriptions: z.boolean().default(true),
 });

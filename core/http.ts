@@ -254,11 +254,18 @@ export function describeFetchFailure(err: unknown, url?: URL | string): FetchErr
 }
 
 /** Reads a whole body into memory, refusing more than `maxBytes` (checked before and while reading). */
-export async function readBodyLimited(response: HttpResponse, maxBytes: number, what: string): Promise<Buffer> {
+export async function readBodyLimited(
+  response: HttpResponse,
+  maxBytes: number,
+  what: string,
+  /** The configuration key that sets the limit, named in the refusal. */
+  limitKey?: string,
+): Promise<Buffer> {
   const declared = Number(response.headers['content-length']);
+  const key = limitKey ? ` (${limitKey})` : '';
   if (Number.isFinite(declared) && declared > maxBytes) {
     await response.body.dump().catch(() => undefined);
-    throw new FetchError(`${what} is too large: ${declared} bytes declared, the limit is ${maxBytes}`, {
+    throw new FetchError(`${what} is too large: ${declared} bytes declared, the limit is ${maxBytes}${key}`, {
       permanent: true,
     });
   }
@@ -269,7 +276,7 @@ export async function readBodyLimited(response: HttpResponse, maxBytes: number, 
       total += (chunk as Buffer).length;
       if (total > maxBytes) {
         response.body.destroy();
-        throw new FetchError(`${what} is too large: more than ${maxBytes} bytes`, { permanent: true });
+        throw new FetchError(`${what} is too large: more than ${maxBytes} bytes, the limit${key}`, { permanent: true });
       }
       chunks.push(chunk as Buffer);
     }

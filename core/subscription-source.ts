@@ -48,4 +48,10 @@ export interface SubscriptionSource<Entry extends { paused?: boolean } = { pause
   read(ctx: SourceReadContext, input: SubscriptionReadInput): Promise<SubscriptionRead>;
   /** `doctor`: the subscription answers with its credential (nothing is synced). Catches its own failures. */
   check(ctx: HealthContext, entry: Entry): Promise<CheckResult>;
+  /**
+   * Whether `read` compares against the images it accepted last (a registry: a tag moved back to
+   * an older manifest, a repository kept as it was): they travel to the next run whatever their
+   * number. Otherwise a large list's images travel as digests (subscriptions/carried-copy.ts).
+   */
+  readonly readsPreviousImages: boolean;
 }

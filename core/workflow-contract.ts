@@ -536,6 +536,8 @@ export interface SyncSummary {
   requests?: { total: number; conditional: number; notModified: number; tokens: number };
   /** Old public revisions that carry no sha512 to name them by: left for an operator. */
   unresolved: Array<{ imageId: string; revision: string; cloudImageId: string }>;
+  /** Set when a list is larger than a summary names (at most 100 per category): how many there are of each. */
+  counts?: { registered: number; expired: number; invalid: number; unread: number; unresolved: number };
 }
 
 /** `Image a 2 (updated)`: an image a sync acted on, as the CLI and the Web UI name it. */
@@ -549,38 +551,57 @@ export function registryRequests(requests: NonNullable<SyncSummary['requests']>)
   return `${requests.total} registry requests (${requests.conditional} conditional, ${requests.notModified} not modified${tokens})`;
 }
 
+/** How many of each category a summary stands for: its `counts` when it names fewer than there are. */
+export function syncSummaryCounts(summary: SyncSummary): NonNullable<SyncSummary['counts']> {
+  return (
+    summary.counts ?? {
+      registered: summary.registered.length,
+      expired: summary.expired.length,
+      invalid: summary.invalid.length,
+      unread: summary.unread?.length ?? 0,
+      unresolved: summary.unresolved.length,
+    }
+  );
+}
+
+/** `, and 4,900 more` after the names of a category a summary names only in part. */
+export function moreThanNamed(named: number, count: number): string {
+  return count > named ? ` (and ${count - named} more)` : '';
+}
+
 /** What a sync did, in markdown, for the run's current details in the Web UI (User Metadata): counts first, then the images by title. */
 export function syncSummaryMarkdown(summary: SyncSummary): string {
-  const counts = [
-    `${summary.registered.length} registered`,
-    `${summary.expired.length} expired`,
-    `${summary.unchanged} unchanged`,
-  ];
-  if (summary.invalid.length) counts.push(`${summary.invalid.length} invalid`);
-  if (summary.unread?.length) counts.push(`${summary.unread.length} unread (kept)`);
+  const n = syncSummaryCounts(summary);
+  const counts = [`${n.registered} registered`, `${n.expired} expired`, `${summary.unchanged} unchanged`];
+  if (n.invalid) counts.push(`${n.invalid} invalid`);
+  if (n.unread) counts.push(`${n.unread} unread (kept)`);
   if (summary.requests) counts.push(registryRequests(summary.requests));
   const lines = [
     `**${summary.listId ?? summary.url}**${summary.version ? ` version ${summary.version}` : ''} (${summary.fetched === 'not-modified' ? 'not modified' : 'read and verified'}): ${counts.join(', ')}`,
     '',
   ];
-  const section = (title: string, items: string[]) => {
-    if (items.length) lines.push(`- ${title}:`, ...items.map((item) => `  - ${item}`));
+  const section = (title: string, items: string[], count = items.length) => {
+    if (items.length)
+      lines.push(`- ${title}${moreThanNamed(items.length, count)}:`, ...items.map((item) => `  - ${item}`));
   };
-  section('Registered', summary.registered.map(syncedImageName));
-  section('Expired', summary.expired.map(syncedImageName));
+  section('Registered', summary.registered.map(syncedImageName), n.registered);
+  section('Expired', summary.expired.map(syncedImageName), n.expired);
   section(
     'Invalid entries',
     summary.invalid.map((i) => `${i.identifier ?? '?'}: ${i.problem}`),
+    n.invalid,
   );
   section(
     'Unread, kept as they are',
     (summary.unread ?? []).map((u) => `${u.imageId}: ${u.problem}`),
+    n.unread,
   );
   if (summary.massExpiryAllowed)
     lines.push(`- Mass expiry allowed by \`sync-now --allow-mass-expiry\` (${summary.massExpiryAllowed})`);
   section(
     'Old revisions without a sha512, left as they are',
     summary.unresolved.map((u) => `${u.imageId} (${u.cloudImageId})`),
+    n.unresolved,
   );
   return lines.join('\n');
 }
@@ -619,10 +640,33 @@ export interface AcceptedList {
   invalid?: Array<{ identifier?: string; problem: string }>;
   etag?: string;
   lastModified?: string;
+  /**
+   * The images themselves while they are small (subscriptions/carried-copy.ts SMALL_COPY_BYTES) or
+   * when the source reads against them; else empty, and `digests` stands for them.
+   */
   images: ListedImage[];
   /**
    * A registry project: the digest each selected tag named when read (`{ image: { tag: digest } }`,
    * bounded by oci/source.ts MAX_REMEMBERED_TAGS), so the next run asks for each with If-None-Match.
    */
   manifests?: Record<string, Record<string, string>>;
+  /** A large list's images as digests: 17 bytes an image (subscriptions/carried-copy.ts). */
+  digests?: string;
+  /** How many images `digests` stands for. */
+  imageCount?: number;
+  /** The read this copy came from was incomplete (an invalid entry without identifier): nothing was expired as removed. */
+  incomplete?: boolean;
+  /** How many invalid entries the list had, when more than `invalid` names. */
+  invalidCount?: number;
+  /** With `digests`: the registrations its run delivered, when few (what an expiry needs of each), so the next run can cancel one still on its way. */
+  pending?: ImageEvent[];
 }
+
+/** What a sync run's step tells its run while it delivers: `done` of `total` events delivered. */
+export interface SyncProgress {
+  done: number;
+  total: number;
+}
+
+/** The signal a sync run's step sends its run with its progress (the run shows it in its current details). */
+export const SYNC_PROGRESS_SIGNAL = 'syncProgress';

@@ -104,7 +104,12 @@ export async function fetchImageList(url: URL, opts: FetchImageListOptions): Pro
       await response.body.dump().catch(() => undefined);
       return undefined;
     }
-    const bytes = await readBodyLimited(response, opts.security.maxImageListBytes, `image list ${redact(url)}`);
+    const bytes = await readBodyLimited(
+      response,
+      opts.security.maxImageListBytes,
+      `image list ${redact(url)}`,
+      'security.maxImageListBytes',
+    );
     return {
       url: redact(url),
       from: redact(response.url),
@@ -149,7 +154,7 @@ async function readImageListFile(url: URL, security: FetchImageListOptions['secu
     if (!stat.isFile()) throw new InvalidInputError(`image list ${real} is not a regular file`);
     if (stat.size > security.maxImageListBytes) {
       throw new FetchError(
-        `image list ${real} is too large: ${stat.size} bytes, the limit is ${security.maxImageListBytes}`,
+        `image list ${real} is too large: ${stat.size} bytes, the limit is ${security.maxImageListBytes} (security.maxImageListBytes)`,
         { permanent: true },
       );
     }

@@ -209,6 +209,9 @@ export const imageListSource: SubscriptionSource<Subscription> = {
     return spec;
   },
 
+  // The read needs the copy's metadata only (validators, signer, version, list id).
+  readsPreviousImages: false,
+
   describe: (spec) => ({
     summary: `Sync of the image list ${spec.url}`,
     reads: `Reads and verifies the list at ${spec.url} (host ${new URL(spec.url).host}), then registers its new images and revisions and expires what it no longer names.`,

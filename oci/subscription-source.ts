@@ -73,6 +73,8 @@ export const registrySource: SubscriptionSource<RegistrySubscription> = {
     return spec;
   },
 
+  readsPreviousImages: true,
+
   describe: (spec) => ({
     summary: `Sync of the registry project ${spec.url}`,
     reads: `Reads the repositories, selected tags and manifests of ${spec.url} (registry ${new URL(spec.url).host}), then registers new digests and expires the images whose tag left the selection.`,

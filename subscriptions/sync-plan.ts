@@ -7,7 +7,15 @@
  */
 import type { ImageEvent } from '../core/event.js';
 import type { CloudImage, CloudInventory } from '../clouds/target.js';
-import { imageIdentity, type AcceptedList, type ListedImage } from '../core/workflow-contract.js';
+import { ApplicationFailure } from '@temporalio/common';
+import {
+  imageIdentity,
+  MASS_EXPIRY_REFUSED,
+  type AcceptedList,
+  type ListedImage,
+  type SyncedImage,
+} from '../core/workflow-contract.js';
+import { decodeDigests, idDigest, revisionDigest } from './carried-copy.js';
 
 type RegisterReason = 'new' | 'updated' | 'missing-from-cloud';
 type ExpireReason = 'removed' | 'expired' | 'old-revision';
@@ -84,6 +92,10 @@ export function planSync(input: SyncPlanInput): SyncPlan {
   const expiredInList = new Map<string, ImageEvent>();
   for (const image of current) (image.expired ? expiredInList : wanted).set(idOf(image.event), image.event);
   const before = new Map((previous?.images ?? []).map((i) => [idOf(i.event), i.event]));
+  // A large list's copy carries digests instead of its images, and the registrations its run
+  // delivered (when few): those are what may still be on their way.
+  for (const event of previous?.pending ?? []) if (!before.has(idOf(event))) before.set(idOf(event), event);
+  const digests = previous?.digests !== undefined ? decodeDigests(previous.digests) : undefined;
   const inCloud = new Set(cloud.map((c) => `${c.imageId}\u0000${c.revision}`));
   // A read problem never becomes an expiry: only a successful, complete read says an image is gone.
   const kept = new Set(input.keep ?? []);
@@ -97,11 +109,15 @@ export function planSync(input: SyncPlanInput): SyncPlan {
       continue;
     }
     const earlier = before.get(id);
-    const reason: RegisterReason = !earlier
-      ? 'new'
-      : revisionOf(earlier) === revision
+    const reason: RegisterReason = earlier
+      ? revisionOf(earlier) === revision
         ? 'missing-from-cloud'
-        : 'updated';
+        : 'updated'
+      : digests?.ids.has(idDigest(id))
+        ? digests.named.has(revisionDigest(id, revision))
+          ? 'missing-from-cloud'
+          : 'updated'
+        : 'new';
     plan.register.push({ reason, event });
   }
 
@@ -121,7 +137,8 @@ export function planSync(input: SyncPlanInput): SyncPlan {
     const known = [expiredInList.get(image.imageId), before.get(image.imageId)].find(
       (e) => e && revisionOf(e) === image.revision,
     );
-    const base = known ?? { imageId: image.imageId, vo: input.vo };
+    // Else by what the cloud's image says of itself (the title and version its registration stored).
+    const base = known ?? { imageId: image.imageId, vo: input.vo, title: image.title, version: image.version };
     if (!now) {
       const reason: ExpireReason = expiredInList.has(image.imageId) ? 'expired' : 'removed';
       if (reason === 'removed' && noRemovals) continue;
@@ -173,4 +190,34 @@ export function plannedLoss(
     removed: reasons.filter((r) => r === 'removed').length,
     expired: reasons.filter((r) => r === 'expired').length,
   };
+}
+
+/** An image a run acted on, as its summary names it. */
+export function syncedImage(event: ImageEvent, reason: string, workflowId?: string): SyncedImage {
+  const entry: SyncedImage = { imageId: event.imageId ?? '', reason };
+  if (event.title) entry.title = event.title;
+  if (event.version) entry.version = event.version;
+  if (workflowId) entry.workflowId = workflowId;
+  return entry;
+}
+
+/** The mass-expiry guard's refusal: the run stops before delivering anything, and says how to let it through. */
+export function massExpiryRefusal(
+  url: string,
+  listId: string,
+  loss: ReturnType<typeof plannedLoss>,
+  maxFraction: number,
+): ApplicationFailure {
+  const why = [loss.removed && `${loss.removed} removed from the list`, loss.expired && `${loss.expired} expired`]
+    .filter(Boolean)
+    .join(', ');
+  return ApplicationFailure.create({
+    type: MASS_EXPIRY_REFUSED,
+    nonRetryable: true,
+    message:
+      `the sync of ${url} would expire ${loss.leaving} of the ${loss.registered} images registered from ${listId} (${why}), ` +
+      `more than maxExpireFraction ${maxFraction}: stopped, nothing delivered. If that is right, run ` +
+      `\`sync-now --url ${url} --allow-mass-expiry\` (or raise subscriptions[].maxExpireFraction)`,
+    details: [loss],
+  });
 }

@@ -1,9 +1,12 @@
 import {
+  ActivityFailure,
   ApplicationFailure,
+  defineSignal,
   log,
   patched,
   proxyActivities,
   setCurrentDetails,
+  setHandler,
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
@@ -13,45 +16,51 @@ import {
   LIST_REJECTED,
   MASS_EXPIRY_REFUSED,
   SA_IMAGE_LIST_ID,
+  SYNC_PROGRESS_SIGNAL,
   invalidEntriesKept,
   syncSummaryMarkdown,
   type RegistrationOptions,
   type SubscriptionRead,
   type SubscriptionReadInput,
   type AcceptedList,
-  type SyncedImage,
   type SubscriptionSpec,
   type SyncImageListInput,
   type SyncImageListResult,
+  type SyncProgress,
   type SyncSummary,
 } from '../core/workflow-contract.js';
-import type { ImageEvent } from '../core/event.js';
 import { listRead } from '../image-lists/list-read.js';
 import { projectRead } from '../oci/project-read.js';
-import { plannedLoss, planSync } from '../subscriptions/sync-plan.js';
+import { massExpiryRefusal, plannedLoss, planSync, syncedImage } from '../subscriptions/sync-plan.js';
 
 /**
  * Every step heartbeats, so a worker that dies mid-sync is noticed in seconds and the step runs
  * again on another (or the restarted) worker; reading a list and starting its workflows are
  * both safe to repeat.
  */
-const { readSubscription, readSubscribedList, readSubscribedRegistry, cloudInventory, deliverImageEvents } =
-  proxyActivities<SubscriptionActivities>({
-    startToCloseTimeout: '30 minutes',
-    heartbeatTimeout: '20 seconds',
-    retry: { initialInterval: '2 seconds', backoffCoefficient: 2, maximumInterval: '2 minutes', maximumAttempts: 10 },
-  });
+const {
+  syncSubscription,
+  readSubscription,
+  readSubscribedList,
+  readSubscribedRegistry,
+  cloudInventory,
+  deliverImageEvents,
+} = proxyActivities<SubscriptionActivities>({
+  startToCloseTimeout: '30 minutes',
+  heartbeatTimeout: '20 seconds',
+  retry: { initialInterval: '2 seconds', backoffCoefficient: 2, maximumInterval: '2 minutes', maximumAttempts: 10 },
+});
+
+/**
+ * The runs that do the whole sync in one step on a worker (syncSubscription), so that nothing the
+ * size of the list enters their history; those begun before read, plan and deliver step by step.
+ */
+const BOUNDED_SYNC = 'bounded-sync';
+
+const syncProgress = defineSignal<[SyncProgress]>(SYNC_PROGRESS_SIGNAL);
 
 /** The runs that read every source with one step (readSubscription); those begun before read with two (legacyRead). */
 const ONE_READ_PER_SOURCE = 'one-read-per-source';
-
-function described(event: ImageEvent, reason: string, workflowId?: string): SyncedImage {
-  const entry: SyncedImage = { imageId: event.imageId ?? '', reason };
-  if (event.title) entry.title = event.title;
-  if (event.version) entry.version = event.version;
-  if (workflowId) entry.workflowId = workflowId;
-  return entry;
-}
 
 /**
  * One run of a subscription (a Temporal Schedule per subscribed list or registry project starts
@@ -80,6 +89,7 @@ export async function syncImageList({
     allowance,
   };
   setCurrentDetails(`Reading ${subscription.url}`);
+  if (patched(BOUNDED_SYNC)) return withAllowance(await boundedSync(subscription, previous, guard), allowMassExpiry);
   // Whatever the source, one step reads it (subscriptions/sources.ts chooses the source on the worker).
   const read = patched(ONE_READ_PER_SOURCE)
     ? await readSubscription.executeWithOptions({ summary: `read ${subscription.url}` }, [{ subscription, previous }])
@@ -109,6 +119,42 @@ export async function syncImageList({
     incomplete,
   });
   return withAllowance(result, allowMassExpiry);
+}
+
+/**
+ * The whole run in one step on a worker (subscriptions/sync-run.ts): the list, the cloud's
+ * inventory and the events stay there; the run records the summary (naming at most 100 images
+ * per category) and the copy for the next run (bounded: subscriptions/carried-copy.ts). While it
+ * delivers, the step tells the run how far it is (its current details: n of N delivered).
+ */
+async function boundedSync(
+  subscription: SubscriptionSpec,
+  previous: AcceptedList | undefined,
+  guard: MassExpiryGuard,
+): Promise<SyncImageListResult> {
+  setHandler(syncProgress, ({ done, total }) =>
+    setCurrentDetails(`Delivering the events of ${subscription.url}: ${done} of ${total} delivered`),
+  );
+  try {
+    const { summary, accepted } = await syncSubscription.executeWithOptions({ summary: `sync ${subscription.url}` }, [
+      { subscription, previous, guard },
+    ]);
+    if (summary.listId) upsertSearchAttributes([{ key: SA_IMAGE_LIST_ID, value: summary.listId }]);
+    // The Web UI shows it on the run's User Metadata tab (Current Details), without opening the result.
+    setCurrentDetails(syncSummaryMarkdown(summary));
+    return { summary, accepted };
+  } catch (err) {
+    // The guard's refusal is the run's own failure, as when the run decided it itself.
+    const cause = err instanceof ActivityFailure ? err.cause : undefined;
+    if (cause instanceof ApplicationFailure && cause.type === MASS_EXPIRY_REFUSED)
+      throw ApplicationFailure.create({
+        type: MASS_EXPIRY_REFUSED,
+        nonRetryable: true,
+        message: cause.message,
+        details: cause.details as unknown[] | undefined,
+      });
+    throw err;
+  }
 }
 
 /**
@@ -175,18 +221,7 @@ async function reconcile(
   let massExpiryAllowed: string | undefined;
   if (loss.leaving > guard.maxFraction * loss.registered && patched('mass-expiry-guard')) {
     if (!guard.allowance) {
-      const why = [loss.removed && `${loss.removed} removed from the list`, loss.expired && `${loss.expired} expired`]
-        .filter(Boolean)
-        .join(', ');
-      throw ApplicationFailure.create({
-        type: MASS_EXPIRY_REFUSED,
-        nonRetryable: true,
-        message:
-          `the sync of ${subscription.url} would expire ${loss.leaving} of the ${loss.registered} images registered from ${accepted.listId} (${why}), ` +
-          `more than maxExpireFraction ${guard.maxFraction}: stopped, nothing delivered. If that is right, run ` +
-          `\`sync-now --url ${subscription.url} --allow-mass-expiry\` (or raise subscriptions[].maxExpireFraction)`,
-        details: [loss],
-      });
+      throw massExpiryRefusal(subscription.url, accepted.listId, loss, guard.maxFraction);
     }
     massExpiryAllowed = guard.allowance;
     log.warn('mass expiry allowed by sync-now --allow-mass-expiry', { ...loss, allowance: guard.allowance });
@@ -196,8 +231,8 @@ async function reconcile(
   const deliver = `deliver ${events.length} events (${plan.register.length} to register, ${plan.expire.length} to expire)`;
   const ids =
     events.length > 0 ? await deliverImageEvents.executeWithOptions({ summary: deliver }, [{ events, options }]) : [];
-  const registered = plan.register.map((r, i) => described(r.event, r.reason, ids[i]));
-  const expired = plan.expire.map((e, i) => described(e.event, e.reason, ids[plan.register.length + i]));
+  const registered = plan.register.map((r, i) => syncedImage(r.event, r.reason, ids[i]));
+  const expired = plan.expire.map((e, i) => syncedImage(e.event, e.reason, ids[plan.register.length + i]));
   if (plan.unresolved.length > 0)
     log.warn('old public revisions carry no sha512 and were left as they are', { unresolved: plan.unresolved });
 

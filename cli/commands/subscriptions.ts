@@ -12,8 +12,10 @@ import { DurationSchema, SubscriptionSchema, type Config } from '../../core/conf
 import { InvalidInputError } from '../../core/errors.js';
 import { connectTemporal, workflowUiLink } from '../../core/temporal-client.js';
 import {
+  moreThanNamed,
   registryRequests,
   syncedImageName,
+  syncSummaryCounts,
   type SubscriptionSpec,
   type SyncImageListResult,
   type SyncSummary,
@@ -185,26 +187,27 @@ async function pinnedListId(
   return undefined;
 }
 
-function describeSummary(summary: SyncSummary): string {
-  const names = (items: SyncSummary['registered']) => items.map(syncedImageName).join(', ');
+export function describeSummary(summary: SyncSummary): string {
+  const n = syncSummaryCounts(summary);
+  const names = (items: SyncSummary['registered'], count: number) =>
+    `${items.map(syncedImageName).join(', ')}${moreThanNamed(items.length, count)}`;
   const parts = [
     `list ${summary.listId ?? '?'}${summary.version ? ` version ${summary.version}` : ''}${summary.fetched === 'not-modified' ? ' (not modified)' : ''}`,
-    `${summary.registered.length} to register${summary.registered.length ? `: ${names(summary.registered)}` : ''}`,
-    `${summary.expired.length} to expire${summary.expired.length ? `: ${names(summary.expired)}` : ''}`,
+    `${n.registered} to register${n.registered ? `: ${names(summary.registered, n.registered)}` : ''}`,
+    `${n.expired} to expire${n.expired ? `: ${names(summary.expired, n.expired)}` : ''}`,
     `${summary.unchanged} unchanged`,
   ];
-  if (summary.invalid.length)
+  if (n.invalid)
     parts.push(
-      `${summary.invalid.length} invalid: ${summary.invalid.map((i) => `${i.identifier ?? '?'} (${i.problem})`).join(', ')}`,
+      `${n.invalid} invalid: ${summary.invalid.map((i) => `${i.identifier ?? '?'} (${i.problem})`).join(', ')}${moreThanNamed(summary.invalid.length, n.invalid)}`,
     );
-  if (summary.unread?.length)
+  if (n.unread)
     parts.push(
-      `${summary.unread.length} unread, kept: ${summary.unread.map((u) => `${u.imageId} (${u.problem})`).join(', ')}`,
+      `${n.unread} unread, kept: ${(summary.unread ?? []).map((u) => `${u.imageId} (${u.problem})`).join(', ')}${moreThanNamed(summary.unread?.length ?? 0, n.unread)}`,
     );
   if (summary.massExpiryAllowed) parts.push('mass expiry allowed (--allow-mass-expiry)');
   if (summary.requests) parts.push(registryRequests(summary.requests));
-  if (summary.unresolved.length)
-    parts.push(`${summary.unresolved.length} old revision(s) without a sha512 left as they are`);
+  if (n.unresolved) parts.push(`${n.unresolved} old revision(s) without a sha512 left as they are`);
   return parts.join('; ');
 }
 

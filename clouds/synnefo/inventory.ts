@@ -20,6 +20,8 @@ export async function synnefoInventory(
     checksumSha512: img.properties[EVENT_FIELDS.checksumSha512]?.toLowerCase(),
     checksumSha256: img.properties[EVENT_FIELDS.checksumSha256]?.toLowerCase(),
     isPublic: img.is_public,
+    title: img.properties[EVENT_FIELDS.title],
+    version: img.properties[EVENT_FIELDS.version],
   }));
   return { images, expireAction: config.synnefo.expireAction };
 }

@@ -26,6 +26,7 @@ import { createWorkerMetrics, type WorkerMetrics } from '../../worker/metrics.js
 import { DiskWaits, measureSteps, outcomeSinks } from '../../worker/outcome-metrics.js';
 import { ROOT } from '../support/cli.js';
 import { uniqueTaskQueue } from '../support/service-process.js';
+import { mockedSyncSubscription } from '../support/sync-run-mock.js';
 
 /**
  * How the worker counts what happened to images and subscriptions, on the real dev server with
@@ -290,21 +291,25 @@ describe('product metrics of workflow outcomes', () => {
     let reads = 0;
     await withWorker(
       metrics,
-      () => ({
-        readSubscription: (input: SubscriptionReadInput) =>
-          listRead(async (): Promise<ReadSubscribedListResult> => {
-            if (++reads === 2) throw ApplicationFailure.nonRetryable('not signed by an endorser', LIST_REJECTED);
-            return {
-              notModified: false,
-              list: { identifier: 'list-1', version: '1' },
-              images: [],
-              invalid: [],
-              selection: '',
-            };
-          }, input),
-        cloudInventory: async () => ({ images: [], expireAction: 'make-private' }),
-        deliverImageEvents: async () => [],
-      }),
+      () => {
+        const steps = {
+          readSubscription: (input: SubscriptionReadInput) =>
+            listRead(async (): Promise<ReadSubscribedListResult> => {
+              if (++reads === 2) throw ApplicationFailure.nonRetryable('not signed by an endorser', LIST_REJECTED);
+              return {
+                notModified: false,
+                list: { identifier: 'list-1', version: '1' },
+                images: [],
+                invalid: [],
+                selection: '',
+              };
+            }, input),
+          cloudInventory: async () => ({ images: [], expireAction: 'make-private' as const }),
+          deliverImageEvents: async () => [],
+        };
+        // A run does it all in one step (syncSubscription), made here of the mocked steps.
+        return { ...steps, syncSubscription: mockedSyncSubscription(steps) };
+      },
       async (queue) => {
         const run = (n: number) =>
           client.workflow.execute(SYNC_WORKFLOW, {

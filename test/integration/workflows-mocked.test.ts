@@ -45,6 +45,7 @@ import { listRead, type ReadSubscribedListInput, type ReadSubscribedListResult }
 import type { ReadRegistryProject } from '../../oci/source.js';
 import { projectRead, type ProjectReadInput } from '../../oci/project-read.js';
 import { ROOT } from '../support/cli.js';
+import { mockedSyncSubscription, type MockedSyncSteps } from '../support/sync-run-mock.js';
 import { HISTORIES, stableHistory } from '../support/histories.js';
 import { uniqueTaskQueue } from '../support/service-process.js';
 import { TEMPORAL_CLI } from '../support/temporal-server.js';
@@ -550,7 +551,7 @@ describe('workflows with mocked activities', () => {
       readSubscribedList: (input: ReadSubscribedListInput) => Promise<ReadSubscribedListResult>;
       readSubscribedRegistry: (input: ProjectReadInput) => Promise<ReadRegistryProject>;
     };
-    return {
+    const steps = {
       readSubscription: (input: SubscriptionReadInput) =>
         input.subscription.registry
           ? projectRead(readers.readSubscribedRegistry, input)
@@ -561,7 +562,9 @@ describe('workflows with mocked activities', () => {
         return events.map((e, i) => `delivered-${delivered.length}-${i}`);
       },
       ...overrides,
-    };
+    } as unknown as MockedSyncSteps;
+    // A run does it all in one step (syncSubscription), made here of the mocked steps.
+    return { ...steps, syncSubscription: mockedSyncSubscription(steps) };
   }
 
   /**
@@ -648,8 +651,8 @@ describe('workflows with mocked activities', () => {
     const [first, second] = await withWorker(activities, async (queue) => {
       const input: SyncImageListInput = { subscription: listSpec(`https://lists.example/${queue}.xml`) };
       const [one, two] = await scheduledRuns(queue, input, 2);
-      await keepHistory('source-read-list-changed', queue, one);
-      await keepHistory('source-read-list-not-modified', queue, two);
+      await keepHistory('bounded-sync-list-changed', queue, one);
+      await keepHistory('bounded-sync-list-not-modified', queue, two);
       return [one!.result, two!.result];
     });
     expect(first.summary).toMatchObject({
@@ -698,7 +701,7 @@ describe('workflows with mocked activities', () => {
           () => undefined,
           (e: unknown) => e,
         );
-        await keepHistory('source-read-list-refused', queue);
+        await keepHistory('bounded-sync-list-refused', queue);
         return err;
       },
     );
@@ -743,7 +746,7 @@ describe('workflows with mocked activities', () => {
           args: [{ subscription } satisfies SyncImageListInput],
         });
         const r = (await handle.result()) as SyncImageListResult;
-        await keepHistory('source-read-registry', queue);
+        await keepHistory('bounded-sync-registry', queue);
         return r;
       },
     );

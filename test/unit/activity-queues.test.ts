@@ -43,6 +43,7 @@ test('the worker registers every activity on exactly one queue, the one its fact
     'readSubscribedList',
     'readSubscribedRegistry',
     'readSubscription',
+    'syncSubscription',
     'throwOnPurpose',
   ]);
   expect(names(activities.host)).toEqual([
