@@ -239,7 +239,13 @@ export interface BenchResult {
  * qemu-img), each written by `wrapper(name, realPath)` (e.g. one that times or measures the call),
  * a ~/.kamakirc naming the cloud `bench`, and an application.conf pointing the worker at them.
  */
-export async function benchToolchain(dir: string, taskQueue: string, wrapper: (name: string, real: string) => string) {
+export async function benchToolchain(
+  dir: string,
+  taskQueue: string,
+  wrapper: (name: string, real: string) => string,
+  /** More keys of the `synnefo` block (e.g. `prepare = false`). */
+  synnefoExtra = '',
+) {
   const wrappers = path.join(dir, 'bin');
   await mkdir(wrappers, { recursive: true });
   const qemuImg = (await execa('bash', ['-c', 'command -v qemu-img'])).stdout.trim();
@@ -266,6 +272,7 @@ synnefo {
   snfMkimage = "${wrappers}/snf-mkimage"
   sudo = []
   cloud = "bench"
+  ${synnefoExtra}
 }
 `,
   );

@@ -113,7 +113,8 @@ async function runWorker(dir: string, baseUrl: string, images: Image[], repeat: 
   const run = path.join(dir, `worker-${repeat}`);
   await rm(run, { recursive: true, force: true });
   const taskQueue = 'bench-pipeline';
-  const toolchain = await benchToolchain(run, taskQueue, rssWrapper);
+  // The script does not prepare the image (snf-mkimage), so neither does the worker: the same steps on both sides.
+  const toolchain = await benchToolchain(run, taskQueue, rssWrapper, 'prepare = false');
   const rssLog = path.join(dir, `tools-${repeat}.log`);
   await writeFile(rssLog, '');
   const temporal = await startTemporal(path.join(run, 'temporal'));
@@ -184,9 +185,9 @@ export async function benchPipeline(): Promise<BenchResult> {
     title: `The whole pipeline against a plain script: ${COUNT} qcow2 images of ${SIZE_GIB} GiB`,
     method:
       `${COUNT} qcow2 images made by qemu-img from ${SIZE_GIB} GiB of random data each (${round(totalGiB, 1)} GiB of qcow2 in all), served by nginx on 127.0.0.1 ` +
-      '(sendfile, page cache). Worker: one `snf-vmcatcher worker` with the default configuration (two file-step slots) on a Temporal dev server started by the benchmark; ' +
+      '(sendfile, page cache). Worker: one `snf-vmcatcher worker` with the default configuration (two file-step slots) and synnefo.prepare = false (the script does not prepare either) on a Temporal dev server started by the benchmark; ' +
       'the 4 image revision workflows are started at once and the time runs until the last one has registered its image: download with sha512 and size, ' +
-      'inspection, `qemu-img convert` to raw (the real qemu-img), the fake snf-mkimage, the fake kamaki upload and registration (test/fakes/). ' +
+      'inspection, `qemu-img convert` to raw (the real qemu-img), the fake kamaki upload and registration (test/fakes/). ' +
       'Script: the same 4 images one after another by a bash script (`curl -o`, `sha512sum -c`, `qemu-img convert -f qcow2 -O raw`, the fake `kamaki file upload`), ' +
       `timed as a whole process. ${PIPELINE_REPEATS} interleaved repeat(s) (script, then worker). Peak RSS: the worker's VmHWM; the script's is GNU time's (its largest process).`,
     rows: [
