@@ -1,5 +1,5 @@
 import { readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
-import { mkdir, mkdtemp } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp } from 'node:fs/promises';
 import path from 'node:path';
 import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
@@ -12,13 +12,20 @@ import { makeTar, ovfFor } from '../support/pipeline-fixtures.js';
 import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/service-process.js';
 import { registrationOf } from '../support/workflows.js';
 
-const GiB = 1024 ** 3;
-// Short enough that a 1 GiB conversion from the page cache (2.7 s seen in CI) still outlives it several times.
+const MiB = 1024 ** 2;
+const SIZE = 256 * MiB;
+/**
+ * The worker's qemu-img converts at most this fast (`qemu-img convert -r`, a wrapper first on its
+ * PATH), as on a slow disk: every conversion of SIZE takes at least SIZE / RATE = 8 s however fast
+ * this machine's page cache is (an unthrottled 1 GiB conversion took 1.6 s on a quiet machine, too
+ * close to a few heartbeat timeouts to prove anything).
+ */
+const RATE = 32 * MiB;
 const HEARTBEAT_TIMEOUT_MS = 600;
 
 /**
- * The local steps: unpacking an OVA and `qemu-img convert` of a 1 GiB image each take
- * several times the heartbeat timeout, and still finish on their first attempt because they
+ * The local steps: unpacking an OVA and `qemu-img convert` of an image each take several times
+ * the heartbeat timeout (qemu-img's rate held down by a wrapper), and still finish on their first attempt because they
  * heartbeat while they work; a worker killed mid-convert takes its qemu-img with it, and
  * nothing of the killed attempt writes into the work folder the retry uses.
  */
@@ -28,26 +35,32 @@ describe('long local steps', () => {
   let connection: Connection;
   let client: Client;
   const workers: ServiceProcess[] = [];
+  /** The workers' PATH: a rate-limited qemu-img wrapper first. */
+  let slowPath: string;
 
   beforeAll(async () => {
     await mkdir(path.join(ROOT, 'tmp'), { recursive: true });
     dir = await mkdtemp(path.join(ROOT, 'tmp', 'long-steps-'));
     const at = (f: string) => path.join(dir, f);
-    // 1 GiB of random data behind an MBR: nothing compresses it, so every step moves all of it.
-    await execa('dd', [
-      'if=/dev/urandom',
-      `of=${at('disk.raw')}`,
-      'bs=1M',
-      `count=${GiB / 1024 / 1024}`,
-      'status=none',
-    ]);
-    await writeLinuxMbr(at('disk.raw'), GiB);
+    // Random data behind an MBR: nothing compresses it, so every step moves all of it.
+    await execa('dd', ['if=/dev/urandom', `of=${at('disk.raw')}`, 'bs=1M', `count=${SIZE / MiB}`, 'status=none']);
+    await writeLinuxMbr(at('disk.raw'), SIZE);
     await execa('qemu-img', ['convert', '-q', '-f', 'raw', '-O', 'qcow2', at('disk.raw'), at('disk.qcow2')]);
     await execa('qemu-img', ['convert', '-q', '-f', 'raw', '-O', 'vmdk', at('disk.raw'), at('disk.vmdk')]);
     await writeFile(at('appliance.ovf'), ovfFor([{ href: 'disk.vmdk', address: 0 }]));
     await makeTar(at('appliance.ova'), dir, ['appliance.ovf', 'disk.vmdk']);
     await rm(at('disk.raw'));
     await rm(at('disk.vmdk'));
+    // `qemu-img convert …` runs as `qemu-img convert -r RATE …`; every other qemu-img call is unchanged.
+    const { stdout: realQemuImg } = await execa('sh', ['-c', 'command -v qemu-img']);
+    const bin = at('bin');
+    await mkdir(bin);
+    await writeFile(
+      path.join(bin, 'qemu-img'),
+      `#!/bin/sh\nif [ "$1" = convert ]; then shift; exec ${realQemuImg} convert -r ${RATE} "$@"; fi\nexec ${realQemuImg} "$@"\n`,
+    );
+    await chmod(path.join(bin, 'qemu-img'), 0o755);
+    slowPath = `${bin}:${process.env.PATH}`;
     server = await startTestServer({
       routes: {
         '/images/disk.qcow2': { file: at('disk.qcow2') },
@@ -82,11 +95,11 @@ describe('long local steps', () => {
 }
 ${cloud.synnefoConf('prepare = false')}`,
     );
-    const env = { TEMPORAL_TASK_QUEUE: uniqueTaskQueue(name), ...cloud.env };
+    const env = { TEMPORAL_TASK_QUEUE: uniqueTaskQueue(name), ...cloud.env, PATH: slowPath };
     return { home, cloud, conf, env, work: path.join(home, 'work') };
   }
 
-  test('an OVA and a qcow2 of 1 GiB, each taking several heartbeat timeouts to unpack and convert, convert on their first attempt', async () => {
+  test('an OVA and a qcow2, each taking several heartbeat timeouts to unpack and convert, convert on their first attempt', async () => {
     const { cloud, conf, env } = await setUp('heartbeats', HEARTBEAT_TIMEOUT_MS);
     workers.push(await startService(['worker', '--conf', conf], { env }));
     for (const image of ['appliance.ova', 'disk.qcow2']) {
