@@ -11,6 +11,7 @@ import type { ActivityDeps } from '../runtime/deps.js';
 import type { Attempt } from './fetchers/fetcher.js';
 import { fetcherFor } from './fetchers/index.js';
 import type { AcquireInput, AcquiredImage } from './types.js';
+import { acquireOnce } from './verified-files.js';
 import { withWorkDir } from './workspace.js';
 
 /** The name the image was published under: the last URL segment, else the cache file name. */
@@ -73,6 +74,10 @@ export async function acquireImage(deps: ActivityDeps, input: AcquireInput): Pro
       expected: { size: event.size, sha512: event.checksumSha512, sha256: event.checksumSha256 },
       signal: cancel ? AbortSignal.any([cancel, lease.signal]) : lease.signal,
     };
-    return { ...(await fetcherFor(event).fetch({ attempt, input, fileName })), fileName };
+    // A revision on its way to several clouds is got once on this host (verified-files.ts).
+    return acquireOnce(deps.config, deps.logger, event, lease, async () => ({
+      ...(await fetcherFor(event).fetch({ attempt, input, fileName })),
+      fileName,
+    }));
   });
 }

@@ -43,6 +43,14 @@ export async function usableCapacity(dir: string, policy: DiskPolicy): Promise<n
  */
 const promised = new Map<string, number>();
 
+/** Frees space held only in case it is needed again; true when it freed some. */
+let reclaimer: (() => Promise<boolean>) | undefined;
+
+/** What reserveSpace runs before it refuses a step for want of space (one per process: the worker's). */
+export function onShortOfSpace(reclaim: () => Promise<boolean>): void {
+  reclaimer = reclaim;
+}
+
 export interface SpaceReservation {
   readonly bytes: number;
   /** Gives the promise back (the step wrote its file, or failed). Idempotent. */
@@ -62,10 +70,16 @@ export async function reserveSpace(
   policy: DiskPolicy,
 ): Promise<SpaceReservation> {
   const key = path.resolve(dir);
-  const { free, total } = await filesystemSpace(key);
-  const reserve = reserveOf(policy, total);
-  const others = [...promised.values()].reduce((a, b) => a + b, 0);
-  const available = Math.max(0, free - reserve - others);
+  const measure = async () => {
+    const { free, total } = await filesystemSpace(key);
+    const reserve = reserveOf(policy, total);
+    const others = [...promised.values()].reduce((a, b) => a + b, 0);
+    return { free, total, reserve, others, available: Math.max(0, free - reserve - others) };
+  };
+  let space = await measure();
+  // Files kept only in case they are needed again (verified-files.ts) give their space back first.
+  if (bytes > space.available && reclaimer && (await reclaimer().catch(() => false))) space = await measure();
+  const { free, total, reserve, others, available } = space;
   if (bytes > available) {
     const capacity = Math.max(0, total - reserve);
     const canEverFit = bytes <= capacity;

@@ -1,4 +1,4 @@
-import { cloudTarget } from '../clouds/index.js';
+import { cloudTargets } from '../clouds/index.js';
 import type { PrepareInput, PublishInput } from '../clouds/target.js';
 import { acquireImage } from './acquire.js';
 import { convertToRaw } from './convert.js';
@@ -15,22 +15,23 @@ import { removeWorkDir, withWorkDir } from './workspace.js';
  * The worker classifies their errors (worker/failures.ts); they also work outside a worker.
  */
 export function createHostActivities(deps: ActivityDeps) {
-  const cloud = cloudTarget(deps);
+  const clouds = cloudTargets(deps);
   return {
     acquireImage: (input: AcquireInput) => acquireImage(deps, input),
     inspectImage: (input: InspectInput) => inspectImage(deps, input),
     /**
      * Turns the image into a disk the cloud takes: raw, or a qcow2 kept as it is when the cloud
-     * takes qcow2. The cloud decides here, on the worker, so the workflow's commands stay the same.
+     * takes qcow2: the formats of the registration's cloud, as its host claim carried them (absent in
+     * inputs recorded before: the site's one cloud decides here, on the worker).
      */
-    convertToRaw: (input: ConvertInput) => convertToRaw(deps, input, cloud.diskFormats),
-    prepareImage: (input: PrepareInput) => cloud.prepare(input),
+    convertToRaw: (input: ConvertInput) => convertToRaw(deps, input, input.diskFormats ?? clouds.of({}).diskFormats),
+    prepareImage: (input: PrepareInput) => clouds.of(input.options).prepare(input),
     /**
      * Uploads and registers on whatever cloud is configured. The name is the one workflow
      * histories record (it was Synnefo's kamaki step first), kept so that running workflows replay.
      */
     registerWithKamaki: async (input: PublishInput) =>
-      cloud.publish({ ...input, format: input.format ?? (await detectedFormat(deps, input.path)) }),
+      clouds.of(input.options).publish({ ...input, format: input.format ?? (await detectedFormat(deps, input.path)) }),
     /** Removes the workflow's work folder, whatever state a failed or finished attempt left it in. */
     cleanupWorkspace: (input: { workflowId: string }) => cleanupWorkspace(deps, input),
   };

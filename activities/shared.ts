@@ -1,10 +1,10 @@
 import os from 'node:os';
 import { ApplicationFailure } from '@temporalio/common';
-import { cloudTarget } from '../clouds/index.js';
+import { cloudTargets } from '../clouds/index.js';
 import { hostControlQueue, hostTaskQueue } from '../core/config.js';
 import type { ImageEvent } from '../core/event.js';
 import { eventToFlat } from '../core/event.js';
-import type { HostClaim, ImageRequest } from '../core/workflow-contract.js';
+import type { HostClaim, ImageRequest, RegistrationOptions } from '../core/workflow-contract.js';
 import { whileHeartbeating } from '../runtime/heartbeats.js';
 import { createSubscriptionActivities } from './subscriptions.js';
 import type { ActivityDeps } from '../runtime/deps.js';
@@ -21,10 +21,13 @@ interface SharedActivityDeps extends ActivityDeps {
  */
 export function createSharedActivities(deps: SharedActivityDeps) {
   const { config, logger } = deps;
-  const cloud = cloudTarget(deps);
+  const clouds = cloudTargets(deps);
   return {
-    /** Whichever worker picks this up will hold the image's files. */
-    async claimHost(): Promise<HostClaim> {
+    /**
+     * Whichever worker picks this up will hold the image's files; the claim carries the disk formats
+     * of the registration's cloud (its options; absent in histories recorded before: the site's cloud).
+     */
+    async claimHost(input?: { options: RegistrationOptions }): Promise<HostClaim> {
       const w = config.worker;
       return {
         taskQueue: hostTaskQueue(config),
@@ -39,7 +42,7 @@ export function createSharedActivities(deps: SharedActivityDeps) {
         retryMaximumAttempts: w.retryMaximumAttempts,
         diskWaitIntervalMs: w.diskWaitIntervalMs,
         diskWaitMaxMs: w.diskWaitMaxMs,
-        diskFormats: [...cloud.diskFormats],
+        diskFormats: [...clouds.of(input?.options ?? {}).diskFormats],
       };
     },
 
@@ -59,10 +62,10 @@ export function createSharedActivities(deps: SharedActivityDeps) {
     // The cloud's answer may take a while (a long image list): they heartbeat, so a worker that
     // dies while asking is noticed after the heartbeat timeout and another one asks again.
     findRegisteredImage: (req: ImageRequest) =>
-      whileHeartbeating({ step: 'look for the image on the cloud' }, () => cloud.findImage(req)),
+      whileHeartbeating({ step: 'look for the image on the cloud' }, () => clouds.of(req.options).findImage(req)),
     expireRegisteredImages: (req: ImageRequest) =>
-      whileHeartbeating({ step: 'expire the image on the cloud' }, () => cloud.expire(req)),
-    ...createSubscriptionActivities({ ...deps, cloud }),
+      whileHeartbeating({ step: 'expire the image on the cloud' }, () => clouds.of(req.options).expire(req)),
+    ...createSubscriptionActivities({ ...deps, clouds }),
   };
 }
 

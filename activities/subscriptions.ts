@@ -3,12 +3,14 @@
  * through its source (subscriptions/sources.ts), see what the cloud holds for it, and deliver the
  * events the plan decided to the image revisions' workflows, exactly as the bridge does.
  */
+import type { Config } from '../core/config.js';
+import type { Logger } from '../core/logging.js';
 import type { Client } from '@temporalio/client';
-import { registrationSite } from '../clouds/index.js';
-import type { CloudInventory, CloudTarget, InventoryRequest } from '../clouds/target.js';
+import { registrationSite, type CloudTargets } from '../clouds/index.js';
+import type { CloudInventory, InventoryRequest } from '../clouds/target.js';
 import type { ImageEvent } from '../core/event.js';
 import type { SourceReadContext } from '../core/subscription-source.js';
-import { startWorkflowForEvent } from '../core/starter.js';
+import { cloudsOf, startWorkflowForEvent } from '../core/starter.js';
 import {
   SA_IMAGE_LIST_ID,
   SYNC_PROGRESS_SIGNAL,
@@ -33,7 +35,7 @@ import { sourceOf } from '../subscriptions/sources.js';
 interface SubscriptionDeps extends ActivityDeps {
   /** The worker's Temporal client, connected on first use. */
   temporal: () => Promise<Client>;
-  cloud: CloudTarget;
+  clouds: CloudTargets;
 }
 
 /** A literal for a Temporal visibility query. */
@@ -41,13 +43,20 @@ function queryLiteral(value: string): string {
   return `'${value.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
 }
 
-export function createSubscriptionActivities({ config, logger, temporal, cloud }: SubscriptionDeps) {
-  const log = logger.child({ component: 'subscriptions' });
-  /** What a source's read runs with: the worker's configuration, the activity's cancellation, the other subscriptions' runs. */
-  const readContext = (): SourceReadContext => ({
+/**
+ * What a source's read runs with: the configuration, the cancellation, and the other subscriptions'
+ * runs (a list id belongs to one subscription). The sync's step, and `subscriptions missing`.
+ */
+export function subscriptionReadContext(
+  config: Config,
+  log: Logger,
+  temporal: () => Promise<Client>,
+  signal?: AbortSignal,
+): SourceReadContext {
+  return {
     config,
     logger: log,
-    signal: cancellationSignal(),
+    signal,
     async syncedElsewhere(subscription: SubscriptionSpec, listId: string) {
       const client = await temporal();
       const ours = syncWorkflowIdPrefix(subscription);
@@ -63,7 +72,13 @@ export function createSubscriptionActivities({ config, logger, temporal, cloud }
       }
       return undefined;
     },
-  });
+  };
+}
+
+export function createSubscriptionActivities({ config, logger, temporal, clouds }: SubscriptionDeps) {
+  const log = logger.child({ component: 'subscriptions' });
+  /** What a source's read runs with: the worker's configuration, the activity's cancellation, the other subscriptions' runs. */
+  const readContext = (): SourceReadContext => subscriptionReadContext(config, log, temporal, cancellationSignal());
 
   /**
    * Delivers the events `worker.subscriptionDeliveries` at a time, in any order; each one's
@@ -126,8 +141,14 @@ export function createSubscriptionActivities({ config, logger, temporal, cloud }
           {
             read: (i) => source.read(readContext(), i),
             inventory: (req) => {
-              progress.step = `list the cloud's images of ${req.listId}`;
-              return cloud.inventory(req);
+              progress.step = `list the images of ${req.listId} on ${req.options.cloud ?? 'the cloud'}`;
+              return clouds.of(req.options).inventory(req);
+            },
+            clouds: (options, vo) => {
+              const site = registrationSite(config);
+              return cloudsOf({ vo }, options, site, input.subscription.clouds).map((each) =>
+                site.clouds ? { name: each.cloud, options: each } : { options: each },
+              );
             },
             deliver: async (events, options) => {
               Object.assign(progress, { step: 'delivering image events', done: 0, total: events.length });
@@ -158,7 +179,7 @@ export function createSubscriptionActivities({ config, logger, temporal, cloud }
     readSubscribedRegistry: (input: ProjectReadInput) => readSubscribedProject(readContext(), input),
 
     /** The images of this list that our account holds in the cloud (never another tenant's). */
-    cloudInventory: (req: InventoryRequest): Promise<CloudInventory> => cloud.inventory(req),
+    cloudInventory: (req: InventoryRequest): Promise<CloudInventory> => clouds.of(req.options).inventory(req),
 
     /**
      * Delivers each event to its image revision's workflow (signal-with-start, the bridge's own

@@ -1,3 +1,4 @@
+import type { DiskFormat } from '../core/workflow-contract.js';
 /**
  * The inputs and results of the image pipeline
  * activities. The inputs and results cross Temporal (workflow history), so they are plain JSON: no
@@ -26,6 +27,11 @@ export interface AcquiredImage {
   source: 'vmcatcher-cache' | 'download' | 'file';
   /** The file name the image was published under (last URL segment or cache file name). */
   fileName?: string;
+  /**
+   * The host's verified copy of the revision, which another cloud's registration got, linked into
+   * this work folder: nothing was downloaded (activities/verified-files.ts).
+   */
+  shared?: boolean;
 }
 
 export interface InspectInput {
@@ -50,6 +56,8 @@ export interface ConvertInput {
   path: string;
   workDir: string;
   format: string;
+  /** The formats the registration's cloud takes, preferred first (its host claim's); absent in inputs recorded before. */
+  diskFormats?: DiskFormat[];
 }
 
 export interface RawImage {

@@ -82,6 +82,12 @@ const WorkerConfigSchema = z.object({
   diskWaitMaxMs: millis.default(24 * 60 * 60 * 1000),
   /** How often the worker removes work folders whose workflow is closed (also once at start). */
   sweepIntervalMs: millis.default(60 * 60 * 1000),
+  /**
+   * How long a verified image file stays on the host after the last registration holding it let go
+   * (several clouds registering one revision download it once; one that was down catches up without
+   * a new download). Idle files go sooner when a step is short of space.
+   */
+  verifiedFileKeepMs: millis.default(60 * 60 * 1000),
   /** How often the worker checks that the images holding its slots are still running. */
   slotAuditIntervalMs: millis.default(60 * 1000),
   /** How many image events a subscription's sync run delivers at once (signal-with-start each). */
@@ -117,68 +123,75 @@ const SynnefoConfigSchema = z.object({
  * credential (`applicationCredentialId`) or a user's password (`username` and `project`); either
  * way the secret is named by `credential`, an entry of security.credentials, never written here.
  */
-const GlanceConfigSchema = z
-  .object({
-    type: z.literal('glance'),
-    /** This cloud's name: registrations into it are told apart from others' by `glance-<name>`. */
-    name: z.string().regex(/^[A-Za-z0-9._-]{1,40}$/, 'expected 1-40 letters, digits, dots, dashes or underscores'),
-    /** Keystone's v3 URL, e.g. https://keystone.example.org:5000/v3. */
-    authUrl: z.string().url(),
-    applicationCredentialId: z.string().min(1).optional(),
-    username: z.string().min(1).optional(),
-    userDomain: z.string().min(1).default('Default'),
-    project: z.string().min(1).optional(),
-    projectDomain: z.string().min(1).default('Default'),
-    /** Name of the security.credentials entry holding the application credential's secret or the password. */
-    credential: z.string().min(1),
-    /** Region of the image endpoint in Keystone's catalog; needed when the catalog has several. */
-    region: z.string().min(1).optional(),
-    interface: z.enum(['public', 'internal', 'admin']).default('public'),
-    /** `public` needs the admin role in Glance's default policy; `shared` adds the image's VO project as a member. */
-    visibility: z.enum(['public', 'private', 'shared', 'community']).default('private'),
-    /** VO name → Keystone project id: a `shared` image of a VO is shared with its project (as atrope's voms.json). */
-    voProjects: z.record(z.string(), z.string().min(1)).default({}),
-    /**
-     * Image list dc:identifier → VO, for images that do not come from a subscription (queued
-     * events, register-now): the VO whose project a `shared` image joins. A queued event's own
-     * VMCATCHER_EVENT_VO never chooses it (docs/glance.md, "Sharing").
-     */
-    imageListVos: z.record(z.string(), z.string().min(1)).default({}),
-    /**
-     * Disk formats this cloud takes, preferred first. A qcow2 image is uploaded as qcow2 when
-     * `qcow2` is listed; otherwise it is converted to raw (e.g. for a Ceph RBD backend).
-     */
-    diskFormats: z
-      .array(z.enum(['qcow2', 'raw']))
-      .min(1)
-      .default(['qcow2', 'raw']),
-    /** What an expiry does: deactivate the image and make it private, or delete it. */
-    expireAction: z.enum(['deactivate', 'delete']).default('deactivate'),
-    /** Glance's `[DEFAULT] hashing_algorithm`, computed while uploading and compared with os_hash_value. */
-    hashAlgorithm: z.string().min(1).default('sha512'),
-    /** Extra properties on every image, e.g. hw_disk_bus = virtio, hw_qemu_guest_agent = yes. */
-    properties: z.record(z.string(), z.string()).default({}),
-  })
-  .strict()
-  .superRefine((glance, ctx) => {
-    const byPassword = glance.username !== undefined || glance.project !== undefined;
-    if (glance.applicationCredentialId !== undefined && byPassword) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['applicationCredentialId'],
-        message: 'give applicationCredentialId or username and project, not both',
-      });
-    } else if (
-      glance.applicationCredentialId === undefined &&
-      !(glance.username !== undefined && glance.project !== undefined)
-    ) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['applicationCredentialId'],
-        message: 'give applicationCredentialId (recommended) or username and project',
-      });
-    }
-  });
+/** A cloud's name: registrations into it are told apart from others' by `<type>-<name>`. */
+const CloudNameSchema = z
+  .string()
+  .regex(/^[A-Za-z0-9._-]{1,40}$/, 'expected 1-40 letters, digits, dots, dashes or underscores');
+
+/** The settings of a Glance cloud, without its name (a `clouds` entry's name is its key). */
+const GlanceSettingsShape = z.object({
+  type: z.literal('glance'),
+  /** Keystone's v3 URL, e.g. https://keystone.example.org:5000/v3. */
+  authUrl: z.string().url(),
+  applicationCredentialId: z.string().min(1).optional(),
+  username: z.string().min(1).optional(),
+  userDomain: z.string().min(1).default('Default'),
+  project: z.string().min(1).optional(),
+  projectDomain: z.string().min(1).default('Default'),
+  /** Name of the security.credentials entry holding the application credential's secret or the password. */
+  credential: z.string().min(1),
+  /** Region of the image endpoint in Keystone's catalog; needed when the catalog has several. */
+  region: z.string().min(1).optional(),
+  interface: z.enum(['public', 'internal', 'admin']).default('public'),
+  /** `public` needs the admin role in Glance's default policy; `shared` adds the image's VO project as a member. */
+  visibility: z.enum(['public', 'private', 'shared', 'community']).default('private'),
+  /** VO name → Keystone project id: a `shared` image of a VO is shared with its project (as atrope's voms.json). */
+  voProjects: z.record(z.string(), z.string().min(1)).default({}),
+  /**
+   * Image list dc:identifier → VO, for images that do not come from a subscription (queued
+   * events, register-now): the VO whose project a `shared` image joins. A queued event's own
+   * VMCATCHER_EVENT_VO never chooses it (docs/glance.md, "Sharing").
+   */
+  imageListVos: z.record(z.string(), z.string().min(1)).default({}),
+  /**
+   * Disk formats this cloud takes, preferred first. A qcow2 image is uploaded as qcow2 when
+   * `qcow2` is listed; otherwise it is converted to raw (e.g. for a Ceph RBD backend).
+   */
+  diskFormats: z
+    .array(z.enum(['qcow2', 'raw']))
+    .min(1)
+    .default(['qcow2', 'raw']),
+  /** What an expiry does: deactivate the image and make it private, or delete it. */
+  expireAction: z.enum(['deactivate', 'delete']).default('deactivate'),
+  /** Glance's `[DEFAULT] hashing_algorithm`, computed while uploading and compared with os_hash_value. */
+  hashAlgorithm: z.string().min(1).default('sha512'),
+  /** Extra properties on every image, e.g. hw_disk_bus = virtio, hw_qemu_guest_agent = yes. */
+  properties: z.record(z.string(), z.string()).default({}),
+});
+
+/** Keystone needs one way to log in: an application credential, or a user's password in a project. */
+function oneLogin(glance: z.infer<typeof GlanceSettingsShape>, ctx: z.RefinementCtx): void {
+  const byPassword = glance.username !== undefined || glance.project !== undefined;
+  if (glance.applicationCredentialId !== undefined && byPassword) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['applicationCredentialId'],
+      message: 'give applicationCredentialId or username and project, not both',
+    });
+  } else if (
+    glance.applicationCredentialId === undefined &&
+    !(glance.username !== undefined && glance.project !== undefined)
+  ) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['applicationCredentialId'],
+      message: 'give applicationCredentialId (recommended) or username and project',
+    });
+  }
+}
+
+/** The single `cloud { type = glance, name = … }` block of a site with one cloud. */
+const GlanceConfigSchema = GlanceSettingsShape.extend({ name: CloudNameSchema }).strict().superRefine(oneLogin);
 export type GlanceConfig = z.infer<typeof GlanceConfigSchema>;
 
 /** Where registrations go: Synnefo (the `synnefo` block's settings) or a Glance cloud. */
@@ -186,6 +199,38 @@ const CloudConfigSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('synnefo') }).strict(),
   GlanceConfigSchema,
 ]);
+
+/** Only events of these VOs reach a `clouds` entry (a subscription's `vo`, else its list's VO); every VO when absent. */
+const VosSchema = z.array(z.string().min(1)).min(1).optional();
+
+/**
+ * A Synnefo cloud of `clouds`: the `synnefo` block's settings, per cloud (a key left out takes the
+ * block's value), and the kamaki cloud (of ~/.kamakirc) it is reached through.
+ */
+const SynnefoCloudSchema = z
+  .object({
+    type: z.literal('synnefo'),
+    kamakiCloud: z.string().min(1).optional(),
+    kamaki: z.string().min(1).optional(),
+    snfMkimage: z.string().min(1).optional(),
+    sudo: z.array(z.string()).optional(),
+    prepare: z.boolean().optional(),
+    allowUnsupported: z.boolean().optional(),
+    container: z.string().min(1).optional(),
+    public: z.boolean().optional(),
+    expireAction: z.enum(['make-private', 'unregister']).optional(),
+    osfamily: z.string().optional(),
+    users: z.string().optional(),
+    vos: VosSchema,
+  })
+  .strict();
+
+/** A Glance cloud of `clouds`: what `cloud { type = glance }` holds, but its name is its key. */
+const GlanceCloudSchema = GlanceSettingsShape.extend({ vos: VosSchema }).strict().superRefine(oneLogin);
+
+/** One entry of `clouds`: a cloud this deployment registers into, by its type. */
+const CloudEntrySchema = z.discriminatedUnion('type', [SynnefoCloudSchema, GlanceCloudSchema]);
+export type CloudEntry = z.infer<typeof CloudEntrySchema>;
 
 const SignaturePolicySchema = z.enum(['require', 'warn', 'accept']);
 
@@ -293,6 +338,8 @@ export const SubscriptionSchema = z
     every: DurationSchema.optional(),
     vo: z.string().min(1).optional(),
     cloud: z.string().min(1).optional(),
+    /** The `clouds` it registers into (default: defaultClouds); with `clouds` configured, `cloud = x` means `clouds = [x]`. */
+    clouds: z.array(CloudNameSchema).min(1).optional(),
     images: z.array(z.string().min(1)).optional(),
     /**
      * The list id (`dc:identifier`) this subscription speaks for. Unset: the id of the first list
@@ -391,6 +438,8 @@ export const RegistrySubscriptionSchema = z
     every: DurationSchema.optional(),
     vo: z.string().min(1).optional(),
     cloud: z.string().min(1).optional(),
+    /** The `clouds` it registers into (default: defaultClouds); with `clouds` configured, `cloud = x` means `clouds = [x]`. */
+    clouds: z.array(CloudNameSchema).min(1).optional(),
     maxExpireFraction: MaxExpireFractionSchema.optional(),
     runTimeout: RunTimeoutSchema.optional(),
     paused: z.boolean().optional(),
@@ -548,6 +597,13 @@ export const ConfigSchema = z
     worker: WorkerConfigSchema.prefault({}),
     synnefo: SynnefoConfigSchema.prefault({}),
     cloud: CloudConfigSchema.default({ type: 'synnefo' }),
+    /**
+     * The clouds this deployment registers into, by name (docs/operations.md, "Many clouds"). Empty:
+     * the site's one cloud is the `cloud` block (or the `synnefo` block), as before there were several.
+     */
+    clouds: z.record(CloudNameSchema, CloudEntrySchema).default({}),
+    /** Where an event that names no cloud goes (vmcatcher's hook, register-now without --cloud); default: every cloud. */
+    defaultClouds: z.array(CloudNameSchema).min(1).optional(),
     security: SecurityConfigSchema.prefault({}),
     spool: SpoolConfigSchema.prefault({}),
     bridge: BridgeConfigSchema.prefault({}),
@@ -597,14 +653,39 @@ export const ConfigSchema = z
       owners.set(listId, i);
     });
     // A cloud that logs in with a named credential (Glance's Keystone) names one that exists.
-    const cloudCredential = 'credential' in config.cloud ? config.cloud.credential : undefined;
-    if (cloudCredential !== undefined && !(cloudCredential in config.security.credentials)) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['cloud', 'credential'],
-        message: `credential '${cloudCredential}' is not defined in security.credentials`,
-      });
+    const logins: Array<[PropertyKey[], object]> = [
+      [['cloud'], config.cloud],
+      ...Object.entries(config.clouds).map(([name, entry]): [PropertyKey[], object] => [['clouds', name], entry]),
+    ];
+    for (const [at, cloud] of logins) {
+      const credential = 'credential' in cloud ? (cloud.credential as string) : undefined;
+      if (credential !== undefined && !(credential in config.security.credentials)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: [...at, 'credential'],
+          message: `credential '${credential}' is not defined in security.credentials`,
+        });
+      }
     }
+    // Every cloud a deployment sends images to is one of its `clouds`.
+    const named = (at: PropertyKey[], names: readonly string[] | undefined) =>
+      names?.forEach((name, i) => {
+        if (!(name in config.clouds))
+          ctx.addIssue({
+            code: 'custom',
+            path: [...at, i],
+            message:
+              Object.keys(config.clouds).length === 0
+                ? `cloud '${name}': no clouds are configured (the clouds block is empty)`
+                : `cloud '${name}' is not one of clouds (${Object.keys(config.clouds).join(', ')})`,
+          });
+      });
+    named(['defaultClouds'], config.defaultClouds);
+    config.subscriptions.forEach((sub, i) => {
+      if (sub.clouds !== undefined) named(['subscriptions', i, 'clouds'], sub.clouds);
+      else if (Object.keys(config.clouds).length > 0 && sub.cloud !== undefined)
+        named(['subscriptions', i, 'cloud'], [sub.cloud]);
+    });
   })
   .transform(({ subscriptions, ...config }) => ({
     ...config,

@@ -6,9 +6,10 @@ import {
   WorkflowIdReusePolicy,
 } from '@temporalio/common';
 import type { Config } from './config.js';
-import { assertActionable, eventAction, type ImageEvent } from './event.js';
+import { assertActionable, eventAction, InvalidEventError, type ImageEvent } from './event.js';
 import {
   childWorkflowId,
+  chosenCloud,
   EXPIRE_WORKFLOW,
   IMAGE_EVENT_SIGNAL,
   IMAGE_REVISION_WORKFLOW,
@@ -38,6 +39,11 @@ export interface StartResult {
   childWorkflowId?: string;
   childWorkflowType?: string;
   handle?: WorkflowHandle;
+  /**
+   * Every registration the event was delivered to, one per cloud in a deployment of several (the
+   * fields above are the first's); absent on a site of one cloud.
+   */
+  deliveries?: StartResult[];
 }
 
 /**
@@ -62,17 +68,55 @@ export async function startWorkflowForEvent(
   if (kind === 'ignore') return { outcome: 'ignored' };
   assertActionable(event);
   const action = kind === 'register' ? 'register' : 'expire';
-  const target = registrationTarget(options, site);
-  const workflowId = imageRevisionWorkflowId(event, action, target);
-  const signal: ImageEventSignal = { action, event, options, target };
-  const handle = await deliverToRevision(client, config.temporal.taskQueue, workflowId, signal);
-  return {
-    outcome: 'delivered',
-    workflowId,
-    childWorkflowId: childWorkflowId(event, action, target),
-    childWorkflowType: action === 'register' ? REGISTER_WORKFLOW : EXPIRE_WORKFLOW,
-    handle,
+  const deliveries: StartResult[] = [];
+  for (const each of cloudsOf(event, options, site)) {
+    const target = registrationTarget(each, site);
+    const workflowId = imageRevisionWorkflowId(event, action, target);
+    const signal: ImageEventSignal = { action, event, options: each, target };
+    const handle = await deliverToRevision(client, config.temporal.taskQueue, workflowId, signal);
+    deliveries.push({
+      outcome: 'delivered',
+      workflowId,
+      childWorkflowId: childWorkflowId(event, action, target),
+      childWorkflowType: action === 'register' ? REGISTER_WORKFLOW : EXPIRE_WORKFLOW,
+      handle,
+    });
+  }
+  if (deliveries.length === 0) return { outcome: 'ignored', deliveries };
+  return { ...deliveries[0], deliveries };
+}
+
+/**
+ * The options of each registration an event makes: itself on a site of one cloud; in a deployment
+ * of several, one per cloud it goes to (the one it names, else `defaultClouds`), each naming its
+ * cloud, without the clouds whose `vos` leave the event's VO out. An event naming a cloud the
+ * deployment does not have is refused (InvalidEventError): it is dead-lettered, not lost.
+ */
+export function cloudsOf(
+  event: Pick<ImageEvent, 'vo'>,
+  options: RegistrationOptions,
+  site: RegistrationSite,
+  /** Where an event naming no cloud goes, when not `defaultClouds` (a subscription's `clouds`). */
+  names?: readonly string[],
+): RegistrationOptions[] {
+  if (!site.clouds || (options.handler !== undefined && options.handler !== 'registerImage')) return [options];
+  const clouds = site.clouds;
+  const named = chosenCloud(options);
+  if (named !== undefined && !(named in clouds)) {
+    throw new InvalidEventError(
+      `cloud '${named}' is not one of the configured clouds (${Object.keys(clouds).join(', ')})`,
+      'invalid-value',
+      'cloud',
+    );
+  }
+  const takes = (name: string) => {
+    const vos = clouds[name].vos;
+    return vos === undefined || (event.vo !== undefined && vos.includes(event.vo));
   };
+  const { kamakiCloud: _old, ...rest } = options;
+  return (named !== undefined ? [named] : (names ?? site.defaultClouds ?? Object.keys(clouds)))
+    .filter(takes)
+    .map((cloud) => ({ ...rest, cloud }));
 }
 
 /**
@@ -94,7 +138,7 @@ async function deliverToRevision(
     signalArgs: [signal],
     workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE,
     workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
-    typedSearchAttributes: new TypedSearchAttributes(imageSearchAttributes(event, 'queued')),
+    typedSearchAttributes: new TypedSearchAttributes(imageSearchAttributes(event, 'queued', target)),
     // The Web UI's User Metadata: which image this is, without opening the input.
     staticSummary: imageSummary('revision', event, target),
     staticDetails: imageDetails(event, target, options),

@@ -150,11 +150,19 @@ export const SA_STAGE = defineSearchAttributeKey('ImageStage', SearchAttributeTy
 /** The image's `dc:title`: the Web UI (2.42) shows no summary column, but a search attribute column. */
 export const SA_IMAGE_TITLE = defineSearchAttributeKey('ImageTitle', SearchAttributeType.KEYWORD);
 
-export const SEARCH_ATTRIBUTE_KEYS = [SA_IMAGE_ID, SA_IMAGE_LIST_ID, SA_VO, SA_STAGE, SA_IMAGE_TITLE];
+/** The registration's target (`<type>-<name>`, registrationTarget): `registrations --cloud` and the Web UI filter on it. */
+export const SA_CLOUD = defineSearchAttributeKey('ImageCloud', SearchAttributeType.KEYWORD);
 
-/** What the workflows of one image carry as search attributes, at `stage`. */
-export function imageSearchAttributes(event: ImageEvent, stage: Stage | 'delegated'): SearchAttributePair[] {
+export const SEARCH_ATTRIBUTE_KEYS = [SA_IMAGE_ID, SA_IMAGE_LIST_ID, SA_VO, SA_STAGE, SA_IMAGE_TITLE, SA_CLOUD];
+
+/** What the workflows of one image carry as search attributes, at `stage`, on `target` (absent in children started before it was set). */
+export function imageSearchAttributes(
+  event: ImageEvent,
+  stage: Stage | 'delegated',
+  target?: string,
+): SearchAttributePair[] {
   const pairs: SearchAttributePair[] = [{ key: SA_STAGE, value: stage }];
+  if (target) pairs.push({ key: SA_CLOUD, value: target });
   if (event.imageId) pairs.push({ key: SA_IMAGE_ID, value: event.imageId });
   if (event.imageListId) pairs.push({ key: SA_IMAGE_LIST_ID, value: event.imageListId });
   if (event.vo) pairs.push({ key: SA_VO, value: event.vo });
@@ -246,6 +254,13 @@ export interface RegistrationSite {
   type: string;
   name?: string;
   eventsChoose?: boolean;
+  /**
+   * A deployment of several clouds (`clouds`, type `clouds`): each one's type and the VOs it takes,
+   * by name. An event's `cloud` then names one of them, and one that names none goes to each of
+   * `defaultClouds` whose VOs include its own.
+   */
+  clouds?: Record<string, { type: string; vos?: string[] }>;
+  defaultClouds?: string[];
 }
 
 /**
@@ -257,6 +272,12 @@ export function registrationTarget(options: RegistrationOptions, site: Registrat
   const handler = options.handler ?? 'registerImage';
   if (handler === 'JustLogHandler') return 'log';
   if (handler === 'ThrowingHandler') return 'throwing';
+  if (site.clouds) {
+    // Names are checked by the configuration (1-40 characters of [A-Za-z0-9._-]): no digest needed.
+    const name = chosenCloud(options);
+    const cloud = name === undefined ? undefined : site.clouds[name];
+    return cloud ? `${cloud.type}-${name}` : `unknown-${idPart(name, 'none')}`;
+  }
   // A site whose events cannot choose registers into its configured cloud only.
   const cloud = (site.eventsChoose ? chosenCloud(options) : undefined) ?? site.name;
   const part = idPart(cloud, 'default');
@@ -393,8 +414,10 @@ export interface SubscriptionSpec {
   runTimeoutMs?: number;
   /** Overrides the list's VO for its events. */
   vo?: string;
-  /** kamaki cloud (or cloud target) to register into; the site's default when absent. */
+  /** kamaki cloud (or cloud target) to register into; the site's default when absent. With `clouds` configured, the one cloud it registers into. */
   cloud?: string;
+  /** The `clouds` it registers into, in a deployment of several; `defaultClouds` when absent. */
+  clouds?: string[];
   /** Only these image identifiers of the list. */
   images?: string[];
   /** The list id (`dc:identifier`) this subscription speaks for, when the configuration fixes it; else the first accepted one. */
@@ -510,6 +533,8 @@ export interface SyncedImage {
   version?: string;
   reason: string;
   workflowId?: string;
+  /** The cloud it was registered into or expired from, in a deployment of several (`clouds`). */
+  cloud?: string;
 }
 
 /** What one sync did, shown in the Web UI (workflow result) and by `subscriptions`. */
@@ -538,11 +563,25 @@ export interface SyncSummary {
   unresolved: Array<{ imageId: string; revision: string; cloudImageId: string }>;
   /** Set when a list is larger than a summary names (at most 100 per category): how many there are of each. */
   counts?: { registered: number; expired: number; invalid: number; unread: number; unresolved: number };
+  /**
+   * A deployment of several clouds: what the run did in each, by name (`failed`: why it could not
+   * see what the cloud holds; its images wait for a later run).
+   */
+  clouds?: Record<string, { registered: number; expired: number; unchanged: number; failed?: string }>;
 }
 
 /** `Image a 2 (updated)`: an image a sync acted on, as the CLI and the Web UI name it. */
 export function syncedImageName(image: SyncedImage): string {
-  return `${image.title ?? image.imageId}${image.version ? ` ${image.version}` : ''} (${image.reason})`;
+  return `${image.title ?? image.imageId}${image.version ? ` ${image.version}` : ''} (${image.reason}${image.cloud ? `, ${image.cloud}` : ''})`;
+}
+
+/** `cloud a: 2 registered, 0 expired, 1 unchanged`, one per cloud of a run in a deployment of several. */
+export function perCloudLines(summary: SyncSummary): string[] {
+  return Object.entries(summary.clouds ?? {}).map(([name, c]) =>
+    c.failed !== undefined
+      ? `cloud ${name}: FAILED, its images wait for the next run (${c.failed})`
+      : `cloud ${name}: ${c.registered} registered, ${c.expired} expired, ${c.unchanged} unchanged`,
+  );
 }
 
 /** `603 registry requests (300 conditional, 300 not modified)`: what a registry read cost. */
@@ -584,6 +623,7 @@ export function syncSummaryMarkdown(summary: SyncSummary): string {
     if (items.length)
       lines.push(`- ${title}${moreThanNamed(items.length, count)}:`, ...items.map((item) => `  - ${item}`));
   };
+  section('Clouds', perCloudLines(summary));
   section('Registered', summary.registered.map(syncedImageName), n.registered);
   section('Expired', summary.expired.map(syncedImageName), n.expired);
   section(
@@ -636,6 +676,8 @@ export interface AcceptedList {
   signerPem?: string;
   /** The subscription's `images` and `vo` when this copy was read: a change makes the next run read the list again. */
   selection?: string;
+  /** The VO of the list's images (the subscription's `vo`, else theirs): which clouds take it (their `vos`) when a run is answered 304. */
+  vo?: string;
   /** The list's invalid entries: a run answered 304 keeps their images as the run that read them did. */
   invalid?: Array<{ identifier?: string; problem: string }>;
   etag?: string;

@@ -203,6 +203,7 @@ export const imageListSource: SubscriptionSource<Subscription> = {
     if (sub.credential) spec.credential = sub.credential;
     if (sub.vo) spec.vo = sub.vo;
     if (sub.cloud) spec.cloud = sub.cloud;
+    if (sub.clouds) spec.clouds = [...sub.clouds];
     if (sub.images) spec.images = [...sub.images];
     if (sub.listId) spec.listId = sub.listId;
     if (sub.maxExpireFraction !== undefined) spec.maxExpireFraction = sub.maxExpireFraction;

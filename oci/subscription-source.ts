@@ -69,6 +69,7 @@ export const registrySource: SubscriptionSource<RegistrySubscription> = {
     if (sub.credential) spec.credential = sub.credential;
     if (sub.vo) spec.vo = sub.vo;
     if (sub.cloud) spec.cloud = sub.cloud;
+    if (sub.clouds) spec.clouds = [...sub.clouds];
     if (sub.maxExpireFraction !== undefined) spec.maxExpireFraction = sub.maxExpireFraction;
     return spec;
   },

@@ -72,7 +72,7 @@ function scheduleOptions(config: Config, spec: SubscriptionSpec, paused: boolean
         `What a run changed is on its User Metadata tab (Current Details).`,
         '',
         `- **VO**: ${spec.vo ?? "(the list's own)"}`,
-        `- **Target**: ${spec.cloud ?? '(the default cloud)'}`,
+        `- **Target**: ${spec.clouds?.join(', ') ?? spec.cloud ?? '(the default cloud)'}`,
         `- **Endorsers**: ${spec.endorsers.map((e) => e.dn).join('; ') || '(security.endorsers)'}`,
       ].join('\n'),
     },

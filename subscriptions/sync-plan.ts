@@ -207,6 +207,7 @@ export function massExpiryRefusal(
   listId: string,
   loss: ReturnType<typeof plannedLoss>,
   maxFraction: number,
+  cloud?: string,
 ): ApplicationFailure {
   const why = [loss.removed && `${loss.removed} removed from the list`, loss.expired && `${loss.expired} expired`]
     .filter(Boolean)
@@ -215,7 +216,7 @@ export function massExpiryRefusal(
     type: MASS_EXPIRY_REFUSED,
     nonRetryable: true,
     message:
-      `the sync of ${url} would expire ${loss.leaving} of the ${loss.registered} images registered from ${listId} (${why}), ` +
+      `the sync of ${url} would expire ${loss.leaving} of the ${loss.registered} images registered from ${listId}${cloud ? ` in cloud ${cloud}` : ''} (${why}), ` +
       `more than maxExpireFraction ${maxFraction}: stopped, nothing delivered. If that is right, run ` +
       `\`sync-now --url ${url} --allow-mass-expiry\` (or raise subscriptions[].maxExpireFraction)`,
     details: [loss],

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type { Config } from '../core/config.js';
 import type { Logger } from '../core/logging.js';
+import { removeIdleVerifiedFiles, VERIFIED_FOLDER } from '../activities/verified-files.js';
 import { isWorkDirHeld, OWNER_FILE } from '../activities/workspace.js';
 import type { HostSlots } from './host-slots.js';
 
@@ -47,7 +48,7 @@ export async function sweepWorkFolders(client: Client, config: Config, logger: L
   const entries = await readdir(root, { withFileTypes: true }).catch(() => []);
   const removed: string[] = [];
   for (const entry of entries) {
-    if (!entry.isDirectory()) continue;
+    if (!entry.isDirectory() || entry.name === VERIFIED_FOLDER) continue;
     const dir = path.join(root, entry.name);
     if (isWorkDirHeld(dir)) continue;
     let closed: boolean;
@@ -79,6 +80,9 @@ export async function sweepWorkFolders(client: Client, config: Config, logger: L
     removed.push(dir);
   }
   if (removed.length) logger.info({ removed }, `sweep: removed ${removed.length} work folder(s) of closed workflows`);
+  const idle = await removeIdleVerifiedFiles(config, config.worker.verifiedFileKeepMs);
+  if (idle.length)
+    logger.info({ removed: idle }, `sweep: removed ${idle.length} verified file(s) no registration needs any more`);
   return removed;
 }
 

@@ -33,7 +33,7 @@ export class DiskWaits {
 /** Counts how workflows ended, from the sink the workflow interceptor (workflows/outcomes.ts) calls. */
 export function outcomeSinks(
   metrics: WorkerMetrics,
-  config: Pick<Config, 'cloud' | 'synnefo'>,
+  config: Pick<Config, 'cloud' | 'synnefo' | 'clouds' | 'defaultClouds'>,
 ): InjectedSinks<OutcomeSinks> {
   const site = registrationSite(config);
   const record = (outcome: WorkflowOutcome) => {

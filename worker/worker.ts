@@ -6,6 +6,7 @@ import { connectTemporal, temporalConnectionOptions } from '../core/temporal-cli
 import { applySubscriptions } from '../subscriptions/schedules.js';
 import type { Logger } from '../core/logging.js';
 import { classifyFailures } from './failures.js';
+import { reclaimIdleVerifiedFilesWhenShort, VERIFIED_FOLDER } from '../activities/verified-files.js';
 import { buildActivities } from './activities.js';
 import { WORKFLOW_BUNDLE, WORKFLOW_INTERCEPTORS, WORKFLOWS_PATH } from './bundle.js';
 import { auditSlots, every, sweepWorkFolders } from './housekeeping.js';
@@ -142,6 +143,7 @@ export async function startWorker({ config, logger }: { config: Config; logger: 
     );
   }
   const housekeepingLog = logger.child({ component: 'housekeeping' });
+  reclaimIdleVerifiedFilesWhenShort(config, housekeepingLog);
   const stopSweep = every(
     config.worker.sweepIntervalMs,
     () => sweepWorkFolders(housekeeping.client, config, housekeepingLog),
@@ -198,5 +200,5 @@ export async function startWorker({ config, logger }: { config: Config; logger: 
 
 async function hasWorkFolders(config: Config): Promise<boolean> {
   const entries = await readdir(config.worker.workingFolder, { withFileTypes: true }).catch(() => []);
-  return entries.some((e) => e.isDirectory());
+  return entries.some((e) => e.isDirectory() && e.name !== VERIFIED_FOLDER);
 }

@@ -78,7 +78,11 @@ export async function imageRevision(): Promise<ImageRevisionResult> {
           // The cancelled registration's clean-up ends before the expiry looks at the cloud.
           cancellationType: ChildWorkflowCancellationType.WAIT_CANCELLATION_COMPLETED,
           workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE,
-          typedSearchAttributes: imageSearchAttributes(want.event, want.action === 'register' ? 'queued' : 'expiring'),
+          typedSearchAttributes: imageSearchAttributes(
+            want.event,
+            want.action === 'register' ? 'queued' : 'expiring',
+            want.target,
+          ),
           staticSummary: imageSummary(want.action, want.event, want.target),
           staticDetails: imageDetails(want.event, want.target, want.options),
           memo: { title: want.event.title ?? '', version: want.event.version ?? '', origin: want.event.origin },

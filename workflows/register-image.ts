@@ -155,7 +155,8 @@ export async function registerImage(input: ImageRequest): Promise<RegisterImageR
     }
 
     for (let host = 1; ; host++) {
-      const claim = await shared.claimHost.executeWithOptions({ summary: 'pick a host for the files' }, []);
+      // The claim carries what the registration's cloud takes (its disk formats).
+      const claim = await shared.claimHost.executeWithOptions({ summary: 'pick a host for the files' }, [{ options }]);
       try {
         return await onHost(input, claim, stage, (p) => (progress = { ...progress, ...p }));
       } catch (err) {
@@ -303,7 +304,7 @@ async function registerOnHost(
       step('converting', conversion);
       const raw = await onDisk(() =>
         tools.convertToRaw.executeWithOptions({ summary: `convert ${conversion}` }, [
-          { workflowId, path: acquired.path, workDir, format: info.format },
+          { workflowId, path: acquired.path, workDir, format: info.format, diskFormats: claim.diskFormats },
         ]),
       );
 

@@ -13,6 +13,7 @@ import {
   SubscribeCommand,
   SubscriptionsApplyCommand,
   SubscriptionsCommand,
+  SubscriptionsMissingCommand,
   SyncNowCommand,
   UnsubscribeCommand,
 } from './subscriptions.js';
@@ -42,6 +43,7 @@ export const commands = [
   ...registrationsCommands,
   SubscriptionsCommand,
   SubscriptionsApplyCommand,
+  SubscriptionsMissingCommand,
   SubscribeCommand,
   UnsubscribeCommand,
   SyncNowCommand,

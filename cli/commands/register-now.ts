@@ -3,7 +3,7 @@ import { Command, Option } from 'clipanion';
 import * as t from 'typanion';
 import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import { registrationSite } from '../../clouds/index.js';
-import { startWorkflowForEvent } from '../../core/starter.js';
+import { startWorkflowForEvent, type StartResult } from '../../core/starter.js';
 import { connectTemporal, workflowUiLink } from '../../core/temporal-client.js';
 import {
   assertActionable,
@@ -38,6 +38,9 @@ export class RegisterNowCommand extends ConfiguredCommand {
   kamakiCloud = Option.String('--kamaki-cloud', {
     description: 'kamaki cloud name from ~/.kamakirc (default: synnefo.cloud)',
   });
+  cloud = Option.String('--cloud', {
+    description: 'With several `clouds` configured: the one to register into (default: every cloud of defaultClouds)',
+  });
   osfamily = Option.String('--osfamily', { description: 'OSFAMILY property (default: synnefo.osfamily, "linux")' });
   users = Option.String('--users', { description: 'USERS property (default: synnefo.users, "root")' });
   format = Option.String('--format', { description: 'Format hint, used only when the content cannot tell' });
@@ -69,7 +72,7 @@ export class RegisterNowCommand extends ConfiguredCommand {
     try {
       const options = {
         handler: 'registerImage' as const,
-        cloud: this.kamakiCloud,
+        cloud: this.cloud ?? this.kamakiCloud,
         insecureSsl: this.insecureSsl || undefined,
         osfamily: this.osfamily,
         users: this.users,
@@ -78,54 +81,73 @@ export class RegisterNowCommand extends ConfiguredCommand {
         credentialName: this.credential,
       };
       const started = await startWorkflowForEvent(client, config, event, options, registrationSite(config));
-      const parent = started.handle as WorkflowHandle;
-      const link = workflowUiLink(config.temporal, started.workflowId!);
+      if (started.outcome === 'ignored')
+        return this.fail(
+          'No configured cloud takes this image (the `vos` of every cloud it could go to leave its VO out)',
+        );
       if (this.insecureSsl)
         this.log.warn({ url: this.url }, 'TLS certificate verification is OFF for this download (--insecure-ssl)');
-      this.say.note(`Sent the image to workflow ${started.workflowId}; the registration is ${started.childWorkflowId}`);
-      this.say.note(`Web UI: ${link}`);
-      if (this.noWait) {
-        this.out(
-          this.json
-            ? JSON.stringify({
-                workflowId: started.workflowId,
-                registrationWorkflowId: started.childWorkflowId,
-                outcome: started.outcome,
-                link,
-              })
-            : started.workflowId!,
+      // One registration per cloud it goes to (several in a deployment of several `clouds`).
+      const deliveries = started.deliveries ?? [started];
+      for (const delivery of deliveries) {
+        this.say.note(
+          `Sent the image to workflow ${delivery.workflowId}; the registration is ${delivery.childWorkflowId}`,
         );
-        return EXIT.ok;
+        this.say.note(`Web UI: ${workflowUiLink(config.temporal, delivery.workflowId!)}`);
       }
-      const registration = await waitForChild(parent, 'register');
-      if (registration) await followProgress(registration, this.context.stderr);
-      try {
-        const result = (await parent.result()) as ImageRevisionResult;
-        if (result.action !== 'register' || !result.register) {
-          return this.fail(`The image was expired by a later event before it was registered; see ${link}`);
-        }
-        const registered = result.register;
-        if (this.json)
+      if (this.noWait) {
+        for (const delivery of deliveries)
           this.out(
-            JSON.stringify(
-              { workflowId: started.workflowId, registrationWorkflowId: started.childWorkflowId, link, ...registered },
-              null,
-              2,
-            ),
+            this.json
+              ? JSON.stringify({
+                  workflowId: delivery.workflowId,
+                  registrationWorkflowId: delivery.childWorkflowId,
+                  outcome: delivery.outcome,
+                  link: workflowUiLink(config.temporal, delivery.workflowId!),
+                })
+              : delivery.workflowId!,
           );
-        else if (registered.reused)
-          this.out(`Image ${registered.imageId} (${registered.name ?? ''}) is already registered; nothing added`);
-        else this.out(`Registered image ${registered.imageId} (${registered.name ?? ''}) from ${this.url}`);
         return EXIT.ok;
-      } catch (err) {
-        if (err instanceof WorkflowFailedError) {
-          const cause = rootCause(err);
-          return this.fail(`Registration failed: ${cause} (see ${link})`);
-        }
-        throw err;
       }
+      let failed = 0;
+      for (const delivery of deliveries) if (!(await this.waitFor(config, delivery))) failed++;
+      return failed === 0 ? EXIT.ok : EXIT.failed;
     } finally {
       await connection.close();
+    }
+  }
+
+  /** Follows one registration to its end and says how it ended; false when it did not register the image. */
+  private async waitFor(config: Config, delivery: StartResult): Promise<boolean> {
+    const parent = delivery.handle as WorkflowHandle;
+    const link = workflowUiLink(config.temporal, delivery.workflowId!);
+    const registration = await waitForChild(parent, 'register');
+    if (registration) await followProgress(registration, this.context.stderr);
+    try {
+      const result = (await parent.result()) as ImageRevisionResult;
+      if (result.action !== 'register' || !result.register) {
+        this.say.error(`The image was expired by a later event before it was registered; see ${link}`);
+        return false;
+      }
+      const registered = result.register;
+      if (this.json)
+        this.out(
+          JSON.stringify(
+            { workflowId: delivery.workflowId, registrationWorkflowId: delivery.childWorkflowId, link, ...registered },
+            null,
+            2,
+          ),
+        );
+      else if (registered.reused)
+        this.out(`Image ${registered.imageId} (${registered.name ?? ''}) is already registered; nothing added`);
+      else this.out(`Registered image ${registered.imageId} (${registered.name ?? ''}) from ${this.url}`);
+      return true;
+    } catch (err) {
+      if (err instanceof WorkflowFailedError) {
+        this.say.error(`Registration failed: ${rootCause(err)} (see ${link})`);
+        return false;
+      }
+      throw err;
     }
   }
 

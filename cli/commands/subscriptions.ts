@@ -8,11 +8,14 @@ import {
   type Client,
   type ScheduleDescription,
 } from '@temporalio/client';
-import { DurationSchema, SubscriptionSchema, type Config } from '../../core/config.js';
+import { DurationSchema, SubscriptionSchema, subscriptionKey, type Config } from '../../core/config.js';
 import { InvalidInputError } from '../../core/errors.js';
 import { connectTemporal, workflowUiLink } from '../../core/temporal-client.js';
 import {
+  imageIdentity,
   moreThanNamed,
+  perCloudLines,
+  registrationTarget,
   registryRequests,
   syncedImageName,
   syncSummaryCounts,
@@ -28,7 +31,10 @@ import {
   subscribe,
   unsubscribe,
 } from '../../subscriptions/schedules.js';
-import { sourceOf } from '../../subscriptions/sources.js';
+import { configuredSubscriptions, sourceOf } from '../../subscriptions/sources.js';
+import { cloudTargets, registrationSite } from '../../clouds/index.js';
+import { subscriptionReadContext } from '../../activities/subscriptions.js';
+import { cloudsOf } from '../../core/starter.js';
 import { ConfiguredCommand, EXIT } from '../base-command.js';
 
 /** How the last run of a subscription ended (or how long it has been running), for `subscriptions` and `sync-now`. */
@@ -208,6 +214,7 @@ export function describeSummary(summary: SyncSummary): string {
   if (summary.massExpiryAllowed) parts.push('mass expiry allowed (--allow-mass-expiry)');
   if (summary.requests) parts.push(registryRequests(summary.requests));
   if (n.unresolved) parts.push(`${n.unresolved} old revision(s) without a sha512 left as they are`);
+  parts.push(...perCloudLines(summary));
   return parts.join('; ');
 }
 
@@ -487,6 +494,95 @@ export class SyncNowCommand extends TemporalCommand {
         );
       this.say.note(`See ${outcome.link}`);
       return EXIT.ok;
+    });
+  }
+}
+
+export class SubscriptionsMissingCommand extends TemporalCommand {
+  static override paths = [['subscriptions', 'missing']];
+  static override usage = Command.Usage({
+    description: 'Per cloud, the images a subscription says the cloud should have and it does not',
+    details:
+      "Reads each subscription of the configuration now (verified as a sync reads it) and asks each of its clouds what it holds of the list (our images only), then names, cloud by cloud, every image of the list missing there at the list's revision. Nothing is registered or changed: a missing image is registered by the next sync (`sync-now`). Exits 0 when nothing is missing, 1 when something is, 2 on a usage error.",
+    examples: [
+      ['What every cloud lacks', '$0 subscriptions missing --conf /etc/snf-vmcatcher/application.conf'],
+      [
+        'One cloud, one list',
+        '$0 subscriptions missing --cloud cyfronet --url https://appdb.egi.eu/store/vo/x/image.list',
+      ],
+    ],
+  });
+
+  url = Option.String('--url', { description: 'Only this subscription (its URL, or `<registry>/<project>`)' });
+  cloud = Option.String('--cloud', { description: 'Only this cloud (a name of `clouds`)' });
+  json = Option.Boolean('--json', false, { description: 'Print one JSON object per subscription and cloud' });
+
+  async run(): Promise<number> {
+    return this.withClient(async (client, config) => {
+      const site = registrationSite(config);
+      const targets = cloudTargets({ config, logger: this.log });
+      const context = subscriptionReadContext(config, this.log, async () => client);
+      const chosen = configuredSubscriptions(config, 'config').filter(
+        ({ spec }) => this.url === undefined || subscriptionKey(spec.url) === subscriptionKey(this.url),
+      );
+      if (chosen.length === 0)
+        return this.fail(
+          this.url ? `no subscription of the configuration is ${this.url}` : 'the configuration has no subscriptions',
+          EXIT.usage,
+        );
+      let missingAnywhere = 0;
+      for (const { spec } of chosen) {
+        const read = await sourceOf(spec).read(context, { subscription: spec });
+        if (read.notModified) throw new Error(`${spec.url} answered 304 Not Modified to an unconditional request`);
+        const wanted = read.accepted.images.filter((image) => !image.expired).map((image) => image.event);
+        const vo = spec.vo ?? wanted.find((event) => event.vo)?.vo;
+        for (const options of cloudsOf({ vo }, read.options, site, spec.clouds)) {
+          if (this.cloud !== undefined && options.cloud !== this.cloud) continue;
+          const cloud = options.cloud ?? registrationTarget(options, site);
+          let held: Set<string>;
+          try {
+            const inventory = await targets.of(options).inventory({ listId: read.accepted.listId, options });
+            held = new Set(inventory.images.map((image) => `${image.imageId}\u0000${image.revision}`));
+          } catch (err) {
+            missingAnywhere++;
+            this.report(err);
+            this.out(
+              this.json
+                ? JSON.stringify({ url: spec.url, cloud, error: String((err as Error).message ?? err) })
+                : `${spec.url} on ${cloud}: cannot tell (${(err as Error).message ?? String(err)})`,
+            );
+            continue;
+          }
+          const missing = wanted.filter((event) => {
+            const { imageId, revision } = imageIdentity(event);
+            return !held.has(`${imageId}\u0000${revision}`);
+          });
+          missingAnywhere += missing.length;
+          const named = missing.map((event) => ({
+            imageId: event.imageId,
+            title: event.title,
+            version: event.version,
+          }));
+          if (this.json) {
+            this.out(
+              JSON.stringify({
+                url: spec.url,
+                listId: read.accepted.listId,
+                cloud,
+                wanted: wanted.length,
+                missing: named,
+              }),
+            );
+            continue;
+          }
+          this.out(
+            `${spec.url} on ${cloud}: ${missing.length} of ${wanted.length} missing${missing.length ? ':' : ''}`,
+          );
+          for (const image of named)
+            this.out(`  ${image.title ?? image.imageId}${image.version ? ` ${image.version}` : ''} (${image.imageId})`);
+        }
+      }
+      return missingAnywhere === 0 ? EXIT.ok : EXIT.failed;
     });
   }
 }

@@ -26,6 +26,8 @@ export interface ImageServer {
   /** Body bytes sent per path, over all requests. */
   bytesSent: Map<string, number>;
   ranges: Array<string | undefined>;
+  /** The Range header of each request, per path (undefined: a whole GET). */
+  rangesByPath: Map<string, Array<string | undefined>>;
   authorizations: Array<string | undefined>;
   close(): Promise<void>;
 }
@@ -34,11 +36,13 @@ export async function startImageServer(): Promise<ImageServer> {
   const routes = new Map<string, ImageRoute>();
   const bytesSent = new Map<string, number>();
   const ranges: Array<string | undefined> = [];
+  const rangesByPath = new Map<string, Array<string | undefined>>();
   const authorizations: Array<string | undefined> = [];
   const server = http.createServer((req, res) => {
     const p = new URL(req.url ?? '/', 'http://x').pathname;
     const route = routes.get(p);
     ranges.push(req.headers.range);
+    rangesByPath.set(p, [...(rangesByPath.get(p) ?? []), req.headers.range]);
     authorizations.push(req.headers.authorization);
     if (route?.delayMs) setTimeout(() => answer(p, route, req, res), route.delayMs);
     else answer(p, route, req, res);
@@ -93,6 +97,7 @@ export async function startImageServer(): Promise<ImageServer> {
     route: (p, r) => void routes.set(p, r),
     bytesSent,
     ranges,
+    rangesByPath,
     authorizations,
     close: () =>
       new Promise<void>((resolve) => {

@@ -189,6 +189,7 @@ describe('decideMessage tells a namespace without our search attributes from a m
       'ImageListIdentifier (Keyword)',
       'ImageStage (Keyword)',
       'ImageTitle (Keyword)',
+      'ImageCloud (Keyword)',
     ]);
     expect(decision.detail).toContain(
       `temporal operator search-attribute create --namespace ${config.temporal.namespace} --name ImageIdentifier --type Keyword`,
