@@ -1,8 +1,9 @@
 /**
  * The verified files of a host, one per image revision, shared by the registrations of that
- * revision into several clouds (a deployment of several `clouds`): the first acquire of a revision
- * on this host gets and verifies the file; every other registration of the same revision here
- * links the verified file into its own work folder (a hard link: no copy, no space, no download).
+ * revision into several clouds (a deployment of several `clouds`; a site of one cloud keeps none):
+ * the first acquire of a revision on this host gets and verifies the file; every other registration
+ * of the same revision here links the verified file into its own work folder (a hard link: no
+ * copy, no space, no download).
  *
  * The store keeps a link of its own (`<workingFolder>/.verified/<revision>/`) while any work folder
  * holds one, and for `worker.verifiedFileKeepMs` after the last let go, so a cloud that was down
@@ -74,7 +75,8 @@ export async function acquireOnce(
   get: () => Promise<AcquiredImage>,
 ): Promise<AcquiredImage> {
   const key = revisionKey(event);
-  if (!key) return get();
+  // Only a deployment of several clouds registers one revision more than once.
+  if (!key || Object.keys(config.clouds).length < 2) return get();
   const entry = path.join(storeRoot(config), key);
   for (;;) {
     const stored = await lookUp(entry, event.size);
