@@ -4,14 +4,17 @@
  * does). A real worker process and the Temporal dev server run each sync as `sync-now --wait`
  * starts it. Measured: the run with the list read whole (a new copy, nothing to do), the run
  * answered 304, and a run where 50 entries changed (its 50 registrations and the 50 revisions they
- * replace delivered; the registrations themselves go on after the run, untimed, and load the
- * later runs of that case); and the largest payload any of those runs' histories holds.
+ * replace delivered; the registrations themselves go on after the run, untimed, and the next
+ * repeat waits until every workflow the run started has closed, so each run syncs against a
+ * settled cloud); and the largest payload any of those runs' histories holds.
  */
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import type { Client } from '@temporalio/client';
 import { parseConfig } from '../core/config.js';
 import { connectTemporal } from '../core/temporal-client.js';
+import type { SyncImageListResult } from '../core/workflow-contract.js';
 import {
   bigListImage,
   bigListJson,
@@ -35,6 +38,41 @@ const LIST_ID = 'bench-big-list';
 const KiB = 1024;
 /** The budget of a sync of the whole list, all registered (docs/operations.md, sizing). */
 const BUDGET_S = 30;
+/** How long the registrations a run started may take to close before the benchmark gives up. */
+const SETTLE_TIMEOUT_MS = 20 * 60_000;
+
+/**
+ * Waits until every workflow a sync run started has closed: each registration and expiry its
+ * summary names, and the image revision workflow that ran it. Throws when one failed (the cloud
+ * would not be what the next run expects) or when the summary does not name them all.
+ */
+async function settled(client: Client, run: { workflowId: string; runId: string }): Promise<number> {
+  const started = Date.now();
+  const { summary } = (await client.workflow.getHandle(run.workflowId, run.runId).result()) as SyncImageListResult;
+  const named = [...summary.registered, ...summary.expired];
+  if (summary.counts && summary.counts.registered + summary.counts.expired > named.length)
+    throw new Error(`the run ${run.workflowId} started more workflows than its summary names: cannot wait for them`);
+  const close = async (workflowId: string | undefined) => {
+    if (!workflowId) throw new Error(`the run ${run.workflowId} names an image without its workflow`);
+    const child = client.workflow.getHandle(workflowId);
+    await child.result();
+    const parent = (await child.describe()).parentExecution;
+    if (parent?.workflowId) await client.workflow.getHandle(parent.workflowId, parent.runId ?? undefined).result();
+  };
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`the workflows ${run.workflowId} started did not close within ${SETTLE_TIMEOUT_MS} ms`)),
+      SETTLE_TIMEOUT_MS,
+    );
+  });
+  try {
+    await Promise.race([Promise.all(named.map((image) => close(image.workflowId))), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+  return Date.now() - started;
+}
 
 export async function benchListSync(): Promise<BenchResult> {
   const dir = path.join(BENCH_TMP, 'list-sync');
@@ -86,12 +124,14 @@ export async function benchListSync(): Promise<BenchResult> {
     TEMPORAL_TASK_QUEUE: taskQueue,
     NODE_EXTRA_CA_CERTS: cert.certPath,
   };
-  const sync = async (expect: string) => {
+  /** `sync-now --wait`, which must succeed and say every one of `expected`. */
+  const sync = async (...expected: string[]) => {
     const started = Date.now();
     const r = await runCli(['sync-now', '--url', listUrl, '--wait', '--conf', conf], { env, timeoutMs: 600_000 });
     const wallMs = Date.now() - started;
-    if (r.exitCode !== 0 || !r.stdout.includes(expect))
-      throw new Error(`sync-now: expected "${expect}", got exit ${r.exitCode}: ${r.stdout}\n${r.stderr}`);
+    const missing = expected.find((text) => !r.stdout.includes(text));
+    if (r.exitCode !== 0 || missing !== undefined)
+      throw new Error(`sync-now: expected "${missing ?? ''}", got exit ${r.exitCode}: ${r.stdout}\n${r.stderr}`);
     // The run itself (start to close, as the server recorded it): the CLI's own start-up left out.
     let last: { workflowId: string; runId: string; start: number } | undefined;
     for await (const run of client.workflow.list({ query: `WorkflowType = 'syncImageList'` }))
@@ -120,7 +160,9 @@ export async function benchListSync(): Promise<BenchResult> {
     }
     // Last, as they start registrations that go on after their run (small images, really
     // registered, untimed): 50 entries change (new revisions), 50 registrations and the 50
-    // revisions they replace delivered.
+    // revisions they replace delivered. Before the next repeat, every workflow the run started
+    // has closed: each run finds the cloud as the run before left it.
+    const settling: number[] = [];
     for (let repeat = 0; repeat < REPEATS; repeat++) {
       const revision = repeat + 2;
       const changed = new Set(Array.from({ length: CHANGED }, (_, i) => (i * 97 + repeat * 13) % IMAGES));
@@ -134,12 +176,21 @@ export async function benchListSync(): Promise<BenchResult> {
           : image,
       );
       await publish(String(++version), current);
-      // At least the 50 changed: those of the run before still registering are delivered again (missing from the cloud).
-      const delivered = await sync(`${CHANGED} to expire: `);
+      const delivered = await sync(
+        `; ${CHANGED} to register: `,
+        `; ${CHANGED} to expire: `,
+        `; ${IMAGES - CHANGED} unchanged`,
+      );
       cases.changed!.push(delivered);
       runs.push(delivered);
-      log(`repeat ${repeat + 1}: ${CHANGED} changed ${delivered.runMs} ms (run)`);
+      settling.push(await settled(client, delivered));
+      log(
+        `repeat ${repeat + 1}: ${CHANGED} changed ${delivered.runMs} ms (run); its workflows closed ${settling.at(-1)} ms after it`,
+      );
     }
+    notes.push(
+      `${CHANGED} entries changed: the workflows each run started (its ${CHANGED} registrations of small images, really downloaded and registered, and the ${CHANGED} expiries) closed ${settling.map((ms) => round(ms / 1000, 1)).join(' s, ')} s after the run; the next repeat started only then.`,
+    );
     let largest = { bytes: 0, where: '' };
     for (const run of await runsMatching(client, `TaskQueue = '${taskQueue}'`)) {
       for (const s of await historyPayloadSizes(client, run.workflowId, run.runId))

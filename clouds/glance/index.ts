@@ -3,28 +3,22 @@ import { cancellationSignal } from '../../runtime/context.js';
 import type { ActivityDeps } from '../../runtime/deps.js';
 import type { GlanceConfig } from '../../core/config.js';
 import { ImageIntegrityError } from '../../core/errors.js';
-import { EVENT_FIELDS, type ImageEvent } from '../../core/event.js';
 import {
-  IDENTITY_PROPERTIES,
-  imageIdentity,
   chosenCloud,
   type ExpireImageResult,
   type RegistrationOptions,
   type RegistrationSite,
 } from '../../core/workflow-contract.js';
-import type { CloudImage, CloudInventory, CloudTarget, DiskFormat, RegisteredImage } from '../target.js';
-import type { GlanceClient, GlanceImage } from './client.js';
+import type { CloudInventory, CloudTarget, DiskFormat, RegisteredImage } from '../target.js';
+import type { GlanceClient } from './client.js';
 import {
   expireInGlance,
   findGlanceImage,
-  isVerifiedImage,
+  inventoryInGlance,
   publishToGlance,
   type GlanceRegistration,
 } from './registration.js';
 import { glanceClientFromConfig } from './session.js';
-
-/** Statuses of an image that holds its data: what a sync counts as registered. */
-const REGISTERED_STATUSES = new Set(['active', 'deactivated']);
 
 function registered(image: GlanceRegistration): RegisteredImage {
   const { imageId, name, location, reused, isPublic, properties } = image;
@@ -34,18 +28,6 @@ function registered(image: GlanceRegistration): RegisteredImage {
 /** The sync plan's words for what an expiry does: deactivating keeps the image (hidden), deleting removes it. */
 function syncExpireAction(action: GlanceConfig['expireAction']): ExpireImageResult['action'] {
   return action === 'delete' ? 'unregister' : 'make-private';
-}
-
-/** An image of ours as a subscription's sync sees it. Live (`isPublic`) until our expiry has deactivated it and made it private. */
-function inventoryImage(image: GlanceImage): CloudImage {
-  const text = (key: string) => (typeof image[key] === 'string' ? (image[key] as string) : undefined);
-  return {
-    cloudImageId: image.id,
-    imageId: text(IDENTITY_PROPERTIES.imageId) ?? '',
-    revision: text(IDENTITY_PROPERTIES.revision) ?? '',
-    checksumSha512: text(EVENT_FIELDS.checksumSha512.toLowerCase())?.toLowerCase(),
-    isPublic: image.status === 'active' || image.visibility !== 'private',
-  };
 }
 
 /** `glance-<name>`: a Glance worker registers into its configured cloud only, whatever an event names. */
@@ -124,17 +106,7 @@ export function glanceTarget(deps: ActivityDeps, glance: GlanceConfig): CloudTar
 
     async inventory({ listId, options }): Promise<CloudInventory> {
       const c = await connect(options);
-      const stored = imageIdentity({ imageListId: listId } as ImageEvent).imageListId;
-      const ours = await whileHeartbeating({ step: 'list our images in Glance' }, () =>
-        c.findOurImages({ [IDENTITY_PROPERTIES.imageListId]: stored }),
-      );
-      // A record whose upload never finished, or whose stored hash we never verified, is not a
-      // registration: the next registration replaces it.
-      const images = ours
-        .filter((image) => REGISTERED_STATUSES.has(image.status))
-        .map((image) => ({ image, listed: inventoryImage(image) }))
-        .filter(({ image, listed }) => isVerifiedImage(image, listed.checksumSha512))
-        .map(({ listed }) => listed);
+      const images = await whileHeartbeating({ step: 'list our images in Glance' }, () => inventoryInGlance(c, listId));
       return { images, expireAction: syncExpireAction(glance.expireAction) };
     },
   };

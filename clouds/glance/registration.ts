@@ -1,11 +1,14 @@
 /**
  * The Glance target's steps over the client: find what we registered for an image revision,
  * publish a prepared file (clean up what a crashed attempt left, create, upload, verify, then
- * share), and expire. Only images our project owns are ever found, changed or deleted.
+ * share), expire, and list what we registered of an image list for a subscription's sync. Only
+ * images our project owns are ever found, changed or deleted.
  */
 import type { Logger } from 'pino';
 import type { GlanceConfig } from '../../core/config.js';
-import { fromSubscription, type ImageEvent } from '../../core/event.js';
+import { EVENT_FIELDS, fromSubscription, type ImageEvent } from '../../core/event.js';
+import { IDENTITY_PROPERTIES, imageIdentity } from '../../core/workflow-contract.js';
+import type { CloudImage } from '../target.js';
 import { identityFilter, imageDisplayName } from '../identity.js';
 import type { GlanceClient, GlanceImage, Visibility } from './client.js';
 import { customProperties } from './client.js';
@@ -233,4 +236,42 @@ export async function expireInGlance(
     logger.info({ imageId: image.id, action }, 'expired image in Glance');
   }
   return { action, imageIds: found.map((i) => i.id) };
+}
+
+/** Statuses of an image that holds its data: what a sync counts as registered. */
+const REGISTERED_STATUSES = new Set(['active', 'deactivated']);
+
+/**
+ * An image of ours as a subscription's sync sees it, named by the title and version its
+ * registration stored (buildGlanceProperties). Live (`isPublic`) until our expiry has deactivated
+ * it and made it private.
+ */
+function inventoryImage(image: GlanceImage): CloudImage {
+  const text = (key: string) => (typeof image[key] === 'string' ? (image[key] as string) : undefined);
+  const listed: CloudImage = {
+    cloudImageId: image.id,
+    imageId: text(IDENTITY_PROPERTIES.imageId) ?? '',
+    revision: text(IDENTITY_PROPERTIES.revision) ?? '',
+    checksumSha512: text(EVENT_FIELDS.checksumSha512.toLowerCase())?.toLowerCase(),
+    isPublic: image.status === 'active' || image.visibility !== 'private',
+  };
+  const title = text(EVENT_FIELDS.title.toLowerCase());
+  const version = text(EVENT_FIELDS.version.toLowerCase());
+  if (title !== undefined) listed.title = title;
+  if (version !== undefined) listed.version = version;
+  return listed;
+}
+
+/**
+ * Every image our project registered for one image list. A record whose upload never finished,
+ * or whose stored hash we never verified, is not a registration: the next registration replaces it.
+ */
+export async function inventoryInGlance(client: GlanceClient, listId: string): Promise<CloudImage[]> {
+  const stored = imageIdentity({ imageListId: listId } as ImageEvent).imageListId;
+  const ours = await client.findOurImages({ [IDENTITY_PROPERTIES.imageListId]: stored });
+  return ours
+    .filter((image) => REGISTERED_STATUSES.has(image.status))
+    .map((image) => ({ image, listed: inventoryImage(image) }))
+    .filter(({ image, listed }) => isVerifiedImage(image, listed.checksumSha512))
+    .map(({ listed }) => listed);
 }

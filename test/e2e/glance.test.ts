@@ -256,15 +256,16 @@ test("a vmcatcher event through RabbitMQ registers one raw image in Glance (twic
   });
   expect(image[0].vmcatcher_event_ad_mpuri).toBe(vmcatcherEnv.VMCATCHER_EVENT_AD_MPURI);
 
-  // What a subscription's sync sees of the list: our image only, live, with its full checksum.
+  // What a subscription's sync sees of the list: our image only, live, with its full checksum, its title and version.
   const { config } = await loadConfig({ file: conf, env: {} });
   const target = glanceTarget({ config, logger: pino({ level: 'silent' }) }, config.cloud as GlanceConfig);
   const inventory = () => target.inventory({ listId, options: {} });
   const revision = `sha512-${vmcatcherEnv.VMCATCHER_EVENT_SL_CHECKSUM_SHA512.slice(0, 32)}`;
   const checksumSha512 = vmcatcherEnv.VMCATCHER_EVENT_SL_CHECKSUM_SHA512;
+  const named = { title: vmcatcherEnv.VMCATCHER_EVENT_DC_TITLE, version: vmcatcherEnv.VMCATCHER_EVENT_HV_VERSION };
   expect(await inventory()).toEqual({
     expireAction: 'make-private',
-    images: [{ cloudImageId: image[0].id, imageId, revision, checksumSha512, isPublic: true }],
+    images: [{ cloudImageId: image[0].id, imageId, revision, checksumSha512, isPublic: true, ...named }],
   });
 
   const expire = {
@@ -281,7 +282,7 @@ test("a vmcatcher event through RabbitMQ registers one raw image in Glance (twic
   expect((await ours.findOurImages(identityFilter(event, true))).map((i) => i.id)).toEqual([image[0].id]);
   expect(await inventory()).toEqual({
     expireAction: 'make-private',
-    images: [{ cloudImageId: image[0].id, imageId, revision, checksumSha512, isPublic: false }],
+    images: [{ cloudImageId: image[0].id, imageId, revision, checksumSha512, isPublic: false, ...named }],
   });
   await untouched(theirCopy);
   expect(await workFiles()).toBe('');

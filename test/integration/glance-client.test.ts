@@ -14,6 +14,7 @@ import { buildGlanceProperties, GLANCE_TAG, VERIFIED_PROPERTY } from '../../clou
 import {
   expireInGlance,
   findGlanceImage,
+  inventoryInGlance,
   publishToGlance,
   type GlanceSettings,
 } from '../../clouds/glance/registration.js';
@@ -556,6 +557,29 @@ describe('registration steps', () => {
     const { image } = await createUploaded(client, ev);
     await client.updateImage(image.id, { set: { [VERIFIED_PROPERTY]: `sha512:${'0'.repeat(128)}` } });
     expect(await findGlanceImage(client, settings(), ev, cloud.glanceUrl, logger)).toBeNull();
+  });
+
+  test("a list's inventory names each of our images by the title and version its registration stored, expired or not", async () => {
+    const client = demoClient();
+    // A list of its own, so that no other test's images are in its inventory.
+    const ev = { ...event(), imageListId: `list-inventory-${randomBytes(3).toString('hex')}` };
+    const ours = await publishToGlance(
+      client,
+      settings(),
+      { event: ev, file: smallFile, diskFormat: 'raw' },
+      cloud.glanceUrl,
+      logger,
+    );
+    const listed = {
+      cloudImageId: ours.imageId,
+      imageId: ev.imageId,
+      revision: ours.properties[IDENTITY_PROPERTIES.revision],
+      title: 'Ubuntu 22.04 test image',
+      version: '22.04-1',
+    };
+    expect(await inventoryInGlance(client, ev.imageListId)).toEqual([{ ...listed, isPublic: true }]);
+    await expireInGlance(client, settings(), ev, logger);
+    expect(await inventoryInGlance(client, ev.imageListId)).toEqual([{ ...listed, isPublic: false }]);
   });
 
   test("a queued event's VO alone never chooses the project a shared image joins; the site's imageListVos does", async () => {
