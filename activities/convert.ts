@@ -43,6 +43,7 @@ import { guarded } from '../runtime/tool-runner.js';
 import type { DiskFormat } from '../clouds/target.js';
 import type { ActivityDeps } from '../runtime/deps.js';
 import type { ConvertInput, RawImage } from './types.js';
+import { convertOnce } from './verified-files.js';
 import { safeFileName, withWorkDir, type WorkDirLease } from './workspace.js';
 
 interface ConvertDeps extends ActivityDeps {
@@ -124,7 +125,10 @@ export async function convertToRaw(
   input: ConvertInput,
   keep: readonly DiskFormat[] = ['raw'],
 ): Promise<RawImage> {
-  return withWorkDir(deps.config, input.workflowId, (lease) => convertInFolder(deps, input, lease, keep));
+  return withWorkDir(deps.config, input.workflowId, (lease) =>
+    // The same revision converted for the same formats by another cloud's registration: once (verified-files.ts).
+    convertOnce(deps.config, deps.logger, input.path, keep, lease, () => convertInFolder(deps, input, lease, keep)),
+  );
 }
 
 async function convertInFolder(

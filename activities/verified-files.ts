@@ -18,16 +18,14 @@ import type { ImageEvent } from '../core/event.js';
 import type { Logger } from '../core/logging.js';
 import { whileHeartbeating } from '../runtime/heartbeats.js';
 import { onShortOfSpace } from './disk.js';
-import type { AcquiredImage } from './types.js';
+import type { AcquiredImage, RawImage } from './types.js';
 import type { WorkDirLease } from './workspace.js';
 
 /** The store's folder under the working folder: a name no work folder has (they never start with a dot). */
 export const VERIFIED_FOLDER = '.verified';
 
+/** The verified file's name in its entry; converted disks are `for-<formats>` beside it. */
 const DATA = 'image';
-const META = 'meta.json';
-
-type Stored = Omit<AcquiredImage, 'workDir' | 'path'> & { name: string };
 
 /** Which verified file serves an event: its checksum names the bytes. None without one (nothing to share by). */
 function revisionKey(event: ImageEvent): string | undefined {
@@ -40,16 +38,26 @@ function storeRoot(config: Config): string {
   return path.join(path.resolve(config.worker.workingFolder), VERIFIED_FOLDER);
 }
 
-/** The acquires of this process getting a revision right now, by its key: the others wait for them. */
-const gettingNow = new Map<string, Promise<unknown>>();
+/** The steps of this process making a file of the store right now (entry and file): the others wait for them. */
+const makingNow = new Map<string, Promise<unknown>>();
 
-/** The stored file of a revision, when there is one that fits what the event promised. */
-async function lookUp(entry: string, size: number | undefined): Promise<Stored | undefined> {
+/** A file of the store (`entry/data`) with what the step that made it returned (`entry/data.json`). */
+interface Kept<R> {
+  entry: string;
+  data: string;
+  /** Whether the file fits (the event's promised size, …); a file that does not is got anew. */
+  fits?(result: R): boolean;
+}
+
+/** The kept result, when its file is there, whole, and fits. */
+async function lookUp<R extends { bytes: number }>(kept: Kept<R>): Promise<(R & { name: string }) | undefined> {
   try {
-    const meta = JSON.parse(await readFile(path.join(entry, META), 'utf8')) as Stored;
-    const data = await stat(path.join(entry, DATA));
-    if (data.size !== meta.bytes || (size !== undefined && size !== meta.bytes)) return undefined;
-    return meta;
+    const result = JSON.parse(await readFile(path.join(kept.entry, `${kept.data}.json`), 'utf8')) as R & {
+      name: string;
+    };
+    const data = await stat(path.join(kept.entry, kept.data));
+    if (data.size !== result.bytes || (kept.fits && !kept.fits(result))) return undefined;
+    return result;
   } catch {
     return undefined;
   }
@@ -62,10 +70,69 @@ async function linkOver(from: string, to: string): Promise<void> {
 }
 
 /**
+ * The result of a step for the attempt's work folder: linked from the store when an earlier run of
+ * the same step (for another cloud) kept its file, else made by `make`, then kept. When another
+ * registration of this process is making it right now, this one waits for it (heartbeating) rather
+ * than make it a second time, and makes it itself only if that one failed.
+ */
+async function once<R extends { path: string; bytes: number }>(
+  logger: Logger,
+  kept: Kept<R>,
+  lease: WorkDirLease,
+  what: string,
+  make: () => Promise<R>,
+): Promise<R> {
+  const key = `${kept.entry}\u0000${kept.data}`;
+  for (;;) {
+    const stored = await lookUp(kept);
+    if (stored) {
+      const { name, ...result } = stored;
+      const file = path.join(lease.dir, name);
+      await linkOver(path.join(kept.entry, kept.data), file);
+      logger.info(
+        { kept: path.basename(kept.entry), workDir: lease.dir },
+        `${what} of this revision is on the host already (another cloud’s registration made it): linked, not made again`,
+      );
+      return { ...(result as unknown as R), path: file };
+    }
+    const running = makingNow.get(key);
+    if (!running) break;
+    await whileHeartbeating({ step: `wait for ${what} by another registration of the same revision` }, () =>
+      running.catch(() => undefined),
+    );
+    if (lease.signal.aborted) throw lease.signal.reason;
+  }
+  const making = make();
+  makingNow.set(key, making);
+  try {
+    const made = await making;
+    await keep(kept, made).catch((err: unknown) =>
+      logger.warn({ kept: path.basename(kept.entry), error: String(err) }, `could not keep ${what} for other clouds`),
+    );
+    return made;
+  } finally {
+    makingNow.delete(key);
+  }
+}
+
+/** Makes the work folder's file the store's (a second link to it), with the step's result beside it. */
+async function keep<R extends { path: string }>(kept: Kept<R>, made: R): Promise<void> {
+  await mkdir(kept.entry, { recursive: true, mode: 0o700 });
+  const data = path.join(kept.entry, kept.data);
+  await unlink(data).catch(() => undefined);
+  await link(made.path, data);
+  const { path: file, ...result } = made;
+  await writeFile(`${data}.json`, JSON.stringify({ ...result, name: path.basename(file) }) + '\n', { mode: 0o600 });
+}
+
+/** Whether this deployment registers one revision into several clouds (else nothing is kept). */
+function sharing(config: Config): boolean {
+  return Object.keys(config.clouds).length > 1;
+}
+
+/**
  * The event's image in the attempt's work folder: linked from the host's verified copy of its
- * revision when there is one, else got by `get` (the fetchers), and then kept as that copy. When
- * another registration of this process is getting the same revision, this one waits for it
- * (heartbeating) rather than download it a second time, and gets it itself only if that one failed.
+ * revision when there is one, else got by `get` (the fetchers), and then kept as that copy.
  */
 export async function acquireOnce(
   config: Config,
@@ -76,48 +143,67 @@ export async function acquireOnce(
 ): Promise<AcquiredImage> {
   const key = revisionKey(event);
   // Only a deployment of several clouds registers one revision more than once.
-  if (!key || Object.keys(config.clouds).length < 2) return get();
-  const entry = path.join(storeRoot(config), key);
-  for (;;) {
-    const stored = await lookUp(entry, event.size);
-    if (stored) {
-      const { name, ...image } = stored;
-      const file = path.join(lease.dir, name);
-      await linkOver(path.join(entry, DATA), file);
-      logger.info(
-        { revision: key, workDir: lease.dir },
-        'the verified file of this revision is on the host already (another cloud’s registration got it): linked, not downloaded',
-      );
-      return { ...image, workDir: lease.dir, path: file, shared: true };
-    }
-    const running = gettingNow.get(key);
-    if (!running) break;
-    await whileHeartbeating({ step: `wait for the download of the same revision by another registration` }, () =>
-      running.catch(() => undefined),
-    );
-    if (lease.signal.aborted) throw lease.signal.reason;
-  }
-  const getting = get();
-  gettingNow.set(key, getting);
-  try {
-    const got = await getting;
-    await keep(entry, got).catch((err: unknown) =>
-      logger.warn({ revision: key, error: String(err) }, 'could not keep the verified file for other clouds'),
-    );
-    return got;
-  } finally {
-    gettingNow.delete(key);
+  if (!key || !sharing(config)) return get();
+  const kept: Kept<AcquiredImage> = {
+    entry: path.join(storeRoot(config), key),
+    data: DATA,
+    fits: (image) => event.size === undefined || event.size === image.bytes,
+  };
+  let got = false;
+  const image = await once(logger, kept, lease, 'the verified file', async () => {
+    got = true;
+    return get();
+  });
+  return got ? image : { ...image, workDir: lease.dir, shared: true };
+}
+
+/**
+ * The converted disk of a verified file kept here (the acquired file is a link to it): linked from
+ * the store when another cloud's registration already converted it for the same formats, else
+ * converted by `convert`, then kept. A disk kept as it is (the cloud takes its format) is the
+ * verified file itself: nothing more to keep.
+ */
+export async function convertOnce(
+  config: Config,
+  logger: Logger,
+  input: string,
+  keepFormats: readonly string[],
+  lease: WorkDirLease,
+  convert: () => Promise<RawImage>,
+): Promise<RawImage> {
+  if (!sharing(config)) return convert();
+  const entry = await entryOf(config, input);
+  if (!entry) return convert();
+  const kept: Kept<RawImage> = { entry, data: `for-${keepFormats.join('+')}` };
+  const made = await once(logger, kept, lease, `the disk converted for ${keepFormats.join(', ')}`, async () => {
+    const result = await convert();
+    // Kept as it is: the verified file itself, already in the store.
+    if (path.resolve(result.path) === path.resolve(input)) throw new KeptAsItIs(result);
+    return result;
+  }).catch((err: unknown) => {
+    if (err instanceof KeptAsItIs) return err.result;
+    throw err;
+  });
+  return made;
+}
+
+/** convertOnce's way out of `once` for a disk kept as it is (nothing to keep). */
+class KeptAsItIs extends Error {
+  constructor(readonly result: RawImage) {
+    super('kept as it is');
   }
 }
 
-/** Makes the work folder's verified file the host's copy of its revision (a second link to it). */
-async function keep(entry: string, got: AcquiredImage): Promise<void> {
-  await rm(entry, { recursive: true, force: true });
-  await mkdir(entry, { recursive: true, mode: 0o700 });
-  await link(got.path, path.join(entry, DATA));
-  const { workDir: _w, path: file, shared: _s, ...image } = got;
-  const meta: Stored = { ...image, name: path.basename(file) };
-  await writeFile(path.join(entry, META), JSON.stringify(meta) + '\n', { mode: 0o600 });
+/** The store's entry whose verified file `file` is (the same inode), if any. */
+async function entryOf(config: Config, file: string): Promise<string | undefined> {
+  const of = await stat(file).catch(() => undefined);
+  if (!of || of.nlink < 2) return undefined;
+  const root = storeRoot(config);
+  for (const name of await readdir(root).catch(() => [] as string[])) {
+    const data = await stat(path.join(root, name, DATA)).catch(() => undefined);
+    if (data && data.ino === of.ino && data.dev === of.dev) return path.join(root, name);
+  }
+  return undefined;
 }
 
 /**
@@ -128,11 +214,14 @@ async function keep(entry: string, got: AcquiredImage): Promise<void> {
 export async function removeIdleVerifiedFiles(config: Config, keepMs: number): Promise<string[]> {
   const root = storeRoot(config);
   const removed: string[] = [];
+  const busy = new Set([...makingNow.keys()].map((key) => key.split('\u0000')[0]));
   for (const name of await readdir(root).catch(() => [] as string[])) {
-    if (gettingNow.has(name)) continue;
     const entry = path.join(root, name);
-    const data = await stat(path.join(entry, DATA)).catch(() => undefined);
-    if (data && (data.nlink > 1 || Date.now() - data.ctimeMs < keepMs)) continue;
+    if (busy.has(entry)) continue;
+    // Held while any of its files (the verified one, a converted one) has another link, or let go of lately.
+    const files = await readdir(entry).catch(() => [] as string[]);
+    const stats = await Promise.all(files.map((f) => stat(path.join(entry, f)).catch(() => undefined)));
+    if (stats.some((st) => st && st.isFile() && (st.nlink > 1 || Date.now() - st.ctimeMs < keepMs))) continue;
     await rm(entry, { recursive: true, force: true });
     removed.push(name);
   }

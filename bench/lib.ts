@@ -155,7 +155,11 @@ async function unusedPort(): Promise<number> {
  * nothing: the files come from the page cache and the kernel copies them to the socket. Stopped
  * by close().
  */
-export async function serveWithNginx(folder: string): Promise<FileServer & { pid(): number | undefined }> {
+export async function serveWithNginx(
+  folder: string,
+): Promise<
+  FileServer & { pid(): number | undefined; served(): Promise<Array<{ uri: string; status: number; bytes: number }>> }
+> {
   const nginx = await nginxBinary();
   await mkdir(BENCH_TMP, { recursive: true });
   const dir = await mkdtemp(path.join(BENCH_TMP, 'nginx-'));
@@ -170,7 +174,8 @@ pid ${dir}/nginx.pid;
 error_log ${dir}/error.log;
 events { worker_connections 64; }
 http {
-  access_log off;
+  log_format served '$uri $status $body_bytes_sent';
+  access_log ${dir}/access.log served;
   sendfile on;
   tcp_nopush on;
   default_type application/octet-stream;
@@ -209,6 +214,15 @@ http {
   return {
     url: (name) => `http://127.0.0.1:${port}/${name}`,
     pid: () => proc.pid,
+    /** Every request answered so far: its path, status and body bytes sent (nginx's access log). */
+    served: async () =>
+      (await readFile(path.join(dir, 'access.log'), 'utf8').catch(() => ''))
+        .split('\n')
+        .filter(Boolean)
+        .map((line) => {
+          const [uri = '', status = '0', bytes = '0'] = line.split(' ');
+          return { uri, status: Number(status), bytes: Number(bytes) };
+        }),
     close: async () => {
       proc.kill('SIGQUIT');
       await proc;

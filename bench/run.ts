@@ -1,6 +1,6 @@
 /**
  * `npm run bench [-- name...]`: runs the benchmarks (all, or the named ones: download, bridge,
- * e2e, detect, convert, real-size, pipeline, subscriptions), each against its reference in the same run on the same
+ * e2e, detect, convert, real-size, pipeline, subscriptions, clouds), each against its reference in the same run on the same
  * data, and
  * writes the medians, ratios and targets to bench/results.md and bench/results.json. A
  * benchmark not run this time keeps its previous figures in the files; every run is kept in the
@@ -12,6 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { benchBridge } from './bridge-ingest.js';
+import { benchClouds } from './clouds.js';
 import { benchConvert } from './convert.js';
 import { benchDetect } from './detect.js';
 import { benchDownload } from './download.js';
@@ -30,6 +31,7 @@ const BENCHES: Record<string, () => Promise<BenchResult>> = {
   'real-size': benchRealSize,
   pipeline: benchPipeline,
   subscriptions: benchSubscriptions,
+  clouds: benchClouds,
 };
 
 const RESULTS_JSON = path.join(ROOT, 'bench/results.json');

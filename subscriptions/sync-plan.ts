@@ -37,6 +37,8 @@ interface SyncPlan {
   unchanged: string[];
   /** Old revisions that should be made private but carry no sha512 (or sha256) to name them by. */
   unresolved: { imageId: string; revision: string; cloudImageId: string }[];
+  /** Images whose old revision stays until the new one is registered (a later run expires it). */
+  replacing: string[];
 }
 
 function revisionOf(event: ImageEvent): string {
@@ -101,7 +103,7 @@ export function planSync(input: SyncPlanInput): SyncPlan {
   const kept = new Set(input.keep ?? []);
   const noRemovals = input.incomplete === true;
 
-  const plan: SyncPlan = { register: [], expire: [], unchanged: [], unresolved: [] };
+  const plan: SyncPlan = { register: [], expire: [], unchanged: [], unresolved: [], replacing: [] };
   for (const [id, event] of wanted) {
     const revision = revisionOf(event);
     if (inCloud.has(`${id}\u0000${revision}`)) {
@@ -143,6 +145,11 @@ export function planSync(input: SyncPlanInput): SyncPlan {
       const reason: ExpireReason = expiredInList.has(image.imageId) ? 'expired' : 'removed';
       if (reason === 'removed' && noRemovals) continue;
       expire(key, { reason, event: expiryEvent(listId, base, image.checksumSha512, image.checksumSha256) });
+    } else if (!inCloud.has(`${image.imageId}\u0000${revisionOf(now)}`)) {
+      // Replaced, but its successor is not in the cloud yet: it stays offered until it is, and a
+      // later run (the first that finds the successor registered) expires it. A changed image is
+      // one event per run, and users never go without a revision of it.
+      plan.replacing.push(image.imageId);
     } else if (!image.checksumSha512 && !image.checksumSha256) {
       plan.unresolved.push({ imageId: image.imageId, revision: image.revision, cloudImageId: image.cloudImageId });
     } else {

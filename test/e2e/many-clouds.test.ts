@@ -213,8 +213,11 @@ test('one sync registers 3 images into two Glance clouds and Synnefo at once, ea
   expect(await glanceView('RegionOne')).toEqual(['a:qcow2:active', 'b:qcow2:active', 'c:qcow2:active']);
   expect(await glanceView('RegionTwo')).toEqual(['a:raw:active', 'b:raw:active', 'c:raw:active']);
   expect(await synnefoView()).toEqual(['a:public', 'b:public', 'c:public']);
-  // One GET per revision for three clouds.
+  // One GET per revision for three clouds, and one conversion to raw for the two clouds that take raw.
   expect(['a', 'b', 'c'].map(downloads)).toEqual([1, 1, 1]);
+  const log = worker.log();
+  expect(log.match(/the verified file of this revision is on the host already/g)).toHaveLength(6);
+  expect(log.match(/the disk converted for raw of this revision is on the host already/g)).toHaveLength(3);
   expect(await registrationsByCloud()).not.toHaveProperty('synnefo-elsewhere');
 }, 600_000);
 
@@ -241,7 +244,7 @@ test('a Glance that is down misses a run while the others get the new image; sta
   await waitFor('d in Glance two', async () => (await registrationsByCloud())['glance-two'] === 4);
   // The verified file of d was still on the host: Glance two's registration linked it.
   expect(downloads('d')).toBe(1);
-  expect(worker.log()).toMatch(/linked, not downloaded/);
+  expect(worker.log().match(/the verified file of this revision is on the host already/g)).toHaveLength(6 + 2);
   // Nothing twice anywhere.
   expect(await glanceView('RegionOne')).toEqual([
     'a:qcow2:active',

@@ -203,7 +203,7 @@ describe('a subscribed registry project keeps the cloud in step with its tags', 
     expect(histories.includes(SITE.password)).toBe(false);
   });
 
-  test('a new tag for ubuntu: the next sync registers its digest and expires the one it replaced; almalinux untouched', async () => {
+  test('a new tag for ubuntu: the next sync registers its digest, and once it is registered the sync after expires the one it replaced; almalinux untouched', async () => {
     const almaBefore = (await ours(PROJECT)).find((i) => i.properties.VMCATCHER_DC_IDENTIFIER === 'almalinux');
     pushed['ubuntu@24.04'] = await registry.push(`${PROJECT}/ubuntu`, {
       tags: ['24.04'],
@@ -213,14 +213,19 @@ describe('a subscribed registry project keeps the cloud in step with its tags', 
     const r = await syncNow(PROJECT);
     expect(r.exitCode).toBe(0);
     expect(r.stdout).toContain('1 to register: ubuntu 24.04 (updated)');
-    expect(r.stdout).toContain('1 to expire: ubuntu 22.04 (old-revision)');
-    expect(r.stdout).toContain('1 unchanged');
+    // The replaced image stays offered until its successor is registered.
+    expect(r.stdout).toContain('; 0 to expire; 1 unchanged');
     // The manifests read last time (almalinux:9, ubuntu:22.04) cost a 304 each; only the new tag is read whole.
     expect(r.stdout).toMatch(/\d+ registry requests \(2 conditional, 2 not modified/);
     // One repository is one image: the older short tag naming another manifest is reported.
     expect(r.stdout).toContain(
       `${PROJECT}/ubuntu:22.04 (tags 22.04 and 24.04 of ${PROJECT}/ubuntu name different manifests`,
     );
+    const meanwhile = [`${rev('ubuntu@24.04')}:public`, `${rev('ubuntu')}:public`, `${rev('almalinux')}:public`];
+    expect(await waitForCloud(meanwhile)).toEqual(meanwhile.sort());
+    const next = await syncNow(PROJECT);
+    expect(next.exitCode).toBe(0);
+    expect(next.stdout).toContain('0 to register; 1 to expire: ubuntu 22.04 (old-revision); 2 unchanged');
     const expected = [`${rev('ubuntu@24.04')}:public`, `${rev('ubuntu')}:private`, `${rev('almalinux')}:public`];
     expect(await waitForCloud(expected)).toEqual(expected.sort());
     expect((await ours(PROJECT)).find((i) => i.properties.VMCATCHER_DC_IDENTIFIER === 'almalinux')).toEqual(almaBefore);

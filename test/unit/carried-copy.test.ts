@@ -129,7 +129,23 @@ describe('the carried copy of a list: its metadata and two digests an image, bou
       ]);
       const expired = plan.expire.map((e) => [e.event.imageId, e.reason, e.event.title, e.event.version]);
       expect(expired).toContainEqual(['img-2', 'removed', 'Image img-2 from the cloud', '7']);
-      expect(expired).toContainEqual(['img-0', 'old-revision', undefined, undefined]);
+      // img-0's old revision stays until its new one is registered.
+      expect(expired).toHaveLength(1);
+      expect(plan.replacing).toEqual(['img-0']);
+    });
+    test('the old revision of an updated image, named by the digests, is expired once its new one is in the cloud', () => {
+      const rest = many.slice(3);
+      const plan = planSync({
+        listId: LIST,
+        current: [a2, b1, ...rest],
+        previous: copy,
+        cloud: [inCloud(a1), inCloud(a2), inCloud(b1), ...rest.map((i) => inCloud(i))],
+        expireAction: 'make-private',
+      });
+      expect(plan.register).toEqual([]);
+      expect(plan.expire.map((e) => [e.event.imageId, e.reason, e.event.title, e.event.version])).toEqual([
+        ['img-0', 'old-revision', undefined, undefined],
+      ]);
     });
     test('a registration the last run delivered, not in the cloud yet, is expired when the list drops it', () => {
       const pendingCopy = carriedCopy(

@@ -51,10 +51,10 @@ describe('planSync: what one sync of a subscribed list does', () => {
       previous: accepted([a1, b1]),
       cloud: [inCloud(a1), inCloud(b1)],
     });
-    expect(plan).toEqual({ register: [], expire: [], unchanged: ['a', 'b'], unresolved: [] });
+    expect(plan).toEqual({ register: [], expire: [], unchanged: ['a', 'b'], unresolved: [], replacing: [] });
   });
 
-  test('v2: a new revision is registered and the old one expired by its checksum; a removed image expired; an added one registered', () => {
+  test('v2: a new revision is registered while the old one stays; a removed image expired; an added one registered', () => {
     const a2 = image('a', sha('4'), { version: '2' });
     const d1 = image('d', sha('5'));
     const plan = planSync({
@@ -68,11 +68,29 @@ describe('planSync: what one sync of a subscribed list does', () => {
       ['a', 'updated', sha('4')],
       ['d', 'new', sha('5')],
     ]);
+    // One event per changed image: the old revision is offered until its successor is registered.
     expect(plan.expire.map((e) => [e.event.imageId, e.reason, e.event.checksumSha512, e.event.type])).toEqual([
-      ['a', 'old-revision', sha('1'), 'ExpirePostfix'],
       ['c', 'removed', sha('3'), 'ExpirePostfix'],
     ]);
+    expect(plan.replacing).toEqual(['a']);
     expect(plan.unchanged).toEqual(['b']);
+  });
+
+  test('the run that finds the new revision registered expires the old one by its checksum', () => {
+    const a2 = image('a', sha('4'), { version: '2' });
+    const plan = planSync({
+      expireAction: 'make-private',
+      listId: LIST,
+      current: [a2, b1],
+      previous: accepted([a2, b1]),
+      cloud: [inCloud(a1), inCloud(a2), inCloud(b1)],
+    });
+    expect(plan.register).toEqual([]);
+    expect(plan.expire.map((e) => [e.event.imageId, e.reason, e.event.checksumSha512, e.event.type])).toEqual([
+      ['a', 'old-revision', sha('1'), 'ExpirePostfix'],
+    ]);
+    expect(plan.replacing).toEqual([]);
+    expect(plan.unchanged).toEqual(['a', 'b']);
   });
 
   test('an image deleted from the cloud by hand is registered again', () => {
@@ -145,7 +163,7 @@ describe('planSync: what one sync of a subscribed list does', () => {
       listId: LIST,
       current: [image('a', sha('4'), { version: '2' })],
       previous: accepted([old]),
-      cloud: [inCloud(old)],
+      cloud: [inCloud(old), inCloud(image('a', sha('4'), { version: '2' }))],
     });
     expect(plan.expire.map((e) => [e.reason, e.event.version, e.event.title])).toEqual([
       ['old-revision', '1', 'Image a'],
@@ -212,7 +230,7 @@ describe('planSync: a read problem never becomes an expiry', () => {
       listId: LIST,
       current: [a2, { ...b1, expired: true }],
       previous: accepted([a1, b1, c1]),
-      cloud: [inCloud(a1), inCloud(b1), inCloud(c1)],
+      cloud: [inCloud(a1), inCloud(a2), inCloud(b1), inCloud(c1)],
       incomplete: true,
     });
     expect(plan.expire.map((e) => [e.event.imageId, e.reason])).toEqual([
@@ -305,7 +323,7 @@ describe('planSync: registry images, whose revision is their disk layer sha256',
     isPublic: true,
   });
 
-  test('a tag moved to a new layer: the new revision is registered and the replaced one expired by its sha256', () => {
+  test('a tag moved to a new layer: the new revision is registered, and once it is, the replaced one is expired by its sha256', () => {
     const before = tagged('ubuntu', '22.04', layer('a'));
     const after = tagged('ubuntu', '22.04', layer('b'));
     const plan = planSync({
@@ -318,9 +336,19 @@ describe('planSync: registry images, whose revision is their disk layer sha256',
     expect(plan.register.map((r) => [r.event.imageId, r.reason, r.event.checksumSha256])).toEqual([
       ['ubuntu', 'updated', layer('b')],
     ]);
-    expect(plan.expire.map((e) => [e.event.imageId, e.reason, e.event.checksumSha256, e.event.checksumSha512])).toEqual(
+    // The replaced layer's image stays until the new one is registered; the next run expires it.
+    expect(plan.expire).toEqual([]);
+    const next = planSync({
+      expireAction: 'make-private',
+      listId: REGISTRY,
+      current: [after],
+      previous: { listId: REGISTRY, images: [after] },
+      cloud: [held(before), held(after)],
+    });
+    expect(next.expire.map((e) => [e.event.imageId, e.reason, e.event.checksumSha256, e.event.checksumSha512])).toEqual(
       [['ubuntu', 'old-revision', layer('a'), undefined]],
     );
+    expect(next.register).toEqual([]);
     expect(plan.unresolved).toEqual([]);
   });
 
@@ -330,7 +358,7 @@ describe('planSync: registry images, whose revision is their disk layer sha256',
       expireAction: 'make-private',
       listId: REGISTRY,
       current: [tagged('ubuntu', '22.04', layer('b'))],
-      cloud: [held(before, false)],
+      cloud: [held(before, false), held(tagged('ubuntu', '22.04', layer('b')))],
     });
     expect(plan.expire).toEqual([]);
     expect(plan.unresolved).toEqual([
