@@ -3,8 +3,8 @@ import { keepHeartbeating } from '../runtime/heartbeats.js';
 
 /** What the control activities need of a host's slots (the worker keeps them: worker/host-slots.ts). */
 export interface SlotKeeper {
-  /** Resolves when `workflowId` holds a slot; rejects when `signal` aborts. */
-  acquire(workflowId: string, signal?: AbortSignal): Promise<void>;
+  /** Resolves when `workflowId` holds a slot (shared with `revision`'s other registrations, where slots are); rejects when `signal` aborts. */
+  acquire(workflowId: string, signal?: AbortSignal, revision?: string): Promise<void>;
   release(workflowId: string): void;
   /** 1 = next, 0 = holds a slot, -1 = unknown. */
   position(workflowId: string): number;
@@ -18,7 +18,7 @@ export interface SlotKeeper {
 export function createControlActivities({ slots }: { slots: SlotKeeper }) {
   return {
     /** Waits (heartbeating its place in the queue) until this image holds one of the host's slots. */
-    async acquireHostSlot({ workflowId }: { workflowId: string }): Promise<void> {
+    async acquireHostSlot({ workflowId, revision }: { workflowId: string; revision?: string }): Promise<void> {
       const signal = Context.current().cancellationSignal;
       // Counts, not the ids: a long queue must not make every heartbeat large.
       const stop = keepHeartbeating(() => {
@@ -32,7 +32,7 @@ export function createControlActivities({ slots }: { slots: SlotKeeper }) {
         };
       });
       try {
-        await slots.acquire(workflowId, signal);
+        await slots.acquire(workflowId, signal, revision);
       } finally {
         stop();
       }

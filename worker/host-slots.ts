@@ -12,6 +12,8 @@ import type { SlotKeeper } from '../activities/control.js';
  */
 interface SlotWaiter {
   workflowId: string;
+  /** The image revision it registers (its checksum), when slots are shared by revision. */
+  group?: string;
   grant: () => void;
 }
 
@@ -22,13 +24,23 @@ interface SlotState {
 }
 
 export class HostSlots implements SlotKeeper {
-  private readonly holders = new Map<string, number>();
+  /** Each holder and the revision it shares its slot with (none: a slot of its own). */
+  private readonly holders = new Map<string, { since: number; group?: string }>();
   private readonly waiters: SlotWaiter[] = [];
   /** New requests are not granted before this time: see `holdBackUntil`. */
   private notBefore = 0;
   private timer?: NodeJS.Timeout;
 
-  constructor(readonly capacity: number) {}
+  /**
+   * `shareByRevision`: in a deployment of several clouds, the registrations of one image revision
+   * into each cloud share one slot (they share its download and conversion, verified-files.ts): a
+   * registration of a revision that holds a slot here gets in at once, so it never holds a second
+   * slot while it waits for the first one's download.
+   */
+  constructor(
+    readonly capacity: number,
+    private readonly shareByRevision = false,
+  ) {}
 
   /**
    * After a restart this worker has forgotten which images held its slots, while their next steps
@@ -54,8 +66,9 @@ export class HostSlots implements SlotKeeper {
   }
 
   /** Resolves when `workflowId` holds a slot (at once if it already does); rejects when `signal` aborts. */
-  acquire(workflowId: string, signal?: AbortSignal): Promise<void> {
+  acquire(workflowId: string, signal?: AbortSignal, revision?: string): Promise<void> {
     if (this.holders.has(workflowId)) return Promise.resolve();
+    const group = this.shareByRevision ? revision : undefined;
     // A retried request replaces the request of the attempt before it, keeping its place.
     const existing = this.waiters.find((w) => w.workflowId === workflowId);
     return new Promise<void>((resolve, reject) => {
@@ -66,6 +79,7 @@ export class HostSlots implements SlotKeeper {
       };
       const waiter: SlotWaiter = {
         workflowId,
+        group,
         grant: () => {
           signal?.removeEventListener('abort', onAbort);
           resolve();
@@ -84,7 +98,7 @@ export class HostSlots implements SlotKeeper {
     if (this.holders.has(workflowId)) return;
     const index = this.waiters.findIndex((w) => w.workflowId === workflowId);
     if (index >= 0) this.waiters.splice(index, 1)[0].grant();
-    this.holders.set(workflowId, Date.now());
+    this.holders.set(workflowId, { since: Date.now() });
   }
 
   release(workflowId: string): boolean {
@@ -105,10 +119,30 @@ export class HostSlots implements SlotKeeper {
       }
       return;
     }
-    while (this.holders.size < this.capacity && this.waiters.length) {
-      const next = this.waiters.shift()!;
-      this.holders.set(next.workflowId, Date.now());
-      next.grant();
+    // A waiter whose revision holds a slot joins it, wherever it is in the queue.
+    for (const waiter of [...this.waiters]) {
+      if (waiter.group === undefined || !this.heldGroups().has(waiter.group)) continue;
+      this.waiters.splice(this.waiters.indexOf(waiter), 1);
+      this.holders.set(waiter.workflowId, { since: Date.now(), group: waiter.group });
+      waiter.grant();
     }
+    while (this.slotsTaken() < this.capacity && this.waiters.length) {
+      const next = this.waiters.shift()!;
+      this.holders.set(next.workflowId, { since: Date.now(), group: next.group });
+      next.grant();
+      // The rest of its revision comes in with it.
+      if (next.group !== undefined) this.grantFree();
+    }
+  }
+
+  private heldGroups(): Set<string> {
+    return new Set([...this.holders.values()].flatMap((h) => (h.group === undefined ? [] : [h.group])));
+  }
+
+  /** Slots in use: one per holder of its own, one per revision shared. */
+  private slotsTaken(): number {
+    let own = 0;
+    for (const h of this.holders.values()) if (h.group === undefined) own++;
+    return own + this.heldGroups().size;
   }
 }

@@ -69,7 +69,9 @@ function installRuntime(config: Config, logger: Logger): void {
 export async function startWorker({ config, logger }: { config: Config; logger: Logger }): Promise<RunningWorker> {
   installRuntime(config, logger);
   const connection = await NativeConnection.connect(temporalConnectionOptions(config.temporal));
-  const slots = new HostSlots(config.worker.maxConcurrentFileSteps);
+  // In a deployment of several clouds, one revision's registrations share a slot (worker/host-slots.ts).
+  const clouds = Math.max(1, Object.keys(config.clouds).length);
+  const slots = new HostSlots(config.worker.maxConcurrentFileSteps, clouds > 1);
   if (await hasWorkFolders(config)) {
     // Images were running here when the worker stopped: their retried steps come back after a
     // heartbeat timeout and a retry interval. Keep their slots free for them until then.
@@ -124,7 +126,8 @@ export async function startWorker({ config, logger }: { config: Config; logger: 
     ...common,
     taskQueue: hostQueue,
     activities: activities.host,
-    maxConcurrentActivityTaskExecutions: config.worker.maxConcurrentFileSteps,
+    // Every holder of a slot runs its steps at once: a slot shared by revision has one per cloud.
+    maxConcurrentActivityTaskExecutions: config.worker.maxConcurrentFileSteps * clouds,
   });
   const controlQueue = hostControlQueue(config);
   const control = await Worker.create({

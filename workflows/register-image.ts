@@ -213,8 +213,11 @@ async function onHost(
   const control = controlActivities(claim);
   const { workflowId } = workflowInfo();
   stage('waiting-for-host', `waiting for a slot on ${claim.hostname}`);
+  // Its revision (the bytes its checksum names): the registrations of one revision into several clouds share a slot.
+  const { event } = input;
+  const revision = event.checksumSha512 ?? event.checksumSha256;
   await control.acquireHostSlot.executeWithOptions({ summary: `wait for a slot on ${claim.hostname}` }, [
-    { workflowId },
+    revision ? { workflowId, revision } : { workflowId },
   ]);
   return thenOnHost(
     claim,

@@ -66,4 +66,31 @@ describe('HostSlots: a host works through whole images, first come first served'
     slots.release('was-running');
     expect(await settled(fresh)).toBe(true);
   });
+
+  test('several clouds: the registrations of one revision share one slot, joining it from anywhere in the queue; it frees when the last one leaves', async () => {
+    const slots = new HostSlots(1, true);
+    const a1 = slots.acquire('register:glance-one:a', undefined, 'sha-a');
+    const b1 = slots.acquire('register:glance-one:b', undefined, 'sha-b');
+    const a2 = slots.acquire('register:glance-two:a', undefined, 'sha-a');
+    const own = slots.acquire('register:glance-one:c');
+    expect(await settled(a1)).toBe(true);
+    // a's second cloud gets in beside its first, ahead of b; b and c wait for the slot.
+    expect(await settled(a2)).toBe(true);
+    expect(await settled(b1)).toBe(false);
+    expect(await settled(own)).toBe(false);
+    expect(slots.state().waiting).toEqual(['register:glance-one:b', 'register:glance-one:c']);
+    slots.release('register:glance-one:a');
+    expect(await settled(b1)).toBe(false);
+    slots.release('register:glance-two:a');
+    expect(await settled(b1)).toBe(true);
+    // b's second cloud arrives while b holds the slot: in at once; c still waits.
+    expect(await settled(slots.acquire('register:synnefo-syn:b', undefined, 'sha-b'))).toBe(true);
+    expect(await settled(own)).toBe(false);
+  });
+
+  test('one cloud: a revision never shares (each registration its own slot)', async () => {
+    const slots = new HostSlots(1);
+    await slots.acquire('x', undefined, 'sha-a');
+    expect(await settled(slots.acquire('y', undefined, 'sha-a'))).toBe(false);
+  });
 });
