@@ -116,25 +116,25 @@ export function registrationSite(
   return synnefoSite(config.synnefo);
 }
 
-/** What `doctor` checks of the configured clouds: each one's, in the order of `clouds`. */
+/** What `doctor` checks of the configured clouds: each one's, by the clouds' names. */
 export function cloudChecks(config: Config): TargetChecks {
   if (!hasNamedClouds(config)) {
     const cloud = config.cloud;
     if (cloud.type === 'glance') return glanceChecks(cloud);
     return synnefoChecks;
   }
-  const each = Object.entries(config.clouds).map(
-    ([name, entry]): [TargetChecks, (ctx: HealthContext) => HealthContext] =>
-      entry.type === 'glance'
-        ? [glanceChecks({ ...entry, name }), (ctx) => ctx]
-        : [
-            synnefoChecks,
-            // Its kamaki cloud only: the subscriptions' `clouds` name entries of `clouds`, not kamaki clouds.
-            (ctx) => ({
-              ...ctx,
-              config: { ...synnefoConfigOf(ctx.config, entry), subscriptions: [], registrySubscriptions: [] },
-            }),
-          ],
+  const byName = Object.entries(config.clouds).sort(([a], [b]) => a.localeCompare(b));
+  const each = byName.map(([name, entry]): [TargetChecks, (ctx: HealthContext) => HealthContext] =>
+    entry.type === 'glance'
+      ? [glanceChecks({ ...entry, name }), (ctx) => ctx]
+      : [
+          synnefoChecks,
+          // Its kamaki cloud only: the subscriptions' `clouds` name entries of `clouds`, not kamaki clouds.
+          (ctx) => ({
+            ...ctx,
+            config: { ...synnefoConfigOf(ctx.config, entry), subscriptions: [], registrySubscriptions: [] },
+          }),
+        ],
   );
   const all = (step: keyof TargetChecks) => async (ctx: HealthContext) =>
     (await Promise.all(each.map(([checks, contextOf]) => checks[step](contextOf(ctx))))).flat();
