@@ -20,6 +20,7 @@ import {
   type SubscriptionRead,
   type SubscriptionReadInput,
   type SubscriptionSpec,
+  type SyncSummary,
 } from '../core/workflow-contract.js';
 import type { ReadSubscribedListInput } from '../image-lists/list-read.js';
 import { listReader } from '../image-lists/subscription-source.js';
@@ -36,6 +37,13 @@ interface SubscriptionDeps extends ActivityDeps {
   /** The worker's Temporal client, connected on first use. */
   temporal: () => Promise<Client>;
   clouds: CloudTargets;
+}
+
+/** The requests of several reads, added up. */
+function totalRequests(all: Array<NonNullable<SyncSummary['requests']>>): NonNullable<SyncSummary['requests']> {
+  const total = { total: 0, conditional: 0, notModified: 0, tokens: 0 };
+  for (const r of all) for (const key of Object.keys(total) as Array<keyof typeof total>) total[key] += r[key];
+  return total;
 }
 
 /** A literal for a Temporal visibility query. */
@@ -126,6 +134,7 @@ export function createSubscriptionActivities({ config, logger, temporal, clouds 
       const progress: StepProgress = { step: `read ${input.subscription.url}` };
       const stop = keepHeartbeating(() => progress);
       const run = activityContext()?.info.workflowExecution;
+      const requests: Array<NonNullable<SyncSummary['requests']>> = [];
       let told = 0;
       const tell = async (state: SyncProgress) => {
         if (!run) return;
@@ -137,9 +146,13 @@ export function createSubscriptionActivities({ config, logger, temporal, clouds 
           .catch((err: unknown) => log.debug({ err }, 'could not tell the run its progress'));
       };
       try {
-        return await runSync(
+        const result = await runSync(
           {
-            read: (i) => source.read(readContext(), i),
+            read: async (i) => {
+              const read = await source.read(readContext(), i);
+              if (read.requests) requests.push(read.requests);
+              return read;
+            },
             inventory: (req) => {
               progress.step = `list the images of ${req.listId} on ${req.options.cloud ?? 'the cloud'}`;
               return clouds.of(req.options).inventory(req);
@@ -163,6 +176,10 @@ export function createSubscriptionActivities({ config, logger, temporal, clouds 
           },
           input,
         );
+        // What every read of the run asked of its server: a registry project found not modified
+        // too, and the read again when the cloud was not what the copy wants.
+        if (requests.length > 0) result.summary.requests = totalRequests(requests);
+        return result;
       } finally {
         stop();
       }

@@ -11,7 +11,7 @@
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import type { Client } from '@temporalio/client';
+import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { parseConfig } from '../core/config.js';
 import { connectTemporal } from '../core/temporal-client.js';
 import type { SyncImageListResult } from '../core/workflow-contract.js';
@@ -43,8 +43,10 @@ const SETTLE_TIMEOUT_MS = 20 * 60_000;
 
 /**
  * Waits until every workflow a sync run started has closed: each registration and expiry its
- * summary names, and the image revision workflow that ran it. Throws when one failed (the cloud
- * would not be what the next run expects) or when the summary does not name them all.
+ * summary names (once its image revision workflow has started it), and that image revision
+ * workflow (asked every 2 s, so that no call is left waiting when the benchmark stops). Throws when one did not complete (the cloud would not be
+ * what the next run expects), when they are not closed within SETTLE_TIMEOUT_MS, or when the
+ * summary does not name them all.
  */
 async function settled(client: Client, run: { workflowId: string; runId: string }): Promise<number> {
   const started = Date.now();
@@ -52,25 +54,39 @@ async function settled(client: Client, run: { workflowId: string; runId: string 
   const named = [...summary.registered, ...summary.expired];
   if (summary.counts && summary.counts.registered + summary.counts.expired > named.length)
     throw new Error(`the run ${run.workflowId} started more workflows than its summary names: cannot wait for them`);
-  const close = async (workflowId: string | undefined) => {
-    if (!workflowId) throw new Error(`the run ${run.workflowId} names an image without its workflow`);
-    const child = client.workflow.getHandle(workflowId);
-    await child.result();
-    const parent = (await child.describe()).parentExecution;
-    if (parent?.workflowId) await client.workflow.getHandle(parent.workflowId, parent.runId ?? undefined).result();
-  };
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new Error(`the workflows ${run.workflowId} started did not close within ${SETTLE_TIMEOUT_MS} ms`)),
-      SETTLE_TIMEOUT_MS,
-    );
-  });
-  try {
-    await Promise.race([Promise.all(named.map((image) => close(image.workflowId))), timeout]);
-  } finally {
-    clearTimeout(timer);
+  const open = new Set<string>();
+  for (const image of named) {
+    if (!image.workflowId) throw new Error(`the run ${run.workflowId} names ${image.imageId} without its workflow`);
+    open.add(image.workflowId);
   }
+  const failed: string[] = [];
+  while (open.size > 0) {
+    if (Date.now() - started > SETTLE_TIMEOUT_MS)
+      throw new Error(`${open.size} workflows ${run.workflowId} started were still open after ${SETTLE_TIMEOUT_MS} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    for (const workflowId of [...open]) {
+      // Its image revision workflow starts it once it runs: not found yet is still to come.
+      const child = await client.workflow
+        .getHandle(workflowId)
+        .describe()
+        .catch((err: unknown) => {
+          if (err instanceof WorkflowNotFoundError) return undefined;
+          throw err;
+        });
+      if (!child || child.status.name === 'RUNNING') continue;
+      const parent = child.parentExecution?.workflowId
+        ? await client.workflow.getHandle(child.parentExecution.workflowId).describe()
+        : undefined;
+      if (parent?.status.name === 'RUNNING') continue;
+      open.delete(workflowId);
+      for (const closed of [child, parent])
+        if (closed && closed.status.name !== 'COMPLETED') failed.push(`${closed.workflowId} ${closed.status.name}`);
+    }
+  }
+  if (failed.length > 0)
+    throw new Error(
+      `of the workflows ${run.workflowId} started, ${failed.length} did not complete: ${failed.join(', ')}`,
+    );
   return Date.now() - started;
 }
 

@@ -7,28 +7,20 @@
  * with If-None-Match. Requests are counted by the client; durations are medians of REPEATS reads.
  * Two tag selections: EGI's default (the short tag: one manifest per repository) and every tag.
  */
-import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import { pino } from 'pino';
 import { parseConfig } from '../core/config.js';
+import { projectRead } from '../oci/project-read.js';
 import { readRegistryProject, type ReadRegistryProject } from '../oci/source.js';
-import { egiAnnotations, startRegistry, type TestRegistry } from '../test/support/registry.js';
+import { carriedCopy } from '../subscriptions/carried-copy.js';
+import { configuredSubscriptions } from '../subscriptions/sources.js';
+import { pushProject, startRegistry } from '../test/support/registry.js';
 import { REPEATS, log, median, round, timed, type BenchResult } from './lib.js';
 
 const REPOSITORIES = 300;
 const TAGS = 5;
 const PROJECT = 'egi_vm_images';
 const KiB = 1024;
-
-/** Pushes the project: each repository one small artifact under a short tag and four dated ones, a few at a time. */
-async function fill(registry: TestRegistry): Promise<void> {
-  const names = Array.from({ length: REPOSITORIES }, (_, i) => `image-${String(i).padStart(3, '0')}`);
-  const push = async (name: string) => {
-    const tags = ['1', ...Array.from({ length: TAGS - 1 }, (_, t) => `1-2025010${t + 1}-${name}`)];
-    await registry.push(`${PROJECT}/${name}`, { tags, disk: randomBytes(KiB), annotations: egiAnnotations(name, '1') });
-  };
-  for (let i = 0; i < names.length; i += 8) await Promise.all(names.slice(i, i + 8).map(push));
-}
 
 export async function benchRegistrySync(): Promise<BenchResult> {
   const registry = await startRegistry({ auth: 'none' });
@@ -41,7 +33,7 @@ export async function benchRegistrySync(): Promise<BenchResult> {
       .join(', ')} (1, 5, 15 min) on ${os.cpus().length} cores.`,
   ];
   try {
-    const filled = await timed(() => fill(registry));
+    const filled = await timed(() => pushProject(registry, PROJECT, { repositories: REPOSITORIES, tags: TAGS }));
     log(`pushed ${REPOSITORIES} repositories × ${TAGS} tags in ${round(filled.ms / 1000, 1)} s`);
     notes.push(
       `Filling the registry (${REPOSITORIES} repositories × ${TAGS} tags, ${REPOSITORIES * (4 + TAGS)} HTTP requests, 8 at a time) took ${round(filled.ms / 1000, 1)} s.`,
@@ -79,6 +71,19 @@ export async function benchRegistrySync(): Promise<BenchResult> {
         throw new Error('the read with nothing changed gave other images than the first');
       const stateBytes = Buffer.byteLength(JSON.stringify(first!.manifests));
       const imagesBytes = Buffer.byteLength(JSON.stringify(first!.images));
+      // What a sync run carries to the next of this read (subscriptions/carried-copy.ts), as the run makes it.
+      const [{ spec }] = configuredSubscriptions(
+        parseConfig(
+          { subscriptions: [{ registry: registry.url, project: PROJECT, tags, plainHttpOnLoopback: true }] },
+          'bench',
+        ),
+        'config',
+      );
+      const accepted = await projectRead(async () => first!, { subscription: spec! });
+      if (accepted.notModified) throw new Error('a read knowing nothing said not modified');
+      const copyBytes = Buffer.byteLength(
+        JSON.stringify(carriedCopy(accepted.accepted, { keep: accepted.keep, keepImages: false })),
+      );
       // The catalog pages and the tag lists: what the first read asked besides one GET per selected manifest.
       const selected = REPOSITORIES * (tags ? TAGS : 1);
       const listing = first!.requests!.total - selected;
@@ -98,9 +103,17 @@ export async function benchRegistrySync(): Promise<BenchResult> {
           'manifest bodies': r.total - listing - r.notModified,
         });
       }
-      raw[selection] = { coldMs: cold, warmMs: warm, first: first!.requests, again: again!.requests, stateBytes };
+      raw[selection] = {
+        coldMs: cold,
+        warmMs: warm,
+        first: first!.requests,
+        again: again!.requests,
+        stateBytes,
+        imagesBytes,
+        copyBytes,
+      };
       notes.push(
-        `${selection}: the digests kept for the next run are ${round(stateBytes / KiB, 1)} KiB (the accepted images themselves, already kept before: ${round(imagesBytes / KiB, 1)} KiB).`,
+        `${selection}: a sync run carries ${round(copyBytes / KiB, 1)} KiB to the next (each tag's digest, of each image what oci/remembered.ts keeps, and the images' digests); the tags' digests as JSON would be ${round(stateBytes / KiB, 1)} KiB and the accepted images themselves, as runs carried them before, ${round(imagesBytes / KiB, 1)} KiB.`,
       );
     }
   } finally {

@@ -49,9 +49,10 @@ export interface SubscriptionSource<Entry extends { paused?: boolean } = { pause
   /** `doctor`: the subscription answers with its credential (nothing is synced). Catches its own failures. */
   check(ctx: HealthContext, entry: Entry): Promise<CheckResult>;
   /**
-   * Whether `read` compares against the images it accepted last (a registry: a tag moved back to
-   * an older manifest, a repository kept as it was): they travel to the next run whatever their
-   * number. Otherwise a large list's images travel as digests (subscriptions/carried-copy.ts).
+   * Whether `read` needs the images it accepted last themselves: they travel to the next run
+   * whatever their number. Otherwise a large copy's images travel as digests
+   * (subscriptions/carried-copy.ts), and the read makes do with what the copy carries besides (a
+   * list: its metadata; a registry project: oci/remembered.ts). No source needs them today.
    */
   readonly readsPreviousImages: boolean;
 }

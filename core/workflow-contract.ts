@@ -514,7 +514,8 @@ export interface SubscriptionReadInput {
  * since the copy accepted last. `options` are the registration options of its events.
  */
 export type SubscriptionRead = { options: RegistrationOptions } & (
-  { notModified: true } | ({ notModified: false; accepted: AcceptedList; invalid: SyncSummary['invalid'] } & ReadGaps)
+  | { notModified: true; requests?: SyncSummary['requests'] }
+  | ({ notModified: false; accepted: AcceptedList; invalid: SyncSummary['invalid'] } & ReadGaps)
 );
 
 export interface SyncImageListInput {
@@ -554,7 +555,7 @@ export interface SyncSummary {
   /** Set when `sync-now --allow-mass-expiry` let this run expire more than `maxExpireFraction`. */
   massExpiryAllowed?: string;
   /**
-   * A registry project: the requests the read sent to the registry (token service apart), how
+   * A registry project: the requests the run's reads sent to the registry (token service apart), how
    * many were conditional (a manifest read last time, asked with its digest) and how many of
    * those the registry answered 304 Not Modified.
    */
@@ -680,6 +681,7 @@ export interface AcceptedList {
   vo?: string;
   /** The list's invalid entries: a run answered 304 keeps their images as the run that read them did. */
   invalid?: Array<{ identifier?: string; problem: string }>;
+  /** The list's ETag; a registry project's validator (see `registry`). */
   etag?: string;
   lastModified?: string;
   /**
@@ -688,10 +690,18 @@ export interface AcceptedList {
    */
   images: ListedImage[];
   /**
-   * A registry project: the digest each selected tag named when read (`{ image: { tag: digest } }`,
-   * bounded by oci/source.ts MAX_REMEMBERED_TAGS), so the next run asks for each with If-None-Match.
+   * A registry project, in copies made before `registry`: the digest each selected tag named when
+   * read (`{ image: { tag: digest } }`), so the next run asks for each with If-None-Match.
    */
   manifests?: Record<string, Record<string, string>>;
+  /**
+   * A registry project (oci/remembered.ts): the digest each selected tag named when read (40 bytes
+   * a tag, bounded by oci/source.ts MAX_REMEMBERED_TAGS), so the next run asks for each with
+   * If-None-Match; and of each image accepted, its tag, manifest, disk and creation time, so a
+   * copy without the images can still refuse a tag moved back and read the accepted image back.
+   * With them, `etag` is the project's validator (a digest of every selected tag's manifest).
+   */
+  registry?: { tags: string; images: string };
   /** A large list's images as digests: 17 bytes an image (subscriptions/carried-copy.ts). */
   digests?: string;
   /** How many images `digests` stands for. */

@@ -16,21 +16,36 @@ import type { ReadRegistryProject, RememberedManifests } from './source.js';
 /** What the `readSubscribedRegistry` activity is given. */
 export interface ProjectReadInput {
   subscription: SubscriptionSpec;
-  /** The images accepted last: a tag moved back to an older digest is refused (oci/). */
+  /** The images accepted last, when the copy carries them: a tag moved back to an older digest is refused (oci/). */
   previous?: ListedImage[];
-  /** The digests the selected tags named at the last read: an unchanged manifest costs one conditional request. */
+  /** The digests the selected tags named at the last read (a copy made before `memory`): an unchanged manifest costs one conditional request. */
   manifests?: RememberedManifests;
+  /** The same and what a read needs of the images accepted last, as a copy carries them (AcceptedList.registry). */
+  memory?: AcceptedList['registry'];
+  /** The project's validator at the last read, for a copy that does not carry its images: a read that finds the same says not modified. */
+  validator?: string;
 }
 
 /**
  * A registry subscription's read for its sync run: the project read by `readProject` (given the
- * images accepted last), made the run's accepted copy, with the images whose read failed kept.
+ * images accepted last, or what the copy remembers of them), made the run's accepted copy, with
+ * the images whose read failed kept. A copy that carries digests instead of its images carries
+ * the project's validator too (as `etag`): a read that finds the same is not modified, as a list
+ * answered 304 is, and the run checks the cloud against the digests. The run that reads again
+ * after that check (the validator cleared, as a list's ETag is) gets the images.
  */
 export async function projectRead(
   readProject: (input: ProjectReadInput) => Promise<ReadRegistryProject>,
   { subscription, previous }: SubscriptionReadInput,
 ): Promise<SubscriptionRead> {
-  const project = await readProject({ subscription, previous: previous?.images, manifests: previous?.manifests });
+  const input: ProjectReadInput = { subscription, previous: previous?.images, manifests: previous?.manifests };
+  if (previous?.registry) input.memory = previous.registry;
+  if (previous?.digests !== undefined && previous.etag !== undefined) input.validator = previous.etag;
+  const project = await readProject(input);
+  // The registry's login also pulls the layers: the acquire step resolves it by name.
+  const options = subscriptionOptions(subscription, true);
+  if (project.notModified)
+    return { notModified: true, options, ...(project.requests ? { requests: project.requests } : {}) };
   const unread = project.unread ?? [];
   // An image whose read failed this run stays in the accepted copy as it was accepted last, so
   // the next run still compares against it (a tag moved back to an older digest is refused).
@@ -40,11 +55,13 @@ export async function projectRead(
     (i) => unreadIds.has(i.event.imageId ?? '') && !read.has(i.event.imageId),
   );
   const accepted: AcceptedList = { listId: project.listId, images: [...project.images, ...kept] };
-  if (project.manifests) accepted.manifests = project.manifests;
+  // What the next read needs, bounded (oci/remembered.ts); a read from before that carried the tags' digests as they are.
+  if (project.memory) accepted.registry = project.memory;
+  else if (project.manifests) accepted.manifests = project.manifests;
+  if (project.validator) accepted.etag = project.validator;
   return {
     notModified: false,
-    // The registry's login also pulls the layers: the acquire step resolves it by name.
-    options: subscriptionOptions(subscription, true),
+    options,
     accepted,
     invalid: project.invalid,
     unread,

@@ -5,7 +5,7 @@
  * into the event a list image would be. What a subscription's sync then plans and delivers is
  * the same as for a list (subscriptions/sync-plan.ts).
  */
-import { compareVersions } from '../core/event.js';
+import { compareVersions, type ImageEvent } from '../core/event.js';
 import { registryListId, registrySubscriptionKey, type Config } from '../core/config.js';
 import { FetchError, InvalidInputError } from '../core/errors.js';
 import { readBodyLimited, redact } from '../core/http.js';
@@ -22,6 +22,17 @@ import {
   type RegistryRequestCounts,
 } from './client.js';
 import { ACCEPTED_MANIFESTS, readDiskManifest, type DiskManifest } from './manifest.js';
+import {
+  acceptedManifestOf,
+  AcceptedImages,
+  encodeAcceptedImages,
+  encodeTags,
+  projectValidator,
+  RememberedTags,
+  type AcceptedManifest,
+  type RegistryMemory,
+  type RememberedManifests,
+} from './remembered.js';
 
 /** EGI's central sync keeps the short tags (`22.04`, not `22.04-20250301-1a2b3c4`). */
 const DEFAULT_TAG_PATTERN = '^[^-]+$';
@@ -79,6 +90,16 @@ export interface ReadRegistryProject {
   manifests?: RememberedManifests;
   /** What the read asked of the registry (RegistryClient.requests). */
   requests?: RegistryRequestCounts;
+  /** The same in the copy's bounded form, with what the next read needs of each image accepted (oci/remembered.ts). */
+  memory?: RegistryMemory;
+  /**
+   * A digest of what makes the images (every selected tag and its manifest, the registry, the VO),
+   * when the read had nothing to report (no invalid tag, nothing unread): the next read given it
+   * finds out without reading a manifest whole that nothing changed.
+   */
+  validator?: string;
+  /** The validator given was still right: no image was made (`images` is empty); those accepted last stand. */
+  notModified?: true;
 }
 
 function tagPattern(source: Pick<RegistrySource, 'tags'>): RegExp {
@@ -277,12 +298,13 @@ async function fetchManifest(
 
 /**
  * The digest each selected tag named when it was read last, per image (repository name inside
- * the project): `{ ubuntu: { '22.04': 'sha256:…' } }`. Kept with the accepted copy for the next
- * run's conditional reads; bounded by MAX_REMEMBERED_TAGS (a tag past it is read whole).
+ * the project): `{ ubuntu: { '22.04': 'sha256:…' } }`. Kept for the next run's conditional reads
+ * (in the copy, as oci/remembered.ts encodes it); bounded by MAX_REMEMBERED_TAGS (a tag past it
+ * is read whole).
  */
-export type RememberedManifests = Record<string, Record<string, string>>;
+export type { RememberedManifests } from './remembered.js';
 
-/** At most this many tags' digests are remembered between runs (about 80 bytes each in the run's result). */
+/** At most this many tags' digests are remembered between runs (53 bytes each in the run's result). */
 const MAX_REMEMBERED_TAGS = 2000;
 
 interface ReadRegistryOptions {
@@ -291,12 +313,35 @@ interface ReadRegistryOptions {
   logger: Logger;
   /** The login, when the caller resolved it already; else the source's credential is resolved here. */
   login?: RegistryLogin;
-  /** The images the subscription accepted last (a tag moved back to an older digest is refused). */
+  /** The images the subscription accepted last, when its copy carries them (a tag moved back to an older digest is refused). */
   previous?: ListedImage[];
   /** The digests the selected tags named at the last read: each is read again only if it changed. */
   manifests?: RememberedManifests;
+  /**
+   * What the last read remembered in the copy's bounded form (oci/remembered.ts): the tags'
+   * digests, and of each image accepted what tells a later manifest older and where to read it
+   * back, for a copy that no longer carries the images (`previous`).
+   */
+  memory?: Partial<RegistryMemory>;
+  /**
+   * The project's validator at the last read (ReadRegistryProject.validator). When this read finds
+   * the same, it says so (`notModified`) and makes no image: the images accepted last still stand.
+   */
+  validator?: string;
   /** Stops the read (the activity's cancellation: cancelled, timed out, worker shutting down). */
   signal?: AbortSignal;
+}
+
+/** One repository as the first pass of a read leaves it: each manifest its selected tags name, and what failed. */
+interface RepositoryRead {
+  repository: string;
+  imageId: string;
+  /** Each manifest the selected tags name (the newest tag naming it); unread when the registry said it did not change. */
+  byDigest: Map<string, { tag: string; digest: string; manifest?: DiskManifest }>;
+  /** Tags whose manifest could not be read (a failed answer, the tag gone meanwhile), newest last. */
+  failed: Array<{ tag: string; problem: string }>;
+  /** Tags refused (not a tag name, a manifest that cannot be registered). */
+  refused: number;
 }
 
 /** A repository name as the distribution spec writes them (lower-case components separated by `/`). */
@@ -345,7 +390,11 @@ function createdAt(annotations: Record<string, string> | undefined): number | un
  * (`org.opencontainers.image.created`) before the accepted one. A manifest without a creation
  * time is not called older: nothing says it is.
  */
-export function rollback(tag: string, manifest: DiskManifest, accepted: ListedImage['event']): string | undefined {
+export function rollback(
+  tag: string,
+  manifest: DiskManifest,
+  accepted: Pick<ImageEvent, 'version' | 'checksumSha256' | 'properties'>,
+): string | undefined {
   if (!accepted.version) return undefined;
   const order = compareVersions(tag, accepted.version);
   if (order < 0) return `tag ${tag} is older than ${accepted.version}, the tag registered last`;
@@ -368,6 +417,13 @@ export function rollback(tag: string, manifest: DiskManifest, accepted: ListedIm
  * read, or none of whose tags was registrable. A tag moved back to an older image than the one
  * accepted last is refused (`invalid`) and the accepted image stays the current one. A refused
  * login, a cancelled read or a project that cannot be listed fails the whole read.
+ *
+ * Two passes: every repository's tags and the manifests they name (conditional requests where a
+ * digest is remembered), then the images. Between them, a read given the last read's validator
+ * that finds every selected tag naming the same manifest as then stops: `notModified`, no image
+ * made (nothing was read whole). Without the accepted images' events (a copy that carries only
+ * `memory`), an image whose manifest did not change is made again from its manifest read whole,
+ * and an accepted image that must stay current is read back by its digest.
  */
 export async function readRegistryProject({
   source: given,
@@ -376,6 +432,8 @@ export async function readRegistryProject({
   login,
   previous,
   manifests: remembered,
+  memory,
+  validator: lastValidator,
   signal,
 }: ReadRegistryOptions): Promise<ReadRegistryProject> {
   const source = siteSettings(config, given);
@@ -402,18 +460,28 @@ export async function readRegistryProject({
       .filter((p) => !p.expired && p.event.imageListId === listId && p.event.imageId)
       .map((p) => [p.event.imageId!, p]),
   );
+  const rememberedTags = new RememberedTags(memory?.tags);
+  const acceptedManifests = new AcceptedImages(memory?.images);
   const images: ListedImage[] = [];
   const invalid: ReadRegistryProject['invalid'] = [];
   const unread: ReadRegistryProject['unread'] = [];
   // Names come from the registry: kept in maps, made an object (own properties only) at the end.
   const manifests = new Map<string, Map<string, string>>();
-  let rememberedTags = 0;
+  let tagsRemembered = 0;
+  let allRemembered = true;
   const remember = (imageId: string, tag: string, digest: string) => {
     const tags = manifests.get(imageId) ?? new Map<string, string>();
-    if (!tags.has(tag) && rememberedTags >= MAX_REMEMBERED_TAGS) return;
-    if (!tags.has(tag)) rememberedTags++;
+    if (!tags.has(tag) && tagsRemembered >= MAX_REMEMBERED_TAGS) {
+      allRemembered = false;
+      return;
+    }
+    if (!tags.has(tag)) tagsRemembered++;
     manifests.set(imageId, tags.set(tag, digest));
   };
+  const rememberedNow = (): RememberedManifests =>
+    Object.fromEntries([...manifests].map(([imageId, tags]) => [imageId, Object.fromEntries(tags)]));
+  const validatorOf = (now: RememberedManifests) =>
+    projectValidator({ listId, registry: client.registry.href, vo: source.vo }, now);
   /**
    * The event accepted last for the image, when it was made from this very manifest of this tag,
    * in this repository of this registry, for this VO: what reading the manifest again would make.
@@ -425,10 +493,48 @@ export async function readRegistryProject({
     if (event.uri !== blobUrl(client.registry, repository, `sha256:${event.checksumSha256}`)) return undefined;
     return event;
   };
+  const eventOf = (repository: string, tag: string, manifest: DiskManifest) =>
+    registryImageToEvent({
+      listId,
+      registry: client.registry,
+      project: source.project,
+      repository,
+      tag,
+      manifest,
+      vo: source.vo,
+    });
+  /**
+   * The image accepted last, read back by its manifest's digest (a copy without the events): the
+   * event it was, or why it could not be read (a failure of the whole read is thrown).
+   */
+  const readBack = async (
+    repository: string,
+    was: AcceptedManifest,
+  ): Promise<{ event: ImageEvent } | { problem: string }> => {
+    try {
+      return { event: eventOf(repository, was.version, await readManifest(client, repository, was.manifest, signal)) };
+    } catch (err) {
+      if (failsTheRead(err, signal)) throw err;
+      return {
+        problem: `the image registered last (${repository}@${was.manifest}) could not be read back: ${problemOf(err)}`,
+      };
+    }
+  };
+  /** The image accepted last: its event when the copy carries the images, else what the copy remembers of it. */
+  const acceptedBefore = (imageId: string): { event: ImageEvent } | { was: AcceptedManifest } | undefined => {
+    const event = accepted.get(imageId)?.event;
+    if (event) return { event };
+    const was = acceptedManifests.of(imageId);
+    return was ? { was } : undefined;
+  };
+  /** Images read back already (a tag moved back), so that a failure is not asked twice. */
+  const readBackTried = new Set<string>();
   try {
     let repositories = await listRepositories(client, source.project, source.api, bounds);
     if (source.repositories)
       repositories = repositories.filter((r) => source.repositories!.includes(shortName(r, source.project)));
+    // First pass: what every selected tag names now.
+    const read: RepositoryRead[] = [];
     for (const repository of repositories) {
       const imageId = shortName(repository, source.project);
       if (!REPOSITORY_NAME.test(repository)) {
@@ -443,41 +549,58 @@ export async function readRegistryProject({
         unread.push({ imageId, problem: `the tags of ${repository} could not be read: ${problemOf(err)}` });
         continue;
       }
-      /** Each manifest the selected tags name (the newest tag naming it); unread when the registry said it did not change. */
-      const byDigest = new Map<string, { tag: string; digest: string; manifest?: DiskManifest }>();
-      /** Tags whose manifest could not be read (a failed answer, the tag gone meanwhile), newest last. */
-      const failed: Array<{ tag: string; problem: string }> = [];
-      let refused = 0;
-      const refuse = (tag: string, err: unknown) => {
-        if (err instanceof InvalidInputError) {
-          // Read, and not registrable: reported; the tag is not an image.
-          invalid.push({ identifier: `${repository}:${tag}`, problem: err.message });
-          refused++;
-        } else if (failsTheRead(err, signal)) throw err;
-        else {
-          const gone = err instanceof FetchError && err.status === 404 ? 'the tag disappeared while reading: ' : '';
-          failed.push({ tag, problem: `${gone}${problemOf(err)}` });
-        }
-      };
+      const repo: RepositoryRead = { repository, imageId, byDigest: new Map(), failed: [], refused: 0 };
+      read.push(repo);
       for (const tag of tags) {
         if (!TAG_NAME.test(tag)) {
           invalid.push({ identifier: `${repository}:${tag}`, problem: `'${tag}' is not a tag name; skipped` });
-          refused++;
+          repo.refused++;
           continue;
         }
         try {
           // A tag read last time costs one conditional request while it names the same manifest.
-          const known = rememberedDigest(remembered, imageId, tag);
-          const read = known
+          const known = rememberedDigest(remembered, imageId, tag) ?? rememberedTags.digestOf(imageId, tag);
+          const manifest = known
             ? await readManifestIfChanged(client, repository, tag, known, signal)
             : await readManifest(client, repository, tag, signal);
           // tags ascend: the newest tag naming a manifest wins
-          byDigest.set(read.digest, { tag, digest: read.digest, manifest: 'notModified' in read ? undefined : read });
-          remember(imageId, tag, read.digest);
+          repo.byDigest.set(manifest.digest, {
+            tag,
+            digest: manifest.digest,
+            manifest: 'notModified' in manifest ? undefined : manifest,
+          });
+          remember(imageId, tag, manifest.digest);
         } catch (err) {
-          refuse(tag, err);
+          refuse(repo, tag, err);
         }
       }
+    }
+    if (
+      lastValidator !== undefined &&
+      allRemembered &&
+      invalid.length === 0 &&
+      unread.length === 0 &&
+      read.every((r) => r.failed.length === 0 && r.refused === 0)
+    ) {
+      const now = rememberedNow();
+      // Every selected tag names the manifest it named when the images accepted last were made of them.
+      if (validatorOf(now) === lastValidator) {
+        logger.debug({ registry: client.name, project: source.project }, 'registry project not modified');
+        return {
+          listId,
+          images: [],
+          invalid,
+          unread,
+          manifests: now,
+          requests: { ...client.requests },
+          notModified: true,
+          validator: lastValidator,
+        };
+      }
+    }
+    // Second pass: each repository's image.
+    for (const repo of read) {
+      const { repository, imageId, byDigest, failed } = repo;
       const chosen = [...byDigest.values()].sort((a, b) => compareVersions(a.tag, b.tag));
       let newest = chosen.at(-1);
       if (newest && !newest.manifest) {
@@ -493,7 +616,7 @@ export async function readRegistryProject({
           newest = { tag: newest.tag, digest: manifest.digest, manifest };
           remember(imageId, newest.tag, manifest.digest);
         } catch (err) {
-          refuse(newest.tag, err);
+          refuse(repo, newest.tag, err);
           chosen.pop();
           newest = chosen.filter((c) => c.manifest).at(-1);
         }
@@ -509,35 +632,37 @@ export async function readRegistryProject({
       }
       if (!newest?.manifest) {
         // No tag selected: the repository has no image now. Tags that were all refused: kept.
-        if (refused > 0)
+        if (repo.refused > 0)
           unread.push({
             imageId,
-            problem: `none of the ${refused} selected tags of ${repository} can be registered (see invalid); its image is kept`,
+            problem: `none of the ${repo.refused} selected tags of ${repository} can be registered (see invalid); its image is kept`,
           });
         continue;
       }
       for (const other of chosen.filter((c) => c !== newest && compareVersions(c.tag, newest!.tag) < 0))
         invalid.push(ambiguous(repository, other.tag, newest.tag));
-      const before = accepted.get(imageId);
-      const older = before && rollback(newest.tag, newest.manifest, before.event);
+      const before = acceptedBefore(imageId);
+      const older =
+        before && rollback(newest.tag, newest.manifest, 'event' in before ? before.event : asEvent(before.was));
       if (before && older) {
         invalid.push({
           identifier: `${repository}:${newest.tag}`,
           problem: `${older}: refused, as an older hv:version is; the image registered last stays current`,
         });
-        images.push({ event: before.event, expired: false });
+        readBackTried.add(imageId);
+        const kept = 'event' in before ? before : await readBack(repository, before.was);
+        if ('event' in kept) images.push({ event: kept.event, expired: false });
+        else unread.push({ imageId, problem: `${older}, and ${kept.problem}` });
         continue;
       }
-      const event = registryImageToEvent({
-        listId,
-        registry: client.registry,
-        project: source.project,
-        repository,
-        tag: newest.tag,
-        manifest: newest.manifest,
-        vo: source.vo,
-      });
-      images.push({ event, expired: false });
+      images.push({ event: eventOf(repository, newest.tag, newest.manifest), expired: false });
+    }
+    // An image whose read failed stays as it was accepted; without its event in the copy, it is read back.
+    for (const { imageId } of unread) {
+      const before = readBackTried.has(imageId) ? undefined : acceptedBefore(imageId);
+      if (!before || 'event' in before) continue;
+      const kept = await readBack(`${source.project}/${imageId}`, before.was);
+      if ('event' in kept) images.push({ event: kept.event, expired: false });
     }
   } finally {
     await client.close();
@@ -552,13 +677,51 @@ export async function readRegistryProject({
     },
     'registry project read',
   );
-  return {
+  const now = rememberedNow();
+  // What the next read needs of each image accepted now, and of each kept unread as it was accepted.
+  const carried = new Map<string, AcceptedManifest>();
+  for (const { event } of images) {
+    const was = acceptedManifestOf(event);
+    if (was && event.imageId) carried.set(event.imageId, was);
+  }
+  for (const { imageId } of unread) {
+    const before = carried.has(imageId) ? undefined : acceptedBefore(imageId);
+    const was = before && ('event' in before ? acceptedManifestOf(before.event) : before.was);
+    if (was) carried.set(imageId, was);
+  }
+  const result: ReadRegistryProject = {
     listId,
     images,
     invalid,
     unread,
-    manifests: Object.fromEntries([...manifests].map(([imageId, tags]) => [imageId, Object.fromEntries(tags)])),
+    manifests: now,
     requests: { ...client.requests },
+    memory: { tags: encodeTags(now), images: encodeAcceptedImages(carried) },
+  };
+  // Only a read with nothing to report can be found the same again: a problem is looked at anew every run.
+  if (allRemembered && invalid.length === 0 && unread.length === 0) result.validator = validatorOf(now);
+  return result;
+
+  /** A tag whose manifest was not taken: read and not registrable (invalid), or not read (failed). */
+  function refuse(repo: RepositoryRead, tag: string, err: unknown): void {
+    if (err instanceof InvalidInputError) {
+      // Read, and not registrable: reported; the tag is not an image.
+      invalid.push({ identifier: `${repo.repository}:${tag}`, problem: err.message });
+      repo.refused++;
+    } else if (failsTheRead(err, signal)) throw err;
+    else {
+      const gone = err instanceof FetchError && err.status === 404 ? 'the tag disappeared while reading: ' : '';
+      repo.failed.push({ tag, problem: `${gone}${problemOf(err)}` });
+    }
+  }
+}
+
+/** What rollback reads of an image accepted last, from what the copy remembers of it. */
+function asEvent(was: AcceptedManifest): Pick<ImageEvent, 'version' | 'checksumSha256' | 'properties'> {
+  return {
+    version: was.version,
+    checksumSha256: was.checksumSha256,
+    properties: was.created !== undefined ? { [CREATED]: was.created } : {},
   };
 }
 

@@ -1,7 +1,9 @@
 /**
  * Registry projects as a subscription source: each repository of the project is an image, each
  * selected tag a version (oci/source.ts reads them). A registry has no conditional read of a whole
- * project: every run reads it, then plans as for a list.
+ * project: every run lists it and asks for each selected tag's manifest with the digest it named
+ * last (If-None-Match); when every one is the same, a project whose copy no longer carries its
+ * images is not modified, as a list answered 304 is. Otherwise it plans as for a list.
  */
 import { registrySubscriptionKey, type RegistrySubscription } from '../core/config.js';
 import { InvalidInputError } from '../core/errors.js';
@@ -36,14 +38,23 @@ export function registryScheduleId(sub: Pick<RegistrySubscription, 'registry' | 
  */
 export async function readSubscribedProject(
   ctx: Pick<SourceReadContext, 'config' | 'logger' | 'signal'>,
-  { subscription, previous, manifests }: ProjectReadInput,
+  { subscription, previous, manifests, memory, validator }: ProjectReadInput,
 ): Promise<ReadRegistryProject> {
   const project = subscription.registry;
   if (subscription.source !== REGISTRY || !project)
     throw new InvalidInputError(`subscription ${subscription.url} is not a registry project`);
   const source = { ...project, credential: subscription.credential, vo: subscription.vo };
   return whileHeartbeating({ step: `read the registry project ${subscription.url}` }, () =>
-    readRegistryProject({ source, config: ctx.config, logger: ctx.logger, previous, manifests, signal: ctx.signal }),
+    readRegistryProject({
+      source,
+      config: ctx.config,
+      logger: ctx.logger,
+      previous,
+      manifests,
+      memory,
+      validator,
+      signal: ctx.signal,
+    }),
   );
 }
 
@@ -74,7 +85,8 @@ export const registrySource: SubscriptionSource<RegistrySubscription> = {
     return spec;
   },
 
-  readsPreviousImages: true,
+  // A large project's copy carries digests and what oci/remembered.ts keeps, not its images.
+  readsPreviousImages: false,
 
   describe: (spec) => ({
     summary: `Sync of the registry project ${spec.url}`,

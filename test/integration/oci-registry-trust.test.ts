@@ -10,7 +10,7 @@ import { FetchError } from '../../core/errors.js';
 import { imageIdentity, type ListedImage } from '../../core/workflow-contract.js';
 import { downloadBlob } from '../../oci/blob.js';
 import { RegistryClient, resolveRegistryLogin } from '../../oci/client.js';
-import { readRegistryProject, type RegistrySource } from '../../oci/source.js';
+import { readRegistryProject, type ReadRegistryProject, type RegistrySource } from '../../oci/source.js';
 import { generateSelfSignedCertificate, startTestServer, type TestServer } from '../support/http-server.js';
 import { quietLogger, tempDir } from '../support/pipeline-fixtures.js';
 import {
@@ -519,13 +519,18 @@ describe('a registry project read against a misbehaving registry', () => {
 
 describe('a tag moved back to an older image than the one registered', () => {
   let registry: TestRegistry;
+  const source = () => ({
+    registry: registry.url,
+    project: PROJECT,
+    credential: 'reader',
+    plainHttpOnLoopback: true,
+    tags: '.*',
+  });
   const read = (previous: ListedImage[]) =>
-    readRegistryProject({
-      source: { registry: registry.url, project: PROJECT, credential: 'reader', plainHttpOnLoopback: true, tags: '.*' },
-      config,
-      logger: quietLogger,
-      previous,
-    });
+    readRegistryProject({ source: source(), config, logger: quietLogger, previous });
+  /** A read given what a large project's copy carries instead of its images (oci/remembered.ts). */
+  const readRemembering = (previous: ReadRegistryProject) =>
+    readRegistryProject({ source: source(), config, logger: quietLogger, memory: previous.memory });
 
   beforeAll(async () => {
     registry = await startRegistry({ auth: 'htpasswd', users: { [READER.user]: READER.password } });
@@ -584,6 +589,66 @@ describe('a tag moved back to an older image than the one registered', () => {
         'tag 8 is older than 9, the tag registered last: refused, as an older hv:version is; the image registered last stays current',
     });
     expect(back.images.filter((i) => i.event.imageId === 'alma')).toEqual(first);
+  });
+
+  it('a copy without the images: the same refusal, and the registered image, read back by its digest, stays current', async () => {
+    const repo = `${PROJECT}/rocky`;
+    const older = await registry.push(repo, {
+      tags: ['9'],
+      disk: randomBytes(1024),
+      annotations: egiAnnotations('rocky', '9', { 'org.opencontainers.image.created': '2025-03-01T00:00:00Z' }),
+    });
+    await registry.push(repo, {
+      tags: ['9'],
+      disk: randomBytes(1024),
+      annotations: egiAnnotations('rocky', '9', { 'org.opencontainers.image.created': '2025-04-01T00:00:00Z' }),
+    });
+    const first = await read([]);
+    const rocky = first.images.filter((i) => i.event.imageId === 'rocky');
+    await registry.tag(repo, older.manifestDigest, '9');
+    const back = await readRemembering(first);
+    expect(back.invalid).toContainEqual({
+      identifier: `${repo}:9`,
+      problem:
+        'tag 9 moved back to a manifest created 2025-03-01T00:00:00Z, before the one registered last (2025-04-01T00:00:00Z): refused, as an older hv:version is; the image registered last stays current',
+    });
+    expect(back.images.filter((i) => i.event.imageId === 'rocky')).toEqual(rocky);
+    expect(back.unread.filter((u) => u.imageId === 'rocky')).toEqual([]);
+    // The next read still knows which image is current.
+    expect((await readRemembering(back)).images.filter((i) => i.event.imageId === 'rocky')).toEqual(rocky);
+  });
+
+  it('a copy without the images, the registered manifest deleted: the same refusal; the image cannot be read back, so it is kept as unread', async () => {
+    const repo = `${PROJECT}/centos`;
+    await registry.push(repo, { tags: ['7'], disk: randomBytes(1024), annotations: egiAnnotations('centos', '7') });
+    const eight = await registry.push(repo, {
+      tags: ['8'],
+      disk: randomBytes(1024),
+      annotations: egiAnnotations('centos', '8'),
+    });
+    const first = await read([]);
+    await registry.deleteManifest(repo, eight.manifestDigest);
+    const back = await readRemembering(first);
+    expect(back.invalid).toContainEqual({
+      identifier: `${repo}:7`,
+      problem:
+        'tag 7 is older than 8, the tag registered last: refused, as an older hv:version is; the image registered last stays current',
+    });
+    expect(back.images.filter((i) => i.event.imageId === 'centos')).toEqual([]);
+    expect(back.unread.filter((u) => u.imageId === 'centos')).toEqual([
+      {
+        imageId: 'centos',
+        problem: expect.stringMatching(
+          new RegExp(
+            `^tag 7 is older than 8, the tag registered last, and the image registered last \\(${repo}@${eight.manifestDigest}\\) could not be read back: `,
+          ),
+        ) as unknown as string,
+      },
+    ]);
+    // Kept as it was accepted: the next read refuses tag 7 again.
+    const again = await readRemembering(back);
+    expect(again.invalid.map((i) => i.identifier)).toContain(`${repo}:7`);
+    expect(again.unread.map((u) => u.imageId)).toContain('centos');
   });
 });
 

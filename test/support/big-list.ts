@@ -200,7 +200,7 @@ export async function seedRegisteredImages(stateFile: string, owner: string, eve
       ROOT_PARTITION: '1',
       USERS: 'root',
     };
-    for (const field of ['mpUri', 'title', 'version', 'checksumSha512'] as const) {
+    for (const field of ['mpUri', 'title', 'version', 'checksumSha512', 'checksumSha256'] as const) {
       const value = event[field];
       if (value !== undefined) properties[EVENT_FIELDS[field]] = String(value);
     }

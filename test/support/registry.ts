@@ -80,6 +80,28 @@ export const EGI_ARTIFACT_TYPE = 'application/vnd.egi.cloud.vm-image.v1';
 const EMPTY_CONFIG = 'application/vnd.oci.empty.v1+json';
 const ORAS_CONFIG = 'application/vnd.unknown.config.v1+json';
 
+/**
+ * A project of `repositories` repositories (`image-000`, `image-001`…) of `tags` tags each, as the
+ * scale tests and the benchmark read it: each repository one small artifact (1 KiB of random
+ * data, EGI's annotations) under a short tag (`1`) and `tags - 1` dated ones, pushed 8 at a time.
+ */
+export async function pushProject(
+  registry: TestRegistry,
+  project: string,
+  { repositories, tags }: { repositories: number; tags: number },
+): Promise<void> {
+  const names = Array.from({ length: repositories }, (_, i) => `image-${String(i).padStart(3, '0')}`);
+  const push = async (name: string) => {
+    const tagged = ['1', ...Array.from({ length: tags - 1 }, (_, t) => `1-2025010${t + 1}-${name}`)];
+    await registry.push(`${project}/${name}`, {
+      tags: tagged,
+      disk: randomBytes(1024),
+      annotations: egiAnnotations(name, '1'),
+    });
+  };
+  for (let i = 0; i < names.length; i += 8) await Promise.all(names.slice(i, i + 8).map(push));
+}
+
 /** The annotations EGI's build pipeline sets on an image (values as given). */
 export function egiAnnotations(
   distro: string,
