@@ -18,7 +18,7 @@ import {
   type WorkflowBundleWithSourceMap,
 } from '@temporalio/worker';
 import { createSubscriptionActivities } from '../../activities/subscriptions.js';
-import { cloudTarget } from '../../clouds/index.js';
+import { cloudTargets } from '../../clouds/index.js';
 import type { Config } from '../../core/config.js';
 import {
   SYNC_WORKFLOW,
@@ -73,7 +73,7 @@ export async function startSyncWorker(
     config,
     logger,
     temporal: opts.temporal ?? (async () => client),
-    cloud: cloudTarget({ config, logger }),
+    clouds: cloudTargets({ config, logger }),
   });
   // As worker/worker.ts: a quarter of the heartbeat timeout between two heartbeats sent.
   const throttle = Math.max(100, Math.floor(config.worker.heartbeatTimeoutMs / 4));
