@@ -33,7 +33,9 @@ import { mockedSyncSubscription } from '../support/sync-run-mock.js';
  * mocked steps: once per workflow outcome whatever the activity retries, never again on replay;
  * every attempt of a step measured; an image waiting for disk shown while it waits.
  */
-const SITE = { cloud: { type: 'synnefo' as const }, synnefo: { cloud: 'site' } } as Parameters<typeof outcomeSinks>[1];
+const SITE = { cloud: { type: 'synnefo' as const }, synnefo: { cloud: 'site' }, clouds: {} } as Parameters<
+  typeof outcomeSinks
+>[1];
 
 function claimFor(queue: string, overrides: Partial<HostClaim> = {}): HostClaim {
   return {
