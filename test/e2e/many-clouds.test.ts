@@ -11,6 +11,7 @@ import { writeLinuxMbr } from '../support/disk-images.js';
 import { fakeCloud } from '../support/fake-cloud.js';
 import { startImageServer, type ImageServer } from '../support/image-server.js';
 import { startOpenStack, type OpenStack } from '../support/openstack.js';
+import { subscriptionScheduleId } from '../../subscriptions/schedules.js';
 import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/service-process.js';
 import { createTestPki, type TestPki, type TestSigner } from '../support/test-pki.js';
 
@@ -189,6 +190,11 @@ subscriptions = [
 
 afterAll(async () => {
   await worker?.stop();
+  // The schedule the worker made from the configuration goes with the test (others list schedules).
+  await client?.schedule
+    .getHandle(subscriptionScheduleId(listUrl()))
+    .delete()
+    .catch(() => undefined);
   await images?.close();
   await connection?.close();
   await agent.close();
