@@ -31,4 +31,6 @@ export default {
   // Integration tests run real processes against real servers on a 2-core machine.
   testTimeout: 120_000,
   maxWorkers: 2,
+  // The longest test files first, so neither worker is left with one alone at the end.
+  testSequencer: '<rootDir>/test/support/sequencer.js',
 };

@@ -5,6 +5,7 @@ import { convertToRaw } from './convert.js';
 import { inspectFile, inspectImage } from './inspect.js';
 import { cancellationSignal } from '../runtime/context.js';
 import type { ActivityDeps } from '../runtime/deps.js';
+import { whileHeartbeating } from '../runtime/heartbeats.js';
 import type { AcquireInput, ConvertInput, InspectInput } from './types.js';
 import { removeWorkDir, withWorkDir } from './workspace.js';
 
@@ -18,7 +19,9 @@ export function createHostActivities(deps: ActivityDeps) {
   const clouds = cloudTargets(deps);
   return {
     acquireImage: (input: AcquireInput) => acquireImage(deps, input),
-    inspectImage: (input: InspectInput) => inspectImage(deps, input),
+    // The short steps heartbeat too: a host lost in the middle of one is found out within the
+    // heartbeat timeout, not at the end of the step's start-to-close timeout.
+    inspectImage: (input: InspectInput) => whileHeartbeating({ step: 'inspect' }, () => inspectImage(deps, input)),
     /**
      * Turns the image into a disk the cloud takes: raw, or a qcow2 kept as it is when the cloud
      * takes qcow2: the formats of the registration's cloud, as its host claim carried them (absent in
@@ -33,16 +36,13 @@ export function createHostActivities(deps: ActivityDeps) {
     registerWithKamaki: async (input: PublishInput) =>
       clouds.of(input.options).publish({ ...input, format: input.format ?? (await detectedFormat(deps, input.path)) }),
     /** Removes the workflow's work folder, whatever state a failed or finished attempt left it in. */
-    cleanupWorkspace: (input: { workflowId: string }) => cleanupWorkspace(deps, input),
+    cleanupWorkspace: (input: { workflowId: string }) =>
+      whileHeartbeating({ step: 'remove the work folder' }, () => cleanupWorkspace(deps, input)),
   };
 }
 
 export type HostActivities = ReturnType<typeof createHostActivities>;
 
-/**
- * Takes the folder like any step: an attempt that timed out and is still writing here is stopped
- * (and its open files closed) before the folder goes, so none of it outlives the clean-up.
- */
 /** The format of a file to publish whose input did not say it (recorded before it was passed): detected again. */
 async function detectedFormat({ config }: ActivityDeps, file: string): Promise<string> {
   const { format } = await inspectFile(
@@ -52,6 +52,10 @@ async function detectedFormat({ config }: ActivityDeps, file: string): Promise<s
   return format;
 }
 
+/**
+ * Takes the folder like any step: an attempt that timed out and is still writing here is stopped
+ * (and its open files closed) before the folder goes, so none of it outlives the clean-up.
+ */
 async function cleanupWorkspace({ config, logger }: ActivityDeps, input: { workflowId: string }): Promise<void> {
   await withWorkDir(config, input.workflowId, async ({ dir }) => {
     await removeWorkDir(config, dir);

@@ -20,6 +20,7 @@ import {
   BENCH_TMP,
   GiB,
   benchToolchain,
+  cpuSeconds,
   log,
   median,
   peakRssMiB,
@@ -69,6 +70,25 @@ interface Run {
   failed: number;
   bytesServed: number;
   workerRssMiB: number;
+  /** CPU seconds (user + system) of the worker process, and of each program it ran (calls, seconds). */
+  workerCpuS: number;
+  tools: Record<string, { calls: number; cpuS: number }>;
+}
+
+/** A tool wrapper logging "<name> <user s> <system s>" per call to $SNF_BENCH_CPU_LOG. */
+const cpuWrapper = (name: string, real: string) =>
+  `#!/bin/bash\nexec /usr/bin/time -a -o "$SNF_BENCH_CPU_LOG" -f "${name} %U %S" "${real}" "$@"\n`;
+
+async function readToolCpu(file: string): Promise<Run['tools']> {
+  const tools: Run['tools'] = {};
+  for (const line of (await readFile(file, 'utf8').catch(() => '')).split('\n')) {
+    const [name, user, system] = line.trim().split(' ');
+    if (!name || Number.isNaN(Number(user)) || Number.isNaN(Number(system))) continue;
+    const t = (tools[name] ??= { calls: 0, cpuS: 0 });
+    t.calls += 1;
+    t.cpuS = round(t.cpuS + Number(user) + Number(system), 1);
+  }
+  return tools;
 }
 
 /** One worker, `clouds` clouds, every image sent at once (one event each, fanned out to every cloud). */
@@ -83,12 +103,8 @@ async function runOnce(
   const run = path.join(dir, `run-${clouds.length}-${repeat}`);
   await rm(run, { recursive: true, force: true });
   const taskQueue = `bench-clouds-${clouds.length}`;
-  const toolchain = await benchToolchain(
-    run,
-    taskQueue,
-    (_n, real) => `#!/bin/bash\nexec "${real}" "$@"\n`,
-    'prepare = false',
-  );
+  const toolchain = await benchToolchain(run, taskQueue, cpuWrapper, 'prepare = false');
+  const cpuLog = path.join(run, 'tools-cpu.log');
   // One kamaki cloud (and account: its own token) per cloud of the deployment.
   const kamakirc = path.join(run, 'kamakirc-clouds');
   await writeFile(
@@ -114,14 +130,17 @@ ${clouds.map((c) => `  ${c} { type = synnefo, kamakiCloud = ${c} }`).join('\n')}
   let registrations = 0;
   let failed = 0;
   let workerRssMiB = 0;
+  let workerCpuS = 0;
+  let tools: Run['tools'] = {};
   try {
     worker = await startSnf(
       ['worker', '--conf', conf],
-      { ...toolchain.env(temporal.address), FAKE_KAMAKIRC: kamakirc },
+      { ...toolchain.env(temporal.address, { SNF_BENCH_CPU_LOG: cpuLog }), FAKE_KAMAKIRC: kamakirc },
       /worker started/,
     );
     const { config } = await loadConfig({ file: conf, env: { ...process.env, TEMPORAL_ADDRESS: temporal.address } });
     const { client, connection } = await connectTemporal(config.temporal);
+    const cpuBefore = cpuSeconds(worker.proc.pid!);
     try {
       const listId = `bench-clouds-${clouds.length}-${Date.now()}`;
       ({ ms } = await timed(() =>
@@ -154,12 +173,14 @@ ${clouds.map((c) => `  ${c} { type = synnefo, kamakiCloud = ${c} }`).join('\n')}
       await connection.close();
     }
     workerRssMiB = await peakRssMiB(worker.proc.pid);
+    workerCpuS = round(cpuSeconds(worker.proc.pid!) - cpuBefore, 1);
+    tools = await readToolCpu(cpuLog);
   } finally {
     await stopAll([() => worker?.stop(), () => temporal.stop()]);
     await rm(run, { recursive: true, force: true });
   }
   const bytesServed = (await served()).reduce((a, r) => a + r.bytes, 0) - before;
-  return { clouds: clouds.length, ms, registrations, failed, bytesServed, workerRssMiB };
+  return { clouds: clouds.length, ms, registrations, failed, bytesServed, workerRssMiB, workerCpuS, tools };
 }
 
 export async function benchClouds(): Promise<BenchResult> {
@@ -194,6 +215,14 @@ export async function benchClouds(): Promise<BenchResult> {
     figure: `#${i + 1}: ${r.clouds} cloud${r.clouds > 1 ? 's' : ''} (${r.registrations} registrations)`,
     value: `${round(r.ms / 1000, 1)} s, ${round(r.bytesServed / GiB, 2)} GiB served, worker peak RSS ${r.workerRssMiB} MiB`,
   });
+  // Where the CPU went: the machine has 2 cores, so CPU seconds / 2 is the least wall time the work can take.
+  const cpuRow = (r: Run, i: number) => ({
+    figure: `#${i + 1}: ${r.clouds} cloud${r.clouds > 1 ? 's' : ''}, CPU seconds`,
+    value: [
+      `worker ${r.workerCpuS} s`,
+      ...Object.entries(r.tools).map(([name, t]) => `${name} ${t.cpuS} s (${t.calls} calls)`),
+    ].join(', '),
+  });
   return {
     name: 'clouds',
     title: `Many clouds: ${COUNT} qcow2 images of ${SIZE_GIB} GiB into 1 cloud and into 3`,
@@ -205,6 +234,8 @@ export async function benchClouds(): Promise<BenchResult> {
     rows: [
       ...one.map(row),
       ...three.map(row),
+      ...one.map(cpuRow),
+      ...three.map(cpuRow),
       { figure: 'ratio 3 clouds / 1 cloud (medians)', value: `${round(ratio, 2)} ×` },
       { figure: 'bytes served for 3 clouds / the images’ bytes', value: `${round(downloads, 2)} ×` },
     ],

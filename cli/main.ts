@@ -1,11 +1,11 @@
 import { packageVersion } from '../core/package-info.js';
 import { Builtins, Cli } from 'clipanion';
 import { EXIT } from './base-command.js';
-import { commands } from './commands/index.js';
+import { commandsFor } from './commands/index.js';
 import type { CliContext } from './context.js';
 import { translateLegacyArgv } from './legacy-argv.js';
 
-function buildCli(): Cli<CliContext> {
+function buildCli(commands: Awaited<ReturnType<typeof commandsFor>>): Cli<CliContext> {
   const cli = new Cli<CliContext>({
     binaryLabel: 'snf-vmcatcher',
     binaryName: 'snf-vmcatcher',
@@ -28,8 +28,8 @@ export async function main(argv: readonly string[], context: Partial<CliContext>
     env: process.env,
     ...context,
   };
-  const cli = buildCli();
   const { argv: translated, noCommand } = translateLegacyArgv(argv);
+  const cli = buildCli(await commandsFor(noCommand ? [] : translated));
   if (noCommand) {
     ctx.stdout.write(cli.usage(null));
     return EXIT.failed;

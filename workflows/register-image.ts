@@ -57,13 +57,15 @@ const MAX_HOSTS = 3;
  * A host-queue step. Its schedule-to-start timeout detects a host that is gone, not one that is
  * busy: the image holds one of the host's slots (see onHost), and the host queue has as many task
  * slots as the host has image slots, so a holder's step never queues behind other images' steps.
+ * Every host step heartbeats, the short ones too: its heartbeat timeout detects a host lost while
+ * the step runs.
  */
-function hostActivities(claim: HostClaim, timeout: number, heartbeat = true): ActivityInterfaceFor<HostActivities> {
+function hostActivities(claim: HostClaim, timeout: number): ActivityInterfaceFor<HostActivities> {
   const options: ActivityOptions = {
     taskQueue: claim.taskQueue,
     startToCloseTimeout: timeout,
     scheduleToStartTimeout: claim.scheduleToStartTimeoutMs,
-    heartbeatTimeout: heartbeat ? claim.heartbeatTimeoutMs : undefined,
+    heartbeatTimeout: claim.heartbeatTimeoutMs,
     retry: {
       initialInterval: claim.retryInitialIntervalMs,
       maximumInterval: claim.retryMaximumIntervalMs,
@@ -273,7 +275,8 @@ async function registerOnHost(
 ): Promise<RegisterImageResult> {
   const download = hostActivities(claim, claim.downloadTimeoutMs);
   const tools = hostActivities(claim, claim.toolTimeoutMs);
-  const quick = hostActivities(claim, 5 * 60_000, false);
+  // Short steps, heartbeating (a lost host is found out at its heartbeat timeout).
+  const quick = hostActivities(claim, 5 * 60_000);
   const { workflowId } = workflowInfo();
   let current: Progress = { stage: 'queued' };
   const step: StageSetter = (next, description) => {

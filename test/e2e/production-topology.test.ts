@@ -43,6 +43,8 @@ describe('the production topology: PostgreSQL-backed Temporal server, two worker
   const services: ServiceProcess[] = [];
   const servers: Array<Awaited<ReturnType<typeof startThrottledFileServer>>> = [];
   let webUi: Awaited<ReturnType<typeof startWebUi>> | undefined;
+  /** How long the server took to set up its databases and start, in seconds (for the summary). */
+  let serverStartS = 0;
 
   // npm test's set-up does not build the production server (CI's does): built here if missing.
   beforeAll(ensureProductionTemporalBuilt, PRODUCTION_BUILD_TIMEOUT_MS);
@@ -50,7 +52,9 @@ describe('the production topology: PostgreSQL-backed Temporal server, two worker
   beforeAll(async () => {
     await mkdir(path.join(ROOT, 'tmp'), { recursive: true });
     dir = await mkdtemp(path.join(ROOT, 'tmp', 'e2e-topology-'));
+    const t0 = Date.now();
     temporal = await startProductionTemporal('snf_e2e_topology', path.join(dir, 'logs'));
+    serverStartS = Math.round((Date.now() - t0) / 1000);
     connection = await Connection.connect({ address: temporal.address });
   }, 240_000);
 
@@ -66,6 +70,10 @@ describe('the production topology: PostgreSQL-backed Temporal server, two worker
 
   test('50 queued events: both hosts work, a server restart mid-ingest and a host lost for good lose and duplicate nothing', async () => {
     const client = new Client({ connection });
+    // When each phase ended, from the test's start: printed with the summary, to see where the time goes.
+    const started = Date.now();
+    const phases: string[] = [];
+    const phase = (what: string) => phases.push(`${what} ${Math.round((Date.now() - started) / 1000)} s`);
     const cloud = await fakeCloud(dir);
     const env = { TEMPORAL_ADDRESS: temporal.address, TEMPORAL_TASK_QUEUE: taskQueue, ...cloud.env };
     const hostConf = (host: string) =>
@@ -123,6 +131,7 @@ ${cloud.synnefoConf('prepare = false\n  cloud = "e2e"')}`,
       (n) => n >= 10,
       120_000,
     );
+    phase('10 registered');
 
     // The server goes down while the bridge ingests: the rest of the events, and repeats of
     // events already delivered (as a re-run of vmcatcher or a redelivery would), arrive meanwhile.
@@ -134,6 +143,7 @@ ${cloud.synnefoConf('prepare = false\n  cloud = "e2e"')}`,
     expect(await queueDepth(topology.queue)).toBeGreaterThan(0);
     await temporal.start();
     const downMs = Date.now() - down;
+    phase('server back');
 
     // Every event reaches a workflow once the server is back.
     await waitFor(
@@ -142,6 +152,7 @@ ${cloud.synnefoConf('prepare = false\n  cloud = "e2e"')}`,
       (n) => n === IMAGES,
       120_000,
     );
+    phase('every image started');
 
     // Host A dies for good in the middle of its downloads, once it has registered images of its own.
     const hostAQueue = `${taskQueue}-hostA`;
@@ -160,6 +171,7 @@ ${cloud.synnefoConf('prepare = false\n  cloud = "e2e"')}`,
       120_000,
     );
     await hostA.kill();
+    phase('host A killed');
 
     // Each host works through its images a few at a time (maxConcurrentFileSteps), on two cores
     // shared with the server, PostgreSQL and the other test file jest runs meanwhile.
@@ -173,6 +185,7 @@ ${cloud.synnefoConf('prepare = false\n  cloud = "e2e"')}`,
         `${(err as Error).message}\n${await whereTheyAre(client, await list(`ExecutionStatus = 'Running'`))}`,
       );
     });
+    phase('every image registered');
     expect(await queueDepth(topology.queue)).toBe(0);
     expect(await queueDepth(topology.deadLetterQueue).catch(() => 0)).toBe(0);
 
@@ -254,9 +267,11 @@ ${cloud.synnefoConf('prepare = false\n  cloud = "e2e"')}`,
       30_000,
     );
     expect(found.size).toBe(IMAGES);
+    phase('checked');
     console.log(
       `production topology: ${IMAGES} images, registered by host A ${hosts.get(hostAQueue)}, host B ${hosts.get(`${taskQueue}-hostB`)}; ` +
-        `${caught.length} moved from host A (killed mid-download) to host B; server down ${downMs} ms mid-ingest`,
+        `${caught.length} moved from host A (killed mid-download) to host B; server down ${downMs} ms mid-ingest; ` +
+        `server set-up ${serverStartS} s; phases: ${phases.join(', ')}`,
     );
   }, 1_000_000);
 });

@@ -11,6 +11,12 @@ import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/s
 import { createTestPki, type TestPki, type TestSigner } from '../support/test-pki.js';
 
 const LIST_ID = 'e2e-run-timeout-list';
+/**
+ * The first run's timeout: long enough that a machine where each CLI call takes seconds still sees
+ * the run in progress (`sync-now`, then `subscriptions` polled), short enough to wait for.
+ */
+const FIRST_TIMEOUT = '30s';
+const FIRST_TIMEOUT_MS = 30_000;
 
 /**
  * A schedule cannot jam: a sync whose read hangs (a list server that does not answer) is timed
@@ -99,7 +105,7 @@ describe('subscriptions: a stuck sync run times out and the next run starts', ()
     conf = path.join(dir, 'application.conf');
     // A hung read waits far longer than the run may take: only the run timeout ends it.
     base = `worker {\n  workingFolder = "${dir}/work"\n  heartbeatTimeoutMs = 3000\n}\nsecurity {\n  caPath = "${pki.caDir}"\n  readTimeoutMs = 600000\n}\n${cloud.synnefoConf('prepare = false\n  public = true\n  cloud = "e2e"')}`;
-    await writeFile(conf, `${base}\n${subscription('10s')}`);
+    await writeFile(conf, `${base}\n${subscription(FIRST_TIMEOUT)}`);
     worker = await startService(['worker', '--conf', conf], { env: { TEMPORAL_TASK_QUEUE: taskQueue, ...cloud.env } });
     connection = await Connection.connect({ address: process.env.TEMPORAL_ADDRESS });
     client = new Client({ connection });
@@ -125,7 +131,7 @@ describe('subscriptions: a stuck sync run times out and the next run starts', ()
 
   test("the worker's schedule starts its runs with the subscription's runTimeout", async () => {
     const description = await schedule().describe();
-    expect(description.action.type === 'startWorkflow' && description.action.workflowRunTimeout).toBe(10_000);
+    expect(description.action.type === 'startWorkflow' && description.action.workflowRunTimeout).toBe(FIRST_TIMEOUT_MS);
   });
 
   test('a run whose read hangs shows as running, with when it times out', async () => {
@@ -133,7 +139,7 @@ describe('subscriptions: a stuck sync run times out and the next run starts', ()
     expect(r.exitCode).toBe(0);
     const shown = await subscriptionsShowing([/running: since /], 'the run in progress');
     expect(shown).toMatch(
-      /running: since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d, for \d+s, times out at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \(runTimeout 10s\)/,
+      /running: since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d, for \d+s, times out at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \(runTimeout 30s\)/,
     );
     expect(shown).toContain('last run: none finished yet');
     const [run] = await runs();
@@ -155,7 +161,7 @@ describe('subscriptions: a stuck sync run times out and the next run starts', ()
   test('a run triggered while the stuck one runs starts once it timed out; `subscriptions` shows the timeout', async () => {
     expect((await cli(['sync-now', '--url', listUrl])).exitCode).toBe(0);
     const shown = await subscriptionsShowing(
-      [/running: since .*\(runTimeout 10m\)/, /last run: .* TIMED_OUT: timed out after 10s \(runTimeout\)/],
+      [/running: since .*\(runTimeout 10m\)/, /last run: .* TIMED_OUT: timed out after 30s \(runTimeout\)/],
       'the first run timed out and the second one running',
     );
     expect(shown).toContain("the schedule's next run starts at its time");
@@ -171,14 +177,14 @@ describe('subscriptions: a stuck sync run times out and the next run starts', ()
     for (const res of waiting.splice(0)) if (!res.destroyed) res.writeHead(200).end(list);
     const shown = await subscriptionsShowing([/last run: .* COMPLETED/], 'the second run completed');
     expect(shown).toMatch(/list e2e-run-timeout-list version 1; 0 to register; 0 to expire; 0 unchanged/);
-    expect(shown).toMatch(/earlier: +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d TIMED_OUT after 10s/);
+    expect(shown).toMatch(/earlier: +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d TIMED_OUT after 30s/);
     expect(shown).not.toContain('running: since');
     const json = await cli(['subscriptions', '--json']);
     const entry = JSON.parse(json.stdout.trim().split('\n')[0]!);
     expect(entry).toMatchObject({
       runTimeoutMs: 600_000,
       lastRun: { status: 'COMPLETED', runTimeoutMs: 600_000 },
-      earlierRunsNotCompleted: [{ status: 'TIMED_OUT', runTimeoutMs: 10_000 }],
+      earlierRunsNotCompleted: [{ status: 'TIMED_OUT', runTimeoutMs: FIRST_TIMEOUT_MS }],
     });
     expect(listRequests).toBeGreaterThanOrEqual(2);
   });

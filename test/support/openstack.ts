@@ -6,12 +6,13 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { openSync, closeSync } from 'node:fs';
-import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { request } from 'undici';
 import { freePort } from './bridge.js';
+import { ROOT } from './cli.js';
 
 export const REGION = 'RegionOne';
 const DOMAIN = 'Default';
@@ -192,11 +193,35 @@ async function passwordToken(
   return String(res.headers['x-subject-token']);
 }
 
+/** Where the schema templates are kept: once per machine and package version, in the project's folders. */
+const TEMPLATES = path.join(ROOT, '.tools', 'openstack-templates');
+
+/**
+ * Gives `database` the schema that `migrate` (Keystone's or Glance's `db_sync`, tens of seconds of
+ * migrations) makes, from a copy kept per installed package version: only the first start on a
+ * machine migrates. The copy is written aside and renamed, so two test files starting at once
+ * never read half of one.
+ */
+async function migratedDatabase(pkg: string, database: string, migrate: () => Promise<unknown>): Promise<void> {
+  const { stdout: version } = await execa('dpkg-query', ['-W', '-f=${Version}', pkg]);
+  const template = path.join(TEMPLATES, `${pkg}-${version.replace(/[^\w.+-]/g, '_')}.sqlite`);
+  if (await stat(template).catch(() => undefined)) {
+    await copyFile(template, database);
+    return;
+  }
+  await migrate();
+  await mkdir(TEMPLATES, { recursive: true });
+  const aside = `${template}.${process.pid}.tmp`;
+  await copyFile(database, aside);
+  await rename(aside, template);
+}
+
 export async function startOpenStack(opts: StartOptions = {}): Promise<OpenStack> {
   const timings: Record<string, number> = {};
   const started = performance.now();
   const dir = await mkdtemp(path.join(os.tmpdir(), 'snf-openstack-'));
   const services: Service[] = [];
+  let glancesStarted: Promise<unknown> | undefined;
   const stop = async () => {
     for (const s of services.reverse()) await stopService(s);
     await rm(dir, { recursive: true, force: true });
@@ -229,6 +254,10 @@ export async function startOpenStack(opts: StartOptions = {}): Promise<OpenStack
         identity: { password_hash_rounds: 4 },
         fernet_tokens: { key_repository: path.join(dir, 'fernet-keys') },
         credential: { key_repository: path.join(dir, 'credential-keys') },
+        // Keystone's own in-process cache (its one process holds it): a token validated once is not
+        // decrypted and looked up in SQLite again on every Glance call. Keystone drops a revoked
+        // token from this cache itself, so a revocation still takes effect at once.
+        cache: { enabled: 'true', backend: 'dogpile.cache.memory' },
       }),
     );
     const pasteIni = path.join(dir, 'glance-api-paste.ini');
@@ -281,11 +310,13 @@ export async function startOpenStack(opts: StartOptions = {}): Promise<OpenStack
     // Glance's schema and Keystone's set-up are independent: run them side by side.
     await Promise.all([
       timed(timings, 'glance db_sync', async () => {
-        for (const glanceConf of glanceConfs)
-          await execa('/usr/bin/glance-manage', ['--config-file', glanceConf, 'db_sync'], { all: true });
+        for (const [i, glanceConf] of glanceConfs.entries())
+          await migratedDatabase('python3-glance', path.join(glanceDirs[i], 'glance.sqlite'), () =>
+            execa('/usr/bin/glance-manage', ['--config-file', glanceConf, 'db_sync'], { all: true }),
+          );
       }),
       timed(timings, 'keystone db_sync, keys, bootstrap', async () => {
-        await manage(['db_sync']);
+        await migratedDatabase('python3-keystone', path.join(dir, 'keystone.sqlite'), () => manage(['db_sync']));
         // SQLite's default rollback journal makes concurrent writers fail with "database is locked".
         await execa('/usr/bin/python3', [
           '-c',
@@ -320,6 +351,35 @@ export async function startOpenStack(opts: StartOptions = {}): Promise<OpenStack
       }),
     ]);
 
+    const glances: GlanceRegion[] = regions.map((region, i) => {
+      const logFile = path.join(glanceDirs[i], 'glance-api.log');
+      let current: Service | undefined;
+      return {
+        region,
+        url: glanceUrls[i],
+        async start() {
+          if (current && current.child.exitCode === null && current.child.signalCode === null) return;
+          const stdout = path.join(glanceDirs[i], 'glance-api.stdout.log');
+          current = spawnService(
+            `glance-api ${region}`,
+            '/usr/bin/glance-api',
+            ['--config-file', glanceConfs[i]],
+            {},
+            stdout,
+          );
+          services.push(current);
+          await waitUntilAnswering(current, `${glanceUrls[i]}/versions`, logFile);
+        },
+        async stop() {
+          if (current) await stopService(current);
+        },
+        log: () => readFile(logFile, 'utf8'),
+      };
+    });
+    // glance-api asks Keystone nothing until a request comes: it starts beside Keystone.
+    glancesStarted = timed(timings, 'glance start', () => Promise.all(glances.map((g) => g.start())));
+    // Awaited below; a failure meanwhile must not be reported as unhandled.
+    glancesStarted.catch(() => undefined);
     const keystoneLog = path.join(dir, 'keystone-uwsgi.log');
     const keystone = await timed(timings, 'keystone start', async () => {
       const s = spawnService(
@@ -424,32 +484,7 @@ export async function startOpenStack(opts: StartOptions = {}): Promise<OpenStack
       };
     });
 
-    const glances: GlanceRegion[] = regions.map((region, i) => {
-      const logFile = path.join(glanceDirs[i], 'glance-api.log');
-      let current: Service | undefined;
-      return {
-        region,
-        url: glanceUrls[i],
-        async start() {
-          if (current && current.child.exitCode === null && current.child.signalCode === null) return;
-          const stdout = path.join(glanceDirs[i], 'glance-api.stdout.log');
-          current = spawnService(
-            `glance-api ${region}`,
-            '/usr/bin/glance-api',
-            ['--config-file', glanceConfs[i]],
-            {},
-            stdout,
-          );
-          services.push(current);
-          await waitUntilAnswering(current, `${glanceUrls[i]}/versions`, logFile);
-        },
-        async stop() {
-          if (current) await stopService(current);
-        },
-        log: () => readFile(logFile, 'utf8'),
-      };
-    });
-    await timed(timings, 'glance start', () => Promise.all(glances.map((g) => g.start())));
+    await glancesStarted;
     timings.total = Math.round(performance.now() - started) / 1000;
 
     return {
@@ -469,6 +504,8 @@ export async function startOpenStack(opts: StartOptions = {}): Promise<OpenStack
       stop,
     };
   } catch (err) {
+    // Nothing may start after the clean-up: a glance-api still starting is waited for first.
+    await glancesStarted?.catch(() => undefined);
     await stop();
     throw err;
   }

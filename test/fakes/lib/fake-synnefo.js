@@ -24,27 +24,73 @@ function sleepSync(ms) {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
 
-const STALE_LOCK_MS = 10_000;
+/**
+ * A process's identity that outlives pid reuse: its pid and its start time (field 22 of
+ * /proc/<pid>/stat, in clock ticks since boot), or undefined when no such process runs.
+ */
+function processIdentity(pid) {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The command name (field 2) may hold spaces and parentheses: count fields after its last ')'.
+    return `${pid} ${stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]}`;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Removes the lock file `lock` if it is still the one whose inode is `ino`, and only that one: it
+ * is renamed aside (atomic) and the renamed file's inode checked; a lock that another process
+ * created in between is put back.
+ */
+function removeIfSame(lock, ino) {
+  if (fs.statSync(lock).ino !== ino) return;
+  const aside = `${lock}.${process.pid}.stale`;
+  fs.renameSync(lock, aside);
+  if (fs.statSync(aside).ino !== ino) {
+    try {
+      fs.linkSync(aside, lock);
+    } catch {
+      /* a third process holds the lock now; the one set aside was taken over as well */
+    }
+  }
+  fs.rmSync(aside, { force: true });
+}
 
 /** Runs fn(state) under the lock and saves what it leaves in `state`. */
 export function withState(fn) {
   const file = statePath();
   const lock = `${file}.lock`;
-  const deadline = Date.now() + 30_000;
+  const me = processIdentity(process.pid);
+  const deadline = Date.now() + 60_000;
   for (;;) {
     try {
-      fs.writeFileSync(lock, String(process.pid), { flag: 'wx' });
+      fs.writeFileSync(lock, me, { flag: 'wx' });
       break;
     } catch (err) {
       if (err.code !== 'EEXIST') throw err;
       // A holder that died (killed by its step's cancellation, say) leaves its lock behind: take
-      // it over. Its pid alone cannot tell: pids wrap at 32768 here, and a busy machine hands a
-      // dead holder's pid to another process within seconds, so a lock older than any holder
-      // keeps it (a read-modify-write of the state takes milliseconds) is stale too.
+      // it over. The lock names its holder by pid and start time, so a pid that a busy machine
+      // handed to another process does not keep a dead holder's lock; and a holder that released
+      // its lock and exited while we looked is told apart by the lock file's inode, so a lock
+      // another process took in the meantime is never removed. A live holder is waited for,
+      // however slow the machine: its lock is never taken for its age.
       try {
-        const holder = Number(fs.readFileSync(lock, 'utf8'));
-        const age = Date.now() - fs.statSync(lock).mtimeMs;
-        if ((holder && !isAlive(holder)) || age > STALE_LOCK_MS) fs.rmSync(lock, { force: true });
+        const fd = fs.openSync(lock, 'r');
+        let holder;
+        let ino;
+        let mtimeMs;
+        try {
+          ({ ino, mtimeMs } = fs.fstatSync(fd));
+          holder = fs.readFileSync(fd, 'utf8');
+        } finally {
+          fs.closeSync(fd);
+        }
+        const pid = Number(holder.split(' ')[0]);
+        // An empty file is a holder between its create and its write (microseconds apart), unless
+        // it was killed right there: empty for seconds.
+        const dead = pid ? processIdentity(pid) !== holder : Date.now() - mtimeMs > 5_000;
+        if (dead) removeIfSame(lock, ino);
       } catch {
         /* raced with the holder's release */
       }
@@ -64,14 +110,6 @@ export function withState(fn) {
   }
 }
 
-function isAlive(pid) {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return err.code === 'EPERM';
-  }
-}
 
 export function recordInvocation(tool, argv) {
   withState((state) => {
