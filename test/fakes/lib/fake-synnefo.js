@@ -110,7 +110,6 @@ export function withState(fn) {
   }
 }
 
-
 export function recordInvocation(tool, argv) {
   withState((state) => {
     state.invocations.push({ tool, argv, at: new Date().toISOString() });
