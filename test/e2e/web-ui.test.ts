@@ -221,18 +221,27 @@ describe("Web UI: the workflows of a sync show their images' titles, a sync run 
       { waitUntil: 'load' },
     );
     await page.getByText('upload and register').waitFor({ timeout: 15_000 });
+    // Each block is a frame of its own, rendered when it is ready: read them until the last one (the
+    // current details) has come, as a person looking at the page would see it a moment later.
+    const frameTexts = () =>
+      Promise.all(
+        page
+          .frames()
+          .filter((f) => f !== page.mainFrame())
+          .map((f) =>
+            f
+              .locator('body')
+              .innerText()
+              .catch(() => ''),
+          ),
+      );
+    const deadline = Date.now() + 15_000;
+    let blocks = await frameTexts();
+    while (!blocks.some((t) => t.trim() === 'Stage done') && Date.now() < deadline) {
+      await page.waitForTimeout(250);
+      blocks = await frameTexts();
+    }
     await shot('registration');
-    const blocks = await Promise.all(
-      page
-        .frames()
-        .filter((f) => f !== page.mainFrame())
-        .map((f) =>
-          f
-            .locator('body')
-            .innerText()
-            .catch(() => ''),
-        ),
-    );
     expect(blocks.map((t) => t.trim())).toContain(`Register ${TITLES.a} 1 of ${LIST_ID} on synnefo-e2e`);
     const details = blocks.find((t) => t.includes('Image list')) ?? blocks.join('\n---\n');
     expect(blocks.map((t) => t.trim())).toContain('Stage done');
