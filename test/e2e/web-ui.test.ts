@@ -177,13 +177,13 @@ describe("Web UI: the workflows of a sync show their images' titles, a sync run 
     }
   });
 
-  test("the sync run's User Metadata shows its summary and, as current details, what it changed", async () => {
-    await page.goto(
-      `${ui}/namespaces/default/workflows/${encodeURIComponent(syncRun.workflowId)}/${syncRun.runId}/user-metadata`,
-      { waitUntil: 'load' },
-    );
-    // The UI renders each markdown block (summary, details, current details) in a frame of its own.
-    const blocks = async () =>
+  /**
+   * The texts of the page's markdown blocks (summary, details, current details), each rendered in a
+   * frame of its own when it is ready: read again until one of them is `wanted` or `ms` have passed,
+   * as a person looking at the page would see it a moment later.
+   */
+  const frameTexts = async (wanted: (text: string) => boolean, ms: number) => {
+    const read = () =>
       Promise.all(
         page
           .frames()
@@ -195,13 +195,22 @@ describe("Web UI: the workflows of a sync show their images' titles, a sync run 
               .catch(() => ''),
           ),
       );
-    // Current Details come from the run itself (setCurrentDetails), asked of the worker.
-    const deadline = Date.now() + 20_000;
-    let texts = await blocks();
-    while (!texts.some((t) => t.includes('2 registered')) && Date.now() < deadline) {
-      await page.waitForTimeout(500);
-      texts = await blocks();
+    const deadline = Date.now() + ms;
+    let texts = await read();
+    while (!texts.some(wanted) && Date.now() < deadline) {
+      await page.waitForTimeout(250);
+      texts = await read();
     }
+    return texts;
+  };
+
+  test("the sync run's User Metadata shows its summary and, as current details, what it changed", async () => {
+    await page.goto(
+      `${ui}/namespaces/default/workflows/${encodeURIComponent(syncRun.workflowId)}/${syncRun.runId}/user-metadata`,
+      { waitUntil: 'load' },
+    );
+    // Current Details come from the run itself (setCurrentDetails), asked of the worker.
+    const texts = await frameTexts((t) => t.includes('2 registered'), 20_000);
     await shot('sync-run');
     const main = await page.locator('main').innerText();
     expect(main).toContain('Summary');
@@ -221,26 +230,7 @@ describe("Web UI: the workflows of a sync show their images' titles, a sync run 
       { waitUntil: 'load' },
     );
     await page.getByText('upload and register').waitFor({ timeout: 15_000 });
-    // Each block is a frame of its own, rendered when it is ready: read them until the last one (the
-    // current details) has come, as a person looking at the page would see it a moment later.
-    const frameTexts = () =>
-      Promise.all(
-        page
-          .frames()
-          .filter((f) => f !== page.mainFrame())
-          .map((f) =>
-            f
-              .locator('body')
-              .innerText()
-              .catch(() => ''),
-          ),
-      );
-    const deadline = Date.now() + 15_000;
-    let blocks = await frameTexts();
-    while (!blocks.some((t) => t.trim() === 'Stage done') && Date.now() < deadline) {
-      await page.waitForTimeout(250);
-      blocks = await frameTexts();
-    }
+    const blocks = await frameTexts((t) => t.trim() === 'Stage done', 15_000);
     await shot('registration');
     expect(blocks.map((t) => t.trim())).toContain(`Register ${TITLES.a} 1 of ${LIST_ID} on synnefo-e2e`);
     const details = blocks.find((t) => t.includes('Image list')) ?? blocks.join('\n---\n');
