@@ -5,28 +5,27 @@
  * bytes nginx served: with three clouds each revision is downloaded and converted once per host and
  * uploaded three times.
  */
-import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { execa } from 'execa';
 import { registrationSite } from '../clouds/index.js';
 import { loadConfig } from '../core/config.js';
 import { ImageEventSchema } from '../core/event.js';
 import { startWorkflowForEvent } from '../core/starter.js';
 import { connectTemporal } from '../core/temporal-client.js';
 import type { ImageRevisionResult } from '../core/workflow-contract.js';
-import { writeLinuxMbr } from '../test/support/disk-images.js';
 import {
   BENCH_TMP,
   GiB,
+  type QcowImage,
   benchToolchain,
   cpuSeconds,
   log,
+  makeQcowImages,
   median,
   peakRssMiB,
   round,
   serveWithNginx,
-  sha512File,
   stopAll,
   timed,
   type BenchResult,
@@ -37,31 +36,6 @@ const SIZE_GIB = Number(process.env.SNF_VMCATCHER_BENCH_CLOUDS_GIB ?? 1);
 const COUNT = Number(process.env.SNF_VMCATCHER_BENCH_CLOUDS_IMAGES ?? 4);
 const REPEATS = Math.max(1, Number(process.env.SNF_VMCATCHER_BENCH_CLOUDS_REPEATS ?? 1));
 const CLOUDS = ['c1', 'c2', 'c3'];
-
-interface Image {
-  name: string;
-  size: number;
-  sha512: string;
-}
-
-async function makeImages(folder: string): Promise<Image[]> {
-  await mkdir(folder, { recursive: true });
-  const out: Image[] = [];
-  for (let i = 0; i < COUNT; i++) {
-    const name = `cloud-image-${i}.qcow2`;
-    const file = path.join(folder, name);
-    if (!(await stat(file).catch(() => undefined))) {
-      log(`clouds: writing ${name} (${SIZE_GIB} GiB of random data, converted by qemu-img)`);
-      const raw = path.join(folder, `disk-${i}.raw`);
-      await execa('dd', ['if=/dev/urandom', `of=${raw}`, 'bs=1M', `count=${SIZE_GIB * 1024}`, 'status=none']);
-      await writeLinuxMbr(raw, SIZE_GIB * GiB);
-      await execa('qemu-img', ['convert', '-q', '-f', 'raw', '-O', 'qcow2', raw, file]);
-      await rm(raw);
-    }
-    out.push({ name, size: (await stat(file)).size, sha512: await sha512File(file) });
-  }
-  return out;
-}
 
 interface Run {
   clouds: number;
@@ -94,7 +68,7 @@ async function readToolCpu(file: string): Promise<Run['tools']> {
 /** One worker, `clouds` clouds, every image sent at once (one event each, fanned out to every cloud). */
 async function runOnce(
   dir: string,
-  images: Image[],
+  images: QcowImage[],
   url: (name: string) => string,
   served: () => Promise<Array<{ bytes: number }>>,
   clouds: string[],
@@ -185,7 +159,7 @@ ${clouds.map((c) => `  ${c} { type = synnefo, kamakiCloud = ${c} }`).join('\n')}
 
 export async function benchClouds(): Promise<BenchResult> {
   const dir = path.join(BENCH_TMP, 'clouds');
-  const images = await makeImages(path.join(dir, 'images'));
+  const images = await makeQcowImages(path.join(dir, 'images'), 'cloud-image', COUNT, SIZE_GIB);
   const nginx = await serveWithNginx(path.join(dir, 'images'));
   const one: Run[] = [];
   const three: Run[] = [];

@@ -7,6 +7,7 @@ import net, { type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
+import { writeLinuxMbr } from '../test/support/disk-images.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 /** Big files go on /work (the repository's disk), not /tmp, which may be small. */
@@ -367,4 +368,39 @@ export function cpuSecondsOfCommand(comm: string): number {
     }
   }
   return total;
+}
+
+/** A qcow2 image a benchmark serves: its file name, size and sha512. */
+export interface QcowImage {
+  name: string;
+  size: number;
+  sha512: string;
+}
+
+/**
+ * `count` qcow2 images of `sizeGiB` of random data with an MBR (what a real image starts with),
+ * named `<prefix>-<n>.qcow2` in `folder`; made by qemu-img once, kept while the folder is.
+ */
+export async function makeQcowImages(
+  folder: string,
+  prefix: string,
+  count: number,
+  sizeGiB: number,
+): Promise<QcowImage[]> {
+  await mkdir(folder, { recursive: true });
+  const out: QcowImage[] = [];
+  for (let i = 0; i < count; i++) {
+    const name = `${prefix}-${i}.qcow2`;
+    const file = path.join(folder, name);
+    if (!(await stat(file).catch(() => undefined))) {
+      log(`writing ${name} (${sizeGiB} GiB of random data, converted by qemu-img)`);
+      const raw = path.join(folder, `disk-${i}.raw`);
+      await execa('dd', ['if=/dev/urandom', `of=${raw}`, 'bs=1M', `count=${sizeGiB * 1024}`, 'status=none']);
+      await writeLinuxMbr(raw, sizeGiB * GiB);
+      await execa('qemu-img', ['convert', '-q', '-f', 'raw', '-O', 'qcow2', raw, file]);
+      await rm(raw);
+    }
+    out.push({ name, size: (await stat(file)).size, sha512: await sha512File(file) });
+  }
+  return out;
 }

@@ -5,23 +5,23 @@
  * by a shell script: `curl -o`, `sha512sum -c`, `qemu-img convert -O raw`, the fake upload.
  * Wall time side by side, and peak memory.
  */
-import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
-import { writeLinuxMbr } from '../test/support/disk-images.js';
 import {
   BENCH_TMP,
   GiB,
+  type QcowImage,
   benchToolchain,
   log,
+  makeQcowImages,
   median,
   peakRssMiB,
   readToolRss,
   round,
   rssWrapper,
   serveWithNginx,
-  sha512File,
   stopAll,
   timed,
   type BenchResult,
@@ -32,32 +32,6 @@ const SIZE_GIB = Number(process.env.SNF_VMCATCHER_BENCH_PIPELINE_GIB ?? 2);
 const COUNT = 4;
 /** Each repeat moves 2 × 8 GiB through the machine: one by default (`SNF_VMCATCHER_BENCH_PIPELINE_REPEATS`). */
 const PIPELINE_REPEATS = Math.max(1, Number(process.env.SNF_VMCATCHER_BENCH_PIPELINE_REPEATS ?? 1));
-
-interface Image {
-  name: string;
-  size: number;
-  sha512: string;
-}
-
-/** qcow2 images of random data with an MBR (what a real image starts with), made once per run. */
-async function makeImages(folder: string): Promise<Image[]> {
-  await mkdir(folder, { recursive: true });
-  const out: Image[] = [];
-  for (let i = 0; i < COUNT; i++) {
-    const name = `image-${i}.qcow2`;
-    const file = path.join(folder, name);
-    if (!(await stat(file).catch(() => undefined))) {
-      log(`pipeline: writing ${name} (${SIZE_GIB} GiB of random data, converted by qemu-img)`);
-      const raw = path.join(folder, `disk-${i}.raw`);
-      await execa('dd', ['if=/dev/urandom', `of=${raw}`, 'bs=1M', `count=${SIZE_GIB * 1024}`, 'status=none']);
-      await writeLinuxMbr(raw, SIZE_GIB * GiB);
-      await execa('qemu-img', ['convert', '-q', '-f', 'raw', '-O', 'qcow2', raw, file]);
-      await rm(raw);
-    }
-    out.push({ name, size: (await stat(file)).size, sha512: await sha512File(file) });
-  }
-  return out;
-}
 
 /** The reference: the same four images, one after another, by a plain shell script. */
 const SCRIPT = `#!/bin/bash
@@ -83,7 +57,7 @@ interface ScriptRun {
 async function runScript(
   dir: string,
   baseUrl: string,
-  images: Image[],
+  images: QcowImage[],
   env: Record<string, string>,
 ): Promise<ScriptRun> {
   const work = path.join(dir, 'script-work');
@@ -109,7 +83,7 @@ interface WorkerRun {
   workerRssMiB: number;
 }
 
-async function runWorker(dir: string, baseUrl: string, images: Image[], repeat: number): Promise<WorkerRun> {
+async function runWorker(dir: string, baseUrl: string, images: QcowImage[], repeat: number): Promise<WorkerRun> {
   const run = path.join(dir, `worker-${repeat}`);
   await rm(run, { recursive: true, force: true });
   const taskQueue = 'bench-pipeline';
@@ -147,7 +121,7 @@ async function runWorker(dir: string, baseUrl: string, images: Image[], repeat: 
 
 export async function benchPipeline(): Promise<BenchResult> {
   const dir = path.join(BENCH_TMP, 'pipeline');
-  const images = await makeImages(path.join(dir, 'images'));
+  const images = await makeQcowImages(path.join(dir, 'images'), 'image', COUNT, SIZE_GIB);
   const nginx = await serveWithNginx(path.join(dir, 'images'));
   const baseUrl = nginx.url('').replace(/\/$/, '');
   // The script's fake upload uses the same fake kamaki and cloud as the worker's.
