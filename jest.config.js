@@ -28,9 +28,11 @@ export default {
       globalTeardown: '<rootDir>/test/support/global-teardown.js',
     },
   ],
-  // Integration tests run real processes against real servers on a 2-core machine.
+  // Integration tests run real processes against real servers on a 2-core machine. Three files
+  // at a time: many of them wait (on a server's restart, a list's expiry, a slow download) while
+  // the others compute, and a full run keeps both cores about 90 % busy (README, "Tests").
   testTimeout: 120_000,
-  maxWorkers: 2,
+  maxWorkers: 3,
   // The longest test files first, so neither worker is left with one alone at the end.
   testSequencer: '<rootDir>/test/support/sequencer.js',
 };

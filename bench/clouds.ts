@@ -49,9 +49,12 @@ interface Run {
   tools: Record<string, { calls: number; cpuS: number }>;
 }
 
-/** A tool wrapper logging "<name> <user s> <system s>" per call to $SNF_BENCH_CPU_LOG. */
+/**
+ * A tool wrapper logging "<name> <user s> <system s>" per call to $SNF_BENCH_CPU_LOG; qemu-img's
+ * name carries its subcommand (info, convert), whose costs differ a thousandfold.
+ */
 const cpuWrapper = (name: string, real: string) =>
-  `#!/bin/bash\nexec /usr/bin/time -a -o "$SNF_BENCH_CPU_LOG" -f "${name} %U %S" "${real}" "$@"\n`;
+  `#!/bin/bash\nexec /usr/bin/time -a -o "$SNF_BENCH_CPU_LOG" -f "${name}${name === 'qemu-img' ? '-$1' : ''} %U %S" "${real}" "$@"\n`;
 
 async function readToolCpu(file: string): Promise<Run['tools']> {
   const tools: Run['tools'] = {};

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The installed entry point: runs the compiled CLI (`npm run build` writes dist/).
-import { main } from '../dist/cli/main.js';
+// The installed entry point: runs the compiled CLI, bundled (`npm run build` writes dist/bundle/).
+import { main } from '../dist/bundle/main.js';
 
 process.exitCode = await main(process.argv.slice(2));

@@ -18,6 +18,7 @@ import {
   imageSearchAttributes,
   imageSummary,
   REGISTER_WORKFLOW,
+  SA_CLOUD,
   registrationTarget,
   type ImageEventSignal,
   type ImageRequest,
@@ -166,7 +167,16 @@ type RestartPlan =
   /** Signal-with-start the image revision's workflow again with the event it handled last. */
   | { how: 'revision'; workflowId: string; taskQueue: string; signal: ImageEventSignal; restarts: string }
   /** A registration started without a revision workflow: start its id again with its own input. */
-  | { how: 'direct'; workflowId: string; type: string; taskQueue: string; input: ImageRequest; restarts: string }
+  | {
+      how: 'direct';
+      workflowId: string;
+      type: string;
+      taskQueue: string;
+      input: ImageRequest;
+      restarts: string;
+      /** The failed run's `ImageCloud`, which its input does not hold. */
+      target?: string;
+    }
   | { how: 'skip'; workflowId: string; why: string };
 
 function isRestartable(status: string): boolean {
@@ -235,6 +245,7 @@ export async function planRestart(client: Client, failed: FailedWorkflow): Promi
     taskQueue: latest.taskQueue,
     input: input as ImageRequest,
     restarts: failed.workflowId,
+    target: latest.typedSearchAttributes.get(SA_CLOUD),
   };
 }
 
@@ -255,7 +266,7 @@ export async function restart(
     workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE,
     workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
     typedSearchAttributes: new TypedSearchAttributes(
-      imageSearchAttributes(event, plan.type === REGISTER_WORKFLOW ? 'queued' : 'expiring'),
+      imageSearchAttributes(event, plan.type === REGISTER_WORKFLOW ? 'queued' : 'expiring', plan.target),
     ),
     memo: { title: event.title ?? '', version: event.version ?? '', origin: event.origin },
   });

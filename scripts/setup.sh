@@ -69,6 +69,8 @@ fi
 if [ "$FOR_TESTS" = yes ]; then
   # 3b. Debian's glance-api and keystone for the Glance tests (installed, never started as services).
   bash scripts/setup-openstack.sh
+  # Their migrated databases, key repositories and bootstrap, kept per package version in .tools/.
+  node --no-warnings=ExperimentalWarning node_modules/.bin/tsx test/support/prepare-openstack.ts
   # 3c. The OCI registry the registry tests start (installed, its service not started).
   bash scripts/setup-registry.sh
 fi
@@ -89,9 +91,9 @@ if ! port_open 5672; then
   for _ in $(seq 1 60); do as_root rabbitmqctl -q await_startup >/dev/null 2>&1 && break; sleep 1; done
 fi
 
-# 5. The compiled CLI (bin/snf-vmcatcher.js runs dist/).
-if [ -z "$(find dist -name main.js -newer package.json 2>/dev/null | head -1)" ] \
-   || [ -n "$(find core runtime subscriptions image-lists oci cli workflows activities clouds worker bridge -name '*.ts' -newer dist/cli/main.js 2>/dev/null | head -1)" ]; then
+# 5. The compiled CLI (bin/snf-vmcatcher.js runs dist/bundle/, esbuild's bundle of dist/).
+if [ -z "$(find dist/bundle -name main.js -newer package.json 2>/dev/null | head -1)" ] \
+   || [ -n "$(find core runtime subscriptions image-lists oci cli workflows activities clouds worker bridge scripts/bundle-cli.mjs \( -name '*.ts' -o -name '*.mjs' \) -newer dist/bundle/main.js 2>/dev/null | head -1)" ]; then
   say "building"
   npm run --silent build >&2
 fi

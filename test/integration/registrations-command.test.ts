@@ -1,8 +1,10 @@
 import { Client, Connection } from '@temporalio/client';
+import { TypedSearchAttributes } from '@temporalio/common';
 import { registrationsQuery } from '../../cli/commands/registrations.js';
 import { parseConfig } from '../../core/config.js';
 import { eventFromFlat } from '../../core/event.js';
-import { startWorkflowForEvent } from '../../core/starter.js';
+import { planRestart, restart, startWorkflowForEvent } from '../../core/starter.js';
+import { imageSearchAttributes, REGISTER_WORKFLOW, SA_CLOUD } from '../../core/workflow-contract.js';
 import { registrationSite } from '../../clouds/index.js';
 import { runCli } from '../support/cli.js';
 import { uniqueTaskQueue } from '../support/service-process.js';
@@ -81,6 +83,47 @@ describe('registrations', () => {
       expect(none.stdout).toBe('');
       expect(none.stderr).toContain('No registrations match');
       for (const r of rows) await client.workflow.getHandle(r.workflowId).terminate('test cleanup');
+    } finally {
+      await connection.close();
+    }
+  });
+
+  test('retry of a registration started without an image revision workflow keeps its cloud (ImageCloud)', async () => {
+    const taskQueue = uniqueTaskQueue('regs-direct');
+    const connection = await Connection.connect({ address: process.env.TEMPORAL_ADDRESS });
+    try {
+      const client = new Client({ connection });
+      const event = eventFromFlat(
+        {
+          VMCATCHER_EVENT_IL_DC_IDENTIFIER: `direct-list-${taskQueue}`,
+          VMCATCHER_EVENT_DC_IDENTIFIER: 'img-direct',
+          VMCATCHER_EVENT_HV_URI: 'https://example.org/img-direct.qcow2',
+        },
+        'image-list',
+      );
+      // As a registration started before revision workflows existed: registerImage on its own.
+      // No worker polls the queue; terminated, it is one that `registrations retry` restarts.
+      const workflowId = `register:glance-two:${taskQueue}`;
+      const first = await client.workflow.start(REGISTER_WORKFLOW, {
+        taskQueue,
+        workflowId,
+        args: [{ event, options: {} }],
+        typedSearchAttributes: new TypedSearchAttributes(imageSearchAttributes(event, 'queued', 'glance-two')),
+      });
+      await first.terminate('test: a failed registration');
+      const plan = await planRestart(client, {
+        workflowId,
+        runId: first.firstExecutionRunId,
+        type: REGISTER_WORKFLOW,
+        taskQueue,
+      });
+      expect(plan).toMatchObject({ how: 'direct', target: 'glance-two' });
+      if (plan.how === 'skip') throw new Error(plan.why);
+      const again = await restart(client, plan);
+      expect(again.runId).not.toBe(first.firstExecutionRunId);
+      const described = await client.workflow.getHandle(workflowId, again.runId).describe();
+      expect(described.typedSearchAttributes.get(SA_CLOUD)).toBe('glance-two');
+      await client.workflow.getHandle(workflowId).terminate('test cleanup');
     } finally {
       await connection.close();
     }

@@ -6,7 +6,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { openSync, closeSync } from 'node:fs';
-import { copyFile, mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, cp, mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
@@ -193,27 +193,121 @@ async function passwordToken(
   return String(res.headers['x-subject-token']);
 }
 
-/** Where the schema templates are kept: once per machine and package version, in the project's folders. */
+/** Where the templates are kept: once per machine and package version, in the project's folders. */
 const TEMPLATES = path.join(ROOT, '.tools', 'openstack-templates');
+const ADMIN_PASSWORD = 'admin-secret-pw';
+/** The identity endpoint a Keystone template is bootstrapped with; each start writes its own URL over it. */
+const PLACEHOLDER_URL = 'http://127.0.0.1:9/v3';
+/** Changes whenever what goes into a template changes, so an older one is never used. */
+const TEMPLATE_REVISION = 2;
+
+async function packageVersion(pkg: string): Promise<string> {
+  const { stdout } = await execa('dpkg-query', ['-W', '-f=${Version}', pkg]);
+  return stdout.replace(/[^\w.+-]/g, '_');
+}
 
 /**
- * Gives `database` the schema that `migrate` (Keystone's or Glance's `db_sync`, tens of seconds of
- * migrations) makes, from a copy kept per installed package version: only the first start on a
- * machine migrates. The copy is written aside and renamed, so two test files starting at once
- * never read half of one.
+ * Makes the folder `final` with `build` (given a fresh folder to fill) once: built aside and
+ * renamed, so two test files starting at once never read half of one, and a failed build leaves
+ * nothing behind.
  */
-async function migratedDatabase(pkg: string, database: string, migrate: () => Promise<unknown>): Promise<void> {
-  const { stdout: version } = await execa('dpkg-query', ['-W', '-f=${Version}', pkg]);
-  const template = path.join(TEMPLATES, `${pkg}-${version.replace(/[^\w.+-]/g, '_')}.sqlite`);
-  if (await stat(template).catch(() => undefined)) {
-    await copyFile(template, database);
-    return;
-  }
-  await migrate();
+async function template(final: string, build: (folder: string) => Promise<void>): Promise<string> {
+  if (await stat(final).catch(() => undefined)) return final;
   await mkdir(TEMPLATES, { recursive: true });
-  const aside = `${template}.${process.pid}.tmp`;
-  await copyFile(database, aside);
-  await rename(aside, template);
+  const aside = await mkdtemp(`${final}.tmp-`);
+  try {
+    await build(aside);
+    await rename(aside, final).catch((err: NodeJS.ErrnoException) => {
+      // Another test file finished the same template first: theirs is as good.
+      if (err.code !== 'ENOTEMPTY' && err.code !== 'EEXIST') throw err;
+    });
+  } finally {
+    await rm(aside, { recursive: true, force: true });
+  }
+  return final;
+}
+
+/** Runs one SQL statement on an SQLite file with Python's sqlite3 (what Keystone itself uses). */
+async function sqlite(database: string, statement: string, ...params: string[]): Promise<void> {
+  await execa('/usr/bin/python3', [
+    '-c',
+    'import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(sys.argv[2], sys.argv[3:]); c.commit(); c.close()',
+    database,
+    statement,
+    ...params,
+  ]);
+}
+
+/** Glance's migrated schema (`glance-manage db_sync`, tens of seconds of migrations), per package version. */
+async function glanceTemplate(): Promise<string> {
+  const final = path.join(TEMPLATES, `glance-${await packageVersion('python3-glance')}-r${TEMPLATE_REVISION}`);
+  return template(final, async (folder) => {
+    const conf = path.join(folder, 'glance-api.conf');
+    await writeFile(
+      conf,
+      ini({
+        DEFAULT: { log_file: path.join(folder, 'glance-manage.log'), use_stderr: 'false' },
+        database: { connection: `sqlite:///${path.join(folder, 'glance.sqlite')}` },
+      }),
+    );
+    await execa('/usr/bin/glance-manage', ['--config-file', conf, 'db_sync'], { all: true });
+  });
+}
+
+/**
+ * Keystone as `keystone-manage` leaves it before its first start, per package version: the migrated
+ * schema (db_sync), the fernet and credential key repositories, and the bootstrap (admin user,
+ * project and role, the identity service and its endpoints at PLACEHOLDER_URL). Each of those is a
+ * Python process importing all of Keystone: 10–30 s of CPU on every start when each test did them.
+ */
+async function keystoneTemplate(): Promise<string> {
+  const final = path.join(TEMPLATES, `keystone-${await packageVersion('python3-keystone')}-r${TEMPLATE_REVISION}`);
+  return template(final, async (folder) => {
+    for (const sub of ['fernet-keys', 'credential-keys']) await mkdir(path.join(folder, sub), { mode: 0o700 });
+    const conf = path.join(folder, 'keystone.conf');
+    await writeFile(
+      conf,
+      ini({
+        DEFAULT: { log_file: path.join(folder, 'keystone-manage.log'), use_stderr: 'false' },
+        database: { connection: `sqlite:///${path.join(folder, 'keystone.sqlite')}` },
+        identity: { password_hash_rounds: 4 },
+        fernet_tokens: { key_repository: path.join(folder, 'fernet-keys') },
+        credential: { key_repository: path.join(folder, 'credential-keys') },
+      }),
+    );
+    const { stdout: group } = await execa('id', ['-gn']);
+    const user = os.userInfo().username;
+    const manage = (args: string[], env: Record<string, string> = {}) =>
+      execa('/usr/bin/keystone-manage', ['--config-file', conf, ...args], { env, all: true });
+    await manage(['db_sync']);
+    // SQLite's default rollback journal makes concurrent writers fail with "database is locked".
+    await sqlite(path.join(folder, 'keystone.sqlite'), 'PRAGMA journal_mode=WAL');
+    await manage(['fernet_setup', '--keystone-user', user, '--keystone-group', group]);
+    await manage(['credential_setup', '--keystone-user', user, '--keystone-group', group]);
+    // The password goes through the environment, never argv.
+    await manage(
+      [
+        'bootstrap',
+        '--bootstrap-username',
+        'admin',
+        '--bootstrap-project-name',
+        'admin',
+        '--bootstrap-role-name',
+        'admin',
+        '--bootstrap-service-name',
+        'keystone',
+        '--bootstrap-region-id',
+        REGION,
+        ...['admin', 'public', 'internal'].flatMap((iface) => [`--bootstrap-${iface}-url`, PLACEHOLDER_URL]),
+      ],
+      { OS_BOOTSTRAP_PASSWORD: ADMIN_PASSWORD },
+    );
+  });
+}
+
+/** Builds every template now (scripts/setup.sh does, once per machine), so no test file waits for one. */
+export async function prepareOpenStackTemplates(): Promise<void> {
+  await Promise.all([glanceTemplate(), keystoneTemplate()]);
 }
 
 export async function startOpenStack(opts: StartOptions = {}): Promise<OpenStack> {
@@ -234,9 +328,8 @@ export async function startOpenStack(opts: StartOptions = {}): Promise<OpenStack
     for (const _ of regions) glancePorts.push(await freePort());
     const glanceUrls = glancePorts.map((port) => `http://127.0.0.1:${port}`);
     const glanceUrl = glanceUrls[0];
-    const adminPassword = 'admin-secret-pw';
     const glanceServicePassword = 'glance-service-pw';
-    for (const sub of ['fernet-keys', 'credential-keys', 'lock']) await mkdir(path.join(dir, sub), { mode: 0o700 });
+    await mkdir(path.join(dir, 'lock'), { mode: 0o700 });
     // The first region's files are in `dir` itself (as before there were regions), the others' in `dir/<region>`.
     const glanceDirs = regions.map((region, i) => (i === 0 ? dir : path.join(dir, region)));
     for (const glanceDir of glanceDirs)
@@ -303,53 +396,17 @@ export async function startOpenStack(opts: StartOptions = {}): Promise<OpenStack
       );
     }
 
-    const { stdout: group } = await execa('id', ['-gn']);
-    const user = os.userInfo().username;
-    const manage = (args: string[], env: Record<string, string> = {}) =>
-      execa('/usr/bin/keystone-manage', ['--config-file', keystoneConf, ...args], { env, all: true });
-    // Glance's schema and Keystone's set-up are independent: run them side by side.
-    await Promise.all([
-      timed(timings, 'glance db_sync', async () => {
-        for (const [i, glanceConf] of glanceConfs.entries())
-          await migratedDatabase('python3-glance', path.join(glanceDirs[i], 'glance.sqlite'), () =>
-            execa('/usr/bin/glance-manage', ['--config-file', glanceConf, 'db_sync'], { all: true }),
-          );
-      }),
-      timed(timings, 'keystone db_sync, keys, bootstrap', async () => {
-        await migratedDatabase('python3-keystone', path.join(dir, 'keystone.sqlite'), () => manage(['db_sync']));
-        // SQLite's default rollback journal makes concurrent writers fail with "database is locked".
-        await execa('/usr/bin/python3', [
-          '-c',
-          'import sqlite3,sys; sqlite3.connect(sys.argv[1]).execute("PRAGMA journal_mode=WAL")',
-          path.join(dir, 'keystone.sqlite'),
-        ]);
-        await manage(['fernet_setup', '--keystone-user', user, '--keystone-group', group]);
-        await manage(['credential_setup', '--keystone-user', user, '--keystone-group', group]);
-        // The password goes through the environment, never argv.
-        await manage(
-          [
-            'bootstrap',
-            '--bootstrap-username',
-            'admin',
-            '--bootstrap-project-name',
-            'admin',
-            '--bootstrap-role-name',
-            'admin',
-            '--bootstrap-service-name',
-            'keystone',
-            '--bootstrap-region-id',
-            REGION,
-            '--bootstrap-admin-url',
-            keystoneUrl,
-            '--bootstrap-public-url',
-            keystoneUrl,
-            '--bootstrap-internal-url',
-            keystoneUrl,
-          ],
-          { OS_BOOTSTRAP_PASSWORD: adminPassword },
-        );
-      }),
-    ]);
+    // Glance's schema and Keystone's keys and bootstrap come from templates (built once per machine).
+    await timed(timings, 'databases and keys from templates', async () => {
+      const [glance, keystone] = await Promise.all([glanceTemplate(), keystoneTemplate()]);
+      for (const glanceDir of glanceDirs)
+        await copyFile(path.join(glance, 'glance.sqlite'), path.join(glanceDir, 'glance.sqlite'));
+      await copyFile(path.join(keystone, 'keystone.sqlite'), path.join(dir, 'keystone.sqlite'));
+      for (const sub of ['fernet-keys', 'credential-keys'])
+        await cp(path.join(keystone, sub), path.join(dir, sub), { recursive: true, preserveTimestamps: true });
+      // The bootstrap's identity endpoints (admin, public, internal) get this Keystone's URL.
+      await sqlite(path.join(dir, 'keystone.sqlite'), 'UPDATE endpoint SET url = ?', keystoneUrl);
+    });
 
     const glances: GlanceRegion[] = regions.map((region, i) => {
       const logFile = path.join(glanceDirs[i], 'glance-api.log');
@@ -411,7 +468,7 @@ export async function startOpenStack(opts: StartOptions = {}): Promise<OpenStack
     });
     void keystone;
 
-    const admin = { username: 'admin', password: adminPassword, projectName: 'admin' };
+    const admin = { username: 'admin', password: ADMIN_PASSWORD, projectName: 'admin' };
     const accounts = await timed(timings, 'keystone accounts', async () => {
       const adminToken = await passwordToken(keystoneUrl, admin);
       const call = (method: 'GET' | 'POST' | 'PUT', route: string, body?: unknown) =>

@@ -1,4 +1,4 @@
-// Orders the test files so that the longest start first: with 2 jest workers, a long file that
+// Orders the test files so that the longest start first: with a few jest workers, a long file that
 // starts last keeps one worker busy alone at the end. Jest's own order uses the durations of the
 // last run on this machine (kept in its cache) and, with none, the file's size, which says little
 // about a test that starts servers. So a file with no cached duration takes the one recorded in
