@@ -199,7 +199,7 @@ const ADMIN_PASSWORD = 'admin-secret-pw';
 /** The identity endpoint a Keystone template is bootstrapped with; each start writes its own URL over it. */
 const PLACEHOLDER_URL = 'http://127.0.0.1:9/v3';
 /** Changes whenever what goes into a template changes, so an older one is never used. */
-const TEMPLATE_REVISION = 2;
+const TEMPLATE_REVISION = 3;
 
 async function packageVersion(pkg: string): Promise<string> {
   const { stdout } = await execa('dpkg-query', ['-W', '-f=${Version}', pkg]);
@@ -302,6 +302,8 @@ async function keystoneTemplate(): Promise<string> {
       ],
       { OS_BOOTSTRAP_PASSWORD: ADMIN_PASSWORD },
     );
+    // Everything in the database file itself, so a copy of that one file is the whole database.
+    await sqlite(path.join(folder, 'keystone.sqlite'), 'PRAGMA wal_checkpoint(TRUNCATE)');
   });
 }
 
