@@ -26,6 +26,8 @@ COPY activities ./activities
 COPY clouds ./clouds
 COPY worker ./worker
 COPY bridge ./bridge
+# npm run build ends by bundling the CLI (dist/bundle/) with this script.
+COPY scripts/bundle-cli.mjs ./scripts/
 RUN npm run build
 
 # --- runtime: production dependencies, dist/, and the programs the pipeline runs --------------

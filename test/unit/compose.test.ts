@@ -236,6 +236,17 @@ describe('Dockerfile', () => {
     expect(dockerfile).toMatch(/COPY --from=build \S*dist/);
   });
 
+  it('copies into the build stage every script that `npm run build` runs (the CLI bundler among them)', () => {
+    const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { scripts: { build: string } };
+    const scripts = [...pkg.scripts.build.matchAll(/\bnode (\S+)/g)]
+      .map((m) => m[1])
+      .filter((file) => !file.startsWith('dist/'));
+    expect(scripts).toContain('scripts/bundle-cli.mjs');
+    const buildStage = dockerfile.slice(0, dockerfile.search(/^FROM (?!.* AS build$)/m));
+    for (const file of scripts)
+      expect(buildStage).toMatch(new RegExp(`^COPY \\S*${file.replace(/[.]/g, '\\.')}\\b`, 'm'));
+  });
+
   it('installs the programs the pipeline runs', () => {
     const install = /apt-get install[^\n]*(?:\\\n[^\n]*)*/.exec(dockerfile)?.[0] ?? '';
     for (const pkg of ['qemu-utils', 'xz-utils', 'bzip2', 'openssl', 'sudo']) expect(install).toContain(pkg);
