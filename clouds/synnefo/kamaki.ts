@@ -128,10 +128,14 @@ export class Kamaki {
 
   /** The images this account owns; other tenants' images never count as ours. */
   async listOwnImages(): Promise<{ own: KamakiImage[]; others: KamakiImage[] }> {
-    const [account, images] = await Promise.all([this.accountId(), this.listImages()]);
+    // Both asked at once, and both waited for even when one fails: no kamaki of this step is
+    // still running (and writing its files) once the step has failed.
+    const [asked, listed] = await Promise.allSettled([this.accountId(), this.listImages()]);
+    if (asked.status === 'rejected') throw asked.reason;
+    if (listed.status === 'rejected') throw listed.reason;
     const own: KamakiImage[] = [];
     const others: KamakiImage[] = [];
-    for (const img of images) (img.owner === account ? own : others).push(img);
+    for (const img of listed.value) (img.owner === asked.value ? own : others).push(img);
     return { own, others };
   }
 

@@ -281,6 +281,25 @@ test("a cloud missing from .kamakirc fails with kamaki's message", async () => {
   expect(err.message).toContain('No cloud "nowhere"');
 });
 
+test('a step whose account look-up fails ends only after its image list has ended too: no kamaki of it runs on', async () => {
+  forgetKamakiAccounts();
+  // `user info` fails at once; `image list` takes a second, then leaves a mark as it ends.
+  const finished = path.join(dir, 'image-list-finished');
+  const slowList = path.join(dir, 'kamaki-slow-list');
+  writeFileSync(
+    slowList,
+    `#!/bin/bash\nif [ "$1 $2" = "image list" ]; then sleep 1; "${KAMAKI}" "$@"; s=$?; touch "${finished}"; exit $s; fi\nexec "${KAMAKI}" "$@"\n`,
+    { mode: 0o755 },
+  );
+  process.env.FAKE_SYNNEFO_FAIL = 'user:always';
+  const acts = synnefoActivities({ config: config({ kamaki: slowList }), logger });
+  const err = (await acts
+    .findRegisteredImage({ event: event(), options: {} })
+    .catch((e: unknown) => e)) as ApplicationFailure;
+  expect(err).toBeInstanceOf(ApplicationFailure);
+  expect(existsSync(finished)).toBe(true);
+});
+
 /** The account of the cloud "testcloud", as kamaki tells it. */
 const account = () =>
   JSON.parse(
