@@ -227,7 +227,24 @@ export async function benchClouds(): Promise<BenchResult> {
     ],
     notes: [
       `Load average (1, 5, 15 min) at the start and after each repeat: ${load.map((l) => l.map((x) => x.toFixed(2)).join('/')).join('; ')} (2 cores; other work on the machine shares them).`,
+      await pageReporting(),
     ],
     raw: { one, three, load },
   };
+}
+
+/**
+ * The guest kernel's free page reporting, where the machine has it (a virtual machine giving freed
+ * memory back to its host): with `min_free_ms` 0 a page freed is given back at once, and the next
+ * process to use it pays for the host to back it again, as system time (docs/benchmarks.md).
+ */
+async function pageReporting(): Promise<string> {
+  const dir = '/sys/module/page_reporting/parameters';
+  const read = (name: string) => readFile(path.join(dir, name), 'utf8').then((s) => s.trim());
+  try {
+    const [order, minFreeMs] = await Promise.all([read('page_reporting_order'), read('min_free_ms').catch(() => '?')]);
+    return `Free page reporting: on (page_reporting_order ${order}, min_free_ms ${minFreeMs}).`;
+  } catch {
+    return 'Free page reporting: not on this machine.';
+  }
 }
