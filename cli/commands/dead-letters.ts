@@ -9,7 +9,7 @@ import {
 } from '../../bridge/dead-letters.js';
 import { ConfiguredCommand, EXIT } from '../base-command.js';
 import { formatTable } from '../table.js';
-import { isDuration } from './subscriptions.js';
+import { isDuration } from '../validators.js';
 
 const ID_PATTERN = /^[0-9a-f]{12}$/;
 

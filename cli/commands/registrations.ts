@@ -20,7 +20,7 @@ import {
 } from '../../core/workflow-contract.js';
 import { ConfiguredCommand, EXIT } from '../base-command.js';
 import { formatTable } from '../table.js';
-import { isDuration } from './subscriptions.js';
+import { isDuration } from '../validators.js';
 
 const STATUSES = ['running', 'completed', 'failed', 'canceled', 'terminated', 'timed-out'] as const;
 const STATUS_QUERY: Record<(typeof STATUSES)[number], string> = {

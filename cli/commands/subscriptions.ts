@@ -1,6 +1,5 @@
 import { randomUUID } from 'node:crypto';
 import { Command, Option } from 'clipanion';
-import * as t from 'typanion';
 import {
   ScheduleNotFoundError,
   ScheduleOverlapPolicy,
@@ -36,6 +35,7 @@ import { cloudTargets, registrationSite } from '../../clouds/index.js';
 import { subscriptionReadContext } from '../../activities/subscriptions.js';
 import { cloudsOf } from '../../core/starter.js';
 import { ConfiguredCommand, EXIT } from '../base-command.js';
+import { isDuration } from '../validators.js';
 
 /** How the last run of a subscription ended (or how long it has been running), for `subscriptions` and `sync-now`. */
 interface RunOutcome {
@@ -328,14 +328,6 @@ export class SubscriptionsApplyCommand extends TemporalCommand {
     });
   }
 }
-
-export const isDuration = t.makeValidator<unknown, string>({
-  test: (value, state): value is string => {
-    if (typeof value === 'string' && DurationSchema.safeParse(value).success) return true;
-    state?.errors?.push(`${state.p ?? 'value'}: expected a duration such as 3h or 90m (got ${String(value)})`);
-    return false;
-  },
-});
 
 export class SubscribeCommand extends TemporalCommand {
   static override paths = [['subscribe']];
