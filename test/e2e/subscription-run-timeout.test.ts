@@ -58,14 +58,25 @@ describe('subscriptions: a stuck sync run times out and the next run starts', ()
         client.workflow.getHandle(action.workflow.workflowId, action.workflow.firstExecutionRunId).describe(),
       ),
     );
-  /** Runs `subscriptions` until its output matches every pattern (the runs move on their own), and returns it. */
+  /**
+   * This list's part of `subscriptions`: the command lists every subscription schedule on the
+   * server, and other test files running at the same time have theirs.
+   */
+  const ownBlock = (stdout: string) => {
+    const lines = stdout.split('\n');
+    const start = lines.findIndex((l) => l.startsWith(`${listUrl} `));
+    if (start < 0) return '';
+    const end = lines.findIndex((l, i) => i > start && !l.startsWith(' '));
+    return lines.slice(start, end < 0 ? undefined : end).join('\n');
+  };
+  /** Runs `subscriptions` until this list's part matches every pattern (the runs move on their own), and returns it. */
   const subscriptionsShowing = async (patterns: RegExp[], what: string) => {
     const deadline = Date.now() + 90_000;
     let last = '';
     for (;;) {
       const r = await cli(['subscriptions']);
       expect(r.exitCode).toBe(0);
-      last = r.stdout;
+      last = ownBlock(r.stdout);
       if (patterns.every((p) => p.test(last))) return last;
       if (Date.now() > deadline) throw new Error(`\`subscriptions\` never showed ${what}; it last said:\n${last}`);
       await new Promise((resolve) => setTimeout(resolve, 500));
@@ -180,7 +191,12 @@ describe('subscriptions: a stuck sync run times out and the next run starts', ()
     expect(shown).toMatch(/earlier: +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d TIMED_OUT after 30s/);
     expect(shown).not.toContain('running: since');
     const json = await cli(['subscriptions', '--json']);
-    const entry = JSON.parse(json.stdout.trim().split('\n')[0]!);
+    // One object per subscription schedule on the server; other test files have theirs.
+    const entries = json.stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as { url: string });
+    const entry = entries.find((e) => e.url === listUrl);
     expect(entry).toMatchObject({
       runTimeoutMs: 600_000,
       lastRun: { status: 'COMPLETED', runTimeoutMs: 600_000 },
