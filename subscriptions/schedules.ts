@@ -9,6 +9,7 @@ import {
   ScheduleOverlapPolicy,
   type Client,
   type ScheduleDescription,
+  type ScheduleExecutionResult,
   type ScheduleOptions,
   type ScheduleUpdateOptions,
 } from '@temporalio/client';
@@ -49,6 +50,24 @@ export function scheduleIdForUrl(config: Config, url: string): string {
 /** `sync:<schedule id without its prefix>`: every run a subscription's schedule starts has a workflow id beginning so. */
 export function syncWorkflowIdPrefix(spec: SubscriptionSpec): string {
   return syncWorkflowIdOf(scheduleIdOf(spec));
+}
+
+/** A run a schedule started, as its recent actions name it. */
+export type ScheduledRun = ScheduleExecutionResult['action']['workflow'];
+
+/**
+ * The oldest of a schedule's recent actions that `before` (its recent actions earlier) does not
+ * hold: the run a trigger started. A run is known by its run id as well as its workflow id: the
+ * server names a triggered run after the schedule and the second of the trigger, so a second
+ * trigger within the same second starts another run of the same workflow id.
+ */
+export function firstNewRun(
+  before: readonly ScheduleExecutionResult[],
+  now: readonly ScheduleExecutionResult[],
+): ScheduledRun | undefined {
+  const key = (run: ScheduledRun) => `${run.workflowId}\n${run.firstExecutionRunId}`;
+  const known = new Set(before.map(({ action }) => key(action.workflow)));
+  return now.map(({ action }) => action.workflow).find((run) => !known.has(key(run)));
 }
 
 function scheduleOptions(config: Config, spec: SubscriptionSpec, paused: boolean): ScheduleOptions {

@@ -24,6 +24,7 @@ import {
 } from '../../core/workflow-contract.js';
 import {
   applySubscriptions,
+  firstNewRun,
   listSubscriptionSchedules,
   scheduleIdForUrl,
   setMassExpiryAllowance,
@@ -446,13 +447,11 @@ export class SyncNowCommand extends TemporalCommand {
           throw new InvalidInputError(`no subscription to ${this.url} (see \`subscriptions\`)`);
         throw err;
       });
-      const before = new Set(described.info.recentActions.map((a) => a.action.workflow.workflowId));
+      const before = described.info.recentActions;
       const deadline = Date.now() + (DurationSchema.parse(this.timeout) as number);
       const started = async () => {
         for (;;) {
-          const found = (await handle.describe()).info.recentActions
-            .map((a) => a.action.workflow)
-            .find((w) => !before.has(w.workflowId));
+          const found = firstNewRun(before, (await handle.describe()).info.recentActions);
           if (found) return found;
           if (Date.now() > deadline)
             throw new InvalidInputError(`the sync of ${this.url} did not start within --timeout ${this.timeout}`);

@@ -18,6 +18,7 @@ import {
   type WorkflowBundleWithSourceMap,
 } from '@temporalio/worker';
 import { createSubscriptionActivities } from '../../activities/subscriptions.js';
+import { firstNewRun } from '../../subscriptions/schedules.js';
 import { cloudTargets } from '../../clouds/index.js';
 import type { Config } from '../../core/config.js';
 import {
@@ -109,13 +110,11 @@ export async function startSyncWorker(
       schedules.set(spec.url, scheduleId);
     }
     const handle = client.schedule.getHandle(scheduleId);
-    const before = new Set((await handle.describe()).info.recentActions.map((a) => a.action.workflow.workflowId));
+    const before = (await handle.describe()).info.recentActions;
     await handle.trigger(ScheduleOverlapPolicy.BUFFER_ONE);
     const deadline = Date.now() + 60_000;
     for (;;) {
-      const started = (await handle.describe()).info.recentActions
-        .map((a) => a.action.workflow)
-        .find((w) => !before.has(w.workflowId));
+      const started = firstNewRun(before, (await handle.describe()).info.recentActions);
       if (started) return client.workflow.getHandle(started.workflowId, started.firstExecutionRunId);
       if (Date.now() > deadline) throw new Error(`the schedule ${scheduleId} started no run within 60 s`);
       await new Promise((resolve) => setTimeout(resolve, 100));

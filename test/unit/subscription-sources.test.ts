@@ -6,7 +6,13 @@
 import { parseConfig } from '../../core/config.js';
 import { invalidEntriesKept, shortDigest } from '../../core/workflow-contract.js';
 import { registryScheduleId } from '../../oci/subscription-source.js';
-import { scheduleIdForUrl, subscriptionScheduleId, syncWorkflowIdPrefix } from '../../subscriptions/schedules.js';
+import type { ScheduleExecutionResult } from '@temporalio/client';
+import {
+  firstNewRun,
+  scheduleIdForUrl,
+  subscriptionScheduleId,
+  syncWorkflowIdPrefix,
+} from '../../subscriptions/schedules.js';
 import { configuredSubscriptions, sourceOf } from '../../subscriptions/sources.js';
 
 const config = parseConfig(
@@ -65,4 +71,23 @@ test('an invalid entry keeps its image; one without an identifier makes the read
     keep: ['a'],
     incomplete: true,
   });
+});
+
+test('the run a trigger started is found by its run id: two triggers in one second start two runs of one workflow id', () => {
+  // The server names a triggered run `<the action's workflow id>-<the second of the trigger>`.
+  const action = (workflowId: string, firstExecutionRunId: string): ScheduleExecutionResult => ({
+    scheduledAt: new Date('2026-12-08T00:19:30Z'),
+    takenAt: new Date('2026-12-08T00:19:30Z'),
+    action: { type: 'startWorkflow', workflow: { workflowId, firstExecutionRunId } },
+  });
+  const sameSecond = 'sync:localhost_38833_a.list:4a5a56df83fe5eac-2026-12-08T00:19:30Z';
+  const earlier = [action('sync:localhost_38833_a.list:4a5a56df83fe5eac-2026-12-08T00:19:10Z', 'run-0')];
+  const before = [...earlier, action(sameSecond, 'run-1')];
+  expect(firstNewRun(before, before)).toBeUndefined();
+  expect(firstNewRun(before, [...before, action(sameSecond, 'run-2')])).toEqual({
+    workflowId: sameSecond,
+    firstExecutionRunId: 'run-2',
+  });
+  // Temporal keeps the last ten actions: an old one dropped from the list is not a new run.
+  expect(firstNewRun(before, [before[1]!, action(sameSecond, 'run-2')])?.firstExecutionRunId).toBe('run-2');
 });
