@@ -10,6 +10,7 @@ import { writeLinuxMbr } from '../support/disk-images.js';
 import { fakeCloud } from '../support/fake-cloud.js';
 import { egiAnnotations, startRegistry, type PushedArtifact, type TestRegistry } from '../support/registry.js';
 import { startService, uniqueTaskQueue, type ServiceProcess } from '../support/service-process.js';
+import { startedWorkflow } from '../support/workflows.js';
 
 const MiB = 1024 * 1024;
 const PROJECT = 'egi_vm_images';
@@ -245,7 +246,8 @@ describe('a subscribed registry project keeps the cloud in step with its tags', 
     expect(r.exitCode).toBe(0);
     expect(r.stdout).toContain('1 to register: debian 12 (new)');
     const summary = ((await (await lastRun(TAMPERED)).handle.result()) as SyncImageListResult).summary;
-    const registration = client.workflow.getHandle(summary.registered[0].workflowId!);
+    // The sync delivered it to the revision's workflow, which starts the registration in a moment.
+    const registration = await startedWorkflow(client, summary.registered[0].workflowId!);
     const failure = await registration.result().then(
       () => undefined,
       (err: unknown) => err,

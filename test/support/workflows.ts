@@ -1,4 +1,4 @@
-import type { Client, WorkflowHandle } from '@temporalio/client';
+import { WorkflowNotFoundError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { waitForChild } from '../../cli/progress.js';
 
 /**
@@ -22,4 +22,24 @@ export async function registrationOf(
   ]);
   if (!child) throw new Error(`${revisionWorkflowId} closed without running a registration`);
   return child;
+}
+
+/**
+ * A workflow by the id something else will start it under (a sync names the registerImage
+ * workflow that the image revision's workflow starts a moment after the sync delivered it),
+ * once it has started.
+ */
+export async function startedWorkflow(client: Client, workflowId: string, timeoutMs = 60_000): Promise<WorkflowHandle> {
+  const handle = client.workflow.getHandle(workflowId);
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      await handle.describe();
+      return handle;
+    } catch (err) {
+      if (!(err instanceof WorkflowNotFoundError)) throw err;
+      if (Date.now() > deadline) throw new Error(`${workflowId} did not start within ${timeoutMs} ms`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
 }
