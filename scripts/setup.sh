@@ -30,17 +30,20 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
   npm ci --no-audit --no-fund >&2
 fi
 
-# 2. The Temporal CLI (dev server + Web UI), built once into a project-local folder.
-#    Later tags than v1.5.1 carry a replace directive that `go install` refuses.
+# 2. The Temporal CLI (dev server + Web UI), built once into a project-local folder from the module
+#    in scripts/temporal-cli/ (v1.5.1 with a newer SQLite driver: its go.mod says why), and again
+#    when that module changes. A CLI that SNF_VMCATCHER_TEMPORAL_CLI names and that exists is used as
+#    it is.
 TEMPORAL_CLI=${SNF_VMCATCHER_TEMPORAL_CLI:-$ROOT/.tools/bin/temporal}
-if [ ! -x "$TEMPORAL_CLI" ]; then
+TEMPORAL_CLI_STAMP=$TEMPORAL_CLI.go.sum
+if [ ! -x "$TEMPORAL_CLI" ] || { [ -z "${SNF_VMCATCHER_TEMPORAL_CLI:-}" ] && ! cmp -s scripts/temporal-cli/go.sum "$TEMPORAL_CLI_STAMP"; }; then
   command -v go >/dev/null || { say "Go is needed to build the Temporal CLI"; exit 1; }
   say "building the Temporal CLI v1.5.1 into $(dirname "$TEMPORAL_CLI") (a few minutes, once)"
   mkdir -p "$(dirname "$TEMPORAL_CLI")"
-  CGO_ENABLED=0 GOBIN="$(cd "$(dirname "$TEMPORAL_CLI")" && pwd)" \
-    go install -ldflags "-X github.com/temporalio/cli/temporalcli.Version=1.5.1" \
-    github.com/temporalio/cli/cmd/temporal@v1.5.1 >&2
-  if [ "$(basename "$TEMPORAL_CLI")" != temporal ]; then mv "$(dirname "$TEMPORAL_CLI")/temporal" "$TEMPORAL_CLI"; fi
+  CGO_ENABLED=0 go build -C scripts/temporal-cli -o "$TEMPORAL_CLI.new" \
+    -ldflags "-X github.com/temporalio/cli/temporalcli.Version=1.5.1" github.com/temporalio/cli/cmd/temporal >&2
+  mv "$TEMPORAL_CLI.new" "$TEMPORAL_CLI"
+  cp scripts/temporal-cli/go.sum "$TEMPORAL_CLI_STAMP"
 fi
 
 # 2b. The production Temporal server, temporal-sql-tool and Web UI server (`npm run stack -- --production`,
